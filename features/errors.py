@@ -1,0 +1,31 @@
+"""Errors of the ``features`` package: one root, subclasses that carry their context."""
+
+from __future__ import annotations
+
+__all__ = ["FeaturesError", "InvalidEvent"]
+
+
+class FeaturesError(Exception):
+    """Root of every error raised by ``features``."""
+
+
+class InvalidEvent(FeaturesError):
+    """An event or label that does not satisfy the schema.
+
+    Deliberately not a ``ValueError``: pydantic lets it through unwrapped, so constructing an ``Event``
+    directly raises it just as ``Event.parse`` does.
+
+    ``field`` names the offending field (dotted for nested ones, empty for the whole document) and
+    ``problem`` says what is wrong with it.
+
+    >>> str(InvalidEvent("fields.amount", "NaN and infinity are not allowed"))
+    'fields.amount: NaN and infinity are not allowed'
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
+        return (type(self), (self.field, self.problem))

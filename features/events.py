@@ -1,0 +1,286 @@
+"""The event and label schema every Rivulet component shares.
+
+An :class:`Event` is one fact about one entity at one event time:
+
+- ``event_id``: unique, generated as a time-ordered UUIDv7 when absent;
+- ``entity``: the entity key (also the Kafka key, so one entity's events stay in order);
+- ``ts``: event time in epoch milliseconds (ISO 8601 strings and datetimes are normalised);
+- ``fields``: a flat mapping of names to scalars (str, int, float, bool or null);
+- ``label``: optional scalar target, when it is known at event time;
+- ``schema_version``: optional integer for producers that evolve their fields.
+
+Validation errors name the field and the problem, and NaN or infinity is refused (JSON has no such
+numbers, and orjson would silently write them as null).
+
+>>> e = Event(entity="u1", ts="2024-01-01T00:00:00Z", fields={"amount": 12.5})
+>>> e.ts
+1704067200000
+>>> Event.from_json(e.to_json()) == e
+True
+>>> Event(entity="u1", ts=0, fields={"x": float("nan")})
+Traceback (most recent call last):
+...
+features.errors.InvalidEvent: fields.x: NaN and infinity are not allowed
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.errors import InvalidEvent
+
+__all__ = ["MAX_TS_MS", "Event", "Label", "Scalar", "new_id", "parse_ts"]
+
+Scalar = str | int | float | bool | None
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def new_id() -> str:
+    """A new time-ordered unique id (UUIDv7, RFC 9562).
+
+    >>> a, b = new_id(), new_id()
+    >>> len(a), a != b, a[14]
+    (36, True, '7')
+    """
+    return str(uuid_utils.uuid7())
+
+
+def parse_ts(value: object, field: str = "ts") -> int:
+    """Normalise an event time to epoch milliseconds.
+
+    Accepts epoch milliseconds (int, float or a string of digits), an ISO 8601 string, or a datetime.
+    Naive datetimes are taken as UTC.
+
+    >>> parse_ts(1704067200000), parse_ts("1704067200000"), parse_ts("2024-01-01T01:00:00+01:00")
+    (1704067200000, 1704067200000, 1704067200000)
+    >>> parse_ts("yesterday")
+    Traceback (most recent call last):
+    ...
+    features.errors.InvalidEvent: ts: 'yesterday' is neither epoch milliseconds nor an ISO 8601 time
+    """
+    ms: int
+    if isinstance(value, bool) or value is None:
+        raise InvalidEvent(field, f"expected epoch milliseconds or an ISO 8601 string, got {value!r}")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(field, "NaN and infinity are not allowed")
+        ms = int(value)
+    elif isinstance(value, datetime):
+        ms = _datetime_ms(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            ms = int(text)
+        else:
+            try:
+                ms = _datetime_ms(datetime.fromisoformat(text))
+            except ValueError:
+                raise InvalidEvent(
+                    field, f"{value!r} is neither epoch milliseconds nor an ISO 8601 time"
+                ) from None
+    else:
+        raise InvalidEvent(
+            field, f"expected epoch milliseconds or an ISO 8601 string, got {type(value).__name__}"
+        )
+    if not 0 <= ms <= MAX_TS_MS:
+        raise InvalidEvent(field, f"{ms} is outside 0..{MAX_TS_MS} epoch milliseconds")
+    return ms
+
+
+def _datetime_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def _scalar(value: object, field: str) -> Scalar:
+    if type(value) in _PLAIN:
+        return value  # type: ignore[return-value]
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(field, "NaN and infinity are not allowed")
+        return value
+    raise InvalidEvent(field, f"must be a string, number, boolean or null, got {type(value).__name__}")
+
+
+def _entity(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None:
+        raise InvalidEvent("entity", "is required")
+    if not isinstance(value, str):
+        raise InvalidEvent("entity", f"must be a string or an integer, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidEvent("entity", "must not be empty")
+    return value
+
+
+def _fields(value: object) -> dict[str, Scalar]:
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise InvalidEvent("fields", f"must be a mapping, got {type(value).__name__}")
+    out: dict[str, Scalar] = {}
+    plain = _PLAIN
+    for name, v in value.items():
+        if type(name) is not str or not name:
+            raise InvalidEvent("fields", f"names must be non-empty strings, got {name!r}")
+        t = type(v)
+        if t in plain or (t is float and v - v == 0.0):  # v - v is NaN for NaN and infinities
+            out[name] = v
+        else:
+            out[name] = _scalar(v, f"fields.{name}")
+    return out
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Any:
+        """Validate a mapping; any problem is an :class:`InvalidEvent` naming the field."""
+        if type(data) is not dict and not isinstance(data, Mapping):
+            raise InvalidEvent("", f"expected a JSON object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _as_invalid(exc) from None
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Any:
+        """Decode and validate one JSON document (orjson: strict UTF-8, no NaN)."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("", f"not valid JSON: {exc}") from None
+        return cls.parse(data)
+
+
+def _as_invalid(exc: ValidationError) -> InvalidEvent:
+    err = exc.errors(include_url=False)[0]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidEvent):
+        return cause
+    field = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return InvalidEvent(field, "is required")
+    if kind == "extra_forbidden":
+        return InvalidEvent(field, "is not a known field")
+    return InvalidEvent(field, err["msg"])
+
+
+class Event(_Record):
+    """One event about one entity; see the module docstring for the fields."""
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=200)
+    entity: str = Field(min_length=1, max_length=1024)
+    ts: int
+    fields: dict[str, Any] = Field(default_factory=dict)  # values are Scalar, checked by _normalise
+    label: Any = None  # Scalar, checked by _normalise
+    schema_version: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        """All checks in one pass (this runs per event on every hot path): entity, time, flat fields, label."""
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                return data  # pydantic reports the type error
+            data = dict(data)
+        else:
+            data = data.copy()
+        entity = data.get("entity")
+        if not (type(entity) is str and entity and not entity[0].isspace()):
+            data["entity"] = _entity(entity)
+        ts = data.get("ts")
+        if not (type(ts) is int and 0 <= ts <= MAX_TS_MS):
+            if "ts" not in data:
+                raise InvalidEvent("ts", "is required")
+            data["ts"] = parse_ts(ts)
+        fields = data.get("fields")
+        if fields is None:
+            data["fields"] = {}
+        else:
+            data["fields"] = _fields(fields)
+        label = data.get("label")
+        if type(label) not in _PLAIN:
+            data["label"] = _scalar(label, "label")
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "entity": self.entity,
+            "ts": self.ts,
+            "fields": self.fields,
+        }
+        if self.label is not None:
+            out["label"] = self.label
+        if self.schema_version is not None:
+            out["schema_version"] = self.schema_version
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class Label(_Record):
+    """A label that arrives after its event, joined by ``event_id`` or by ``prediction_id``.
+
+    >>> Label(event_id="e1", label=True, ts=5).to_json()
+    b'{"event_id":"e1","label":true,"ts":5}'
+    """
+
+    event_id: str | None = Field(None, min_length=1)
+    prediction_id: str | None = Field(None, min_length=1)
+    label: str | int | float | bool
+    ts: int
+
+    @field_validator("ts", mode="plain")
+    @classmethod
+    def _ts(cls, value: object) -> int:
+        return parse_ts(value)
+
+    @field_validator("label", mode="plain")
+    @classmethod
+    def _label(cls, value: object) -> Scalar:
+        if value is None:
+            raise InvalidEvent("label", "is required")
+        return _scalar(value, "label")
+
+    @model_validator(mode="after")
+    def _one_id(self) -> Label:
+        if (self.event_id is None) == (self.prediction_id is None):
+            raise InvalidEvent("event_id", "exactly one of event_id and prediction_id is required")
+        return self
+
+    @property
+    def join_key(self) -> str:
+        return self.event_id if self.event_id is not None else f"p:{self.prediction_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+        if self.prediction_id is not None:
+            out["prediction_id"] = self.prediction_id
+        out["label"] = self.label
+        out["ts"] = self.ts
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())

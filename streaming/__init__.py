@@ -1,0 +1,19 @@
+"""Rivulet's streaming layer: settings, the producer SDK, topic administration and the CLI."""
+
+from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge, StreamingError, TopicError
+from streaming.producer import Producer, producer_config
+from streaming.settings import Settings, Topics
+from streaming.topics import TopicAdmin
+
+__all__ = [
+    "DeliveryError",
+    "DeliveryFailure",
+    "EventTooLarge",
+    "Producer",
+    "Settings",
+    "StreamingError",
+    "TopicAdmin",
+    "TopicError",
+    "Topics",
+    "producer_config",
+]

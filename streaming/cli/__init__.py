@@ -1,0 +1,24 @@
+"""The ``rivulet`` command. Each subcommand group lives in its own module and reads one ``Settings``."""
+
+from __future__ import annotations
+
+import typer
+
+from streaming.cli import produce, topics, watch
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="rivulet",
+    help="Streaming online learning: Kafka events, streaming features, River models, real-time scoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(topics.app, name="topics")
+app.command("produce")(produce.produce)
+app.command("watch")(watch.watch)
+
+
+def main() -> None:
+    app()

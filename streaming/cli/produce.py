@@ -1,0 +1,142 @@
+"""``rivulet produce SOURCE``: publish a file, a River dataset or a synthetic stream as events."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.events import parse_ts
+from streaming.cli.common import console, err_console, fail, load_settings, user_errors
+from streaming.producer import Producer
+from streaming.publish import LabelPolicy, PublishReport, RejectsFile, publish
+from streaming.sources import RowMapping, SourceError, open_source
+
+SHOWN_REJECTS = 20
+EXIT_REJECTED = 2
+
+
+def produce(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A .jsonl/.csv file, river:<Dataset> (e.g. river:Phishing) "
+            "or synth:<generator> (e.g. synth:agrawal, synth:drift)."
+        ),
+    ],
+    limit: Annotated[int | None, typer.Option(help="Stop after this many rows.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second (default: as fast as possible).")
+    ] = None,
+    labels: Annotated[
+        Literal["inline", "topic", "none"],
+        typer.Option(help="Labels inline on the event, to the labels topic after a delay, or dropped."),
+    ] = "inline",
+    label_delay: Annotated[
+        int, typer.Option(help="With --labels topic: send each label N events later.")
+    ] = 0,
+    label_delay_s: Annotated[
+        float, typer.Option(help="With --labels topic: send each label T s later.")
+    ] = 0.0,
+    entity_field: Annotated[str, typer.Option(help="Column holding the entity key.")] = "entity",
+    ts_field: Annotated[
+        str, typer.Option(help="Column holding the event time (epoch ms or ISO 8601).")
+    ] = "ts",
+    label_field: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    id_field: Annotated[
+        str, typer.Option(help="Column holding the event id (generated when absent).")
+    ] = "event_id",
+    entities: Annotated[
+        int | None,
+        typer.Option(
+            help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."
+        ),
+    ] = None,
+    start_ts: Annotated[
+        str | None,
+        typer.Option(help="Rows without a time get start + i*step (default now for river:/synth:)."),
+    ] = None,
+    step_ms: Annotated[int, typer.Option(help="Event-time step between rows without a time.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of synthetic streams.")] = 42,
+    drift_at: Annotated[int, typer.Option(help="synth:drift: position of the concept drift.")] = 5_000,
+    drift_width: Annotated[int, typer.Option(help="synth:drift: width of the drift (>= tens).")] = 500,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where rejected rows go (default: rejects-<source>.jsonl).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Publish events to the events topic; bad rows are reported by line and written to a rejects file.
+
+    Exit code 0 when every row was sent, 2 when some rows were rejected (the rest were sent), 1 on error.
+    """
+    settings = load_settings()
+    if label_delay and label_delay_s:
+        fail("give --label-delay or --label-delay-s, not both")
+    if (label_delay or label_delay_s) and labels != "topic":
+        fail("a label delay needs --labels topic")
+    generated = source.startswith(("river:", "synth:"))
+    with user_errors():
+        start = parse_ts(start_ts, "--start-ts") if start_ts is not None else None
+    mapping = RowMapping(
+        entity_field=entity_field,
+        ts_field=ts_field,
+        label_field=label_field,
+        id_field=id_field,
+        entities=entities if entities is not None else (100 if generated else None),
+        start_ts=start if start is not None else (int(time.time() * 1000) if generated else None),
+        step_ms=step_ms,
+    )
+    try:
+        rows = open_source(
+            source, label_field=label_field, seed=seed, drift_at=drift_at, drift_width=drift_width
+        )
+    except SourceError as exc:
+        fail(str(exc))
+    stem = Path(source).stem if not generated else source.replace(":", "-")
+    rejects_file = RejectsFile(rejects or Path(f"rejects-{stem}.jsonl"))
+    policy = LabelPolicy(mode=labels, delay_events=label_delay, delay_s=label_delay_s)
+
+    progress = Progress(
+        TextColumn("[bold]producing[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9,.0f} events/s  {task.fields[rejected]} rejected"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    )
+    task = progress.add_task("produce", total=limit, rate=0.0, rejected=0)
+
+    def on_progress(r: PublishReport) -> None:
+        progress.update(task, completed=r.read, rate=r.rate, rejected=len(r.rejected))
+
+    with user_errors(), progress, Producer(settings) as producer:
+        try:
+            report = publish(
+                rows,
+                producer,
+                mapping,
+                labels=policy,
+                rate=rate,
+                limit=limit,
+                rejects=rejects_file,
+                on_progress=on_progress,
+            )
+        finally:
+            rejects_file.close()
+    console.print(
+        f"sent {report.sent:,} events to {settings.topics.events} "
+        f"({report.rate:,.0f} events/s), {report.labels_sent:,} labels to {settings.topics.labels}, "
+        f"{len(report.rejected):,} rejected, all {report.delivered:,} records acknowledged"
+    )
+    if report.rejected:
+        for r in report.rejected[:SHOWN_REJECTS]:
+            err_console.print(f"  line {r.position}: {r.error}", highlight=False, markup=False)
+        if len(report.rejected) > SHOWN_REJECTS:
+            err_console.print(f"  ... and {len(report.rejected) - SHOWN_REJECTS:,} more")
+        err_console.print(f"rejected rows written to {rejects_file.path}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED)

@@ -1,0 +1,119 @@
+"""Rivulet's one settings object, read once per process from ``RIVULET_*`` environment variables.
+
+Every process builds a :class:`Settings` at start (``Settings()``) and passes it down; nothing reads
+the environment anywhere else. Defaults point at loopback services, so a developer machine with
+``scripts/services up`` needs no configuration.
+
+>>> s = Settings(topic_prefix="demo.", admin_api_keys="k1, k2")
+>>> s.topics.events
+'demo.events'
+>>> s.admin_api_keys
+['k1', 'k2']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "Topics"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The full names of Rivulet's topics under one prefix."""
+
+    events: str
+    labels: str
+    features: str
+    predictions: str
+    dead_letters: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        return cls(
+            events=f"{prefix}events",
+            labels=f"{prefix}labels",
+            features=f"{prefix}features",
+            predictions=f"{prefix}predictions",
+            dead_letters=f"{prefix}dead-letters",
+        )
+
+    def all(self) -> list[str]:
+        return [self.events, self.labels, self.features, self.predictions, self.dead_letters]
+
+
+class Settings(BaseSettings):
+    """Configuration for every Rivulet process. Field ``foo`` is read from ``RIVULET_FOO``."""
+
+    model_config = SettingsConfigDict(env_prefix="RIVULET_", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    topic_prefix: str = Field("rivulet.", description="Prefix of every Rivulet topic name.")
+    partitions: int = Field(3, ge=1, description="Partitions of topics created by `rivulet topics create`.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=-1, description="Retention of created topics (ms, -1 keeps forever)."
+    )
+    kafka_request_timeout_ms: int = Field(15_000, ge=1, description="Kafka request timeout.")
+    kafka_delivery_timeout_ms: int = Field(
+        30_000, ge=1, description="Upper bound on reporting a send as delivered or failed."
+    )
+    kafka_max_block_ms: int = Field(
+        10_000, ge=0, description="How long a send may block on metadata or a full buffer."
+    )
+    producer_linger_ms: int = Field(5, ge=0, description="Producer linger: wait this long to fill batches.")
+    producer_batch_bytes: int = Field(256 * 1024, ge=1024, description="Producer batch size per partition.")
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Producer compression codec."
+    )
+    max_event_bytes: int = Field(
+        1_000_000,
+        ge=1,
+        description="Largest serialised event accepted (below the broker's message.max.bytes).",
+    )
+
+    # Redis
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (online store and registry).")
+    redis_prefix: str = Field("rivulet:", description="Prefix of every Redis key Rivulet writes.")
+    redis_socket_timeout_s: float = Field(2.0, gt=0, description="Redis socket read/write timeout.")
+    redis_connect_timeout_s: float = Field(2.0, gt=0, description="Redis connect timeout.")
+
+    # Security
+    signing_secret: SecretStr | None = Field(
+        None, description="HMAC secret for model snapshots; required by processes that write or read them."
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API keys for admin endpoints, comma separated."
+    )
+    scoring_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API keys for scoring; empty leaves scoring open."
+    )
+
+    # Processes
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")
+    log_format: Literal["json", "console"] = Field("json", description="Log rendering.")
+
+    @field_validator("admin_api_keys", "scoring_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]

@@ -1,0 +1,185 @@
+"""Topic administration: create Rivulet's topics idempotently, list and describe them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streaming.errors import KafkaUnavailable, TopicError
+from streaming.settings import Settings
+
+__all__ = ["PartitionInfo", "TopicAdmin", "TopicInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    leader: int
+    replicas: list[int]
+    isr: list[int]
+    earliest: int
+    latest: int
+
+    @property
+    def messages(self) -> int:
+        return self.latest - self.earliest
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: list[PartitionInfo]
+    configs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> int:
+        return sum(p.messages for p in self.partitions)
+
+
+class TopicAdmin:
+    """Creates, lists and describes topics with kafka-python's admin client."""
+
+    def __init__(self, settings: Settings, *, client: KafkaAdminClient | None = None) -> None:
+        self._settings = settings
+        if client is None:
+            try:
+                client = KafkaAdminClient(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    client_id="rivulet-admin",
+                    request_timeout_ms=settings.kafka_request_timeout_ms,
+                    bootstrap_timeout_ms=max(settings.kafka_max_block_ms, 1000),
+                )
+            except KafkaError as exc:
+                raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
+        self._client = client
+
+    def create(
+        self,
+        names: list[str] | None = None,
+        *,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
+        configs: dict[str, str] | None = None,
+    ) -> dict[str, bool]:
+        """Create topics (default: all of Rivulet's) if absent; returns ``{name: created_now}``.
+
+        Existing topics are left as they are, so calling this twice is safe.
+        """
+        s = self._settings
+        names = names if names is not None else s.topics.all()
+        topic_configs = {
+            "retention.ms": str(s.retention_ms),
+            "max.message.bytes": str(s.max_event_bytes + 4096),
+        }
+        topic_configs.update(configs or {})
+        existing = set(self._client.list_topics())
+        result = {name: False for name in names if name in existing}
+        new = [
+            NewTopic(
+                name=name,
+                num_partitions=partitions or s.partitions,
+                replication_factor=replication_factor or s.replication_factor,
+                topic_configs=topic_configs,
+            )
+            for name in names
+            if name not in existing
+        ]
+        if new:
+            try:
+                response = self._client.create_topics(new, validate_only=False)
+            except TopicAlreadyExistsError:
+                response = None  # another process won the race: each topic now exists
+            except KafkaError as exc:
+                raise TopicError(",".join(t.name for t in new), f"could not be created: {exc}") from exc
+            errors = _topic_errors(response)
+            for t in new:
+                code, message = errors.get(t.name, (0, None))
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
+                    raise TopicError(t.name, f"could not be created: error {code} {message or ''}".strip())
+                result[t.name] = code == 0
+        return {name: result[name] for name in names}
+
+    def list_topics(self, *, all_topics: bool = False) -> list[str]:
+        """Topic names under the configured prefix (or every non-internal topic)."""
+        names = [n for n in self._client.list_topics() if not n.startswith("__")]
+        if not all_topics:
+            names = [n for n in names if n.startswith(self._settings.topic_prefix)]
+        return sorted(names)
+
+    def describe(self, name: str) -> TopicInfo:
+        """Partitions (leader, replicas, ISR, earliest and latest offsets) and non-default configs."""
+        try:
+            meta = self._client.describe_topics([name])[0]
+        except KafkaError as exc:
+            raise TopicError(name, str(exc)) from exc
+        if meta.get("error_code", 0) != 0:
+            raise TopicError(
+                name, "does not exist" if meta["error_code"] == 3 else f"error {meta['error_code']}"
+            )
+        tps = [TopicPartition(name, p["partition_index"]) for p in meta["partitions"]]
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            enable_auto_commit=False,
+            request_timeout_ms=self._settings.kafka_request_timeout_ms,
+        )
+        try:
+            earliest = consumer.beginning_offsets(tps)
+            latest = consumer.end_offsets(tps)
+        finally:
+            consumer.close()
+        partitions = [
+            PartitionInfo(
+                partition=p["partition_index"],
+                leader=p["leader_id"],
+                replicas=list(p["replica_nodes"]),
+                isr=list(p["isr_nodes"]),
+                earliest=earliest[TopicPartition(name, p["partition_index"])],
+                latest=latest[TopicPartition(name, p["partition_index"])],
+            )
+            for p in sorted(meta["partitions"], key=lambda p: p["partition_index"])
+        ]
+        return TopicInfo(name=name, partitions=partitions, configs=self._configs(name))
+
+    def _configs(self, name: str) -> dict[str, str]:
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        try:
+            responses = self._client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        except KafkaError:
+            return {}
+        entries = responses.get("topic", {}).get(name, {}) if isinstance(responses, dict) else {}
+        return {
+            key: entry["value"]
+            for key, entry in entries.items()
+            if entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG" and entry.get("value") is not None
+        }
+
+    def delete(self, names: list[str]) -> None:
+        if names:
+            self._client.delete_topics(names)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TopicAdmin:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _topic_errors(response: object) -> dict[str, tuple[int, str | None]]:
+    """Map topic name to (error code, message) from a CreateTopics response of any version."""
+    errors: dict[str, tuple[int, str | None]] = {}
+    for entry in getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []:
+        if isinstance(entry, tuple):
+            errors[entry[0]] = (entry[1], entry[2] if len(entry) > 2 and isinstance(entry[2], str) else None)
+        else:
+            errors[entry.name] = (entry.error_code, getattr(entry, "error_message", None))
+    return errors

@@ -1,0 +1,111 @@
+"""Fixtures shared by every test: settings, and live Kafka and Redis with per-test isolation.
+
+Integration tests (under ``tests/integration``) use the real services that ``scripts/services up``
+starts. With ``CI=true`` or ``RIVULET_REQUIRE_SERVICES=1`` an unreachable service fails the test; otherwise
+it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from streaming.settings import Settings
+from streaming.topics import TopicAdmin
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import localservices  # noqa: E402  (scripts/localservices.py: probes and the private KafkaNode)
+
+
+def require_services() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("RIVULET_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str) -> None:
+    message = f"{what} is not reachable; start it with scripts/services up"
+    if require_services():
+        pytest.fail(f"{message} (CI=true / RIVULET_REQUIRE_SERVICES=1: a missing service is a failure)")
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def kafka_up(base_settings: Settings) -> str:
+    if not localservices.kafka_ready(base_settings.kafka_bootstrap):
+        _unavailable(f"Kafka at {base_settings.kafka_bootstrap}")
+    return base_settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_up(base_settings: Settings) -> str:
+    if not localservices.redis_ready(base_settings.redis_url):
+        _unavailable(f"Redis at {base_settings.redis_url}")
+    return base_settings.redis_url
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Settings whose topic prefix and Redis key prefix are unique to this test."""
+    run = uuid.uuid4().hex[:10]
+    return base_settings.model_copy(update={"topic_prefix": f"test.{run}.", "redis_prefix": f"test:{run}:"})
+
+
+@pytest.fixture
+def make_topic(settings: Settings, kafka_up: str) -> Iterator[Callable[..., str]]:
+    """Factory: create a fresh, uniquely named topic with the admin client; all are deleted afterwards."""
+    created: list[str] = []
+    admin = TopicAdmin(settings)
+
+    def factory(name: str = "t", partitions: int = 3, configs: dict[str, str] | None = None) -> str:
+        full = f"{settings.topic_prefix}{name}.{len(created)}"
+        admin.create([full], partitions=partitions, configs=configs)
+        created.append(full)
+        return full
+
+    yield factory
+    admin.delete(created)
+    admin.close()
+
+
+@pytest.fixture
+def rivulet_topics(settings: Settings, kafka_up: str) -> Iterator[Settings]:
+    """Rivulet's five topics created under this test's prefix; deleted afterwards."""
+    with TopicAdmin(settings) as admin:
+        admin.create()
+        yield settings
+        admin.delete(settings.topics.all())
+
+
+@pytest.fixture
+def redis_client(base_settings: Settings, redis_up: str, settings: Settings) -> Iterator[redis.Redis]:
+    """A live Redis client; every key under this test's prefix is removed afterwards."""
+    client = redis.Redis.from_url(
+        base_settings.redis_url,
+        socket_timeout=base_settings.redis_socket_timeout_s,
+        socket_connect_timeout=base_settings.redis_connect_timeout_s,
+    )
+    yield client
+    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -1,0 +1,46 @@
+"""One settings object, read from RIVULET_* variables, with loopback defaults."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from streaming.settings import Settings
+
+
+def test_defaults_point_at_loopback() -> None:
+    s = Settings(_env_file=None)
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.redis_url.startswith("redis://127.0.0.1:")
+    assert s.topics.all() == [
+        "rivulet.events",
+        "rivulet.labels",
+        "rivulet.features",
+        "rivulet.predictions",
+        "rivulet.dead-letters",
+    ]
+    assert s.signing_secret is None
+
+
+def test_values_come_from_rivulet_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVULET_KAFKA_BOOTSTRAP", "k1:9092, k2:9092")
+    monkeypatch.setenv("RIVULET_TOPIC_PREFIX", "prod.")
+    monkeypatch.setenv("RIVULET_PARTITIONS", "12")
+    monkeypatch.setenv("RIVULET_ADMIN_API_KEYS", "a, b,,c")
+    monkeypatch.setenv("RIVULET_SIGNING_SECRET", "s3cret")
+    monkeypatch.setenv("RIVULET_LOG_LEVEL", "info")
+    s = Settings()
+    assert s.bootstrap_servers == ["k1:9092", "k2:9092"]
+    assert s.topics.dead_letters == "prod.dead-letters"
+    assert s.partitions == 12
+    assert s.admin_api_keys == ["a", "b", "c"]
+    assert s.signing_secret is not None
+    assert s.signing_secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+    assert s.log_level == "INFO"
+
+
+def test_invalid_values_are_refused_with_the_field_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVULET_PARTITIONS", "0")
+    with pytest.raises(ValidationError, match="partitions"):
+        Settings()
