@@ -148,7 +148,6 @@ def _fields(value: object) -> dict[str, Scalar]:
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Any:
         """Validate a mapping; any problem is an :class:`InvalidEvent` naming the field."""
@@ -196,7 +195,7 @@ class Event(_Record):
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: Any) -> Any:
-        """All checks in one pass (this runs per event on every hot path): entity, time, flat fields, label."""
+        """All checks in one pass (it runs per event on every hot path): entity, time, fields, label."""
         if type(data) is not dict:
             if not isinstance(data, Mapping):
                 return data  # pydantic reports the type error
