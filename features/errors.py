@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FeaturesError", "InvalidEvent"]
+__all__ = ["DefinitionError", "FeaturesError", "InvalidEvent", "LateEvent"]
 
 
 class FeaturesError(Exception):
@@ -29,3 +29,27 @@ class InvalidEvent(FeaturesError):
 
     def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
         return (type(self), (self.field, self.problem))
+
+
+class DefinitionError(FeaturesError):
+    """A feature definition that cannot work (bad window, duplicate name, unknown reference...)."""
+
+
+class LateEvent(FeaturesError):
+    """An event older than its entity's watermark minus the view's allowed lateness; it was not applied."""
+
+    def __init__(self, view: str, entity: str, ts: int, watermark: int, lateness_ms: int) -> None:
+        self.view, self.entity, self.ts, self.watermark, self.lateness_ms = (
+            view,
+            entity,
+            ts,
+            watermark,
+            lateness_ms,
+        )
+        super().__init__(
+            f"late: event time {ts} is {watermark - ts} ms behind entity {entity!r} of view {view!r} "
+            f"(watermark {watermark}, allowed lateness {lateness_ms} ms)"
+        )
+
+    def __reduce__(self) -> tuple[type[LateEvent], tuple[str, str, int, int, int]]:
+        return (type(self), (self.view, self.entity, self.ts, self.watermark, self.lateness_ms))

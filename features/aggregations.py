@@ -1,0 +1,278 @@
+"""Per-entity aggregations over an event-time window.
+
+Each aggregation keeps a small JSON-able *summary* (a list) that it can grow one value at a time and merge
+with another summary; its value is read from the summary. Values that are missing (null) are skipped;
+numeric aggregations also skip strings, and count booleans as 0/1.
+
+>>> from features.windows import sliding
+>>> s = Sum("amount", window=sliding("1h"))
+>>> s.name
+'amount_sum_1h'
+>>> acc = s.empty()
+>>> for v in (1.0, 2.5, None, "x"):
+...     s.add(acc, 0, 0, v)
+>>> s.value(acc, 0)
+3.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from features.windows import Window, lifetime
+
+__all__ = [
+    "Aggregation",
+    "Count",
+    "DistinctCount",
+    "Last",
+    "Max",
+    "Mean",
+    "Min",
+    "SinceLast",
+    "Std",
+    "Sum",
+    "Var",
+]
+
+
+def _num(value: Any) -> float | None:
+    t = type(value)
+    if t is float or t is int:
+        return value
+    if t is bool:
+        return float(value)
+    return None
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """An aggregation of ``field`` over ``window``; ``name`` defaults to ``<field>_<kind>_<window>``."""
+
+    field: str | None = None
+    window: Window = dataclasses.field(default_factory=lifetime)
+    name: str = ""
+    kind: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            base = f"{self.field}_{self.kind}" if self.field else self.kind
+            object.__setattr__(self, "name", f"{base}_{self.window.label}")
+
+    def empty(self) -> list[Any]:
+        raise NotImplementedError
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        raise NotImplementedError
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        """Fold ``other`` (a summary of events disjoint from ``acc``'s) into ``acc``."""
+        raise NotImplementedError
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({self.field!r}, {self.window}, {self.name!r})"
+
+
+@dataclass(frozen=True)
+class Count(Aggregation):
+    """Number of events in the window (with ``field``: events where it is not null)."""
+
+    kind: ClassVar[str] = "count"
+
+    def empty(self) -> list[Any]:
+        return [0]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        if self.field is None or value is not None:
+            acc[0] += 1
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        acc[0] += other[0]
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return acc[0]
+
+
+@dataclass(frozen=True)
+class Sum(Aggregation):
+    kind: ClassVar[str] = "sum"
+
+    def empty(self) -> list[Any]:
+        return [0.0]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            acc[0] += v
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        acc[0] += other[0]
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return acc[0]
+
+
+@dataclass(frozen=True)
+class Mean(Aggregation):
+    kind: ClassVar[str] = "mean"
+
+    def empty(self) -> list[Any]:
+        return [0, 0.0]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            acc[0] += 1
+            acc[1] += v
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        acc[0] += other[0]
+        acc[1] += other[1]
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return acc[1] / acc[0] if acc[0] else None
+
+
+@dataclass(frozen=True)
+class Min(Aggregation):
+    kind: ClassVar[str] = "min"
+
+    def empty(self) -> list[Any]:
+        return [None]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        v = _num(value)
+        if v is not None and (acc[0] is None or v < acc[0]):
+            acc[0] = v
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        self.add(acc, 0, 0, other[0])
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return acc[0]
+
+
+@dataclass(frozen=True)
+class Max(Min):
+    kind: ClassVar[str] = "max"
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        v = _num(value)
+        if v is not None and (acc[0] is None or v > acc[0]):
+            acc[0] = v
+
+
+@dataclass(frozen=True)
+class Var(Aggregation):
+    """Sample variance (``ddof=1``, as River's ``stats.Var``), by Welford's method; null below 2 values."""
+
+    kind: ClassVar[str] = "var"
+
+    def empty(self) -> list[Any]:
+        return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            acc[0] += 1
+            delta = v - acc[1]
+            acc[1] += delta / acc[0]
+            acc[2] += delta * (v - acc[1])
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        n = acc[0] + other[0]
+        if other[0] == 0:
+            return
+        delta = other[1] - acc[1]
+        acc[2] += other[2] + delta * delta * acc[0] * other[0] / n
+        acc[1] += delta * other[0] / n
+        acc[0] = n
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return max(acc[2], 0.0) / (acc[0] - 1) if acc[0] > 1 else None
+
+
+@dataclass(frozen=True)
+class Std(Var):
+    kind: ClassVar[str] = "std"
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        var = super().value(acc, t)
+        return math.sqrt(var) if var is not None else None
+
+
+@dataclass(frozen=True)
+class Last(Aggregation):
+    """The value of the latest event (by event time, then arrival) where the field is not null."""
+
+    kind: ClassVar[str] = "last"
+
+    def empty(self) -> list[Any]:
+        return [None, None, None]  # ts, seq, value
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        if value is not None and (acc[0] is None or (ts, seq) > (acc[0], acc[1])):
+            acc[0], acc[1], acc[2] = ts, seq, value
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        if other[0] is not None:
+            self.add(acc, other[0], other[1], other[2])
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return acc[2]
+
+
+@dataclass(frozen=True)
+class DistinctCount(Aggregation):
+    """Number of distinct non-null values (exact; the set is kept in the entity's state)."""
+
+    kind: ClassVar[str] = "distinct"
+
+    def empty(self) -> list[Any]:
+        return [[]]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        if value is not None and value not in acc[0]:
+            acc[0].append(value)
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        for v in other[0]:
+            self.add(acc, 0, 0, v)
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return len(acc[0])
+
+
+@dataclass(frozen=True)
+class SinceLast(Aggregation):
+    """Milliseconds from the entity's previous event in the window to the reference time (null if none)."""
+
+    kind: ClassVar[str] = "since_last_ms"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(
+                self,
+                "name",
+                "since_last_ms" if self.window.kind == "lifetime" else f"since_last_ms_{self.window.label}",
+            )
+
+    def empty(self) -> list[Any]:
+        return [None]
+
+    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
+        if acc[0] is None or ts > acc[0]:
+            acc[0] = ts
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        if other[0] is not None:
+            self.add(acc, other[0], 0, None)
+
+    def value(self, acc: list[Any], t: int) -> Any:
+        return t - acc[0] if acc[0] is not None else None

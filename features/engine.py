@@ -1,0 +1,205 @@
+"""The feature engine: apply one event to one entity's state and return that event's point-in-time vector.
+
+Pure and deterministic: no I/O, no clock; the event's timestamp is the only time.
+
+**What a vector holds.** For an event ``e`` of entity ``k`` at event time ``t``, in this order (a later name
+wins on a clash):
+
+1. ``e``'s own fields (unless the view sets ``include_fields=False``), then its derived fields;
+2. every aggregation over the events of ``k`` applied *before* ``e`` whose event time is ``<= t`` and inside
+   the aggregation's window at ``t`` (``e`` itself is not included: the vector is what was known just
+   before ``e``, which is what a model scoring ``e`` may use);
+3. the view's expressions, computed over 1 and 2.
+
+The label is never part of a vector: it is not a field of the event.
+
+**What the online store holds.** After a batch, each entity's *aggregates* as of its watermark (the latest
+event time applied, all applied events counted). Serving merges request fields with them through
+:meth:`FeatureEngine.serve`, which runs steps 1 and 3 with the same code, so training and serving agree.
+
+**Out-of-order events** are placed by event time: an event older than the entity's watermark minus the
+view's allowed lateness raises :class:`~features.errors.LateEvent` and changes nothing. The state keeps each
+event for ``horizon`` (longest window + lateness) behind the watermark; older events are folded into
+summaries for the lifetime aggregations.
+
+>>> from features.examples import customer
+>>> engine = FeatureEngine(customer)
+>>> state = engine.new_state()
+>>> e1 = Event(entity="u1", ts=1_000, fields={"salary": 50_000.0, "loan": 10_000.0, "age": 30, "car": 3,
+...            "zipcode": 1, "hvalue": 1.0, "commission": 0.0, "elevel": 1, "hyears": 2})
+>>> v1 = engine.apply(state, e1)
+>>> v1["count_lifetime"], v1["since_last_ms"], v1["loan_to_salary"]
+(0, None, 0.2)
+>>> v2 = engine.apply(state, e1.model_copy(update={"ts": 61_000, "event_id": "e2"}))
+>>> v2["count_lifetime"], v2["since_last_ms"], v2["salary_mean_10m"]
+(1, 60000, 50000.0)
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from features.definitions import FeatureView
+from features.errors import LateEvent
+from features.events import Event
+
+__all__ = ["EntityState", "FeatureEngine", "Vector"]
+
+Vector = dict[str, Any]
+
+
+def _ts_of(item: list[Any]) -> int:
+    return item[0]
+
+
+@dataclass
+class EntityState:
+    """One entity's state in one view. ``position`` is for adapters: the source partition and offset of the
+    last event applied, stored together with the state so that a redelivered event is recognised."""
+
+    watermark: int | None = None
+    seq: int = 0
+    buffer: list[list[Any]] = field(default_factory=list)  # [ts, seq, {input: value}, event_id], by (ts, seq)
+    settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of pruned events
+    position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"w": self.watermark, "q": self.seq, "b": self.buffer, "s": self.settled, "p": self.position}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> EntityState:
+        d = orjson.loads(raw)
+        return cls(watermark=d["w"], seq=d["q"], buffer=d["b"], settled=d["s"], position=d.get("p"))
+
+
+class FeatureEngine:
+    """Computes one :class:`~features.definitions.FeatureView` (see the module docstring for semantics)."""
+
+    def __init__(self, view: FeatureView) -> None:
+        self.view = view
+        self._inputs = view.inputs
+        self._lifetime = [a for a in view.aggregations if a.window.kind == "lifetime"]
+        self._windowed = [(w, aggs) for w, aggs in view.windows if w.kind != "lifetime"]
+        self._lateness = view.lateness_ms
+        self._horizon = view.horizon_ms
+
+    def new_state(self) -> EntityState:
+        return EntityState(settled={a.name: a.empty() for a in self._lifetime})
+
+    def key(self, event: Event) -> str | None:
+        """The view's key for an event: its entity, or its key field's value (None if absent)."""
+        if not self.view.rekeyed:
+            return event.entity
+        value = event.fields.get(self.view.entity)
+        return None if value is None else str(value)
+
+    # ------------------------------------------------------------------ vectors
+
+    def own(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The event's own fields (when the view includes them) followed by its derived fields."""
+        values = dict(fields)
+        for d in self.view.derived:
+            values[d.name] = _safe(d.fn, values)
+        if self.view.include_fields:
+            return values
+        return {d.name: values[d.name] for d in self.view.derived}
+
+    def aggregates_at(self, state: EntityState, t: int) -> dict[str, Any]:
+        """Every aggregation at reference time ``t`` over the applied events with event time ``<= t``."""
+        out: dict[str, Any] = {}
+        buffer = state.buffer
+        end = bisect_right(buffer, t, key=_ts_of)
+        if self._lifetime:
+            for agg in self._lifetime:
+                acc = [list(x) if isinstance(x, list) else x for x in state.settled[agg.name]]
+                add, fld = agg.add, agg.field
+                for item in buffer[:end]:
+                    add(acc, item[0], item[1], item[2].get(fld) if fld else None)
+                out[agg.name] = agg.value(acc, t)
+        for window, aggs in self._windowed:
+            lo = window.lower(t)
+            start = bisect_right(buffer, (lo or 0) - 1, key=_ts_of, hi=end)
+            items = buffer[start:end]
+            for agg in aggs:
+                acc = agg.empty()
+                add, fld = agg.add, agg.field
+                for item in items:
+                    add(acc, item[0], item[1], item[2].get(fld) if fld else None)
+                out[agg.name] = agg.value(acc, t)
+        return out
+
+    def finish(self, own: dict[str, Any], aggregates: Mapping[str, Any]) -> Vector:
+        """Steps 1-3 of the module docstring: own and derived fields, aggregates, then expressions."""
+        vector = own
+        vector.update(aggregates)
+        for e in self.view.expressions:
+            vector[e.name] = _safe(e.fn, vector)
+        return vector
+
+    def serve(self, aggregates: Mapping[str, Any], request_fields: Mapping[str, Any]) -> Vector:
+        """The vector for a scoring request: stored aggregates merged with request-time fields."""
+        return self.finish(self.own(request_fields), aggregates)
+
+    # ------------------------------------------------------------------ applying events
+
+    def apply(self, state: EntityState, event: Event) -> Vector:
+        """Return ``event``'s point-in-time vector and add it to ``state`` (raises ``LateEvent`` instead)."""
+        t = event.ts
+        wm = state.watermark
+        if wm is not None and t < wm - self._lateness:
+            raise LateEvent(self.view.name, self.key(event) or "", t, wm, self._lateness)
+        own = self.own(event.fields)
+        vector = self.finish(dict(own), self.aggregates_at(state, t))
+        state.seq += 1
+        values = {k: own.get(k, event.fields.get(k)) for k in self._inputs}
+        item = [t, state.seq, values, event.event_id]
+        if not state.buffer or t >= state.buffer[-1][0]:
+            state.buffer.append(item)
+        else:
+            insort(state.buffer, item, key=lambda i: (i[0], i[1]))
+        if wm is None or t > wm:
+            state.watermark = t
+            self._prune(state)
+        return vector
+
+    def seen(self, state: EntityState, event: Event) -> bool:
+        """True if this event (by ``event_id``) is among the events the state still holds one by one, i.e.
+        anything within the allowed lateness: a redelivered event is recognised, not counted twice."""
+        buffer = state.buffer
+        i = bisect_right(buffer, event.ts, key=_ts_of)
+        while i > 0 and buffer[i - 1][0] == event.ts:
+            i -= 1
+            if buffer[i][3] == event.event_id:
+                return True
+        return False
+
+    def online(self, state: EntityState) -> dict[str, Any]:
+        """The entity's aggregates as of its watermark: what the online store serves."""
+        return self.aggregates_at(state, state.watermark if state.watermark is not None else 0)
+
+    def _prune(self, state: EntityState) -> None:
+        assert state.watermark is not None
+        cutoff = state.watermark - self._horizon
+        buffer = state.buffer
+        if not buffer or buffer[0][0] >= cutoff:
+            return
+        n = bisect_right(buffer, cutoff - 1, key=_ts_of)
+        for agg in self._lifetime:
+            acc, fld = state.settled[agg.name], agg.field
+            for item in buffer[:n]:
+                agg.add(acc, item[0], item[1], item[2].get(fld) if fld else None)
+        del buffer[:n]
+
+
+def _safe(fn: Any, values: Mapping[str, Any]) -> Any:
+    try:
+        return fn(values)
+    except (ArithmeticError, TypeError, ValueError, KeyError, AttributeError):
+        return None

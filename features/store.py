@@ -1,0 +1,109 @@
+"""The online feature store and the feature state store: small async interfaces and in-memory versions.
+
+- :class:`OnlineStore` holds each entity's latest vector per view, with the event time it reflects.
+  Writes are batched and idempotent by event time (an older vector never overwrites a newer one); reads
+  fetch many entities in one round trip; vectors expire after the view's TTL.
+- :class:`StateStore` holds the feature engine's per-entity state together with the source position of
+  the last event applied, committed per entity atomically with the entity's vector. This is what makes
+  the feature worker's effects idempotent (see ``streaming/features_worker.py``).
+
+The Redis implementation is in :mod:`features.redis_store`; the in-memory one below serves the embedded
+runtime and tests, and the same test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from features.engine import EntityState
+
+__all__ = ["FeatureRow", "MemoryStore", "OnlineStore", "StateStore", "StateUpdate"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    """An entity's vector in a view, as of event time ``ts``."""
+
+    view: str
+    entity: str
+    values: dict[str, Any]
+    ts: int
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """New state for an entity, and the vector to publish with it (written only if not older)."""
+
+    entity: str
+    state: EntityState
+    row: FeatureRow
+
+
+class OnlineStore(ABC):
+    @abstractmethod
+    async def write(self, rows: Sequence[FeatureRow]) -> int:
+        """Write vectors; a row older than the stored one is skipped. Returns how many were written."""
+
+    @abstractmethod
+    async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
+        """The stored vector of each entity (None if absent or expired), in one round trip."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class StateStore(ABC):
+    @abstractmethod
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, EntityState]:
+        """The stored state of each entity that has one, in one round trip."""
+
+    @abstractmethod
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
+        """Store each entity's state and its vector; atomic per entity (not across entities)."""
+
+
+class MemoryStore(OnlineStore, StateStore):
+    """Both stores in process memory. ``clock`` (seconds) decides expiry."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._rows: dict[tuple[str, str], tuple[FeatureRow, float | None]] = {}
+        self._states: dict[tuple[str, str], bytes] = {}
+
+    def _put(self, row: FeatureRow) -> bool:
+        key = (row.view, row.entity)
+        current = self._get(key)
+        if current is not None and current.ts > row.ts:
+            return False
+        expires = self._clock() + row.ttl_s if row.ttl_s else None
+        self._rows[key] = (FeatureRow(row.view, row.entity, dict(row.values), row.ts, row.ttl_s), expires)
+        return True
+
+    def _get(self, key: tuple[str, str]) -> FeatureRow | None:
+        found = self._rows.get(key)
+        if found is None:
+            return None
+        row, expires = found
+        if expires is not None and expires <= self._clock():
+            del self._rows[key]
+            return None
+        return row
+
+    async def write(self, rows: Sequence[FeatureRow]) -> int:
+        return sum(self._put(r) for r in rows)
+
+    async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
+        return [self._get((view, e)) for e in entities]
+
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, EntityState]:
+        return {e: EntityState.from_json(raw) for e in entities if (raw := self._states.get((view, e)))}
+
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
+        for u in updates:
+            self._states[(view, u.entity)] = u.state.to_json()  # serialised, as Redis would
+            self._put(u.row)
