@@ -106,10 +106,13 @@ class BatchResult:
 class FeaturePipeline:
     """Runs feature views over batches of raw records, with per-entity state from a :class:`StateStore`."""
 
-    def __init__(self, views: Sequence[FeatureView], store: StateStore) -> None:
+    def __init__(
+        self, views: Sequence[FeatureView], store: StateStore, *, report_invalid: bool = True
+    ) -> None:
         self.views = list(views)
         self.engines = [FeatureEngine(v) for v in self.views]
         self.store = store
+        self.report_invalid = report_invalid  # False where another pipeline sees the same records
 
     async def process(self, batch: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
@@ -120,7 +123,8 @@ class FeaturePipeline:
                     raise InvalidEvent("", "empty record (no value)")
                 parsed.append((raw, Event.from_json(raw.value)))
             except InvalidEvent as exc:
-                result.dead_letters.append(DeadLetter("invalid", str(exc), raw))
+                if self.report_invalid:
+                    result.dead_letters.append(DeadLetter("invalid", str(exc), raw))
         for engine in self.engines:
             await self._apply_view(engine, parsed, result)
         return result

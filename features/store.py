@@ -64,7 +64,8 @@ class StateStore(ABC):
 
     @abstractmethod
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
-        """Store each entity's state and its vector; atomic per entity (not across entities)."""
+        """Store each entity's state and its vector; atomic per entity (not across entities). A state whose
+        stored position is further along the same topic-partition is kept (the update is dropped)."""
 
 
 class MemoryStore(OnlineStore, StateStore):
@@ -105,5 +106,13 @@ class MemoryStore(OnlineStore, StateStore):
 
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
         for u in updates:
+            stored = self._states.get((view, u.entity))
+            if stored is not None and _behind(u.state, EntityState.from_json(stored)):
+                continue  # a stale writer must not roll the entity back
             self._states[(view, u.entity)] = u.state.to_json()  # serialised, as Redis would
             self._put(u.row)
+
+
+def _behind(new: EntityState, stored: EntityState) -> bool:
+    a, b = new.position, stored.position
+    return a is not None and b is not None and (a["t"], a["p"]) == (b["t"], b["p"]) and a["o"] < b["o"]

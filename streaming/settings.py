@@ -94,7 +94,20 @@ class Settings(BaseSettings):
         default_factory=list, description="API keys for scoring; empty leaves scoring open."
     )
 
+    # Feature processor
+    features_module: str = Field(
+        "features.examples", description="Module with the feature views (`pkg.module` or `pkg.module:ATTR`)."
+    )
+    features_batch_size: int = Field(500, ge=1, description="Events per batch in the feature worker.")
+    features_batch_wait_ms: int = Field(20, ge=1, description="Longest wait to fill a feature batch.")
+    features_session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A feature worker that stops heartbeating loses its partitions after this long.",
+    )
+
     # Processes
+    data_dir: str = Field(".rivulet", description="Local working directory of Rivulet processes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log rendering.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import produce, topics, watch
+from streaming.cli import features, produce, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(topics.app, name="topics")
+app.add_typer(features.app, name="features")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 

@@ -6,41 +6,17 @@ import asyncio
 
 import pytest
 
-from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
-from features.definitions import Derived, Expression, FeatureView
+from features.aggregations import Count
+from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import DefinitionError, LateEvent
 from features.events import Event
 from features.examples import customer, site
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
-from features.windows import hopping, sliding, tumbling
+from features.windows import hopping, sliding
+from tests.feature_defs import ALL
 from tests.oracle import Oracle, diff, stream
-
-# every aggregation over every kind of window, with windows short enough that state gets pruned
-ALL = FeatureView(
-    name="all",
-    derived=[Derived("sal_k", lambda f: f["salary"] / 1000), Derived("broken", lambda f: f["nope"])],
-    aggregations=[
-        Count(),
-        Count(window=sliding("1m")),
-        Count("loan", window=tumbling("2m")),
-        Sum("loan", window=hopping("3m", "1m")),
-        Mean("sal_k", window=sliding("90s")),
-        Min("age", window=tumbling("1m")),
-        Max("age"),
-        Var("hvalue", window=sliding("2m")),
-        Std("hvalue"),
-        Last("car", window=hopping("2m", "30s")),
-        Last("zipcode"),
-        DistinctCount("zipcode", window=sliding("5m")),
-        DistinctCount("elevel"),
-        SinceLast(),
-        SinceLast(window=sliding("30s")),
-    ],
-    expressions=[Expression("ratio", lambda v: v["loan_sum_3m_every_1m"] / v["count_lifetime"])],
-    allowed_lateness="2m",
-)
 
 
 def run_engine(view: FeatureView, events: list[Event]) -> tuple[dict, set, dict]:

@@ -1,0 +1,83 @@
+"""``rivulet features run | status | show``: the feature worker and a look at what it produced."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import orjson
+import typer
+
+from features.definitions import load_views
+from features.errors import DefinitionError
+from streaming.cli.common import console, fail, load_settings
+
+app = typer.Typer(
+    help="Run the feature processor and inspect the online feature store.", no_args_is_help=True
+)
+
+FeaturesOption = Annotated[
+    str | None,
+    typer.Option("--features", help="Module with the feature views (default RIVULET_FEATURES_MODULE)."),
+]
+
+
+@app.command()
+def run(
+    features: FeaturesOption = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Start a feature worker. Workers with the same topic prefix form one consumer group."""
+    settings = load_settings()
+    try:
+        views = load_views(features or settings.features_module)
+    except DefinitionError as exc:
+        fail(str(exc))
+    from faust import Worker
+    from prometheus_client import start_http_server
+
+    from streaming.features_worker import create_app
+
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    app = create_app(settings, views)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+@app.command()
+def status() -> None:
+    """Counters of the feature workers: records per view, dead letters per reason, redeliveries skipped."""
+    settings = load_settings()
+    from features.redis_store import RedisStore
+    from streaming.features_worker import stats_key
+
+    async def go() -> dict[str, int]:
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        try:
+            return await store.counts(stats_key(settings))
+        finally:
+            await store.close()
+
+    console.print(orjson.dumps(asyncio.run(go()), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@app.command()
+def show(
+    entity: Annotated[list[str], typer.Argument(help="Entity keys.")],
+    view: Annotated[str, typer.Option(help="Feature view.")] = "customer",
+) -> None:
+    """The online vector of one or more entities, with the event time it reflects."""
+    settings = load_settings()
+    from features.redis_store import RedisStore
+
+    async def go() -> list:
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        try:
+            return await store.read(view, entity)
+        finally:
+            await store.close()
+
+    for key, row in zip(entity, asyncio.run(go()), strict=True):
+        out = None if row is None else {"ts": row.ts, "features": row.values}
+        console.print(orjson.dumps({"entity": key, "view": view, "online": out}).decode())

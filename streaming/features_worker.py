@@ -1,0 +1,168 @@
+"""The Faust feature processor: events topic -> feature views -> Redis online store and features topic.
+
+This module is the one Faust app (``create_app``). Its agents are short loops that hand each batch of raw
+records to :class:`features.pipeline.FeaturePipeline` (pure feature code plus the state store) and publish
+what it returns.
+
+Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs, see STYLE.md):
+
+1. ``at_least_once``, one agent instance per view group (concurrency 1), no Faust tables: the per-entity
+   state lives in Redis with the source position of the last event applied to it;
+2. the pipeline loads the batch's entities in one round trip and skips records at or before an entity's
+   stored position (redelivered after a crash or a rebalance);
+3. feature records and dead letters are produced and their acknowledgements awaited;
+4. states and vectors are committed to Redis, atomically per entity (a Lua script per entity, one
+   pipeline per batch), refusing to move an entity's position backwards (a zombie after a rebalance);
+5. only then does Faust commit the consumer offsets.
+
+A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
+crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
+
+Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
+repartition topic) and run in an agent of their own, with positions on the repartition topic. A record
+duplicated into it by a crash is recognised by its ``event_id`` while within the view's allowed lateness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+from prometheus_client import Counter, Histogram
+
+from features.definitions import FeatureView
+from features.events import Event
+from features.pipeline import BatchResult, FeaturePipeline, RawRecord
+from features.redis_store import RedisStore
+from streaming.settings import Settings
+
+__all__ = ["create_app", "stats_key"]
+
+EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["view"])
+DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
+SKIPPED = Counter("rivulet_features_redelivered_total", "Redelivered records recognised and skipped")
+BATCH = Histogram("rivulet_features_batch_seconds", "Time to process one batch, publish and commit")
+
+
+def stats_key(settings: Settings) -> str:
+    return f"{settings.redis_prefix}stats:features"
+
+
+def _rekey(view: FeatureView) -> Any:
+    """Key function for ``group_by``: the view's key field (a placeholder when absent or invalid)."""
+
+    def key(value: bytes) -> bytes:
+        try:
+            event = Event.from_json(value)
+        except Exception:
+            return b"\x00invalid"
+        found = event.fields.get(view.entity)
+        return b"\x00missing" if found is None else str(found).encode()
+
+    return key
+
+
+def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str | None = None) -> faust.App:
+    """The feature processor app. Workers started with the same ``app_id`` form one consumer group."""
+    datadir = Path(settings.data_dir).resolve() / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id or f"{settings.topic_prefix}features",
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        store="memory://",
+        web_enabled=False,
+        datadir=str(datadir),
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.features_session_timeout_s,
+        broker_heartbeat_interval=settings.features_session_timeout_s / 3,
+        producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=max(settings.max_event_bytes * 2, 1_048_576),
+        stream_wait_empty=False,
+    )
+    events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
+    features_topic = app.topic(settings.topics.features, key_type=bytes, value_type=bytes)
+    dlq_topic = app.topic(settings.topics.dead_letters, key_type=bytes, value_type=bytes)
+    state: dict[str, Any] = {}
+
+    async def store() -> RedisStore:
+        if "store" not in state:
+            state["store"] = RedisStore.from_url(
+                settings.redis_url,
+                settings.redis_prefix,
+                socket_timeout=settings.redis_socket_timeout_s,
+                connect_timeout=settings.redis_connect_timeout_s,
+            )
+        return state["store"]
+
+    async def publish_and_commit(result: BatchResult, redis_store: RedisStore) -> None:
+        futures = []
+        for r in result.records:
+            futures.append(await features_topic.send(key=r.entity.encode(), value=r.to_json(), force=True))
+        for d in result.dead_letters:
+            futures.append(await dlq_topic.send(key=d.record.key, value=d.to_json(), force=True))
+        await asyncio.gather(*futures)  # acknowledged by Kafka before the state moves on
+        await result.commit(redis_store)
+        counts: dict[str, int] = {}
+        for r in result.records:
+            EVENTS.labels(r.view).inc()
+            counts[f"records:{r.view}"] = counts.get(f"records:{r.view}", 0) + 1
+        for d in result.dead_letters:
+            DEAD.labels(d.reason).inc()
+            counts[f"dead_letters:{d.reason}"] = counts.get(f"dead_letters:{d.reason}", 0) + 1
+        if result.skipped:
+            SKIPPED.inc(result.skipped)
+            counts["redelivered_skipped"] = result.skipped
+        if result.missing_key:
+            counts["missing_key"] = result.missing_key
+        if counts:
+            await redis_store.add_counts(stats_key(settings), counts)
+
+    async def run(stream: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
+        batches = stream.take_events(
+            settings.features_batch_size, within=settings.features_batch_wait_ms / 1000
+        )
+        async for batch in batches:
+            started = time.perf_counter()
+            raws = [_raw(e) for e in batch]
+            result = await pipeline.process(raws)
+            await publish_and_commit(result, redis_store)
+            BATCH.observe(time.perf_counter() - started)
+
+    direct = [v for v in views if not v.rekeyed]
+
+    @app.agent(events_topic, name="features", concurrency=1)
+    async def features_agent(stream: StreamT) -> None:
+        redis_store = await store()
+        await run(stream, FeaturePipeline(direct, redis_store), redis_store)
+
+    for view in (v for v in views if v.rekeyed):
+        _rekeyed_agent(app, events_topic, view, store, run)
+
+    return app
+
+
+def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any) -> None:
+    async def agent(stream: StreamT) -> None:
+        redis_store = await store()
+        pipeline = FeaturePipeline([view], redis_store, report_invalid=False)
+        await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
+
+    agent.__name__ = f"features_{view.name}"
+    app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
+
+
+def _raw(event: EventT) -> RawRecord:
+    m = event.message
+    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key)

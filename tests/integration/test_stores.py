@@ -1,0 +1,136 @@
+"""One suite for both online stores: in memory, and Redis (real server, per-test key prefix)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from features.engine import EntityState
+from features.redis_store import RedisStore, state_key, vector_key
+from features.store import FeatureRow, MemoryStore, StateUpdate
+from streaming.settings import Settings
+
+Body = Callable[[Any, Callable[[float], None]], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def with_store(request: pytest.FixtureRequest, settings: Settings) -> Callable[[Body], None]:
+    """Run an async test body with a fresh store and a way to let time pass (for TTLs)."""
+
+    def run(body: Body) -> None:
+        async def go() -> None:
+            if request.param == "memory":
+                now = [1_000.0]
+                store: Any = MemoryStore(clock=lambda: now[0])
+
+                def advance(s: float) -> None:
+                    now[0] += s
+            else:
+                request.getfixturevalue(
+                    "redis_client"
+                )  # live Redis, keys under the prefix removed afterwards
+                store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+
+                def advance(s: float) -> None:
+                    raise NotImplementedError("TTL expiry on Redis is checked through TTL, not by waiting")
+
+            try:
+                await body(store, advance)
+            finally:
+                await store.close()
+
+        asyncio.run(go())
+
+    return run
+
+
+def row(entity: str, ts: int, **values: Any) -> FeatureRow:
+    return FeatureRow("v", entity, values, ts, ttl_s=60)
+
+
+def test_batched_write_and_read_many(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Any, advance: Any) -> None:
+        written = await store.write([row("a", 10, x=1.5, s="hi", n=None, b=True), row("b", 20, x=2)])
+        assert written == 2
+        got = await store.read("v", ["a", "missing", "b"])
+        assert got[1] is None
+        assert (got[0].values, got[0].ts) == ({"x": 1.5, "s": "hi", "n": None, "b": True}, 10)
+        assert (got[2].entity, got[2].values, got[2].ts) == ("b", {"x": 2}, 20)
+        assert await store.read("other-view", ["a"]) == [None]
+
+    with_store(body)
+
+
+def test_an_older_vector_never_overwrites_a_newer_one(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Any, advance: Any) -> None:
+        assert await store.write([row("a", 100, x=1)]) == 1
+        assert await store.write([row("a", 99, x=0), row("b", 5, y=1)]) == 1  # stale a refused, b written
+        assert await store.write([row("a", 100, x=2)]) == 1  # same time: a rewrite, accepted
+        (a,) = await store.read("v", ["a"])
+        assert (a.values, a.ts) == ({"x": 2}, 100)
+        assert await store.write([row("a", 101, z=3)]) == 1  # a newer vector replaces the whole vector
+        (a,) = await store.read("v", ["a"])
+        assert a.values == {"z": 3}
+
+    with_store(body)
+
+
+def test_state_commits_with_its_vector(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Any, advance: Any) -> None:
+        state = EntityState(
+            watermark=50,
+            seq=2,
+            buffer=[[50, 2, {"x": 1.0}, "e2"]],
+            settled={"c": [1]},
+            position={"t": "events", "p": 1, "o": 7},
+        )
+        await store.commit("v", [StateUpdate("a", state, row("a", 50, c=2))])
+        loaded = await store.load("v", ["a", "b"])
+        assert list(loaded) == ["a"] and loaded["a"] == state
+        (a,) = await store.read("v", ["a"])
+        assert a.values == {"c": 2} and a.ts == 50
+        # a stale writer (an earlier offset on the same partition) cannot roll the entity back
+        stale = EntityState(watermark=60, seq=1, position={"t": "events", "p": 1, "o": 6})
+        await store.commit("v", [StateUpdate("a", stale, row("a", 60, c=9))])
+        assert (await store.load("v", ["a"]))["a"] == state
+        assert (await store.read("v", ["a"]))[0].values == {"c": 2}
+
+    with_store(body)
+
+
+def test_vectors_expire_after_the_ttl_memory() -> None:
+    async def go() -> None:
+        now = [0.0]
+        store = MemoryStore(clock=lambda: now[0])
+        await store.write([FeatureRow("v", "a", {"x": 1}, 1, ttl_s=30)])
+        now[0] = 29.0
+        assert (await store.read("v", ["a"]))[0] is not None
+        now[0] = 30.0
+        assert (await store.read("v", ["a"])) == [None]
+
+    asyncio.run(go())
+
+
+def test_redis_keys_carry_the_entity_hash_tag_and_the_ttl(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def go() -> None:
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        try:
+            await store.commit(
+                "v", [StateUpdate("u:1", EntityState(watermark=5), FeatureRow("v", "u:1", {"x": 1}, 5, 90))]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    vkey, skey = vector_key(settings.redis_prefix, "v", "u:1"), state_key(settings.redis_prefix, "v", "u:1")
+    assert vkey.endswith("{u:1}") and skey.endswith("{u:1}")
+    assert key_slot(vkey.encode()) == key_slot(skey.encode())  # one entity: one Redis Cluster slot
+    assert 0 < redis_client.ttl(vkey) <= 90 and 0 < redis_client.ttl(skey) <= 90
+    assert redis_client.hget(vkey, "_ts") == b"5"

@@ -1,0 +1,97 @@
+"""Running real feature worker processes in tests, and knowing when they have caught up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from streaming.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    """``rivulet features run`` in a child process, logging to a file."""
+
+    def __init__(self, settings: Settings, features: str, log: Path) -> None:
+        env = {
+            **os.environ,
+            "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
+            "RIVULET_REDIS_PREFIX": settings.redis_prefix,
+            "RIVULET_PARTITIONS": str(settings.partitions),
+            "RIVULET_DATA_DIR": str(log.parent / "data"),
+            "RIVULET_LOG_LEVEL": "WARNING",
+        }
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streaming.cli", "features", "run", "--features", features],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _lag(settings: Settings, admin: KafkaAdminClient, consumer: KafkaConsumer) -> int:
+    group = f"{settings.topic_prefix}features"
+    committed = admin.list_group_offsets(group).get(group, {})
+    parts = consumer.partitions_for_topic(settings.topics.events) or set()
+    tps = [TopicPartition(settings.topics.events, p) for p in parts]
+    tps += [tp for tp in committed if "repartition" in tp.topic and settings.topic_prefix in tp.topic]
+    end = consumer.end_offsets(tps)
+    return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+
+
+def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float = 180.0) -> None:
+    """Until the worker group has committed every record of the events (and repartition) topics."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        settled = 0
+        while settled < 2:  # twice in a row: a repartition topic may still be filling
+            for w in workers:
+                assert w.alive(), f"worker exited:\n{w.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"workers did not catch up; lag {_lag(settings, admin, consumer)}"
+            )
+            consumer.topics()  # refresh metadata
+            settled = settled + 1 if _lag(settings, admin, consumer) == 0 else 0
+            time.sleep(1.0)
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def group_members(settings: Settings) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        group = f"{settings.topic_prefix}features"
+        return len(admin.describe_groups([group])[group]["members"])
+    finally:
+        admin.close()
