@@ -39,6 +39,13 @@ __all__ = [
 ]
 
 
+_NUMERIC = (int, float, bool)
+
+
+def _nums(values: list[Any]) -> list[float]:
+    return [float(v) if type(v) is bool else v for v in values if type(v) in _NUMERIC]
+
+
 def _num(value: Any) -> float | None:
     t = type(value)
     if t is float or t is int:
@@ -75,6 +82,14 @@ class Aggregation:
     def value(self, acc: list[Any], t: int) -> Any:
         raise NotImplementedError
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        """The value over whole window at once: ``items`` are ``[ts, seq, ...]`` sorted by (ts, seq) and
+        ``values`` the field's value of each. Subclasses compute it with builtins; same result as adding."""
+        acc = self.empty()
+        for item, v in zip(items, values if self.field else [None] * len(items), strict=True):
+            self.add(acc, item[0], item[1], v)
+        return self.value(acc, t)
+
     def describe(self) -> str:
         return f"{type(self).__name__}({self.field!r}, {self.window}, {self.name!r})"
 
@@ -98,6 +113,9 @@ class Count(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        return len(items) if self.field is None else len(values) - values.count(None)
+
 
 @dataclass(frozen=True)
 class Sum(Aggregation):
@@ -116,6 +134,9 @@ class Sum(Aggregation):
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
+
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        return float(sum(_nums(values)))
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,10 @@ class Mean(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[1] / acc[0] if acc[0] else None
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        nums = _nums(values)
+        return sum(nums) / len(nums) if nums else None
+
 
 @dataclass(frozen=True)
 class Min(Aggregation):
@@ -157,6 +182,10 @@ class Min(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        nums = _nums(values)
+        return min(nums) if nums else None
+
 
 @dataclass(frozen=True)
 class Max(Min):
@@ -166,6 +195,10 @@ class Max(Min):
         v = _num(value)
         if v is not None and (acc[0] is None or v > acc[0]):
             acc[0] = v
+
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        nums = _nums(values)
+        return max(nums) if nums else None
 
 
 @dataclass(frozen=True)
@@ -197,6 +230,14 @@ class Var(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return max(acc[2], 0.0) / (acc[0] - 1) if acc[0] > 1 else None
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        nums = _nums(values)
+        n = len(nums)
+        if n < 2:
+            return self.value([n, 0.0, 0.0], t)
+        mean = sum(nums) / n
+        return self.value([n, mean, sum((x - mean) * (x - mean) for x in nums)], t)
+
 
 @dataclass(frozen=True)
 class Std(Var):
@@ -227,6 +268,12 @@ class Last(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[2]
 
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        for v in reversed(values):  # items are sorted by (ts, seq): the last non-null is the latest
+            if v is not None:
+                return v
+        return None
+
 
 @dataclass(frozen=True)
 class DistinctCount(Aggregation):
@@ -247,6 +294,9 @@ class DistinctCount(Aggregation):
 
     def value(self, acc: list[Any], t: int) -> Any:
         return len(acc[0])
+
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        return len({v for v in values if v is not None})
 
 
 @dataclass(frozen=True)
@@ -276,3 +326,6 @@ class SinceLast(Aggregation):
 
     def value(self, acc: list[Any], t: int) -> Any:
         return t - acc[0] if acc[0] is not None else None
+
+    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
+        return t - items[-1][0] if items else None

@@ -64,19 +64,34 @@ class EntityState:
 
     watermark: int | None = None
     seq: int = 0
-    buffer: list[list[Any]] = field(default_factory=list)  # [ts, seq, {input: value}, event_id], by (ts, seq)
+    buffer: list[list[Any]] = field(default_factory=list)  # [ts, seq, [inputs], (event_id)], by (ts, seq)
     settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of pruned events
+    total: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of every applied event
     position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
 
     def to_json(self) -> bytes:
         return orjson.dumps(
-            {"w": self.watermark, "q": self.seq, "b": self.buffer, "s": self.settled, "p": self.position}
+            {
+                "w": self.watermark,
+                "q": self.seq,
+                "b": self.buffer,
+                "s": self.settled,
+                "a": self.total,
+                "p": self.position,
+            }
         )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> EntityState:
         d = orjson.loads(raw)
-        return cls(watermark=d["w"], seq=d["q"], buffer=d["b"], settled=d["s"], position=d.get("p"))
+        return cls(
+            watermark=d["w"],
+            seq=d["q"],
+            buffer=d["b"],
+            settled=d["s"],
+            total=d.get("a", {}),
+            position=d.get("p"),
+        )
 
 
 class FeatureEngine:
@@ -85,13 +100,20 @@ class FeatureEngine:
     def __init__(self, view: FeatureView) -> None:
         self.view = view
         self._inputs = view.inputs
+        self._index = {name: i for i, name in enumerate(self._inputs)}
+        # Re-keyed views keep event ids, to recognise a record duplicated into the repartition topic by a
+        # crash; direct views recognise redeliveries by their source offset, which is cheaper.
+        self._ids = view.rekeyed
         self._lifetime = [a for a in view.aggregations if a.window.kind == "lifetime"]
         self._windowed = [(w, aggs) for w, aggs in view.windows if w.kind != "lifetime"]
         self._lateness = view.lateness_ms
         self._horizon = view.horizon_ms
 
     def new_state(self) -> EntityState:
-        return EntityState(settled={a.name: a.empty() for a in self._lifetime})
+        return EntityState(
+            settled={a.name: a.empty() for a in self._lifetime},
+            total={a.name: a.empty() for a in self._lifetime},
+        )
 
     def key(self, event: Event) -> str | None:
         """The view's key for an event: its entity, or its key field's value (None if absent)."""
@@ -115,24 +137,35 @@ class FeatureEngine:
         """Every aggregation at reference time ``t`` over the applied events with event time ``<= t``."""
         out: dict[str, Any] = {}
         buffer = state.buffer
-        end = bisect_right(buffer, t, key=_ts_of)
-        if self._lifetime:
+        index = self._index
+        wm = state.watermark
+        in_order = wm is None or t >= wm
+        end = len(buffer) if in_order else bisect_right(buffer, t, key=_ts_of)
+        if in_order:  # every applied event counts: the running totals are the answer
+            for agg in self._lifetime:
+                out[agg.name] = agg.value(state.total[agg.name], t)
+        else:  # an out-of-order event: summaries of pruned events plus the buffered ones up to t
             for agg in self._lifetime:
                 acc = [list(x) if isinstance(x, list) else x for x in state.settled[agg.name]]
                 add, fld = agg.add, agg.field
                 for item in buffer[:end]:
-                    add(acc, item[0], item[1], item[2].get(fld) if fld else None)
+                    add(acc, item[0], item[1], item[2][index[fld]] if fld else None)
                 out[agg.name] = agg.value(acc, t)
         for window, aggs in self._windowed:
             lo = window.lower(t)
             start = bisect_right(buffer, (lo or 0) - 1, key=_ts_of, hi=end)
             items = buffer[start:end]
+            columns: dict[str | None, list[Any]] = {}
             for agg in aggs:
-                acc = agg.empty()
-                add, fld = agg.add, agg.field
-                for item in items:
-                    add(acc, item[0], item[1], item[2].get(fld) if fld else None)
-                out[agg.name] = agg.value(acc, t)
+                fld = agg.field
+                values = columns.get(fld)
+                if values is None:
+                    if fld:
+                        i = index[fld]
+                        values = columns[fld] = [item[2][i] for item in items]
+                    else:
+                        values = columns[fld] = []
+                out[agg.name] = agg.over(items, values, t)
         return out
 
     def finish(self, own: dict[str, Any], aggregates: Mapping[str, Any]) -> Vector:
@@ -159,24 +192,28 @@ class FeatureEngine:
         vector = self.finish(dict(own), self.aggregates_at(state, t))
         state.seq += 1
         values = {k: own.get(k, event.fields.get(k)) for k in self._inputs}
-        item = [t, state.seq, values, event.event_id]
+        item = [t, state.seq, [values[k] for k in self._inputs]]
+        if self._ids:
+            item.append(event.event_id)
         if not state.buffer or t >= state.buffer[-1][0]:
             state.buffer.append(item)
         else:
             insort(state.buffer, item, key=lambda i: (i[0], i[1]))
+        for agg in self._lifetime:
+            agg.add(state.total[agg.name], t, state.seq, values.get(agg.field) if agg.field else None)
         if wm is None or t > wm:
             state.watermark = t
             self._prune(state)
         return vector
 
     def seen(self, state: EntityState, event: Event) -> bool:
-        """True if this event (by ``event_id``) is among the events the state still holds one by one, i.e.
-        anything within the allowed lateness: a redelivered event is recognised, not counted twice."""
+        """For re-keyed views: True if this event (by ``event_id``) is among the events the state still
+        holds one by one (anything within the allowed lateness), so a duplicate is not counted twice."""
         buffer = state.buffer
         i = bisect_right(buffer, event.ts, key=_ts_of)
         while i > 0 and buffer[i - 1][0] == event.ts:
             i -= 1
-            if buffer[i][3] == event.event_id:
+            if len(buffer[i]) > 3 and buffer[i][3] == event.event_id:
                 return True
         return False
 
@@ -191,10 +228,11 @@ class FeatureEngine:
         if not buffer or buffer[0][0] >= cutoff:
             return
         n = bisect_right(buffer, cutoff - 1, key=_ts_of)
+        index = self._index
         for agg in self._lifetime:
             acc, fld = state.settled[agg.name], agg.field
             for item in buffer[:n]:
-                agg.add(acc, item[0], item[1], item[2].get(fld) if fld else None)
+                agg.add(acc, item[0], item[1], item[2][index[fld]] if fld else None)
         del buffer[:n]
 
 

@@ -15,6 +15,7 @@ counted an event twice or missed one.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,12 +108,48 @@ class FeaturePipeline:
     """Runs feature views over batches of raw records, with per-entity state from a :class:`StateStore`."""
 
     def __init__(
-        self, views: Sequence[FeatureView], store: StateStore, *, report_invalid: bool = True
+        self,
+        views: Sequence[FeatureView],
+        store: StateStore,
+        *,
+        report_invalid: bool = True,
+        cache_entities: int = 0,
     ) -> None:
         self.views = list(views)
         self.engines = [FeatureEngine(v) for v in self.views]
         self.store = store
         self.report_invalid = report_invalid  # False where another pipeline sees the same records
+        # States of recently seen entities, kept between batches so they need not be read back from the
+        # store. Only valid while this process owns the entities' partitions: call invalidate() on any
+        # rebalance and after any failed batch. 0 disables it.
+        self.cache_entities = cache_entities
+        self._cache: dict[tuple[str, str], EntityState] = {}
+
+    def invalidate(self) -> None:
+        """Forget cached states (after a rebalance or a failure): the store is the truth again."""
+        self._cache.clear()
+
+    async def _states(self, view: str, entities: list[str]) -> dict[str, EntityState]:
+        if not self.cache_entities:
+            return await self.store.load(view, entities)
+        cache = self._cache
+        states = {e: s for e in entities if (s := cache.get((view, e))) is not None}
+        missing = [e for e in entities if e not in states]
+        if missing:
+            states.update(await self.store.load(view, missing))
+        return states
+
+    def _remember(self, view: str, states: dict[str, EntityState]) -> None:
+        if not self.cache_entities:
+            return
+        cache = self._cache
+        for entity, state in states.items():
+            cache.pop((view, entity), None)
+            cache[(view, entity)] = state  # most recent last
+        excess = len(cache) - self.cache_entities
+        if excess > 0:
+            for key in list(itertools.islice(cache, excess)):
+                del cache[key]
 
     async def process(self, batch: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
@@ -135,7 +172,7 @@ class FeaturePipeline:
         view = engine.view
         keyed = [(raw, event, engine.key(event)) for raw, event in parsed]
         entities = sorted({k for _, _, k in keyed if k is not None})
-        states: dict[str, EntityState] = await self.store.load(view.name, entities)
+        states: dict[str, EntityState] = await self._states(view.name, entities)
         touched: dict[str, EntityState] = {}
         for raw, event, entity in keyed:
             if entity is None:
@@ -164,6 +201,7 @@ class FeaturePipeline:
                     result.records.append(FeatureRecord(view.name, entity, event, vector))
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
+        self._remember(view.name, touched)
         if touched:
             result._updates[view.name] = {
                 entity: StateUpdate(

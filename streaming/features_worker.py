@@ -25,7 +25,6 @@ duplicated into it by a crash is recognised by its ``event_id`` while within the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,9 +38,13 @@ from features.definitions import FeatureView
 from features.events import Event
 from features.pipeline import BatchResult, FeaturePipeline, RawRecord
 from features.redis_store import RedisStore
+from streaming.logs import get_logger
+from streaming.publisher import AsyncPublisher
 from streaming.settings import Settings
 
 __all__ = ["create_app", "stats_key"]
+
+log = get_logger("rivulet.features")
 
 EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["view"])
 DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
@@ -92,8 +95,6 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         stream_wait_empty=False,
     )
     events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
-    features_topic = app.topic(settings.topics.features, key_type=bytes, value_type=bytes)
-    dlq_topic = app.topic(settings.topics.dead_letters, key_type=bytes, value_type=bytes)
     state: dict[str, Any] = {}
 
     async def store() -> RedisStore:
@@ -107,12 +108,16 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         return state["store"]
 
     async def publish_and_commit(result: BatchResult, redis_store: RedisStore) -> None:
-        futures = []
-        for r in result.records:
-            futures.append(await features_topic.send(key=r.entity.encode(), value=r.to_json(), force=True))
-        for d in result.dead_letters:
-            futures.append(await dlq_topic.send(key=d.record.key, value=d.to_json(), force=True))
-        await asyncio.gather(*futures)  # acknowledged by Kafka before the state moves on
+        publisher = state.get("publisher")
+        if publisher is None:
+            publisher = state["publisher"] = AsyncPublisher(settings)
+        # acknowledged by Kafka before the state moves on
+        await publisher.publish(
+            settings.topics.features, [(r.entity.encode(), r.to_json()) for r in result.records]
+        )
+        await publisher.publish(
+            settings.topics.dead_letters, [(d.record.key, d.to_json()) for d in result.dead_letters]
+        )
         await result.commit(redis_store)
         counts: dict[str, int] = {}
         for r in result.records:
@@ -129,34 +134,64 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         if counts:
             await redis_store.add_counts(stats_key(settings), counts)
 
+    pipelines: list[FeaturePipeline] = []
+
+    def on_rebalance(app: Any, *args: Any, **kwargs: Any) -> None:
+        for p in pipelines:  # another worker may own these entities now: Redis is the truth again
+            p.invalidate()
+
+    app.on_partitions_revoked.connect(on_rebalance)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_rebalance)  # type: ignore[arg-type]
+
     async def run(stream: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
+        pipelines.append(pipeline)
         batches = stream.take_events(
             settings.features_batch_size, within=settings.features_batch_wait_ms / 1000
         )
+        try:
+            await _loop(batches, pipeline, redis_store)
+        finally:
+            publisher = state.get("publisher")
+            if publisher is not None:
+                await publisher.stop()
+
+    async def _loop(batches: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
         async for batch in batches:
             started = time.perf_counter()
-            raws = [_raw(e) for e in batch]
-            result = await pipeline.process(raws)
-            await publish_and_commit(result, redis_store)
-            BATCH.observe(time.perf_counter() - started)
+            try:
+                result = await pipeline.process([_raw(e) for e in batch])
+                computed = time.perf_counter()
+                await publish_and_commit(result, redis_store)
+            except BaseException:
+                pipeline.invalidate()  # cached states may hold effects that were never committed
+                raise
+            done = time.perf_counter()
+            BATCH.observe(done - started)
+            log.debug(
+                "batch",
+                size=len(batch),
+                compute_ms=round((computed - started) * 1000, 1),
+                publish_commit_ms=round((done - computed) * 1000, 1),
+            )
 
     direct = [v for v in views if not v.rekeyed]
 
     @app.agent(events_topic, name="features", concurrency=1)
     async def features_agent(stream: StreamT) -> None:
         redis_store = await store()
-        await run(stream, FeaturePipeline(direct, redis_store), redis_store)
+        pipeline = FeaturePipeline(direct, redis_store, cache_entities=settings.features_cache_entities)
+        await run(stream, pipeline, redis_store)
 
     for view in (v for v in views if v.rekeyed):
-        _rekeyed_agent(app, events_topic, view, store, run)
+        _rekeyed_agent(app, events_topic, view, store, run, settings.features_cache_entities)
 
     return app
 
 
-def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any) -> None:
+def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any, cache: int) -> None:
     async def agent(stream: StreamT) -> None:
         redis_store = await store()
-        pipeline = FeaturePipeline([view], redis_store, report_invalid=False)
+        pipeline = FeaturePipeline([view], redis_store, report_invalid=False, cache_entities=cache)
         await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
 
     agent.__name__ = f"features_{view.name}"

@@ -38,7 +38,11 @@ def configure_logging(settings: Settings) -> None:
     # kafka-python logs every reconnect attempt at WARNING/ERROR; our own messages carry the outcome.
     logging.getLogger("kafka").setLevel(max(logging.ERROR, logging.getLevelName(settings.log_level)))
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

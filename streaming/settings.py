@@ -98,8 +98,11 @@ class Settings(BaseSettings):
     features_module: str = Field(
         "features.examples", description="Module with the feature views (`pkg.module` or `pkg.module:ATTR`)."
     )
-    features_batch_size: int = Field(500, ge=1, description="Events per batch in the feature worker.")
-    features_batch_wait_ms: int = Field(20, ge=1, description="Longest wait to fill a feature batch.")
+    features_batch_size: int = Field(2000, ge=1, description="Events per batch in the feature worker.")
+    features_cache_entities: int = Field(
+        100_000, ge=0, description="Entity states a feature worker keeps in memory between batches (0: none)."
+    )
+    features_batch_wait_ms: int = Field(10, ge=1, description="Longest wait to fill a feature batch.")
     features_session_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -41,7 +41,10 @@ def run(
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     app = create_app(settings, views)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # our structured logging stays in charge (mode would reconfigure it, and aiokafka would log per record)
+    worker = Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False
+    )
     worker.execute_from_commandline()
 
 
