@@ -246,7 +246,11 @@ def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> N
         try:
             with Producer(settings) as producer:  # warm up: the worker joins its group and sees records
                 producer.send_many(stream(200, entities=100, seed=9, step_ms=1))
-                time.sleep(8)
+                stats, deadline = f"{settings.redis_prefix}stats:features", time.monotonic() + 120
+                while int(client.hget(stats, "records:customer") or 0) < 200:
+                    assert proc.poll() is None and time.monotonic() < deadline, "worker did not start"
+                    time.sleep(0.1)
+                time.sleep(1)
                 base_rng = stream(int(rate * seconds), entities=1000, seed=10, step_ms=1)
                 start = time.monotonic()
                 for i, e in enumerate(base_rng):

@@ -25,7 +25,7 @@ class AsyncPublisher:
             client_id="rivulet-features",
             acks="all",
             enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
+            linger_ms=0,  # batches are built explicitly and complete when sent
             max_batch_size=settings.producer_batch_bytes,
             max_request_size=max(settings.max_event_bytes * 2, 1_048_576),
             request_timeout_ms=settings.kafka_request_timeout_ms,

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     features_cache_entities: int = Field(
         100_000, ge=0, description="Entity states a feature worker keeps in memory between batches (0: none)."
     )
-    features_batch_wait_ms: int = Field(10, ge=1, description="Longest wait to fill a feature batch.")
+    features_batch_wait_ms: int = Field(5, ge=1, description="Longest wait to fill a feature batch.")
     features_session_timeout_s: float = Field(
         10.0,
         gt=0,
