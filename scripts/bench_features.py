@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -39,6 +37,7 @@ from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.integration.workers import Worker  # noqa: E402
 from tests.oracle import stream  # noqa: E402
 
 VIEW = FeatureView(
@@ -136,33 +135,6 @@ def bench_engine(n: int, rounds: int) -> None:
     print(f"  ratio rivulet/baseline: {med['baseline'] / med['rivulet']:.2f}x (goal >= 0.5x)")
 
 
-def start_worker(settings: Settings, features: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
-        "RIVULET_REDIS_PREFIX": settings.redis_prefix,
-        "RIVULET_DATA_DIR": str(log.parent / "data"),
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streaming.cli", "features", "run", "--features", features],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def bench_worker(base: Settings, n: int, tmp: Path) -> None:
     settings = base.model_copy(
         update={
@@ -178,7 +150,7 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
             events = stream(n, entities=1000, seed=8, step_ms=100)
             with Producer(settings) as producer:
                 producer.send_many(events)
-            proc = start_worker(settings, "features.examples:customer", tmp / "worker.log")
+            worker = Worker(settings, "features.examples:customer", tmp / "worker.log")
             try:
                 first = None
                 deadline = time.monotonic() + 600
@@ -189,7 +161,7 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
                         first = (now, done)
                     if done >= n:
                         break
-                    assert proc.poll() is None and now < deadline, (tmp / "worker.log").read_text()[-2000:]
+                    assert worker.alive() and now < deadline, (tmp / "worker.log").read_text()[-2000:]
                     time.sleep(0.01)
                 assert first is not None
                 rate = (n - first[1]) / (now - first[0])
@@ -198,7 +170,7 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
                     f"one worker: {rate:,.0f} events/s (goal >= 10,000)"
                 )
             finally:
-                stop(proc)
+                worker.stop()
         finally:
             admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
             for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
@@ -240,7 +212,7 @@ def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> N
 
     with TopicAdmin(settings) as admin:
         admin.create()
-        proc = start_worker(settings, "features.examples:customer", tmp / "fresh.log")
+        worker = Worker(settings, "features.examples:customer", tmp / "fresh.log")
         watcher = threading.Thread(target=monitor, daemon=True)
         watcher.start()
         try:
@@ -248,7 +220,7 @@ def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> N
                 producer.send_many(stream(200, entities=100, seed=9, step_ms=1))
                 stats, deadline = f"{settings.redis_prefix}stats:features", time.monotonic() + 120
                 while int(client.hget(stats, "records:customer") or 0) < 200:
-                    assert proc.poll() is None and time.monotonic() < deadline, "worker did not start"
+                    assert worker.alive() and time.monotonic() < deadline, "worker did not start"
                     time.sleep(0.1)
                 time.sleep(1)
                 base_rng = stream(int(rate * seconds), entities=1000, seed=10, step_ms=1)
@@ -267,7 +239,7 @@ def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> N
         finally:
             stop_flag.set()
             watcher.join()
-            stop(proc)
+            worker.stop()
             admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
             for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
                 client.delete(key)

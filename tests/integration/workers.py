@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from streaming.settings import Settings
 
@@ -59,7 +60,12 @@ class Worker:
 
 def _lag(settings: Settings, admin: KafkaAdminClient, consumer: KafkaConsumer) -> int:
     group = f"{settings.topic_prefix}features"
-    committed = admin.list_group_offsets(group).get(group, {})
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+    except KafkaError as exc:  # e.g. the coordinator is still being created on a fresh broker
+        if getattr(exc, "retriable", False):
+            return -1
+        raise
     parts = consumer.partitions_for_topic(settings.topics.events) or set()
     tps = [TopicPartition(settings.topics.events, p) for p in parts]
     tps += [tp for tp in committed if "repartition" in tp.topic and settings.topic_prefix in tp.topic]
@@ -81,7 +87,7 @@ def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float =
                 f"workers did not catch up; lag {_lag(settings, admin, consumer)}"
             )
             consumer.topics()  # refresh metadata
-            settled = settled + 1 if _lag(settings, admin, consumer) == 0 else 0
+            settled = settled + 1 if _lag(settings, admin, consumer) == 0 else 0  # -1: not known yet
             time.sleep(1.0)
     finally:
         admin.close()
