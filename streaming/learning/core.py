@@ -1,0 +1,273 @@
+"""The learner core: for each record predict, remember the prediction until its label is known, then update
+the metrics and learn. Pure: no I/O, no clock (times are event times; the adapter passes wall time in only
+to decide when to checkpoint).
+
+Per model, in this order, exactly as River's ``evaluate.progressive_val_score`` does:
+
+1. predict on the record's features (``predict_proba_one`` for metrics that take probabilities,
+   ``predict_one`` for metrics that take labels);
+2. when the label is known (inline on the event, or later by ``event_id`` / ``prediction_id``): update
+   every metric with the prediction made in 1, then ``learn_one`` on the features as they were in 1.
+
+Pending predictions are bounded in count and in age (event time); expired ones, duplicate labels and labels
+for unknown ids are counted, not errors. Drift detectors (ADWIN by default) watch each model's loss (0/1
+error, or absolute error for regression) and chosen input features; a drift is recorded with its time and
+position and, if the spec says so, starts a fresh challenger model from that point.
+
+>>> from river import linear_model, metrics
+>>> from streaming.learning.spec import ModelSpec
+>>> spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
+>>> core = LearnerCore([spec])
+>>> _ = core.on_record("e1", 1_000, {"x": 1.0}, label=True)
+>>> _ = core.on_record("e2", 2_000, {"x": 0.5})
+>>> core.on_label("e2", True, 3_000)
+'learned'
+>>> core.models["lr"].n_learned, core.models["lr"].counters["pending"]
+(2, 0)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import base, drift, metrics, utils
+
+from streaming.learning.spec import ModelSpec
+
+__all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    model: str
+    key: str
+    label: Any
+    proba: dict[Any, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    model: str
+    detector: str  # "loss" or "feature:<name>"
+    ts: int
+    n_learned: int
+    position: Any = None  # the adapter's source position (topic, partition, offset) of the record
+
+
+@dataclass
+class _Pending:
+    x: dict[str, Any]
+    label: Any
+    proba: dict[Any, float] | None
+    ts: int
+
+
+@dataclass
+class _Recent:
+    """The most recent keys, bounded: membership test plus insertion order for eviction."""
+
+    order: deque[str] = field(default_factory=deque)
+    keys: set[str] = field(default_factory=set)
+
+    def add(self, key: str, bound: int) -> None:
+        self.order.append(key)
+        self.keys.add(key)
+        while len(self.order) > bound:
+            self.keys.discard(self.order.popleft())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+
+@dataclass
+class ModelState:
+    """Everything that defines one model's learning so far; picklable, so it is what a checkpoint holds."""
+
+    name: str
+    spec: str
+    task: str
+    model: base.Estimator
+    metrics: list[metrics.base.Metric]
+    rolling: list[utils.Rolling]
+    loss_detector: Any
+    feature_detectors: dict[str, Any]
+    features: tuple[str, ...] | None
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    seen: _Recent = field(default_factory=lambda: _Recent())  # records already predicted
+    learned: _Recent = field(default_factory=lambda: _Recent())  # keys already learned
+    drifts: list[DriftEvent] = field(default_factory=list)
+    counters: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            (
+                "predicted",
+                "learned",
+                "pending",
+                "expired",
+                "duplicate_records",
+                "duplicate_labels",
+                "unknown_labels",
+                "drifts",
+            ),
+            0,
+        )
+    )
+
+    @property
+    def n_learned(self) -> int:
+        return self.counters["learned"]
+
+    def metric_values(self) -> dict[str, float]:
+        out = {type(m).__name__: m.get() for m in self.metrics}
+        out.update({f"rolling_{type(r.obj).__name__}": r.obj.get() for r in self.rolling})
+        return out
+
+
+class LearnerCore:
+    """Learns one or more models (a champion and challengers) side by side on one stream of records."""
+
+    def __init__(
+        self, specs: Sequence[ModelSpec], *, max_pending: int = 100_000, max_pending_age_ms: int = 86_400_000
+    ) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.max_pending = max_pending
+        self.max_pending_age_ms = max_pending_age_ms
+        self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
+
+    def new_state(self, spec: ModelSpec, name: str) -> ModelState:
+        ms = spec.new_metrics()
+        detector = spec.drift.detector or drift.ADWIN
+        return ModelState(
+            name=name,
+            spec=spec.name,
+            task=spec.task,
+            model=spec.new_model(),
+            metrics=ms,
+            rolling=[utils.Rolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()],
+            loss_detector=detector(),
+            feature_detectors={f: detector() for f in spec.drift.features},
+            features=spec.features,
+        )
+
+    # ------------------------------------------------------------------ records and labels
+
+    def on_record(
+        self, key: str, ts: int, features: Mapping[str, Any], label: Any = None, position: Any = None
+    ) -> list[Prediction]:
+        """Predict for every model; learn at once if ``label`` is given, else keep the prediction pending."""
+        out = []
+        for state in list(self.models.values()):
+            if key in state.seen:
+                state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
+                continue
+            state.seen.add(key, self.max_pending)
+            x = _select(features, state.features)
+            label_pred, proba = _predict(state.model, x)
+            state.counters["predicted"] += 1
+            out.append(Prediction(state.name, key, label_pred, proba))
+            self._watch_features(state, x, ts, position)
+            if label is not None:
+                self._learn(state, key, x, label, label_pred, proba, ts, position)
+            else:
+                state.pending[key] = _Pending(x, label_pred, proba, ts)
+                self._bound(state, ts)
+            state.counters["pending"] = len(state.pending)
+        return out
+
+    def on_label(self, key: str, label: Any, ts: int, position: Any = None) -> str:
+        """Join a late label to its pending prediction. Returns ``learned``, ``duplicate`` or ``unknown``
+        (for the first model; all models see the same ids)."""
+        outcome = "unknown"
+        for i, state in enumerate(list(self.models.values())):
+            p = state.pending.pop(key, None)
+            if p is None:
+                result = "duplicate" if key in state.learned else "unknown"
+                state.counters["duplicate_labels" if result == "duplicate" else "unknown_labels"] += 1
+            else:
+                self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position)
+                result = "learned"
+            state.counters["pending"] = len(state.pending)
+            if i == 0:
+                outcome = result
+        return outcome
+
+    # ------------------------------------------------------------------ internals
+
+    def _learn(
+        self,
+        state: ModelState,
+        key: str,
+        x: dict[str, Any],
+        y: Any,
+        label_pred: Any,
+        proba: Any,
+        ts: int,
+        position: Any,
+    ) -> None:
+        for m in state.metrics:
+            m.update(y, proba if _wants_proba(m) else label_pred)
+        for r in state.rolling:
+            r.update(y, proba if _wants_proba(r.obj) else label_pred)
+        state.model.learn_one(x, y)  # type: ignore[attr-defined]
+        state.counters["learned"] += 1
+        state.learned.add(key, self.max_pending)
+        if state.task == "regression":
+            loss = abs(y - label_pred) if label_pred is not None else 0.0
+        else:
+            loss = float(label_pred != y)
+        detector = state.loss_detector
+        before = getattr(detector, "estimation", None)
+        detector.update(loss)
+        # a change in the loss is a drift only when the model got worse (learning also changes the loss)
+        if detector.drift_detected and (before is None or getattr(detector, "estimation", 0.0) > before):
+            self._drift(state, "loss", ts, position)
+
+    def _watch_features(self, state: ModelState, x: dict[str, Any], ts: int, position: Any) -> None:
+        for name, detector in state.feature_detectors.items():
+            value = x.get(name)
+            if isinstance(value, int | float):
+                detector.update(value)
+                if detector.drift_detected:
+                    self._drift(state, f"feature:{name}", ts, position)
+
+    def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
+        event = DriftEvent(state.name, detector, ts, state.n_learned, position)
+        state.drifts.append(event)
+        del state.drifts[:-100]  # the latest hundred are kept
+        state.counters["drifts"] += 1
+        spec = self.specs[state.spec]
+        if spec.drift.reaction == "challenger" and detector == "loss":
+            name = f"{spec.name}~{ts}"
+            if name not in self.models:
+                self.models[name] = self.new_state(spec, name)
+
+    def _bound(self, state: ModelState, ts: int) -> None:
+        pending = state.pending
+        horizon = ts - self.max_pending_age_ms
+        while pending:
+            oldest_key = next(iter(pending))
+            if len(pending) <= self.max_pending and pending[oldest_key].ts >= horizon:
+                break
+            del pending[oldest_key]
+            state.counters["expired"] += 1
+
+
+def _select(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
+    if names is None:
+        return {k: v for k, v in features.items() if v is not None and not isinstance(v, bool | str)}
+    return {k: features[k] for k in names if features.get(k) is not None}
+
+
+def _wants_proba(metric: Any) -> bool:
+    return not getattr(metric, "requires_labels", True)
+
+
+def _predict(model: Any, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None]:
+    """The label (``predict_one``) and, for classifiers, the probabilities (``predict_proba_one``): both
+    from the model's own methods, so metrics see exactly what River's progressive validation gives them."""
+    if isinstance(model, base.Classifier):
+        xs: dict[Any, Any] = x
+        return model.predict_one(xs), model.predict_proba_one(xs)
+    return model.predict_one(x), None

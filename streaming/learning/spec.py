@@ -1,0 +1,137 @@
+"""Model specs: what a model is, what it reads, how it is measured and checkpointed.
+
+A spec is declared in Python (a module with a ``MODELS`` list) and checked before anything runs: unknown
+features, a pipeline that cannot be pickled (a lambda), a metric that does not fit the task each raise a
+:class:`SpecError` naming the spec.
+
+>>> from river import linear_model, metrics, preprocessing
+>>> spec = ModelSpec(
+...     name="churn-lr",
+...     task="binary",
+...     view="customer",
+...     model=lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+...     metrics=(metrics.Accuracy, metrics.LogLoss),
+... )
+>>> spec.check({"salary", "age"})
+>>> type(spec.new_model()).__name__
+'Pipeline'
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from river import base, metrics
+
+__all__ = ["CheckpointPolicy", "DriftPolicy", "ModelSpec", "SpecError", "load_specs"]
+
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class SpecError(ValueError):
+    """A model spec that cannot work; the message names the spec."""
+
+    def __init__(self, spec: str, problem: str) -> None:
+        self.spec = spec
+        super().__init__(f"model spec {spec!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Checkpoint every ``every_records`` learned or ``every_seconds``, and at shutdown; keep ``keep``."""
+
+    every_records: int = 1_000
+    every_seconds: float = 5.0
+    keep: int = 10
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """River drift detectors on the model's loss and on input features.
+
+    ``reaction``: ``alert`` records the drift; ``challenger`` also starts a fresh model from that point.
+    """
+
+    detector: Callable[[], Any] | None = None  # default: drift.ADWIN()
+    features: tuple[str, ...] = ()
+    reaction: Literal["alert", "challenger"] = "alert"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: Task
+    view: str
+    model: Callable[[], base.Estimator]
+    metrics: Sequence[Callable[[], Any]] = ()  # metric classes (or factories), e.g. metrics.Accuracy
+    features: tuple[str, ...] | None = None  # None: every feature of the view
+    rolling_window: int = 1_000
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+
+    def new_model(self) -> base.Estimator:
+        return self.model()
+
+    def metric_factories(self) -> list[Callable[[], Any]]:
+        return list(self.metrics) or [metrics.MAE if self.task == "regression" else metrics.Accuracy]
+
+    def new_metrics(self) -> list[Any]:
+        return [m() for m in self.metric_factories()]
+
+    def check(self, known_features: Collection[str] | None = None) -> None:
+        """Raise :class:`SpecError` if the spec cannot work (see the module docstring)."""
+        if not self.name or "/" in self.name or ":" in self.name:
+            raise SpecError(self.name, "a name needs letters or digits and no '/' or ':'")
+        try:
+            model = self.new_model()
+        except Exception as exc:
+            raise SpecError(self.name, f"building the model failed: {exc}") from exc
+        if not isinstance(model, base.Estimator):
+            raise SpecError(self.name, f"{type(model).__name__} is not a River estimator")
+        want_classifier = self.task in ("binary", "multiclass")
+        if want_classifier and not isinstance(model, base.Classifier):
+            raise SpecError(self.name, f"task {self.task!r} needs a classifier, got {model}")
+        if self.task == "regression" and not isinstance(model, base.Regressor):
+            raise SpecError(self.name, f"task 'regression' needs a regressor, got {model}")
+        try:
+            pickle.dumps(model)
+        except Exception as exc:
+            raise SpecError(
+                self.name,
+                f"the model cannot be pickled ({exc}); lambdas inside a pipeline "
+                "cannot be checkpointed: use a named function",
+            ) from exc
+        for metric in self.new_metrics():
+            if not metric.works_with(model):
+                raise SpecError(self.name, f"metric {type(metric).__name__} does not fit task {self.task!r}")
+        if known_features is not None and self.features is not None:
+            unknown = sorted(set(self.features) - set(known_features))
+            if unknown:
+                raise SpecError(
+                    self.name, f"unknown features {unknown} (view {self.view!r} has {sorted(known_features)})"
+                )
+        if self.rolling_window < 1:
+            raise SpecError(self.name, "rolling_window must be at least 1")
+
+
+def load_specs(spec: str) -> list[ModelSpec]:
+    """Model specs from ``pkg.module`` (its ``MODELS`` list) or ``pkg.module:ATTR``."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(spec, f"cannot import {module_name!r}: {exc}") from exc
+    found = getattr(module, attr or "MODELS", None)
+    if found is None:
+        raise SpecError(spec, f"{module_name!r} has no {attr or 'MODELS'!r}")
+    specs = [found] if isinstance(found, ModelSpec) else list(found)
+    if not specs or not all(isinstance(s, ModelSpec) for s in specs):
+        raise SpecError(spec, "expected a ModelSpec or a list of them")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SpecError(spec, f"model names repeat: {names}")
+    return specs

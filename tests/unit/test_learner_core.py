@@ -1,0 +1,129 @@
+"""The learner core against River's own progressive validation, late labels, drift, and spec checks."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream, tree
+from river.datasets import synth
+
+from streaming.learning.core import LearnerCore
+from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
+
+
+def scaled_lr() -> preprocessing.StandardScaler:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+def spec_with(metric: type, name: str = "lr") -> ModelSpec:
+    return ModelSpec(name, "binary", "v", scaled_lr, metrics=(metric,))
+
+
+@pytest.mark.parametrize("metric", [metrics.Accuracy, metrics.LogLoss, metrics.ROCAUC])
+@pytest.mark.parametrize("delay", [None, 1, 25])
+def test_metric_equals_progressive_val_score(metric: type, delay: int | None) -> None:
+    data = list(datasets.Phishing())
+    expected = evaluate.progressive_val_score(data, scaled_lr(), metric(), delay=delay)
+    core = LearnerCore([spec_with(metric)])
+    if delay is None:  # labels inline
+        for i, (x, y) in enumerate(data):
+            core.on_record(str(i), i, x, label=y)
+    else:  # labels arrive `delay` records later, in River's own question/answer order
+        for i, x, y in stream.simulate_qa(data, moment=None, delay=delay):
+            if y is None:
+                core.on_record(str(i), i, x)
+            else:
+                assert core.on_label(str(i), y, i) == "learned"
+    state = core.models["lr"]
+    assert state.metrics[0].get() == pytest.approx(expected.get(), rel=1e-12)
+    assert state.n_learned == len(data) and state.counters["pending"] == 0
+
+
+def test_regression_mae_equals_progressive_val_score() -> None:
+    data = list(itertools.islice(datasets.TrumpApproval(), 600))
+
+    def model() -> preprocessing.StandardScaler:
+        return preprocessing.StandardScaler() | linear_model.LinearRegression()
+
+    expected = evaluate.progressive_val_score(data, model(), metrics.MAE(), delay=10)
+    core = LearnerCore([ModelSpec("reg", "regression", "v", model, metrics=(metrics.MAE,))])
+    for i, x, y in stream.simulate_qa(data, moment=None, delay=10):
+        core.on_record(str(i), i, x) if y is None else core.on_label(str(i), y, i)
+    assert core.models["reg"].metrics[0].get() == pytest.approx(expected.get(), rel=1e-12)
+
+
+def test_late_labels_shuffled_missing_duplicated_and_unknown_are_counted() -> None:
+    rng = random.Random(3)
+    data = list(itertools.islice(datasets.Phishing(), 400))
+    core = LearnerCore([spec_with(metrics.Accuracy)], max_pending=10_000, max_pending_age_ms=10**9)
+    for i, (x, _) in enumerate(data):
+        core.on_record(f"e{i}", i, x)
+    labelled = [i for i in range(len(data)) if i % 10 != 0]  # every tenth label never arrives
+    rng.shuffle(labelled)
+    outcomes = [core.on_label(f"e{i}", data[i][1], 1_000) for i in labelled]
+    outcomes += [core.on_label(f"e{i}", data[i][1], 1_001) for i in labelled[:30]]  # duplicates
+    outcomes += [core.on_label(f"nope{i}", True, 1_002) for i in range(7)]  # unknown ids
+    state = core.models["lr"]
+    assert outcomes.count("learned") == 360 and outcomes.count("duplicate") == 30
+    assert outcomes.count("unknown") == 7
+    c = state.counters
+    assert (c["learned"], c["pending"], c["duplicate_labels"], c["unknown_labels"]) == (360, 40, 30, 7)
+    # a redelivered record is not predicted twice
+    core.on_record("e5", 5, data[5][0])
+    assert c["predicted"] == 400 and c["duplicate_records"] == 1
+
+
+def test_pending_predictions_are_bounded_by_count_and_age() -> None:
+    core = LearnerCore([spec_with(metrics.Accuracy)], max_pending=50, max_pending_age_ms=1_000)
+    for i in range(120):
+        core.on_record(f"e{i}", i, {"x": float(i)})
+    c = core.models["lr"].counters
+    assert (c["pending"], c["expired"]) == (50, 70)
+    core.on_record("late", 5_000, {"x": 1.0})  # an hour later: everything older than 1 s expires
+    assert (c["pending"], c["expired"]) == (1, 120)
+    assert core.on_label("e0", True, 5_001) == "unknown"
+
+
+def test_loss_drift_fires_after_a_known_drift_and_not_before() -> None:
+    position, width = 5_000, 200
+    data = synth.ConceptDriftStream(
+        stream=synth.Agrawal(classification_function=0, seed=1),
+        drift_stream=synth.Agrawal(classification_function=3, seed=1),
+        position=position,
+        width=width,
+        seed=1,
+    )
+    spec = ModelSpec(
+        "tree",
+        "binary",
+        "v",
+        tree.HoeffdingTreeClassifier,
+        metrics=(metrics.Accuracy,),
+        drift=DriftPolicy(reaction="challenger"),
+    )
+    core = LearnerCore([spec])
+    for i, (x, y) in enumerate(itertools.islice(data, 9_000)):
+        core.on_record(str(i), i, x, label=y, position=("events", 0, i))
+    drifts = core.models["tree"].drifts
+    assert drifts, "no drift detected"
+    assert all(d.ts >= position - width for d in drifts), [d.ts for d in drifts]
+    assert drifts[0].ts < position + 2_000 and drifts[0].position == ("events", 0, drifts[0].ts)
+    assert any(name.startswith("tree~") for name in core.models)  # a challenger started at the drift
+
+
+def test_specs_are_checked() -> None:
+    def bad_pipeline() -> preprocessing.StandardScaler:
+        return compose.FuncTransformer(lambda x: x) | linear_model.LogisticRegression()
+
+    with pytest.raises(SpecError, match="cannot be pickled"):
+        ModelSpec("p", "binary", "v", bad_pipeline).check()
+    with pytest.raises(SpecError, match="MAE does not fit"):
+        ModelSpec("m", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.MAE,)).check()
+    with pytest.raises(SpecError, match=r"unknown features \['nope'\]"):
+        ModelSpec("f", "binary", "v", linear_model.LogisticRegression, features=("a", "nope")).check(
+            {"a", "b"}
+        )
+    with pytest.raises(SpecError, match="needs a regressor"):
+        ModelSpec("r", "regression", "v", linear_model.LogisticRegression).check()
