@@ -101,6 +101,7 @@ def publish(
     last_ts = 0
 
     def release(now_index: int, now_time: float, final: bool = False) -> None:
+        tail = 0
         while pending:
             due, event_id, label, ts = pending[0]
             ready = due <= (now_time if labels.delay_s else now_index)
@@ -110,8 +111,14 @@ def publish(
                 sleep(min(due - clock(), 0.25))
                 continue
             pending.popleft()
-            # a label released N events later became known at the releasing event's time
-            producer.send_label(event_id, label, max(ts, last_ts))
+            if ready or labels.delay_s:
+                # a label released N events later became known at the releasing event's time
+                known = max(ts, last_ts)
+            else:
+                # still pending when the stream ended: known just after it, one millisecond apart, in order
+                tail += 1
+                known = max(ts, last_ts + tail)
+            producer.send_label(event_id, label, known)
             report.labels_sent += 1
 
     for row in rows:

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="A feature worker that stops heartbeating loses its partitions after this long.",
     )
 
+    # Learner
+    models_module: str = Field(
+        "streaming.learning.examples",
+        description="Module with the model specs (`pkg.module` or `pkg.module:ATTR`).",
+    )
+
     # Processes
     data_dir: str = Field(".rivulet", description="Local working directory of Rivulet processes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")

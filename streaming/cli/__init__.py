@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import features, produce, topics, watch
+from streaming.cli import features, learn, produce, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(topics.app, name="topics")
 app.add_typer(features.app, name="features")
+app.add_typer(learn.learn_app, name="learn")
+app.add_typer(learn.models_app, name="models")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 

@@ -120,8 +120,8 @@ class ModelState:
         return self.counters["learned"]
 
     def metric_values(self) -> dict[str, float]:
-        out = {type(m).__name__: m.get() for m in self.metrics}
-        out.update({f"rolling_{type(r.obj).__name__}": r.obj.get() for r in self.rolling})
+        out = {type(m).__name__: float(m.get()) for m in self.metrics}
+        out.update({f"rolling_{type(r.obj).__name__}": float(r.obj.get()) for r in self.rolling})
         return out
 
 
@@ -154,11 +154,18 @@ class LearnerCore:
     # ------------------------------------------------------------------ records and labels
 
     def on_record(
-        self, key: str, ts: int, features: Mapping[str, Any], label: Any = None, position: Any = None
+        self,
+        key: str,
+        ts: int,
+        features: Mapping[str, Any],
+        label: Any = None,
+        position: Any = None,
+        only: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Predict for every model; learn at once if ``label`` is given, else keep the prediction pending."""
+        """Predict for every model (or those named in ``only``); learn at once if ``label`` is given, else
+        keep the prediction pending."""
         out = []
-        for state in list(self.models.values()):
+        for state in self._selected(only):
             if key in state.seen:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
@@ -176,11 +183,18 @@ class LearnerCore:
             state.counters["pending"] = len(state.pending)
         return out
 
-    def on_label(self, key: str, label: Any, ts: int, position: Any = None) -> str:
+    def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
+        if only is None:
+            return list(self.models.values())
+        return [self.models[name] for name in only if name in self.models]
+
+    def on_label(
+        self, key: str, label: Any, ts: int, position: Any = None, only: Sequence[str] | None = None
+    ) -> str:
         """Join a late label to its pending prediction. Returns ``learned``, ``duplicate`` or ``unknown``
         (for the first model; all models see the same ids)."""
         outcome = "unknown"
-        for i, state in enumerate(list(self.models.values())):
+        for i, state in enumerate(self._selected(only)):
             p = state.pending.pop(key, None)
             if p is None:
                 result = "duplicate" if key in state.learned else "unknown"

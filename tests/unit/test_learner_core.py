@@ -13,7 +13,7 @@ from streaming.learning.core import LearnerCore
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 
 
-def scaled_lr() -> preprocessing.StandardScaler:
+def scaled_lr() -> compose.Pipeline:
     return preprocessing.StandardScaler() | linear_model.LogisticRegression()
 
 

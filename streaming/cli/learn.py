@@ -1,0 +1,134 @@
+"""``rivulet learn run`` and ``rivulet models list | show | versions | rollback | promote``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+import redis
+import typer
+from rich.table import Table
+
+from streaming.cli.common import console, fail, load_settings
+from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.snapshot import SnapshotRejected
+from streaming.learning.spec import SpecError, load_specs
+from streaming.settings import Settings
+
+learn_app = typer.Typer(help="Run the learner: River models on the features stream.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: versions, metrics, rollback, promotion.", no_args_is_help=True
+)
+
+
+def _registry(settings: Settings) -> ModelRegistry:
+    if settings.signing_secret is None:
+        fail("RIVULET_SIGNING_SECRET is not set: snapshots cannot be verified")
+    assert settings.signing_secret is not None
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+    )
+    return ModelRegistry(client, settings.redis_prefix, settings.signing_secret.get_secret_value().encode())
+
+
+@learn_app.command()
+def run(
+    models: Annotated[
+        str | None, typer.Option(help="Module with model specs (default RIVULET_MODELS_MODULE).")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without records.")
+    ] = None,
+) -> None:
+    """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
+    settings = load_settings()
+    try:
+        specs = load_specs(models or settings.models_module)
+        from features.definitions import load_views
+
+        known = {v.name: v for v in load_views(settings.features_module)}
+        for spec in specs:
+            view = known.get(spec.view)
+            if view is None:
+                raise SpecError(spec.name, f"unknown view {spec.view!r}; views: {sorted(known)}")
+            spec.check(None)
+    except SpecError as exc:
+        fail(str(exc))
+    from streaming.learning.worker import LearnerWorker
+
+    worker = LearnerWorker(settings, specs, registry=_registry(settings))
+    worker.run(max_idle_s=idle_exit)
+
+
+@models_app.command("list")
+def list_() -> None:
+    """Every model with its current version, newest version, learned count and metrics."""
+    settings = load_settings()
+    reg = _registry(settings)
+    table = Table()
+    for col in ("model", "current", "newest", "learned", "metrics"):
+        table.add_column(col)
+    for name in reg.names():
+        versions = reg.versions(name)
+        newest = versions[0] if versions else None
+        h: dict[str, Any] = newest.header if newest else {}
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in (h.get("metrics") or {}).items() if v is not None)
+        table.add_row(
+            name,
+            str(reg.current_version(name)),
+            str(newest.version if newest else "-"),
+            str(h.get("n_learned", "-")),
+            metrics,
+        )
+    console.print(table)
+
+
+@models_app.command()
+def show(name: str, version: Annotated[int | None, typer.Argument()] = None) -> None:
+    """A version's header (offsets, metrics, counters, versions of River and Python), verified."""
+    reg = _registry(load_settings())
+    try:
+        v = version if version is not None else reg.current_version(name)
+        if v is None:
+            fail(f"model {name!r} has no versions")
+        opened = reg.load(name, int(v))  # type: ignore[arg-type]
+    except (SnapshotRejected, NoValidVersion) as exc:
+        fail(str(exc))
+    console.print(orjson.dumps(opened.header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@models_app.command()
+def versions(name: str) -> None:
+    """The versions kept for a model, newest first."""
+    reg = _registry(load_settings())
+    for info in reg.versions(name):
+        h = info.header
+        mark = "*" if info.current else " "
+        console.print(f"{mark} v{info.version}  learned={h.get('n_learned')}  offsets={h.get('offsets')}")
+
+
+@models_app.command()
+def rollback(name: str) -> None:
+    """Serve the version before the current one."""
+    reg = _registry(load_settings())
+    current = reg.current_version(name)
+    older = [i.version for i in reg.versions(name) if current is not None and i.version < current]
+    if not older:
+        fail(f"model {name!r} has no version before {current}")
+    _set(reg, name, older[0])
+
+
+@models_app.command()
+def promote(name: str, version: int) -> None:
+    """Serve a given version."""
+    _set(_registry(load_settings()), name, version)
+
+
+def _set(reg: ModelRegistry, name: str, version: int) -> None:
+    try:
+        reg.set_current(name, version)
+    except (SnapshotRejected, NoValidVersion) as exc:
+        fail(str(exc))
+    console.print(f"{name}: serving version {version}")
