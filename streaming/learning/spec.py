@@ -119,7 +119,9 @@ class ModelSpec:
 
 
 def load_specs(spec: str) -> list[ModelSpec]:
-    """Model specs from ``pkg.module`` (its ``MODELS`` list) or ``pkg.module:ATTR``."""
+    """Model specs from ``pkg.module`` (its ``MODELS`` list), ``pkg.module:ATTR``, or a YAML file."""
+    if spec.endswith((".yaml", ".yml")):
+        return _from_yaml(spec)
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -135,3 +137,83 @@ def load_specs(spec: str) -> list[ModelSpec]:
     if len(set(names)) != len(names):
         raise SpecError(spec, f"model names repeat: {names}")
     return specs
+
+
+def _river(path: str, spec: str) -> Any:
+    """``linear_model.LogisticRegression`` -> the class in ``river.linear_model``."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(f"river.{module}" if module else "river"), name)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(spec, f"no River class {path!r}") from exc
+
+
+def _from_yaml(path: str) -> list[ModelSpec]:
+    """YAML specs::
+
+    models:
+      - name: approval-lr
+        task: binary
+        view: customer
+        features: [salary, age]          # optional: every feature of the view
+        model:                           # a pipeline, step by step: River class -> parameters
+          - preprocessing.StandardScaler: {}
+          - linear_model.LogisticRegression: {l2: 0.001}
+        metrics: [Accuracy, LogLoss]     # classes of river.metrics
+        checkpoint: {every_records: 1000, every_seconds: 5, keep: 10}
+        drift: {features: [salary], reaction: alert}
+    """
+    import functools
+
+    import yaml
+
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(path, f"cannot read: {exc}") from exc
+    entries = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(path, "expected a top-level 'models' list")
+    specs = []
+    for entry in entries:
+        name = str(entry.get("name", ""))
+        steps = entry.get("model")
+        if isinstance(steps, dict | str):
+            steps = [steps]
+        if not isinstance(steps, list) or not steps:
+            raise SpecError(
+                name, "'model' must list River classes, e.g. - linear_model.LogisticRegression: {}"
+            )
+        built = []
+        for step in steps:
+            cls_path, params = (step, {}) if isinstance(step, str) else next(iter(step.items()))
+            built.append((_river(cls_path, name), params or {}))
+        specs.append(
+            ModelSpec(
+                name=name,
+                task=entry.get("task", "binary"),
+                view=entry.get("view", ""),
+                model=functools.partial(_build, tuple((c, tuple(sorted(p.items()))) for c, p in built)),
+                metrics=tuple(_river(f"metrics.{m}", name) for m in entry.get("metrics", [])),
+                features=tuple(entry["features"]) if entry.get("features") else None,
+                rolling_window=int(entry.get("rolling_window", 1_000)),
+                drift=DriftPolicy(
+                    features=tuple((entry.get("drift") or {}).get("features", ())),
+                    reaction=(entry.get("drift") or {}).get("reaction", "alert"),
+                ),
+                checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
+            )
+        )
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SpecError(path, f"model names repeat: {names}")
+    return specs
+
+
+def _build(steps: tuple[tuple[Any, tuple[tuple[str, Any], ...]], ...]) -> Any:
+    model = None
+    for cls, params in steps:
+        step = cls(**dict(params))
+        model = step if model is None else model | step
+    return model

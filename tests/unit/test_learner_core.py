@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream, tree
@@ -127,3 +128,19 @@ def test_specs_are_checked() -> None:
         )
     with pytest.raises(SpecError, match="needs a regressor"):
         ModelSpec("r", "regression", "v", linear_model.LogisticRegression).check()
+
+
+def test_yaml_specs_build_the_same_pipeline(tmp_path: Path) -> None:
+    from streaming.learning.spec import load_specs
+
+    (spec,) = load_specs(str(Path(__file__).resolve().parents[2] / "streaming/learning/examples.yaml"))
+    spec.check()
+    model = spec.new_model()
+    assert [type(s).__name__ for s in model.steps.values()] == ["StandardScaler", "LogisticRegression"]
+    assert model["LogisticRegression"].l2 == 0.001
+    assert [type(m).__name__ for m in spec.new_metrics()] == ["Accuracy", "LogLoss", "ROCAUC"]
+    assert spec.checkpoint.every_records == 2000 and spec.drift.features == ("salary",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - name: x\n    task: binary\n    view: v\n    model: [linear_model.Nope]\n")
+    with pytest.raises(SpecError, match=r"no River class 'linear_model\.Nope'"):
+        load_specs(str(bad))
