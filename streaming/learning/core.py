@@ -73,10 +73,11 @@ class _Recent:
     keys: set[str] = field(default_factory=set)
 
     def add(self, key: str, bound: int) -> None:
-        self.order.append(key)
+        order = self.order
+        order.append(key)
         self.keys.add(key)
-        while len(self.order) > bound:
-            self.keys.discard(self.order.popleft())
+        if len(order) > bound:
+            self.keys.discard(order.popleft())
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys
@@ -95,6 +96,13 @@ class ModelState:
     loss_detector: Any
     feature_detectors: dict[str, Any]
     features: tuple[str, ...] | None
+    classifier: bool = True
+    wants_proba: bool = True  # some metric takes probabilities
+    wants_label: bool = True  # some metric takes labels
+    last_ts: int | None = None  # event time of the latest record learned
+    loss_sum: float = 0.0  # loss since the last drift (to tell a worse model from a better one)
+    loss_n: int = 0
+    scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
     pending: dict[str, _Pending] = field(default_factory=dict)
     seen: _Recent = field(default_factory=lambda: _Recent())  # records already predicted
     learned: _Recent = field(default_factory=lambda: _Recent())  # keys already learned
@@ -139,16 +147,22 @@ class LearnerCore:
     def new_state(self, spec: ModelSpec, name: str) -> ModelState:
         ms = spec.new_metrics()
         detector = spec.drift.detector or drift.ADWIN
+        model = spec.new_model()
+        rolling = [utils.Rolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()]
         return ModelState(
             name=name,
             spec=spec.name,
             task=spec.task,
-            model=spec.new_model(),
+            model=model,
             metrics=ms,
-            rolling=[utils.Rolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()],
+            rolling=rolling,
             loss_detector=detector(),
             feature_detectors={f: detector() for f in spec.drift.features},
             features=spec.features,
+            classifier=isinstance(model, base.Classifier),
+            wants_proba=any(_wants_proba(m) for m in ms),
+            wants_label=any(not _wants_proba(m) for m in ms),
+            scoring=[(m, _wants_proba(m)) for m in ms] + [(r, _wants_proba(r.obj)) for r in rolling],
         )
 
     # ------------------------------------------------------------------ records and labels
@@ -171,16 +185,17 @@ class LearnerCore:
                 continue
             state.seen.add(key, self.max_pending)
             x = _select(features, state.features)
-            label_pred, proba = _predict(state.model, x)
+            label_pred, proba = _predict(state, x)
             state.counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
-            self._watch_features(state, x, ts, position)
+            if state.feature_detectors:
+                self._watch_features(state, x, ts, position)
             if label is not None:
                 self._learn(state, key, x, label, label_pred, proba, ts, position)
             else:
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
                 self._bound(state, ts)
-            state.counters["pending"] = len(state.pending)
+                state.counters["pending"] = len(state.pending)
         return out
 
     def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
@@ -200,7 +215,7 @@ class LearnerCore:
                 result = "duplicate" if key in state.learned else "unknown"
                 state.counters["duplicate_labels" if result == "duplicate" else "unknown_labels"] += 1
             else:
-                self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position)
+                self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             state.counters["pending"] = len(state.pending)
             if i == 0:
@@ -219,24 +234,31 @@ class LearnerCore:
         proba: Any,
         ts: int,
         position: Any,
+        late: bool = False,
     ) -> None:
-        for m in state.metrics:
-            m.update(y, proba if _wants_proba(m) else label_pred)
-        for r in state.rolling:
-            r.update(y, proba if _wants_proba(r.obj) else label_pred)
+        for m, wants_proba in state.scoring:
+            m.update(y, proba if wants_proba else label_pred)
         state.model.learn_one(x, y)  # type: ignore[attr-defined]
         state.counters["learned"] += 1
-        state.learned.add(key, self.max_pending)
+        if late:
+            state.learned.add(key, self.max_pending)
+        if state.last_ts is None or ts > state.last_ts:
+            state.last_ts = ts
         if state.task == "regression":
             loss = abs(y - label_pred) if label_pred is not None else 0.0
         else:
-            loss = float(label_pred != y)
+            loss = 0.0 if label_pred == y else 1.0
+        state.loss_sum += loss
+        state.loss_n += 1
         detector = state.loss_detector
-        before = getattr(detector, "estimation", None)
         detector.update(loss)
-        # a change in the loss is a drift only when the model got worse (learning also changes the loss)
-        if detector.drift_detected and (before is None or getattr(detector, "estimation", 0.0) > before):
-            self._drift(state, "loss", ts, position)
+        if detector.drift_detected:
+            # a change in the loss is a drift only when the model got worse (learning also changes the
+            # loss): the detector's mean of the recent window against the mean since the last drift
+            worse = detector.estimation > state.loss_sum / state.loss_n
+            state.loss_sum, state.loss_n = 0.0, 0
+            if worse:
+                self._drift(state, "loss", ts, position)
 
     def _watch_features(self, state: ModelState, x: dict[str, Any], ts: int, position: Any) -> None:
         for name, detector in state.feature_detectors.items():
@@ -268,9 +290,18 @@ class LearnerCore:
             state.counters["expired"] += 1
 
 
+_NUMBERS = (int, float)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)  # numpy scalars and other subclasses
+
+
 def _select(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
+    """The model's inputs: the named features (or every number), without nulls."""
     if names is None:
-        return {k: v for k, v in features.items() if v is not None and not isinstance(v, bool | str)}
+        numbers = _NUMBERS
+        return {k: v for k, v in features.items() if type(v) in numbers or _number(v)}
     return {k: features[k] for k in names if features.get(k) is not None}
 
 
@@ -278,10 +309,14 @@ def _wants_proba(metric: Any) -> bool:
     return not getattr(metric, "requires_labels", True)
 
 
-def _predict(model: Any, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None]:
-    """The label (``predict_one``) and, for classifiers, the probabilities (``predict_proba_one``): both
-    from the model's own methods, so metrics see exactly what River's progressive validation gives them."""
-    if isinstance(model, base.Classifier):
-        xs: dict[Any, Any] = x
-        return model.predict_one(xs), model.predict_proba_one(xs)
-    return model.predict_one(x), None
+def _predict(state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None]:
+    """What the metrics need, from the model's own methods, as River's progressive validation calls them:
+    ``predict_one`` when a metric takes labels, ``predict_proba_one`` when one takes probabilities (then the
+    label for the drift detector's 0/1 loss is the most probable class)."""
+    model: Any = state.model
+    if not state.classifier:
+        return model.predict_one(x), None
+    proba = model.predict_proba_one(x) if state.wants_proba else None
+    if state.wants_label:
+        return model.predict_one(x), proba
+    return (max(proba, key=proba.get) if proba else None), proba

@@ -219,6 +219,7 @@ class LearnerWorker:
                 "metrics": state.metric_values(),
                 "counters": state.counters,
                 "n_learned": state.n_learned,
+                "last_learned_ts": state.last_ts,
                 "saved_at": time.time(),
                 "spec": spec.name,
                 "view": spec.view,

@@ -1,0 +1,227 @@
+"""Benchmark the learner. Three measurements:
+
+1. ``core``: records/s of ``LearnerCore`` (predict, metrics overall and rolling, drift detector, learn) vs
+   a bare River loop (``predict_one``, ``metric.update``, ``learn_one``) on the same data and model.
+   Goal >= 0.8x.
+2. ``e2e``: on real Kafka and Redis, an event produced at a fixed rate until a servable checkpoint contains
+   it (the registry's notification of a version whose ``last_learned_ts`` covers the event), with the
+   feature worker in between and a 250 ms checkpoint interval; p50/p99. Goal p99 <= 1 s.
+3. ``checkpoint``: save (pickle, sign, one Redis transaction) and load (fetch, verify, unpickle) times for a
+   LogisticRegression pipeline and a 10-tree adaptive random forest.
+
+    .venv/bin/python scripts/bench_learn.py --records 20000 --rate 500 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from river import compose, forest, linear_model, metrics, preprocessing
+from river.datasets import synth
+
+from streaming.learning.core import LearnerCore
+from streaming.learning.registry import ModelRegistry
+from streaming.learning.snapshot import read_header
+from streaming.learning.spec import CheckpointPolicy, ModelSpec
+from streaming.learning.worker import LearnerWorker
+from streaming.logs import configure_logging
+from streaming.producer import Producer
+from streaming.settings import Settings
+from streaming.topics import TopicAdmin
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.integration.workers import Worker  # noqa: E402
+from tests.oracle import stream  # noqa: E402
+
+SECRET = b"bench-secret"
+
+
+def scaled_lr() -> compose.Pipeline:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+def bench_core(n: int, rounds: int) -> None:
+    data = list(itertools.islice(synth.Agrawal(seed=1), n))
+    spec = ModelSpec("lr", "binary", "v", scaled_lr, metrics=(metrics.Accuracy,))
+
+    def bare() -> float:
+        model, metric = scaled_lr(), metrics.Accuracy()
+        for x, y in data:
+            metric.update(y, model.predict_one(x))
+            model.learn_one(x, y)
+        return float(metric.get())
+
+    def rivulet() -> float:
+        core = LearnerCore([spec])
+        for i, (x, y) in enumerate(data):
+            core.on_record(str(i), i, x, label=y)
+        return float(core.models["lr"].metrics[0].get())
+
+    assert bare() == rivulet()  # the same predictions, the same metric
+    times: dict[str, list[float]] = {"bare": [], "rivulet": []}
+    for _ in range(rounds):
+        for name, fn in (("bare", bare), ("rivulet", rivulet)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"core: {n} Agrawal records, StandardScaler | LogisticRegression, Accuracy, {rounds} rounds")
+    for k in ("bare", "rivulet"):
+        print(f"  {k:>8}: median {med[k] * 1000:8.1f} ms  {n / med[k]:>9,.0f} records/s")
+    print(f"  ratio rivulet/bare: {med['bare'] / med['rivulet']:.2f}x (goal >= 0.8x)")
+
+
+def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench.{run}.",
+            "redis_prefix": f"bench:{run}:",
+            "signing_secret": SECRET.decode(),
+            "features_module": "tests.feature_defs",
+        }
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings.redis_prefix, SECRET)
+    spec = ModelSpec(
+        "lr",
+        "binary",
+        "all",
+        scaled_lr,
+        metrics=(metrics.LogLoss,),
+        checkpoint=CheckpointPolicy(every_records=10**9, every_seconds=0.25, keep=5),
+    )
+    sent: deque[tuple[int, float]] = deque()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def watch() -> None:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(registry.channel)
+        reader = redis.Redis.from_url(settings.redis_url)
+        while not stop.is_set():
+            msg = pubsub.get_message(timeout=0.1)
+            if not msg:
+                continue
+            seen = time.time()
+            note = orjson.loads(msg["data"])
+            blob = reader.get(f"{settings.redis_prefix}model:{{{note['model']}}}:v:{note['version']}")
+            last = read_header(blob).get("last_learned_ts") if blob else None
+            with lock:
+                while sent and last is not None and sent[0][0] <= last:
+                    latencies.append(seen - sent.popleft()[1])
+        pubsub.close()
+
+    with TopicAdmin(settings) as admin:
+        admin.create()
+        features = Worker(settings, "tests.feature_defs:DIRECT", tmp / "features.log")
+        learner = LearnerWorker(settings, [spec], registry=registry)
+        learner_thread = threading.Thread(target=lambda: learner.run(install_signals=False), daemon=True)
+        watcher = threading.Thread(target=watch, daemon=True)
+        try:
+            with Producer(settings) as producer:
+                producer.send_many(stream(100, entities=50, seed=5, step_ms=1))  # warm up both workers
+                learner_thread.start()
+                deadline = time.monotonic() + 120
+                while not registry.versions("lr"):
+                    assert features.alive() and time.monotonic() < deadline, "pipeline did not start"
+                    time.sleep(0.1)
+                watcher.start()
+                events = stream(int(rate * seconds), entities=200, seed=6, step_ms=1)
+                start = time.monotonic()
+                for i, e in enumerate(events):
+                    if (ahead := start + i / rate - time.monotonic()) > 0:
+                        time.sleep(ahead)
+                    now = time.time()
+                    ev = e.model_copy(update={"ts": int(now * 1000)})
+                    with lock:
+                        sent.append((ev.ts, now))
+                    producer.send(ev)
+                producer.flush()
+            time.sleep(3)
+        finally:
+            stop.set()
+            learner.stop()
+            learner_thread.join(30)
+            features.stop()
+            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+            for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
+                client.delete(key)
+    lat = sorted(latencies)
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    print(
+        f"e2e: {len(lat)} of {int(rate * seconds)} events in a servable checkpoint at {rate:,.0f} events/s, "
+        f"250 ms checkpoints: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (goal p99 <= 1000 ms)"
+    )
+
+
+def bench_checkpoint(base: Settings, rounds: int) -> None:
+    client = redis.Redis.from_url(base.redis_url)
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    registry = ModelRegistry(client, prefix, SECRET)
+    data = list(itertools.islice(synth.Agrawal(seed=2), 5_000))
+    cases: dict[str, Any] = {
+        "LogisticRegression": (scaled_lr, (metrics.Accuracy,)),
+        "ARF (10 trees)": (lambda: forest.ARFClassifier(n_models=10, seed=1), (metrics.Accuracy,)),
+    }
+    try:
+        for label, (factory, ms) in cases.items():
+            core = LearnerCore([ModelSpec("m", "binary", "v", factory, metrics=ms)])
+            for i, (x, y) in enumerate(data):
+                core.on_record(str(i), i, x, label=y)
+            state = core.models["m"]
+            saves, loads = [], []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                version = registry.save(label.replace(" ", "_"), state, {"offsets": {}}, keep=2)
+                t1 = time.perf_counter()
+                registry.load(label.replace(" ", "_"), version)
+                t2 = time.perf_counter()
+                saves.append(t1 - t0)
+                loads.append(t2 - t1)
+            blob = client.get(f"{prefix}model:{{{label.replace(' ', '_')}}}:v:{version}")
+            print(
+                f"checkpoint {label:>18}: {len(blob or b''):>9,} bytes, save median "
+                f"{statistics.median(saves) * 1000:7.2f} ms, "
+                f"load median {statistics.median(loads) * 1000:7.2f} ms"
+            )
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--only", choices=["core", "e2e", "checkpoint"])
+    args = parser.parse_args()
+    settings = Settings()
+    configure_logging(settings)
+    tmp = Path("/tmp") / f"rivulet-bench-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir(parents=True)
+    if args.only in (None, "core"):
+        bench_core(args.records, args.rounds)
+    if args.only in (None, "checkpoint"):
+        bench_checkpoint(settings, 5)
+    if args.only in (None, "e2e"):
+        bench_e2e(settings, args.rate, args.seconds, tmp)
+
+
+if __name__ == "__main__":
+    main()
