@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import typer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from features.errors import FeaturesError
@@ -41,7 +42,7 @@ def user_errors() -> Iterator[None]:
     """Report Rivulet and Kafka errors as one clear line and a non-zero exit, not a traceback."""
     try:
         yield
-    except (StreamingError, FeaturesError, KafkaError, OSError, ValueError) as exc:
+    except (StreamingError, FeaturesError, KafkaError, RedisError, OSError, ValueError) as exc:
         fail(f"{exc}" if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         err_console.print("interrupted")

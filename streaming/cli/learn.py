@@ -9,7 +9,8 @@ import redis
 import typer
 from rich.table import Table
 
-from streaming.cli.common import console, fail, load_settings
+from features.errors import FeaturesError
+from streaming.cli.common import console, fail, load_settings, user_errors
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import SpecError, load_specs
@@ -53,13 +54,17 @@ def run(
             view = known.get(spec.view)
             if view is None:
                 raise SpecError(spec.name, f"unknown view {spec.view!r}; views: {sorted(known)}")
-            spec.check(None)
-    except SpecError as exc:
+            declared = [*(d.name for d in view.derived), *view.feature_names]
+            # a view that includes the events' own fields has names only the data knows: the worker checks
+            # those on the first record
+            spec.check(None if view.include_fields else declared)
+    except (SpecError, FeaturesError) as exc:
         fail(str(exc))
     from streaming.learning.worker import LearnerWorker
 
-    worker = LearnerWorker(settings, specs, registry=_registry(settings))
-    worker.run(max_idle_s=idle_exit)
+    with user_errors():
+        worker = LearnerWorker(settings, specs, registry=_registry(settings))
+        worker.run(max_idle_s=idle_exit)
 
 
 @models_app.command("list")

@@ -29,7 +29,7 @@ from features.events import Label
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.merge import Merger, Positioned
 from streaming.learning.registry import ModelRegistry, NoValidVersion
-from streaming.learning.spec import ModelSpec
+from streaming.learning.spec import ModelSpec, SpecError
 from streaming.logs import get_logger
 from streaming.settings import Settings
 
@@ -69,6 +69,7 @@ class LearnerWorker:
         self._last_checkpoint = clock()
         self._stop = False
         self.rejected: list[str] = []
+        self._checked: set[str] = set()
 
     # ------------------------------------------------------------------ recovery
 
@@ -171,6 +172,9 @@ class LearnerWorker:
                 for m, st in self.core.models.items()
                 if self.core.specs[st.spec].view == data.get("view") and self._fresh(m, rec)
             ]
+            for m in models:
+                if m not in self._checked:
+                    self._check_features(m, data["features"])
             if models:
                 self.core.on_record(
                     event["event_id"],
@@ -194,6 +198,15 @@ class LearnerWorker:
             self.offsets.setdefault(m, {}).setdefault(rec.topic, {})
             if self._fresh(m, rec):
                 self.offsets[m][rec.topic][rec.partition] = rec.offset + 1
+
+    def _check_features(self, model: str, vector: dict[str, Any]) -> None:
+        spec = self.core.specs[self.core.models[model].spec]
+        missing = sorted(set(spec.features or ()) - set(vector))
+        if missing:
+            raise SpecError(
+                spec.name, f"unknown features {missing}: view {spec.view!r} gives {sorted(vector)}"
+            )
+        self._checked.add(model)
 
     def _fresh(self, model: str, rec: Positioned) -> bool:
         """The model has not processed this record yet (it may be behind the others after a restore)."""
