@@ -36,9 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.errors import InvalidEvent
 
-__all__ = ["MAX_TS_MS", "Event", "Label", "Scalar", "new_id", "parse_ts"]
+__all__ = ["MAX_TS_MS", "MIN_TS_MS", "Event", "Label", "Scalar", "new_id", "parse_ts"]
 
 Scalar = str | int | float | bool | None
+MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
@@ -91,8 +92,10 @@ def parse_ts(value: object, field: str = "ts") -> int:
         raise InvalidEvent(
             field, f"expected epoch milliseconds or an ISO 8601 string, got {type(value).__name__}"
         )
-    if not 0 <= ms <= MAX_TS_MS:
-        raise InvalidEvent(field, f"{ms} is outside 0..{MAX_TS_MS} epoch milliseconds")
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise InvalidEvent(
+            field, f"{ms} is outside {MIN_TS_MS}..{MAX_TS_MS} epoch milliseconds (years 1-9999)"
+        )
     return ms
 
 
@@ -206,7 +209,7 @@ class Event(_Record):
         if not (type(entity) is str and entity and not entity[0].isspace()):
             data["entity"] = _entity(entity)
         ts = data.get("ts")
-        if not (type(ts) is int and 0 <= ts <= MAX_TS_MS):
+        if not (type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS):
             if "ts" not in data:
                 raise InvalidEvent("ts", "is required")
             data["ts"] = parse_ts(ts)

@@ -115,6 +115,20 @@ class Settings(BaseSettings):
         description="Module with the model specs (`pkg.module` or `pkg.module:ATTR`).",
     )
 
+    # Scoring API
+    serve_host: str = Field("127.0.0.1", description="Address `rivulet serve` listens on.")
+    serve_port: int = Field(8000, ge=1, le=65535, description="Port `rivulet serve` listens on.")
+    serve_workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    serve_poll_s: float = Field(
+        5.0, gt=0, description="Registry poll interval (besides pub/sub notifications)."
+    )
+    serve_fallback: bool = Field(
+        False, description="With the feature store down, score from request fields alone instead of a 503."
+    )
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted (413 above)."
+    )
+
     # Processes
     data_dir: str = Field(".rivulet", description="Local working directory of Rivulet processes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import features, learn, produce, topics, watch
+from streaming.cli import features, learn, produce, serve, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -21,6 +21,7 @@ app.add_typer(learn.learn_app, name="learn")
 app.add_typer(learn.models_app, name="models")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from river import base, drift, metrics, utils
 
 from streaming.learning.spec import ModelSpec
 
-__all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction"]
+__all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction", "predict", "select_inputs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +184,8 @@ class LearnerCore:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
             state.seen.add(key, self.max_pending)
-            x = _select(features, state.features)
-            label_pred, proba = _predict(state, x)
+            x = select_inputs(features, state.features)
+            label_pred, proba = predict(state, x)
             state.counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
@@ -297,7 +297,7 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)  # numpy scalars and other subclasses
 
 
-def _select(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
+def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
     """The model's inputs: the named features (or every number), without nulls."""
     if names is None:
         numbers = _NUMBERS
@@ -309,14 +309,16 @@ def _wants_proba(metric: Any) -> bool:
     return not getattr(metric, "requires_labels", True)
 
 
-def _predict(state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None]:
+def predict(
+    state: ModelState, x: dict[str, Any], *, serving: bool = False
+) -> tuple[Any, dict[Any, float] | None]:
     """What the metrics need, from the model's own methods, as River's progressive validation calls them:
     ``predict_one`` when a metric takes labels, ``predict_proba_one`` when one takes probabilities (then the
-    label for the drift detector's 0/1 loss is the most probable class)."""
+    label for the drift detector's 0/1 loss is the most probable class). ``serving``: both, always."""
     model: Any = state.model
     if not state.classifier:
         return model.predict_one(x), None
-    proba = model.predict_proba_one(x) if state.wants_proba else None
-    if state.wants_label:
+    proba = model.predict_proba_one(x) if state.wants_proba or serving else None
+    if state.wants_label or serving:
         return model.predict_one(x), proba
     return (max(proba, key=proba.get) if proba else None), proba

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features.errors import InvalidEvent
-from features.events import MAX_TS_MS, Event, Label, new_id, parse_ts
+from features.events import MAX_TS_MS, MIN_TS_MS, Event, Label, new_id, parse_ts
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
@@ -40,8 +40,8 @@ def test_event_times_normalise_to_epoch_ms(value: object, expected: int) -> None
         ("2024-13-01", "neither epoch milliseconds"),
         (True, "expected epoch milliseconds"),
         (None, "expected epoch milliseconds"),
-        (-1, "outside 0.."),
-        (MAX_TS_MS + 1, "outside 0.."),
+        (MIN_TS_MS - 1, "outside -62135596800000.."),
+        (MAX_TS_MS + 1, "outside -62135596800000.."),
         (math.nan, "NaN and infinity"),
         ([1], "got list"),
     ],
@@ -128,7 +128,7 @@ scalars = st.one_of(
 
 @given(
     entity=st.text(min_size=1, max_size=30).filter(str.strip),
-    ts=st.integers(0, MAX_TS_MS),
+    ts=st.integers(MIN_TS_MS, MAX_TS_MS),
     fields=st.dictionaries(st.text(min_size=1, max_size=10), scalars, max_size=8),
     label=scalars,
 )
