@@ -105,12 +105,16 @@ class RedisStore(OnlineStore, StateStore):
     async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
         if not entities:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for e in entities:
-            pipe.hgetall(vector_key(self._prefix, view, e))
+        if len(entities) == 1:  # one command needs no pipeline (cheaper on the scoring hot path)
+            replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for e in entities:
+                pipe.hgetall(vector_key(self._prefix, view, e))
+            replies = await pipe.execute()
         out: list[FeatureRow | None] = []
         loads = orjson.loads
-        for entity, raw in zip(entities, await pipe.execute(), strict=True):
+        for entity, raw in zip(entities, replies, strict=True):
             if not raw:
                 out.append(None)
                 continue

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import redis
 import redis.asyncio as aioredis
@@ -90,6 +89,33 @@ class Services:
                 await self.producer.stop()
         await self.redis.aclose()
         self.registry._r.close()
+
+
+class Measure:
+    """Request count and latency per route (pure ASGI: no task or thread per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            LATENCY.labels(path).observe(time.perf_counter() - started)
+            REQUESTS.labels(path, str(status[0])).inc()
 
 
 class BodyLimit:
@@ -177,15 +203,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         log.error("unexpected error", path=request.url.path, error=repr(exc))
         return JSONResponse({"error": "internal", "detail": "unexpected error; see the server log"}, 500)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(path).observe(time.perf_counter() - started)
-        REQUESTS.labels(path, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(Measure)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app

@@ -56,7 +56,7 @@ FEATURE_AGE = Histogram(
 )
 
 
-def services(request: Request) -> Any:
+async def services(request: Request) -> Any:
     return request.app.state.services
 
 
@@ -67,14 +67,14 @@ def _check_key(given: str | None, keys: list[str]) -> None:
         raise Forbidden("this API key is not allowed here")
 
 
-def admin_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def admin_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
     keys = request.app.state.settings.admin_api_keys
     if not keys:
         raise Forbidden("admin endpoints are disabled: no RIVULET_ADMIN_API_KEYS configured")
     _check_key(x_api_key, keys)
 
 
-def scoring_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def scoring_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
     keys = request.app.state.settings.scoring_api_keys
     if keys:
         _check_key(x_api_key, keys)

@@ -1,8 +1,8 @@
 """The learner worker: features and labels topics in, signed checkpoints tied to offsets out.
 
-One process is the single writer of its models. It assigns itself every partition of the features and
-labels topics (no consumer group: offsets live in the checkpoints, not in Kafka), merges them in a
-deterministic order (:mod:`streaming.learning.merge`) and hands each record to the pure
+One process is the single writer of its models. It assigns itself every partition of the features,
+labels and predictions topics (no consumer group: offsets live in the checkpoints, not in Kafka), merges
+them in a deterministic order (:mod:`streaming.learning.merge`) and hands each record to the pure
 :class:`~streaming.learning.core.LearnerCore`.
 
 Exactly-once effect on the models: a checkpoint stores each model's state together with the position after
@@ -116,10 +116,10 @@ class LearnerWorker:
             max_poll_records=5_000,
             request_timeout_ms=s.kafka_request_timeout_ms,
         )
-        topics = [s.topics.features, s.topics.labels]
+        topics = [s.topics.features, s.topics.labels, s.topics.predictions]
         # at equal times a label goes first: as in River's simulate_qa, answers due by now are revealed
         # before the next question is asked
-        merger = Merger({s.topics.labels: 0, s.topics.features: 1})
+        merger = Merger({s.topics.labels: 0, s.topics.features: 1, s.topics.predictions: 2})
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         consumer.assign(tps)
         for tp in tps:
@@ -181,6 +181,23 @@ class LearnerWorker:
                     event["ts"],
                     data["features"],
                     event.get("label"),
+                    position,
+                    only=models,
+                )
+        elif rec.topic == s.topics.predictions:
+            # a score served by the API: the models of its view predict on the features *as served*, and
+            # learn from them when a label arrives for its prediction_id
+            models = [
+                m
+                for m, st in self.core.models.items()
+                if self.core.specs[st.spec].view == data.get("view") and self._fresh(m, rec)
+            ]
+            if models and isinstance(data.get("features"), dict) and data.get("prediction_id"):
+                self.core.on_record(
+                    f"p:{data['prediction_id']}",
+                    int(data.get("ts") or 0),
+                    data["features"],
+                    None,
                     position,
                     only=models,
                 )

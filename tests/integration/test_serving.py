@@ -141,7 +141,13 @@ def test_errors_are_clear_and_never_a_500(env: Settings) -> None:
         assert client.post("/v1/models/zipm/rollback", headers={"X-API-Key": "wrong"}).status_code == 403
         assert client.post("/v1/models/zipm/rollback", headers={"X-API-Key": "admin-key"}).status_code == 409
         ev = client.post("/v1/events", json={"events": [{"entity": "a", "ts": "soon"}]})
-        assert ev.status_code == 400 and ev.json()["detail"].startswith("events[0].ts:")
+        assert ev.status_code == 422 and "body.events.0.ts" in ev.json()["detail"]
+        nan = client.post(
+            "/v1/events",
+            content=b'{"events": [{"entity": "a", "ts": 1, "fields": {"x": NaN}}]}',
+            headers={"content-type": "application/json"},
+        )
+        assert nan.status_code in (400, 422) and nan.json()["error"] in ("bad_request", "invalid_request")
         assert client.get("/readyz").json()["models"] == {"zipm": 1}
 
 
@@ -217,3 +223,40 @@ def test_redis_stopped_then_restarted(env: Settings, tmp_path: Path) -> None:
             assert r.status_code == 200 and r.json()["fallback"] is True
     finally:
         node.stop()
+
+
+def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_features(env: Settings) -> None:
+    from streaming.learning.worker import LearnerWorker
+
+    reg = registry(env)
+    reg.save("zipm", trained_state(200), {"offsets": {}, "view": "zip"})
+    put_vector(env, "3", {"count_lifetime": 40, "salary_mean_10m": 90_000.0, "loan_max_lifetime": 1_000.0}, 5)
+    with TestClient(create_app(env)) as client:
+        served = client.post("/v1/models/zipm/predict", json={"entity": "3"}).json()
+        assert (
+            client.post(
+                "/v1/labels", json={"labels": [{"prediction_id": served["prediction_id"], "label": True}]}
+            ).status_code
+            == 202
+        )
+    learner = LearnerWorker(
+        env,
+        [SPEC],
+        registry=ModelRegistry(
+            redis.Redis.from_url(env.redis_url), f"{env.redis_prefix}learner:", SECRET.encode()
+        ),
+    )
+    learner.run(max_idle_s=2.0, install_signals=False)
+    state = learner.core.models["zipm"]
+    assert state.n_learned == 1 and state.counters["pending"] == 0
+    # it learned on the vector as served: one SGD step on exactly those inputs
+    fresh = LearnerCore([SPEC])
+    fresh.on_record("x", 0, served_features(env, served["prediction_id"]), label=True)
+    assert state.model.predict_proba_one({"count_lifetime": 1.0}) == fresh.models[
+        "zipm"
+    ].model.predict_proba_one({"count_lifetime": 1.0})
+
+
+def served_features(env: Settings, prediction_id: str) -> dict[str, Any]:
+    preds = [orjson.loads(r.value) for r in read_all(env.kafka_bootstrap, env.topics.predictions)]
+    return next(p["features"] for p in preds if p["prediction_id"] == prediction_id)
