@@ -1,3 +1,5 @@
-"""Rivulet's real-time scoring API (FastAPI). Built by the "Real-time scoring API" issue."""
+"""Rivulet's real-time scoring API (FastAPI): ``create_app(settings)``; run it with ``rivulet serve``."""
 
-__all__: list[str] = []
+from serving.app import create_app
+
+__all__ = ["create_app"]
