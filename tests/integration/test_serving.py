@@ -86,9 +86,29 @@ def put_vector(s: Settings, entity: str, values: dict[str, Any], ts: int) -> Non
     asyncio.run(go())
 
 
+def learner_checkpoint(env: Settings, n: int) -> tuple[Any, int]:
+    """Feature records on the features topic (as the feature worker writes them), learned by the real
+    learner worker, which writes the checkpoint the API then serves."""
+    from kafka import KafkaProducer
+
+    from streaming.learning.worker import LearnerWorker
+
+    producer = KafkaProducer(bootstrap_servers=env.bootstrap_servers)
+    for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=5), n)):
+        vector = {"count_lifetime": x["age"], "salary_mean_10m": x["salary"], "loan_max_lifetime": x["loan"]}
+        event = {"event_id": f"e{i}", "entity": str(x["zipcode"]), "ts": 1_000 * i, "fields": {}, "label": y}
+        record = {"view": "zip", "entity": event["entity"], "event": event, "features": vector}
+        producer.send(env.topics.features, orjson.dumps(record), key=event["entity"].encode())
+    producer.flush()
+    producer.close()
+    worker = LearnerWorker(env, [SPEC], registry=registry(env))
+    worker.run(max_idle_s=2.0, install_signals=False)
+    assert worker.core.models["zipm"].n_learned == n
+    return worker.core.models["zipm"], registry(env).current_version("zipm") or 0
+
+
 def test_a_checkpoint_is_scored_with_online_features(env: Settings) -> None:
-    state = trained_state(500)
-    version = registry(env).save("zipm", state, {"offsets": {}, "view": "zip"})
+    state, version = learner_checkpoint(env, 500)
     online = {"count_lifetime": 33, "salary_mean_10m": 64_000.0, "loan_max_lifetime": 250_000.0}
     put_vector(env, "7", online, 1_700_000_000_000)
     with TestClient(create_app(env)) as client:
