@@ -37,6 +37,8 @@ from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchkit import drop, fresh  # noqa: E402
+
 from tests.integration.workers import Worker  # noqa: E402
 from tests.oracle import stream  # noqa: E402
 
@@ -136,12 +138,7 @@ def bench_engine(n: int, rounds: int) -> None:
 
 
 def bench_worker(base: Settings, n: int, tmp: Path) -> None:
-    settings = base.model_copy(
-        update={
-            "topic_prefix": f"bench.{uuid.uuid4().hex[:8]}.",
-            "redis_prefix": f"bench:{uuid.uuid4().hex[:8]}:",
-        }
-    )
+    settings = fresh(base)
     client = redis.Redis.from_url(settings.redis_url)
     stats = f"{settings.redis_prefix}stats:features"
     with TopicAdmin(settings) as admin:
@@ -172,18 +169,11 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
             finally:
                 worker.stop()
         finally:
-            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-            for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
-                client.delete(key)
+            drop(settings)
 
 
 def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
-    settings = base.model_copy(
-        update={
-            "topic_prefix": f"bench.{uuid.uuid4().hex[:8]}.",
-            "redis_prefix": f"bench:{uuid.uuid4().hex[:8]}:",
-        }
-    )
+    settings = fresh(base)
     client = redis.Redis.from_url(settings.redis_url)
     client.config_set("notify-keyspace-events", "Kh")
     pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)
@@ -240,9 +230,7 @@ def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> N
             stop_flag.set()
             watcher.join()
             worker.stop()
-            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-            for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
-                client.delete(key)
+            drop(settings)
     lat = sorted(latencies)
     p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
     print(

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 import redis
+from pydantic import SecretStr
 from river import compose, forest, linear_model, metrics, preprocessing
 from river.datasets import synth
 
@@ -42,6 +43,8 @@ from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchkit import drop, fresh  # noqa: E402
+
 from tests.integration.workers import Worker  # noqa: E402
 from tests.oracle import stream  # noqa: E402
 
@@ -84,15 +87,7 @@ def bench_core(n: int, rounds: int) -> None:
 
 
 def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
-    run = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
-        update={
-            "topic_prefix": f"bench.{run}.",
-            "redis_prefix": f"bench:{run}:",
-            "signing_secret": SECRET.decode(),
-            "features_module": "tests.feature_defs",
-        }
-    )
+    settings = fresh(base, signing_secret=SecretStr(SECRET.decode()), features_module="tests.feature_defs")
     client = redis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, settings.redis_prefix, SECRET)
     spec = ModelSpec(
@@ -157,9 +152,7 @@ def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
             learner.stop()
             learner_thread.join(30)
             features.stop()
-            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-            for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
-                client.delete(key)
+            drop(settings)
     lat = sorted(latencies)
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
     print(
@@ -169,8 +162,9 @@ def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
 
 
 def bench_checkpoint(base: Settings, rounds: int) -> None:
-    client = redis.Redis.from_url(base.redis_url)
-    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    settings = fresh(base)
+    prefix = settings.redis_prefix
+    client = redis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, prefix, SECRET)
     data = list(itertools.islice(synth.Agrawal(seed=2), 5_000))
     cases: dict[str, Any] = {
@@ -199,8 +193,7 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
                 f"load median {statistics.median(loads) * 1000:7.2f} ms"
             )
     finally:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
+        drop(settings)
 
 
 def main() -> None:

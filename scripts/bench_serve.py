@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchkit import drop, fresh  # noqa: E402
+
 from tests.model_defs import scaled_lr  # noqa: E402
 
 SECRET = "bench-serve-secret"
@@ -124,9 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    run = uuid.uuid4().hex[:8]
-    s = Settings().model_copy(update={"topic_prefix": f"bench.{run}.", "redis_prefix": f"bench:{run}:"})
-    tmp = Path("/tmp") / f"rivulet-bench-serve-{run}"
+    s = fresh(Settings())
+    tmp = Path("/tmp") / f"rivulet-{s.topic_prefix.strip('.').replace('.', '-')}"
     tmp.mkdir(parents=True)
     core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 2_000)):
@@ -201,9 +201,7 @@ def main() -> None:
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(20)
-            admin.delete(s.topics.all())
-            for key in client.scan_iter(match=f"{s.redis_prefix}*", count=1000):
-                client.delete(key)
+            drop(s)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from typing import Any
 
 import redis
 import uvicorn
-from pydantic import SecretStr
 from river import metrics
 from river.datasets import synth
 
@@ -23,23 +22,15 @@ from streaming.learning.registry import ModelRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
 from streaming.topics import TopicAdmin
+from tests.integration.serving_env import SECRET, serving_settings
 from tests.model_defs import scaled_lr
-
-SECRET = "openapi-test-secret"
 
 
 def test_schemathesis_all_checks(
     settings: Settings, kafka_up: str, redis_client: Any, tmp_path: Path
 ) -> None:
-    s = settings.model_copy(
-        update={
-            "signing_secret": SecretStr(SECRET),
-            "features_module": "tests.feature_defs",
-            "admin_api_keys": ["admin-key"],
-            # big enough for a too-long list to reach validation (422); 413 is tested in test_serving.py
-            "max_request_bytes": 16_000_000,
-        }
-    )
+    # a body limit big enough for a too-long list to reach validation (422); 413 is tested in test_serving.py
+    s = serving_settings(settings, max_request_bytes=16_000_000)
     core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 200)):
         core.on_record(str(i), i, {"count_lifetime": x["age"], "salary_mean_10m": x["salary"]}, label=y)

@@ -19,7 +19,6 @@ import redis
 import uvicorn
 from fastapi.testclient import TestClient
 from localservices import RedisNode
-from pydantic import SecretStr
 from river import metrics
 from river.datasets import synth
 
@@ -33,9 +32,9 @@ from streaming.settings import Settings
 from streaming.topics import TopicAdmin
 from tests.feature_defs import ZIP
 from tests.integration.kafka_read import read_all
+from tests.integration.serving_env import SECRET, serving_settings
 from tests.model_defs import scaled_lr
 
-SECRET = "serving-test-secret"
 SPEC = ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))
 
 
@@ -59,14 +58,7 @@ def trained_state(n: int, seed: int = 1) -> Any:
 
 @pytest.fixture
 def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    s = settings.model_copy(
-        update={
-            "signing_secret": SecretStr(SECRET),
-            "features_module": "tests.feature_defs",
-            "admin_api_keys": ["admin-key"],
-            "serve_poll_s": 0.5,
-        }
-    )
+    s = serving_settings(settings, serve_poll_s=0.5)
     with TopicAdmin(s) as admin:
         admin.create()
         yield s
