@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import features, learn, produce, serve, topics, watch
+from streaming.cli import features, learn, produce, replay, serve, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -22,6 +22,8 @@ app.add_typer(learn.models_app, name="models")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 app.command("serve")(serve.serve)
+app.command("replay")(replay.replay)
+learn.models_app.command("verify")(replay.verify)
 
 
 def main() -> None:

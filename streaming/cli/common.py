@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from kafka.errors import KafkaError
@@ -13,11 +14,30 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from features.errors import FeaturesError
+from features.events import parse_ts
 from streaming.errors import StreamingError
 from streaming.logs import configure_logging
 from streaming.settings import Settings
+from streaming.sources import RowMapping
 
-__all__ = ["console", "err_console", "fail", "load_settings", "user_errors"]
+__all__ = [
+    "DriftAt",
+    "DriftWidth",
+    "Entities",
+    "EntityField",
+    "IdField",
+    "LabelField",
+    "Seed",
+    "StartTs",
+    "StepMs",
+    "TsField",
+    "console",
+    "err_console",
+    "fail",
+    "load_settings",
+    "row_mapping",
+    "user_errors",
+]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -47,3 +67,51 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+# ---------------------------------------------------------------- how rows of a file become events
+# (``rivulet produce`` and ``rivulet replay`` read the same sources the same way)
+
+EntityField = Annotated[str, typer.Option(help="Column holding the entity key.")]
+TsField = Annotated[str, typer.Option(help="Column holding the event time (epoch ms or ISO 8601).")]
+LabelField = Annotated[str, typer.Option(help="Column holding the label.")]
+IdField = Annotated[str, typer.Option(help="Column holding the event id (generated when absent).")]
+Entities = Annotated[
+    int | None,
+    typer.Option(help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."),
+]
+StartTs = Annotated[
+    str | None,
+    typer.Option(help="Rows without a time get start + i*step (default for river:/synth: below)."),
+]
+StepMs = Annotated[int, typer.Option(help="Event-time step between rows without a time.")]
+Seed = Annotated[int, typer.Option(help="Seed of synthetic streams.")]
+DriftAt = Annotated[int, typer.Option(help="synth:drift: position of the concept drift.")]
+DriftWidth = Annotated[int, typer.Option(help="synth:drift: width of the drift (>= tens).")]
+
+
+def row_mapping(
+    source: str,
+    entity_field: str,
+    ts_field: str,
+    label_field: str,
+    id_field: str,
+    entities: int | None,
+    start_ts: str | None,
+    step_ms: int,
+    default_start_ms: int,
+) -> RowMapping:
+    """The mapping of a source's rows; River datasets and synthetic streams get 100 entities and times
+    from ``default_start_ms`` unless told otherwise."""
+    generated = source.startswith(("river:", "synth:"))
+    with user_errors():
+        start = parse_ts(start_ts, "--start-ts") if start_ts is not None else None
+    return RowMapping(
+        entity_field=entity_field,
+        ts_field=ts_field,
+        label_field=label_field,
+        id_field=id_field,
+        entities=entities if entities is not None else (100 if generated else None),
+        start_ts=start if start is not None else (default_start_ms if generated else None),
+        step_ms=step_ms,
+    )

@@ -13,7 +13,7 @@ from features.errors import FeaturesError
 from streaming.cli.common import console, fail, load_settings, user_errors
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
-from streaming.learning.spec import SpecError, load_specs
+from streaming.learning.spec import ModelSpec, SpecError, load_specs
 from streaming.settings import Settings
 
 learn_app = typer.Typer(help="Run the learner: River models on the features stream.", no_args_is_help=True)
@@ -22,7 +22,7 @@ models_app = typer.Typer(
 )
 
 
-def _registry(settings: Settings) -> ModelRegistry:
+def registry_of(settings: Settings) -> ModelRegistry:
     if settings.signing_secret is None:
         fail("RIVULET_SIGNING_SECRET is not set: snapshots cannot be verified")
     assert settings.signing_secret is not None
@@ -32,6 +32,23 @@ def _registry(settings: Settings) -> ModelRegistry:
         socket_connect_timeout=settings.redis_connect_timeout_s,
     )
     return ModelRegistry(client, settings.redis_prefix, settings.signing_secret.get_secret_value().encode())
+
+
+def checked_specs(settings: Settings, module: str | None = None) -> list[ModelSpec]:
+    """The model specs of ``module`` (default RIVULET_MODELS_MODULE), checked against the feature views."""
+    from features.definitions import load_views
+
+    specs = load_specs(module or settings.models_module)
+    known = {v.name: v for v in load_views(settings.features_module)}
+    for spec in specs:
+        view = known.get(spec.view)
+        if view is None:
+            raise SpecError(spec.name, f"unknown view {spec.view!r}; views: {sorted(known)}")
+        declared = [*(d.name for d in view.derived), *view.feature_names]
+        # a view that includes the events' own fields has names only the data knows: they are checked on
+        # the first record
+        spec.check(None if view.include_fields else declared)
+    return specs
 
 
 @learn_app.command()
@@ -46,24 +63,13 @@ def run(
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
     settings = load_settings()
     try:
-        specs = load_specs(models or settings.models_module)
-        from features.definitions import load_views
-
-        known = {v.name: v for v in load_views(settings.features_module)}
-        for spec in specs:
-            view = known.get(spec.view)
-            if view is None:
-                raise SpecError(spec.name, f"unknown view {spec.view!r}; views: {sorted(known)}")
-            declared = [*(d.name for d in view.derived), *view.feature_names]
-            # a view that includes the events' own fields has names only the data knows: the worker checks
-            # those on the first record
-            spec.check(None if view.include_fields else declared)
+        specs = checked_specs(settings, models)
     except (SpecError, FeaturesError) as exc:
         fail(str(exc))
     from streaming.learning.worker import LearnerWorker
 
     with user_errors():
-        worker = LearnerWorker(settings, specs, registry=_registry(settings))
+        worker = LearnerWorker(settings, specs, registry=registry_of(settings))
         worker.run(max_idle_s=idle_exit)
 
 
@@ -71,7 +77,7 @@ def run(
 def list_() -> None:
     """Every model with its current version, newest version, learned count and metrics."""
     settings = load_settings()
-    reg = _registry(settings)
+    reg = registry_of(settings)
     table = Table()
     for col in ("model", "current", "newest", "learned", "metrics"):
         table.add_column(col)
@@ -93,7 +99,7 @@ def list_() -> None:
 @models_app.command()
 def show(name: str, version: Annotated[int | None, typer.Argument()] = None) -> None:
     """A version's header (offsets, metrics, counters, versions of River and Python), verified."""
-    reg = _registry(load_settings())
+    reg = registry_of(load_settings())
     try:
         v = version if version is not None else reg.current_version(name)
         if v is None:
@@ -107,7 +113,7 @@ def show(name: str, version: Annotated[int | None, typer.Argument()] = None) -> 
 @models_app.command()
 def versions(name: str) -> None:
     """The versions kept for a model, newest first."""
-    reg = _registry(load_settings())
+    reg = registry_of(load_settings())
     for info in reg.versions(name):
         h = info.header
         mark = "*" if info.current else " "
@@ -117,7 +123,7 @@ def versions(name: str) -> None:
 @models_app.command()
 def rollback(name: str) -> None:
     """Serve the version before the current one."""
-    reg = _registry(load_settings())
+    reg = registry_of(load_settings())
     current = reg.current_version(name)
     older = [i.version for i in reg.versions(name) if current is not None and i.version < current]
     if not older:
@@ -128,7 +134,7 @@ def rollback(name: str) -> None:
 @models_app.command()
 def promote(name: str, version: int) -> None:
     """Serve a given version."""
-    _set(_registry(load_settings()), name, version)
+    _set(registry_of(load_settings()), name, version)
 
 
 def _set(reg: ModelRegistry, name: str, version: int) -> None:

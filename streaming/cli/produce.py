@@ -9,11 +9,27 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.events import parse_ts
-from streaming.cli.common import console, err_console, fail, load_settings, user_errors
+from streaming.cli.common import (
+    DriftAt,
+    DriftWidth,
+    Entities,
+    EntityField,
+    IdField,
+    LabelField,
+    Seed,
+    StartTs,
+    StepMs,
+    TsField,
+    console,
+    err_console,
+    fail,
+    load_settings,
+    row_mapping,
+    user_errors,
+)
 from streaming.producer import Producer
 from streaming.publish import LabelPolicy, PublishReport, RejectsFile, publish
-from streaming.sources import RowMapping, SourceError, open_source
+from streaming.sources import SourceError, open_source
 
 SHOWN_REJECTS = 20
 EXIT_REJECTED = 2
@@ -41,28 +57,16 @@ def produce(
     label_delay_s: Annotated[
         float, typer.Option(help="With --labels topic: send each label T s later.")
     ] = 0.0,
-    entity_field: Annotated[str, typer.Option(help="Column holding the entity key.")] = "entity",
-    ts_field: Annotated[
-        str, typer.Option(help="Column holding the event time (epoch ms or ISO 8601).")
-    ] = "ts",
-    label_field: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
-    id_field: Annotated[
-        str, typer.Option(help="Column holding the event id (generated when absent).")
-    ] = "event_id",
-    entities: Annotated[
-        int | None,
-        typer.Option(
-            help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."
-        ),
-    ] = None,
-    start_ts: Annotated[
-        str | None,
-        typer.Option(help="Rows without a time get start + i*step (default now for river:/synth:)."),
-    ] = None,
-    step_ms: Annotated[int, typer.Option(help="Event-time step between rows without a time.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of synthetic streams.")] = 42,
-    drift_at: Annotated[int, typer.Option(help="synth:drift: position of the concept drift.")] = 5_000,
-    drift_width: Annotated[int, typer.Option(help="synth:drift: width of the drift (>= tens).")] = 500,
+    entity_field: EntityField = "entity",
+    ts_field: TsField = "ts",
+    label_field: LabelField = "label",
+    id_field: IdField = "event_id",
+    entities: Entities = None,
+    start_ts: StartTs = None,
+    step_ms: StepMs = 1000,
+    seed: Seed = 42,
+    drift_at: DriftAt = 5_000,
+    drift_width: DriftWidth = 500,
     rejects: Annotated[
         Path | None, typer.Option(help="Where rejected rows go (default: rejects-<source>.jsonl).")
     ] = None,
@@ -78,16 +82,16 @@ def produce(
     if (label_delay or label_delay_s) and labels != "topic":
         fail("a label delay needs --labels topic")
     generated = source.startswith(("river:", "synth:"))
-    with user_errors():
-        start = parse_ts(start_ts, "--start-ts") if start_ts is not None else None
-    mapping = RowMapping(
-        entity_field=entity_field,
-        ts_field=ts_field,
-        label_field=label_field,
-        id_field=id_field,
-        entities=entities if entities is not None else (100 if generated else None),
-        start_ts=start if start is not None else (int(time.time() * 1000) if generated else None),
-        step_ms=step_ms,
+    mapping = row_mapping(
+        source,
+        entity_field,
+        ts_field,
+        label_field,
+        id_field,
+        entities,
+        start_ts,
+        step_ms,
+        int(time.time() * 1000),
     )
     try:
         rows = open_source(

@@ -7,7 +7,8 @@ Per model, in this order, exactly as River's ``evaluate.progressive_val_score`` 
 1. predict on the record's features (``predict_proba_one`` for metrics that take probabilities,
    ``predict_one`` for metrics that take labels);
 2. when the label is known (inline on the event, or later by ``event_id`` / ``prediction_id``): update
-   every metric with the prediction made in 1, then ``learn_one`` on the features as they were in 1.
+   every metric with the prediction made in 1 (unless the model could not predict yet: ``None`` or no
+   probabilities), then ``learn_one`` on the features as they were in 1.
 
 Pending predictions are bounded in count and in age (event time); expired ones, duplicate labels and labels
 for unknown ids are counted, not errors. Drift detectors (ADWIN by default) watch each model's loss (0/1
@@ -81,6 +82,15 @@ class _Recent:
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys
+
+    # the set is derived from the order: pickling only the order keeps snapshots independent of the set's
+    # hash-table layout (which differs between processes and between a set built and one unpickled)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"order": list(self.order)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.order = deque(state["order"])
+        self.keys = set(self.order)
 
 
 @dataclass
@@ -237,7 +247,9 @@ class LearnerCore:
         late: bool = False,
     ) -> None:
         for m, wants_proba in state.scoring:
-            m.update(y, proba if wants_proba else label_pred)
+            p = proba if wants_proba else label_pred
+            if p is not None and p != {}:  # as River's progressive validation: no prediction, no score
+                m.update(y, p)
         state.model.learn_one(x, y)  # type: ignore[attr-defined]
         state.counters["learned"] += 1
         if late:

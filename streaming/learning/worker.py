@@ -19,24 +19,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import load_views
 from features.errors import FeaturesError
-from features.events import Label
 from streaming.learning.core import LearnerCore, ModelState
-from streaming.learning.merge import Merger, Positioned
+from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.registry import ModelRegistry, NoValidVersion
-from streaming.learning.spec import ModelSpec, SpecError
+from streaming.learning.router import Offsets, Router, TopicRoles
+from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 from streaming.settings import Settings
 
-__all__ = ["LearnerWorker"]
+__all__ = ["LearnerWorker", "offsets_of"]
 
 log = get_logger("rivulet.learn")
-Offsets = dict[str, dict[int, int]]  # topic -> partition -> next offset to process
 
 
 class LearnerWorker:
@@ -63,13 +61,19 @@ class LearnerWorker:
             settings.signing_secret.get_secret_value().encode(),
         )
         self.clock = clock
-        self.offsets: dict[str, Offsets] = {}  # model -> its positions
+        self.router = Router(
+            self.core,
+            TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
+        )
         self.fingerprints = _fingerprints(settings)
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
         self._stop = False
         self.rejected: list[str] = []
-        self._checked: set[str] = set()
+
+    @property
+    def offsets(self) -> dict[str, Offsets]:
+        return self.router.offsets
 
     # ------------------------------------------------------------------ recovery
 
@@ -90,9 +94,7 @@ class LearnerWorker:
                 log.error("checkpoint refused, using an older one", model=name, reason=reason)
             state: ModelState = opened.state
             self.core.models[name] = state
-            self.offsets[name] = {
-                t: {int(p): o for p, o in parts.items()} for t, parts in opened.header["offsets"].items()
-            }
+            self.router.start(name, offsets_of(opened.header), opened.header["version"])
 
     def _start_offset(self, topic: str, partition: int) -> int:
         return min(
@@ -113,6 +115,7 @@ class LearnerWorker:
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            auto_offset_reset="earliest",  # a position the log no longer holds: its first retained record
             max_poll_records=5_000,
             request_timeout_ms=s.kafka_request_timeout_ms,
         )
@@ -136,8 +139,8 @@ class LearnerWorker:
             while not self._stop:
                 for records in consumer.poll(timeout_ms=100).values():
                     for r in records:
-                        data = _decode(r.value)
-                        merger.add(r.topic, r.partition, r.offset, _ts(data, r.timestamp), data)
+                        data = decode(r.value)
+                        merger.add(r.topic, r.partition, r.offset, event_time(data, r.timestamp), data)
                 progressed = False
                 for rec in merger.ready(exhausted):
                     self.process(rec)
@@ -157,77 +160,8 @@ class LearnerWorker:
         self._stop = True
 
     def process(self, rec: Positioned) -> None:
-        s = self.settings
-        position = (rec.topic, rec.partition, rec.offset)
-        data = rec.value
         self._since_checkpoint += 1
-        if not isinstance(data, dict):
-            log.warning(
-                "undecodable record skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset
-            )
-        elif rec.topic == s.topics.features:
-            event = data["event"]
-            models = [
-                m
-                for m, st in self.core.models.items()
-                if self.core.specs[st.spec].view == data.get("view") and self._fresh(m, rec)
-            ]
-            for m in models:
-                if m not in self._checked:
-                    self._check_features(m, data["features"])
-            if models:
-                self.core.on_record(
-                    event["event_id"],
-                    event["ts"],
-                    data["features"],
-                    event.get("label"),
-                    position,
-                    only=models,
-                )
-        elif rec.topic == s.topics.predictions:
-            # a score served by the API: the models of its view predict on the features *as served*, and
-            # learn from them when a label arrives for its prediction_id
-            models = [
-                m
-                for m, st in self.core.models.items()
-                if self.core.specs[st.spec].view == data.get("view") and self._fresh(m, rec)
-            ]
-            if models and isinstance(data.get("features"), dict) and data.get("prediction_id"):
-                self.core.on_record(
-                    f"p:{data['prediction_id']}",
-                    int(data.get("ts") or 0),
-                    data["features"],
-                    None,
-                    position,
-                    only=models,
-                )
-        else:
-            try:
-                label = Label.parse(data)
-            except FeaturesError:
-                log.warning(
-                    "invalid label skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset
-                )
-            else:
-                models = [m for m in self.core.models if self._fresh(m, rec)]
-                self.core.on_label(label.join_key, label.label, label.ts, position, only=models)
-        for m in self.core.models:
-            self.offsets.setdefault(m, {}).setdefault(rec.topic, {})
-            if self._fresh(m, rec):
-                self.offsets[m][rec.topic][rec.partition] = rec.offset + 1
-
-    def _check_features(self, model: str, vector: dict[str, Any]) -> None:
-        spec = self.core.specs[self.core.models[model].spec]
-        missing = sorted(set(spec.features or ()) - set(vector))
-        if missing:
-            raise SpecError(
-                spec.name, f"unknown features {missing}: view {spec.view!r} gives {sorted(vector)}"
-            )
-        self._checked.add(model)
-
-    def _fresh(self, model: str, rec: Positioned) -> bool:
-        """The model has not processed this record yet (it may be behind the others after a restore)."""
-        return rec.offset >= self.offsets.get(model, {}).get(rec.topic, {}).get(rec.partition, 0)
+        self.router.process(rec)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -244,8 +178,13 @@ class LearnerWorker:
             return saved
         for name, state in self.core.models.items():
             spec = self.core.specs[state.spec]
+            base = self.router.bases.get(name, {"version": None, "offsets": {}})
             header = {
                 "offsets": self.offsets.get(name, {}),
+                # how to rebuild this version: from the base (a version, or a fresh model) at these
+                # positions, the records in this order
+                "base": base,
+                "journal": self.router.journals[name].to_header() if name in self.router.journals else None,
                 "metrics": state.metric_values(),
                 "counters": state.counters,
                 "n_learned": state.n_learned,
@@ -259,27 +198,18 @@ class LearnerWorker:
                 ],
             }
             saved[name] = self.registry.save(name, state, header, keep=spec.checkpoint.keep)
+            self.router.rebase(name, saved[name])
         self._since_checkpoint = 0
         self._last_checkpoint = self.clock()
         log.info("checkpoint", versions=saved)
         return saved
 
 
-def _decode(value: bytes | None) -> Any:
-    try:
-        return orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _ts(data: Any, fallback: int) -> int:
-    """Event time of a features record or label time of a label (the merge key)."""
-    if isinstance(data, dict):
-        event = data.get("event")
-        ts = event.get("ts") if isinstance(event, dict) else data.get("ts")
-        if isinstance(ts, int):
-            return ts
-    return fallback
+def offsets_of(header: dict[str, Any]) -> Offsets:
+    """A checkpoint header's positions with integer partitions (JSON keys are strings)."""
+    return {
+        t: {int(p): int(o) for p, o in parts.items()} for t, parts in (header.get("offsets") or {}).items()
+    }
 
 
 def _fingerprints(settings: Settings) -> dict[str, str]:

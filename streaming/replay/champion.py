@@ -1,0 +1,42 @@
+"""The registry's champion as it was at the start of a replay's range: the newest retained version that
+had learned nothing after the range's first event time (read, verified, never written)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.snapshot import SnapshotRejected
+from streaming.learning.spec import ModelSpec
+from streaming.replay.runner import Champion
+
+__all__ = ["ChampionError", "champion_at"]
+
+
+class ChampionError(ValueError):
+    """No usable version of the champion for the range."""
+
+
+def champion_at(registry: ModelRegistry, name: str, specs: Sequence[ModelSpec], ts: int) -> Champion:
+    versions = registry.versions(name)
+    if not versions:
+        raise ChampionError(f"model {name!r} has no versions in the registry")
+    fitting = [v for v in versions if (v.header.get("last_learned_ts") or 0) <= ts]
+    if not fitting:
+        oldest = versions[-1]
+        raise ChampionError(
+            f"no retained version of {name!r} predates the range (first event at {ts}); the oldest, "
+            f"v{oldest.version}, learned up to {oldest.header.get('last_learned_ts')}"
+        )
+    chosen = fitting[0]  # newest first
+    try:
+        opened = registry.load(name, chosen.version)
+    except (SnapshotRejected, NoValidVersion) as exc:
+        raise ChampionError(str(exc)) from None
+    spec_name = opened.header.get("spec") or name
+    spec = next((s for s in specs if s.name == spec_name), None)
+    if spec is None:
+        raise ChampionError(
+            f"champion {name!r} was trained with spec {spec_name!r}, which is not in the models module"
+        )
+    return Champion(name, chosen.version, spec, opened.state, opened.header.get("last_learned_ts"))

@@ -1,0 +1,68 @@
+"""A replay's outputs: a terminal table of final metrics, the JSON result, and a self-contained HTML report
+(metric-over-time curves per model with drift points, throughput), readable offline: the chart library is
+inlined, no network and no build step."""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+from pathlib import Path
+
+import orjson
+from rich.table import Table
+
+from streaming.replay.runner import ReplayResult
+
+__all__ = ["html_report", "metrics_table", "write_outputs"]
+
+
+def metrics_table(result: ReplayResult) -> Table:
+    names = sorted({m for r in result.models.values() for m in r.metrics if not m.startswith("rolling_")})
+    table = Table(title=f"replay of {result.source}: {result.records:,} records, labels {result.labels}")
+    for col in ("model", *names, "learned", "pending", "drifts"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in result.models.items():
+        table.add_row(
+            name,
+            *(f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in names),
+            f"{r.counters.get('learned', 0):,}",
+            f"{r.counters.get('pending', 0):,}",
+            str(r.counters.get("drifts", 0)),
+        )
+    return table
+
+
+def _asset(*parts: str) -> str:
+    return resources.files("streaming.assets").joinpath(*parts).read_text(encoding="utf-8")
+
+
+def html_report(result: ReplayResult) -> str:
+    data = orjson.dumps(result.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    data = data.replace("</", "<\\/")  # never closes the script element
+    title = html.escape(f"Rivulet replay: {result.source}")
+    page = _asset("replay.html")
+    for marker, text in (
+        ("TITLE", title),
+        ("CSS", _asset("uplot", "uPlot.min.css")),
+        ("UPLOT", _asset("uplot", "uPlot.iife.min.js")),
+        ("CHARTS", _asset("charts.js")),
+        ("REPORT", _asset("replay.js")),
+        ("DATA", data),
+    ):
+        page = page.replace(f"@@{marker}@@", text)
+    return page
+
+
+def write_outputs(result: ReplayResult, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "replay.json", "html": out / "replay.html"}
+    paths["json"].write_bytes(
+        orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    paths["html"].write_text(html_report(result), encoding="utf-8")
+    return paths
+
+
+def curve_points(result: ReplayResult, model: str, metric: str) -> list[tuple[int, float]]:
+    """(records, value) of one model's metric curve (for tests and notebooks)."""
+    return [(int(n), float(v[metric])) for n, _, v in result.models[model].curve if metric in v]

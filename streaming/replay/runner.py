@@ -1,0 +1,298 @@
+"""A replay: records from any source through the same feature engine, router and learner core as the
+live system, with metric curves, drift points and throughput recorded along the way.
+
+Sources are normalised to :class:`~streaming.learning.merge.Positioned` records before they get here:
+features records (from the features topic), events (from the events topic or a file, turned into features
+records here by :class:`FeatureStage`) and labels. Labels are used as recorded, or held back and revealed
+after a simulated delay counted in records (as River's ``evaluate.progressive_val_score(delay=N)`` does)
+or in event-time milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from features.definitions import FeatureView
+from features.engine import EntityState, FeatureEngine
+from features.errors import InvalidEvent, LateEvent
+from features.events import Event
+from streaming.learning.core import LearnerCore, ModelState
+from streaming.learning.merge import Positioned
+from streaming.learning.router import Router, TopicRoles
+from streaming.learning.spec import ModelSpec
+
+__all__ = ["Champion", "FeatureStage", "LabelMode", "ModelResult", "Replay", "ReplayResult"]
+
+FEATURES, LABELS, EVENTS = "features", "labels", "events"  # the roles of a replay's records
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMode:
+    """``recorded``: labels as they are in the data. ``records``: each label is revealed ``delay`` records
+    after its event. ``ms``: revealed at the first record ``delay`` ms of event time after it."""
+
+    kind: Literal["recorded", "records", "ms"] = "recorded"
+    delay: int = 0
+
+    def describe(self) -> str:
+        return "as recorded" if self.kind == "recorded" else f"delayed {self.delay} {self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Champion:
+    """A registry version to replay alongside the candidates, as it was at the start of the range."""
+
+    name: str
+    version: int
+    spec: ModelSpec
+    state: ModelState
+    last_learned_ts: int | None
+
+
+class FeatureStage:
+    """Events to features records with the feature engine (one state per view and entity, in memory)."""
+
+    def __init__(self, views: Sequence[FeatureView]) -> None:
+        self.engines = [FeatureEngine(v) for v in views]
+        self.states: dict[tuple[str, str], EntityState] = {}
+        self.counts = {"events": 0, "invalid": 0, "late": 0, "duplicates": 0, "missing_key": 0}
+
+    def __call__(self, data: Any) -> list[dict[str, Any]]:
+        try:
+            event = data if isinstance(data, Event) else Event.parse(data)
+        except InvalidEvent:
+            self.counts["invalid"] += 1
+            return []
+        self.counts["events"] += 1
+        out = []
+        states = self.states
+        head = {"event_id": event.event_id, "ts": event.ts, "label": event.label}
+        for engine in self.engines:
+            entity = engine.key(event)
+            if entity is None:
+                self.counts["missing_key"] += 1
+                continue
+            name = engine.view.name
+            state = states.get((name, entity))
+            if state is None:
+                state = states[(name, entity)] = engine.new_state()
+            if engine.seen(state, event):
+                self.counts["duplicates"] += 1
+                continue
+            try:
+                vector = engine.apply(state, event)
+            except LateEvent:
+                self.counts["late"] += 1
+                continue
+            out.append({"view": name, "entity": entity, "event": head, "features": vector})
+        return out
+
+
+@dataclass
+class ModelResult:
+    name: str
+    spec: str
+    view: str
+    metrics: dict[str, float]
+    counters: dict[str, int]
+    drifts: list[dict[str, Any]]
+    curve: list[list[Any]]  # [records, event ts, {metric: value}]
+    champion_version: int | None = None
+
+
+@dataclass
+class ReplayResult:
+    source: str
+    range: dict[str, Any]
+    order: str
+    labels: str
+    records: int = 0  # source records that gave the models features (events, or features records)
+    read: int = 0  # records read from the source
+    elapsed_s: float = 0.0
+    models: dict[str, ModelResult] = field(default_factory=dict)
+    throughput: list[list[float]] = field(default_factory=list)  # [elapsed s, records read]
+    features: dict[str, int] = field(default_factory=dict)
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["events_per_s"] = self.rate
+        return out
+
+
+class Replay:
+    """Runs candidate specs (and champions) over a stream of positioned records."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        *,
+        views: Sequence[FeatureView] = (),
+        labels: LabelMode = LabelMode(),
+        sample_every: int = 1_000,
+        champions: Callable[[int], list[Champion]] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.core = LearnerCore(specs)
+        # roles are fixed names: a replay's records are tagged by what they are, not by which topic
+        self.router = Router(self.core, TopicRoles(FEATURES, LABELS, "predictions"), track=False)
+        self.stage = FeatureStage(views) if views else None
+        self.labels = labels
+        self.sample_every = max(1, sample_every)
+        self._champions = champions
+        self.champions: dict[str, Champion] = {}
+        self.clock = clock
+        self._held: deque[tuple[int, str, Any, int]] = deque()  # (due, event_id, label, event ts)
+        self.recorded_labels: dict[str, Any] = {}  # for simulated delays of labels from a labels topic
+        self.curves: dict[str, list[list[Any]]] = {}
+        self.drifts: dict[str, list[dict[str, Any]]] = {}
+        self._drift_seen: dict[str, int] = {}
+        self.n = 0  # features records
+        self.read = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.throughput: list[list[float]] = []
+        self._start = clock()
+        self._last_tick = self._start
+
+    def rate(self) -> float:
+        """Source records read per second so far."""
+        elapsed = self.clock() - self._start
+        return self.read / elapsed if elapsed > 0 else 0.0
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, rec: Positioned, role: str) -> None:
+        """One record of the source: an ``events``, ``features`` or ``labels`` record."""
+        self.read += 1
+        value = rec.value
+        if role == EVENTS:
+            if self.stage is None:
+                raise ValueError("a replay of events needs the feature views")
+            self._features(rec, self.stage(value))
+        elif role == FEATURES:
+            self._features(rec, [value])
+        elif self.labels.kind == "recorded":
+            self.router.process(dataclasses.replace(rec, topic=LABELS))
+        elif isinstance(value, dict) and value.get("event_id") is not None:
+            # simulated delay: a recorded label only says what the label is; when it is revealed is simulated
+            self.recorded_labels[str(value["event_id"])] = value.get("label")
+        now = self.clock()
+        if now - self._last_tick >= 0.5:
+            self._last_tick = now
+            self.throughput.append([now - self._start, self.read])
+
+    def _features(self, rec: Positioned, vectors: list[Any]) -> None:
+        """One source record's features records (one per view for an event): one step of the replay."""
+        if not vectors:
+            return  # late or duplicate in every view (counted by the feature stage)
+        heads = [d.get("event") if isinstance(d, dict) else None for d in vectors]
+        if not all(isinstance(h, dict) and isinstance(h.get("ts"), int) for h in heads):
+            self.router.process(dataclasses.replace(rec, topic=FEATURES, value=None))  # counted, skipped
+            return
+        event: dict[str, Any] = heads[0]  # type: ignore[assignment]
+        ts = event["ts"]
+        if self.first_ts is None:
+            self.first_ts = ts
+            self._add_champions(ts)
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        mode = self.labels
+        if mode.kind != "recorded":
+            self._reveal(self.n if mode.kind == "records" else ts, ts)
+            label = event.get("label")
+            if label is None:
+                label = self.recorded_labels.pop(str(event.get("event_id")), None)
+            if label is not None:
+                vectors = [{**d, "event": {**d["event"], "label": None}} for d in vectors]
+                due = self.n + mode.delay if mode.kind == "records" else ts + mode.delay
+                self._held.append((due, event["event_id"], label, ts))
+        for data in vectors:
+            self.router.process(dataclasses.replace(rec, topic=FEATURES, value=data))
+        self.n += 1
+        if self.n % self.sample_every == 0:
+            self.sample()
+
+    def _reveal(self, now: int | None, ts: int) -> None:
+        held = self._held
+        while held and (now is None or held[0][0] <= now):
+            _, event_id, label, event_ts = held.popleft()
+            self.core.on_label(event_id, label, max(ts, event_ts))
+
+    def _add_champions(self, ts: int) -> None:
+        if self._champions is None:
+            return
+        for ch in self._champions(ts):
+            name = f"{ch.name}@v{ch.version}"
+            spec = dataclasses.replace(ch.spec, name=name)
+            state = self.core.new_state(spec, name)
+            state.model = ch.state.model  # its learning so far; metrics and detectors start with the range
+            self.core.specs[name] = spec
+            self.core.models[name] = state
+            self.champions[name] = ch
+
+    # ------------------------------------------------------------------ results
+
+    def sample(self) -> None:
+        for name, state in self.core.models.items():
+            self.curves.setdefault(name, []).append([self.n, self.last_ts, state.metric_values()])
+            new = state.counters["drifts"] - self._drift_seen.get(name, 0)
+            if new:
+                self._drift_seen[name] = state.counters["drifts"]
+                self.drifts.setdefault(name, []).extend(
+                    {"detector": d.detector, "ts": d.ts, "n_learned": d.n_learned, "records": self.n}
+                    for d in state.drifts[-new:]
+                )
+
+    def finish(self, source: str, range_: dict[str, Any], order: str) -> ReplayResult:
+        if self.labels.kind != "recorded":
+            self._reveal(None, self.last_ts or 0)  # the stream ended: every held label is known
+        self.sample()
+        elapsed = self.clock() - self._start
+        self.throughput.append([elapsed, self.read])
+        result = ReplayResult(
+            source=source,
+            range=range_,
+            order=order,
+            labels=self.labels.describe(),
+            records=self.n,
+            read=self.read,
+            elapsed_s=elapsed,
+            throughput=self.throughput,
+            features=dict(self.stage.counts) if self.stage else {},
+            first_ts=self.first_ts,
+            last_ts=self.last_ts,
+        )
+        for name, state in self.core.models.items():
+            ch = self.champions.get(name)
+            result.models[name] = ModelResult(
+                name=name,
+                spec=ch.name if ch else state.spec,
+                view=self.core.specs[state.spec].view,
+                metrics=state.metric_values(),
+                counters=dict(state.counters),
+                drifts=self.drifts.get(name, []),
+                curve=_dedup(self.curves.get(name, [])),
+                champion_version=ch.version if ch else None,
+            )
+        return result
+
+    def run(self, records: Iterable[tuple[Positioned, str]]) -> None:
+        for rec, role in records:
+            self.feed(rec, role)
+
+
+def _dedup(curve: list[list[Any]]) -> list[list[Any]]:
+    """Drop a final sample taken at the same record count as the one before it."""
+    if len(curve) >= 2 and curve[-1][0] == curve[-2][0]:
+        return [*curve[:-2], curve[-1]]
+    return curve

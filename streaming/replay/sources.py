@@ -1,0 +1,111 @@
+"""What a replay reads: a Kafka topic over a range (with the labels topic beside it), or a file or River
+dataset; all become ``(record, role)`` pairs for :class:`~streaming.replay.runner.Replay`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.errors import InvalidEvent
+from streaming.learning.merge import Positioned
+from streaming.replay.kafka import Bound, RangeReader, in_merged_order
+from streaming.replay.runner import EVENTS, LABELS, Replay
+from streaming.settings import Settings
+from streaming.sources import RowMapping, open_source
+
+__all__ = ["KafkaPlan", "file_records", "kafka_records", "plan_kafka"]
+
+Pair = tuple[Positioned, str]
+
+
+@dataclass
+class KafkaPlan:
+    """The resolved ranges of a Kafka replay."""
+
+    topic: str
+    role: str  # events | features
+    ranges: dict[str, dict[int, tuple[int, int]]]  # topic -> partition -> [start, end)
+    kafka_order: bool = False
+    labels_topic: str | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(e - s for parts in self.ranges.values() for s, e in parts.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            t: {str(p): [s, e] for p, (s, e) in sorted(parts.items())} for t, parts in self.ranges.items()
+        }
+
+
+def plan_kafka(
+    reader: RangeReader,
+    settings: Settings,
+    topic: str,
+    role: str,
+    start: Bound,
+    end: Bound,
+    *,
+    kafka_order: bool = False,
+    labels: bool = True,
+) -> KafkaPlan:
+    """Resolve the range on ``topic`` and, with ``labels``, the labels recorded from its start on: a label
+    comes after its event, so the labels topic is read from the range's start time to its end."""
+    ranges = {topic: reader.resolve(topic, start, end)}
+    labels_topic = settings.topics.labels if labels and topic != settings.topics.labels else None
+    if labels_topic is not None:
+        try:
+            reader.partitions(labels_topic)
+        except ValueError:
+            labels_topic = None
+    if labels_topic is not None:
+        label_start = (
+            start if start.kind in ("beginning", "time") else Bound("time", _start_time(reader, ranges))
+        )
+        ranges[labels_topic] = reader.resolve(labels_topic, label_start, Bound("end"))
+    return KafkaPlan(
+        topic,
+        role,
+        ranges,
+        kafka_order,
+        labels_topic,
+        ranks={t: (0 if t == labels_topic else 1) for t in ranges},
+    )
+
+
+def _start_time(reader: RangeReader, ranges: dict[str, dict[int, tuple[int, int]]]) -> int:
+    """The earliest Kafka timestamp at the start of the ranges (0 when they are empty)."""
+    stamps = []
+    for topic, parts in ranges.items():
+        for p, (s, e) in parts.items():
+            if e > s:
+                stamps.append(reader.timestamp_at(topic, p, s))
+    return min(stamps, default=0)
+
+
+def kafka_records(reader: RangeReader, plan: KafkaPlan, replay: Replay) -> Iterator[Pair]:
+    """The planned records in order. With a simulated label delay the labels topic is read first, whole,
+    into the replay (a label's own time is then replaced by the simulated one)."""
+    ranges = dict(plan.ranges)
+    if plan.labels_topic is not None and replay.labels.kind != "recorded":
+        labels = {plan.labels_topic: ranges.pop(plan.labels_topic)}
+        reader.assign(labels)
+        for rec in in_merged_order(reader, {plan.labels_topic: 0}):
+            replay.feed(rec, LABELS)
+    reader.assign(ranges)
+    roles = {plan.topic: plan.role, plan.labels_topic: LABELS}
+    for rec in in_merged_order(reader, {t: plan.ranks[t] for t in ranges}, kafka_time=plan.kafka_order):
+        yield rec, roles[rec.topic]
+
+
+def file_records(spec: str, mapping: RowMapping, **source_options: Any) -> Iterator[Pair]:
+    """Rows of a JSONL/CSV file or a River dataset, as events in file order (rows that are not events are
+    counted as invalid by the feature stage)."""
+    for row in open_source(spec, label_field=mapping.label_field, **source_options):
+        try:
+            value: Any = mapping.to_event(row)
+        except InvalidEvent:
+            value = None
+        yield Positioned(0, 1, 0, row.position, spec, value), EVENTS

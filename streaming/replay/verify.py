@@ -1,0 +1,211 @@
+"""``rivulet models verify``: rebuild a stored model version from the log and check it equals the stored one.
+
+Every checkpoint says how to rebuild it: its *base* (the version it continued from, or a fresh model from
+its spec) with the positions at that point, the positions after the last record it processed, and the
+order it processed them in (:class:`~streaming.learning.merge.OrderJournal`). Verification walks back
+through the retained versions to the earliest base it can (a fresh model, when every version since the
+first is retained and the log still holds their records; else the oldest retained version), reads the
+journaled records from Kafka in that order, feeds them through the same router and learner core, and
+compares the result with the stored state:
+
+1. the **snapshot hash**: the rebuilt state pickles to the same bytes as the stored payload;
+2. failing that, **equivalence**: the same counters, the same metric values, the same pending
+   predictions, and bit-for-bit the same predictions on a probe set (the last feature vectors of the
+   range). Pickles of equal states need not be byte-identical: pickle writes a string once and refers
+   back to it when the *same object* recurs, and which strings are shared objects depends on the
+   process (orjson's key cache, what was unpickled from the base), not on the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.learning.core import LearnerCore, ModelState, predict
+from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.router import Router, TopicRoles
+from streaming.learning.snapshot import SnapshotRejected
+from streaming.learning.spec import ModelSpec
+from streaming.learning.worker import offsets_of
+from streaming.replay.kafka import RangeReader, in_journal_order
+from streaming.settings import Settings
+
+__all__ = ["Verification", "VerifyError", "verify"]
+
+
+class VerifyError(Exception):
+    """The version cannot be rebuilt (not retained, refused, or the log no longer holds its records)."""
+
+
+@dataclass
+class Verification:
+    model: str
+    version: int
+    ok: bool
+    method: str  # "snapshot hash" | "equivalence"
+    base: str  # what the rebuild started from
+    records: int
+    checks: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+
+def _load(registry: ModelRegistry, name: str, version: int) -> Any:
+    try:
+        return registry.load(name, version)
+    except (SnapshotRejected, NoValidVersion) as exc:
+        raise VerifyError(str(exc)) from None
+
+
+def verify(
+    settings: Settings,
+    registry: ModelRegistry,
+    specs: Iterable[ModelSpec],
+    name: str,
+    version: int,
+    *,
+    from_version: int | None = None,
+    probes: int = 200,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Verification:
+    target = _load(registry, name, version)
+    header = target.header
+    if "journal" not in header or not isinstance(header.get("base"), dict):
+        raise VerifyError(
+            f"model {name!r} version {version} has no order journal (written by an older Rivulet)"
+        )
+    by_name = {s.name: s for s in specs}
+    spec = by_name.get(header.get("spec") or name.split("~")[0])
+    if spec is None:
+        raise VerifyError(f"no spec {header.get('spec')!r} in the models module; known: {sorted(by_name)}")
+
+    # walk back through retained versions to the earliest possible base
+    chain = [header]
+    start_state: ModelState | None = None
+    base_desc = "a fresh model"
+    while True:
+        base = chain[0]["base"]
+        bv = base.get("version")
+        if bv is None:
+            break
+        if from_version is not None and bv < from_version:
+            raise VerifyError(f"version {from_version} is not in the history of version {version}")
+        try:
+            opened = registry.load(name, int(bv))
+        except (SnapshotRejected, NoValidVersion) as exc:
+            if len(chain) == 1 or from_version is not None:
+                raise VerifyError(f"cannot rebuild from version {bv}: {exc}") from None
+            raise VerifyError(f"the history of version {version} is broken at version {bv}: {exc}") from None
+        h = opened.header
+        stop = from_version is not None and bv == from_version
+        nxt = h.get("base")
+        if (
+            not stop
+            and "journal" in h
+            and isinstance(nxt, dict)
+            and (nxt.get("version") is None or _retained(registry, name, int(nxt["version"])))
+        ):
+            chain.insert(0, h)
+            continue
+        start_state = opened.state
+        base_desc = f"version {bv}"
+        break
+
+    starts: dict[str, dict[int, int]] = {}
+    for h in chain:
+        for t, parts in offsets_of({"offsets": h["base"]["offsets"]}).items():
+            for p, o in parts.items():
+                starts.setdefault(t, {}).setdefault(p, o)
+    ends = offsets_of(header)
+    journals = [h["journal"] for h in chain]
+    ranges = {t: {p: (starts.get(t, {}).get(p, o), o) for p, o in parts.items()} for t, parts in ends.items()}
+    total = sum(len_journal(j) for j in journals)
+
+    core = LearnerCore([spec])
+    state = core.new_state(spec, name) if start_state is None else start_state
+    core.models = {name: state}
+    s = settings
+    router = Router(core, TopicRoles(s.topics.features, s.topics.labels, s.topics.predictions), track=False)
+    recent: deque[dict[str, Any]] = deque(maxlen=probes)
+    done = 0
+    with RangeReader(settings, client_id="rivulet-verify") as reader:
+        for t, spans in ranges.items():
+            log_start = reader.log_start(t)
+            for p, (lo, _) in spans.items():
+                if log_start.get(p, 0) > lo:
+                    raise VerifyError(
+                        f"the log of {t}[{p}] starts at offset {log_start[p]}, after {lo} where the rebuild "
+                        f"must start from {base_desc}: retention removed records it needs"
+                    )
+        reader.assign(ranges)
+
+        def missing(topic: str, partition: int) -> Exception:
+            return VerifyError(f"the journal expects more records of {topic}[{partition}] than the log holds")
+
+        for rec in in_journal_order(reader, journals, on_missing=missing):
+            router.process(rec)
+            value = rec.value
+            if (
+                rec.topic == s.topics.features
+                and isinstance(value, dict)
+                and value.get("view") == spec.view
+                and isinstance(value.get("features"), dict)
+            ):
+                recent.append(value["features"])
+            done += 1
+            if on_progress is not None and done % 1000 == 0:
+                on_progress(done, total)
+    if on_progress is not None:
+        on_progress(done, total)
+    if done != total:
+        raise VerifyError(f"rebuilt from {done} records, the journal lists {total}")
+
+    result = Verification(name, version, False, "", base_desc, done)
+    rebuilt = core.models[name]
+    digest = hashlib.sha256(pickle.dumps(rebuilt, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    if digest == header.get("payload_sha256"):
+        result.ok, result.method = True, "snapshot hash"
+        result.checks.append(f"rebuilt state pickles to the stored payload (sha256 {digest[:16]}...)")
+        return result
+    result.method = "equivalence"
+    stored: ModelState = target.state
+    _compare(result, "counters", rebuilt.counters, stored.counters)
+    _compare(result, "metrics", rebuilt.metric_values(), stored.metric_values())
+    _compare(result, "last learned event time", rebuilt.last_ts, stored.last_ts)
+    _compare(result, "pending predictions", sorted(rebuilt.pending), sorted(stored.pending))
+    probe_set = list(recent)
+    mine = [predict(rebuilt, dict(x), serving=True) for x in _inputs(rebuilt, probe_set)]
+    theirs = [predict(stored, dict(x), serving=True) for x in _inputs(stored, probe_set)]
+    diff = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b), None)
+    if diff is None:
+        result.checks.append(f"predictions on {len(probe_set)} probe vectors are identical")
+    else:
+        result.mismatches.append(
+            f"probe {diff}: rebuilt predicts {mine[diff]}, stored predicts {theirs[diff]}"
+        )
+    result.ok = not result.mismatches
+    return result
+
+
+def len_journal(journal: dict[str, Any]) -> int:
+    return sum(journal["runs"][1::2])
+
+
+def _retained(registry: ModelRegistry, name: str, version: int) -> bool:
+    return any(v.version == version for v in registry.versions(name))
+
+
+def _inputs(state: ModelState, vectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from streaming.learning.core import select_inputs
+
+    return [select_inputs(v, state.features) for v in vectors]
+
+
+def _compare(result: Verification, what: str, rebuilt: Any, stored: Any) -> None:
+    if rebuilt == stored:
+        result.checks.append(f"{what} equal")
+    else:
+        result.mismatches.append(f"{what} differ: rebuilt {rebuilt!r}, stored {stored!r}")

@@ -1,0 +1,86 @@
+"""The replay runner on files and River datasets (no services): River's own progressive validation on the
+same dataset is the oracle, inline and with simulated label delays."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
+
+from features.definitions import FeatureView
+from streaming.learning.spec import ModelSpec
+from streaming.replay.report import curve_points, html_report, metrics_table
+from streaming.replay.runner import LabelMode, Replay
+from streaming.replay.sources import file_records
+from streaming.sources import RowMapping
+
+RAW = FeatureView(name="raw", include_fields=True)  # the event's own fields, as River gives them
+MAPPING = RowMapping(entities=10, start_ts=1_700_000_000_000, step_ms=1_000)
+
+
+def lr() -> object:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+SPECS = [
+    ModelSpec("lr", "binary", "raw", lr, metrics=(metrics.LogLoss, metrics.Accuracy)),  # type: ignore[arg-type]
+    ModelSpec("tree", "binary", "raw", tree.HoeffdingTreeClassifier, metrics=(metrics.Accuracy,)),
+]
+
+
+def run(labels: LabelMode, sample_every: int = 100) -> Replay:
+    replay = Replay(SPECS, views=[RAW], labels=labels, sample_every=sample_every)
+    replay.run(file_records("river:Phishing", MAPPING))
+    return replay
+
+
+@pytest.mark.parametrize("delay", [None, 1, 25])
+def test_replay_metrics_equal_progressive_val_score(delay: int | None) -> None:
+    replay = run(LabelMode() if delay is None else LabelMode("records", delay))
+    result = replay.finish("river:Phishing", {}, "event-time")
+    n = sum(1 for _ in datasets.Phishing())
+    assert result.records == n
+    expected_ll = evaluate.progressive_val_score(datasets.Phishing(), lr(), metrics.LogLoss(), delay=delay)
+    expected_acc = evaluate.progressive_val_score(
+        datasets.Phishing(), tree.HoeffdingTreeClassifier(), metrics.Accuracy(), delay=delay
+    )
+    assert result.models["lr"].metrics["LogLoss"] == pytest.approx(expected_ll.get(), rel=1e-12)
+    assert result.models["tree"].metrics["Accuracy"] == pytest.approx(expected_acc.get(), rel=1e-12)
+    assert all(m.counters["learned"] == n and m.counters["pending"] == 0 for m in result.models.values())
+
+
+def test_simulated_delay_changes_the_result() -> None:
+    """A control for the test above: the delay is really applied (a model learning later scores worse)."""
+    inline = run(LabelMode()).finish("s", {}, "event-time").models["lr"].metrics["LogLoss"]
+    late = run(LabelMode("records", 200)).finish("s", {}, "event-time").models["lr"].metrics["LogLoss"]
+    assert late != inline
+
+
+def test_curves_report_and_table() -> None:
+    result = run(LabelMode(), sample_every=100).finish("river:Phishing", {"limit": None}, "event-time")
+    points = curve_points(result, "lr", "LogLoss")
+    assert [n for n, _ in points] == [*range(100, 1201, 100), 1250]
+    assert points[-1][1] == result.models["lr"].metrics["LogLoss"]  # the curve ends at the final value
+    page = html_report(result)
+    start = page.index('<script id="replay-data" type="application/json">') + len(
+        '<script id="replay-data" type="application/json">'
+    )
+    embedded = orjson.loads(page[start : page.index("</script>", start)])
+    assert embedded["models"]["tree"]["curve"][-1][0] == 1250
+    assert "uPlot" in page and "RivuletCharts" in page and "@@" not in page
+    table = metrics_table(result)
+    assert [c.header for c in table.columns][:3] == ["model", "Accuracy", "LogLoss"]
+
+
+def test_invalid_rows_are_counted_not_fatal(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "events.jsonl"
+    good = {"entity": "a", "ts": 1_000, "fields": {"x": 1.0}, "label": True}
+    path.write_bytes(orjson.dumps(good) + b"\nnot json\n" + orjson.dumps({**good, "ts": "yesterday"}) + b"\n")
+    spec = ModelSpec("lr", "binary", "raw", lr)  # type: ignore[arg-type]
+    replay = Replay([spec], views=[RAW])
+    replay.run(file_records(str(path), RowMapping()))
+    result = replay.finish(str(path), {}, "event-time")
+    assert result.read == 3 and result.records == 1
+    assert result.features["invalid"] == 2
