@@ -54,6 +54,9 @@ def replay(
     end: Annotated[
         str, typer.Option(help="Range end (exclusive): end, time:..., offset:N or P:N,P:N.")
     ] = "end",
+    labels_start: Annotated[
+        str, typer.Option(help="Where reading the labels topic starts (a range bound; labels are small).")
+    ] = "beginning",
     input_kind: Annotated[
         Literal["auto", "events", "features"],
         typer.Option("--input", help="What a topic:<name> holds (auto: by the topic's name)."),
@@ -175,6 +178,7 @@ def replay(
                     parse_bound(start),
                     parse_bound(end),
                     kafka_order=order == "kafka",
+                    labels_start=parse_bound(labels_start),
                 )
                 total = plan.total if limit is None else min(limit, plan.total)
                 if sample_every is None:

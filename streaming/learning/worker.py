@@ -142,9 +142,12 @@ class LearnerWorker:
                         data = decode(r.value)
                         merger.add(r.topic, r.partition, r.offset, event_time(data, r.timestamp), data)
                 progressed = False
+                every = self.specs[0].checkpoint.every_records
                 for rec in merger.ready(exhausted):
                     self.process(rec)
                     progressed = True
+                    if self._since_checkpoint >= every:  # every N records exactly, within a batch too
+                        self.checkpoint()
                 now = self.clock()
                 if progressed:
                     last_record = now

@@ -117,6 +117,7 @@ class ReplayResult:
     models: dict[str, ModelResult] = field(default_factory=dict)
     throughput: list[list[float]] = field(default_factory=list)  # [elapsed s, records read]
     features: dict[str, int] = field(default_factory=dict)
+    labels_before_range: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
 
@@ -159,6 +160,7 @@ class Replay:
         self._drift_seen: dict[str, int] = {}
         self.n = 0  # features records
         self.read = 0
+        self.labels_before = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.throughput: list[list[float]] = []
@@ -182,6 +184,8 @@ class Replay:
             self._features(rec, self.stage(value))
         elif role == FEATURES:
             self._features(rec, [value])
+        elif self.first_ts is None and self.labels.kind == "recorded":
+            self.labels_before += 1  # older than the range's first event: for an event outside the range
         elif self.labels.kind == "recorded":
             self.router.process(dataclasses.replace(rec, topic=LABELS))
         elif isinstance(value, dict) and value.get("event_id") is not None:
@@ -269,6 +273,7 @@ class Replay:
             elapsed_s=elapsed,
             throughput=self.throughput,
             features=dict(self.stage.counts) if self.stage else {},
+            labels_before_range=self.labels_before,
             first_ts=self.first_ts,
             last_ts=self.last_ts,
         )

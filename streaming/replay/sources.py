@@ -17,6 +17,7 @@ from streaming.sources import RowMapping, open_source
 __all__ = ["KafkaPlan", "file_records", "kafka_records", "plan_kafka"]
 
 Pair = tuple[Positioned, str]
+BEGINNING = Bound("beginning")
 
 
 @dataclass
@@ -50,9 +51,14 @@ def plan_kafka(
     *,
     kafka_order: bool = False,
     labels: bool = True,
+    labels_start: Bound = BEGINNING,
 ) -> KafkaPlan:
-    """Resolve the range on ``topic`` and, with ``labels``, the labels recorded from its start on: a label
-    comes after its event, so the labels topic is read from the range's start time to its end."""
+    """Resolve the range on ``topic`` and, with ``labels``, the labels topic from ``labels_start``.
+
+    Labels are read from the beginning of their retained log by default: a label's Kafka timestamp says
+    when it was written, which need not follow its event's (features are often recomputed later than the
+    labels were recorded); labels older than the range's first event are skipped by the replay.
+    """
     ranges = {topic: reader.resolve(topic, start, end)}
     labels_topic = settings.topics.labels if labels and topic != settings.topics.labels else None
     if labels_topic is not None:
@@ -61,10 +67,7 @@ def plan_kafka(
         except ValueError:
             labels_topic = None
     if labels_topic is not None:
-        label_start = (
-            start if start.kind in ("beginning", "time") else Bound("time", _start_time(reader, ranges))
-        )
-        ranges[labels_topic] = reader.resolve(labels_topic, label_start, Bound("end"))
+        ranges[labels_topic] = reader.resolve(labels_topic, labels_start, Bound("end"))
     return KafkaPlan(
         topic,
         role,
@@ -73,16 +76,6 @@ def plan_kafka(
         labels_topic,
         ranks={t: (0 if t == labels_topic else 1) for t in ranges},
     )
-
-
-def _start_time(reader: RangeReader, ranges: dict[str, dict[int, tuple[int, int]]]) -> int:
-    """The earliest Kafka timestamp at the start of the ranges (0 when they are empty)."""
-    stamps = []
-    for topic, parts in ranges.items():
-        for p, (s, e) in parts.items():
-            if e > s:
-                stamps.append(reader.timestamp_at(topic, p, s))
-    return min(stamps, default=0)
 
 
 def kafka_records(reader: RangeReader, plan: KafkaPlan, replay: Replay) -> Iterator[Pair]:

@@ -8,75 +8,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from river import evaluate, metrics
 
-from features.events import Event
-from streaming.learning.registry import ModelRegistry
-from streaming.learning.worker import LearnerWorker
 from streaming.producer import Producer
 from streaming.publish import LabelPolicy, publish
 from streaming.settings import Settings
 from streaming.sources import Row, RowMapping
-from streaming.topics import TopicAdmin
-from tests.integration.kafka_read import read_all
-from tests.integration.workers import ROOT, Worker, wait_caught_up
-from tests.model_defs import LR, scaled_lr
-from tests.oracle import stream
-
-SECRET = "learner-test-secret"
+from tests.integration.learning import SECRET, events, featurise, learn, learning_topics, registry, river_data
+from tests.integration.workers import ROOT
+from tests.model_defs import scaled_lr
 
 
 @pytest.fixture
-def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Any:
-    s = settings.model_copy(update={"signing_secret": SECRET})
-    with TopicAdmin(s) as admin:
-        admin.create()
+def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
+    with learning_topics(settings) as s:
         yield s
-        admin.delete([t for t in admin.list_topics(all_topics=True) if s.topic_prefix in t])
-
-
-def registry(settings: Settings, prefix: str | None = None) -> ModelRegistry:
-    return ModelRegistry(
-        redis.Redis.from_url(settings.redis_url), prefix or settings.redis_prefix, SECRET.encode()
-    )
-
-
-def events(n: int, seed: int) -> list[Event]:
-    return stream(n, entities=40, seed=seed, step_ms=1_000)  # strictly increasing event times
-
-
-def featurise(settings: Settings, tmp: Path) -> None:
-    worker = Worker(settings, "tests.feature_defs:DIRECT", tmp / "features.log")
-    try:
-        wait_caught_up(settings, [worker])
-    finally:
-        worker.stop()
-
-
-def river_data(settings: Settings, by_id: dict[str, Event]) -> list[tuple[dict, bool]]:
-    """(x, y) in event order, from the features topic: the data the learner saw, for River's evaluator."""
-    recs = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap, settings.topics.features)]
-    recs = sorted((r for r in recs if r["view"] == "all"), key=lambda r: r["event"]["ts"])
-    return [
-        (
-            {k: v for k, v in r["features"].items() if v is not None and not isinstance(v, bool | str)},
-            by_id[r["event"]["event_id"]].label,
-        )
-        for r in recs
-    ]
-
-
-def learn(settings: Settings, prefix: str | None = None) -> LearnerWorker:
-    s = settings.model_copy(update={"redis_prefix": prefix}) if prefix else settings
-    worker = LearnerWorker(s, [LR], registry=registry(settings, prefix))
-    worker.run(max_idle_s=3.0, install_signals=False)
-    return worker
 
 
 @pytest.mark.parametrize("delay", [None, 25])
