@@ -41,7 +41,7 @@ from streaming.learning.spec import ModelSpec
 __all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction", "predict", "select_inputs"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     model: str
     key: str
@@ -246,10 +246,15 @@ class LearnerCore:
         position: Any,
         late: bool = False,
     ) -> None:
+        # as River's progressive validation: no prediction (None, or no probabilities), no score
+        has_proba = bool(proba)
+        has_label = label_pred is not None
         for m, wants_proba in state.scoring:
-            p = proba if wants_proba else label_pred
-            if p is not None and p != {}:  # as River's progressive validation: no prediction, no score
-                m.update(y, p)
+            if wants_proba:
+                if has_proba:
+                    m.update(y, proba)
+            elif has_label:
+                m.update(y, label_pred)
         state.model.learn_one(x, y)  # type: ignore[attr-defined]
         state.counters["learned"] += 1
         if late:

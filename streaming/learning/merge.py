@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,14 +44,16 @@ def event_time(data: Any, fallback: int) -> int:
     return fallback
 
 
-@dataclass(order=True, frozen=True, slots=True)
+@dataclass(slots=True)
 class Positioned:
+    """A record with its place in the merge order: (ts, rank, partition, offset)."""
+
     ts: int
     rank: int
     partition: int
     offset: int
-    topic: str = field(compare=False)
-    value: Any = field(compare=False)
+    topic: str
+    value: Any
 
 
 class Merger:
@@ -72,16 +74,18 @@ class Merger:
         ``exhausted(tp)`` says whether an empty partition has been read to its end (so it can be skipped).
         """
         queues = self._queues
-        heap = [(q[0], tp) for tp, q in queues.items() if q]
+        # heap entries are plain tuples: compared in C, not through dataclass methods
+        heap = [(h.ts, h.rank, h.partition, h.offset, tp) for tp, q in queues.items() if q for h in (q[0],)]
         heapq.heapify(heap)
         waiting = {tp for tp, q in queues.items() if not q and not exhausted(tp)}
+        pop, push = heapq.heappop, heapq.heappush
         while heap and not waiting:
-            head, tp = heapq.heappop(heap)
+            tp = pop(heap)[4]
             q = queues[tp]
-            q.popleft()
-            yield head
+            yield q.popleft()
             if q:
-                heapq.heappush(heap, (q[0], tp))
+                h = q[0]
+                push(heap, (h.ts, h.rank, h.partition, h.offset, tp))
             elif not exhausted(tp):
                 waiting.add(tp)
 

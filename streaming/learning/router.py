@@ -46,6 +46,7 @@ class Router:
         # positions at that point
         self.bases: dict[str, dict[str, Any]] = {}
         self._checked: set[str] = set()
+        self._views: dict[str, Any] = {}  # model -> the view it reads
 
     def start(self, model: str, offsets: Offsets, version: int | None) -> None:
         """Begin tracking ``model`` from ``offsets`` (its restored checkpoint's, or ``{}`` for a new one)."""
@@ -80,44 +81,11 @@ class Router:
                 "undecodable record skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset
             )
         elif rec.topic == roles.features:
-            event = data.get("event") or {}
-            view = data.get("view")
-            models = [m for m in fresh if core.specs[core.models[m].spec].view == view]
-            for m in models:
-                if m not in self._checked:
-                    self._check_features(m, data["features"])
-            if models:
-                core.on_record(
-                    event["event_id"],
-                    event["ts"],
-                    data["features"],
-                    event.get("label"),
-                    position,
-                    only=models,
-                )
+            self.features(data, position, fresh)
         elif rec.topic == roles.predictions:
-            # a score served by the API: the models of its view predict on the features *as served*, and
-            # learn from them when a label arrives for its prediction_id
-            view = data.get("view")
-            models = [m for m in fresh if core.specs[core.models[m].spec].view == view]
-            if models and isinstance(data.get("features"), dict) and data.get("prediction_id"):
-                core.on_record(
-                    f"p:{data['prediction_id']}",
-                    int(data.get("ts") or 0),
-                    data["features"],
-                    None,
-                    position,
-                    only=models,
-                )
+            self.prediction(data, position, fresh)
         elif rec.topic == roles.labels:
-            try:
-                label = Label.parse(data)
-            except FeaturesError:
-                log.warning(
-                    "invalid label skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset
-                )
-            else:
-                core.on_label(label.join_key, label.label, label.ts, position, only=fresh)
+            self.label(data, position, fresh)
         if not track:
             return
         tp = (rec.topic, rec.partition)
@@ -132,6 +100,50 @@ class Router:
                 # with the positions of the model it challenges
                 parent = core.models[m].spec
                 self.start(m, self.offsets.get(parent, {}), None)
+
+    def _of_view(self, view: Any, models: Any) -> list[str]:
+        core = self.core
+        views = self._views
+        if len(views) != len(core.models):  # a model was added (a challenger) or replaced
+            views.clear()
+            views.update({m: core.specs[st.spec].view for m, st in core.models.items()})
+        return [m for m in (core.models if models is None else models) if views.get(m) == view]
+
+    def features(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
+        """A features record: the models of its view (of ``models``, default all) predict, and learn if its
+        label rides along."""
+        chosen = self._of_view(data.get("view"), models)
+        if not chosen:
+            return
+        vector = data["features"]
+        for m in chosen:
+            if m not in self._checked:
+                self._check_features(m, vector)
+        event = data.get("event") or {}
+        self.core.on_record(event["event_id"], event["ts"], vector, event.get("label"), position, only=chosen)
+
+    def prediction(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
+        """A score served by the API: the models of its view predict on the features *as served*, and
+        learn from them when a label arrives for its prediction_id."""
+        chosen = self._of_view(data.get("view"), models)
+        if chosen and isinstance(data.get("features"), dict) and data.get("prediction_id"):
+            self.core.on_record(
+                f"p:{data['prediction_id']}",
+                int(data.get("ts") or 0),
+                data["features"],
+                None,
+                position,
+                only=chosen,
+            )
+
+    def label(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
+        """A label: joined to its pending prediction (by event id or prediction id)."""
+        try:
+            label = Label.parse(data)
+        except FeaturesError:
+            log.warning("invalid label skipped", position=position)
+        else:
+            self.core.on_label(label.join_key, label.label, label.ts, position, only=models)
 
     def _check_features(self, model: str, vector: dict[str, Any]) -> None:
         spec = self.core.specs[self.core.models[model].spec]

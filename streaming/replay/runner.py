@@ -118,6 +118,7 @@ class ReplayResult:
     throughput: list[list[float]] = field(default_factory=list)  # [elapsed s, records read]
     features: dict[str, int] = field(default_factory=dict)
     labels_before_range: int = 0
+    skipped: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
 
@@ -161,6 +162,7 @@ class Replay:
         self.n = 0  # features records
         self.read = 0
         self.labels_before = 0
+        self.skipped = 0  # records that are not what their role says (not JSON, no event time)
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.throughput: list[list[float]] = []
@@ -187,7 +189,10 @@ class Replay:
         elif self.first_ts is None and self.labels.kind == "recorded":
             self.labels_before += 1  # older than the range's first event: for an event outside the range
         elif self.labels.kind == "recorded":
-            self.router.process(dataclasses.replace(rec, topic=LABELS))
+            if isinstance(value, dict):
+                self.router.label(value, (rec.topic, rec.partition, rec.offset))
+            else:
+                self.skipped += 1
         elif isinstance(value, dict) and value.get("event_id") is not None:
             # simulated delay: a recorded label only says what the label is; when it is revealed is simulated
             self.recorded_labels[str(value["event_id"])] = value.get("label")
@@ -202,7 +207,7 @@ class Replay:
             return  # late or duplicate in every view (counted by the feature stage)
         heads = [d.get("event") if isinstance(d, dict) else None for d in vectors]
         if not all(isinstance(h, dict) and isinstance(h.get("ts"), int) for h in heads):
-            self.router.process(dataclasses.replace(rec, topic=FEATURES, value=None))  # counted, skipped
+            self.skipped += 1  # not a features record
             return
         event: dict[str, Any] = heads[0]  # type: ignore[assignment]
         ts = event["ts"]
@@ -220,8 +225,9 @@ class Replay:
                 vectors = [{**d, "event": {**d["event"], "label": None}} for d in vectors]
                 due = self.n + mode.delay if mode.kind == "records" else ts + mode.delay
                 self._held.append((due, event["event_id"], label, ts))
+        position = (rec.topic, rec.partition, rec.offset)
         for data in vectors:
-            self.router.process(dataclasses.replace(rec, topic=FEATURES, value=data))
+            self.router.features(data, position)
         self.n += 1
         if self.n % self.sample_every == 0:
             self.sample()
@@ -274,6 +280,7 @@ class Replay:
             throughput=self.throughput,
             features=dict(self.stage.counts) if self.stage else {},
             labels_before_range=self.labels_before,
+            skipped=self.skipped,
             first_ts=self.first_ts,
             last_ts=self.last_ts,
         )
