@@ -208,8 +208,8 @@ def replay(
             _drive(run, records, limit, progress, task)
             label = source
         result = run.finish(label, range_desc, order)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    paths = write_outputs(result, out or Path(settings.data_dir) / "replays" / stamp)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        paths = write_outputs(result, out or Path(settings.data_dir) / "replays" / stamp)
     console.print(metrics_table(result))
     console.print(
         f"{result.read:,} records read, {result.records:,} scored in {result.elapsed_s:.1f} s "
@@ -226,9 +226,9 @@ def _drive(
     task: TaskID,
 ) -> None:
     last = time.monotonic()
-    for rec, role in records:
+    for taken, (rec, role) in enumerate(records, start=1):
         run.feed(rec, role)
-        if limit is not None and run.read >= limit:
+        if limit is not None and taken >= limit:
             break
         if run.read % 1000 == 0:
             now = time.monotonic()

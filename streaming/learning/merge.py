@@ -136,6 +136,10 @@ class OrderJournal:
     def __len__(self) -> int:
         return sum(self._runs[1::2])
 
+    def has(self, tp: tuple[str, int]) -> bool:
+        """Has a record of this partition been taken yet?"""
+        return tp in self._index
+
     def to_header(self) -> dict[str, Any]:
         return {"tps": [list(tp) for tp in self._tps], "runs": list(self._runs)}
 

@@ -47,6 +47,7 @@ class Router:
         self.bases: dict[str, dict[str, Any]] = {}
         self._checked: set[str] = set()
         self._views: dict[str, Any] = {}  # model -> the view it reads
+        self.malformed = 0  # features records without a vector, an event id or an event time
 
     def start(self, model: str, offsets: Offsets, version: int | None) -> None:
         """Begin tracking ``model`` from ``offsets`` (its restored checkpoint's, or ``{}`` for a new one)."""
@@ -90,8 +91,10 @@ class Router:
             return
         tp = (rec.topic, rec.partition)
         for m in fresh:
-            # a partition the base had no position for starts at the first record taken from it
-            self.bases[m]["offsets"].setdefault(rec.topic, {}).setdefault(rec.partition, rec.offset)
+            if not self.journals[m].has(tp):
+                # this version's first record from the partition: its base position is this offset (past
+                # any records the log no longer held, or the base had no position for the partition)
+                self.bases[m]["offsets"].setdefault(rec.topic, {})[rec.partition] = rec.offset
             self.offsets[m].setdefault(rec.topic, {})[rec.partition] = rec.offset + 1
             self.journals[m].add(tp)
         for m in core.models:
@@ -115,11 +118,19 @@ class Router:
         chosen = self._of_view(data.get("view"), models)
         if not chosen:
             return
-        vector = data["features"]
+        vector, event = data.get("features"), data.get("event")
+        if not (
+            isinstance(vector, dict)
+            and isinstance(event, dict)
+            and isinstance(event.get("event_id"), str)
+            and isinstance(event.get("ts"), int)
+        ):
+            self.malformed += 1
+            log.warning("malformed features record skipped", position=position)
+            return
         for m in chosen:
             if m not in self._checked:
                 self._check_features(m, vector)
-        event = data.get("event") or {}
         self.core.on_record(event["event_id"], event["ts"], vector, event.get("label"), position, only=chosen)
 
     def prediction(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:

@@ -21,18 +21,23 @@ def champion_at(registry: ModelRegistry, name: str, specs: Sequence[ModelSpec], 
     versions = registry.versions(name)
     if not versions:
         raise ChampionError(f"model {name!r} has no versions in the registry")
-    fitting = [v for v in versions if (v.header.get("last_learned_ts") or 0) <= ts]
+    # learned nothing at or after the range's first event (a version with an unreadable header is not one)
+    fitting = [v for v in versions if v.header and (v.header.get("last_learned_ts") or 0) < ts]
     if not fitting:
         oldest = versions[-1]
         raise ChampionError(
             f"no retained version of {name!r} predates the range (first event at {ts}); the oldest, "
             f"v{oldest.version}, learned up to {oldest.header.get('last_learned_ts')}"
         )
-    chosen = fitting[0]  # newest first
-    try:
-        opened = registry.load(name, chosen.version)
-    except (SnapshotRejected, NoValidVersion) as exc:
-        raise ChampionError(str(exc)) from None
+    refused = []
+    for chosen in fitting:  # newest first; a version that does not verify is skipped, loudly
+        try:
+            opened = registry.load(name, chosen.version)
+            break
+        except (SnapshotRejected, NoValidVersion) as exc:
+            refused.append(str(exc))
+    else:
+        raise ChampionError("; ".join(refused))
     spec_name = opened.header.get("spec") or name
     spec = next((s for s in specs if s.name == spec_name), None)
     if spec is None:

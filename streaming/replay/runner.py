@@ -162,6 +162,7 @@ class Replay:
         self.n = 0  # features records
         self.read = 0
         self.labels_before = 0
+        self._early: list[Positioned] = []  # recorded labels read before the first features record
         self.skipped = 0  # records that are not what their role says (not JSON, no event time)
         self.first_ts: int | None = None
         self.last_ts: int | None = None
@@ -187,7 +188,7 @@ class Replay:
         elif role == FEATURES:
             self._features(rec, [value])
         elif self.first_ts is None and self.labels.kind == "recorded":
-            self.labels_before += 1  # older than the range's first event: for an event outside the range
+            self._early.append(rec)  # decided when the range's first event time is known
         elif self.labels.kind == "recorded":
             if isinstance(value, dict):
                 self.router.label(value, (rec.topic, rec.partition, rec.offset))
@@ -214,6 +215,7 @@ class Replay:
         if self.first_ts is None:
             self.first_ts = ts
             self._add_champions(ts)
+            self._early_labels(ts)
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         mode = self.labels
         if mode.kind != "recorded":
@@ -231,6 +233,18 @@ class Replay:
         self.n += 1
         if self.n % self.sample_every == 0:
             self.sample()
+
+    def _early_labels(self, first_ts: int) -> None:
+        """Labels read before the range's first event: those older than it are for events before the range
+        (skipped and counted); the others are joined as they came (unknown if their event is not seen)."""
+        for rec in self._early:
+            value = rec.value
+            label_ts = value.get("ts") if isinstance(value, dict) else None
+            if not isinstance(label_ts, int) or label_ts < first_ts:
+                self.labels_before += 1
+            else:
+                self.router.label(value, (rec.topic, rec.partition, rec.offset))
+        self._early.clear()
 
     def _reveal(self, now: int | None, ts: int) -> None:
         held = self._held

@@ -33,7 +33,7 @@ class KafkaPlan:
 
     @property
     def total(self) -> int:
-        return sum(e - s for parts in self.ranges.values() for s, e in parts.values())
+        return sum(max(0, e - s) for parts in self.ranges.values() for s, e in parts.values())
 
     def describe(self) -> dict[str, Any]:
         return {

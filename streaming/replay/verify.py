@@ -82,7 +82,20 @@ def verify(
     if spec is None:
         raise VerifyError(f"no spec {header.get('spec')!r} in the models module; known: {sorted(by_name)}")
 
-    # walk back through retained versions to the earliest possible base
+    if from_version is not None and from_version >= version:
+        raise VerifyError(f"--from-version must be older than the version verified ({version})")
+    with RangeReader(settings, client_id="rivulet-verify") as probe:
+        log_start = {t: probe.log_start(t) for t in offsets_of(header)}
+
+    def held(h: dict[str, Any]) -> bool:
+        """Does the log still hold every record from this header's base on?"""
+        for t, parts in offsets_of({"offsets": h["base"]["offsets"]}).items():
+            for p, o in parts.items():
+                if log_start.get(t, {}).get(p, 0) > o:
+                    return False
+        return True
+
+    # walk back through retained versions to the earliest base the log still allows
     chain = [header]
     start_state: ModelState | None = None
     base_desc = "a fresh model"
@@ -90,6 +103,8 @@ def verify(
         base = chain[0]["base"]
         bv = base.get("version")
         if bv is None:
+            if from_version is not None:
+                raise VerifyError(f"version {from_version} is not in the history of version {version}")
             break
         if from_version is not None and bv < from_version:
             raise VerifyError(f"version {from_version} is not in the history of version {version}")
@@ -106,10 +121,15 @@ def verify(
             not stop
             and "journal" in h
             and isinstance(nxt, dict)
+            and held(h)
             and (nxt.get("version") is None or _retained(registry, name, int(nxt["version"])))
         ):
             chain.insert(0, h)
             continue
+        if from_version is not None and not stop:
+            raise VerifyError(
+                f"cannot rebuild from version {from_version}: the history stops at version {bv}"
+            )
         start_state = opened.state
         base_desc = f"version {bv}"
         break
@@ -133,12 +153,11 @@ def verify(
     done = 0
     with RangeReader(settings, client_id="rivulet-verify") as reader:
         for t, spans in ranges.items():
-            log_start = reader.log_start(t)
             for p, (lo, _) in spans.items():
-                if log_start.get(p, 0) > lo:
+                if log_start.get(t, {}).get(p, 0) > lo:
                     raise VerifyError(
-                        f"the log of {t}[{p}] starts at offset {log_start[p]}, after {lo} where the rebuild "
-                        f"must start from {base_desc}: retention removed records it needs"
+                        f"the log of {t}[{p}] starts at offset {log_start[t][p]}, after {lo} where the "
+                        f"rebuild must start from {base_desc}: retention removed records it needs"
                     )
         reader.assign(ranges)
 
