@@ -10,6 +10,7 @@ import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -19,10 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.definitions import load_views
 from features.redis_store import RedisStore
+from serving.dashboard import ASSETS, dashboard_router
 from serving.errors import ServingError
 from serving.models import ModelCache
 from serving.routes import router
@@ -67,7 +70,7 @@ class Services:
     async def start(self) -> None:
         with contextlib.suppress(Exception):  # Redis may be down: readiness says so, the poll catches up
             await self.models.refresh_all()
-        self.models.start(self.redis, self.settings.serve_poll_s)
+        self.models.start(self.settings.serve_poll_s, self.redis)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             acks="all",
@@ -82,6 +85,10 @@ class Services:
             log.error("kafka unavailable: predictions will not be published", error=str(exc))
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+    async def ping(self) -> bool:
+        """Is the feature store reachable (readiness)?"""
+        return bool(await self.redis.ping())
 
     async def stop(self) -> None:
         await self.models.stop()
@@ -165,7 +172,7 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Any = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
 
@@ -186,6 +193,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="Rivulet scoring API", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(dashboard_router)
+    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:

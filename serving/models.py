@@ -12,13 +12,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
 
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from streaming.learning.core import ModelState
-from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.logs import get_logger
 
@@ -38,7 +39,7 @@ class LoadedModel:
 
 
 class ModelCache:
-    def __init__(self, registry: ModelRegistry, views: dict[str, FeatureView]) -> None:
+    def __init__(self, registry: Registry, views: dict[str, FeatureView]) -> None:
         self.registry = registry
         self.engines = {name: FeatureEngine(v) for name, v in views.items()}
         self.models: dict[str, LoadedModel] = {}
@@ -81,6 +82,7 @@ class ModelCache:
 
     async def follow(self, client: aioredis.Redis, poll_s: float) -> None:
         """Reload on each registry notification; poll every ``poll_s`` in case a notification was missed."""
+        assert isinstance(self.registry, ModelRegistry)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.registry.channel)
@@ -95,8 +97,6 @@ class ModelCache:
                         await pubsub.subscribe(self.registry.channel)
                     msg = None
                 if msg is not None:
-                    import orjson
-
                     name = orjson.loads(msg["data"]).get("model")
                     if isinstance(name, str):
                         with contextlib.suppress(Exception):
@@ -109,8 +109,18 @@ class ModelCache:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    def start(self, client: aioredis.Redis, poll_s: float) -> None:
-        self._task = asyncio.create_task(self.follow(client, poll_s))
+    async def poll(self, poll_s: float) -> None:
+        """Without Redis (the embedded registry): refresh every ``poll_s``."""
+        while True:
+            await asyncio.sleep(poll_s)
+            with contextlib.suppress(Exception):
+                await self.refresh_all()
+
+    def start(self, poll_s: float, client: aioredis.Redis | None = None) -> None:
+        if client is not None and isinstance(self.registry, ModelRegistry):
+            self._task = asyncio.create_task(self.follow(client, poll_s))
+        else:
+            self._task = asyncio.create_task(self.poll(poll_s))
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -374,7 +374,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Not ready: Redis unreachable or no model loaded"}})
 async def readyz(svc: Annotated[Any, Depends(services)]) -> JSONResponse:
     try:
-        redis_ok = bool(await svc.redis.ping())
+        redis_ok = bool(await svc.ping())
     except (RedisError, OSError):
         redis_ok = False
     loaded = {n: m.version for n, m in svc.models.models.items()}

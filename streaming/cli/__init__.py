@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import features, learn, produce, replay, serve, topics, watch
+from streaming.cli import demo, features, learn, produce, replay, serve, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -23,6 +23,7 @@ app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 app.command("serve")(serve.serve)
 app.command("replay")(replay.replay)
+app.command("demo")(demo.demo)
 learn.models_app.command("verify")(replay.verify)
 
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import base, drift, metrics, utils
+from river import base, compose, drift, metrics, utils
 
 from streaming.learning.spec import ModelSpec
 
@@ -109,6 +109,7 @@ class ModelState:
     classifier: bool = True
     wants_proba: bool = True  # some metric takes probabilities
     wants_label: bool = True  # some metric takes labels
+    label_from_proba: bool = False  # predict_one is River's default (argmax of predict_proba_one): derive it
     last_ts: int | None = None  # event time of the latest record learned
     loss_sum: float = 0.0  # loss since the last drift (to tell a worse model from a better one)
     loss_n: int = 0
@@ -172,6 +173,7 @@ class LearnerCore:
             classifier=isinstance(model, base.Classifier),
             wants_proba=any(_wants_proba(m) for m in ms),
             wants_label=any(not _wants_proba(m) for m in ms),
+            label_from_proba=_label_from_proba(model),
             scoring=[(m, _wants_proba(m)) for m in ms] + [(r, _wants_proba(r.obj)) for r in rolling],
         )
 
@@ -322,6 +324,18 @@ def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) ->
     return {k: features[k] for k in names if features.get(k) is not None}
 
 
+def _label_from_proba(model: Any) -> bool:
+    """The model's label is the argmax of its probabilities, exactly as its ``predict_one`` computes it
+    (River's default ``Classifier.predict_one``; a pipeline transforms the same way for both calls unless
+    it learns during prediction), so one ``predict_proba_one`` call gives both."""
+    final = model
+    if isinstance(model, compose.Pipeline):
+        if compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
+            return False
+        final = list(model.steps.values())[-1]
+    return isinstance(final, base.Classifier) and type(final).predict_one is base.Classifier.predict_one
+
+
 def _wants_proba(metric: Any) -> bool:
     return not getattr(metric, "requires_labels", True)
 
@@ -335,6 +349,9 @@ def predict(
     model: Any = state.model
     if not state.classifier:
         return model.predict_one(x), None
+    if state.label_from_proba:
+        proba = model.predict_proba_one(x)
+        return (max(proba, key=proba.get) if proba else None), proba
     proba = model.predict_proba_one(x) if state.wants_proba or serving else None
     if state.wants_label or serving:
         return model.predict_one(x), proba

@@ -26,49 +26,40 @@ from features.definitions import load_views
 from features.errors import FeaturesError
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.merge import Merger, Positioned, decode, event_time
-from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 from streaming.settings import Settings
 
-__all__ = ["LearnerWorker", "offsets_of"]
+__all__ = ["Learner", "LearnerWorker", "offsets_of"]
 
 log = get_logger("rivulet.learn")
 
 
-class LearnerWorker:
+class Learner:
+    """The learner without its transport: models restored from the registry, records routed to the core,
+    checkpoints (with offsets, order journal and a monitoring sample) written to the registry. The Kafka
+    worker below and the embedded demo both drive one."""
+
     def __init__(
         self,
-        settings: Settings,
         specs: Sequence[ModelSpec],
+        registry: Registry,
+        roles: TopicRoles,
         *,
-        registry: ModelRegistry | None = None,
+        fingerprints: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if settings.signing_secret is None:
-            raise ValueError("RIVULET_SIGNING_SECRET is required to write and read model snapshots")
-        self.settings = settings
         self.specs = list(specs)
         self.core = LearnerCore(self.specs)
-        self.registry = registry or ModelRegistry(
-            redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_socket_timeout_s,
-                socket_connect_timeout=settings.redis_connect_timeout_s,
-            ),
-            settings.redis_prefix,
-            settings.signing_secret.get_secret_value().encode(),
-        )
+        self.registry = registry
         self.clock = clock
-        self.router = Router(
-            self.core,
-            TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
-        )
-        self.fingerprints = _fingerprints(settings)
+        self.router = Router(self.core, roles)
+        self.fingerprints = fingerprints or {}
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
-        self._stop = False
+        self._last_sample: dict[str, tuple[float, int, int]] = {}  # model -> (time, learned, drifts)
         self.rejected: list[str] = []
 
     @property
@@ -95,6 +86,104 @@ class LearnerWorker:
             state: ModelState = opened.state
             self.core.models[name] = state
             self.router.start(name, offsets_of(opened.header), opened.header["version"])
+
+    def process(self, rec: Positioned) -> None:
+        self._since_checkpoint += 1
+        self.router.process(rec)
+        if self._since_checkpoint >= self.specs[0].checkpoint.every_records:  # every N records exactly
+            self.checkpoint()
+
+    def due(self, now: float) -> bool:
+        """A checkpoint is due by time (records are counted in :meth:`process`)."""
+        return (
+            self._since_checkpoint > 0
+            and now - self._last_checkpoint >= self.specs[0].checkpoint.every_seconds
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict[str, int]:
+        """Save every model that moved since the last checkpoint; returns the new version numbers."""
+        saved: dict[str, int] = {}
+        if self._since_checkpoint == 0:
+            return saved
+        saved_at = time.time()
+        for name, state in self.core.models.items():
+            spec = self.core.specs[state.spec]
+            base = self.router.bases.get(name, {"version": None, "offsets": {}})
+            header = {
+                "offsets": self.offsets.get(name, {}),
+                # how to rebuild this version: from the base (a version, or a fresh model) at these
+                # positions, the records in this order
+                "base": base,
+                "journal": self.router.journals[name].to_header() if name in self.router.journals else None,
+                "metrics": state.metric_values(),
+                "counters": state.counters,
+                "n_learned": state.n_learned,
+                "last_learned_ts": state.last_ts,
+                "saved_at": saved_at,
+                "spec": spec.name,
+                "view": spec.view,
+                "feature_hash": self.fingerprints.get(spec.view),
+                "drifts": _drift_list(state, 10),
+            }
+            saved[name] = self.registry.save(name, state, header, keep=spec.checkpoint.keep)
+            self.router.rebase(name, saved[name])
+            self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+        self._since_checkpoint = 0
+        self._last_checkpoint = self.clock()
+        log.info("checkpoint", versions=saved)
+        return saved
+
+    def _sample(self, name: str, state: ModelState, version: int, now: float) -> dict[str, Any]:
+        """What the dashboard plots: metrics, learning rate, freshness (how old the newest learned event
+        is when its checkpoint is written) and the drifts since the previous sample."""
+        learned, drifts = state.n_learned, state.counters["drifts"]
+        then, learned_then, drifts_then = self._last_sample.get(name, (now, learned, 0))
+        self._last_sample[name] = (now, learned, drifts)
+        return {
+            "t": now,
+            "version": version,
+            "learned": learned,
+            "rate": (learned - learned_then) / (now - then) if now > then else None,
+            "metrics": state.metric_values(),
+            "freshness_ms": int(now * 1000) - state.last_ts if state.last_ts is not None else None,
+            "pending": state.counters["pending"],
+            "drifts": _drift_list(state, min(drifts - drifts_then, 100)),
+        }
+
+
+class LearnerWorker(Learner):
+    """The learner on Kafka: one process, the single writer of its models. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[ModelSpec],
+        *,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if settings.signing_secret is None:
+            raise ValueError("RIVULET_SIGNING_SECRET is required to write and read model snapshots")
+        self.settings = settings
+        super().__init__(
+            specs,
+            registry
+            or ModelRegistry(
+                redis.Redis.from_url(
+                    settings.redis_url,
+                    socket_timeout=settings.redis_socket_timeout_s,
+                    socket_connect_timeout=settings.redis_connect_timeout_s,
+                ),
+                settings.redis_prefix,
+                settings.signing_secret.get_secret_value().encode(),
+            ),
+            TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
+            fingerprints=_fingerprints(settings),
+            clock=clock,
+        )
+        self._stop = False
 
     def _start_offset(self, topic: str, partition: int) -> int:
         return min(
@@ -142,16 +231,13 @@ class LearnerWorker:
                         data = decode(r.value)
                         merger.add(r.topic, r.partition, r.offset, event_time(data, r.timestamp), data)
                 progressed = False
-                every = self.specs[0].checkpoint.every_records
                 for rec in merger.ready(exhausted):
                     self.process(rec)
                     progressed = True
-                    if self._since_checkpoint >= every:  # every N records exactly, within a batch too
-                        self.checkpoint()
                 now = self.clock()
                 if progressed:
                     last_record = now
-                if self._due(now):
+                if self.due(now):
                     self.checkpoint()
                 if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
                     break
@@ -162,50 +248,9 @@ class LearnerWorker:
     def stop(self) -> None:
         self._stop = True
 
-    def process(self, rec: Positioned) -> None:
-        self._since_checkpoint += 1
-        self.router.process(rec)
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _due(self, now: float) -> bool:
-        policy = self.specs[0].checkpoint
-        return self._since_checkpoint >= policy.every_records or (
-            self._since_checkpoint > 0 and now - self._last_checkpoint >= policy.every_seconds
-        )
-
-    def checkpoint(self) -> dict[str, int]:
-        """Save every model that moved since the last checkpoint; returns the new version numbers."""
-        saved: dict[str, int] = {}
-        if self._since_checkpoint == 0:
-            return saved
-        for name, state in self.core.models.items():
-            spec = self.core.specs[state.spec]
-            base = self.router.bases.get(name, {"version": None, "offsets": {}})
-            header = {
-                "offsets": self.offsets.get(name, {}),
-                # how to rebuild this version: from the base (a version, or a fresh model) at these
-                # positions, the records in this order
-                "base": base,
-                "journal": self.router.journals[name].to_header() if name in self.router.journals else None,
-                "metrics": state.metric_values(),
-                "counters": state.counters,
-                "n_learned": state.n_learned,
-                "last_learned_ts": state.last_ts,
-                "saved_at": time.time(),
-                "spec": spec.name,
-                "view": spec.view,
-                "feature_hash": self.fingerprints.get(spec.view),
-                "drifts": [
-                    [d.detector, d.ts, d.n_learned, list(d.position or ())] for d in state.drifts[-10:]
-                ],
-            }
-            saved[name] = self.registry.save(name, state, header, keep=spec.checkpoint.keep)
-            self.router.rebase(name, saved[name])
-        self._since_checkpoint = 0
-        self._last_checkpoint = self.clock()
-        log.info("checkpoint", versions=saved)
-        return saved
+def _drift_list(state: ModelState, n: int) -> list[list[Any]]:
+    return [[d.detector, d.ts, d.n_learned, list(d.position or ())] for d in state.drifts[-n:]] if n else []
 
 
 def offsets_of(header: dict[str, Any]) -> Offsets:

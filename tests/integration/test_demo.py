@@ -1,0 +1,176 @@
+"""``rivulet demo``: the embedded pipeline (no Kafka, no Redis) end to end.
+
+1. Acceptance: in a fresh virtualenv, ``pip install .`` then ``rivulet demo --events 50000`` finishes and
+   prints final metrics equal to River's ``progressive_val_score`` on the same stream and model, the
+   features recomputed by the brute-force oracle from the recorded raw events.
+2. The dashboard, in headless Chromium (Debian's ``chromium`` and ``chromedriver``, driven by selenium),
+   on a running demo: a metric curve with points, the current version, a screenshot; then Ctrl-C stops the
+   demo cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from river import evaluate
+
+from features.events import Event
+from features.examples import customer
+from streaming.learning.core import select_inputs
+from streaming.learning.examples import MODELS
+from tests.integration.workers import ROOT
+from tests.oracle import Oracle
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")}
+    return {**env, "RIVULET_DATA_DIR": str(tmp / "data"), "RIVULET_LOG_LEVEL": "WARNING"}
+
+
+def test_demo_in_a_fresh_virtualenv_matches_progressive_val_score(tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    built = subprocess.run([*pip, str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    summary, recorded = tmp_path / "summary.json", tmp_path / "events.jsonl"
+    run = subprocess.run(
+        [
+            str(env_dir / "bin" / "rivulet"),
+            "demo",
+            "--events",
+            "50000",
+            "--quiet",
+            "--port",
+            str(free_port()),
+            "--json",
+            str(summary),
+            "--record",
+            str(recorded),
+        ],
+        cwd=tmp_path,  # not the checkout: the installed package must carry everything it needs
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "final metrics after 50,000 events" in run.stdout
+    result = orjson.loads(summary.read_bytes())
+    events = [Event.from_json(line) for line in recorded.read_bytes().splitlines()]
+    assert len(events) == result["events"] == 50_000
+
+    # the oracle: features recomputed by brute force from the raw events, then River's own evaluator
+    vectors = Oracle(customer).feed(events).vectors
+    for spec in MODELS:
+        data = [(select_inputs(vectors[e.event_id], spec.features), e.label) for e in events]
+        got = result["models"][spec.name]
+        assert got["learned"] == 50_000
+        for factory in spec.metric_factories():
+            metric = evaluate.progressive_val_score(data, spec.new_model(), factory())
+            name = type(metric).__name__
+            assert got["metrics"][name] == pytest.approx(metric.get(), rel=1e-9), (spec.name, name)
+            assert f"{got['metrics'][name]:.6f}" in run.stdout  # the printed table says the same
+
+
+@pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and os.environ.get("CI") != "true",
+    reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
+)
+def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streaming.cli",
+            "demo",
+            "--events",
+            "6000",
+            "--hold",
+            "--quiet",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    driver = None
+    try:
+        deadline = time.monotonic() + 120
+        data: dict[str, Any] = {}
+        while time.monotonic() < deadline:  # until every model has a few checkpoints to plot
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
+            try:
+                data = httpx.get(f"{url}/v1/dashboard", timeout=2).json()
+            except httpx.HTTPError:
+                data = {}
+            models = data.get("models", {})
+            if models and all(len(m["history"]) >= 3 for m in models.values()):
+                break
+            time.sleep(0.5)
+        assert data.get("models"), "the demo never checkpointed"
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        current = httpx.get(f"{url}/v1/dashboard", timeout=2).json()["models"]
+        for name in ("approval-lr", "approval-tree"):
+            card = driver.find_element(By.CSS_SELECTOR, f'section[data-model="{name}"]')
+            chart = card.find_element(By.CSS_SELECTOR, ".chart.metrics")
+            assert int(chart.get_attribute("data-points") or 0) >= 3  # a curve with points
+            assert chart.find_elements(By.TAG_NAME, "canvas"), "uPlot drew nothing"
+            shown = int(card.find_element(By.CSS_SELECTOR, ".version").text)
+            assert (
+                shown <= current[name]["current_version"] and shown >= 1
+            )  # the page may be a refresh behind
+            assert "Accuracy" in card.text and f"v{shown}" in card.text
+        shot = tmp_path / "dashboard.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+        artifacts = ROOT / ".rivulet" / "screenshots"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, artifacts / "dashboard.png")
+    finally:
+        if driver is not None:
+            driver.quit()
+        demo.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, with the final table
+        code = demo.wait(timeout=60)
+        log.close()
+    output = (tmp_path / "demo.log").read_text()
+    assert code == 0, output[-3000:]
+    assert "final metrics after" in output and "approval-tree" in output
