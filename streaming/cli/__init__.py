@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import demo, features, learn, produce, replay, serve, topics, watch
+from streaming.cli import demo, features, learn, produce, replay, serve, stack, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,8 @@ app.command("watch")(watch.watch)
 app.command("serve")(serve.serve)
 app.command("replay")(replay.replay)
 app.command("demo")(demo.demo)
+app.command("up")(stack.up)
+app.command("down")(stack.down)
 learn.models_app.command("verify")(replay.verify)
 
 

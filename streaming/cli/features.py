@@ -26,6 +26,7 @@ FeaturesOption = Annotated[
 def run(
     features: FeaturesOption = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """Start a feature worker. Workers with the same topic prefix form one consumer group."""
     settings = load_settings()
@@ -39,7 +40,7 @@ def run(
     from streaming.features_worker import create_app
 
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        start_http_server(metrics_port, addr=metrics_host)
     app = create_app(settings, views)
     # our structured logging stays in charge (mode would reconfigure it, and aiokafka would log per record)
     worker = Worker(

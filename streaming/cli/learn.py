@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -59,6 +60,9 @@ def run(
     idle_exit: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without records.")
     ] = None,
+    heartbeat: Annotated[
+        Path | None, typer.Option(help="Touch this file every 2 s while running (for health checks).")
+    ] = None,
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
     settings = load_settings()
@@ -70,7 +74,7 @@ def run(
 
     with user_errors():
         worker = LearnerWorker(settings, specs, registry=registry_of(settings))
-        worker.run(max_idle_s=idle_exit)
+        worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
 
 
 @models_app.command("list")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -192,8 +193,11 @@ class LearnerWorker(Learner):
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, *, max_idle_s: float | None = None, install_signals: bool = True) -> None:
-        """Consume until stopped (SIGTERM/SIGINT), or until ``max_idle_s`` passes without records."""
+    def run(
+        self, *, max_idle_s: float | None = None, install_signals: bool = True, heartbeat: Path | None = None
+    ) -> None:
+        """Consume until stopped (SIGTERM/SIGINT), or until ``max_idle_s`` passes without records.
+        ``heartbeat``: a file touched every few seconds while the loop turns (for health checks)."""
         s = self.settings
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,6 +228,7 @@ class LearnerWorker(Learner):
             return high is not None and consumer.position(tp) >= high
 
         last_record = self.clock()
+        beat = last_record - 10.0
         try:
             while not self._stop:
                 for records in consumer.poll(timeout_ms=100).values():
@@ -235,6 +240,9 @@ class LearnerWorker(Learner):
                     self.process(rec)
                     progressed = True
                 now = self.clock()
+                if heartbeat is not None and now - beat >= 2.0:
+                    heartbeat.touch()
+                    beat = now
                 if progressed:
                     last_record = now
                 if self.due(now):

@@ -1,0 +1,49 @@
+"""``rivulet up`` and ``rivulet down``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streaming.cli.common import console, fail, load_settings
+
+
+def up(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for every process to be running.")] = 60.0,
+    features_metrics_port: Annotated[
+        int, typer.Option(help="Port of the feature worker's Prometheus metrics.")
+    ] = 9101,
+) -> None:
+    """Run the pipeline on real Kafka and Redis as supervised processes (feature worker, learner, API),
+    each with its own log; Kafka and Redis are started with scripts/services when they do not answer."""
+    from streaming.stack import Stack, StackError
+
+    settings = load_settings()
+    stack = Stack(settings, features_metrics_port=features_metrics_port)
+    try:
+        console.print(stack.ensure_services())
+        stack.up()
+        states = stack.wait_running(wait)
+    except (StackError, OSError) as exc:
+        fail(str(exc))
+    for name, state in states.items():
+        console.print(f"  {name:9s} {state:9s} log: {stack.logs / (name + '.log')}")
+    if not states or any(s != "RUNNING" for s in states.values()):
+        fail(f"not every process is running; see the logs in {stack.logs}")
+    url = f"http://{settings.serve_host}:{settings.serve_port}"
+    console.print(
+        f"API {url}/docs · dashboard {url}/dashboard · publish with rivulet produce · stop with rivulet down"
+    )
+
+
+def down() -> None:
+    """Stop the processes started by rivulet up (Kafka and Redis keep running: scripts/services down)."""
+    from streaming.stack import Stack, StackError
+
+    stack = Stack(load_settings())
+    try:
+        stopped = stack.down()
+    except StackError as exc:
+        fail(str(exc))
+    console.print("stopped" if stopped else "nothing was running")

@@ -1,0 +1,239 @@
+"""``rivulet up`` / ``rivulet down``: the pipeline on real Kafka and Redis as separate, supervised processes.
+
+The feature worker, the learner and the API each run as their own process under supervisord (the
+``supervisor`` package): restarted when they die, stopped with SIGTERM (each finishes its batch and, for the
+learner, checkpoints), each logging to ``<data dir>/logs/<name>.log``. The supervisor's files live in
+``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from streaming.settings import Settings
+
+__all__ = ["PROGRAMS", "Stack", "StackError"]
+
+# name -> the rivulet subcommand it runs
+PROGRAMS = {
+    "features": ["features", "run", "--metrics-port", "{features_metrics_port}"],
+    "learner": ["learn", "run", "--heartbeat", "{heartbeat}"],
+    "api": ["serve"],
+}
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or stop (services unreachable, supervisor failure)."""
+
+
+def _tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def services_reachable(settings: Settings) -> dict[str, bool]:
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    url = urlparse(settings.redis_url)
+    return {
+        "kafka": _tcp_open(host or "127.0.0.1", int(port)),
+        "redis": _tcp_open(url.hostname or "127.0.0.1", url.port or 6379),
+    }
+
+
+def _services_script() -> Path | None:
+    """``scripts/services`` of the checkout Rivulet runs from, or of the current directory."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        script = root / "scripts" / "services"
+        if script.is_file():
+            return script
+    return None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    features_metrics_port: int = 9101
+
+    @property
+    def home(self) -> Path:
+        return Path(self.settings.data_dir).resolve() / "stack"
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.settings.data_dir).resolve() / "logs"
+
+    @property
+    def conf(self) -> Path:
+        return self.home / "supervisord.conf"
+
+    # ------------------------------------------------------------------ up
+
+    def ensure_services(self) -> str:
+        """Kafka and Redis reachable, starting them with ``scripts/services up`` when they are not."""
+        up = services_reachable(self.settings)
+        if all(up.values()):
+            return "Kafka and Redis reachable"
+        script = _services_script()
+        missing = ", ".join(k for k, ok in up.items() if not ok)
+        if script is None:
+            raise StackError(
+                f"{missing} not reachable at {self.settings.kafka_bootstrap} / {self.settings.redis_url}; "
+                "start them (docker compose up -d kafka redis) or set RIVULET_KAFKA_BOOTSTRAP / "
+                "RIVULET_REDIS_URL"
+            )
+        done = subprocess.run([str(script), "up"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"{script} up failed: {done.stderr.strip()[-2000:]}")
+        return f"started {missing} with {script}"
+
+    def secret(self) -> str:
+        """The signing secret: configured, or generated once and kept (0600) in the stack's directory."""
+        if self.settings.signing_secret is not None:
+            return self.settings.signing_secret.get_secret_value()
+        path = self.home / "signing-secret"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    def write_conf(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k.startswith("RIVULET_")}
+        env["RIVULET_SIGNING_SECRET"] = self.secret()
+        env["RIVULET_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
+        env["PYTHONUNBUFFERED"] = "1"
+        environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
+        values = {
+            "features_metrics_port": str(self.features_metrics_port),
+            "heartbeat": str(self.home / "learner.alive"),
+        }
+        sections = [
+            "[unix_http_server]",
+            f"file={self.home / 'supervisor.sock'}",
+            "chmod=0700",
+            "",
+            "[supervisord]",
+            f"logfile={self.logs / 'supervisord.log'}",
+            f"pidfile={self.home / 'supervisord.pid'}",
+            f"directory={Path.cwd()}",
+            "loglevel=warn",
+            "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "",
+            "[supervisorctl]",
+            f"serverurl=unix://{self.home / 'supervisor.sock'}",
+            "",
+        ]
+        for name, args in PROGRAMS.items():
+            command = " ".join([sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in args)])
+            sections += [
+                f"[program:{name}]",
+                f"command={command}",
+                f"environment={environment}",
+                "autostart=true",
+                "autorestart=true",
+                "startsecs=3",
+                "startretries=10",
+                "stopsignal=TERM",
+                "stopwaitsecs=30",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "redirect_stderr=true",
+                f"stdout_logfile={self.logs / (name + '.log')}",
+                "stdout_logfile_maxbytes=50MB",
+                "stdout_logfile_backups=3",
+                "",
+            ]
+        self.conf.write_text("\n".join(sections))
+
+    def running(self) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _pid(self) -> int | None:
+        path = self.home / "supervisord.pid"
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def up(self) -> None:
+        if self.running():
+            raise StackError(f"already running (supervisor pid {self._pid()}); rivulet down first")
+        from streaming.topics import TopicAdmin
+
+        self.write_conf()
+        with TopicAdmin(self.settings) as admin:
+            admin.create()
+        done = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise StackError(f"supervisord failed to start: {(done.stderr or done.stdout).strip()[-2000:]}")
+
+    def status(self) -> str:
+        done = self._ctl("status")
+        return done.stdout.strip()
+
+    def wait_running(self, timeout_s: float = 60.0) -> dict[str, str]:
+        """Until every program is RUNNING (or the timeout); their states."""
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = {}
+            for line in self.status().splitlines():
+                parts = line.split()
+                if len(parts) >= 2:
+                    states[parts[0]] = parts[1]
+            if states and all(s == "RUNNING" for s in states.values()) and set(states) == set(PROGRAMS):
+                return states
+            time.sleep(0.5)
+        return states
+
+    # ------------------------------------------------------------------ down
+
+    def down(self, timeout_s: float = 60.0) -> bool:
+        """Stop every program and the supervisor; False if nothing was running."""
+        if not self.running():
+            return False
+        self._ctl("shutdown")
+        deadline = time.monotonic() + timeout_s
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.running():
+            raise StackError(f"supervisor (pid {self._pid()}) did not stop within {timeout_s:.0f} s")
+        return True
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+        )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")

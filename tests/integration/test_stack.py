@@ -1,0 +1,128 @@
+"""``rivulet up`` on the real Kafka and Redis: the feature worker, learner and API as supervised processes;
+an event published with ``rivulet produce`` changes the score the API serves; ``rivulet down`` stops them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+from streaming.settings import Settings
+from streaming.topics import TopicAdmin
+from tests.integration.workers import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rivulet(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streaming.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def score(url: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        r = httpx.post(
+            f"{url}/v1/models/approval-lr/predict", json={"entity": "e1", "fields": fields}, timeout=5
+        )
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def test_up_scores_a_produced_event_and_down_stops(
+    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:10]
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
+        "RIVULET_TOPIC_PREFIX": f"test.{run}.",
+        "RIVULET_REDIS_PREFIX": f"test:{run}:",
+        "RIVULET_DATA_DIR": str(tmp_path / "data"),
+        "RIVULET_SERVE_PORT": str(port),
+        "RIVULET_SIGNING_SECRET": "stack-test-secret",
+        "RIVULET_LOG_LEVEL": "INFO",
+    }
+    settings = base_settings.model_copy(
+        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+    )
+    url = f"http://127.0.0.1:{port}"
+    logs = tmp_path / "data" / "logs"
+    try:
+        started = rivulet(env, "up", "--features-metrics-port", str(free_port()))
+        assert started.returncode == 0, started.stdout + started.stderr
+        for name in ("features", "learner", "api"):
+            assert f"{name}" in started.stdout and "RUNNING" in started.stdout
+
+        produced = rivulet(env, "produce", "synth:agrawal", "--limit", "3000", "--entities", "20", "--quiet")
+        assert produced.returncode == 0, produced.stdout + produced.stderr
+        probe = {"salary": 60_000.0, "loan": 250_000.0, "age": 40}
+        before = None
+        deadline = time.monotonic() + 120
+        while before is None:  # until the learner's first checkpoint is served
+            assert time.monotonic() < deadline, "no model served: " + _tail(logs)
+            before = score(url, probe)
+            time.sleep(0.5)
+        assert before["features_found"] is True
+
+        # one more event for e1, published with rivulet produce: its aggregates move, so does its score
+        event = {"entity": "e1", "ts": int(time.time() * 1000) + 60_000, "label": True}
+        event["fields"] = {
+            "salary": 20_000.0,
+            "commission": 0.0,
+            "age": 70,
+            "elevel": 4,
+            "car": 1,
+            "zipcode": 2,
+            "hvalue": 900_000.0,
+            "hyears": 30,
+            "loan": 500_000.0,
+        }
+        path = tmp_path / "one.jsonl"
+        path.write_bytes(orjson.dumps(event) + b"\n")
+        produced = rivulet(env, "produce", str(path), "--quiet")
+        assert produced.returncode == 0, produced.stdout + produced.stderr
+        after = before
+        deadline = time.monotonic() + 90
+        while after["probabilities"] == before["probabilities"]:
+            assert time.monotonic() < deadline, "the score never changed: " + _tail(logs)
+            time.sleep(0.5)
+            after = score(url, probe) or after
+        assert after["probabilities"] != before["probabilities"]
+        dashboard = httpx.get(f"{url}/v1/dashboard", timeout=5).json()
+        assert dashboard["models"]["approval-lr"]["history"], "the learner records monitoring samples"
+    finally:
+        stopped = rivulet(env, "down")
+        with TopicAdmin(settings) as admin:
+            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+        client = redis.Redis.from_url(settings.redis_url)
+        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            client.delete(key)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
+    for name in ("features", "learner", "api"):
+        assert (logs / f"{name}.log").stat().st_size > 0
+
+
+def _tail(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(logs.glob("*.log")))
