@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from kafka.errors import KafkaError
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from redis.exceptions import RedisError
 from rich.console import Console
 
@@ -44,10 +45,16 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def load_settings() -> Settings:
+    """The settings; without RIVULET_SIGNING_SECRET, the secret ``rivulet up`` generated (if any), so the
+    commands that read the registry work against the stack it runs."""
     try:
         settings = Settings()
     except ValidationError as exc:
         fail(f"invalid configuration: {exc}")
+    if settings.signing_secret is None:
+        kept = Path(settings.data_dir) / "stack" / "signing-secret"
+        if kept.is_file():
+            settings = settings.model_copy(update={"signing_secret": SecretStr(kept.read_text().strip())})
     configure_logging(settings)
     return settings
 

@@ -11,7 +11,11 @@ Per model, in this order, exactly as River's ``evaluate.progressive_val_score`` 
    probabilities), then ``learn_one`` on the features as they were in 1.
 
 Pending predictions are bounded in count and in age (event time); expired ones, duplicate labels and labels
-for unknown ids are counted, not errors. Drift detectors (ADWIN by default) watch each model's loss (0/1
+for unknown ids are counted, not errors. A label can also come *before* its record (the feature worker lags
+behind the labels topic): it is held, bounded the same way, and joined when the record comes, which then
+predicts and learns at once; a held label whose record never comes is counted as unknown when it expires.
+
+Drift detectors (ADWIN by default) watch each model's loss (0/1
 error, or absolute error for regression) and chosen input features; a drift is recorded with its time and
 position and, if the spec says so, starts a fresh challenger model from that point.
 
@@ -115,6 +119,9 @@ class ModelState:
     loss_n: int = 0
     scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
     pending: dict[str, _Pending] = field(default_factory=dict)
+    early: dict[str, tuple[Any, int]] = field(
+        default_factory=dict
+    )  # labels held for their record: (label, ts)
     seen: _Recent = field(default_factory=lambda: _Recent())  # records already predicted
     learned: _Recent = field(default_factory=lambda: _Recent())  # keys already learned
     drifts: list[DriftEvent] = field(default_factory=list)
@@ -128,11 +135,17 @@ class ModelState:
                 "duplicate_records",
                 "duplicate_labels",
                 "unknown_labels",
+                "early_labels",
                 "drifts",
             ),
             0,
         )
     )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("early", {})  # snapshots written before labels could be held
+        self.counters.setdefault("early_labels", 0)
 
     @property
     def n_learned(self) -> int:
@@ -202,12 +215,20 @@ class LearnerCore:
             out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
                 self._watch_features(state, x, ts, position)
-            if label is not None:
-                self._learn(state, key, x, label, label_pred, proba, ts, position)
+            y, learn_ts = label, ts
+            if y is None and state.early:
+                held = state.early.pop(key, None)
+                if held is not None:  # its label came first
+                    y, learn_ts = held[0], max(ts, held[1])
+                    state.counters["early_labels"] = len(state.early)
+            if y is not None:
+                self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
             else:
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
                 self._bound(state, ts)
                 state.counters["pending"] = len(state.pending)
+            if state.early:
+                self._bound_early(state, ts)
         return out
 
     def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
@@ -218,17 +239,27 @@ class LearnerCore:
     def on_label(
         self, key: str, label: Any, ts: int, position: Any = None, only: Sequence[str] | None = None
     ) -> str:
-        """Join a late label to its pending prediction. Returns ``learned``, ``duplicate`` or ``unknown``
-        (for the first model; all models see the same ids)."""
+        """Join a late label to its pending prediction. Returns ``learned``, ``duplicate``, ``unknown`` (its
+        record came but its prediction expired) or ``held`` (its record has not come yet), for the first
+        model; all models see the same ids."""
         outcome = "unknown"
         for i, state in enumerate(self._selected(only)):
             p = state.pending.pop(key, None)
-            if p is None:
-                result = "duplicate" if key in state.learned else "unknown"
-                state.counters["duplicate_labels" if result == "duplicate" else "unknown_labels"] += 1
-            else:
+            if p is not None:
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
+            elif key in state.learned:
+                result = "duplicate"
+                state.counters["duplicate_labels"] += 1
+            elif key in state.seen:  # its record came and its prediction expired
+                result = "unknown"
+                state.counters["unknown_labels"] += 1
+            else:  # its record has not come yet: hold the label for it
+                result = "held"
+                if key in state.early:
+                    state.counters["duplicate_labels"] += 1
+                state.early[key] = (label, ts)
+                self._bound_early(state, ts)
             state.counters["pending"] = len(state.pending)
             if i == 0:
                 outcome = result
@@ -297,6 +328,17 @@ class LearnerCore:
             name = f"{spec.name}~{ts}"
             if name not in self.models:
                 self.models[name] = self.new_state(spec, name)
+
+    def _bound_early(self, state: ModelState, ts: int) -> None:
+        early = state.early
+        horizon = ts - self.max_pending_age_ms
+        while early:
+            oldest = next(iter(early))
+            if len(early) <= self.max_pending and early[oldest][1] >= horizon:
+                break
+            del early[oldest]
+            state.counters["unknown_labels"] += 1
+        state.counters["early_labels"] = len(early)
 
     def _bound(self, state: ModelState, ts: int) -> None:
         pending = state.pending

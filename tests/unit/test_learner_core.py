@@ -65,15 +65,32 @@ def test_late_labels_shuffled_missing_duplicated_and_unknown_are_counted() -> No
     rng.shuffle(labelled)
     outcomes = [core.on_label(f"e{i}", data[i][1], 1_000) for i in labelled]
     outcomes += [core.on_label(f"e{i}", data[i][1], 1_001) for i in labelled[:30]]  # duplicates
-    outcomes += [core.on_label(f"nope{i}", True, 1_002) for i in range(7)]  # unknown ids
+    outcomes += [core.on_label(f"nope{i}", True, 1_002) for i in range(7)]  # ids never seen: held
     state = core.models["lr"]
     assert outcomes.count("learned") == 360 and outcomes.count("duplicate") == 30
-    assert outcomes.count("unknown") == 7
+    assert outcomes.count("held") == 7
     c = state.counters
-    assert (c["learned"], c["pending"], c["duplicate_labels"], c["unknown_labels"]) == (360, 40, 30, 7)
+    assert (c["learned"], c["pending"], c["duplicate_labels"], c["early_labels"]) == (360, 40, 30, 7)
+    core.on_record("later", 10**9 + 2_000, {})  # their records never came: expired, counted unknown
+    assert (c["early_labels"], c["unknown_labels"]) == (0, 7)
     # a redelivered record is not predicted twice
     core.on_record("e5", 5, data[5][0])
-    assert c["predicted"] == 400 and c["duplicate_records"] == 1
+    assert c["predicted"] == 401 and c["duplicate_records"] == 1  # 400 and "later"
+
+
+def test_a_label_before_its_record_is_held_and_learned_when_the_record_comes() -> None:
+    data = list(itertools.islice(datasets.Phishing(), 300))
+    early = LearnerCore([spec_with(metrics.Accuracy)])
+    for i, (_, y) in enumerate(data[:100]):  # the labels of the first 100 come before their records
+        assert early.on_label(f"e{i}", y, i) == "held"
+    for i, (x, y) in enumerate(data):
+        early.on_record(f"e{i}", i, x, label=y if i >= 100 else None)
+    inline = LearnerCore([spec_with(metrics.Accuracy)])
+    for i, (x, y) in enumerate(data):
+        inline.on_record(f"e{i}", i, x, label=y)
+    a, b = early.models["lr"], inline.models["lr"]
+    assert a.counters["learned"] == 300 and a.counters["early_labels"] == 0 and a.counters["pending"] == 0
+    assert a.metrics[0].get() == b.metrics[0].get()  # the same as labels that rode along
 
 
 def test_pending_predictions_are_bounded_by_count_and_age() -> None:
@@ -84,7 +101,7 @@ def test_pending_predictions_are_bounded_by_count_and_age() -> None:
     assert (c["pending"], c["expired"]) == (50, 70)
     core.on_record("late", 5_000, {"x": 1.0})  # an hour later: everything older than 1 s expires
     assert (c["pending"], c["expired"]) == (1, 120)
-    assert core.on_label("e0", True, 5_001) == "unknown"
+    assert core.on_label("e100", True, 5_001) == "unknown"  # its record came; its prediction expired
 
 
 def test_loss_drift_fires_after_a_known_drift_and_not_before() -> None:
