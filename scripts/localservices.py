@@ -20,7 +20,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from streaming.stack import tcp_open  # the virtualenv has Rivulet installed (scripts/bootstrap)
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "3.9.1"
@@ -41,14 +42,6 @@ def say(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- probes
-
-
-def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def kafka_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:

@@ -64,7 +64,7 @@ def _snapshot(svc: Any, points: int) -> dict[str, Any]:
     }
 
 
-@dashboard_router.get("/v1/dashboard", responses=errors(503))
+@dashboard_router.get("/v1/dashboard", responses=errors(422, 503))
 async def dashboard_data(
     svc: Annotated[Any, Depends(_services)],
     points: Annotated[int, Query(ge=1, le=2_000, description="Samples of history per model")] = 500,

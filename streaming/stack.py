@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from streaming.settings import Settings
 
-__all__ = ["PROGRAMS", "Stack", "StackError"]
+__all__ = ["PROGRAMS", "Stack", "StackError", "services_reachable", "tcp_open"]
 
 # name -> the rivulet subcommand it runs
 PROGRAMS = {
@@ -34,7 +34,7 @@ class StackError(RuntimeError):
     """The stack cannot start or stop (services unreachable, supervisor failure)."""
 
 
-def _tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -46,8 +46,8 @@ def services_reachable(settings: Settings) -> dict[str, bool]:
     host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     url = urlparse(settings.redis_url)
     return {
-        "kafka": _tcp_open(host or "127.0.0.1", int(port)),
-        "redis": _tcp_open(url.hostname or "127.0.0.1", url.port or 6379),
+        "kafka": tcp_open(host or "127.0.0.1", int(port)),
+        "redis": tcp_open(url.hostname or "127.0.0.1", url.port or 6379),
     }
 
 
