@@ -205,36 +205,40 @@ class LearnerCore:
         keep the prediction pending."""
         out = []
         for state in self._selected(only):
-            if key in state.seen:
+            seen = state.seen
+            if key in seen.keys:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
-            state.seen.add(key, self.max_pending)
+            seen.add(key, self.max_pending)
             x = select_inputs(features, state.features)
             label_pred, proba = predict(state, x)
-            state.counters["predicted"] += 1
+            counters = state.counters
+            counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
                 self._watch_features(state, x, ts, position)
             y, learn_ts = label, ts
-            if y is None and state.early:
-                held = state.early.pop(key, None)
+            early = state.early
+            if y is None and early:
+                held = early.pop(key, None)
                 if held is not None:  # its label came first
                     y, learn_ts = held[0], max(ts, held[1])
-                    state.counters["early_labels"] = len(state.early)
+                    counters["early_labels"] = len(early)
             if y is not None:
                 self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
             else:
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
                 self._bound(state, ts)
-                state.counters["pending"] = len(state.pending)
-            if state.early:
+                counters["pending"] = len(state.pending)
+            if early:
                 self._bound_early(state, ts)
         return out
 
     def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
+        models = self.models
         if only is None:
-            return list(self.models.values())
-        return [self.models[name] for name in only if name in self.models]
+            return list(models.values())
+        return [st for name in only if (st := models.get(name)) is not None]
 
     def on_label(
         self, key: str, label: Any, ts: int, position: Any = None, only: Sequence[str] | None = None
@@ -292,9 +296,12 @@ class LearnerCore:
         state.counters["learned"] += 1
         if late:
             state.learned.add(key, self.max_pending)
-        if state.last_ts is None or ts > state.last_ts:
+        last_ts = state.last_ts
+        if last_ts is None or ts > last_ts:
             state.last_ts = ts
-        if state.task == "regression":
+        if state.classifier:
+            loss = 0.0 if label_pred == y else 1.0
+        elif state.task == "regression":
             loss = abs(y - label_pred) if label_pred is not None else 0.0
         else:
             loss = 0.0 if label_pred == y else 1.0
@@ -362,7 +369,10 @@ def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) ->
     """The model's inputs: the named features (or every number), without nulls."""
     if names is None:
         numbers = _NUMBERS
-        return {k: v for k, v in features.items() if type(v) in numbers or _number(v)}
+        for v in features.values():
+            if type(v) not in numbers:
+                return {k: v for k, v in features.items() if type(v) in numbers or _number(v)}
+        return features if type(features) is dict else dict(features)  # all numbers: as it is
     return {k: features[k] for k in names if features.get(k) is not None}
 
 

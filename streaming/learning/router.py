@@ -47,6 +47,7 @@ class Router:
         self.bases: dict[str, dict[str, Any]] = {}
         self._checked: set[str] = set()
         self._views: dict[str, Any] = {}  # model -> the view it reads
+        self._by_view: dict[Any, list[str]] = {}  # view -> the models reading it
         self.malformed = 0  # features records without a vector, an event id or an event time
 
     def start(self, model: str, offsets: Offsets, version: int | None) -> None:
@@ -110,7 +111,13 @@ class Router:
         if len(views) != len(core.models):  # a model was added (a challenger) or replaced
             views.clear()
             views.update({m: core.specs[st.spec].view for m, st in core.models.items()})
-        return [m for m in (core.models if models is None else models) if views.get(m) == view]
+            self._by_view.clear()
+        if models is None:  # every model: one list per view, kept until the models change
+            chosen = self._by_view.get(view)
+            if chosen is None:
+                chosen = self._by_view[view] = [m for m in core.models if views.get(m) == view]
+            return chosen
+        return [m for m in models if views.get(m) == view]
 
     def features(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
         """A features record: the models of its view (of ``models``, default all) predict, and learn if its
@@ -123,14 +130,15 @@ class Router:
             isinstance(vector, dict)
             and isinstance(event, dict)
             and isinstance(event.get("event_id"), str)
-            and isinstance(event.get("ts"), int)
+            and type(event.get("ts")) is int
         ):
             self.malformed += 1
             log.warning("malformed features record skipped", position=position)
             return
-        for m in chosen:
-            if m not in self._checked:
-                self._check_features(m, vector)
+        if not self._checked.issuperset(chosen):
+            for m in chosen:
+                if m not in self._checked:
+                    self._check_features(m, vector)
         self.core.on_record(event["event_id"], event["ts"], vector, event.get("label"), position, only=chosen)
 
     def prediction(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import InvalidEvent, LateEvent
 from features.events import Event
+from streaming.collect import fewer_collections
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.merge import Positioned
 from streaming.learning.router import Router, TopicRoles
@@ -181,12 +182,12 @@ class Replay:
         """One record of the source: an ``events``, ``features`` or ``labels`` record."""
         self.read += 1
         value = rec.value
-        if role == EVENTS:
+        if role == FEATURES:
+            self._features(rec, (value,))
+        elif role == EVENTS:
             if self.stage is None:
                 raise ValueError("a replay of events needs the feature views")
             self._features(rec, self.stage(value))
-        elif role == FEATURES:
-            self._features(rec, [value])
         elif self.first_ts is None and self.labels.kind == "recorded":
             self._early.append(rec)  # decided when the range's first event time is known
         elif self.labels.kind == "recorded":
@@ -197,26 +198,32 @@ class Replay:
         elif isinstance(value, dict) and value.get("event_id") is not None:
             # simulated delay: a recorded label only says what the label is; when it is revealed is simulated
             self.recorded_labels[str(value["event_id"])] = value.get("label")
-        now = self.clock()
-        if now - self._last_tick >= 0.5:
-            self._last_tick = now
-            self.throughput.append([now - self._start, self.read])
+        if not self.read & 0xFF:  # the clock every 256 records is often enough for the throughput curve
+            now = self.clock()
+            if now - self._last_tick >= 0.5:
+                self._last_tick = now
+                self.throughput.append([now - self._start, self.read])
 
-    def _features(self, rec: Positioned, vectors: list[Any]) -> None:
+    def _features(self, rec: Positioned, vectors: Sequence[Any]) -> None:
         """One source record's features records (one per view for an event): one step of the replay."""
         if not vectors:
             return  # late or duplicate in every view (counted by the feature stage)
-        heads = [d.get("event") if isinstance(d, dict) else None for d in vectors]
-        if not all(isinstance(h, dict) and isinstance(h.get("ts"), int) for h in heads):
-            self.skipped += 1  # not a features record
-            return
-        event: dict[str, Any] = heads[0]  # type: ignore[assignment]
-        ts = event["ts"]
+        event: Any = None
+        for d in vectors:
+            head = d.get("event") if type(d) is dict else None
+            if not (type(head) is dict and type(head.get("ts")) is int):
+                self.skipped += 1  # not a features record
+                return
+            if event is None:
+                event = head
+        ts: int = event["ts"]
         if self.first_ts is None:
             self.first_ts = ts
             self._add_champions(ts)
             self._early_labels(ts)
-        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        last_ts = self.last_ts
+        if last_ts is None or ts > last_ts:
+            self.last_ts = ts
         mode = self.labels
         if mode.kind != "recorded":
             self._reveal(self.n if mode.kind == "records" else ts, ts)
@@ -228,10 +235,11 @@ class Replay:
                 due = self.n + mode.delay if mode.kind == "records" else ts + mode.delay
                 self._held.append((due, event["event_id"], label, ts))
         position = (rec.topic, rec.partition, rec.offset)
+        features = self.router.features
         for data in vectors:
-            self.router.features(data, position)
+            features(data, position)
         self.n += 1
-        if self.n % self.sample_every == 0:
+        if not self.n % self.sample_every:
             self.sample()
 
     def _early_labels(self, first_ts: int) -> None:
@@ -313,8 +321,9 @@ class Replay:
         return result
 
     def run(self, records: Iterable[tuple[Positioned, str]]) -> None:
-        for rec, role in records:
-            self.feed(rec, role)
+        with fewer_collections():  # the merge buffers records: see streaming.collect
+            for rec, role in records:
+                self.feed(rec, role)
 
 
 def _dedup(curve: list[list[Any]]) -> list[list[Any]]:

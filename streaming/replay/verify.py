@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streaming.collect import fewer_collections
 from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.router import Router, TopicRoles
@@ -164,19 +165,20 @@ def verify(
         def missing(topic: str, partition: int) -> Exception:
             return VerifyError(f"the journal expects more records of {topic}[{partition}] than the log holds")
 
-        for rec in in_journal_order(reader, journals, on_missing=missing):
-            router.process(rec)
-            value = rec.value
-            if (
-                rec.topic == s.topics.features
-                and isinstance(value, dict)
-                and value.get("view") == spec.view
-                and isinstance(value.get("features"), dict)
-            ):
-                recent.append(value["features"])
-            done += 1
-            if on_progress is not None and done % 1000 == 0:
-                on_progress(done, total)
+        with fewer_collections():  # records are buffered per partition: see streaming.collect
+            for rec in in_journal_order(reader, journals, on_missing=missing):
+                router.process(rec)
+                value = rec.value
+                if (
+                    rec.topic == s.topics.features
+                    and isinstance(value, dict)
+                    and value.get("view") == spec.view
+                    and isinstance(value.get("features"), dict)
+                ):
+                    recent.append(value["features"])
+                done += 1
+                if on_progress is not None and done % 1000 == 0:
+                    on_progress(done, total)
     if on_progress is not None:
         on_progress(done, total)
     if done != total:
