@@ -26,7 +26,8 @@ __all__ = ["fewer_collections"]
 @contextmanager
 def fewer_collections(young: int = 50_000) -> Iterator[None]:
     """Objects alive on entry are frozen out of collections, and the youngest generation is collected
-    every ``young`` allocations instead of 700; both are restored on exit."""
+    every ``young`` allocations instead of 700; both are restored on exit (which unfreezes everything: not for
+    a process that uses ``gc.freeze`` itself)."""
     thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(young, *thresholds[1:])

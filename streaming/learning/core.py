@@ -299,9 +299,7 @@ class LearnerCore:
         last_ts = state.last_ts
         if last_ts is None or ts > last_ts:
             state.last_ts = ts
-        if state.classifier:
-            loss = 0.0 if label_pred == y else 1.0
-        elif state.task == "regression":
+        if state.task == "regression":
             loss = abs(y - label_pred) if label_pred is not None else 0.0
         else:
             loss = 0.0 if label_pred == y else 1.0
@@ -366,7 +364,8 @@ def _number(v: Any) -> bool:
 
 
 def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
-    """The model's inputs: the named features (or every number), without nulls."""
+    """The model's inputs: the named features (or every number), without nulls. A vector of numbers only is
+    returned as it is, not copied: River models do not modify their inputs."""
     if names is None:
         numbers = _NUMBERS
         for v in features.values():
