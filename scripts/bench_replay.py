@@ -84,7 +84,7 @@ def bare(settings: Settings, same_outputs: bool = False) -> tuple[int, float]:
     consumer.seek_to_beginning(*tps)
     end = consumer.end_offsets(tps)
     model, metric = scaled_lr(), metrics.LogLoss()
-    rolling, detector = utils.Rolling(metrics.LogLoss(), window_size=1_000), drift.ADWIN()
+    rolling, detector = utils.Rolling(metrics.LogLoss, window_size=1_000), drift.ADWIN()
     n = 0
     while any(consumer.position(tp) < end[tp] for tp in tps):
         for records in consumer.poll(timeout_ms=200).values():
