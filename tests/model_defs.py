@@ -16,7 +16,8 @@ LR = ModelSpec(
     task="binary",
     view="all",
     model=scaled_lr,
-    metrics=(metrics.LogLoss,),
+    # ROCAUC keeps confusion matrices (defaultdicts that reading changes): verify must still match bytes
+    metrics=(metrics.LogLoss, metrics.ROCAUC),
     checkpoint=CheckpointPolicy(every_records=300, every_seconds=0.5, keep=50),
 )
 MODELS = [LR]

@@ -284,6 +284,8 @@ def verify(
             )
         except VerifyError as exc:
             fail(str(exc))
+    for line in result.notes:
+        console.print(f"  [dim]note[/]  {line}")
     for line in result.checks:
         console.print(f"  [green]ok[/]  {line}")
     for line in result.mismatches:
