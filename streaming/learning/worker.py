@@ -147,7 +147,7 @@ class Learner:
             "version": version,
             "learned": learned,
             "rate": (learned - learned_then) / (now - then) if now > then else None,
-            "metrics": state.metric_values(),
+            "metrics": state.metric_values() if learned else {},  # none yet: a gap in the curves
             "freshness_ms": int(now * 1000) - state.last_ts if state.last_ts is not None else None,
             "pending": state.counters["pending"],
             "drifts": _drift_list(state, min(drifts - drifts_then, 100)),

@@ -276,7 +276,9 @@ class Replay:
 
     def sample(self) -> None:
         for name, state in self.core.models.items():
-            self.curves.setdefault(name, []).append([self.n, self.last_ts, state.metric_values()])
+            # a model that has learned nothing has no metric yet (River would say 0): a gap, not a point
+            values = state.metric_values() if state.n_learned else {}
+            self.curves.setdefault(name, []).append([self.n, self.last_ts, values])
             new = state.counters["drifts"] - self._drift_seen.get(name, 0)
             if new:
                 self._drift_seen[name] = state.counters["drifts"]

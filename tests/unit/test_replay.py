@@ -72,6 +72,16 @@ def test_curves_report_and_table() -> None:
     assert [c.header for c in table.columns][:3] == ["model", "Accuracy", "LogLoss"]
 
 
+def test_curves_have_no_points_before_a_model_has_learned() -> None:
+    """With labels 250 records late, the first two samples come before anything was learned: River would
+    report 0 for every metric there, which is no measurement; the curve starts at the first learned label."""
+    result = run(LabelMode("records", 250), sample_every=100).finish("s", {}, "event-time")
+    curve = result.models["lr"].curve
+    assert [(n, values) for n, _, values in curve[:2]] == [(100, {}), (200, {})]
+    assert set(curve[2][2]) == {"LogLoss", "Accuracy", "rolling_LogLoss", "rolling_Accuracy"}
+    assert curve_points(result, "lr", "Accuracy")[0][0] == 300
+
+
 def test_invalid_rows_are_counted_not_fatal(tmp_path: object) -> None:
     from pathlib import Path
 
