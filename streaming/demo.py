@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -83,9 +84,12 @@ class Demo:
         self.drift_at = drift_at if drift_at is not None else (events // 2 if events else 5_000)
         self.host, self.port, self.hold = host, port, hold
         self.record = record
+        # opened here, so a path that cannot be written is an error before anything runs
+        self._out: IO[bytes] | None = record.open("wb") if record else None
         self.console = console or Console()
         self.live = live
         self._interrupted = threading.Event()
+        self.error: BaseException | None = None  # what stopped the pipeline thread, raised by run()
 
     @property
     def url(self) -> str:
@@ -94,7 +98,7 @@ class Demo:
     # ------------------------------------------------------------------ the pipeline thread
 
     def _pipeline(self) -> None:
-        out: IO[bytes] | None = self.record.open("wb") if self.record else None
+        out = self._out
 
         def write(event: Event) -> None:
             assert out is not None
@@ -102,14 +106,21 @@ class Demo:
 
         try:
             stream = demo_events(
-                self.events, seed=self.seed, drift_at=self.drift_at, drift_width=self.drift_width
+                self.events,
+                seed=self.seed,
+                drift_at=self.drift_at,
+                drift_width=self.drift_width,
+                entities=self.entities,
             )
             self.stack.run(stream, rate=self.rate, on_event=write if out else None)
+            if self.hold and not self.stack.stopped:
+                self.stack.idle()  # the API may still post predictions and labels
+        except BaseException as exc:  # handed to the main thread: the demo fails, it does not hang
+            self.error = exc
+            self.stack.stats.finished = True
         finally:
             if out is not None:
                 out.close()
-        if self.hold and not self.stack.stopped:
-            self.stack.idle()  # the API may still post predictions and labels
 
     # ------------------------------------------------------------------ the terminal view
 
@@ -142,15 +153,23 @@ class Demo:
     # ------------------------------------------------------------------ running it
 
     def run(self) -> dict[str, Any]:
-        previous = {
-            sig: signal.signal(sig, lambda *_: self._interrupted.set())
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
         try:
-            asyncio.run(self._main())
+            _check_port(self.host, self.port)
+            previous = {
+                sig: signal.signal(sig, lambda *_: self._interrupted.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
+                asyncio.run(self._main())
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.stack.close()
+            if self._out is not None:
+                self._out.close()
+        if self.error is not None:
+            raise self.error
         return self.summary()
 
     async def _main(self) -> None:
@@ -176,7 +195,7 @@ class Demo:
                 else _Null() as live
             ):
                 while not self._interrupted.is_set() and not serving.done():
-                    if self.stack.stats.finished and not self.hold:
+                    if self.error is not None or (self.stack.stats.finished and not self.hold):
                         break
                     live.update(self.view())
                     await asyncio.sleep(0.25)
@@ -203,6 +222,16 @@ class Demo:
             "models_module": self.settings.models_module,
             "models": self.stack.metrics(),
         }
+
+
+def _check_port(host: str, port: int) -> None:
+    """A clear error before anything starts when the API's address is taken (uvicorn would exit)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot serve the API on {host}:{port} ({exc.strerror}): try --port") from None
 
 
 class _Null:

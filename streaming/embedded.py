@@ -148,6 +148,10 @@ class EmbeddedStack:
     def stop(self) -> None:
         self._stop.set()
 
+    def close(self) -> None:
+        """Release the event loop the feature pipeline runs on (after :meth:`run` has returned)."""
+        self._loop.close()
+
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
@@ -175,7 +179,7 @@ class EmbeddedStack:
                     if ahead > 0:
                         self._step(chunk)
                         chunk = []
-                        time.sleep(ahead)
+                        self._stop.wait(ahead)  # Ctrl-C does not wait for the next event
                         continue
                 if len(chunk) >= self.batch:
                     self._step(chunk)

@@ -126,7 +126,8 @@ def _csv_value(text: str | None) -> Any:
 
 
 def _csv(path: Path) -> Iterator[Row]:
-    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)

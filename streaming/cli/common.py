@@ -94,7 +94,7 @@ StartTs = Annotated[
 StepMs = Annotated[int, typer.Option(help="Event-time step between rows without a time.")]
 Seed = Annotated[int, typer.Option(help="Seed of synthetic streams.")]
 DriftAt = Annotated[int, typer.Option(help="synth:drift: position of the concept drift.")]
-DriftWidth = Annotated[int, typer.Option(help="synth:drift: width of the drift (>= tens).")]
+DriftWidth = Annotated[int, typer.Option(min=1, help="synth:drift: width of the drift (>= tens).")]
 
 
 def row_mapping(

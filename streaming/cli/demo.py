@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streaming.cli.common import DriftWidth, Seed, console, load_settings, user_errors
+from streaming.cli.common import DriftWidth, Seed, console, fail, load_settings, user_errors
 
 
 def demo(
@@ -29,7 +29,7 @@ def demo(
         int | None, typer.Option(help="Event at which the concept drifts (default: half of --events).")
     ] = None,
     drift_width: DriftWidth = 500,
-    entities: Annotated[int, typer.Option(help="Customers in the synthetic stream.")] = 10_000,
+    entities: Annotated[int, typer.Option(min=1, help="Customers in the synthetic stream.")] = 10_000,
     record: Annotated[
         Path | None, typer.Option(help="Write the events as JSONL (replay them with rivulet replay FILE).")
     ] = None,
@@ -42,6 +42,9 @@ def demo(
     from streaming.demo import Demo, write_summary
 
     settings = load_settings()
+    for path, option in ((json_out, "--json"), (record, "--record")):
+        if path is not None and not path.parent.is_dir():
+            fail(f"{option} {path}: no directory {path.parent}")
     with user_errors():
         run = Demo(
             settings,
@@ -69,14 +72,15 @@ def demo(
     for name, m in models.items():
         table.add_row(
             name,
-            f"v{m['version']}",
+            f"v{m['version']}" if m["version"] else "-",
             f"{m['learned']:,}",
             *(f"{m['metrics'].get(k, 0.0):.6f}" for k in names),
             str(m["drifts"]),
         )
     console.print(table)
     if json_out is not None:
-        write_summary(summary, json_out)
+        with user_errors():
+            write_summary(summary, json_out)
         console.print(f"summary: {json_out}")
     if record is not None:
         console.print(f"events recorded to {record}: rivulet replay {record} compares other models on them")

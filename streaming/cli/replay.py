@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from streaming.cli.common import (
     user_errors,
 )
 from streaming.cli.learn import checked_specs, registry_of
+from streaming.collect import fewer_collections
 from streaming.learning.spec import SpecError
 
 if TYPE_CHECKING:
@@ -76,19 +78,22 @@ def replay(
         typer.Option(help="Also replay this registry model as it was at the range's start (repeatable)."),
     ] = None,
     label_delay: Annotated[
-        int | None, typer.Option(help="Simulate labels arriving N records after their event.")
+        int | None, typer.Option(min=0, help="Simulate labels arriving N records after their event.")
     ] = None,
     label_delay_ms: Annotated[
-        int | None, typer.Option(help="Simulate labels arriving T ms of event time after their event.")
+        int | None, typer.Option(min=0, help="Simulate labels arriving T ms of event time after their event.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Directory for replay.json and replay.html (default under data dir).")
     ] = None,
     sample_every: Annotated[
         int | None,
-        typer.Option(help="Points of the metric curves: one every N records (default ~400 points)."),
+        typer.Option(min=1, help="Points of the metric curves: one every N records (default ~400 points)."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Stop after this many source records.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many events (or features records); labels do not count."),
+    ] = None,
     entity_field: EntityField = "entity",
     ts_field: TsField = "ts",
     label_field: LabelField = "label",
@@ -131,8 +136,10 @@ def replay(
             if unknown:
                 fail(f"no spec {unknown[0]!r}; specs: {', '.join(s.name for s in specs)}")
             specs = [s for s in specs if s.name in model]
-        views = load_views(settings.features_module)
         production_specs = checked_specs(settings) if champion else []
+        # only the views the models read: nothing else is computed, or counted as not computable
+        used = {s.view for s in specs} | {s.view for s in production_specs if s.name in (champion or [])}
+        views = [v for v in load_views(settings.features_module) if v.name in used]
     except (SpecError, FeaturesError) as exc:
         fail(str(exc))
 
@@ -140,6 +147,21 @@ def replay(
     topic: str | None = {"events": topics.events, "features": topics.features}.get(source)
     if source.startswith("topic:"):
         topic = source.removeprefix("topic:")
+    if topic is None:
+        given = [
+            option
+            for option, value, default in (
+                ("--start", start, "beginning"),
+                ("--end", end, "end"),
+                ("--labels-start", labels_start, "beginning"),
+                ("--input", input_kind, "auto"),
+                ("--order", order, "event-time"),
+            )
+            if value != default
+        ]
+        if given:
+            fail(f"{', '.join(given)} apply to topics; {source} is read whole (--limit stops early)")
+    target = _output_dir(out, Path(settings.data_dir) / "replays")
     kind = input_kind
     if topic is not None and kind == "auto":
         kind = "features" if topic == topics.features else "events"
@@ -164,7 +186,7 @@ def replay(
             specs,
             views=views,
             labels=labels,
-            sample_every=sample_every or 1_000,
+            sample_every=sample_every,
             champions=champions if champion else None,
         )
         if topic is not None:
@@ -180,9 +202,8 @@ def replay(
                     kafka_order=order == "kafka",
                     labels_start=parse_bound(labels_start),
                 )
-                total = plan.total if limit is None else min(limit, plan.total)
-                if sample_every is None:
-                    run.sample_every = max(1, total // 400)
+                main = sum(max(0, e - s) for s, e in plan.ranges[topic].values())
+                total = main if limit is None else min(limit, main)
                 task = progress.add_task("replay", total=total, rate=0.0)
                 records = kafka_records(reader, plan, run)
                 range_desc = plan.describe()
@@ -208,14 +229,42 @@ def replay(
             _drive(run, records, limit, progress, task)
             label = source
         result = run.finish(label, range_desc, order)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        paths = write_outputs(result, out or Path(settings.data_dir) / "replays" / stamp)
     console.print(metrics_table(result))
     console.print(
         f"{result.read:,} records read, {result.records:,} scored in {result.elapsed_s:.1f} s "
         f"({result.rate:,.0f} records/s)"
     )
+    refused = {k: v for k, v in result.features.items() if k != "events" and v}
+    if refused or result.skipped:
+        counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in refused.items())
+        skipped = f"{result.skipped:,} records not of their kind" if result.skipped else ""
+        err_console.print(f"[yellow]not scored:[/] {', '.join(x for x in (counts, skipped) if x)}")
+        for reason in result.rejected:
+            err_console.print(f"  {reason}", highlight=False, markup=False)
+    with user_errors():
+        paths = write_outputs(result, target)
     console.print(f"result: {paths['json']}\nreport: {paths['html']}")
+    if result.records == 0:
+        fail("nothing was scored: the range holds no events (or features records) the models could use")
+
+
+def _output_dir(out: Path | None, replays: Path) -> Path:
+    """The directory for the outputs, created before the replay runs (an unusable --out fails at once);
+    by default a new one per replay, named by its start time."""
+    with user_errors():
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            return out
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        replays.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            target = replays / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                target.mkdir()
+                return target
+            except FileExistsError:
+                continue
+    raise AssertionError("unreachable")
 
 
 def _drive(
@@ -225,17 +274,24 @@ def _drive(
     progress: Progress,
     task: TaskID,
 ) -> None:
+    """Feed the records; ``limit`` and the progress bar count events and features records (not labels)."""
+    from streaming.replay.runner import LABELS
+
     last = time.monotonic()
-    for taken, (rec, role) in enumerate(records, start=1):
-        run.feed(rec, role)
-        if limit is not None and taken >= limit:
-            break
-        if run.read % 1000 == 0:
-            now = time.monotonic()
-            if now - last >= 0.2:
-                last = now
-                progress.update(task, completed=run.read, rate=run.rate())
-    progress.update(task, completed=run.read)
+    taken = 0
+    with fewer_collections():  # as Replay.run: see streaming.collect
+        for rec, role in records:
+            run.feed(rec, role)
+            if role != LABELS:
+                taken += 1
+                if limit is not None and taken >= limit:
+                    break
+            if run.read % 1000 == 0:
+                now = time.monotonic()
+                if now - last >= 0.2:
+                    last = now
+                    progress.update(task, completed=taken, rate=run.rate())
+    progress.update(task, completed=taken)
 
 
 def verify(

@@ -34,7 +34,7 @@ position and, if the spec says so, starts a fresh challenger model from that poi
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +164,7 @@ class LearnerCore:
         self, specs: Sequence[ModelSpec], *, max_pending: int = 100_000, max_pending_age_ms: int = 86_400_000
     ) -> None:
         self.specs = {s.name: s for s in specs}
+        self.on_drift: Callable[[DriftEvent], None] | None = None  # told of every drift as it is detected
         self.max_pending = max_pending
         self.max_pending_age_ms = max_pending_age_ms
         self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
@@ -328,6 +329,8 @@ class LearnerCore:
         state.drifts.append(event)
         del state.drifts[:-100]  # the latest hundred are kept
         state.counters["drifts"] += 1
+        if self.on_drift is not None:
+            self.on_drift(event)
         spec = self.specs[state.spec]
         if spec.drift.reaction == "challenger" and detector == "loss":
             name = f"{spec.name}~{ts}"

@@ -22,7 +22,7 @@ from features.engine import EntityState, FeatureEngine
 from features.errors import InvalidEvent, LateEvent
 from features.events import Event
 from streaming.collect import fewer_collections
-from streaming.learning.core import LearnerCore, ModelState
+from streaming.learning.core import DriftEvent, LearnerCore, ModelState
 from streaming.learning.merge import Positioned
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
@@ -30,6 +30,9 @@ from streaming.learning.spec import ModelSpec
 __all__ = ["Champion", "FeatureStage", "LabelMode", "ModelResult", "Replay", "ReplayResult"]
 
 FEATURES, LABELS, EVENTS = "features", "labels", "events"  # the roles of a replay's records
+POINTS = 400  # about how many points an adaptive metric curve keeps (between POINTS and 2 * POINTS)
+REJECTED_KEPT = 5
+MAX_DRIFTS = 10_000  # per model, in a replay's result
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,17 @@ class FeatureStage:
         self.engines = [FeatureEngine(v) for v in views]
         self.states: dict[tuple[str, str], EntityState] = {}
         self.counts = {"events": 0, "invalid": 0, "late": 0, "duplicates": 0, "missing_key": 0}
+        self.rejected: list[str] = []  # why the first few invalid records were refused
 
     def __call__(self, data: Any) -> list[dict[str, Any]]:
         try:
+            if isinstance(data, InvalidEvent):  # a row a file source could not map (see sources.py)
+                raise data
             event = data if isinstance(data, Event) else Event.parse(data)
-        except InvalidEvent:
+        except InvalidEvent as exc:
             self.counts["invalid"] += 1
+            if len(self.rejected) < REJECTED_KEPT:
+                self.rejected.append(str(exc))
             return []
         self.counts["events"] += 1
         out = []
@@ -118,6 +126,7 @@ class ReplayResult:
     models: dict[str, ModelResult] = field(default_factory=dict)
     throughput: list[list[float]] = field(default_factory=list)  # [elapsed s, records read]
     features: dict[str, int] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)  # why the first invalid events were refused
     labels_before_range: int = 0
     skipped: int = 0
     first_ts: int | None = None
@@ -142,7 +151,7 @@ class Replay:
         *,
         views: Sequence[FeatureView] = (),
         labels: LabelMode = LabelMode(),
-        sample_every: int = 1_000,
+        sample_every: int | None = None,
         champions: Callable[[int], list[Champion]] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -151,7 +160,11 @@ class Replay:
         self.router = Router(self.core, TopicRoles(FEATURES, LABELS, "predictions"), track=False)
         self.stage = FeatureStage(views) if views else None
         self.labels = labels
-        self.sample_every = max(1, sample_every)
+        # a point of the metric curves every N features records; None: adaptive, about POINTS points
+        # whatever the length (the interval doubles, and every other point is dropped, when they are twice
+        # as many)
+        self.adaptive = sample_every is None
+        self.sample_every = 1 if sample_every is None else max(1, sample_every)
         self._champions = champions
         self.champions: dict[str, Champion] = {}
         self.clock = clock
@@ -159,7 +172,7 @@ class Replay:
         self.recorded_labels: dict[str, Any] = {}  # for simulated delays of labels from a labels topic
         self.curves: dict[str, list[list[Any]]] = {}
         self.drifts: dict[str, list[dict[str, Any]]] = {}
-        self._drift_seen: dict[str, int] = {}
+        self.core.on_drift = self._on_drift
         self.n = 0  # features records
         self.read = 0
         self.labels_before = 0
@@ -274,18 +287,21 @@ class Replay:
 
     # ------------------------------------------------------------------ results
 
+    def _on_drift(self, d: DriftEvent) -> None:
+        """A drift where it happened: after ``records`` features records of the replay."""
+        drifts = self.drifts.setdefault(d.model, [])
+        if len(drifts) < MAX_DRIFTS:
+            drifts.append({"detector": d.detector, "ts": d.ts, "n_learned": d.n_learned, "records": self.n})
+
     def sample(self) -> None:
         for name, state in self.core.models.items():
             # a model that has learned nothing has no metric yet (River would say 0): a gap, not a point
             values = state.metric_values() if state.n_learned else {}
             self.curves.setdefault(name, []).append([self.n, self.last_ts, values])
-            new = state.counters["drifts"] - self._drift_seen.get(name, 0)
-            if new:
-                self._drift_seen[name] = state.counters["drifts"]
-                self.drifts.setdefault(name, []).extend(
-                    {"detector": d.detector, "ts": d.ts, "n_learned": d.n_learned, "records": self.n}
-                    for d in state.drifts[-new:]
-                )
+        if self.adaptive and self.curves and len(next(iter(self.curves.values()))) >= 2 * POINTS:
+            self.sample_every *= 2  # samples were taken at k, 2k, 3k...: keep those at 2k, 4k...
+            for name, curve in self.curves.items():
+                self.curves[name] = [p for p in curve if not p[0] % self.sample_every]
 
     def finish(self, source: str, range_: dict[str, Any], order: str) -> ReplayResult:
         if self.labels.kind != "recorded":
@@ -303,6 +319,7 @@ class Replay:
             elapsed_s=elapsed,
             throughput=self.throughput,
             features=dict(self.stage.counts) if self.stage else {},
+            rejected=list(self.stage.rejected) if self.stage else [],
             labels_before_range=self.labels_before,
             skipped=self.skipped,
             first_ts=self.first_ts,

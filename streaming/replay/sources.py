@@ -99,6 +99,6 @@ def file_records(spec: str, mapping: RowMapping, **source_options: Any) -> Itera
     for row in open_source(spec, label_field=mapping.label_field, **source_options):
         try:
             value: Any = mapping.to_event(row)
-        except InvalidEvent:
-            value = None
+        except InvalidEvent as exc:  # the feature stage counts it and keeps the reason
+            value = InvalidEvent(exc.field, f"{exc.problem} (row {row.position})")
         yield Positioned(0, 1, 0, row.position, spec, value), EVENTS

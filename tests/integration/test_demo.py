@@ -93,6 +93,32 @@ def test_demo_in_a_fresh_virtualenv_matches_progressive_val_score(tmp_path: Path
             assert f"{got['metrics'][name]:.6f}" in run.stdout  # the printed table says the same
 
 
+def test_demo_options_are_honoured_and_bad_ones_refused_before_it_runs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streaming.cli import app
+
+    runner, port = CliRunner(), free_port()
+    env = {"RIVULET_DATA_DIR": str(tmp_path / "data"), "RIVULET_LOG_LEVEL": "WARNING"}
+    recorded, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
+    args = ["demo", "--events", "400", "--entities", "3", "--quiet", "--port", str(port)]
+    res = runner.invoke(app, [*args, "--record", str(recorded), "--json", str(summary)], env=env)
+    assert res.exit_code == 0, res.output
+    entities = {Event.from_json(line).entity for line in recorded.read_bytes().splitlines()}
+    assert entities == {"e0", "e1", "e2"} and orjson.loads(summary.read_bytes())["entities"] == 3
+
+    for option in ("--record", "--json"):  # refused at once, not after the run (or never, as before)
+        res = runner.invoke(app, [*args, option, str(tmp_path / "nodir" / "x")], env=env)
+        assert res.exit_code == 1 and f"{option} {tmp_path / 'nodir' / 'x'}: no directory" in res.output
+    res = runner.invoke(app, [*args, "--drift-width", "0"], env=env)
+    assert res.exit_code == 2 and "--drift-width" in res.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        res = runner.invoke(app, args, env=env)
+    assert res.exit_code == 1 and "try --port" in res.output
+
+
 @pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and os.environ.get("CI") != "true",
     reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",

@@ -3,11 +3,16 @@ same dataset is the oracle, inline and with simulated label delays."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import orjson
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
+from typer.testing import CliRunner
 
 from features.definitions import FeatureView
+from streaming.cli import app
 from streaming.learning.spec import ModelSpec
 from streaming.replay.report import curve_points, html_report, metrics_table
 from streaming.replay.runner import LabelMode, Replay
@@ -94,3 +99,42 @@ def test_invalid_rows_are_counted_not_fatal(tmp_path: object) -> None:
     result = replay.finish(str(path), {}, "event-time")
     assert result.read == 3 and result.records == 1
     assert result.features["invalid"] == 2
+    first, second = result.rejected  # why, with the row
+    assert first.startswith("not valid JSON") and first.endswith("(row 2)")
+    assert "yesterday" in second and second.startswith("ts:") and second.endswith("(row 3)")
+
+
+def test_drifts_are_placed_where_they_happened_and_curves_keep_about_400_points() -> None:
+    """Labels inline and one view: every record is learned as it comes, so a drift's place in records is
+    the number of records learned when it was detected (not the next curve sample)."""
+    spec = ModelSpec("lr", "binary", "raw", lr, metrics=(metrics.Accuracy,))  # type: ignore[arg-type]
+    replay = Replay([spec], views=[RAW])
+    mapping = RowMapping(entities=10, start_ts=1_700_000_000_000, step_ms=1_000)
+    records = file_records("synth:drift", mapping, seed=3, drift_at=2_000, drift_width=50)
+    replay.run(itertools.islice(records, 6_000))
+    result = replay.finish("synth:drift", {}, "event-time")
+    model = result.models["lr"]
+    assert model.drifts, "the concept drift at 2,000 is detected"
+    assert all(d["records"] == d["n_learned"] - 1 for d in model.drifts)  # detected while learning it
+    xs = [n for n, _, _ in model.curve]
+    assert 400 <= len(xs) < 800 and xs[-1] == result.records
+    steps = {b - a for a, b in itertools.pairwise(xs[:-1])}  # the last point is the end
+    assert len(steps) == 1  # evenly spaced, whatever the length
+
+
+def test_replay_cli_on_files_refuses_range_options_and_says_why_nothing_scored(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["replay", "river:Phishing", "--start", "offset:5", "--quiet"])
+    assert res.exit_code == 1 and "--start apply to topics" in res.output
+
+    (tmp_path / "rows.json").write_bytes(b'[{"entity": "a"}]\n')
+    res = runner.invoke(app, ["replay", str(tmp_path / "rows.json"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 1, res.output
+    assert "expected a JSON object, got list (row 1)" in res.output and "nothing was scored" in res.output
+
+    # a byte-order mark (spreadsheets write one) is not part of the first column's name
+    rows = "entity,ts,label,salary\n" + "".join(f"u{i},{1_000 * i},{i % 2},{i}.5\n" for i in range(50))
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    res = runner.invoke(app, ["replay", str(tmp_path / "bom.csv"), "--out", str(tmp_path / "b"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert orjson.loads((tmp_path / "b" / "replay.json").read_bytes())["records"] == 50
