@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class RowMapping:
-    """How a row maps onto an event. ``start_ts``/``step_ms`` give rows without a time one: start + i*step."""
+    """How a row maps onto an event. ``start_ts``/``step_ms`` give rows without a time one: start + i*step;
+    ``clock``: the wall clock when the row is mapped (a live stream, as ``rivulet produce`` sends it)."""
 
     entity_field: str = "entity"
     ts_field: str = "ts"
@@ -53,6 +55,7 @@ class RowMapping:
     entities: int | None = None
     start_ts: int | None = None
     step_ms: int = 1
+    clock: bool = False
 
     def to_event(self, row: Row) -> Event:
         data = row.data
@@ -65,8 +68,11 @@ class RowMapping:
         if entity is None and self.entities:
             entity = f"e{(row.position - 1) % self.entities}"
         ts = rest.pop(self.ts_field, None)
-        if ts is None and self.start_ts is not None:
-            ts = self.start_ts + (row.position - 1) * self.step_ms
+        if ts is None:
+            if self.clock:
+                ts = time.time_ns() // 1_000_000
+            elif self.start_ts is not None:
+                ts = self.start_ts + (row.position - 1) * self.step_ms
         record: dict[str, Any] = {"entity": entity, "ts": ts, "label": rest.pop(self.label_field, None)}
         event_id = rest.pop(self.id_field, None)
         if event_id is not None:

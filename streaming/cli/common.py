@@ -89,7 +89,10 @@ Entities = Annotated[
 ]
 StartTs = Annotated[
     str | None,
-    typer.Option(help="Rows without a time get start + i*step (default for river:/synth: below)."),
+    typer.Option(
+        help="Rows without a time get start + i*step. river:/synth: default: produce stamps each event with "
+        "the clock as it is sent, replay starts at 2026-01-01."
+    ),
 ]
 StepMs = Annotated[int, typer.Option(help="Event-time step between rows without a time.")]
 Seed = Annotated[int, typer.Option(help="Seed of synthetic streams.")]
@@ -106,10 +109,10 @@ def row_mapping(
     entities: int | None,
     start_ts: str | None,
     step_ms: int,
-    default_start_ms: int,
+    default_start_ms: int | None,
 ) -> RowMapping:
     """The mapping of a source's rows; River datasets and synthetic streams get 100 entities and times
-    from ``default_start_ms`` unless told otherwise."""
+    from ``default_start_ms`` unless told otherwise (None: the wall clock as each row is mapped)."""
     generated = source.startswith(("river:", "synth:"))
     with user_errors():
         start = parse_ts(start_ts, "--start-ts") if start_ts is not None else None
@@ -121,4 +124,5 @@ def row_mapping(
         entities=entities if entities is not None else (100 if generated else None),
         start_ts=start if start is not None else (default_start_ms if generated else None),
         step_ms=step_ms,
+        clock=generated and start is None and default_start_ms is None,
     )

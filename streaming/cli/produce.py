@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -91,7 +90,7 @@ def produce(
         entities,
         start_ts,
         step_ms,
-        int(time.time() * 1000),
+        None,  # a generated stream is live: each event gets the wall clock as it is sent
     )
     try:
         rows = open_source(

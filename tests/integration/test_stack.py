@@ -76,13 +76,11 @@ def test_up_scores_a_produced_event_and_down_stops(
         produced = rivulet(env, "produce", "synth:agrawal", "--limit", "3000", "--entities", "20", "--quiet")
         assert produced.returncode == 0, produced.stdout + produced.stderr
         probe = {"salary": 60_000.0, "loan": 250_000.0, "age": 40}
-        before = None
-        deadline = time.monotonic() + 120
-        while before is None:  # until the learner's first checkpoint is served
-            assert time.monotonic() < deadline, "no model served: " + _tail(logs)
-            before = score(url, probe)
-            time.sleep(0.5)
-        assert before["features_found"] is True
+        # until every event is learned and that version served: the stream is live (stamped as it was
+        # sent), so none is late or dead-lettered
+        settled(url, 3000, logs)
+        before = score(url, probe)
+        assert before is not None and before["features_found"] is True
 
         # one more event for e1, published with rivulet produce: its aggregates move, so does its score
         event = {"entity": "e1", "ts": int(time.time() * 1000) + 60_000, "label": True}
@@ -101,13 +99,9 @@ def test_up_scores_a_produced_event_and_down_stops(
         path.write_bytes(orjson.dumps(event) + b"\n")
         produced = rivulet(env, "produce", str(path), "--quiet")
         assert produced.returncode == 0, produced.stdout + produced.stderr
-        after = before
-        deadline = time.monotonic() + 90
-        while after["probabilities"] == before["probabilities"]:
-            assert time.monotonic() < deadline, "the score never changed: " + _tail(logs)
-            time.sleep(0.5)
-            after = score(url, probe) or after
-        assert after["probabilities"] != before["probabilities"]
+        settled(url, 3001, logs)  # learned (not dead-lettered as late) and served
+        after = score(url, probe)
+        assert after is not None and after["probabilities"] != before["probabilities"]
         dashboard = httpx.get(f"{url}/v1/dashboard", timeout=5).json()
         assert dashboard["models"]["approval-lr"]["history"], "the learner records monitoring samples"
     finally:
@@ -122,6 +116,21 @@ def test_up_scores_a_produced_event_and_down_stops(
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
     for name in ("features", "learner", "api"):
         assert (logs / f"{name}.log").stat().st_size > 0
+
+
+def settled(url: str, learned: int, logs: Path, timeout_s: float = 120) -> None:
+    """Until approval-lr's newest version has learned ``learned`` records and the API serves it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            m = httpx.get(f"{url}/v1/dashboard", timeout=5).json()["models"].get("approval-lr", {})
+        except (httpx.HTTPError, ValueError):
+            m = {}
+        if m.get("learned") == learned and m.get("loaded_version") == m.get("current_version"):
+            return
+        assert m.get("learned") is None or m["learned"] <= learned, m.get("learned")
+        assert time.monotonic() < deadline, f"not {learned} learned and served: {m}\n" + _tail(logs)
+        time.sleep(0.5)
 
 
 def _tail(logs: Path) -> str:
