@@ -141,6 +141,17 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("signing_secret", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty secret (``RIVULET_SIGNING_SECRET=``, or Compose's ``${...:-}``) is no secret: unset, so
+        the processes that sign or verify snapshots refuse to run rather than sign with an empty key."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -8,8 +8,11 @@ learner, checkpoints), each logging to ``<data dir>/logs/<name>.log``. The super
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +46,10 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def services_reachable(settings: Settings) -> dict[str, bool]:
-    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    first = settings.kafka_bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not port.isdigit():  # "localhost": Kafka's default port
+        host, port = first, "9092"
     url = urlparse(settings.redis_url)
     return {
         "kafka": tcp_open(host or "127.0.0.1", int(port)),
@@ -116,6 +122,7 @@ class Stack:
         env["RIVULET_SIGNING_SECRET"] = self.secret()
         env["RIVULET_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
         env["PYTHONUNBUFFERED"] = "1"
+        env["RIVULET_STACK_HOME"] = str(self.home)  # how rivulet down finds them if the supervisor died
         environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
         values = {
             "features_metrics_port": str(self.features_metrics_port),
@@ -140,7 +147,8 @@ class Stack:
             "",
         ]
         for name, args in PROGRAMS.items():
-            command = " ".join([sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in args)])
+            argv = [sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in args)]
+            command = " ".join(shlex.quote(a) for a in argv)  # supervisord splits it as a shell would
             sections += [
                 f"[program:{name}]",
                 f"command={command}",
@@ -159,9 +167,15 @@ class Stack:
                 "stdout_logfile_backups=3",
                 "",
             ]
-        self.conf.write_text("\n".join(sections))
+        # it holds the signing secret (and any API keys): readable by its owner only
+        fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(sections))
 
     def running(self) -> bool:
+        """Is the supervisor of this stack alive? Its pidfile's process must exist and be a supervisord
+        (a pid left by a crash can belong to another process by now)."""
         pid = self._pid()
         if pid is None:
             return False
@@ -169,6 +183,14 @@ class Stack:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
+        except PermissionError:
+            return False  # someone else's process: not ours
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():
+            try:
+                return b"supervisord" in cmdline.read_bytes()
+            except OSError:
+                return False
         return True
 
     def _pid(self) -> int | None:
@@ -181,6 +203,20 @@ class Stack:
     def up(self) -> None:
         if self.running():
             raise StackError(f"already running (supervisor pid {self._pid()}); rivulet down first")
+        if self.strays():
+            raise StackError(
+                "processes of an earlier rivulet up run without their supervisor; rivulet down first"
+            )
+        s = self.settings
+        for what, host, port in (
+            ("the API", s.serve_host, s.serve_port),
+            ("the feature worker's metrics", "127.0.0.1", self.features_metrics_port),
+        ):
+            if tcp_open("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, timeout=0.5):
+                raise StackError(
+                    f"port {port} of {what} is taken (another Rivulet stack, or left running?); free it or "
+                    + ("set RIVULET_SERVE_PORT" if what == "the API" else "give --features-metrics-port")
+                )
         from streaming.topics import TopicAdmin
 
         self.write_conf()
@@ -210,22 +246,54 @@ class Stack:
                     states[parts[0]] = parts[1]
             if states and all(s == "RUNNING" for s in states.values()) and set(states) == set(PROGRAMS):
                 return states
+            if any(s == "FATAL" for s in states.values()):  # gave up restarting it: no use waiting
+                return states
             time.sleep(0.5)
         return states
 
     # ------------------------------------------------------------------ down
 
     def down(self, timeout_s: float = 60.0) -> bool:
-        """Stop every program and the supervisor; False if nothing was running."""
+        """Stop every program and the supervisor; False if nothing was running. Programs whose
+        supervisor died (killed, not shut down) are found by the stack's mark in their environment."""
         if not self.running():
-            return False
-        self._ctl("shutdown")
+            return self._stop_strays(timeout_s)
+        done = self._ctl("shutdown")
+        pid = self._pid()
+        if done.returncode != 0 and pid is not None:  # its socket is gone: SIGTERM shuts it down as well
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.2)
         if self.running():
             raise StackError(f"supervisor (pid {self._pid()}) did not stop within {timeout_s:.0f} s")
         return True
+
+    def strays(self) -> list[int]:
+        """Processes of this stack running without their supervisor (Linux: read from /proc)."""
+        mark = f"RIVULET_STACK_HOME={self.home}".encode()
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if mark in environ.read_bytes().split(b"\0"):
+                    found.append(int(environ.parent.name))
+            except OSError:
+                continue  # gone, or not ours to read
+        return [p for p in found if p != os.getpid()]
+
+    def _stop_strays(self, timeout_s: float) -> bool:
+        pids = self.strays()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # each finishes its batch; the learner checkpoints
+        deadline = time.monotonic() + timeout_s
+        while self.strays() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.strays():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return bool(pids)
 
     def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

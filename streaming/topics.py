@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -94,7 +95,11 @@ class TopicAdmin:
             except TopicAlreadyExistsError:
                 response = None  # another process won the race: each topic now exists
             except KafkaError as exc:
-                raise TopicError(",".join(t.name for t in new), f"could not be created: {exc}") from exc
+                # kafka-python puts the whole request and response in the message: the broker's reasons
+                # are what the user needs
+                reasons = sorted(set(re.findall(r"error_message='([^']*)'", str(exc))))
+                why = "; ".join(reasons) if reasons else str(exc)[:500]
+                raise TopicError(",".join(t.name for t in new), f"could not be created: {why}") from exc
             errors = _topic_errors(response)
             for t in new:
                 code, message = errors.get(t.name, (0, None))

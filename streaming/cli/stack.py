@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from streaming.cli.common import console, fail, load_settings
+from streaming.cli.common import console, fail, load_settings, user_errors
 
 
 def up(
@@ -21,16 +21,19 @@ def up(
 
     settings = load_settings()
     stack = Stack(settings, features_metrics_port=features_metrics_port)
-    try:
-        console.print(stack.ensure_services())
-        stack.up()
-        states = stack.wait_running(wait)
-    except (StackError, OSError) as exc:
-        fail(str(exc))
+    with user_errors():
+        try:
+            console.print(stack.ensure_services())
+            stack.up()
+            states = stack.wait_running(wait)
+        except StackError as exc:
+            fail(str(exc))
     for name, state in states.items():
         console.print(f"  {name:9s} {state:9s} log: {stack.logs / (name + '.log')}")
     if not states or any(s != "RUNNING" for s in states.values()):
-        fail(f"not every process is running; see the logs in {stack.logs}")
+        with user_errors():
+            stack.down()  # no half-started stack left behind
+        fail(f"not every process is running, so none is left running; see the logs in {stack.logs}")
     url = f"http://{settings.serve_host}:{settings.serve_port}"
     console.print(
         f"API {url}/docs · dashboard {url}/dashboard · publish with rivulet produce · stop with rivulet down"

@@ -87,6 +87,8 @@ class Learner:
             state: ModelState = opened.state
             self.core.models[name] = state
             self.router.start(name, offsets_of(opened.header), opened.header["version"])
+            # the next monitoring sample counts from here: the restored drifts were reported already
+            self._last_sample[name] = (time.time(), state.n_learned, state.counters["drifts"])
 
     def process(self, rec: Positioned) -> None:
         self._since_checkpoint += 1

@@ -4,6 +4,7 @@ an event published with ``rivulet produce`` changes the score the API serves; ``
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -135,3 +136,61 @@ def settled(url: str, learned: int, logs: Path, timeout_s: float = 120) -> None:
 
 def _tail(logs: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(logs.glob("*.log")))
+
+
+def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
+    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
+) -> None:
+    """kill -9 of supervisord orphans the feature worker, learner and API: up must not start a second
+    learner beside them, and down must stop them."""
+    run = uuid.uuid4().hex[:10]
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
+        "RIVULET_TOPIC_PREFIX": f"test.{run}.",
+        "RIVULET_REDIS_PREFIX": f"test:{run}:",
+        "RIVULET_DATA_DIR": str(tmp_path / "data dir"),  # a space: every path is quoted for supervisord
+        "RIVULET_SERVE_PORT": str(port),
+        "RIVULET_SIGNING_SECRET": "stack-test-secret",
+    }
+    settings = base_settings.model_copy(
+        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+    )
+    home = tmp_path / "data dir" / "stack"
+    metrics = str(free_port())
+    try:
+        started = rivulet(env, "up", "--features-metrics-port", metrics)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.stdout.count("RUNNING") == 3, started.stdout
+        assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing secret
+        os.kill(int((home / "supervisord.pid").read_text()), signal.SIGKILL)
+        time.sleep(1)
+        assert marked(home), "the programs outlive their supervisor"
+
+        again = rivulet(env, "up", "--features-metrics-port", metrics)
+        assert again.returncode == 1 and "rivulet down first" in again.stderr, again.stdout + again.stderr
+        stopped = rivulet(env, "down")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not marked(home)
+    finally:
+        rivulet(env, "down")
+        with TopicAdmin(settings) as admin:
+            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+        client = redis.Redis.from_url(settings.redis_url)
+        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            client.delete(key)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
+
+
+def marked(home: Path) -> list[int]:
+    """Processes carrying this stack's mark (read from /proc, as rivulet down does it independently)."""
+    mark = f"RIVULET_STACK_HOME={home.resolve()}".encode()
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark in environ.read_bytes().split(b"\0"):
+                pids.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return pids

@@ -44,3 +44,10 @@ def test_invalid_values_are_refused_with_the_field_named(monkeypatch: pytest.Mon
     monkeypatch.setenv("RIVULET_PARTITIONS", "0")
     with pytest.raises(ValidationError, match="partitions"):
         Settings()
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_signing_secret_is_no_secret(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """Compose passes ``${RIVULET_SIGNING_SECRET:-}``: empty must not become an HMAC key of no bytes."""
+    monkeypatch.setenv("RIVULET_SIGNING_SECRET", value)
+    assert Settings().signing_secret is None
