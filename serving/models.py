@@ -44,6 +44,7 @@ class ModelCache:
         self.engines = {name: FeatureEngine(v) for name, v in views.items()}
         self.models: dict[str, LoadedModel] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def get(self, name: str) -> LoadedModel | None:
         return self.models.get(name)
@@ -88,10 +89,15 @@ class ModelCache:
             await pubsub.subscribe(self.registry.channel)
             loop = asyncio.get_running_loop()
             next_poll = loop.time() + poll_s
-            while True:
+            task = asyncio.current_task()
+            while not self._stopping:
                 try:
                     msg = await pubsub.get_message(timeout=min(1.0, poll_s))
                 except (OSError, aioredis.RedisError):
+                    # a cancellation can surface as a TimeoutError (an OSError) from redis-py's timeout:
+                    # it must still stop the loop
+                    if self._stopping or (task is not None and task.cancelling()):
+                        raise asyncio.CancelledError from None
                     await asyncio.sleep(1.0)  # Redis away: try again; the poll below catches up
                     with contextlib.suppress(Exception):
                         await pubsub.subscribe(self.registry.channel)
@@ -124,6 +130,7 @@ class ModelCache:
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True  # seen by the loop even if a cancellation is swallowed on the way
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=5.0)
