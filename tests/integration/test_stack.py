@@ -4,6 +4,7 @@ an event published with ``rivulet produce`` changes the score the API serves; ``
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -163,15 +164,17 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         assert started.returncode == 0, started.stdout + started.stderr
         assert started.stdout.count("RUNNING") == 3, started.stdout
         assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing secret
+        pids = children(home)
+        assert len(pids) == 3, pids
         os.kill(int((home / "supervisord.pid").read_text()), signal.SIGKILL)
         time.sleep(1)
-        assert marked(home), "the programs outlive their supervisor"
+        assert all(alive(p) for p in pids), "the programs outlive their supervisor"
 
         again = rivulet(env, "up", "--features-metrics-port", metrics)
         assert again.returncode == 1 and "rivulet down first" in again.stderr, again.stdout + again.stderr
         stopped = rivulet(env, "down")
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-        assert not marked(home)
+        assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
     finally:
         rivulet(env, "down")
         with TopicAdmin(settings) as admin:
@@ -183,14 +186,20 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
 
 
-def marked(home: Path) -> list[int]:
-    """Processes carrying this stack's mark (read from /proc, as rivulet down does it independently)."""
-    mark = f"RIVULET_STACK_HOME={home.resolve()}".encode()
-    pids = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if mark in environ.read_bytes().split(b"\0"):
-                pids.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return pids
+def children(home: Path) -> list[int]:
+    """The programs' pids as their supervisor reports them (``supervisorctl status``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(home / "supervisord.conf"), "status"],
+        capture_output=True,
+        text=True,
+    )
+    return [int(m) for m in re.findall(r"RUNNING\s+pid (\d+),", done.stdout)]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
