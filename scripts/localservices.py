@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -132,6 +133,15 @@ def stop_pid(pidfile: Path, marker: str, name: str, grace_s: float = 20.0) -> No
 
 
 # --------------------------------------------------------------------------- Kafka
+
+
+def kafka_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id (a UUID in URL-safe base64). One that starts with "-" would be read as an
+    option by kafka-storage's argument parser, so it is drawn again, as Kafka's own Uuid.randomUuid does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_classpath() -> str:
@@ -265,7 +275,7 @@ class KafkaNode:
         classpath = kafka_classpath()
         cfg = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = kafka_cluster_id()
             subprocess.run(
                 self._java(classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(cfg)),
                 check=True,
