@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import mode
 from faust.types import EventT, StreamT
 from prometheus_client import Counter, Histogram
 
@@ -93,6 +94,11 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         producer_linger=settings.producer_linger_ms / 1000,
         producer_max_request_size=max(settings.max_event_bytes * 2, 1_048_576),
         stream_wait_empty=False,
+        # an agent that crashes ends the process (exit 1) for its supervisor (supervisord, Compose) to
+        # restart: faust's default restarts the agent in place, and one that crashed inside its batching
+        # after a rebalance was seen to come back consuming nothing while the process looked healthy;
+        # a restart loses and double counts nothing (see the module docstring)
+        agent_supervisor=mode.CrashingSupervisor,
     )
     events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
     state: dict[str, Any] = {}

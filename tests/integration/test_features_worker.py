@@ -181,7 +181,7 @@ def test_worker_killed_mid_stream_recovers_without_double_counting(topics: Setti
         worker.kill()  # SIGKILL mid-stream
     worker = Worker(settings, "tests.feature_defs", tmp_path / "worker-final.log")
     try:
-        wait_caught_up(settings, [worker])
+        wait_caught_up(settings, [worker], supervised=True)  # restarted if it exits, as under supervisord
     finally:
         worker.stop()
     check_direct_view(settings, events)

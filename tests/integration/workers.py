@@ -21,6 +21,17 @@ class Worker:
     """``rivulet features run`` in a child process, logging to a file."""
 
     def __init__(self, settings: Settings, features: str, log: Path) -> None:
+        self.settings, self.features = settings, features
+        self.restarts = 0
+        self._start(log)
+
+    def restart(self) -> None:
+        """What supervisord does for a worker that exited on its own (an agent crash ends the process)."""
+        self.restarts += 1
+        self._start(self.log)
+
+    def _start(self, log: Path) -> None:
+        settings, features = self.settings, self.features
         env = {
             **os.environ,
             "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
@@ -73,8 +84,11 @@ def _lag(settings: Settings, admin: KafkaAdminClient, consumer: KafkaConsumer) -
     return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
 
 
-def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float = 180.0) -> None:
-    """Until the worker group has committed every record of the events (and repartition) topics."""
+def wait_caught_up(
+    settings: Settings, workers: list[Worker], timeout_s: float = 180.0, *, supervised: bool = False
+) -> None:
+    """Until the worker group has committed every record of the events (and repartition) topics.
+    ``supervised``: a worker that exits is restarted (at most 3 times), as under supervisord."""
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     try:
@@ -82,6 +96,8 @@ def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float =
         settled = 0
         while settled < 2:  # twice in a row: a repartition topic may still be filling
             for w in workers:
+                if not w.alive() and supervised and w.restarts < 3:
+                    w.restart()
                 assert w.alive(), f"worker exited:\n{w.log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, (
                 f"workers did not catch up; lag {_lag(settings, admin, consumer)}"
