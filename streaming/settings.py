@@ -85,13 +85,36 @@ class Settings(BaseSettings):
 
     # Security
     signing_secret: SecretStr | None = Field(
-        None, description="HMAC secret for model snapshots; required by processes that write or read them."
+        None, description="HMAC secret for model snapshots (being replaced by signing_key/verify_keys)."
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="The learner's Ed25519 private key (base64 of its 32-byte seed), which signs model "
+        "snapshots. Only the learner holds it; readers hold public keys.",
+    )
+    verify_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (base64 of 32 bytes), comma separated: the keyring of signers whose "
+        "snapshots are accepted. Required by every process that loads a snapshot.",
     )
     admin_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys for admin endpoints, comma separated."
+        default_factory=list, description="API keys of the admin scope (rollback, promote), comma separated."
+    )
+    ingest_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys of the ingest scope (POST /v1/events, /v1/labels: writes training data).",
     )
     scoring_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys for scoring; empty leaves scoring open."
+        default_factory=list, description="API keys of the score scope (predict, batch predict)."
+    )
+    read_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys of the read scope (model listings, dashboard data, /metrics).",
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host headers the API answers (comma separated; `*` for any). Default: the bind "
+        "address, localhost, 127.0.0.1 and ::1.",
     )
 
     # Feature processor
@@ -134,18 +157,26 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log rendering.")
 
-    @field_validator("admin_api_keys", "scoring_api_keys", mode="before")
+    @field_validator(
+        "admin_api_keys",
+        "ingest_api_keys",
+        "scoring_api_keys",
+        "read_api_keys",
+        "verify_keys",
+        "trusted_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @field_validator("signing_secret", mode="before")
+    @field_validator("signing_key", "signing_secret", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
-        """An empty secret (``RIVULET_SIGNING_SECRET=``, or Compose's ``${...:-}``) is no secret: unset, so
-        the processes that sign or verify snapshots refuse to run rather than sign with an empty key."""
+        """An empty key (``RIVULET_SIGNING_KEY=``, or Compose's ``${...:-}``) is no key: unset, so the
+        learner refuses to run rather than sign with nothing."""
         if isinstance(value, str) and not value.strip():
             return None
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
