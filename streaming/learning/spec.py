@@ -72,6 +72,20 @@ class ModelSpec:
     rolling_window: int = 1_000
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    # the class labels a classifier may learn (binary: exactly two); None: any label the task takes
+    # (streaming.learning.labels.check_label says which)
+    classes: tuple[Any, ...] | None = None
+
+    def check_label(self, label: Any) -> Any:
+        """``label`` normalised for this model, or :class:`~streaming.learning.errors.InvalidLabel`.
+
+        >>> from river import linear_model
+        >>> ModelSpec("m", "binary", "v", linear_model.LogisticRegression).check_label(1)
+        True
+        """
+        from streaming.learning.labels import check_label
+
+        return check_label(self.task, label, self.classes)
 
     def new_model(self) -> base.Estimator:
         return self.model()
@@ -116,6 +130,27 @@ class ModelSpec:
                 )
         if self.rolling_window < 1:
             raise SpecError(self.name, "rolling_window must be at least 1")
+        self._check_classes()
+
+    def _check_classes(self) -> None:
+        if self.task not in ("binary", "multiclass", "regression"):
+            raise SpecError(self.name, f"unknown task {self.task!r}")
+        if self.classes is None:
+            return
+        from streaming.learning.labels import same_class
+
+        classes = self.classes
+        if self.task == "regression":
+            raise SpecError(self.name, "a regression model has no classes")
+        if not isinstance(classes, tuple) or not classes:
+            raise SpecError(self.name, "classes must be a non-empty tuple")
+        for i, c in enumerate(classes):
+            if isinstance(c, float) or not isinstance(c, str | int):
+                raise SpecError(self.name, f"class {c!r} is not a string, an int or a bool")
+            if any(same_class(c, d) for d in classes[:i]):
+                raise SpecError(self.name, f"class {c!r} is declared twice")
+        if self.task == "binary" and len(classes) != 2:
+            raise SpecError(self.name, f"a binary model declares exactly two classes, got {list(classes)}")
 
 
 def load_specs(spec: str) -> list[ModelSpec]:
@@ -161,6 +196,7 @@ def _from_yaml(path: str) -> list[ModelSpec]:
           - linear_model.LogisticRegression: {l2: 0.001}
         metrics: [Accuracy, LogLoss]     # classes of river.metrics
         checkpoint: {every_records: 1000, every_seconds: 5, keep: 10}
+        classes: [approved, refused]     # optional: the only labels the model learns
         drift: {features: [salary], reaction: alert}
     """
     import functools
@@ -203,12 +239,21 @@ def _from_yaml(path: str) -> list[ModelSpec]:
                     reaction=(entry.get("drift") or {}).get("reaction", "alert"),
                 ),
                 checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
+                classes=_classes(entry.get("classes"), name),
             )
         )
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise SpecError(path, f"model names repeat: {names}")
     return specs
+
+
+def _classes(value: Any, spec: str) -> tuple[Any, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise SpecError(spec, f"classes must be a list, got {value!r}")
+    return tuple(value)
 
 
 def _build(steps: tuple[tuple[Any, tuple[tuple[str, Any], ...]], ...]) -> Any:

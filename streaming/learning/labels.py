@@ -1,0 +1,121 @@
+"""Is this label one that a model of this task can learn from? One pure check, used at ingest (API, SDK,
+``rivulet produce``) and again by the learner's router, per model.
+
+The rules, by task:
+
+- ``binary``: a bool, the ints ``0``/``1`` or the floats ``0.0``/``1.0`` (normalised to ``False``/``True``),
+  or, when the spec declares its two ``classes``, one of them (returned as declared);
+- ``multiclass``: one of the declared ``classes`` when the spec declares them; otherwise a string, an int
+  (within int64) or a bool; a float is not a class;
+- ``regression``: a number (not a bool) in the numeric domain (:mod:`streaming.learning.domain`: finite,
+  ``|y| <= 1e150``, ints within int64).
+
+A declared class matches a label of the same kind only (a bool is not the int ``1``, a string is not a
+number), so ``"1"`` or ``True`` never sneak in as a third class of ``[0, 1, 2]``.
+
+>>> check_label("binary", 1), check_label("binary", 0.0), check_label("binary", False)
+(True, False, False)
+>>> try:
+...     check_label("binary", "banana")
+... except InvalidLabel as exc:
+...     print(exc.reason, "|", exc.detail)
+label_type | a binary label is a bool, 0/1 or a declared class, got 'banana'
+>>> check_label("binary", "yes", classes=("no", "yes"))
+'yes'
+>>> check_label("multiclass", "cat"), check_label("multiclass", 3)
+('cat', 3)
+>>> check_label("multiclass", "banana", classes=("cat", "dog"))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+streaming.learning.errors.InvalidLabel: label_class: 'banana' is not one of the declared classes [...]
+>>> check_label("regression", 2.5), check_label("regression", 7)
+(2.5, 7)
+>>> check_label("regression", 1e308)
+Traceback (most recent call last):
+...
+streaming.learning.errors.InvalidLabel: label_domain: 1e+308 is beyond the numeric domain (|x| <= 1e+150)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streaming.learning.domain import INT64_MAX, INT64_MIN, check_number, in_domain
+from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
+
+__all__ = ["TASKS", "check_label", "same_class"]
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, int | float):
+        return "number"
+    return None
+
+
+def same_class(a: Any, b: Any) -> bool:
+    """Equal and of the same kind (bool, str or number).
+
+    >>> same_class(1, 1.0), same_class(1, True), same_class("1", 1)
+    (True, False, False)
+    """
+    ka = _kind(a)
+    return ka is not None and ka == _kind(b) and a == b
+
+
+def _declared(label: Any, classes: Sequence[Any]) -> Any:
+    for c in classes:
+        if same_class(label, c):
+            return c
+    raise InvalidLabel(Reason.LABEL_CLASS, f"{label!r} is not one of the declared classes {list(classes)}")
+
+
+def check_label(task: str, label: Any, classes: Sequence[Any] | None = None) -> Any:
+    """The label normalised for ``task``, or :class:`~streaming.learning.errors.InvalidLabel` with a
+    reason code (``label_type``, ``label_class`` or ``label_domain``); see the module docstring."""
+    if task == "regression":
+        if isinstance(label, bool) or not isinstance(label, int | float):
+            raise InvalidLabel(Reason.LABEL_TYPE, f"a regression label is a number, got {label!r}")
+        if not in_domain(label):
+            try:
+                check_number(label, reason=Reason.LABEL_DOMAIN)
+            except OutOfDomain as exc:
+                raise InvalidLabel(Reason.LABEL_DOMAIN, exc.detail) from None
+        return label
+    if task == "binary":
+        if isinstance(label, bool):
+            if classes and not any(same_class(label, c) for c in classes):
+                return _declared(label, classes)
+            return label
+        numbered = bool(classes) and any(_kind(c) == "number" for c in classes or ())
+        if not numbered and isinstance(label, int | float) and label in (0, 1):
+            return label == 1
+        if classes:
+            if _kind(label) is None:
+                raise InvalidLabel(Reason.LABEL_TYPE, f"a binary label is a scalar, got {label!r}")
+            return _declared(label, classes)
+        raise InvalidLabel(
+            Reason.LABEL_TYPE, f"a binary label is a bool, 0/1 or a declared class, got {label!r}"
+        )
+    if task == "multiclass":
+        kind = _kind(label)
+        if classes:
+            if kind is None:
+                raise InvalidLabel(Reason.LABEL_TYPE, f"a class label is a scalar, got {label!r}")
+            return _declared(label, classes)
+        if kind == "str" or kind == "bool":
+            return label
+        if isinstance(label, int):
+            if not INT64_MIN <= label <= INT64_MAX:
+                raise InvalidLabel(Reason.LABEL_DOMAIN, f"{label} is outside int64")
+            return label
+        raise InvalidLabel(
+            Reason.LABEL_TYPE, f"a multiclass label is a string, an int or a bool, got {label!r}"
+        )
+    raise InvalidLabel(Reason.LABEL_TYPE, f"unknown task {task!r} (expected one of {list(TASKS)})")
