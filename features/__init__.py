@@ -6,12 +6,27 @@ Pure code only: nothing here does network I/O at import or reads the clock to co
 from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
 from features.definitions import Derived, Expression, FeatureView, load_views
 from features.engine import EntityState, FeatureEngine
-from features.errors import DefinitionError, FeaturesError, InvalidEvent, LateEvent
+from features.errors import (
+    AggregateOverflow,
+    CorruptState,
+    DefinitionError,
+    FeaturesError,
+    InvalidEvent,
+    LateEvent,
+    StoreError,
+)
 from features.events import Event, Label, new_id, parse_ts
+from features.numeric import FLOAT64_MAX, INT64_MAX, INT64_MIN, SUM_LIMIT, check_number, in_domain
 from features.store import FeatureRow, MemoryStore, OnlineStore, StateStore
 from features.windows import hopping, lifetime, sliding, tumbling
 
 __all__ = [
+    "FLOAT64_MAX",
+    "INT64_MAX",
+    "INT64_MIN",
+    "SUM_LIMIT",
+    "AggregateOverflow",
+    "CorruptState",
     "Count",
     "DefinitionError",
     "Derived",
@@ -35,9 +50,12 @@ __all__ = [
     "SinceLast",
     "StateStore",
     "Std",
+    "StoreError",
     "Sum",
     "Var",
+    "check_number",
     "hopping",
+    "in_domain",
     "lifetime",
     "load_views",
     "new_id",

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from features.numeric import in_domain
 from features.windows import Window, lifetime
 
 __all__ = [
@@ -46,6 +47,24 @@ def _nums(values: list[Any]) -> list[float]:
     return [float(v) if type(v) is bool else v for v in values if type(v) in _NUMERIC]
 
 
+def _finite(x: Any) -> bool:
+    """A running summary's number: an int or a finite float (not a bool, not null)."""
+    return type(x) is not bool and in_domain(x)
+
+
+def _count(x: Any) -> bool:
+    return type(x) is int and x >= 0
+
+
+def _ts(x: Any) -> bool:
+    return x is None or type(x) is int
+
+
+def scalar(x: Any) -> bool:
+    """A value an event field may hold: str, bool, null, or a number in the domain (features.numeric)."""
+    return x is None or type(x) is str or in_domain(x)
+
+
 def _num(value: Any) -> float | None:
     t = type(value)
     if t is float or t is int:
@@ -63,6 +82,9 @@ class Aggregation:
     window: Window = dataclasses.field(default_factory=lifetime)
     name: str = ""
     kind: ClassVar[str] = ""
+    # which running magnitude of its field bounds this aggregation (features.engine refuses an event that
+    # would take it past features.numeric.SUM_LIMIT): "sum" (sum of |x|), "square" (sum of x*x) or none
+    magnitude: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -80,6 +102,10 @@ class Aggregation:
         raise NotImplementedError
 
     def value(self, acc: list[Any], t: int) -> Any:
+        raise NotImplementedError
+
+    def valid(self, acc: Any) -> bool:
+        """True if ``acc`` is a summary this aggregation can use (a stored state is checked before use)."""
         raise NotImplementedError
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
@@ -103,6 +129,9 @@ class Count(Aggregation):
     def empty(self) -> list[Any]:
         return [0]
 
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 1 and _count(acc[0])
+
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if self.field is None or value is not None:
             acc[0] += 1
@@ -120,9 +149,13 @@ class Count(Aggregation):
 @dataclass(frozen=True)
 class Sum(Aggregation):
     kind: ClassVar[str] = "sum"
+    magnitude: ClassVar[str] = "sum"
 
     def empty(self) -> list[Any]:
         return [0.0]
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 1 and _finite(acc[0])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = _num(value)
@@ -142,9 +175,13 @@ class Sum(Aggregation):
 @dataclass(frozen=True)
 class Mean(Aggregation):
     kind: ClassVar[str] = "mean"
+    magnitude: ClassVar[str] = "sum"
 
     def empty(self) -> list[Any]:
         return [0, 0.0]
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 2 and _count(acc[0]) and _finite(acc[1])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = _num(value)
@@ -170,6 +207,9 @@ class Min(Aggregation):
 
     def empty(self) -> list[Any]:
         return [None]
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 1 and (acc[0] is None or _finite(acc[0]))
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = _num(value)
@@ -206,9 +246,13 @@ class Var(Aggregation):
     """Sample variance (``ddof=1``, as River's ``stats.Var``), by Welford's method; null below 2 values."""
 
     kind: ClassVar[str] = "var"
+    magnitude: ClassVar[str] = "square"
 
     def empty(self) -> list[Any]:
         return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 3 and _count(acc[0]) and _finite(acc[1]) and _finite(acc[2])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = _num(value)
@@ -257,6 +301,9 @@ class Last(Aggregation):
     def empty(self) -> list[Any]:
         return [None, None, None]  # ts, seq, value
 
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 3 and _ts(acc[0]) and _ts(acc[1]) and scalar(acc[2])
+
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if value is not None and (acc[0] is None or (ts, seq) > (acc[0], acc[1])):
             acc[0], acc[1], acc[2] = ts, seq, value
@@ -283,6 +330,9 @@ class DistinctCount(Aggregation):
 
     def empty(self) -> list[Any]:
         return [[]]
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 1 and type(acc[0]) is list and all(map(scalar, acc[0]))
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if value is not None and value not in acc[0]:
@@ -315,6 +365,9 @@ class SinceLast(Aggregation):
 
     def empty(self) -> list[Any]:
         return [None]
+
+    def valid(self, acc: Any) -> bool:
+        return type(acc) is list and len(acc) == 1 and _ts(acc[0])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if acc[0] is None or ts > acc[0]:

@@ -17,6 +17,21 @@ The label is never part of a vector: it is not a field of the event.
 event time applied, all applied events counted). Serving merges request fields with them through
 :meth:`FeatureEngine.serve`, which runs steps 1 and 3 with the same code, so training and serving agree.
 
+**Numbers stay finite (reject, not clamp).** Event values are in the numeric domain already
+(:mod:`features.numeric`), and so are derived fields and expressions: a value outside it (NaN, infinity, an
+integer beyond int64, or anything that is not a scalar) becomes null, like an exception. Aggregates are kept
+finite by refusing events: the state keeps, per field that a sum or mean aggregates, the running total of
+``|x|`` over the entity's lifetime, and per field that a var or std aggregates, the total of ``x*x``; an
+event that would take the first past :data:`~features.numeric.SUM_LIMIT` (about 1.797e308), or four times
+the second past it, raises :class:`~features.errors.AggregateOverflow` and changes nothing. These bound every
+partial sum the aggregations compute, in any window and any order (and Welford's squared deviations), so no
+aggregate can become infinite, NaN or, through orjson, ``null``. Refusing keeps every accepted event counted
+exactly, which a clamp would not; an entity reaches the bound only with values near float64's limit.
+
+**Stored states are checked before use** (:meth:`FeatureEngine.check_state`): one that does not fit the view
+(a ``null`` where a number must be, a missing summary, a wrong type) is refused as corrupt; the adapters
+reset it (see :mod:`features.pipeline`).
+
 **Out-of-order events** are placed by event time: an event older than the entity's watermark minus the
 view's allowed lateness raises :class:`~features.errors.LateEvent` and changes nothing. The state keeps each
 event for ``horizon`` (longest window + lateness) behind the watermark; older events are folded into
@@ -37,6 +52,7 @@ summaries for the lifetime aggregations.
 
 from __future__ import annotations
 
+import numbers
 from bisect import bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,9 +60,11 @@ from typing import Any
 
 import orjson
 
+from features.aggregations import scalar
 from features.definitions import FeatureView
-from features.errors import LateEvent
+from features.errors import AggregateOverflow, LateEvent
 from features.events import Event
+from features.numeric import SUM_LIMIT, in_domain
 
 __all__ = ["EntityState", "FeatureEngine", "Vector"]
 
@@ -68,6 +86,9 @@ class EntityState:
     settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of pruned events
     total: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of every applied event
     position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
+    # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None: a state from a version
+    # that did not keep them; check_state derives them)
+    bounds: dict[str, list[float]] | None = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -78,11 +99,13 @@ class EntityState:
                 "s": self.settled,
                 "a": self.total,
                 "p": self.position,
+                "m": self.bounds,
             }
         )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> EntityState:
+        """Decode a stored state (any error for bytes that are not one: the stores catch it)."""
         d = orjson.loads(raw)
         return cls(
             watermark=d["w"],
@@ -91,6 +114,7 @@ class EntityState:
             settled=d["s"],
             total=d.get("a", {}),
             position=d.get("p"),
+            bounds=d.get("m"),
         )
 
 
@@ -108,6 +132,13 @@ class FeatureEngine:
         self._windowed = [(w, aggs) for w, aggs in view.windows if w.kind != "lifetime"]
         self._lateness = view.lateness_ms
         self._horizon = view.horizon_ms
+        # field -> (bounded by the sum of |x|, bounded by the sum of x*x)
+        bounded: dict[str, tuple[bool, bool]] = {}
+        for a in view.aggregations:
+            if a.magnitude and a.field is not None:
+                by_sum, by_square = bounded.get(a.field, (False, False))
+                bounded[a.field] = (by_sum or a.magnitude == "sum", by_square or a.magnitude == "square")
+        self._bounded = bounded
 
     def new_state(self) -> EntityState:
         return EntityState(
@@ -183,15 +214,21 @@ class FeatureEngine:
     # ------------------------------------------------------------------ applying events
 
     def apply(self, state: EntityState, event: Event) -> Vector:
-        """Return ``event``'s point-in-time vector and add it to ``state`` (raises ``LateEvent`` instead)."""
+        """Return ``event``'s point-in-time vector and add it to ``state``; raises ``LateEvent`` or
+        ``AggregateOverflow`` instead, having changed nothing. Everything that can fail runs first."""
         t = event.ts
         wm = state.watermark
         if wm is not None and t < wm - self._lateness:
             raise LateEvent(self.view.name, self.key(event) or "", t, wm, self._lateness)
         own = self.own(event.fields)
-        vector = self.finish(dict(own), self.aggregates_at(state, t))
-        state.seq += 1
         values = {k: own.get(k, event.fields.get(k)) for k in self._inputs}
+        bounds = self._bounds(state, values, event) if self._bounded else None
+        vector = self.finish(dict(own), self.aggregates_at(state, t))
+        if bounds:
+            if state.bounds is None:
+                state.bounds = {}
+            state.bounds.update(bounds)
+        state.seq += 1
         item = [t, state.seq, [values[k] for k in self._inputs]]
         if self._ids:
             item.append(event.event_id)
@@ -205,6 +242,91 @@ class FeatureEngine:
             state.watermark = t
             self._prune(state)
         return vector
+
+    def _bounds(self, state: EntityState, values: Mapping[str, Any], event: Event) -> dict[str, list[float]]:
+        """The bounded fields' magnitudes with this event added; ``AggregateOverflow`` past the limit."""
+        out: dict[str, list[float]] = {}
+        stored = state.bounds or {}
+        for fld, (by_sum, by_square) in self._bounded.items():
+            v = values.get(fld)
+            if type(v) is str or v is None or not v:
+                continue
+            x = float(v)
+            a, q = stored.get(fld) or (0.0, 0.0)
+            a, q = a + abs(x), q + x * x
+            if by_sum and not a <= SUM_LIMIT:
+                raise AggregateOverflow(self.view.name, self.key(event) or "", fld, "sum of magnitudes")
+            if by_square and not 4.0 * q <= SUM_LIMIT:
+                raise AggregateOverflow(self.view.name, self.key(event) or "", fld, "sum of squares")
+            out[fld] = [min(a, SUM_LIMIT), min(q, SUM_LIMIT)]  # capped: one no aggregation of it needs
+        return out
+
+    def check_state(self, state: EntityState) -> str | None:
+        """Why a stored ``state`` cannot be used by this view (None: it can). Derives the magnitude bounds
+        of a state from a version that did not keep them (from its summaries and buffer)."""
+        if not (state.watermark is None or type(state.watermark) is int):
+            return "watermark: not an integer"
+        if type(state.seq) is not int or state.seq < 0:
+            return "seq: not a count"
+        pos = state.position
+        if pos is not None and not (
+            type(pos) is dict
+            and type(pos.get("t")) is str
+            and type(pos.get("p")) is int
+            and type(pos.get("o")) is int
+        ):
+            return "position: not a topic, partition and offset"
+        width = len(self._inputs)
+        buffer = state.buffer
+        if type(buffer) is not list:
+            return "buffer: not a list"
+        for item in buffer:
+            if not (
+                type(item) is list
+                and len(item) in (3, 4)
+                and type(item[0]) is int
+                and type(item[1]) is int
+                and type(item[2]) is list
+                and len(item[2]) == width
+                and all(map(scalar, item[2]))
+            ):
+                return "buffer: an item is not [ts, seq, [inputs]]"
+        if buffer and state.watermark is None:
+            return "buffer: events without a watermark"
+        for name, summaries in (("settled", state.settled), ("total", state.total)):
+            if type(summaries) is not dict:
+                return f"{name}: not a mapping"
+            for agg in self._lifetime:
+                if not agg.valid(summaries.get(agg.name)):
+                    return f"{name}.{agg.name}: missing or not a valid summary"
+        if state.bounds is None:
+            state.bounds = self._derive_bounds(state)
+        elif type(state.bounds) is not dict or not all(
+            type(b) is list and len(b) == 2 and all(type(x) is float and 0 <= x <= SUM_LIMIT for x in b)
+            for b in state.bounds.values()
+        ):
+            return "bounds: not finite magnitudes"
+        return None
+
+    def _derive_bounds(self, state: EntityState) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        index = self._index
+        for fld in self._bounded:
+            a = q = 0.0
+            for item in state.buffer:
+                v = item[2][index[fld]]
+                if type(v) in (int, float, bool):
+                    a, q = a + abs(float(v)), q + float(v) * float(v)
+            pruned_a = pruned_q = 0.0  # what was pruned, from the settled summaries (a lower bound)
+            for agg in self._lifetime:
+                acc = state.settled[agg.name]
+                if agg.field == fld and agg.magnitude == "sum":
+                    pruned_a = max(pruned_a, abs(float(acc[-1])))
+                elif agg.field == fld and agg.magnitude == "square":
+                    pruned_q = max(pruned_q, acc[2] + acc[0] * acc[1] * acc[1])
+            a, q = a + pruned_a, q + pruned_q
+            out[fld] = [min(a, SUM_LIMIT), min(q, SUM_LIMIT)]
+        return out
 
     def seen(self, state: EntityState, event: Event) -> bool:
         """For re-keyed views: True if this event (by ``event_id``) is among the events the state still
@@ -237,7 +359,25 @@ class FeatureEngine:
 
 
 def _safe(fn: Any, values: Mapping[str, Any]) -> Any:
+    """A derived field's or an expression's value: null if it raises or is not a scalar in the domain."""
     try:
-        return fn(values)
+        out = fn(values)
     except (ArithmeticError, TypeError, ValueError, KeyError, AttributeError):
         return None
+    t = type(out)
+    if t is str or t is bool or out is None or ((t is float or t is int) and in_domain(out)):
+        return out
+    return _coerce(out)
+
+
+def _coerce(out: Any) -> Any:
+    """Subclasses and NumPy scalars as plain Python values; anything else outside the domain is null."""
+    if isinstance(out, str):
+        return str(out)
+    if isinstance(out, numbers.Integral):
+        out = bool(out) if isinstance(out, bool) else int(out)
+    elif isinstance(out, numbers.Real):
+        out = float(out)
+    else:
+        return None
+    return out if in_domain(out) else None

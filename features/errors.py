@@ -1,8 +1,30 @@
-"""Errors of the ``features`` package: one root, subclasses that carry their context."""
+"""Errors of the ``features`` package: one root, subclasses that carry their context.
+
+::
+
+    FeaturesError
+    ├── InvalidEvent        not an event, or a number outside the domain  (dead-letter reason "invalid")
+    ├── DefinitionError     a feature definition that cannot work
+    ├── LateEvent           behind the watermark by more than the lateness (reason "late")
+    ├── AggregateOverflow   would take an aggregate out of float64          (reason "overflow")
+    ├── CorruptState        a stored entity state that cannot be used       (reason "corrupt_state")
+    └── StoreError          a store configured so that it cannot work
+
+The reasons are the dead-letter reason codes of the feature stage (:mod:`features.pipeline`), which also
+uses ``error`` for any other exception raised while processing one record.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DefinitionError", "FeaturesError", "InvalidEvent", "LateEvent"]
+__all__ = [
+    "AggregateOverflow",
+    "CorruptState",
+    "DefinitionError",
+    "FeaturesError",
+    "InvalidEvent",
+    "LateEvent",
+    "StoreError",
+]
 
 
 class FeaturesError(Exception):
@@ -53,3 +75,41 @@ class LateEvent(FeaturesError):
 
     def __reduce__(self) -> tuple[type[LateEvent], tuple[str, str, int, int, int]]:
         return (type(self), (self.view, self.entity, self.ts, self.watermark, self.lateness_ms))
+
+
+class AggregateOverflow(FeaturesError):
+    """Applying the event would take an aggregate of ``field`` past float64 (see :mod:`features.engine`); the
+    event was not applied.
+
+    >>> str(AggregateOverflow("v", "u1", "loan", "sum"))
+    "overflow: field 'loan' of entity 'u1' in view 'v': its sum would leave float64"
+    """
+
+    def __init__(self, view: str, entity: str, field: str, what: str) -> None:
+        self.view, self.entity, self.field, self.what = view, entity, field, what
+        super().__init__(
+            f"overflow: field {field!r} of entity {entity!r} in view {view!r}: its {what} would leave float64"
+        )
+
+    def __reduce__(self) -> tuple[type[AggregateOverflow], tuple[str, str, str, str]]:
+        return (type(self), (self.view, self.entity, self.field, self.what))
+
+
+class CorruptState(FeaturesError):
+    """A stored entity state that does not decode or does not fit its view (a ``null`` where a number must be,
+    a missing summary, a wrong type): written by an older version, a changed definition, or tampering.
+
+    >>> str(CorruptState("v", "u1", "total.x_sum_lifetime: not a finite number"))
+    "corrupt_state: entity 'u1' of view 'v': total.x_sum_lifetime: not a finite number"
+    """
+
+    def __init__(self, view: str, entity: str, problem: str) -> None:
+        self.view, self.entity, self.problem = view, entity, problem
+        super().__init__(f"corrupt_state: entity {entity!r} of view {view!r}: {problem}")
+
+    def __reduce__(self) -> tuple[type[CorruptState], tuple[str, str, str]]:
+        return (type(self), (self.view, self.entity, self.problem))
+
+
+class StoreError(FeaturesError):
+    """A store that cannot work as configured."""

@@ -9,8 +9,10 @@ An :class:`Event` is one fact about one entity at one event time:
 - ``label``: optional scalar target, when it is known at event time;
 - ``schema_version``: optional integer for producers that evolve their fields.
 
-Validation errors name the field and the problem, and NaN or infinity is refused (JSON has no such
-numbers, and orjson would silently write them as null).
+Validation errors name the field and the problem. Numbers in fields and labels must be in Rivulet's numeric
+domain (:mod:`features.numeric`): finite float64, integers within int64. NaN or infinity is refused (JSON
+has no such numbers, and orjson would silently write them as null), and so is an integer such as 2**64
+(orjson cannot write it).
 
 >>> e = Event(entity="u1", ts="2024-01-01T00:00:00Z", fields={"amount": 12.5})
 >>> e.ts
@@ -21,6 +23,10 @@ True
 Traceback (most recent call last):
 ...
 features.errors.InvalidEvent: fields.x: NaN and infinity are not allowed
+>>> Event(entity="u1", ts=0, fields={"n": 2**64})
+Traceback (most recent call last):
+...
+features.errors.InvalidEvent: fields.n: integer outside the int64 range (-2**63 .. 2**63-1)
 """
 
 from __future__ import annotations
@@ -35,8 +41,20 @@ import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.errors import InvalidEvent
+from features.numeric import INT64_MAX, INT64_MIN, check_number
 
-__all__ = ["MAX_TS_MS", "MIN_TS_MS", "Event", "Label", "Scalar", "new_id", "parse_ts"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_TS_MS",
+    "MIN_TS_MS",
+    "Event",
+    "Label",
+    "Scalar",
+    "check_number",
+    "new_id",
+    "parse_ts",
+]
 
 Scalar = str | int | float | bool | None
 MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
@@ -105,31 +123,41 @@ def _datetime_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
-_PLAIN = (str, int, bool, type(None))
+_PLAIN = (bool, type(None))  # always valid as they are (ints and floats: in the numeric domain)
+
+
+def _text(value: str, field: str) -> str:
+    """A string that JSON can carry: lone surrogates (possible from a JSON ``\\ud800`` escape read by the
+    standard library) cannot be written as UTF-8, so they are refused here rather than failing later."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(field, "is not valid Unicode (a lone surrogate)") from None
+    return value
 
 
 def _scalar(value: object, field: str) -> Scalar:
     if type(value) in _PLAIN:
         return value  # type: ignore[return-value]
-    if isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidEvent(field, "NaN and infinity are not allowed")
-        return value
+    if isinstance(value, str):
+        return _text(str(value), field)
+    if isinstance(value, int | float):  # bool included
+        return check_number(value, field)
     raise InvalidEvent(field, f"must be a string, number, boolean or null, got {type(value).__name__}")
 
 
 def _entity(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return str(check_number(int(value), "entity"))
     if value is None:
         raise InvalidEvent("entity", "is required")
     if not isinstance(value, str):
         raise InvalidEvent("entity", f"must be a string or an integer, got {type(value).__name__}")
     if not value.strip():
         raise InvalidEvent("entity", "must not be empty")
-    return value
+    return _text(value, "entity")
 
 
 def _fields(value: object) -> dict[str, Scalar]:
@@ -140,8 +168,15 @@ def _fields(value: object) -> dict[str, Scalar]:
     for name, v in value.items():
         if type(name) is not str or not name:
             raise InvalidEvent("fields", f"names must be non-empty strings, got {name!r}")
+        if not name.isascii():
+            _text(name, "fields")
         t = type(v)
-        if t in plain or (t is float and v - v == 0.0):  # v - v is NaN for NaN and infinities
+        if (
+            (t is str and v.isascii())
+            or t in plain
+            or (t is float and v - v == 0.0)  # v - v is NaN for NaN and infinities
+            or (t is int and INT64_MIN <= v <= INT64_MAX)
+        ):
             out[name] = v
         else:
             out[name] = _scalar(v, f"fields.{name}")
@@ -193,7 +228,7 @@ class Event(_Record):
     ts: int
     fields: dict[str, Any] = Field(default_factory=dict)  # values are Scalar, checked by _normalise
     label: Any = None  # Scalar, checked by _normalise
-    schema_version: int | None = Field(None, ge=0)
+    schema_version: int | None = Field(None, ge=0, le=INT64_MAX)
 
     @model_validator(mode="before")
     @classmethod
@@ -206,8 +241,11 @@ class Event(_Record):
         else:
             data = data.copy()
         entity = data.get("entity")
-        if not (type(entity) is str and entity and not entity[0].isspace()):
+        if not (type(entity) is str and entity and not entity[0].isspace() and entity.isascii()):
             data["entity"] = _entity(entity)
+        event_id = data.get("event_id")
+        if type(event_id) is str and not event_id.isascii():
+            _text(event_id, "event_id")
         ts = data.get("ts")
         if not (type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS):
             if "ts" not in data:
@@ -268,6 +306,10 @@ class Label(_Record):
     def _one_id(self) -> Label:
         if (self.event_id is None) == (self.prediction_id is None):
             raise InvalidEvent("event_id", "exactly one of event_id and prediction_id is required")
+        if self.event_id is not None:
+            _text(self.event_id, "event_id")
+        if self.prediction_id is not None:
+            _text(self.prediction_id, "prediction_id")
         return self
 
     @property

@@ -10,6 +10,21 @@ The adapter publishes the :class:`FeatureRecord` s and dead letters, *then* call
 If it dies in between, the redelivered records are applied again to the same committed state and yield
 the same records again: consumers see at-least-once delivery of identical records, never a state that
 counted an event twice or missed one.
+
+**One record never stops a batch.** Whatever goes wrong with one record becomes a :class:`DeadLetter`
+(stage ``features``, the source position and the original bytes) and the batch goes on for every other
+record and entity. Reason codes:
+
+- ``invalid``: not an event (bad JSON, schema, a number outside the numeric domain); nothing applied;
+- ``late``: older than its entity's watermark minus the view's allowed lateness; nothing applied;
+- ``overflow``: would take an aggregate out of float64 (:mod:`features.engine`); nothing applied;
+- ``corrupt_state``: the entity's stored state does not decode or does not fit the view (a ``null`` where
+  a number must be, from an older version or tampering). The entity is reset: the record is not applied,
+  the entity starts again from an empty state at this record's position (later records count from there)
+  and its stored vector is replaced by the empty state's;
+- ``error``: any other exception while processing the record (a feature function raising something that
+  is not an arithmetic or lookup error, say); nothing applied (the engine changes a state only after
+  everything that can fail has run).
 """
 
 from __future__ import annotations
@@ -24,11 +39,14 @@ import orjson
 
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine, Vector
-from features.errors import InvalidEvent, LateEvent
+from features.errors import AggregateOverflow, CorruptState, InvalidEvent, LateEvent
 from features.events import Event
-from features.store import FeatureRow, StateStore, StateUpdate
+from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadable
 
-__all__ = ["BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
+__all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
+
+STAGE = "features"
+REASONS = ("invalid", "late", "overflow", "corrupt_state", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +82,17 @@ class FeatureRecord:
 class DeadLetter:
     """A record that could not be applied, with why and where it came from; the original bytes are kept."""
 
-    reason: str  # "invalid" | "late"
+    reason: str  # one of REASONS
     error: str
     record: RawRecord
     view: str | None = None
+    stage: str = STAGE
 
     def to_json(self) -> bytes:
         value = self.record.value
         out: dict[str, Any] = {
             "reason": self.reason,
+            "stage": self.stage,
             "error": self.error,
             "topic": self.record.topic,
             "partition": self.record.partition,
@@ -92,6 +112,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     skipped: int = 0  # redelivered records recognised and not applied again
     missing_key: int = 0  # events without the field a re-keyed view is keyed by
+    resets: int = 0  # entities whose corrupt stored state was reset
     _updates: dict[str, dict[str, StateUpdate]] = field(default_factory=dict)
 
     @property
@@ -129,15 +150,16 @@ class FeaturePipeline:
         """Forget cached states (after a rebalance or a failure): the store is the truth again."""
         self._cache.clear()
 
-    async def _states(self, view: str, entities: list[str]) -> dict[str, EntityState]:
+    async def _states(
+        self, view: str, entities: list[str]
+    ) -> tuple[dict[str, EntityState], dict[str, Loaded]]:
+        """Cached states (checked when they were loaded) and states loaded from the store now."""
         if not self.cache_entities:
-            return await self.store.load(view, entities)
+            return {}, await self.store.load(view, entities)
         cache = self._cache
         states = {e: s for e in entities if (s := cache.get((view, e))) is not None}
         missing = [e for e in entities if e not in states]
-        if missing:
-            states.update(await self.store.load(view, missing))
-        return states
+        return states, (await self.store.load(view, missing) if missing else {})
 
     def _remember(self, view: str, states: dict[str, EntityState]) -> None:
         if not self.cache_entities:
@@ -162,6 +184,9 @@ class FeaturePipeline:
             except InvalidEvent as exc:
                 if self.report_invalid:
                     result.dead_letters.append(DeadLetter("invalid", str(exc), raw))
+            except Exception as exc:  # anything else about one record is that record's problem
+                if self.report_invalid:
+                    result.dead_letters.append(DeadLetter("error", _describe(exc), raw))
         for engine in self.engines:
             await self._apply_view(engine, parsed, result)
         return result
@@ -170,35 +195,37 @@ class FeaturePipeline:
         self, engine: FeatureEngine, parsed: list[tuple[RawRecord, Event]], result: BatchResult
     ) -> None:
         view = engine.view
-        keyed = [(raw, event, engine.key(event)) for raw, event in parsed]
+        keyed: list[tuple[RawRecord, Event, str | None]] = []
+        for raw, event in parsed:
+            try:
+                keyed.append((raw, event, engine.key(event)))
+            except Exception as exc:
+                result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view.name))
         entities = sorted({k for _, _, k in keyed if k is not None})
-        states: dict[str, EntityState] = await self._states(view.name, entities)
+        cached, loaded = await self._states(view.name, entities)
+        states, corrupt = self._usable(engine, loaded)
+        states.update(cached)
         touched: dict[str, EntityState] = {}
+        reset: set[str] = set()
         for raw, event, entity in keyed:
             if entity is None:
                 result.missing_key += 1
                 continue
-            state = states.get(entity)
-            if state is None:
+            problem = corrupt.pop(entity, None)
+            if problem is not None:  # reset: this record is dead-lettered, the entity starts again after it
                 state = states[entity] = engine.new_state()
-            pos = state.position
-            if (
-                pos is not None
-                and pos["t"] == raw.topic
-                and pos["p"] == raw.partition
-                and raw.offset <= pos["o"]
-            ):
-                result.skipped += 1  # applied before a crash or rebalance: already in the stored state
-                continue
-            if engine.seen(state, event):
-                result.skipped += 1
+                reset.add(entity)
+                result.resets += 1
+                error = str(CorruptState(view.name, entity, problem))
+                result.dead_letters.append(DeadLetter("corrupt_state", error, raw, view.name))
             else:
-                try:
-                    vector = engine.apply(state, event)
-                except LateEvent as exc:
-                    result.dead_letters.append(DeadLetter("late", str(exc), raw, view.name))
-                else:
-                    result.records.append(FeatureRecord(view.name, entity, event, vector))
+                state = states.get(entity)
+                if state is None:
+                    state = states[entity] = engine.new_state()
+                if _redelivered(state, raw):
+                    result.skipped += 1  # applied before a crash or rebalance: already in the stored state
+                    continue
+                self._apply_one(engine, state, raw, event, entity, result)
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
         self._remember(view.name, touched)
@@ -208,6 +235,64 @@ class FeaturePipeline:
                     entity,
                     state,
                     FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, view.ttl_s),
+                    reset=entity in reset,
                 )
                 for entity, state in touched.items()
             }
+
+    @staticmethod
+    def _apply_one(
+        engine: FeatureEngine,
+        state: EntityState,
+        raw: RawRecord,
+        event: Event,
+        entity: str,
+        result: BatchResult,
+    ) -> None:
+        view = engine.view.name
+        try:
+            if engine.seen(state, event):
+                result.skipped += 1
+                return
+            vector = engine.apply(state, event)
+        except LateEvent as exc:
+            result.dead_letters.append(DeadLetter("late", str(exc), raw, view))
+        except AggregateOverflow as exc:
+            result.dead_letters.append(DeadLetter("overflow", str(exc), raw, view))
+        except Exception as exc:  # the engine changed nothing: see its apply()
+            result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view))
+        else:
+            result.records.append(FeatureRecord(view, entity, event, vector))
+
+    def _usable(
+        self, engine: FeatureEngine, loaded: dict[str, Loaded]
+    ) -> tuple[dict[str, EntityState], dict[str, str]]:
+        """Split loaded states into usable ones and the problems of corrupt ones."""
+        states: dict[str, EntityState] = {}
+        corrupt: dict[str, str] = {}
+        for entity, state in loaded.items():
+            if isinstance(state, Unreadable):
+                corrupt[entity] = state.problem
+                continue
+            try:
+                problem = engine.check_state(state)
+            except Exception as exc:
+                problem = f"cannot be checked: {type(exc).__name__}"
+            if problem is None:
+                states[entity] = state
+            else:
+                corrupt[entity] = problem
+        return states, corrupt
+
+
+def _redelivered(state: EntityState, raw: RawRecord) -> bool:
+    pos = state.position
+    return pos is not None and pos["t"] == raw.topic and pos["p"] == raw.partition and raw.offset <= pos["o"]
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text}"[:1000]

@@ -1,64 +1,127 @@
-"""Redis implementation of the online store and the state store.
+"""Redis implementation of the online store and the state store (one Redis, or a Redis Cluster).
 
-Keys carry a hash tag on the entity, so all keys of one entity live in one slot of a Redis Cluster:
+Keys carry a hash tag made from an *encoding* of the entity, so all keys of one entity live in one slot of
+a Redis Cluster whatever the entity is (``}x{``, ``{``, unicode, a thousand characters):
 
-- ``<prefix>fv:<view>:{<entity>}``: a hash, one field per feature (its value JSON-encoded) plus ``_ts``,
+- ``<prefix>fv:<view>:{<tag>}``: a hash, one field per feature (its value JSON-encoded) plus ``_ts``,
   the event time the vector reflects; expires after the view's TTL;
-- ``<prefix>fs:<view>:{<entity>}``: a hash with the engine's state of the entity (``s``, JSON) and the
-  source position of the last event applied (``t``, ``p``, ``o``).
+- ``<prefix>fs:<view>:{<tag>}``: a hash with the engine's state of the entity (``s``, JSON) and the
+  source position of the last event applied (``t``, ``p``, ``o``);
+
+where ``<tag>`` is the entity's UTF-8 bytes in unpadded URL-safe base64 (:func:`entity_tag`): its alphabet
+has no braces, so Redis hashes exactly the tag. (Before, the tag was the raw entity: an entity holding
+``}`` or ``{`` put its two keys in different slots, and the commit failed with ``CROSSSLOT`` forever.
+:meth:`RedisStore.migrate_keys` moves keys of that scheme to this one.) The key prefix and view names may
+not hold braces.
 
 Every write is a Lua script per entity, so it is atomic for that entity and idempotent by event time: a
-vector older than the stored ``_ts`` is not written. A batch is one pipeline: one round trip.
+vector older than the stored ``_ts`` is not written. A batch is one pipeline: one round trip. The script
+and the reads tolerate anything stored under the keys (a wrong type, a non-numeric position): one entity's
+bad data never fails a batch.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from features.engine import EntityState
-from features.store import FeatureRow, OnlineStore, StateStore, StateUpdate
+from features.errors import StoreError
+from features.store import FeatureRow, Loaded, OnlineStore, StateStore, StateUpdate, Unreadable, decode_state
 
-__all__ = ["RedisStore", "state_key", "vector_key"]
+__all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
 
 # KEYS[1] vector key, KEYS[2] state key (optional: a hash with the state and its source position)
 # ARGV[1] ts, ARGV[2] ttl seconds (0: none), ARGV[3] state JSON, ARGV[4] topic, ARGV[5] partition,
-# ARGV[6] offset, ARGV[7..] field, value, ...
+# ARGV[6] offset, ARGV[7] "1" to replace the vector whatever its time (a reset), ARGV[8..] field, value, ...
 # A state whose stored position is ahead on the same topic-partition is not overwritten (-1): a zombie
-# writer that lost its partition in a rebalance cannot roll an entity back.
+# writer that lost its partition in a rebalance cannot roll an entity back. A key of another type than a
+# hash, or a position that is not a number, is replaced rather than failing the script.
 _WRITE = """
+local function as_hash(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'hash' and t ~= 'none' then redis.call('DEL', key) end
+end
 if KEYS[2] then
+  as_hash(KEYS[2])
   local pos = redis.call('HMGET', KEYS[2], 't', 'p', 'o')
-  if pos[3] and pos[1] == ARGV[4] and pos[2] == ARGV[5] and tonumber(pos[3]) > tonumber(ARGV[6]) then
+  local o = tonumber(pos[3])
+  if o and pos[1] == ARGV[4] and pos[2] == ARGV[5] and o > tonumber(ARGV[6]) then
     return -1
   end
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 's', ARGV[3], 't', ARGV[4], 'p', ARGV[5], 'o', ARGV[6])
   if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 end
-local current = redis.call('HGET', KEYS[1], '_ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then
+as_hash(KEYS[1])
+local current = tonumber(redis.call('HGET', KEYS[1], '_ts'))
+if ARGV[7] ~= '1' and current and current > tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 8))
 if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
 
+def entity_tag(entity: str) -> str:
+    """The hash tag of an entity's keys: ``{`` + its UTF-8 in unpadded URL-safe base64 + ``}``.
+
+    >>> entity_tag("u1"), entity_tag("}x{"), entity_tag("")
+    ('{dTE}', '{fXh7}', '{=}')
+    """
+    encoded = base64.urlsafe_b64encode(entity.encode("utf-8", "surrogatepass")).rstrip(b"=").decode()
+    return "{" + (encoded or "=") + "}"  # "=" is never produced unpadded: the empty entity's own tag
+
+
 def vector_key(prefix: str, view: str, entity: str) -> str:
-    return f"{prefix}fv:{view}:{{{entity}}}"
+    return f"{prefix}fv:{view}:{entity_tag(entity)}"
 
 
 def state_key(prefix: str, view: str, entity: str) -> str:
-    return f"{prefix}fs:{view}:{{{entity}}}"
+    return f"{prefix}fs:{view}:{entity_tag(entity)}"
 
 
-def _args(row: FeatureRow, state: EntityState | None) -> list[Any]:
+def legacy_entity(prefix: str, key: str) -> tuple[str, str, str] | None:
+    """``(kind, view, entity)`` of a key in the scheme before :func:`entity_tag` (``fv:<view>:{<entity>}``),
+    None for a key of the current scheme or another key.
+
+    >>> legacy_entity("p:", "p:fv:v:{}x{}"), legacy_entity("p:", vector_key("p:", "v", "}x{"))
+    (('fv', 'v', '}x{'), None)
+    """
+    if not key.startswith(prefix):
+        return None
+    kind, sep, rest = key[len(prefix) :].partition(":")
+    view, sep2, tagged = rest.partition(":")
+    if (
+        kind not in ("fv", "fs")
+        or not (sep and sep2)
+        or not (tagged.startswith("{") and tagged.endswith("}"))
+    ):
+        return None
+    inner = tagged[1:-1]
+    if _is_tag(inner):
+        return None
+    return kind, view, inner
+
+
+def _is_tag(inner: str) -> bool:
+    if inner == "=":
+        return True
+    try:
+        decoded = base64.urlsafe_b64decode(inner + "=" * (-len(inner) % 4)).decode("utf-8", "surrogatepass")
+    except (binascii.Error, ValueError):
+        return False
+    return entity_tag(decoded) == "{" + inner + "}"
+
+
+def _args(row: FeatureRow, state: Any, reset: bool = False) -> list[Any]:
     pos = (state.position if state is not None else None) or {}
     args: list[Any] = [
         row.ts,
@@ -67,6 +130,7 @@ def _args(row: FeatureRow, state: EntityState | None) -> list[Any]:
         pos.get("t", ""),
         pos.get("p", -1),
         pos.get("o", -1),
+        "1" if reset else "0",
     ]
     dumps = orjson.dumps
     for name, value in row.values.items():
@@ -75,71 +139,129 @@ def _args(row: FeatureRow, state: EntityState | None) -> list[Any]:
     return args
 
 
-class RedisStore(OnlineStore, StateStore):
-    """Online vectors and engine state in Redis (``redis.asyncio``; hiredis parses replies when installed)."""
+def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
+    """A stored vector, or None if absent or not one (a wrong type, bytes that do not decode)."""
+    if not raw or not isinstance(raw, dict):
+        return None
+    try:
+        ts = int(raw.pop(b"_ts"))
+        values = {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+    return FeatureRow(view, entity, values, ts)
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+
+class RedisStore(OnlineStore, StateStore):
+    """Online vectors and engine state in Redis (``redis.asyncio``; hiredis parses replies when installed).
+
+    ``client`` is a ``redis.asyncio.Redis`` or a ``redis.asyncio.cluster.RedisCluster``."""
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise StoreError(f"key prefix {prefix!r}: braces would make Redis Cluster hash the wrong part")
         self._client = client
         self._prefix = prefix
+        self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_WRITE)
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str, *, socket_timeout: float = 2.0, connect_timeout: float = 2.0
+        cls,
+        url: str,
+        prefix: str,
+        *,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 2.0,
+        cluster: bool = False,
     ) -> RedisStore:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
-        )
+        """A store on one Redis, or with ``cluster=True`` on a Redis Cluster (``url``: any of its nodes)."""
+        client: aioredis.Redis | RedisCluster
+        if cluster:
+            client = RedisCluster.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+            )
+        else:
+            client = aioredis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+            )
         return cls(client, prefix)
+
+    def _pipeline(self) -> Any:
+        return self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
+
+    async def _write(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        if self._cluster:  # EVAL: a cluster pipeline does not load scripts on the nodes it reaches
+            pipe.eval(_WRITE, len(keys), *keys, *args)
+        else:
+            await self._script(keys=keys, args=args, client=pipe)
 
     async def write(self, rows: Sequence[FeatureRow]) -> int:
         if not rows:
             return 0
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._pipeline()
         for row in rows:
-            await self._script(
-                keys=[vector_key(self._prefix, row.view, row.entity)], args=_args(row, None), client=pipe
-            )
+            await self._write(pipe, [vector_key(self._prefix, row.view, row.entity)], _args(row, None))
         return sum(int(r) for r in await pipe.execute())
 
     async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
         if not entities:
             return []
         if len(entities) == 1:  # one command needs no pipeline (cheaper on the scoring hot path)
-            replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
+            try:
+                replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
+            except aioredis.ResponseError:  # not a hash: no vector
+                replies = [None]
         else:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._pipeline()
             for e in entities:
                 pipe.hgetall(vector_key(self._prefix, view, e))
-            replies = await pipe.execute()
-        out: list[FeatureRow | None] = []
-        loads = orjson.loads
-        for entity, raw in zip(entities, replies, strict=True):
-            if not raw:
-                out.append(None)
-                continue
-            ts = int(raw.pop(b"_ts"))
-            values = {k.decode(): loads(v) for k, v in raw.items()}
-            out.append(FeatureRow(view, entity, values, ts))
-        return out
+            replies = await pipe.execute(raise_on_error=False)
+        return [_row(view, entity, raw) for entity, raw in zip(entities, replies, strict=True)]
 
-    async def load(self, view: str, entities: Sequence[str]) -> dict[str, EntityState]:
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
         if not entities:
             return {}
-        pipe = self._client.pipeline(transaction=False)  # not MGET: on a cluster the keys span slots
+        pipe = self._pipeline()  # not MGET: on a cluster the keys span slots
         for e in entities:
             pipe.hget(state_key(self._prefix, view, e), "s")
-        raws = await pipe.execute()
-        return {e: EntityState.from_json(raw) for e, raw in zip(entities, raws, strict=True) if raw}
+        raws = await pipe.execute(raise_on_error=False)
+        out: dict[str, Loaded] = {}
+        for e, raw in zip(entities, raws, strict=True):
+            if isinstance(raw, Exception):  # e.g. WRONGTYPE: something else is stored under the key
+                out[e] = Unreadable(f"cannot be read: {type(raw).__name__}")
+            elif raw:
+                out[e] = decode_state(raw)
+        return out
 
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
         if not updates:
             return
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._pipeline()
         for u in updates:
             keys = [vector_key(self._prefix, view, u.entity), state_key(self._prefix, view, u.entity)]
-            await self._script(keys=keys, args=_args(u.row, u.state), client=pipe)
+            await self._write(pipe, keys, _args(u.row, u.state, u.reset))
         await pipe.execute()
+
+    async def migrate_keys(self, batch: int = 500) -> int:
+        """Move every vector and state key of the scheme before :func:`entity_tag` (``{<entity>}``) to the
+        current one; a key that already exists in the current scheme is kept and the old one dropped.
+        Returns how many keys were moved. Run it once, with the feature workers stopped, after upgrading
+        (``python -c`` with the store, see the README). On a cluster it scans every primary."""
+        moved = 0
+        for pattern in (f"{self._prefix}fv:*", f"{self._prefix}fs:*"):
+            async for raw_key in self._client.scan_iter(match=pattern, count=batch):
+                key = raw_key.decode("utf-8", "surrogatepass") if isinstance(raw_key, bytes) else raw_key
+                found = legacy_entity(self._prefix, key)
+                if found is None:
+                    continue
+                kind, view, entity = found
+                new = (vector_key if kind == "fv" else state_key)(self._prefix, view, entity)
+                dump, ttl = await self._client.dump(raw_key), await self._client.pttl(raw_key)
+                if dump is not None and not await self._client.exists(new):
+                    await self._client.restore(new, max(ttl, 0), dump)
+                    moved += 1
+                await self._client.delete(raw_key)
+        return moved
 
     async def add_counts(self, key: str, counts: dict[str, int]) -> None:
         """Add to counters in a hash (operational statistics, not exactly-once)."""

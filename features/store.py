@@ -21,7 +21,16 @@ from typing import Any
 
 from features.engine import EntityState
 
-__all__ = ["FeatureRow", "MemoryStore", "OnlineStore", "StateStore", "StateUpdate"]
+__all__ = [
+    "FeatureRow",
+    "Loaded",
+    "MemoryStore",
+    "OnlineStore",
+    "StateStore",
+    "StateUpdate",
+    "Unreadable",
+    "decode_state",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +46,36 @@ class FeatureRow:
 
 @dataclass(frozen=True, slots=True)
 class StateUpdate:
-    """New state for an entity, and the vector to publish with it (written only if not older)."""
+    """New state for an entity, and the vector to publish with it (written only if not older). ``reset``:
+    the stored state was corrupt and this one starts again, so the vector replaces the stored one whatever
+    its event time."""
 
     entity: str
     state: EntityState
     row: FeatureRow
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stored state that does not decode (the pipeline resets the entity: see features.pipeline)."""
+
+    problem: str
+
+
+Loaded = EntityState | Unreadable
+
+
+def decode_state(raw: bytes | str) -> Loaded:
+    """A stored state, or :class:`Unreadable` with why: never raises on bad bytes.
+
+    >>> decode_state(b'{"w": 5')
+    Unreadable(problem='does not decode: JSONDecodeError')
+    """
+    try:
+        return EntityState.from_json(raw)
+    except Exception as exc:  # any malformation of stored bytes: orjson, KeyError, TypeError...
+        return Unreadable(f"does not decode: {type(exc).__name__}")
 
 
 class OnlineStore(ABC):
@@ -59,8 +93,9 @@ class OnlineStore(ABC):
 
 class StateStore(ABC):
     @abstractmethod
-    async def load(self, view: str, entities: Sequence[str]) -> dict[str, EntityState]:
-        """The stored state of each entity that has one, in one round trip."""
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
+        """The stored state of each entity that has one, in one round trip; one that cannot be read is
+        :class:`Unreadable` (never an exception: one entity's bad bytes must not fail a batch)."""
 
     @abstractmethod
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
@@ -101,18 +136,29 @@ class MemoryStore(OnlineStore, StateStore):
     async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
         return [self._get((view, e)) for e in entities]
 
-    async def load(self, view: str, entities: Sequence[str]) -> dict[str, EntityState]:
-        return {e: EntityState.from_json(raw) for e in entities if (raw := self._states.get((view, e)))}
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
+        return {e: decode_state(raw) for e in entities if (raw := self._states.get((view, e)))}
+
+    def put_raw(self, view: str, entity: str, raw: bytes) -> None:
+        """Store bytes as an entity's state as they are (for tests of corrupt states)."""
+        self._states[(view, entity)] = raw
 
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
         for u in updates:
             stored = self._states.get((view, u.entity))
-            if stored is not None and _behind(u.state, EntityState.from_json(stored)):
+            if stored is not None and _behind(u.state, decode_state(stored)):
                 continue  # a stale writer must not roll the entity back
             self._states[(view, u.entity)] = u.state.to_json()  # serialised, as Redis would
+            if u.reset:
+                self._rows.pop((view, u.entity), None)
             self._put(u.row)
 
 
-def _behind(new: EntityState, stored: EntityState) -> bool:
+def _behind(new: EntityState, stored: Loaded) -> bool:
+    if isinstance(stored, Unreadable):
+        return False
     a, b = new.position, stored.position
-    return a is not None and b is not None and (a["t"], a["p"]) == (b["t"], b["p"]) and a["o"] < b["o"]
+    try:
+        return a is not None and b is not None and (a["t"], a["p"]) == (b["t"], b["p"]) and a["o"] < b["o"]
+    except (TypeError, KeyError):  # a stored position that is not one: nothing to protect
+        return False

@@ -130,7 +130,7 @@ def test_redis_keys_carry_the_entity_hash_tag_and_the_ttl(
 
     asyncio.run(go())
     vkey, skey = vector_key(settings.redis_prefix, "v", "u:1"), state_key(settings.redis_prefix, "v", "u:1")
-    assert vkey.endswith("{u:1}") and skey.endswith("{u:1}")
+    assert vkey.endswith(":fv:v:{dTox}") and skey.endswith(":fs:v:{dTox}")  # base64url of "u:1"
     assert key_slot(vkey.encode()) == key_slot(skey.encode())  # one entity: one Redis Cluster slot
     assert 0 < redis_client.ttl(vkey) <= 90 and 0 < redis_client.ttl(skey) <= 90
     assert redis_client.hget(vkey, "_ts") == b"5"
