@@ -66,6 +66,7 @@ class FeatureRecord:
     entity: str
     event: Event
     features: Vector
+    source: RawRecord | None = field(default=None, compare=False)  # where the event was read
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -93,7 +94,7 @@ class DeadLetter:
         out: dict[str, Any] = {
             "reason": self.reason,
             "stage": self.stage,
-            "error": self.error,
+            "error": self.error.encode("utf-8", "replace").decode(),  # text from anywhere: always UTF-8
             "topic": self.record.topic,
             "partition": self.record.partition,
             "offset": self.record.offset,
@@ -262,7 +263,7 @@ class FeaturePipeline:
         except Exception as exc:  # the engine changed nothing: see its apply()
             result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view))
         else:
-            result.records.append(FeatureRecord(view, entity, event, vector))
+            result.records.append(FeatureRecord(view, entity, event, vector, raw))
 
     def _usable(
         self, engine: FeatureEngine, loaded: dict[str, Loaded]

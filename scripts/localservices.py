@@ -1,5 +1,9 @@
 """Start, stop and inspect the Kafka and Redis that Rivulet runs against (behind ``scripts/services``).
 
+Besides them, a one-node Redis Cluster (``redis-server`` with ``cluster-enabled yes`` on its own port,
+``RIVULET_REDIS_CLUSTER_URL``, default ``redis://127.0.0.1:7001``, every slot assigned to it) for the tests
+that prove an entity's keys share one slot; it is started from the local ``redis-server`` in every case.
+
 Order of preference for each service:
 
 1. the configured address (``RIVULET_KAFKA_BOOTSTRAP``, ``RIVULET_REDIS_URL``) already answers: start nothing;
@@ -78,6 +82,23 @@ def redis_ready(url: str) -> bool:
         client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
             return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def redis_cluster_ready(url: str) -> bool:
+    """True when a cluster node answers and reports ``cluster_state:ok`` (every slot served)."""
+    parsed = urlparse(url)
+    if not tcp_open(parsed.hostname or "127.0.0.1", parsed.port or 7001):
+        return False
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return client.cluster("INFO").get("cluster_state") == "ok"
         finally:
             client.close()
     except Exception:
@@ -381,6 +402,94 @@ class RedisNode:
             self._proc = None
 
 
+@dataclass
+class RedisClusterNode:
+    """A one-node Redis Cluster: ``cluster-enabled yes``, all 16384 slots assigned to the node."""
+
+    home: Path
+    port: int = 7001
+    _proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "redis-cluster.pid"
+
+    def command(self, exe: str) -> list[str]:
+        return [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.home),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(self.home / "nodes.conf"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.home / "redis.log"),
+            "--protected-mode",
+            "yes",
+        ]
+
+    def running(self) -> bool:
+        pid = _read_pid(self.pidfile)
+        return pid is not None and _pid_alive(pid, "redis-server")
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        if not self.running():
+            exe = shutil.which("redis-server")
+            if exe is None:
+                raise SystemExit(
+                    "services: redis-server not found; install the Debian package 'redis-server'"
+                )
+            if tcp_open("127.0.0.1", self.port):
+                raise SystemExit(f"services: port {self.port} is taken by another process")
+            self.home.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.Popen(
+                self.command(exe),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._proc = proc
+            self.pidfile.write_text(str(proc.pid))
+            wait_for(
+                lambda: redis_ready(self.url), "redis cluster node", timeout_s, proc, self.home / "redis.log"
+            )
+        self.assign_slots()
+        wait_for(lambda: redis_cluster_ready(self.url), "redis cluster", timeout_s)
+
+    def assign_slots(self) -> None:
+        """Give every slot to this node unless it serves some already (nodes.conf keeps them on restarts)."""
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            if int(client.cluster("INFO").get("cluster_slots_assigned", 0)) == 0:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        stop_pid(self.pidfile, "redis-server", "redis cluster")
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+
 # --------------------------------------------------------------------------- docker
 
 
@@ -410,6 +519,24 @@ def _endpoints() -> tuple[str, str]:
     return bootstrap, url
 
 
+def _cluster_node() -> RedisClusterNode:
+    url = os.environ.get("RIVULET_REDIS_CLUSTER_URL", "redis://127.0.0.1:7001")
+    return RedisClusterNode(STATE / "redis-cluster", port=urlparse(url).port or 7001)
+
+
+def cluster_up() -> None:
+    node = _cluster_node()
+    if redis_cluster_ready(node.url):
+        say(
+            f"redis cluster ready at {node.url}"
+            + (" (started by scripts/services)" if node.running() else "")
+        )
+        return
+    node.start()
+    pid = _read_pid(node.pidfile)
+    say(f"redis cluster (one node, all slots) started at {node.url} (pid {pid}, data {node.home})")
+
+
 def _local_nodes(bootstrap: str, url: str) -> tuple[KafkaNode, RedisNode]:
     kport = int(bootstrap.split(",")[0].rpartition(":")[2])
     return (
@@ -432,6 +559,7 @@ def up() -> None:
     else:
         need.append("redis")
     if not need:
+        cluster_up()
         return
     if docker_available():
         say(f"starting {', '.join(need)} with docker compose")
@@ -449,6 +577,7 @@ def up() -> None:
             say(f"       pid {_read_pid(kafka.pidfile)}, logs {kafka.home / 'logs'}")
     wait_for(lambda: kafka_ready(bootstrap), "kafka", 60)
     wait_for(lambda: redis_ready(url), "redis", 30)
+    cluster_up()
 
 
 def down() -> None:
@@ -456,6 +585,7 @@ def down() -> None:
     kafka, redis_node = _local_nodes(bootstrap, url)
     kafka.stop()
     redis_node.stop()
+    _cluster_node().stop()
     marker = STATE / "docker.started"
     if marker.exists():
         services = marker.read_text().split()
@@ -469,10 +599,12 @@ def down() -> None:
 def status() -> int:
     bootstrap, url = _endpoints()
     kafka, redis_node = _local_nodes(bootstrap, url)
-    k, r = kafka_ready(bootstrap), redis_ready(url)
+    cluster = _cluster_node()
+    k, r, c = kafka_ready(bootstrap), redis_ready(url), redis_cluster_ready(cluster.url)
     say(f"kafka  {bootstrap}: {'up' if k else 'down'}" + (" (ours)" if kafka.running() else ""))
     say(f"redis  {url}: {'up' if r else 'down'}" + (" (ours)" if redis_node.running() else ""))
-    return 0 if k and r else 1
+    say(f"redis cluster {cluster.url}: {'up' if c else 'down'}" + (" (ours)" if cluster.running() else ""))
+    return 0 if k and r and c else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,13 @@ Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
 
+One record's problem is never the batch's: whatever raises while one record is processed (decoding,
+keying, applying, serialising its feature record) sends that record to the dead-letter topic with its
+reason (``features.pipeline.REASONS``), stage ``features``, topic, partition, offset and original bytes,
+counted per reason (``rivulet_features_dead_letters_total{reason}`` and ``dead_letters:<reason>`` in the
+stats hash), and the batch goes on. Only what concerns every record (Kafka or Redis unreachable) fails a
+batch, and then the process exits for its supervisor to restart it.
+
 Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
 repartition topic) and run in an agent of their own, with positions on the repartition topic. A record
 duplicated into it by a crash is recognised by its ``event_id`` while within the view's allowed lateness.
@@ -37,7 +44,7 @@ from prometheus_client import Counter, Histogram
 
 from features.definitions import FeatureView
 from features.events import Event
-from features.pipeline import BatchResult, FeaturePipeline, RawRecord
+from features.pipeline import BatchResult, DeadLetter, FeaturePipeline, RawRecord
 from features.redis_store import RedisStore
 from streaming.logs import get_logger
 from streaming.publisher import AsyncPublisher
@@ -50,6 +57,7 @@ log = get_logger("rivulet.features")
 EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["view"])
 DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
 SKIPPED = Counter("rivulet_features_redelivered_total", "Redelivered records recognised and skipped")
+RESETS = Counter("rivulet_features_state_resets_total", "Entities whose corrupt stored state was reset")
 BATCH = Histogram("rivulet_features_batch_seconds", "Time to process one batch, publish and commit")
 
 
@@ -118,9 +126,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         if publisher is None:
             publisher = state["publisher"] = AsyncPublisher(settings)
         # acknowledged by Kafka before the state moves on
-        await publisher.publish(
-            settings.topics.features, [(r.entity.encode(), r.to_json()) for r in result.records]
-        )
+        await publisher.publish(settings.topics.features, _feature_records(result))
         await publisher.publish(
             settings.topics.dead_letters, [(d.record.key, d.to_json()) for d in result.dead_letters]
         )
@@ -132,6 +138,20 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         for d in result.dead_letters:
             DEAD.labels(d.reason).inc()
             counts[f"dead_letters:{d.reason}"] = counts.get(f"dead_letters:{d.reason}", 0) + 1
+            if d.reason not in ("invalid", "late"):  # not the producer's mistake: worth a log line
+                r = d.record
+                log.warning(
+                    "dead letter",
+                    reason=d.reason,
+                    view=d.view,
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    error=d.error[:300],
+                )
+        if result.resets:
+            RESETS.inc(result.resets)
+            counts["state_resets"] = result.resets
         if result.skipped:
             SKIPPED.inc(result.skipped)
             counts["redelivered_skipped"] = result.skipped
@@ -202,6 +222,23 @@ def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, store: Any, ru
 
     agent.__name__ = f"features_{view.name}"
     app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
+
+
+def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
+    """The feature records as (key, value); one that cannot be serialised becomes a dead letter."""
+    out: list[tuple[bytes | None, bytes]] = []
+    kept = []
+    for r in result.records:
+        try:
+            out.append((r.entity.encode("utf-8", "surrogatepass"), r.to_json()))
+        except Exception as exc:
+            raw = r.source if r.source is not None else RawRecord(None, "", -1, -1)
+            error = f"feature record not serialisable: {type(exc).__name__}: {exc}"
+            result.dead_letters.append(DeadLetter("error", error[:1000], raw, r.view))
+            continue
+        kept.append(r)
+    result.records = kept
+    return out
 
 
 def _raw(event: EventT) -> RawRecord:
