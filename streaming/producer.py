@@ -135,9 +135,20 @@ class Producer:
         record = Label.parse({"event_id": event_id, "prediction_id": prediction_id, "label": label, "ts": ts})
         return self._send(self.labels_topic, record.join_key, record.join_key, record.to_json())
 
-    def _send(self, topic: str, key: str, record_id: str, value: bytes) -> FutureRecordMetadata:
+    def send_record(
+        self, topic: str, value: bytes, key: bytes | None = None, record_id: str = ""
+    ) -> FutureRecordMetadata:
+        """Enqueue an already serialised record (e.g. a dead letter); its delivery is checked by ``flush``
+        like the others'."""
+        return self._send(topic, key.decode("utf-8", "replace") if key else "", record_id, value, raw_key=key)
+
+    def _send(
+        self, topic: str, key: str, record_id: str, value: bytes, *, raw_key: bytes | bool | None = True
+    ) -> FutureRecordMetadata:
+        """``raw_key``: the record's key as bytes (None: no key); by default ``key`` encoded."""
+        kafka_key = key.encode() if raw_key is True else raw_key or None
         try:
-            future = self._client.send(topic, value=value, key=key.encode())
+            future = self._client.send(topic, value=value, key=kafka_key)
         except KafkaError as exc:
             # Not even enqueued: settle what is in flight, then report this record with the rest.
             self._failed.append(DeliveryFailure(topic, key, record_id, f"{type(exc).__name__}: {exc}"))

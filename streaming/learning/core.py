@@ -15,6 +15,18 @@ for unknown ids are counted, not errors. A label can also come *before* its reco
 behind the labels topic): it is held, bounded the same way, and joined when the record comes, which then
 predicts and learns at once; a held label whose record never comes is counted as unknown when it expires.
 
+Fault isolation: the core is the last line of defence (the router validates records before they get here,
+see :mod:`streaming.learning.router`). A model that raises while predicting on a record has that record
+rejected for it (reason ``model_error``, counted in ``ModelState.rejected`` and told to ``on_reject``); a
+regression prediction that is not a finite number is rejected the same way. A model that raises in
+``learn_one`` (or while its metrics take the label) is *quarantined*: its status says why, it no longer
+predicts or learns, and the adapter stops checkpointing it, so its last good version keeps serving; the
+other models go on. Quarantine rather than rollback: River's ``learn_one`` is not transactional (a failure
+half-way leaves a half-updated model), and undoing it would need a deep copy of every model before every
+record; a failure inside ``learn_one`` on a validated record is a defect of the model or its spec, which
+retrying from a copy would only meet again. A restart resumes from the last good checkpoint and meets the
+same record again, deterministically, so no version is ever written from the failing state.
+
 Drift detectors (ADWIN by default) watch each model's loss (0/1
 error, or absolute error for regression) and chosen input features; a drift is recorded with its time and
 position and, if the spec says so, starts a fresh challenger model from that point.
@@ -33,6 +45,7 @@ position and, if the spec says so, starts a fresh challenger model from that poi
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +53,7 @@ from typing import Any
 
 from river import base, compose, drift, metrics, utils
 
+from streaming.learning.errors import Reason
 from streaming.learning.spec import ModelSpec
 
 __all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction", "predict", "select_inputs"]
@@ -125,6 +139,9 @@ class ModelState:
     seen: _Recent = field(default_factory=lambda: _Recent())  # records already predicted
     learned: _Recent = field(default_factory=lambda: _Recent())  # keys already learned
     drifts: list[DriftEvent] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records rejected for this model
+    status: str = "learning"  # or "quarantined": it raised in learn_one and stopped (see ``quarantine``)
+    quarantine: str | None = None  # why it was quarantined
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -145,11 +162,18 @@ class ModelState:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("early", {})  # snapshots written before labels could be held
+        self.__dict__.setdefault("rejected", {})  # ... and before records were rejected
+        self.__dict__.setdefault("status", "learning")
+        self.__dict__.setdefault("quarantine", None)
         self.counters.setdefault("early_labels", 0)
 
     @property
     def n_learned(self) -> int:
         return self.counters["learned"]
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
 
     def metric_values(self) -> dict[str, float]:
         out = {type(m).__name__: float(m.get()) for m in self.metrics}
@@ -165,6 +189,9 @@ class LearnerCore:
     ) -> None:
         self.specs = {s.name: s for s in specs}
         self.on_drift: Callable[[DriftEvent], None] | None = None  # told of every drift as it is detected
+        # told of every record rejected for a model (model, reason, detail), and of every quarantine
+        self.on_reject: Callable[[str, Reason, str], None] | None = None
+        self.on_quarantine: Callable[[str, str], None] | None = None
         self.max_pending = max_pending
         self.max_pending_age_ms = max_pending_age_ms
         self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
@@ -210,9 +237,16 @@ class LearnerCore:
             if key in seen.keys:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
-            seen.add(key, self.max_pending)
             x = select_inputs(features, state.features)
-            label_pred, proba = predict(state, x)
+            try:
+                label_pred, proba = predict(state, x)
+            except Exception as exc:  # River raised on this record: rejected for this model only
+                self.reject(state, Reason.MODEL_ERROR, f"{type(exc).__name__} in predict: {exc}")
+                continue
+            if not state.classifier and not _finite(label_pred):
+                self.reject(state, Reason.MODEL_ERROR, f"the model predicted {label_pred!r}")
+                continue
+            seen.add(key, self.max_pending)
             counters = state.counters
             counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
@@ -238,8 +272,21 @@ class LearnerCore:
     def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
         models = self.models
         if only is None:
-            return list(models.values())
-        return [st for name in only if (st := models.get(name)) is not None]
+            return [st for st in models.values() if st.status == "learning"]
+        return [st for name in only if (st := models.get(name)) is not None and st.status == "learning"]
+
+    def reject(self, state: ModelState, reason: Reason, detail: str) -> None:
+        """Count a record rejected for ``state``'s model and tell ``on_reject``."""
+        rejected = state.rejected
+        rejected[reason.value] = rejected.get(reason.value, 0) + 1
+        if self.on_reject is not None:
+            self.on_reject(state.name, reason, detail)
+
+    def quarantine(self, state: ModelState, why: str) -> None:
+        """Stop ``state``'s model: it no longer predicts or learns (see the module docstring)."""
+        state.status, state.quarantine = "quarantined", why
+        if self.on_quarantine is not None:
+            self.on_quarantine(state.name, why)
 
     def on_label(
         self, key: str, label: Any, ts: int, position: Any = None, only: Sequence[str] | None = None
@@ -287,13 +334,18 @@ class LearnerCore:
         # as River's progressive validation: no prediction (None, or no probabilities), no score
         has_proba = bool(proba)
         has_label = label_pred is not None
-        for m, wants_proba in state.scoring:
-            if wants_proba:
-                if has_proba:
-                    m.update(y, proba)
-            elif has_label:
-                m.update(y, label_pred)
-        state.model.learn_one(x, y)  # type: ignore[attr-defined]
+        try:
+            for m, wants_proba in state.scoring:
+                if wants_proba:
+                    if has_proba:
+                        m.update(y, proba)
+                elif has_label:
+                    m.update(y, label_pred)
+            state.model.learn_one(x, y)  # type: ignore[attr-defined]
+        except Exception as exc:  # the state may be half-updated: stop the model (see the docstring)
+            self.quarantine(state, f"{type(exc).__name__} in learn_one on {key!r} at {position}: {exc}")
+            self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
+            return
         state.counters["learned"] += 1
         if late:
             state.learned.add(key, self.max_pending)
@@ -360,6 +412,11 @@ class LearnerCore:
 
 
 _NUMBERS = (int, float)
+
+
+def _finite(v: Any) -> bool:
+    """A regression prediction the metrics can take: a finite number (None: no prediction yet)."""
+    return v is None or (_number(v) and math.isfinite(v))
 
 
 def _number(v: Any) -> bool:

@@ -22,15 +22,28 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Merger", "OrderJournal", "Positioned", "decode", "event_time"]
+__all__ = ["Merger", "OrderJournal", "Positioned", "Undecodable", "decode", "event_time"]
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What :func:`decode` gives for bytes that are not JSON (or no bytes): the learner rejects it."""
+
+    error: str
 
 
 def decode(value: bytes | None) -> Any:
-    """A record's JSON value, or None when it is not JSON."""
+    """A record's JSON value, or :class:`Undecodable` saying why it has none.
+
+    >>> decode(b'{"a": 1}'), decode(b"{a")  # doctest: +ELLIPSIS
+    ({'a': 1}, Undecodable(error='not JSON: ...'))
+    """
+    if not value:
+        return Undecodable("an empty record")
     try:
-        return orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
-        return None
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Undecodable(f"not JSON: {exc}")
 
 
 def event_time(data: Any, fallback: int) -> int:
@@ -54,6 +67,8 @@ class Positioned:
     offset: int
     topic: str
     value: Any
+    raw: bytes | None = None  # the original bytes (for a dead letter), when the source had them
+    key: bytes | None = None
 
 
 class Merger:
@@ -64,9 +79,18 @@ class Merger:
     def track(self, topic: str, partition: int) -> None:
         self._queues.setdefault((topic, partition), deque())
 
-    def add(self, topic: str, partition: int, offset: int, ts: int, value: Any) -> None:
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        ts: int,
+        value: Any,
+        raw: bytes | None = None,
+        key: bytes | None = None,
+    ) -> None:
         q = self._queues.setdefault((topic, partition), deque())
-        q.append(Positioned(ts, self.ranks[topic], partition, offset, topic, value))
+        q.append(Positioned(ts, self.ranks[topic], partition, offset, topic, value, raw, key))
 
     def ready(self, exhausted: Callable[[tuple[str, int]], bool]) -> Iterator[Positioned]:
         """Release records in order while no partition could still deliver an earlier one.

@@ -1,5 +1,5 @@
-"""Records to the learner core: what the live learner, ``rivulet replay`` and ``rivulet models verify``
-do with each record of the features, labels and predictions topics, in one place.
+"""Records to the learner core: what the live learner, ``rivulet replay``, ``rivulet models verify`` and the
+demo do with each record of the features, labels and predictions topics, in one place.
 
 A features record is predicted on (and learned from, if its label rides along) by the models of its view;
 a served prediction is remembered so a label for its ``prediction_id`` trains on the features as served;
@@ -7,25 +7,52 @@ a label is joined to its pending prediction. With ``track=True`` (the live learn
 router also keeps, per model, the position after the last record it processed on every partition and the
 order it processed them in (:class:`~streaming.learning.merge.OrderJournal`): a checkpoint stores both,
 which is what makes every version rebuildable.
+
+Every record is validated before the core sees it; a bad one is *rejected* (never fatal): counted per
+model and reason in ``ModelState.rejected`` and sent to the dead-letter sink with its reason, the stage
+(``learner``), its position and its original bytes (:mod:`streaming.learning.deadletters`). The reasons
+(:class:`~streaming.learning.errors.Reason`):
+
+- ``undecodable``: not a JSON object;
+- ``malformed_features``: a features record without a view, a vector (a mapping), an event id (a string),
+  an event time (an int), or without a feature its model declares;
+- ``malformed_prediction``: a served prediction without a view, a ``prediction_id`` (a string), a
+  features mapping or a time (an int);
+- ``malformed_label``: not a label (:meth:`features.events.Label.parse` refuses it);
+- ``label_type`` / ``label_class`` / ``label_domain``: a label the model's task cannot take
+  (:func:`~streaming.learning.labels.check_label`), rejected for that model only;
+- ``value_domain``: a vector value outside the numeric domain (:mod:`streaming.learning.domain`) or not a
+  scalar;
+- ``model_error`` / ``learn_error``: the model raised on the record (see :mod:`streaming.learning.core`).
+
+A rejected record still advances the positions (it was consumed), and the models process the good records
+around it exactly as if it had never been sent.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from features.errors import FeaturesError
 from features.events import Label
 from streaming.learning.core import LearnerCore
-from streaming.learning.merge import OrderJournal, Positioned
-from streaming.learning.spec import SpecError
+from streaming.learning.deadletters import DeadLetter, DeadLetterSink
+from streaming.learning.domain import check_vector
+from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
+from streaming.learning.labels import check_label
+from streaming.learning.merge import OrderJournal, Positioned, Undecodable
 from streaming.logs import get_logger
 
 __all__ = ["Offsets", "Router", "TopicRoles"]
 
 log = get_logger("rivulet.learn")
 Offsets = dict[str, dict[int, int]]  # topic -> partition -> next offset to process
+Position = tuple[str, int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +63,29 @@ class TopicRoles:
 
 
 class Router:
-    def __init__(self, core: LearnerCore, roles: TopicRoles, *, track: bool = True) -> None:
+    def __init__(
+        self,
+        core: LearnerCore,
+        roles: TopicRoles,
+        *,
+        track: bool = True,
+        sink: DeadLetterSink | None = None,
+    ) -> None:
         self.core = core
         self.roles = roles
         self.track = track
+        self.sink = sink  # None: rejections are counted, not sent anywhere
         self.offsets: dict[str, Offsets] = {}  # model -> its positions
         self.journals: dict[str, OrderJournal] = {}  # model -> order since its last checkpoint
         # model -> where its journal starts: the version it was restored from (None: a fresh model) and the
         # positions at that point
         self.bases: dict[str, dict[str, Any]] = {}
-        self._checked: set[str] = set()
         self._views: dict[str, Any] = {}  # model -> the view it reads
         self._by_view: dict[Any, list[str]] = {}  # view -> the models reading it
-        self.malformed = 0  # features records without a vector, an event id or an event time
+        # the rejections of the record being processed: reason -> (first detail, models)
+        self._rejects: dict[Reason, tuple[str, list[str]]] = {}
+        core.on_reject = self._rejected
+        self._checks: dict[str, Callable[[Any], Any]] = {}  # spec -> its label check
 
     def start(self, model: str, offsets: Offsets, version: int | None) -> None:
         """Begin tracking ``model`` from ``offsets`` (its restored checkpoint's, or ``{}`` for a new one)."""
@@ -79,15 +116,16 @@ class Router:
         else:
             fresh = list(core.models)
         if not isinstance(data, dict):
-            log.warning(
-                "undecodable record skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset
-            )
+            if fresh:
+                detail = data.error if isinstance(data, Undecodable) else "not a JSON object"
+                self._reject(fresh, Reason.UNDECODABLE, detail)
+                self._send(position, rec.raw, rec.key, data)
         elif rec.topic == roles.features:
-            self.features(data, position, fresh)
+            self.features(data, position, fresh, raw=rec.raw, key=rec.key)
         elif rec.topic == roles.predictions:
-            self.prediction(data, position, fresh)
+            self.prediction(data, position, fresh, raw=rec.raw, key=rec.key)
         elif rec.topic == roles.labels:
-            self.label(data, position, fresh)
+            self.label(data, position, fresh, raw=rec.raw, key=rec.key)
         if not track:
             return
         tp = (rec.topic, rec.partition)
@@ -119,56 +157,192 @@ class Router:
             return chosen
         return [m for m in models if views.get(m) == view]
 
-    def features(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
+    # ------------------------------------------------------------------ the three kinds of records
+
+    def features(
+        self,
+        data: dict[str, Any],
+        position: Position,
+        models: list[str] | None = None,
+        *,
+        raw: bytes | None = None,
+        key: bytes | None = None,
+    ) -> None:
         """A features record: the models of its view (of ``models``, default all) predict, and learn if its
         label rides along."""
-        chosen = self._of_view(data.get("view"), models)
-        if not chosen:
-            return
-        vector, event = data.get("features"), data.get("event")
-        if not (
-            isinstance(vector, dict)
-            and isinstance(event, dict)
-            and isinstance(event.get("event_id"), str)
-            and type(event.get("ts")) is int
-        ):
-            self.malformed += 1
-            log.warning("malformed features record skipped", position=position)
-            return
-        if not self._checked.issuperset(chosen):
-            for m in chosen:
-                if m not in self._checked:
-                    self._check_features(m, vector)
-        self.core.on_record(event["event_id"], event["ts"], vector, event.get("label"), position, only=chosen)
+        view = data.get("view")
+        if type(view) is not str:
+            self._reject_all(models, Reason.MALFORMED_FEATURES, "no view")
+        elif chosen := self._of_view(view, models):
+            vector, event = data.get("features"), data.get("event")
+            if not (
+                isinstance(vector, dict)
+                and isinstance(event, dict)
+                and isinstance(event.get("event_id"), str)
+                and type(event.get("ts")) is int
+            ):
+                self._reject(chosen, Reason.MALFORMED_FEATURES, "no vector, event id or event time")
+            elif self._domain(chosen, vector):
+                chosen = self._declared(chosen, vector)
+                if chosen:
+                    event_id, ts, label = event["event_id"], event["ts"], event.get("label")
+                    on_record = self.core.on_record
+                    if label is None:
+                        on_record(event_id, ts, vector, None, position, only=chosen)
+                    else:
+                        for y, group in self._labels(chosen, label):
+                            on_record(event_id, ts, vector, y, position, only=group)
+        if self._rejects:
+            self._send(position, raw, key, data)
 
-    def prediction(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
+    def prediction(
+        self,
+        data: dict[str, Any],
+        position: Position,
+        models: list[str] | None = None,
+        *,
+        raw: bytes | None = None,
+        key: bytes | None = None,
+    ) -> None:
         """A score served by the API: the models of its view predict on the features *as served*, and
         learn from them when a label arrives for its prediction_id."""
-        chosen = self._of_view(data.get("view"), models)
-        if chosen and isinstance(data.get("features"), dict) and data.get("prediction_id"):
-            self.core.on_record(
-                f"p:{data['prediction_id']}",
-                int(data.get("ts") or 0),
-                data["features"],
-                None,
-                position,
-                only=chosen,
-            )
+        view = data.get("view")
+        if type(view) is not str:
+            self._reject_all(models, Reason.MALFORMED_PREDICTION, "no view")
+        elif chosen := self._of_view(view, models):
+            pid, vector, ts = data.get("prediction_id"), data.get("features"), data.get("ts")
+            if not (isinstance(pid, str) and pid and isinstance(vector, dict) and type(ts) is int):
+                self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
+            elif self._domain(chosen, vector):
+                self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
+        if self._rejects:
+            self._send(position, raw, key, data)
 
-    def label(self, data: dict[str, Any], position: Any, models: list[str] | None = None) -> None:
-        """A label: joined to its pending prediction (by event id or prediction id)."""
+    def label(
+        self,
+        data: dict[str, Any],
+        position: Position,
+        models: list[str] | None = None,
+        *,
+        raw: bytes | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        """A label: checked against each model's task, then joined to its pending prediction (by event id
+        or prediction id)."""
         try:
             label = Label.parse(data)
-        except FeaturesError:
-            log.warning("invalid label skipped", position=position)
+        except FeaturesError as exc:
+            self._reject_all(models, Reason.MALFORMED_LABEL, str(exc))
         else:
-            self.core.on_label(label.join_key, label.label, label.ts, position, only=models)
+            self._join(label.join_key, label.label, label.ts, position, models)
+        if self._rejects:
+            self._send(position, raw, key, data)
 
-    def _check_features(self, model: str, vector: dict[str, Any]) -> None:
-        spec = self.core.specs[self.core.models[model].spec]
-        missing = sorted(set(spec.features or ()) - set(vector))
-        if missing:
-            raise SpecError(
-                spec.name, f"unknown features {missing}: view {spec.view!r} gives {sorted(vector)}"
+    def join(
+        self, key: str, label: Any, ts: int, position: Position = None, models: list[str] | None = None
+    ) -> None:
+        """Join ``label`` to record ``key`` for each model (of ``models``) whose task can take it (a label
+        held back by a replay, revealed later)."""
+        self._join(key, label, ts, position, models)
+        if self._rejects:
+            self._send(position, None, None, {"event_id": key, "label": label, "ts": ts})
+
+    def _join(self, key: str, label: Any, ts: int, position: Position, models: list[str] | None) -> None:
+        chosen = list(self.core.models) if models is None else models
+        on_label = self.core.on_label
+        for y, group in self._labels(chosen, label):
+            on_label(key, y, ts, position, only=group)
+
+    # ------------------------------------------------------------------ checks
+
+    def _labels(self, models: list[str], label: Any) -> list[tuple[Any, list[str]]]:
+        """The models that can take ``label``, grouped by the label normalised for them (in their order);
+        the others are rejected."""
+        core = self.core
+        groups: dict[tuple[type, Any], tuple[Any, list[str]]] = {}
+        for m in models:
+            state = core.models.get(m)
+            if state is None or state.quarantined:
+                continue
+            check = self._checks.get(state.spec)
+            if check is None:
+                spec = core.specs[state.spec]
+                check = self._checks[state.spec] = _checker(spec.task, spec.classes)
+            try:
+                y = check(label)
+            except InvalidLabel as exc:
+                core.reject(state, exc.reason, exc.detail)
+                continue
+            group = groups.get((type(y), y))
+            if group is None:
+                groups[(type(y), y)] = (y, [m])
+            else:
+                group[1].append(m)
+        return list(groups.values())
+
+    def _domain(self, models: list[str], vector: dict[str, Any]) -> bool:
+        try:
+            check_vector(vector)
+        except OutOfDomain as exc:
+            self._reject(models, exc.reason, exc.detail)
+            return False
+        return True
+
+    def _declared(self, models: list[str], vector: dict[str, Any]) -> list[str]:
+        """The models whose declared features the vector has (the others reject it)."""
+        core = self.core
+        out = []
+        for m in models:
+            names = core.models[m].features
+            if names is not None and not all(n in vector for n in names):
+                missing = sorted(set(names) - set(vector))
+                core.reject(core.models[m], Reason.MALFORMED_FEATURES, f"no features {missing}")
+            else:
+                out.append(m)
+        return out
+
+    # ------------------------------------------------------------------ rejections
+
+    def _reject_all(self, models: list[str] | None, reason: Reason, detail: str) -> None:
+        self._reject(list(self.core.models) if models is None else models, reason, detail)
+
+    def _reject(self, models: list[str], reason: Reason, detail: str) -> None:
+        core = self.core
+        for m in models:
+            state = core.models.get(m)
+            if state is not None and not state.quarantined:
+                core.reject(state, reason, detail)
+
+    def _rejected(self, model: str, reason: Reason, detail: str) -> None:
+        """The core's ``on_reject``: collected until the record is done (one letter per reason)."""
+        found = self._rejects.get(reason)
+        if found is None:
+            self._rejects[reason] = (detail, [model])
+        else:
+            found[1].append(model)
+
+    def _send(self, position: Position, raw: bytes | None, key: bytes | None, data: Any) -> None:
+        rejects, self._rejects = self._rejects, {}
+        if not rejects:
+            return
+        if raw is None and not isinstance(data, Undecodable):
+            try:
+                raw = orjson.dumps(data)
+            except TypeError:
+                raw = repr(data).encode()
+        topic, partition, offset = position if position is not None else ("", None, None)
+        for reason, (detail, models) in rejects.items():
+            log.warning(
+                "record rejected", reason=reason.value, detail=detail, models=models, position=position
             )
-        self._checked.add(model)
+            if self.sink is not None:
+                self.sink.send(
+                    DeadLetter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
+                )
+
+
+def _checker(task: str, classes: tuple[Any, ...] | None) -> Callable[[Any], Any]:
+    def check(label: Any) -> Any:
+        return check_label(task, label, classes)
+
+    return check
