@@ -116,10 +116,7 @@ class Router:
         else:
             fresh = list(core.models)
         if not isinstance(data, dict):
-            if fresh:
-                detail = data.error if isinstance(data, Undecodable) else "not a JSON object"
-                self._reject(fresh, Reason.UNDECODABLE, detail)
-                self._send(position, rec.raw, rec.key, data)
+            self.undecodable(data, position, fresh, raw=rec.raw, key=rec.key)
         elif rec.topic == roles.features:
             self.features(data, position, fresh, raw=rec.raw, key=rec.key)
         elif rec.topic == roles.predictions:
@@ -157,7 +154,23 @@ class Router:
             return chosen
         return [m for m in models if views.get(m) == view]
 
-    # ------------------------------------------------------------------ the three kinds of records
+    # ------------------------------------------------------------------ the kinds of records
+
+    def undecodable(
+        self,
+        data: Any,
+        position: Position,
+        models: list[str] | None = None,
+        *,
+        raw: bytes | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        """A record that is not a JSON object (:class:`~streaming.learning.merge.Undecodable`, or another
+        JSON value): rejected for every model (of ``models``)."""
+        detail = data.error if isinstance(data, Undecodable) else f"not a JSON object: {type(data).__name__}"
+        self._reject_all(models, Reason.UNDECODABLE, detail)
+        if self._rejects:
+            self._send(position, raw, key, data)
 
     def features(
         self,

@@ -234,7 +234,7 @@ def in_merged_order(
         for r in reader.poll():
             data = decode(r.value)
             ts = r.timestamp if kafka_time else event_time(data, r.timestamp)
-            merger.add(r.topic, r.partition, r.offset, ts, data)
+            merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
         yield from merger.ready(reader.exhausted)
         if reader.finished() and not merger.buffered():
             return
@@ -258,7 +258,9 @@ def in_journal_order(
             for r in reader.poll():
                 data = decode(r.value)
                 queues[(r.topic, r.partition)].append(
-                    Positioned(event_time(data, r.timestamp), 0, r.partition, r.offset, r.topic, data)
+                    Positioned(
+                        event_time(data, r.timestamp), 0, r.partition, r.offset, r.topic, data, r.value, r.key
+                    )
                 )
             reader.throttle({k: len(v) for k, v in queues.items()})
         yield q.popleft()

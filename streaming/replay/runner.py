@@ -23,6 +23,7 @@ from features.errors import InvalidEvent, LateEvent
 from features.events import Event
 from streaming.collect import fewer_collections
 from streaming.learning.core import DriftEvent, LearnerCore, ModelState
+from streaming.learning.deadletters import MemorySink
 from streaming.learning.merge import Positioned
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
@@ -112,6 +113,8 @@ class ModelResult:
     drifts: list[dict[str, Any]]
     curve: list[list[Any]]  # [records, event ts, {metric: value}]
     champion_version: int | None = None
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records the router rejected
+    status: str = "learning"  # "quarantined": it raised in learn_one and stopped
 
 
 @dataclass
@@ -129,6 +132,7 @@ class ReplayResult:
     rejected: list[str] = field(default_factory=list)  # why the first invalid events were refused
     labels_before_range: int = 0
     skipped: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> records the router rejected
     first_ts: int | None = None
     last_ts: int | None = None
 
@@ -157,7 +161,12 @@ class Replay:
     ) -> None:
         self.core = LearnerCore(specs)
         # roles are fixed names: a replay's records are tagged by what they are, not by which topic
-        self.router = Router(self.core, TopicRoles(FEATURES, LABELS, "predictions"), track=False)
+        # a bad record is rejected and counted as by the live learner (never fatal); its dead letters are
+        # kept here (the newest few thousand), not written to Kafka
+        self.dead_letters = MemorySink()
+        self.router = Router(
+            self.core, TopicRoles(FEATURES, LABELS, "predictions"), track=False, sink=self.dead_letters
+        )
         self.stage = FeatureStage(views) if views else None
         self.labels = labels
         # a point of the metric curves every N features records; None: adaptive, about POINTS points
@@ -168,7 +177,8 @@ class Replay:
         self._champions = champions
         self.champions: dict[str, Champion] = {}
         self.clock = clock
-        self._held: deque[tuple[int, str, Any, int]] = deque()  # (due, event_id, label, event ts)
+        # (due, event_id, label, event ts, position of its record)
+        self._held: deque[tuple[int, str, Any, int, Any]] = deque()
         self.recorded_labels: dict[str, Any] = {}  # for simulated delays of labels from a labels topic
         self.curves: dict[str, list[list[Any]]] = {}
         self.drifts: dict[str, list[dict[str, Any]]] = {}
@@ -205,9 +215,10 @@ class Replay:
             self._early.append(rec)  # decided when the range's first event time is known
         elif self.labels.kind == "recorded":
             if isinstance(value, dict):
-                self.router.label(value, (rec.topic, rec.partition, rec.offset))
+                self.router.label(value, (rec.topic, rec.partition, rec.offset), raw=rec.raw, key=rec.key)
             else:
                 self.skipped += 1
+                self.router.undecodable(value, (rec.topic, rec.partition, rec.offset), raw=rec.raw)
         elif isinstance(value, dict) and value.get("event_id") is not None:
             # simulated delay: a recorded label only says what the label is; when it is revealed is simulated
             self.recorded_labels[str(value["event_id"])] = value.get("label")
@@ -225,7 +236,12 @@ class Replay:
         for d in vectors:
             head = d.get("event") if type(d) is dict else None
             if not (type(head) is dict and type(head.get("ts")) is int):
-                self.skipped += 1  # not a features record
+                self.skipped += 1  # not a features record: rejected by the router, as by the live learner
+                position = (rec.topic, rec.partition, rec.offset)
+                if type(d) is dict:
+                    self.router.features(d, position, raw=rec.raw, key=rec.key)
+                else:
+                    self.router.undecodable(d, position, raw=rec.raw, key=rec.key)
                 return
             if event is None:
                 event = head
@@ -246,11 +262,11 @@ class Replay:
             if label is not None:
                 vectors = [{**d, "event": {**d["event"], "label": None}} for d in vectors]
                 due = self.n + mode.delay if mode.kind == "records" else ts + mode.delay
-                self._held.append((due, event["event_id"], label, ts))
+                self._held.append((due, event["event_id"], label, ts, (rec.topic, rec.partition, rec.offset)))
         position = (rec.topic, rec.partition, rec.offset)
         features = self.router.features
         for data in vectors:
-            features(data, position)
+            features(data, position, raw=rec.raw, key=rec.key)
         self.n += 1
         if not self.n % self.sample_every:
             self.sample()
@@ -264,14 +280,14 @@ class Replay:
             if not isinstance(label_ts, int) or label_ts < first_ts:
                 self.labels_before += 1
             else:
-                self.router.label(value, (rec.topic, rec.partition, rec.offset))
+                self.router.label(value, (rec.topic, rec.partition, rec.offset), raw=rec.raw, key=rec.key)
         self._early.clear()
 
     def _reveal(self, now: int | None, ts: int) -> None:
         held = self._held
         while held and (now is None or held[0][0] <= now):
-            _, event_id, label, event_ts = held.popleft()
-            self.core.on_label(event_id, label, max(ts, event_ts))
+            _, event_id, label, event_ts, position = held.popleft()
+            self.router.join(event_id, label, max(ts, event_ts), position)
 
     def _add_champions(self, ts: int) -> None:
         if self._champions is None:
@@ -322,6 +338,7 @@ class Replay:
             rejected=list(self.stage.rejected) if self.stage else [],
             labels_before_range=self.labels_before,
             skipped=self.skipped,
+            dead_letters=dict(self.dead_letters.counts),
             first_ts=self.first_ts,
             last_ts=self.last_ts,
         )
@@ -336,6 +353,8 @@ class Replay:
                 drifts=self.drifts.get(name, []),
                 curve=_dedup(self.curves.get(name, [])),
                 champion_version=ch.version if ch else None,
+                rejected=dict(state.rejected),
+                status=state.status,
             )
         return result
 

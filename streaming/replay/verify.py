@@ -30,6 +30,8 @@ from typing import Any
 
 from streaming.collect import fewer_collections
 from streaming.learning.core import LearnerCore, ModelState, predict
+from streaming.learning.domain import check_vector
+from streaming.learning.errors import OutOfDomain
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.snapshot import SnapshotRejected
@@ -187,6 +189,7 @@ def verify(
                     and isinstance(value, dict)
                     and value.get("view") == spec.view
                     and isinstance(value.get("features"), dict)
+                    and _valid(value["features"])  # a rejected vector is no probe
                 ):
                     recent.append(value["features"])
                 done += 1
@@ -213,6 +216,7 @@ def verify(
     )
     stored: ModelState = target.state
     _compare(result, "counters", rebuilt.counters, stored.counters)
+    _compare(result, "rejections", rebuilt.rejected, stored.rejected)
     _compare(result, "metrics", rebuilt.metric_values(), stored.metric_values())
     _compare(result, "last learned event time", rebuilt.last_ts, stored.last_ts)
     _compare(result, "pending predictions", sorted(rebuilt.pending), sorted(stored.pending))
@@ -228,6 +232,14 @@ def verify(
         )
     result.ok = not result.mismatches
     return result
+
+
+def _valid(vector: dict[str, Any]) -> bool:
+    try:
+        check_vector(vector)
+    except OutOfDomain:
+        return False
+    return True
 
 
 def len_journal(journal: dict[str, Any]) -> int:
