@@ -2,6 +2,10 @@
 
 It keeps every event of every entity and recomputes each aggregation from scratch with plain Python
 (statistics, math), using the window bounds as README/docstrings define them, written out again here.
+
+The overflow rule (features.engine) is written out again too, in exact arithmetic (fractions): an event
+whose field would take the entity's lifetime sum of ``|x|`` past ``SUM_LIMIT`` (for a field a sum or mean
+aggregates), or four times its sum of ``x*x`` (var, std), is refused and listed in ``overflow``.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import random
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 from features.aggregations import Aggregation
 from features.definitions import FeatureView
 from features.events import Event
+from features.numeric import INT64_MAX, INT64_MIN, SUM_LIMIT
 from features.windows import duration_ms
 
 
@@ -66,10 +72,18 @@ def _aggregate(agg: Aggregation, items: list[tuple[int, int, dict[str, Any]]], t
 
 
 def _safe(fn: Any, values: dict[str, Any]) -> Any:
+    """A derived field or expression: null if it raises or its value is not a JSON scalar in the domain."""
     try:
-        return fn(values)
+        out = fn(values)
     except (ArithmeticError, TypeError, ValueError, KeyError, AttributeError):
         return None
+    if out is None or isinstance(out, str | bool):
+        return out
+    if isinstance(out, int):
+        return out if INT64_MIN <= out <= INT64_MAX else None
+    if isinstance(out, float):
+        return out if not (math.isnan(out) or math.isinf(out)) else None
+    return None
 
 
 class Oracle:
@@ -82,6 +96,12 @@ class Oracle:
         self.vectors: dict[str, dict[str, Any]] = {}
         self.entity_of: dict[str, str] = {}
         self.late: set[str] = set()
+        self.overflow: set[str] = set()
+        self._magnitudes: dict[tuple[str, str], list[Fraction]] = defaultdict(
+            lambda: [Fraction(0), Fraction(0)]
+        )
+        self._by_sum = {a.field for a in view.aggregations if a.kind in ("sum", "mean") and a.field}
+        self._by_square = {a.field for a in view.aggregations if a.kind in ("var", "std") and a.field}
 
     def key(self, event: Event) -> str | None:
         if self.view.entity == "entity":
@@ -101,11 +121,31 @@ class Oracle:
             own = dict(e.fields)
             for d in self.view.derived:
                 own[d.name] = _safe(d.fn, own)
+            if self._overflows(entity, own):
+                self.overflow.add(e.event_id)
+                continue
             vector = self._vector(applied, e.ts, own)
             applied.append((e.ts, len(applied) + 1, own))
             self.vectors[e.event_id] = vector
             self.entity_of[e.event_id] = entity
         return self
+
+    def _overflows(self, entity: str, own: dict[str, Any]) -> bool:
+        """Exact: would this event take a lifetime magnitude past the limit? (Records it if not.)"""
+        limit = Fraction(SUM_LIMIT)
+        new = {}
+        for fld in self._by_sum | self._by_square:
+            v = own.get(fld)
+            if not isinstance(v, int | float):
+                continue
+            a, q = self._magnitudes[(entity, fld)]
+            a, q = a + abs(Fraction(v)), q + Fraction(v) ** 2
+            if (fld in self._by_sum and a > limit) or (fld in self._by_square and 4 * q > limit):
+                return True
+            new[fld] = [a, q]
+        for fld, m in new.items():
+            self._magnitudes[(entity, fld)] = m
+        return False
 
     def _aggregates(self, applied: list[tuple[int, int, dict[str, Any]]], t: int) -> dict[str, Any]:
         out = {}
