@@ -32,6 +32,7 @@ from river import compose, forest, linear_model, metrics, preprocessing
 from river.datasets import synth
 
 from streaming.learning.core import LearnerCore
+from streaming.learning.keys import generate
 from streaming.learning.registry import ModelRegistry
 from streaming.learning.snapshot import read_header
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
@@ -48,7 +49,7 @@ from benchkit import drop, fresh  # noqa: E402
 from tests.integration.workers import Worker  # noqa: E402
 from tests.oracle import stream  # noqa: E402
 
-SECRET = b"bench-secret"
+SIGNER = generate()  # signs this run's snapshots
 
 
 def scaled_lr() -> compose.Pipeline:
@@ -87,9 +88,9 @@ def bench_core(n: int, rounds: int) -> None:
 
 
 def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
-    settings = fresh(base, signing_secret=SecretStr(SECRET.decode()), features_module="tests.feature_defs")
+    settings = fresh(base, signing_key=SecretStr(SIGNER.encoded), features_module="tests.feature_defs")
     client = redis.Redis.from_url(settings.redis_url)
-    registry = ModelRegistry(client, settings.redis_prefix, SECRET)
+    registry = ModelRegistry(client, settings.redis_prefix, signer=SIGNER)
     spec = ModelSpec(
         "lr",
         "binary",
@@ -165,7 +166,7 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
     settings = fresh(base)
     prefix = settings.redis_prefix
     client = redis.Redis.from_url(settings.redis_url)
-    registry = ModelRegistry(client, prefix, SECRET)
+    registry = ModelRegistry(client, prefix, signer=SIGNER)
     data = list(itertools.islice(synth.Agrawal(seed=2), 5_000))
     cases: dict[str, Any] = {
         "LogisticRegression": (scaled_lr, (metrics.Accuracy,)),

@@ -35,6 +35,7 @@ from river.datasets import synth
 from features.redis_store import RedisStore
 from features.store import FeatureRow
 from streaming.learning.core import LearnerCore
+from streaming.learning.keys import generate
 from streaming.learning.registry import ModelRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
@@ -46,7 +47,7 @@ from benchkit import drop, fresh  # noqa: E402
 
 from tests.model_defs import scaled_lr  # noqa: E402
 
-SECRET = "bench-serve-secret"
+SIGNER = generate()  # signs the benchmark's model; the API gets its public key
 BODY = b'{"entity": "7", "fields": {"salary_mean_10m": 52000.0}}'
 
 
@@ -139,7 +140,7 @@ def main() -> None:
     state = core.models["zipm"]
     online = {"count_lifetime": 41, "salary_mean_10m": 61_000.0, "loan_max_lifetime": 120_000.0}
     client = redis.Redis.from_url(s.redis_url)
-    ModelRegistry(client, s.redis_prefix, SECRET.encode()).save("zipm", state, {"offsets": {}, "view": "zip"})
+    ModelRegistry(client, s.redis_prefix, signer=SIGNER).save("zipm", state, {"offsets": {}, "view": "zip"})
 
     async def put() -> None:
         store = RedisStore.from_url(s.redis_url, s.redis_prefix)
@@ -152,7 +153,7 @@ def main() -> None:
         **os.environ,
         "RIVULET_TOPIC_PREFIX": s.topic_prefix,
         "RIVULET_REDIS_PREFIX": s.redis_prefix,
-        "RIVULET_SIGNING_SECRET": SECRET,
+        "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
         "RIVULET_FEATURES_MODULE": "tests.feature_defs",
         "BENCH_STATE": str(tmp / "state.pkl"),
         "PYTHONPATH": str(ROOT),

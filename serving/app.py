@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
@@ -29,7 +28,7 @@ from serving.dashboard import ASSETS, dashboard_router
 from serving.errors import ServingError
 from serving.models import ModelCache
 from serving.routes import router
-from streaming.learning.registry import ModelRegistry
+from streaming.clients import keyring, registry_reader
 from streaming.logs import configure_logging, get_logger
 from streaming.settings import Settings
 
@@ -56,13 +55,7 @@ class Services:
             socket_connect_timeout=settings.redis_connect_timeout_s,
         )
         self.store = RedisStore(self.redis, settings.redis_prefix)
-        secret = settings.signing_secret.get_secret_value().encode() if settings.signing_secret else b""
-        sync = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=settings.redis_connect_timeout_s,
-        )
-        self.registry = ModelRegistry(sync, settings.redis_prefix, secret)
+        self.registry = registry_reader(settings)  # MissingKey without RIVULET_VERIFY_KEYS: no start
         views = {v.name: v for v in load_views(settings.features_module)}
         self.models = ModelCache(self.registry, views)
         self.producer: AIOKafkaProducer | None = None
@@ -175,6 +168,8 @@ async def _too_large(limit: int, send: Send) -> None:
 def create_app(settings: Settings | None = None, services: Any = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
+    if services is None:
+        keyring(settings)  # no verify keys: refuse now (MissingKey), not with a 500 on the first load
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from features.definitions import load_views
 from features.errors import InvalidEvent
 from features.events import Event
 from streaming.embedded import EmbeddedServices, EmbeddedStack
+from streaming.learning.keys import generate
 from streaming.learning.spec import load_specs
 from streaming.settings import Settings
 from streaming.sources import RowMapping, open_source
@@ -68,17 +69,12 @@ class Demo:
         live: bool = True,
     ) -> None:
         self.settings = settings
-        secret = (
-            settings.signing_secret.get_secret_value().encode()
-            if settings.signing_secret
-            else b"rivulet-demo"
-        )
         self.specs = load_specs(settings.models_module)
         # only the views the models read: the demo computes nothing it does not use
         self.views = [
             v for v in load_views(settings.features_module) if v.name in {s.view for s in self.specs}
         ]
-        self.stack = EmbeddedStack(settings, self.views, self.specs, secret)
+        self.stack = EmbeddedStack(settings, self.views, self.specs, generate())  # an ephemeral key pair
         self.events, self.rate = events, rate
         self.seed, self.drift_width, self.entities = seed, drift_width, entities
         self.drift_at = drift_at if drift_at is not None else (events // 2 if events else 5_000)

@@ -23,6 +23,7 @@ from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from serving.models import ModelCache
+from streaming.learning.keys import SigningKey
 from streaming.learning.merge import Merger, decode, event_time
 from streaming.learning.registry import MemoryRegistry
 from streaming.learning.router import TopicRoles
@@ -123,7 +124,7 @@ class EmbeddedStack:
         settings: Settings,
         views: Sequence[FeatureView],
         specs: Sequence[ModelSpec],
-        secret: bytes,
+        signer: SigningKey,
         *,
         batch: int = 500,
     ) -> None:
@@ -131,7 +132,7 @@ class EmbeddedStack:
         self.views = list(views)
         self.log = MemoryLog()
         self.store = MemoryStore()
-        self.registry = MemoryRegistry(secret)
+        self.registry = MemoryRegistry(signer=signer)
         self.pipeline = FeaturePipeline(self.views, self.store, cache_entities=100_000)
         t = settings.topics
         self.topics = t

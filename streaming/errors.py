@@ -8,7 +8,9 @@ __all__ = [
     "DeliveryError",
     "DeliveryFailure",
     "EventTooLarge",
+    "InvalidKey",
     "KafkaUnavailable",
+    "MissingKey",
     "StreamingError",
     "TopicError",
 ]
@@ -71,4 +73,24 @@ class KafkaUnavailable(StreamingError):
         super().__init__(
             f"Kafka is not reachable at {bootstrap} ({type(cause).__name__}: {cause}); "
             "check RIVULET_KAFKA_BOOTSTRAP or start it with scripts/services up"
+        )
+
+
+class InvalidKey(StreamingError, ValueError):
+    """A signing or verify key that is not the base64 of 32 raw bytes (``what`` names which one)."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        super().__init__(f"{what} {problem}")
+
+
+class MissingKey(StreamingError):
+    """A process that signs or loads snapshots started without the key it needs: the learner without
+    ``RIVULET_SIGNING_KEY``, a reader (API, replay, verify, CLI) without ``RIVULET_VERIFY_KEYS``."""
+
+    def __init__(self, setting: str, role: str) -> None:
+        self.setting = setting
+        super().__init__(
+            f"{setting} is not set: {role} (run `rivulet keys generate` for a key pair; `rivulet up` "
+            "keeps one in <data dir>/stack/)"
         )

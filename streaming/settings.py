@@ -84,9 +84,6 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(2.0, gt=0, description="Redis connect timeout.")
 
     # Security
-    signing_secret: SecretStr | None = Field(
-        None, description="HMAC secret for model snapshots (being replaced by signing_key/verify_keys)."
-    )
     signing_key: SecretStr | None = Field(
         None,
         description="The learner's Ed25519 private key (base64 of its 32-byte seed), which signs model "
@@ -172,7 +169,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @field_validator("signing_key", "signing_secret", mode="before")
+    @field_validator("signing_key", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         """An empty key (``RIVULET_SIGNING_KEY=``, or Compose's ``${...:-}``) is no key: unset, so the

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shlex
 import signal
 import socket
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from streaming.learning.keys import generate, parse_keyring, parse_signing_key
 from streaming.settings import Settings
 
 __all__ = ["PROGRAMS", "Stack", "StackError", "services_reachable", "tcp_open"]
@@ -103,27 +103,39 @@ class Stack:
             raise StackError(f"{script} up failed: {done.stderr.strip()[-2000:]}")
         return f"started {missing} with {script}"
 
-    def secret(self) -> str:
-        """The signing secret: configured, or generated once and kept (0600) in the stack's directory."""
-        if self.settings.signing_secret is not None:
-            return self.settings.signing_secret.get_secret_value()
-        path = self.home / "signing-secret"
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+    def keys(self) -> tuple[str, list[str]]:
+        """The learner's signing key (configured, or generated once and kept, 0600, in the stack's
+        directory as ``signing-key``) and the readers' keyring (configured verify keys plus the signer's
+        public key), which is also kept as ``verify-keys`` for the CLI to find."""
+        if self.settings.signing_key is not None:
+            signer = parse_signing_key(self.settings.signing_key.get_secret_value())
+        else:
+            path = self.home / "signing-key"
+            if not path.exists():
+                self.home.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(generate().encoded)
+            signer = parse_signing_key(path.read_text().strip(), str(path))
+        ring = parse_keyring(self.settings.verify_keys).with_key(signer.public)
+        verify = [k.encoded for k in ring]
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "verify-keys").write_text(",".join(verify) + "\n")
+        return signer.encoded, verify
 
     def write_conf(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k.startswith("RIVULET_")}
-        env["RIVULET_SIGNING_SECRET"] = self.secret()
+        signing, verify = self.keys()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("RIVULET_") and k not in ("RIVULET_SIGNING_KEY", "RIVULET_SIGNING_SECRET")
+        }
+        env["RIVULET_VERIFY_KEYS"] = ",".join(verify)
         env["RIVULET_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
         env["PYTHONUNBUFFERED"] = "1"
         env["RIVULET_STACK_HOME"] = str(self.home)  # how rivulet down finds them if the supervisor died
-        environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
         values = {
             "features_metrics_port": str(self.features_metrics_port),
             "heartbeat": str(self.home / "learner.alive"),
@@ -149,6 +161,8 @@ class Stack:
         for name, args in PROGRAMS.items():
             argv = [sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in args)]
             command = " ".join(shlex.quote(a) for a in argv)  # supervisord splits it as a shell would
+            own = {**env, "RIVULET_SIGNING_KEY": signing} if name == "learner" else env  # it alone signs
+            environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(own.items()))
             sections += [
                 f"[program:{name}]",
                 f"command={command}",
@@ -167,7 +181,7 @@ class Stack:
                 "stdout_logfile_backups=3",
                 "",
             ]
-        # it holds the signing secret (and any API keys): readable by its owner only
+        # it holds the signing key (and any API keys): readable by its owner only
         fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:

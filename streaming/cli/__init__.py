@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streaming.cli import demo, features, learn, produce, replay, serve, stack, topics, watch
+from streaming.cli import demo, features, keys, learn, produce, replay, serve, stack, topics, watch
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ app.add_typer(topics.app, name="topics")
 app.add_typer(features.app, name="features")
 app.add_typer(learn.learn_app, name="learn")
 app.add_typer(learn.models_app, name="models")
+app.add_typer(keys.app, name="keys")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 app.command("serve")(serve.serve)

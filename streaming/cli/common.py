@@ -44,17 +44,25 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def load_settings() -> Settings:
-    """The settings; without RIVULET_SIGNING_SECRET, the secret ``rivulet up`` generated (if any), so the
-    commands that read the registry work against the stack it runs."""
+def load_settings(*, signing: bool = False) -> Settings:
+    """The settings, completed with the keys ``rivulet up`` generated (if any), so the commands work
+    against the stack it runs: without RIVULET_VERIFY_KEYS, the stack's public key
+    (``<data dir>/stack/verify-keys``); with ``signing`` (the learner, the migration), without
+    RIVULET_SIGNING_KEY, its private key (``<data dir>/stack/signing-key``)."""
     try:
         settings = Settings()
     except ValidationError as exc:
         fail(f"invalid configuration: {exc}")
-    if settings.signing_secret is None:
-        kept = Path(settings.data_dir) / "stack" / "signing-secret"
-        if kept.is_file():
-            settings = settings.model_copy(update={"signing_secret": SecretStr(kept.read_text().strip())})
+    home = Path(settings.data_dir) / "stack"
+    update: dict[str, object] = {}
+    kept = home / "verify-keys"
+    if not settings.verify_keys and kept.is_file():
+        update["verify_keys"] = [k.strip() for k in kept.read_text().split(",") if k.strip()]
+    kept = home / "signing-key"
+    if signing and settings.signing_key is None and kept.is_file():
+        update["signing_key"] = SecretStr(kept.read_text().strip())
+    if update:
+        settings = settings.model_copy(update=update)
     configure_logging(settings)
     return settings
 

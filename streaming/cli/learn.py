@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import redis
 import typer
 from rich.table import Table
 
 from features.errors import FeaturesError
 from streaming.cli.common import console, fail, load_settings, user_errors
+from streaming.clients import registry_reader, registry_writer
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec, SpecError, load_specs
@@ -24,15 +24,10 @@ models_app = typer.Typer(
 
 
 def registry_of(settings: Settings) -> ModelRegistry:
-    if settings.signing_secret is None:
-        fail("RIVULET_SIGNING_SECRET is not set: snapshots cannot be verified")
-    assert settings.signing_secret is not None
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-    )
-    return ModelRegistry(client, settings.redis_prefix, settings.signing_secret.get_secret_value().encode())
+    """The registry as a reader (verifies with RIVULET_VERIFY_KEYS, cannot sign); exits clearly without."""
+    with user_errors():
+        return registry_reader(settings)
+    raise AssertionError("unreachable")  # user_errors exits
 
 
 def checked_specs(settings: Settings, module: str | None = None) -> list[ModelSpec]:
@@ -65,7 +60,7 @@ def run(
     ] = None,
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
-    settings = load_settings()
+    settings = load_settings(signing=True)
     try:
         specs = checked_specs(settings, models)
     except (SpecError, FeaturesError) as exc:
@@ -73,7 +68,7 @@ def run(
     from streaming.learning.worker import LearnerWorker
 
     with user_errors():
-        worker = LearnerWorker(settings, specs, registry=registry_of(settings))
+        worker = LearnerWorker(settings, specs, registry=registry_writer(settings))
         worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
 
 

@@ -3,15 +3,19 @@
 Keys (hash tag on the model name, so one model's keys share a Redis Cluster slot):
 
 - ``<prefix>model:{<name>}:v:<version>``: the snapshot bytes of one version;
+- ``<prefix>model:{<name>}:h:<version>``: its signed header alone (a few hundred bytes), so listings
+  verify and show versions without reading snapshots;
 - ``<prefix>model:{<name>}:versions``: a sorted set of versions (score = version);
 - ``<prefix>model:{<name>}:current``: the version serving traffic (moved by promote and rollback);
 - ``<prefix>models``: the set of model names;
 - ``<prefix>model:{<name>}:history``: a capped stream of monitoring samples (one per checkpoint).
 
-A new version is written in one MULTI/EXEC transaction (snapshot, version index, current pointer, trimming
-to the last ``keep`` versions) and then announced on the channel ``<prefix>models:updates``. Loading takes
-the newest version that verifies; a corrupt or badly signed one is refused with a clear error and the one
-before it is used.
+A new version is written in one MULTI/EXEC transaction (snapshot, header, version index, current pointer)
+and older ones are trimmed (snapshot and header together) to the last ``keep``; the new version is then
+announced on the channel ``<prefix>models:updates``. Only a registry given a signing key writes
+(the learner's); readers hold a :class:`~streaming.learning.keys.Keyring` of public keys. Loading takes
+the newest version that verifies; a corrupt, foreign or misplaced one is refused with a clear error and
+the one before it is used.
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ from typing import Any
 import orjson
 import redis
 
-from streaming.learning.snapshot import Opened, SnapshotRejected, open_snapshot, read_header, seal
+from streaming.errors import MissingKey, StreamingError
+from streaming.learning.keys import Keyring, SigningKey
+from streaming.learning.snapshot import (
+    Opened,
+    SnapshotRejected,
+    header_part,
+    open_header,
+    open_snapshot,
+    seal,
+)
 
 __all__ = ["MemoryRegistry", "ModelRegistry", "NoValidVersion", "Registry", "VersionInfo"]
 
 
-class NoValidVersion(Exception):
+class NoValidVersion(StreamingError):
     def __init__(self, name: str, rejected: list[str]) -> None:
         self.name, self.rejected = name, rejected
         detail = f"; refused: {'; '.join(rejected)}" if rejected else ""
@@ -40,9 +53,12 @@ class NoValidVersion(Exception):
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """A retained version: its verified header (empty when refused, with ``refused`` saying why)."""
+
     version: int
     header: dict[str, Any]
     current: bool
+    refused: str | None = None
 
 
 class Registry(ABC):
@@ -53,17 +69,37 @@ class Registry(ABC):
 
     HISTORY = 2_000  # samples kept per model
 
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    def __init__(self, *, signer: SigningKey | None = None, keyring: Keyring | None = None) -> None:
+        ring = keyring if keyring is not None else Keyring()
+        if signer is not None:
+            ring = ring.with_key(signer.public)  # a signer always reads what it wrote
+        if not len(ring):
+            raise MissingKey("RIVULET_VERIFY_KEYS", "a registry needs at least one key to verify snapshots")
+        self._signer = signer
+        self.keyring = ring
+
+    @property
+    def signer_id(self) -> str | None:
+        """The key id new versions are signed with (None: a reader, which cannot save)."""
+        return self._signer.key_id if self._signer is not None else None
 
     # ------------------------------------------------------------------ storage primitives
 
     @abstractmethod
     def _store(self, name: str, blob_of: Callable[[int], bytes], keep: int) -> int:
-        """Allocate the next version, store ``blob_of(version)``, make it current, trim to ``keep``."""
+        """Allocate the next version, store ``blob_of(version)`` and its :func:`header_part` together,
+        make it current, trim snapshots and headers to ``keep``."""
 
     @abstractmethod
     def _blob(self, name: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def _headers(self, name: str, versions: list[int]) -> list[bytes | None]:
+        """The stored signed headers of ``versions`` (None where absent), without reading snapshots."""
+
+    @abstractmethod
+    def _replace(self, name: str, version: int, blob: bytes) -> None:
+        """Overwrite an existing version's snapshot and header (the format migration only)."""
 
     @abstractmethod
     def _numbers(self, name: str) -> list[int]:
@@ -91,27 +127,34 @@ class Registry(ABC):
 
     def save(self, name: str, state: Any, header: dict[str, Any], *, keep: int = 10) -> int:
         """Store a new version (atomically), make it current, keep the last ``keep``; returns its number."""
-        return self._store(
-            name, lambda v: seal(state, {**header, "model": name, "version": v}, self._secret), keep
-        )
+        signer = self._signer
+        if signer is None:
+            raise MissingKey("RIVULET_SIGNING_KEY", "only the learner, which holds the signing key, saves")
+        return self._store(name, lambda v: seal(state, {**header, "model": name, "version": v}, signer), keep)
 
     def versions(self, name: str) -> list[VersionInfo]:
+        """Retained versions, newest first, each with its verified header: reads headers, not snapshots."""
         current = self.current_version(name)
+        numbers = list(reversed(self._numbers(name)))
         out = []
-        for v in reversed(self._numbers(name)):
-            blob = self._blob(name, v)
-            try:
-                header = read_header(blob) if blob else {}
-            except SnapshotRejected:
-                header = {}
-            out.append(VersionInfo(v, header, v == current))
+        for v, head in zip(numbers, self._headers(name, numbers), strict=True):
+            header: dict[str, Any] = {}
+            refused = None
+            if head is None:
+                refused = f"version {v} has no stored header (written before snapshot format 2?)"
+            else:
+                try:
+                    header = open_header(head, self.keyring, model=name, version=v)
+                except SnapshotRejected as exc:
+                    refused = str(exc)
+            out.append(VersionInfo(v, header, v == current, refused))
         return out
 
     def load(self, name: str, version: int) -> Opened:
         blob = self._blob(name, version)
         if blob is None:
             raise NoValidVersion(name, [f"version {version} does not exist"])
-        return open_snapshot(blob, self._secret)
+        return open_snapshot(blob, self.keyring, model=name, version=version)
 
     def load_latest(self, name: str, *, current: bool = False) -> tuple[Opened, list[str]]:
         """The newest version that verifies (or the current one first, with ``current=True``); also the
@@ -137,8 +180,15 @@ class Registry(ABC):
 class ModelRegistry(Registry):
     """The registry in Redis (see the module docstring for its keys)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, secret: bytes) -> None:
-        super().__init__(secret)
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        signer: SigningKey | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
+        super().__init__(signer=signer, keyring=keyring)
         self._r: Any = client  # redis-py's reply types are unions of everything; bytes here
         self._prefix = prefix
 
@@ -152,8 +202,10 @@ class ModelRegistry(Registry):
     def _store(self, name: str, blob_of: Callable[[int], bytes], keep: int) -> int:
         version = int(self._r.incr(self._k(name, "seq")))
         versions_key = self._k(name, "versions")
+        blob = blob_of(version)
         pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._k(name, f"v:{version}"), blob_of(version))
+        pipe.set(self._k(name, f"v:{version}"), blob)
+        pipe.set(self._k(name, f"h:{version}"), header_part(blob))
         pipe.zadd(versions_key, {str(version): version})
         pipe.set(self._k(name, "current"), version)
         pipe.sadd(f"{self._prefix}models", name)
@@ -162,7 +214,7 @@ class ModelRegistry(Registry):
         if old:
             pipe = self._r.pipeline(transaction=True)
             pipe.zrem(versions_key, *[str(v) for v in old])
-            pipe.delete(*[self._k(name, f"v:{v}") for v in old])
+            pipe.delete(*[self._k(name, f"{kind}:{v}") for v in old for kind in ("v", "h")])
             pipe.execute()
         self._r.publish(self.channel, orjson.dumps({"model": name, "version": version}))
         return version
@@ -170,6 +222,17 @@ class ModelRegistry(Registry):
     def _blob(self, name: str, version: int) -> bytes | None:
         blob: bytes | None = self._r.get(self._k(name, f"v:{version}"))
         return blob
+
+    def _headers(self, name: str, versions: list[int]) -> list[bytes | None]:
+        if not versions:
+            return []
+        return list(self._r.mget([self._k(name, f"h:{v}") for v in versions]))
+
+    def _replace(self, name: str, version: int, blob: bytes) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(self._k(name, f"v:{version}"), blob)
+        pipe.set(self._k(name, f"h:{version}"), header_part(blob))
+        pipe.execute()
 
     def _numbers(self, name: str) -> list[int]:
         return [int(x) for x in self._r.zrange(self._k(name, "versions"), 0, -1)]
@@ -199,10 +262,11 @@ class MemoryRegistry(Registry):
     """The registry in this process (the embedded demo): same snapshots, same signatures, no Redis.
     Thread-safe; ``listeners`` are called with (model, version) on every new current version."""
 
-    def __init__(self, secret: bytes) -> None:
-        super().__init__(secret)
+    def __init__(self, *, signer: SigningKey | None = None, keyring: Keyring | None = None) -> None:
+        super().__init__(signer=signer, keyring=keyring)
         self._lock = threading.Lock()
         self._blobs: dict[str, dict[int, bytes]] = {}
+        self._heads: dict[str, dict[int, bytes]] = {}
         self._seq: dict[str, int] = {}
         self._current: dict[str, int] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
@@ -212,10 +276,12 @@ class MemoryRegistry(Registry):
         with self._lock:
             version = self._seq[name] = self._seq.get(name, 0) + 1
             blobs = self._blobs.setdefault(name, {})
+            heads = self._heads.setdefault(name, {})
             blobs[version] = blob_of(version)
+            heads[version] = header_part(blobs[version])
             self._current[name] = version
             for old in sorted(blobs)[:-keep]:
-                del blobs[old]
+                del blobs[old], heads[old]
         self._announce(name, version)
         return version
 
@@ -226,6 +292,16 @@ class MemoryRegistry(Registry):
     def _blob(self, name: str, version: int) -> bytes | None:
         with self._lock:
             return self._blobs.get(name, {}).get(version)
+
+    def _headers(self, name: str, versions: list[int]) -> list[bytes | None]:
+        with self._lock:
+            heads = self._heads.get(name, {})
+            return [heads.get(v) for v in versions]
+
+    def _replace(self, name: str, version: int, blob: bytes) -> None:
+        with self._lock:
+            self._blobs.setdefault(name, {})[version] = blob
+            self._heads.setdefault(name, {})[version] = header_part(blob)
 
     def _numbers(self, name: str) -> list[int]:
         with self._lock:

@@ -20,14 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import load_views
 from features.errors import FeaturesError
+from streaming.clients import registry_writer
+from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.merge import Merger, Positioned, decode, event_time
-from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
+from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
@@ -167,21 +168,13 @@ class LearnerWorker(Learner):
         registry: Registry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if settings.signing_secret is None:
-            raise ValueError("RIVULET_SIGNING_SECRET is required to write and read model snapshots")
+        registry = registry or registry_writer(settings)
+        if registry.signer_id is None:
+            raise MissingKey("RIVULET_SIGNING_KEY", "the learner signs every snapshot it writes with it")
         self.settings = settings
         super().__init__(
             specs,
-            registry
-            or ModelRegistry(
-                redis.Redis.from_url(
-                    settings.redis_url,
-                    socket_timeout=settings.redis_socket_timeout_s,
-                    socket_connect_timeout=settings.redis_connect_timeout_s,
-                ),
-                settings.redis_prefix,
-                settings.signing_secret.get_secret_value().encode(),
-            ),
+            registry,
             TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
             fingerprints=_fingerprints(settings),
             clock=clock,

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import orjson
 import redis
+from pydantic import SecretStr
 
 from features.events import Event
+from streaming.learning.keys import SigningKey
 from streaming.learning.registry import ModelRegistry
 from streaming.learning.worker import LearnerWorker
 from streaming.settings import Settings
@@ -20,13 +22,16 @@ from tests.integration.workers import Worker, wait_caught_up
 from tests.model_defs import LR
 from tests.oracle import stream
 
-SECRET = "learner-test-secret"
+SIGNER = SigningKey(bytes(range(32)))  # the learner tests' signing key (fixed: tests restart processes)
+KEY_ENV = {"RIVULET_SIGNING_KEY": SIGNER.encoded, "RIVULET_VERIFY_KEYS": SIGNER.public.encoded}
 
 
 @contextmanager
 def learning_topics(settings: Settings) -> Iterator[Settings]:
-    """Rivulet's topics under the settings' prefix (deleted afterwards), and a signing secret."""
-    s = settings.model_copy(update={"signing_secret": SECRET})
+    """Rivulet's topics under the settings' prefix (deleted afterwards), and the signing key."""
+    s = settings.model_copy(
+        update={"signing_key": SecretStr(SIGNER.encoded), "verify_keys": [SIGNER.public.encoded]}
+    )
     with TopicAdmin(s) as admin:
         admin.create()
         try:
@@ -37,7 +42,7 @@ def learning_topics(settings: Settings) -> Iterator[Settings]:
 
 def registry(settings: Settings, prefix: str | None = None) -> ModelRegistry:
     return ModelRegistry(
-        redis.Redis.from_url(settings.redis_url), prefix or settings.redis_prefix, SECRET.encode()
+        redis.Redis.from_url(settings.redis_url), prefix or settings.redis_prefix, signer=SIGNER
     )
 
 

@@ -22,7 +22,7 @@ from streaming.learning.registry import ModelRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
 from streaming.topics import TopicAdmin
-from tests.integration.serving_env import SECRET, serving_settings
+from tests.integration.serving_env import SIGNER, serving_settings
 from tests.model_defs import scaled_lr
 
 
@@ -34,7 +34,7 @@ def test_schemathesis_all_checks(
     core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 200)):
         core.on_record(str(i), i, {"count_lifetime": x["age"], "salary_mean_10m": x["salary"]}, label=y)
-    ModelRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, SECRET.encode()).save(
+    ModelRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=SIGNER).save(
         "zipm", core.models["zipm"], {"offsets": {}, "view": "zip"}
     )
     with socket.socket() as sock:

@@ -23,22 +23,33 @@ from river import evaluate, metrics
 from typer.testing import CliRunner
 
 from streaming.cli import app
+from streaming.learning.keys import SigningKey
 from streaming.learning.snapshot import seal
 from streaming.producer import Producer
 from streaming.publish import LabelPolicy, publish
 from streaming.settings import Settings
 from streaming.sources import Row, RowMapping
-from tests.integration.learning import SECRET, events, featurise, learn, learning_topics, registry, river_data
+from tests.integration.learning import (
+    KEY_ENV,
+    SIGNER,
+    events,
+    featurise,
+    learn,
+    learning_topics,
+    registry,
+    river_data,
+)
 from tests.model_defs import scaled_lr
 
 DELAY = 25
+ATTACKER = SigningKey(bytes(range(7, 39)))
 
 
 def cli(settings: Settings, *args: str) -> Any:
     env = {
         "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
         "RIVULET_REDIS_PREFIX": settings.redis_prefix,
-        "RIVULET_SIGNING_SECRET": SECRET,
+        **KEY_ENV,
         "RIVULET_FEATURES_MODULE": "tests.feature_defs:DIRECT",
         "RIVULET_MODELS_MODULE": "tests.model_defs",
     }
@@ -176,16 +187,19 @@ def test_verify_passes_on_real_versions_and_fails_on_tampered_ones(stream_learne
     state.model.learn_one({"count_lifetime": 1.0, "sal_k": 50.0}, True)
     header = {k: v for k, v in opened.header.items() if k not in ("payload_sha256", "payload_bytes")}
     try:
-        client.set(key, seal(state, header, SECRET.encode()))
+        client.set(key, seal(state, header, SIGNER))
         res = cli(s, "models", "verify", "lr", str(newest), "--quiet")
         assert res.exit_code == 3, res.output
         assert "NOT verified" in res.output and "probe" in res.output
 
         blob = bytearray(original)  # type: ignore[arg-type]
-        blob[-5] ^= 0x01
+        blob[-5] ^= 0x01  # in the payload: its hash is in the signed header
         client.set(key, bytes(blob))
         res = cli(s, "models", "verify", "lr", str(newest), "--quiet")
-        assert res.exit_code == 1 and "bad signature" in res.output
+        assert res.exit_code == 1 and "payload hash mismatch" in res.output
+        client.set(key, seal(state, header, ATTACKER))  # a key that is not in the ring
+        res = cli(s, "models", "verify", "lr", str(newest), "--quiet")
+        assert res.exit_code == 1 and f"signed by key {ATTACKER.key_id}, not in the keyring" in res.output
     finally:
         client.set(key, original)  # type: ignore[arg-type]
 

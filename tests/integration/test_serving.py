@@ -32,7 +32,7 @@ from streaming.settings import Settings
 from streaming.topics import TopicAdmin
 from tests.feature_defs import ZIP
 from tests.integration.kafka_read import read_all
-from tests.integration.serving_env import SECRET, serving_settings
+from tests.integration.serving_env import SIGNER, serving_settings
 from tests.model_defs import scaled_lr
 
 SPEC = ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))
@@ -66,7 +66,7 @@ def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settin
 
 
 def registry(s: Settings) -> ModelRegistry:
-    return ModelRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, SECRET.encode())
+    return ModelRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=SIGNER)
 
 
 def put_vector(s: Settings, entity: str, values: dict[str, Any], ts: int) -> None:
@@ -255,7 +255,7 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
         env,
         [SPEC],
         registry=ModelRegistry(
-            redis.Redis.from_url(env.redis_url), f"{env.redis_prefix}learner:", SECRET.encode()
+            redis.Redis.from_url(env.redis_url), f"{env.redis_prefix}learner:", signer=SIGNER
         ),
     )
     learner.run(max_idle_s=2.0, install_signals=False)

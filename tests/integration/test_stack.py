@@ -18,6 +18,7 @@ import httpx
 import orjson
 import redis
 
+from streaming.learning.keys import generate
 from streaming.settings import Settings
 from streaming.topics import TopicAdmin
 from tests.integration.workers import ROOT
@@ -60,8 +61,7 @@ def test_up_scores_a_produced_event_and_down_stops(
         "RIVULET_TOPIC_PREFIX": f"test.{run}.",
         "RIVULET_REDIS_PREFIX": f"test:{run}:",
         "RIVULET_DATA_DIR": str(tmp_path / "data"),
-        "RIVULET_SERVE_PORT": str(port),
-        "RIVULET_SIGNING_SECRET": "stack-test-secret",
+        "RIVULET_SERVE_PORT": str(port),  # no signing key: rivulet up generates and keeps one
         "RIVULET_LOG_LEVEL": "INFO",
     }
     settings = base_settings.model_copy(
@@ -106,6 +106,15 @@ def test_up_scores_a_produced_event_and_down_stops(
         assert after is not None and after["probabilities"] != before["probabilities"]
         dashboard = httpx.get(f"{url}/v1/dashboard", timeout=5).json()
         assert dashboard["models"]["approval-lr"]["history"], "the learner records monitoring samples"
+        # the CLI verifies with the public key rivulet up kept; only the learner holds the private key
+        listed = rivulet(env, "models", "versions", "approval-lr")
+        assert listed.returncode == 0 and "learned=3001" in listed.stdout, listed.stdout + listed.stderr
+        home = tmp_path / "data" / "stack"
+        assert (home / "signing-key").stat().st_mode & 0o077 == 0
+        conf = (home / "supervisord.conf").read_text()
+        assert [p for p in conf.split("[program:") if "RIVULET_SIGNING_KEY" in p] == [
+            p for p in conf.split("[program:") if p.startswith("learner]")
+        ]
     finally:
         stopped = rivulet(env, "down")
         with TopicAdmin(settings) as admin:
@@ -152,7 +161,7 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         "RIVULET_REDIS_PREFIX": f"test:{run}:",
         "RIVULET_DATA_DIR": str(tmp_path / "data dir"),  # a space: every path is quoted for supervisord
         "RIVULET_SERVE_PORT": str(port),
-        "RIVULET_SIGNING_SECRET": "stack-test-secret",
+        "RIVULET_SIGNING_KEY": generate().encoded,
     }
     settings = base_settings.model_copy(
         update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
@@ -163,7 +172,7 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         started = rivulet(env, "up", "--features-metrics-port", metrics)
         assert started.returncode == 0, started.stdout + started.stderr
         assert started.stdout.count("RUNNING") == 3, started.stdout
-        assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing secret
+        assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing key
         pids = children(home)
         assert len(pids) == 3, pids
         os.kill(int((home / "supervisord.pid").read_text()), signal.SIGKILL)

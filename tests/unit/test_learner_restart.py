@@ -8,6 +8,7 @@ import orjson
 from river import linear_model, metrics, preprocessing
 from river.datasets import synth
 
+from streaming.learning.keys import generate
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import MemoryRegistry
 from streaming.learning.router import TopicRoles
@@ -37,7 +38,7 @@ def records(start: int, n: int) -> list[Positioned]:
 
 
 def test_drifts_before_a_restart_are_not_reported_again() -> None:
-    registry = MemoryRegistry(b"secret")
+    registry = MemoryRegistry(signer=generate())
     first = Learner([SPEC], registry, ROLES)
     for rec in records(0, 3_000):
         first.process(rec)

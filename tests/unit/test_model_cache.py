@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from serving.models import ModelCache
+from streaming.learning.keys import Keyring, generate
 from streaming.learning.registry import ModelRegistry
 
 
@@ -47,7 +48,8 @@ class Client:
 
 
 def test_stop_ends_the_follower_although_the_cancellation_is_swallowed() -> None:
-    registry = ModelRegistry(redis.Redis(), "test:", b"secret")  # never contacted: no refresh is due
+    # never contacted: no refresh is due
+    registry = ModelRegistry(redis.Redis(), "test:", keyring=Keyring.of(generate().public))
     cache = ModelCache(registry, {})
     client = Client()
 

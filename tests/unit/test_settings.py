@@ -19,7 +19,7 @@ def test_defaults_point_at_loopback() -> None:
         "rivulet.predictions",
         "rivulet.dead-letters",
     ]
-    assert s.signing_secret is None
+    assert s.signing_key is None and s.verify_keys == []
 
 
 def test_values_come_from_rivulet_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,15 +27,17 @@ def test_values_come_from_rivulet_variables(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("RIVULET_TOPIC_PREFIX", "prod.")
     monkeypatch.setenv("RIVULET_PARTITIONS", "12")
     monkeypatch.setenv("RIVULET_ADMIN_API_KEYS", "a, b,,c")
-    monkeypatch.setenv("RIVULET_SIGNING_SECRET", "s3cret")
+    monkeypatch.setenv("RIVULET_SIGNING_KEY", "s3cret")
+    monkeypatch.setenv("RIVULET_VERIFY_KEYS", "pubA, pubB")
     monkeypatch.setenv("RIVULET_LOG_LEVEL", "info")
     s = Settings()
     assert s.bootstrap_servers == ["k1:9092", "k2:9092"]
     assert s.topics.dead_letters == "prod.dead-letters"
     assert s.partitions == 12
     assert s.admin_api_keys == ["a", "b", "c"]
-    assert s.signing_secret is not None
-    assert s.signing_secret.get_secret_value() == "s3cret"
+    assert s.signing_key is not None
+    assert s.signing_key.get_secret_value() == "s3cret"
+    assert s.verify_keys == ["pubA", "pubB"]
     assert "s3cret" not in repr(s)
     assert s.log_level == "INFO"
 
@@ -47,7 +49,7 @@ def test_invalid_values_are_refused_with_the_field_named(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("value", ["", "   "])
-def test_an_empty_signing_secret_is_no_secret(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    """Compose passes ``${RIVULET_SIGNING_SECRET:-}``: empty must not become an HMAC key of no bytes."""
-    monkeypatch.setenv("RIVULET_SIGNING_SECRET", value)
-    assert Settings().signing_secret is None
+def test_an_empty_signing_key_is_no_key(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """An empty ``RIVULET_SIGNING_KEY`` must be unset (the learner refuses), not a key of no bytes."""
+    monkeypatch.setenv("RIVULET_SIGNING_KEY", value)
+    assert Settings().signing_key is None

@@ -1,0 +1,44 @@
+"""``rivulet keys generate | show``: Ed25519 key pairs that sign and verify model snapshots."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streaming.cli.common import console, load_settings, user_errors
+from streaming.clients import keyring, signing_key
+from streaming.learning.keys import generate as new_pair
+
+app = typer.Typer(
+    help="Keys that sign (learner) and verify (everyone else) model snapshots.", no_args_is_help=True
+)
+
+
+@app.command()
+def generate(
+    export: Annotated[
+        bool, typer.Option(help="Prefix each line with `export ` (for eval in a shell).")
+    ] = False,
+) -> None:
+    """Print a new key pair as environment lines: RIVULET_SIGNING_KEY (private: the learner's alone) and
+    RIVULET_VERIFY_KEYS (public: every reader). To rotate, append the new public key to the readers' ring."""
+    pair = new_pair()
+    prefix = "export " if export else ""
+    print(f"# key id {pair.key_id}")
+    print(f"{prefix}RIVULET_SIGNING_KEY={pair.encoded}")
+    print(f"{prefix}RIVULET_VERIFY_KEYS={pair.public.encoded}")
+
+
+@app.command()
+def show() -> None:
+    """The key ids this environment signs with and accepts (never the private key)."""
+    settings = load_settings(signing=True)
+    with user_errors():
+        if settings.signing_key is not None:
+            console.print(f"signs with: {signing_key(settings).key_id}")
+        else:
+            console.print("signs with: nothing (no RIVULET_SIGNING_KEY: a reader)")
+        ring = keyring(settings)
+    for key in ring:
+        console.print(f"accepts:    {key.key_id}  {key.encoded}")
