@@ -18,6 +18,7 @@ ALL = FeatureView(
         Mean("sal_k", window=sliding("90s")),
         Min("age", window=tumbling("1m")),
         Max("age"),
+        Mean("loan"),  # lifetime: two loans of 1e308 took it to infinity (issue 11)
         Var("hvalue", window=sliding("2m")),
         Std("hvalue"),
         Last("car", window=hopping("2m", "30s")),

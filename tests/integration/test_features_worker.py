@@ -18,9 +18,10 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from features.engine import FeatureEngine
 from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
-from features.redis_store import RedisStore
+from features.redis_store import RedisStore, state_key
 from features.store import FeatureRow, MemoryStore
 from streaming.producer import Producer
 from streaming.settings import Settings
@@ -203,3 +204,97 @@ def test_two_workers_split_four_partitions(topics: Settings, tmp_path: Path) -> 
             w.stop()
     check_direct_view(settings, events)
     check_rekeyed_view(settings, events)
+
+
+def test_overflow_corrupt_state_and_out_of_range_numbers_are_dead_lettered_and_nobody_is_blocked(
+    topics: Settings, tmp_path: Path
+) -> None:
+    """Issue 11: two loans of 1e308 pushed a lifetime mean to infinity, stored as null; the next batch with
+    that entity raised in the aggregation and was retried forever, blocking every other entity. Through the
+    real worker: the second 1e308 is dead-lettered 'overflow', a state stored corrupt is reset
+    ('corrupt_state'), an integer beyond int64 is 'invalid', and every entity gets exactly its oracle
+    vector."""
+    settings = topics
+    good = stream(400, entities=20, seed=21, step_ms=300, grain_ms=1_000)
+    template = dict(good[0].fields)
+    t0 = good[0].ts
+    whale = [
+        Event(event_id=f"whale-{i}", entity="whale", ts=t0 + 1_000 * i, fields={**template, "loan": loan})
+        for i, loan in enumerate([1e308, 1e308, 5.0, 1e307])
+    ]
+    events = good[:50] + whale[:2] + good[50:200] + whale[2:] + good[200:]
+    corrupt_entity = "c3"
+    first_c3 = next(e for e in events if e.entity == corrupt_entity)
+    # a state stored before this version could hold a null where a number must be (orjson's inf)
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    engine = FeatureEngine(ALL)
+    earlier = engine.new_state()
+    engine.apply(earlier, good[0].model_copy(update={"entity": corrupt_entity, "ts": t0 - 600_000}))
+    stored = orjson.loads(earlier.to_json())
+    stored["a"]["loan_mean_lifetime"][1] = None
+    client.hset(state_key(settings.redis_prefix, "all", corrupt_entity), mapping={"s": orjson.dumps(stored)})
+    beyond_int64 = (
+        b'{"event_id": "big", "entity": "c1", "ts": 1704067200000, "fields": {"n": 18446744073709551615}}'
+    )
+    raw = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    raw.send(settings.topics.events, value=beyond_int64, key=b"c1").get(timeout=30)
+    raw.close()
+    with Producer(settings) as producer:
+        producer.send_many(events)
+    worker = Worker(settings, "tests.feature_defs", tmp_path / "worker.log")
+    try:
+        wait_caught_up(settings, [worker])
+    finally:
+        worker.stop()
+
+    # the oracle over the accepted events: the corrupt entity starts again after its first record
+    oracle = Oracle(ALL).feed([e for e in events if e is not first_c3])
+    assert oracle.overflow == {"whale-1"}
+    got: dict[str, dict[str, Any]] = {}
+    for r in read_all(settings.kafka_bootstrap, settings.topics.features):
+        rec = orjson.loads(r.value)
+        if rec["view"] == "all":
+            got.setdefault(rec["event"]["event_id"], rec)
+    assert got.keys() == oracle.vectors.keys()
+    for event_id, rec in got.items():
+        assert not diff(rec["features"], oracle.vectors[event_id]), (
+            event_id,
+            diff(rec["features"], oracle.vectors[event_id]),
+        )
+
+    source = {
+        (r.partition, r.offset): r.value for r in read_all(settings.kafka_bootstrap, settings.topics.events)
+    }
+    dead = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap, settings.topics.dead_letters)]
+    by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for d in dead:
+        assert d["stage"] == "features" and d["topic"] == settings.topics.events
+        assert source[(d["partition"], d["offset"])] == base64.b64decode(d["value_b64"])  # bytes and position
+        by_reason[d["reason"]].append(d)
+    assert sorted(by_reason) == ["corrupt_state", "invalid", "overflow"]
+    (overflow,) = by_reason["overflow"]
+    assert Event.from_json(base64.b64decode(overflow["value_b64"])).event_id == "whale-1"
+    assert "overflow: field 'loan' of entity 'whale'" in overflow["error"] and overflow["view"] == "all"
+    (corrupt,) = by_reason["corrupt_state"]
+    assert Event.from_json(base64.b64decode(corrupt["value_b64"])) == first_c3
+    assert "total.loan_mean_lifetime" in corrupt["error"]
+    (invalid,) = by_reason["invalid"]
+    assert base64.b64decode(invalid["value_b64"]) == beyond_int64
+    assert "fields.n: integer outside the int64 range" in invalid["error"]
+
+    online = oracle.online()
+    entities = sorted(online)
+    assert "whale" in entities and corrupt_entity in entities
+    for entity, row in zip(entities, read_redis(settings, "all", entities), strict=True):
+        assert row is not None, entity
+        wm, aggs = online[entity]
+        assert row.ts == wm and not diff(row.values, aggs), (entity, diff(row.values, aggs))
+    assert online["whale"][1]["loan_mean_lifetime"] == pytest.approx((1e308 + 5.0 + 1e307) / 3)
+
+    stats = client.hgetall(f"{settings.redis_prefix}stats:features")
+    assert int(stats[b"dead_letters:overflow"]) == 1
+    assert int(stats[b"dead_letters:corrupt_state"]) == 1
+    assert int(stats[b"dead_letters:invalid"]) == 1
+    assert int(stats[b"state_resets"]) == 1

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from features.engine import EntityState
 from features.redis_store import RedisStore, state_key, vector_key
-from features.store import FeatureRow, MemoryStore, StateUpdate
+from features.store import FeatureRow, MemoryStore, StateUpdate, Unreadable
 from streaming.settings import Settings
 
 Body = Callable[[Any, Callable[[float], None]], Awaitable[None]]
@@ -134,3 +134,97 @@ def test_redis_keys_carry_the_entity_hash_tag_and_the_ttl(
     assert key_slot(vkey.encode()) == key_slot(skey.encode())  # one entity: one Redis Cluster slot
     assert 0 < redis_client.ttl(vkey) <= 90 and 0 < redis_client.ttl(skey) <= 90
     assert redis_client.hget(vkey, "_ts") == b"5"
+
+
+def test_bad_bytes_under_an_entitys_keys_never_fail_a_batch(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Whatever is stored under an entity's keys (a state that does not decode, a key of another type, a
+    position or a time that is not a number), loading, reading and committing that entity work, and the other
+    entities of the same round trip are unaffected."""
+    p = settings.redis_prefix
+    redis_client.hset(state_key(p, "v", "garbage"), mapping={"s": b"\x00not json", "o": "x"})
+    redis_client.set(state_key(p, "v", "wrongtype"), b"a string, not a hash")
+    redis_client.set(vector_key(p, "v", "wrongtype"), b"also a string")
+    redis_client.hset(vector_key(p, "v", "badvector"), mapping={"_ts": "soon", "x": b"{nope"})
+    redis_client.hset(state_key(p, "v", "badpos"), mapping={"s": b"{}", "t": "events", "p": "1", "o": "NaN?"})
+    good = EntityState(watermark=5, position={"t": "events", "p": 1, "o": 3})
+
+    async def go() -> None:
+        store = RedisStore.from_url(settings.redis_url, p)
+        try:
+            await store.commit("v", [StateUpdate("good", good, row("good", 5, x=1))])
+            loaded = await store.load("v", ["garbage", "wrongtype", "good", "absent"])
+            assert (
+                isinstance(loaded["garbage"], Unreadable) and "does not decode" in loaded["garbage"].problem
+            )
+            assert (
+                isinstance(loaded["wrongtype"], Unreadable) and "ResponseError" in loaded["wrongtype"].problem
+            )
+            assert loaded["good"] == good and "absent" not in loaded
+            assert await store.read("v", ["badvector", "wrongtype", "good"]) == [
+                None,
+                None,
+                FeatureRow("v", "good", {"x": 1}, 5),
+            ]
+            assert await store.read("v", ["wrongtype"]) == [None]
+            # committing over each of them replaces what was there
+            fresh = EntityState(watermark=9, position={"t": "events", "p": 1, "o": 8})
+            updates = [
+                StateUpdate(e, fresh, row(e, 9, x=2)) for e in ("garbage", "wrongtype", "badvector", "badpos")
+            ]
+            await store.commit("v", updates)
+            entities = ["garbage", "wrongtype", "badvector", "badpos"]
+            assert await store.load("v", entities) == dict.fromkeys(entities, fresh)
+            assert [r.values if r else None for r in await store.read("v", entities)] == [{"x": 2}] * 4
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_reset_replaces_a_newer_vector(with_store: Callable[[Body], None]) -> None:
+    """After a corrupt state is reset, the entity's vector is the empty state's, whatever time it had."""
+
+    async def body(store: Any, advance: Any) -> None:
+        await store.commit("v", [StateUpdate("a", EntityState(watermark=100), row("a", 100, c=7))])
+        await store.commit("v", [StateUpdate("a", EntityState(), row("a", 0, c=0))])  # older: refused
+        assert (await store.read("v", ["a"]))[0].values == {"c": 7}
+        await store.commit("v", [StateUpdate("a", EntityState(), row("a", 0, c=0), reset=True)])
+        (a,) = await store.read("v", ["a"])
+        assert (a.values, a.ts) == ({"c": 0}, 0)
+
+    with_store(body)
+
+
+def test_keys_of_the_old_scheme_are_migrated(settings: Settings, redis_client: redis.Redis) -> None:
+    p = settings.redis_prefix
+    state = EntityState(watermark=5, seq=1, position={"t": "events", "p": 0, "o": 4})
+    for entity in ("u1", "}x{", "é"):
+        redis_client.hset(f"{p}fv:v:{{{entity}}}", mapping={"_ts": 5, "x": b"1"})
+        redis_client.expire(f"{p}fv:v:{{{entity}}}", 300)
+        redis_client.hset(
+            f"{p}fs:v:{{{entity}}}", mapping={"s": state.to_json(), "t": "events", "p": 0, "o": 4}
+        )
+
+    async def go() -> None:
+        store = RedisStore.from_url(settings.redis_url, p)
+        try:
+            assert await store.read("v", ["u1"]) == [None]  # the new scheme does not see old keys
+            assert await store.migrate_keys() == 6
+            assert await store.migrate_keys() == 0  # idempotent
+            assert await store.load("v", ["u1", "}x{", "é"]) == {"u1": state, "}x{": state, "é": state}
+            rows = await store.read("v", ["u1", "}x{", "é"])
+            assert [(r.values, r.ts) for r in rows if r] == [({"x": 1}, 5)] * 3
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    keys = sorted(k.decode() for k in redis_client.scan_iter(match=f"{p}*"))
+    assert keys == sorted(
+        [
+            *(vector_key(p, "v", e) for e in ("u1", "}x{", "é")),
+            *(state_key(p, "v", e) for e in ("u1", "}x{", "é")),
+        ]
+    )
+    assert 0 < redis_client.ttl(vector_key(p, "v", "u1")) <= 300
