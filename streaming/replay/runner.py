@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
-from features.errors import InvalidEvent, LateEvent
+from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import Event
 from streaming.collect import fewer_collections
 from streaming.learning.core import DriftEvent, LearnerCore, ModelState
@@ -98,6 +98,9 @@ class FeatureStage:
                 vector = engine.apply(state, event)
             except LateEvent:
                 self.counts["late"] += 1
+                continue
+            except AggregateOverflow:  # refused, as the feature worker refuses it (features.engine)
+                self.counts["overflow"] = self.counts.get("overflow", 0) + 1
                 continue
             out.append({"view": name, "entity": entity, "event": head, "features": vector})
         return out
