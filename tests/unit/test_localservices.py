@@ -16,3 +16,15 @@ def test_a_cluster_id_never_starts_with_a_dash() -> None:
     cluster_id = localservices.kafka_cluster_id(lambda: next(draws))
     assert cluster_id == base64.urlsafe_b64encode(plain.bytes).rstrip(b"=").decode()
     assert all(not localservices.kafka_cluster_id().startswith("-") for _ in range(2_000))
+
+
+def test_the_cluster_node_runs_cluster_enabled_in_its_own_directory(tmp_path) -> None:
+    node = localservices.RedisClusterNode(tmp_path / "redis-cluster", port=7001)
+    cmd = node.command("redis-server")
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--cluster-enabled"] == "yes" and args["--port"] == "7001"
+    assert args["--dir"] == str(tmp_path / "redis-cluster")
+    assert args["--cluster-config-file"] == str(tmp_path / "redis-cluster" / "nodes.conf")
+    assert args["--bind"] == "127.0.0.1"
+    assert node.pidfile != localservices.RedisNode(tmp_path / "redis").pidfile
+    assert node.url == "redis://127.0.0.1:7001"
