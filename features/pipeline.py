@@ -220,9 +220,8 @@ class FeaturePipeline:
                 error = str(CorruptState(view.name, entity, problem))
                 result.dead_letters.append(DeadLetter("corrupt_state", error, raw, view.name))
             else:
-                state = states.get(entity)
-                if state is None:
-                    state = states[entity] = engine.new_state()
+                found = states.get(entity)
+                state = found if found is not None else states.setdefault(entity, engine.new_state())
                 if _redelivered(state, raw):
                     result.skipped += 1  # applied before a crash or rebalance: already in the stored state
                     continue

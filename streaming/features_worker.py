@@ -139,14 +139,14 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
             DEAD.labels(d.reason).inc()
             counts[f"dead_letters:{d.reason}"] = counts.get(f"dead_letters:{d.reason}", 0) + 1
             if d.reason not in ("invalid", "late"):  # not the producer's mistake: worth a log line
-                r = d.record
+                src = d.record
                 log.warning(
                     "dead letter",
                     reason=d.reason,
                     view=d.view,
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
+                    topic=src.topic,
+                    partition=src.partition,
+                    offset=src.offset,
                     error=d.error[:300],
                 )
         if result.resets:
