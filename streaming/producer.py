@@ -11,6 +11,12 @@ Usage::
         producer.send({"entity": "u1", "ts": "2024-01-01T00:00:00Z", "fields": {"amount": 3.5}})
         producer.send_label(event_id, True)
     # leaving the block flushes and raises if anything was not delivered
+
+Labels can be checked against a model task before they are sent (``label_check=``, a
+:class:`~streaming.learning.labels.LabelCheck` for a task or for the models' specs): a label the models
+cannot learn from raises :class:`~streaming.learning.errors.InvalidLabel` and is not sent::
+
+    Producer(settings, label_check=LabelCheck.for_task("binary")).send_label(event_id, "banana")  # raises
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from features.events import Event, Label
 from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge, KafkaUnavailable
+from streaming.learning.labels import LabelCheck
 from streaming.settings import Settings
 
 __all__ = ["Producer", "producer_config"]
@@ -60,7 +67,8 @@ class Producer:
     """Publishes events to ``<prefix>events`` and labels to ``<prefix>labels``.
 
     ``client`` may be given (any object with kafka-python's ``send``/``flush``/``close``) instead of a new
-    ``KafkaProducer``; topics default to the settings' topic names.
+    ``KafkaProducer``; topics default to the settings' topic names. ``label_check``: labels (inline on an
+    event or sent alone) are checked with it first (see the module docstring).
     """
 
     def __init__(
@@ -70,8 +78,10 @@ class Producer:
         client: KafkaProducer | None = None,
         events_topic: str | None = None,
         labels_topic: str | None = None,
+        label_check: LabelCheck | None = None,
     ) -> None:
         self._settings = settings
+        self.label_check = label_check
         if client is None:
             try:
                 client = KafkaProducer(**producer_config(settings))
@@ -96,6 +106,8 @@ class Producer:
         enqueued (no metadata or a full buffer for ``kafka_max_block_ms``).
         """
         valid: Event = event if isinstance(event, Event) else Event.parse(event)
+        if self.label_check is not None and valid.label is not None:
+            self.label_check(valid.label)
         value = valid.to_json()
         if len(value) > self._limit:
             raise EventTooLarge(valid.event_id, len(value), self._limit)
@@ -129,10 +141,13 @@ class Producer:
     ) -> FutureRecordMetadata:
         """Publish a label for an earlier event (or for a scoring API ``prediction_id``) to the labels topic.
 
-        ``ts`` is when the label became known (defaults to now).
+        ``ts`` is when the label became known (defaults to now). With a ``label_check``, a label the models
+        cannot take raises :class:`~streaming.learning.errors.InvalidLabel` and is not sent.
         """
         ts = int(time.time() * 1000) if ts is None else ts
         record = Label.parse({"event_id": event_id, "prediction_id": prediction_id, "label": label, "ts": ts})
+        if self.label_check is not None:
+            self.label_check(record.label)
         return self._send(self.labels_topic, record.join_key, record.join_key, record.to_json())
 
     def send_record(

@@ -1,13 +1,20 @@
-"""``rivulet produce SOURCE``: publish a file, a River dataset or a synthetic stream as events."""
+"""``rivulet produce SOURCE``: publish a file, a River dataset or a synthetic stream as events.
+
+Labels are checked against the models module's specs (``RIVULET_MODELS_MODULE``) when it loads: a row whose
+label no model can learn from (``banana`` for a binary model) is rejected like any other bad row.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features.errors import InvalidEvent
+from features.events import Event
 from streaming.cli.common import (
     DriftAt,
     DriftWidth,
@@ -26,12 +33,43 @@ from streaming.cli.common import (
     row_mapping,
     user_errors,
 )
+from streaming.learning.errors import InvalidLabel
+from streaming.learning.labels import LabelCheck
+from streaming.learning.spec import SpecError, load_specs
 from streaming.producer import Producer
 from streaming.publish import LabelPolicy, PublishReport, RejectsFile, publish
-from streaming.sources import SourceError, open_source
+from streaming.settings import Settings
+from streaming.sources import Row, RowMapping, SourceError, open_source
 
 SHOWN_REJECTS = 20
 EXIT_REJECTED = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedMapping(RowMapping):
+    """A row mapping that also checks the event's label (a row with a bad label is rejected)."""
+
+    check: LabelCheck | None = None
+
+    def to_event(self, row: Row) -> Event:
+        event = super().to_event(row)
+        if self.check is not None and event.label is not None:
+            try:
+                self.check(event.label)
+            except InvalidLabel as exc:
+                raise InvalidEvent("label", str(exc)) from None
+        return event
+
+
+def label_check(settings: Settings) -> LabelCheck | None:
+    """The label rules of the configured models module, or None when it does not load."""
+    try:
+        return LabelCheck.for_specs(load_specs(settings.models_module))
+    except (SpecError, ValueError) as exc:
+        err_console.print(
+            f"labels not checked: models module {settings.models_module!r}: {exc}", markup=False
+        )
+        return None
 
 
 def produce(
@@ -92,6 +130,7 @@ def produce(
         step_ms,
         None,  # a generated stream is live: each event gets the wall clock as it is sent
     )
+    mapping = CheckedMapping(**dataclasses.asdict(mapping), check=label_check(settings))
     try:
         rows = open_source(
             source, label_field=label_field, seed=seed, drift_at=drift_at, drift_width=drift_width

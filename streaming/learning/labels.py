@@ -44,7 +44,7 @@ from typing import Any
 from streaming.learning.domain import INT64_MAX, INT64_MIN, check_number, in_domain
 from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
 
-__all__ = ["TASKS", "check_label", "same_class"]
+__all__ = ["TASKS", "LabelCheck", "check_label", "same_class"]
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -89,17 +89,17 @@ def check_label(task: str, label: Any, classes: Sequence[Any] | None = None) -> 
                 raise InvalidLabel(Reason.LABEL_DOMAIN, exc.detail) from None
         return label
     if task == "binary":
-        if isinstance(label, bool):
-            if classes and not any(same_class(label, c) for c in classes):
-                return _declared(label, classes)
-            return label
-        numbered = bool(classes) and any(_kind(c) == "number" for c in classes or ())
-        if not numbered and isinstance(label, int | float) and label in (0, 1):
-            return label == 1
+        number = isinstance(label, int | float) and not isinstance(label, bool)
         if classes:
             if _kind(label) is None:
                 raise InvalidLabel(Reason.LABEL_TYPE, f"a binary label is a scalar, got {label!r}")
+            if number and label in (0, 1) and all(isinstance(c, bool) for c in classes):
+                return label == 1  # declared as booleans: 0/1 are False/True as without classes
             return _declared(label, classes)
+        if isinstance(label, bool):
+            return label
+        if number and label in (0, 1):
+            return label == 1
         raise InvalidLabel(
             Reason.LABEL_TYPE, f"a binary label is a bool, 0/1 or a declared class, got {label!r}"
         )
@@ -119,3 +119,49 @@ def check_label(task: str, label: Any, classes: Sequence[Any] | None = None) -> 
             Reason.LABEL_TYPE, f"a multiclass label is a string, an int or a bool, got {label!r}"
         )
     raise InvalidLabel(Reason.LABEL_TYPE, f"unknown task {task!r} (expected one of {list(TASKS)})")
+
+
+class LabelCheck:
+    """The label rules of one task, or of every model of a models module (a label must suit each): what
+    the producer SDK and ``rivulet produce`` check labels with before they are sent.
+
+    >>> LabelCheck.for_task("binary")(1)
+    True
+    >>> from river import linear_model
+    >>> from streaming.learning.spec import ModelSpec
+    >>> check = LabelCheck.for_specs([ModelSpec("m", "multiclass", "v", linear_model.SoftmaxRegression,
+    ...                                         classes=("a", "b"))])
+    >>> check("c")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streaming.learning.errors.InvalidLabel: label_class: model 'm': 'c' is not one of the declared classes ...
+    """
+
+    def __init__(self, rules: Sequence[tuple[str, str, tuple[Any, ...] | None]]) -> None:
+        self.rules = tuple(rules)  # (model or "", task, classes)
+        for _, task, _ in self.rules:
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r} (expected one of {list(TASKS)})")
+
+    @classmethod
+    def for_task(cls, task: str, classes: Sequence[Any] | None = None) -> LabelCheck:
+        return cls([("", task, tuple(classes) if classes is not None else None)])
+
+    @classmethod
+    def for_specs(cls, specs: Sequence[Any]) -> LabelCheck:
+        """Every spec's task and classes (``ModelSpec``)."""
+        return cls([(s.name, s.task, s.classes) for s in specs])
+
+    def __call__(self, label: Any) -> Any:
+        """``label`` normalised by the first rule (all must accept it), or :class:`InvalidLabel`."""
+        out = label
+        for i, (model, task, classes) in enumerate(self.rules):
+            try:
+                y = check_label(task, label, classes)
+            except InvalidLabel as exc:
+                if not model:
+                    raise
+                raise InvalidLabel(exc.reason, f"model {model!r}: {exc.detail}") from None
+            if i == 0:
+                out = y
+        return out
