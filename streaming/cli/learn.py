@@ -116,7 +116,13 @@ def versions(name: str) -> None:
     for info in reg.versions(name):
         h = info.header
         mark = "*" if info.current else " "
-        console.print(f"{mark} v{info.version}  learned={h.get('n_learned')}  offsets={h.get('offsets')}")
+        if info.refused:
+            console.print(f"{mark} v{info.version}  REFUSED: {info.refused}", highlight=False)
+            continue
+        console.print(
+            f"{mark} v{info.version}  learned={h.get('n_learned')}  key={h.get('key_id')}  "
+            f"offsets={h.get('offsets')}"
+        )
 
 
 @models_app.command()
@@ -142,3 +148,31 @@ def _set(reg: ModelRegistry, name: str, version: int) -> None:
     except (SnapshotRejected, NoValidVersion) as exc:
         fail(str(exc))
     console.print(f"{name}: serving version {version}")
+
+
+@models_app.command()
+def resign(
+    names: Annotated[list[str] | None, typer.Argument(help="Models to migrate (default: all).")] = None,
+    legacy_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RIVULET_SIGNING_SECRET",
+            help="The old HMAC secret (default: RIVULET_SIGNING_SECRET, or the one rivulet up kept).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Migrate format-1 (HMAC) snapshots: check each with the old secret, sign it again with
+    RIVULET_SIGNING_KEY. Payloads are re-signed as they are, never unpickled."""
+    settings = load_settings(signing=True)
+    if not legacy_secret:
+        kept = Path(settings.data_dir) / "stack" / "signing-secret"
+        legacy_secret = kept.read_text().strip() if kept.is_file() else None
+    if not legacy_secret:
+        fail("no legacy secret: set RIVULET_SIGNING_SECRET to the secret the old snapshots were signed with")
+    assert legacy_secret is not None
+    with user_errors():
+        reg = registry_writer(settings)
+        for name in names or reg.names():
+            done = reg.resign(name, legacy_secret.encode())
+            console.print(f"{name}: re-signed {len(done)} version(s) with key {reg.signer_id}: {done}")

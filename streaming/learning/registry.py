@@ -36,8 +36,11 @@ from streaming.learning.snapshot import (
     Opened,
     SnapshotRejected,
     header_part,
+    is_legacy,
     open_header,
+    open_legacy,
     open_snapshot,
+    reseal,
     seal,
 )
 
@@ -170,6 +173,24 @@ class Registry(ABC):
             except (SnapshotRejected, NoValidVersion) as exc:
                 rejected.append(str(exc))
         raise NoValidVersion(name, rejected)
+
+    def resign(self, name: str, legacy_secret: bytes) -> list[int]:
+        """Migrate a model's format-1 (HMAC) versions: each is checked with the old secret (signature,
+        payload hash, model and version), then the same payload bytes are signed with this registry's key,
+        in place; nothing is unpickled. Returns the versions re-signed; raises :class:`SnapshotRejected`
+        on the first that does not check (those before it are already migrated, the rest untouched)."""
+        signer = self._signer
+        if signer is None:
+            raise MissingKey("RIVULET_SIGNING_KEY", "re-signing snapshots takes the learner's signing key")
+        done = []
+        for v in self._numbers(name):
+            blob = self._blob(name, v)
+            if blob is None or not is_legacy(blob):
+                continue
+            header, payload = open_legacy(blob, legacy_secret, model=name, version=v)
+            self._replace(name, v, reseal(payload, header, signer))
+            done.append(v)
+        return done
 
     def set_current(self, name: str, version: int) -> None:
         """Promote or roll back: point ``current`` at an existing version that verifies."""
