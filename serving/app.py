@@ -8,44 +8,39 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.definitions import load_views
 from features.redis_store import RedisStore
-from serving.dashboard import ASSETS, dashboard_router
+from serving.auth import KeyRing
+from serving.dashboard import ASSETS, csp, page_html
 from serving.errors import ServingError
+from serving.middleware import BodyLimit, Measure, trusted_hosts
 from serving.models import ModelCache
-from serving.routes import router
+from serving.routes import ROUTERS
+from serving.services import Services
 from streaming.clients import keyring, registry_reader
 from streaming.logs import configure_logging, get_logger
 from streaming.settings import Settings
 
-__all__ = ["Services", "create_app"]
+__all__ = ["RedisServices", "create_app"]
 
 log = get_logger("rivulet.serving")
-REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
-LATENCY = Histogram(
-    "rivulet_http_request_seconds",
-    "HTTP request latency",
-    ["route"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-)
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-class Services:
-    """What the routes use, built in the lifespan (tests may pass their own)."""
+class RedisServices:
+    """The services on Redis and Kafka (a :class:`serving.services.Services`), built in the lifespan;
+    tests and the embedded demo may pass their own."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -92,80 +87,9 @@ class Services:
         self.registry._r.close()
 
 
-class Measure:
-    """Request count and latency per route (pure ASGI: no task or thread per request)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = [500]
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            LATENCY.labels(path).observe(time.perf_counter() - started)
-            REQUESTS.labels(path, str(status[0])).inc()
-
-
-class BodyLimit:
-    """413 for a body over ``limit`` bytes, whether or not it declares its length."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _too_large(self.limit, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(limit: int, send: Send) -> None:
-    body = JSONResponse({"error": "too_large", "detail": f"request body over {limit} bytes"}, 413).body
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def create_app(settings: Settings | None = None, services: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """The API for ``settings``; ``services`` default to :class:`RedisServices` (the embedded demo passes
+    its own). Keys and trusted hosts are read here, once."""
     settings = settings or Settings()
     configure_logging(settings)
     if services is None:
@@ -173,7 +97,7 @@ def create_app(settings: Settings | None = None, services: Any = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = services or Services(settings)
+        svc: Services = services or RedisServices(settings)
         app.state.services = svc
         await svc.start()
         # what start-up loaded (models, clients) lives as long as the process: keep it out of the
@@ -185,10 +109,21 @@ def create_app(settings: Settings | None = None, services: Any = None) -> FastAP
         finally:
             await svc.stop()
 
-    app = FastAPI(title="Rivulet scoring API", version="1", lifespan=lifespan)
+    # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones
+    app = FastAPI(
+        title="Rivulet scoring API",
+        version="1",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
-    app.include_router(router)
-    app.include_router(dashboard_router)
+    app.state.keyring = KeyRing.from_settings(settings)
+    app.state.dashboard_html = page_html()
+    app.state.dashboard_csp = csp(app.state.dashboard_html)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
 
     @app.exception_handler(ServingError)
@@ -197,9 +132,7 @@ def create_app(settings: Settings | None = None, services: Any = None) -> FastAP
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -212,6 +145,8 @@ def create_app(settings: Settings | None = None, services: Any = None) -> FastAP
         log.error("unexpected error", path=request.url.path, error=repr(exc))
         return JSONResponse({"error": "internal", "detail": "unexpected error; see the server log"}, 500)
 
-    app.add_middleware(Measure)
+    # outermost last: Measure -> TrustedHost -> BodyLimit -> FastAPI
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(settings))
+    app.add_middleware(Measure)
     return app

@@ -1,82 +1,122 @@
 """The live dashboard: one HTML page (no build step: uPlot and a small script, served from
 ``streaming.assets``) that polls ``GET /v1/dashboard`` for, per model, metric curves over time, learning
 throughput, feature freshness, the version history and drift events. The data are the registry's own: the
-versions' headers and the monitoring samples the learner records at each checkpoint, so the page shows
-the same thing for the embedded demo and for the real stack."""
+versions' verified headers and the monitoring samples the learner records at each checkpoint, both read
+through the typed views of :mod:`serving.headers` (no raw header is passed through), so the page shows the
+same thing for the embedded demo and for the real stack.
+
+The page itself (``/dashboard`` and ``/assets/*``) is anonymous: it is static and holds no data, and a
+browser cannot send a key when it navigates. The data route needs the ``read`` scope when keys are
+configured; the page then asks for a read key and sends it as ``X-API-Key`` (kept in the tab's
+``sessionStorage``). The page renders text only (``textContent``, DOM nodes; no HTML from data) under a
+strict Content-Security-Policy (:func:`csp`), so a hostile name in the registry is shown, never run.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import hashlib
+import re
+import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from redis.exceptions import RedisError
 
-from serving.errors import FeatureStoreUnavailable
-from serving.schemas import errors
+from serving.auth import Scope, scoped_route
+from serving.headers import Sample, VersionHeader
+from serving.schemas import Dashboard, DashboardModel, DashboardSample, DashboardVersion, DriftOut, errors
+from serving.services import Services, ServicesDep, registry_call
 
-__all__ = ["ASSETS", "dashboard_router"]
+__all__ = ["ASSETS", "csp", "page", "page_html", "read"]
 
 ASSETS = Path(str(resources.files("streaming.assets")))
-dashboard_router = APIRouter()
 
 
-async def _services(request: Request) -> Any:
-    return request.app.state.services
+def csp(html: str) -> str:
+    """The page's Content-Security-Policy: scripts from this origin only (no inline script, no ``eval``),
+    styles from this origin and the page's own ``<style>`` block by its hash, nothing else.
+
+    >>> csp("<style>b{}</style>").split("; ")[2]
+    "style-src 'self' 'sha256-7yqHVAesot11p6HczDsgKRipvI5UPgs97z80zNXlans='"
+    """
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'"
+        for block in re.findall(r"<style>(.*?)</style>", html, flags=re.S)
+    )
+    return (
+        f"default-src 'none'; script-src 'self'; style-src 'self' {hashes}; connect-src 'self'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    ).replace("  ", " ")
 
 
-def _model(svc: Any, name: str, points: int) -> dict[str, Any]:
+read = APIRouter(route_class=scoped_route(Scope.READ), tags=["read"])
+page = APIRouter(route_class=scoped_route(Scope.PUBLIC))
+
+
+def _model(svc: Services, name: str, points: int) -> DashboardModel:
     registry = svc.registry
     loaded = svc.models.get(name)
     versions = registry.versions(name)
-    newest = versions[0].header if versions else {}
-    return {
-        "current_version": registry.current_version(name),
-        "loaded_version": loaded.version if loaded else None,
-        "view": newest.get("view"),
-        "spec": newest.get("spec"),
-        "learned": newest.get("n_learned"),
-        "metrics": newest.get("metrics") or {},
-        "counters": newest.get("counters") or {},
-        "versions": [
-            {
-                "version": v.version,
-                "current": v.current,
-                "saved_at": v.header.get("saved_at"),
-                "learned": v.header.get("n_learned"),
-                "metrics": v.header.get("metrics") or {},
-            }
+    newest = VersionHeader.of(versions[0].header if versions else {})
+    samples = (Sample.of(s) for s in registry.history(name, points))
+    return DashboardModel(
+        current_version=registry.current_version(name),
+        loaded_version=loaded.version if loaded else None,
+        view=newest.view,
+        spec=newest.spec,
+        learned=newest.learned,
+        metrics=newest.metrics or {},
+        counters=newest.counters or {},
+        rejected=newest.rejected or {},
+        versions=[
+            DashboardVersion(
+                version=v.version,
+                current=v.current,
+                saved_at=h.saved_at,
+                learned=h.learned,
+                metrics=h.metrics or {},
+            )
             for v in versions
+            for h in (VersionHeader.of(v.header),)
         ],
-        "history": registry.history(name, points),
-    }
+        history=[
+            DashboardSample(
+                t=s.t,
+                learned=s.learned,
+                rate=s.rate,
+                freshness_ms=s.freshness_ms,
+                metrics=s.metrics,
+                drifts=[DriftOut.of(d) for d in s.drifts],
+            )
+            for s in samples
+            if s is not None
+        ],
+    )
 
 
-def _snapshot(svc: Any, points: int) -> dict[str, Any]:
-    import time
-
-    return {
-        "now": time.time(),
-        "models": {name: _model(svc, name, points) for name in svc.registry.names()},
-    }
+def _snapshot(svc: Services, points: int) -> Dashboard:
+    return Dashboard(now=time.time(), models={n: _model(svc, n, points) for n in svc.registry.names()})
 
 
-@dashboard_router.get("/v1/dashboard", responses=errors(422, 503))
+@read.get("/v1/dashboard", response_model=Dashboard, responses=errors(401, 403, 422, 503))
 async def dashboard_data(
-    svc: Annotated[Any, Depends(_services)],
+    svc: ServicesDep,
     points: Annotated[int, Query(ge=1, le=2_000, description="Samples of history per model")] = 500,
-) -> dict[str, Any]:
+) -> Dashboard:
     """Everything the dashboard draws, per model: versions, the newest metrics and counters, and the
     monitoring history (one sample per checkpoint: metrics, learned/s, freshness, drifts)."""
-    try:
-        return await asyncio.to_thread(_snapshot, svc, points)
-    except (RedisError, OSError) as exc:
-        raise FeatureStoreUnavailable(f"the model registry is unreachable ({type(exc).__name__})") from exc
+    return await registry_call(_snapshot, svc, points)
 
 
-@dashboard_router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
-async def dashboard_page() -> HTMLResponse:
-    return HTMLResponse((ASSETS / "dashboard.html").read_text(encoding="utf-8"))
+def page_html() -> str:
+    """The page (read once, when the app is built: no file read on the event loop)."""
+    return (ASSETS / "dashboard.html").read_text(encoding="utf-8")
+
+
+@page.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard_page(request: Request) -> HTMLResponse:
+    html = request.app.state.dashboard_html
+    return HTMLResponse(html, headers={"Content-Security-Policy": request.app.state.dashboard_csp})

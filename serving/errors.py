@@ -1,21 +1,55 @@
-"""Errors of the scoring API. Only this package speaks HTTP: each error carries its status code, and one
-handler in :mod:`serving.app` turns it into a JSON body ``{"error": ..., "detail": ...}``."""
+"""Errors of the scoring API. Only this package speaks HTTP: each error carries its status code and a stable
+``code``, and one handler in :mod:`serving.app` turns any of them into ``{"error": code, "detail": ...}``.
+
+The tree (status code, ``code``)::
+
+    ServingError                      500 internal          root of every error of this package
+    ├── BadRequest                    400 bad_request       a well-formed body the API refuses (an item named)
+    │   ├── InvalidLabelRequest       400 invalid_label     a label no served model of its kind could take
+    │   └── Unscorable                400 unscorable        a request the model cannot score (the item named)
+    ├── Unauthorized                  401 unauthorized      no API key (X-API-Key or Authorization: Bearer)
+    ├── Forbidden                     403 forbidden         a key without the route's scope
+    ├── ModelNotFound                 404 model_not_found
+    ├── Conflict                      409 conflict          e.g. no version to roll back to
+    ├── BodyTooLarge                  413 too_large         over ``max_request_bytes``, chunked or not
+    └── Unavailable                   503 (abstract)        a dependency or a model is not there (yet)
+        ├── NoModelLoaded             503 model_not_loaded
+        ├── FeatureStoreUnavailable   503 feature_store_unavailable
+        ├── RegistryUnavailable       503 registry_unavailable
+        └── KafkaUnavailable          503 kafka_unavailable
+
+Besides these, FastAPI's own: 404 ``not_found`` (no such route), 405 ``method_not_allowed``, 400
+``invalid_host`` (a Host header not in ``trusted_hosts``) and 422 ``invalid_request`` (a body or parameter
+that does not match the schema).
+
+>>> e = ModelNotFound("no model named 'x'")
+>>> e.status_code, e.code, str(e), isinstance(e, ServingError)
+(404, 'model_not_found', "no model named 'x'", True)
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "BodyTooLarge",
     "Conflict",
     "FeatureStoreUnavailable",
     "Forbidden",
+    "InvalidLabelRequest",
+    "KafkaUnavailable",
     "ModelNotFound",
     "NoModelLoaded",
+    "RegistryUnavailable",
     "ServingError",
     "Unauthorized",
+    "Unavailable",
+    "Unscorable",
 ]
 
 
 class ServingError(Exception):
+    """Root of the API's errors; ``status_code`` and ``code`` say how it is answered."""
+
     status_code = 500
     code = "internal"
 
@@ -24,29 +58,17 @@ class ServingError(Exception):
         super().__init__(detail)
 
 
-class ModelNotFound(ServingError):
-    status_code = 404
-    code = "model_not_found"
-
-
-class NoModelLoaded(ServingError):
-    status_code = 503
-    code = "model_not_loaded"
-
-
-class FeatureStoreUnavailable(ServingError):
-    status_code = 503
-    code = "feature_store_unavailable"
-
-
 class BadRequest(ServingError):
     status_code = 400
     code = "bad_request"
 
 
-class Conflict(ServingError):
-    status_code = 409
-    code = "conflict"
+class InvalidLabelRequest(BadRequest):
+    code = "invalid_label"
+
+
+class Unscorable(BadRequest):
+    code = "unscorable"
 
 
 class Unauthorized(ServingError):
@@ -57,3 +79,39 @@ class Unauthorized(ServingError):
 class Forbidden(ServingError):
     status_code = 403
     code = "forbidden"
+
+
+class ModelNotFound(ServingError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class Conflict(ServingError):
+    status_code = 409
+    code = "conflict"
+
+
+class BodyTooLarge(ServingError):
+    status_code = 413
+    code = "too_large"
+
+
+class Unavailable(ServingError):
+    status_code = 503
+    code = "unavailable"
+
+
+class NoModelLoaded(Unavailable):
+    code = "model_not_loaded"
+
+
+class FeatureStoreUnavailable(Unavailable):
+    code = "feature_store_unavailable"
+
+
+class RegistryUnavailable(Unavailable):
+    code = "registry_unavailable"
+
+
+class KafkaUnavailable(Unavailable):
+    code = "kafka_unavailable"

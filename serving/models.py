@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
+from redis.exceptions import RedisError
 
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
+from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
 from streaming.learning.core import ModelState
 from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
 from streaming.learning.snapshot import SnapshotRejected
@@ -27,6 +29,11 @@ __all__ = ["LoadedModel", "ModelCache"]
 
 log = get_logger("rivulet.serving")
 VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
+REJECTED = Gauge(
+    "rivulet_learner_rejected_records",
+    "Records the learner rejected, per reason, as of the served version's checkpoint",
+    ["model", "reason"],
+)
 
 
 @dataclass(frozen=True)
@@ -37,17 +44,57 @@ class LoadedModel:
     header: dict[str, Any]
     engine: FeatureEngine | None
 
+    @property
+    def task(self) -> str:
+        return self.state.task
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        """The classes the model's spec declares (None: any label its task takes)."""
+        classes = getattr(self.state, "classes", None)
+        return tuple(classes) if classes else None
+
+    def rejected(self) -> dict[str, int]:
+        """The learner's rejections per reason, from the verified header (``rejected``); {} without it."""
+        raw = self.header.get("rejected")
+        if not isinstance(raw, dict):
+            return {}
+        return {
+            str(reason): count
+            for reason, count in raw.items()
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0
+        }
+
 
 class ModelCache:
     def __init__(self, registry: Registry, views: dict[str, FeatureView]) -> None:
         self.registry = registry
         self.engines = {name: FeatureEngine(v) for name, v in views.items()}
         self.models: dict[str, LoadedModel] = {}
+        self.known: set[str] = set()  # names the registry listed or announced (loaded or not)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def get(self, name: str) -> LoadedModel | None:
         return self.models.get(name)
+
+    async def require(self, name: str) -> LoadedModel:
+        """The loaded model, or :class:`ModelNotFound` / :class:`NoModelLoaded`. A name this replica has not
+        seen is looked up in the registry off the event loop (it may be new since the last poll)."""
+        loaded = self.models.get(name)
+        if loaded is not None:
+            return loaded
+        if name not in self.known:
+            try:
+                names = await asyncio.to_thread(self.registry.names)
+            except (RedisError, OSError) as exc:
+                raise RegistryUnavailable(
+                    f"the model registry is unreachable ({type(exc).__name__})"
+                ) from exc
+            if name not in names:
+                raise ModelNotFound(f"no model named {name!r}")
+            self.known.add(name)
+        raise NoModelLoaded(f"model {name!r} has no version that verifies yet")
 
     def _load(self, name: str) -> LoadedModel | None:
         """Load the current version (or the newest that verifies); None if there is none."""
@@ -64,6 +111,7 @@ class ModelCache:
         )
 
     async def refresh(self, name: str) -> None:
+        self.known.add(name)
         current = self.models.get(name)
         wanted = await asyncio.to_thread(self.registry.current_version, name)
         if current is not None and current.version == wanted:
@@ -72,39 +120,46 @@ class ModelCache:
         if loaded is not None:
             self.models[name] = loaded  # the swap: whole or not at all
             VERSION.labels(name).set(loaded.version)
+            for reason, count in loaded.rejected().items():
+                REJECTED.labels(name, reason).set(count)
             log.info("model loaded", model=name, version=loaded.version)
 
     async def refresh_all(self) -> None:
-        for name in await asyncio.to_thread(self.registry.names):
+        names = await asyncio.to_thread(self.registry.names)
+        self.known = set(names) | set(self.models)
+        for name in names:
             try:
                 await self.refresh(name)
-            except (SnapshotRejected, NoValidVersion, OSError) as exc:
+            except (SnapshotRejected, NoValidVersion, OSError, RedisError) as exc:
                 log.error("model refresh failed", model=name, error=str(exc))
 
     async def follow(self, client: aioredis.Redis, poll_s: float) -> None:
-        """Reload on each registry notification; poll every ``poll_s`` in case a notification was missed."""
+        """Reload on each registry notification; poll every ``poll_s`` in case a notification was missed.
+        Redis away or stalled (at start or later) is retried, never the end of the loop."""
         assert isinstance(self.registry, ModelRegistry)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
+        subscribed = False
         try:
-            await pubsub.subscribe(self.registry.channel)
             loop = asyncio.get_running_loop()
             next_poll = loop.time() + poll_s
             task = asyncio.current_task()
             while not self._stopping:
                 try:
+                    if not subscribed:
+                        await pubsub.subscribe(self.registry.channel)
+                        subscribed = True
                     msg = await pubsub.get_message(timeout=min(1.0, poll_s))
-                except (OSError, aioredis.RedisError):
+                except (OSError, RedisError):
                     # a cancellation can surface as a TimeoutError (an OSError) from redis-py's timeout:
                     # it must still stop the loop
                     if self._stopping or (task is not None and task.cancelling()):
                         raise asyncio.CancelledError from None
+                    subscribed = False
                     await asyncio.sleep(1.0)  # Redis away: try again; the poll below catches up
-                    with contextlib.suppress(Exception):
-                        await pubsub.subscribe(self.registry.channel)
                     msg = None
                 if msg is not None:
-                    name = orjson.loads(msg["data"]).get("model")
-                    if isinstance(name, str):
+                    name = _announced(msg.get("data"))
+                    if name is not None:
                         with contextlib.suppress(Exception):
                             await self.refresh(name)
                 if loop.time() >= next_poll:
@@ -132,5 +187,19 @@ class ModelCache:
         if self._task is not None:
             self._stopping = True  # seen by the loop even if a cancellation is swallowed on the way
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            try:
                 await asyncio.wait_for(self._task, timeout=5.0)
+            except (asyncio.CancelledError, TimeoutError):
+                pass
+            except Exception as exc:  # the follower's own failure must not fail the shutdown
+                log.error("model follower failed", error=repr(exc))
+
+
+def _announced(data: object) -> str | None:
+    """The model named by a registry announcement (``{"model": name, ...}``); None for anything else."""
+    try:
+        message = orjson.loads(data) if isinstance(data, bytes | str) else None
+    except orjson.JSONDecodeError:
+        return None
+    name = message.get("model") if isinstance(message, dict) else None
+    return name if isinstance(name, str) else None

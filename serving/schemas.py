@@ -14,10 +14,17 @@ from pydantic import (
 )
 
 from features.events import MAX_TS_MS, MIN_TS_MS
+from serving.headers import Drift
+from streaming.learning.domain import INT64_MAX, INT64_MIN
 
 __all__ = [
     "BatchPredictRequest",
     "BatchPredictResponse",
+    "Dashboard",
+    "DashboardModel",
+    "DashboardSample",
+    "DashboardVersion",
+    "DriftOut",
     "ErrorBody",
     "EventsRequest",
     "IngestResponse",
@@ -29,7 +36,21 @@ __all__ = [
     "errors",
 ]
 
-Scalar = str | int | float | bool | None
+
+def _no_int(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("an integer must be within int64 (-2**63 .. 2**63-1)")  # not rounded to a float
+    return value
+
+
+# The numeric domain of request values (fields, labels): integers within int64, finite float64 (a value of
+# 10**400 or 2**64 is a 422, not an overflow later); the learner's tighter bound on model inputs is checked
+# on the vector a model scores (see serving.routes.scoring).
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Float64 = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_no_int)]
+Number = Int64 | Float64
+Scalar = str | bool | Int64 | Float64 | None
+LabelValue = str | bool | Int64 | Float64
 
 
 class _Strict(BaseModel):
@@ -119,14 +140,14 @@ class EventIn(_Strict):
 
 
 class LabelForEvent(_Strict):
-    event_id: Annotated[str, StringConstraints(min_length=1)]
-    label: str | int | float | bool
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    label: LabelValue
     ts: EventTime | None = Field(None, description="When the label became known (default: now).")
 
 
 class LabelForPrediction(_Strict):
-    prediction_id: Annotated[str, StringConstraints(min_length=1)]
-    label: str | int | float | bool
+    prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    label: LabelValue
     ts: EventTime | None = Field(None, description="When the label became known (default: now).")
 
 
@@ -142,11 +163,21 @@ class IngestResponse(BaseModel):
     ids: list[str]
 
 
+class DriftOut(BaseModel):
+    detector: str = Field(description="The drift detector that fired (e.g. a feature's ADWIN).")
+    ts: int | None = Field(description="Event time of the record it fired on (epoch ms).")
+    learned: int | None = Field(description="Records learned when it fired.")
+
+    @classmethod
+    def of(cls, drift: Drift) -> DriftOut:
+        return cls(detector=drift.detector, ts=drift.ts, learned=drift.learned)
+
+
 class VersionInfoOut(BaseModel):
     version: int
     current: bool
     n_learned: int | None = None
-    offsets: dict[str, Any] | None = None
+    offsets: dict[str, dict[str, int]] | None = None
     metrics: dict[str, float | None] | None = None
     saved_at: float | None = None
 
@@ -158,5 +189,43 @@ class ModelInfo(BaseModel):
     view: str | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)
-    drifts: list[list[Any]] = Field(default_factory=list)
+    rejected: dict[str, int] = Field(
+        default_factory=dict, description="Records the learner rejected, per reason code."
+    )
+    drifts: list[DriftOut] = Field(default_factory=list)
     versions: list[VersionInfoOut] = Field(default_factory=list)
+
+
+class DashboardVersion(BaseModel):
+    version: int
+    current: bool
+    saved_at: float | None
+    learned: int | None
+    metrics: dict[str, float | None]
+
+
+class DashboardSample(BaseModel):
+    t: float = Field(description="When the checkpoint was written (epoch seconds).")
+    learned: int | None
+    rate: float | None = Field(description="Records learned per second since the previous sample.")
+    freshness_ms: float | None = Field(description="Age of the newest learned event at the checkpoint.")
+    metrics: dict[str, float | None]
+    drifts: list[DriftOut]
+
+
+class DashboardModel(BaseModel):
+    current_version: int | None
+    loaded_version: int | None
+    view: str | None
+    spec: str | None
+    learned: int | None
+    metrics: dict[str, float | None]
+    counters: dict[str, int]
+    rejected: dict[str, int]
+    versions: list[DashboardVersion]
+    history: list[DashboardSample]
+
+
+class Dashboard(BaseModel):
+    now: float
+    models: dict[str, DashboardModel]

@@ -1,12 +1,26 @@
 // The live dashboard: polls /v1/dashboard and draws, per model, metric curves, throughput, freshness,
 // versions and drifts. Charts are rebuilt on each refresh (a few hundred points: cheap).
+// Everything from the API is shown as text (textContent, DOM nodes): no HTML is ever built from data.
+// With API keys configured, the data need a read key: the page asks for one on a 401/403 and keeps it in
+// this tab's sessionStorage.
 (function () {
   "use strict";
   const REFRESH_MS = 2000;
-  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
-  const fmt = (v) => (typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(4)) : "-");
-  const slug = (s) => String(s).replace(/[^A-Za-z0-9_-]/g, "_");
+  const KEY = "rivulet.readKey";
+  const fmt = (v) => (typeof v === "number" && isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(4)) : "-");
+  const num = (v) => (typeof v === "number" && isFinite(v) ? v : null);
   const charts = {};
+  const cards = new Map();
+
+  function node(tag, attrs, children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") el.className = v;
+      else el.setAttribute(k, v);
+    }
+    for (const c of children || []) el.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    return el;
+  }
 
   function chart(id, el, spec) {
     if (charts[id]) charts[id].destroy();
@@ -15,34 +29,77 @@
   }
 
   function card(name) {
-    const id = "model-" + slug(name);
-    let el = document.getElementById(id);
+    let el = cards.get(name);
     if (el) return el;
-    el = document.createElement("section");
-    el.className = "model";
-    el.id = id;
-    el.dataset.model = name;
-    el.innerHTML =
-      `<h2>${esc(name)}</h2><p class="meta"><span class="badge">version <span class="version"></span></span>` +
-      `<span class="summary"></span></p>` +
-      `<div class="grid"><div class="chart metrics"></div><div class="chart rate"></div>` +
-      `<div class="chart freshness"></div><div><h3>Versions</h3><div class="versions"></div>` +
-      `<h3>Drifts</h3><div class="drifts"></div></div></div>`;
+    el = node("section", { class: "model" }, [
+      node("h2", {}, [String(name)]),
+      node("p", { class: "meta" }, [
+        node("span", { class: "badge" }, ["version ", node("span", { class: "version" })]),
+        node("span", { class: "summary" }),
+      ]),
+      node("div", { class: "grid" }, [
+        node("div", { class: "chart metrics" }),
+        node("div", { class: "chart rate" }),
+        node("div", { class: "chart freshness" }),
+        node("div", {}, [
+          node("h3", {}, ["Versions"]),
+          node("div", { class: "versions" }),
+          node("h3", {}, ["Drifts"]),
+          node("div", { class: "drifts" }),
+        ]),
+      ]),
+    ]);
+    el.dataset.model = String(name); // an attribute value set through the DOM: never parsed as HTML
+    cards.set(name, el);
     document.getElementById("models").appendChild(el);
     return el;
   }
 
+  function versionsTable(versions) {
+    const metricNames = [...new Set(versions.flatMap((v) => Object.keys(v.metrics)))]
+      .filter((k) => !k.startsWith("rolling_"))
+      .sort();
+    const head = node("tr", {}, ["version", "saved", "learned", ...metricNames].map((k) => node("th", {}, [k])));
+    const rows = versions.map((v) => {
+      const saved = num(v.saved_at) !== null ? new Date(v.saved_at * 1000).toLocaleTimeString() : "-";
+      const cells = [
+        `v${num(v.version) ?? "-"}${v.current === true ? " (current)" : ""}`,
+        saved,
+        String(num(v.learned) ?? "-"),
+        ...metricNames.map((k) => fmt(v.metrics[k])),
+      ];
+      return node("tr", v.current === true ? { class: "current" } : {}, cells.map((c) => node("td", {}, [c])));
+    });
+    return node("table", {}, [head, ...rows]);
+  }
+
+  function driftsList(history) {
+    const all = history.flatMap((s) => s.drifts);
+    if (!all.length) return node("p", { class: "meta" }, ["none detected"]);
+    return node(
+      "ul",
+      {},
+      all
+        .slice(-10)
+        .reverse()
+        .map((d) => {
+          const at = num(d.ts) !== null ? new Date(d.ts).toISOString() : "-";
+          return node("li", { class: "drift" }, [`${d.detector} at event time ${at} (after ${num(d.learned) ?? "-"} learned)`]);
+        })
+    );
+  }
+
   function draw(name, m) {
     const el = card(name);
-    el.querySelector(".version").textContent = m.current_version ?? "-";
-    el.dataset.version = String(m.current_version ?? "");
-    const metrics = Object.entries(m.metrics).map(([k, v]) => `${esc(k)} ${fmt(v)}`).join(" · ");
+    el.querySelector(".version").textContent = String(num(m.current_version) ?? "-");
+    el.dataset.version = String(num(m.current_version) ?? "");
+    const metrics = Object.entries(m.metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
     el.querySelector(".summary").textContent =
-      `view ${m.view ?? "-"} · learned ${m.learned ?? 0} · serving v${m.loaded_version ?? "-"} · ${metrics}`;
+      `view ${m.view ?? "-"} · learned ${num(m.learned) ?? 0} · serving v${num(m.loaded_version) ?? "-"} · ${metrics}`;
     const h = m.history;
     const xs = h.map((s) => s.t);
     const names = [...new Set(h.flatMap((s) => Object.keys(s.metrics)))].sort();
-    const drifts = h.flatMap((s) => s.drifts.map((d) => ({ x: s.t, label: d[0] })));
+    const drifts = h.flatMap((s) => s.drifts.map((d) => ({ x: s.t, label: String(d.detector) })));
     chart(name + ":metrics", el.querySelector(".metrics"), {
       title: "metrics", x: xs, markers: drifts,
       series: names.map((n) => ({ label: n, values: h.map((s) => (n in s.metrics ? s.metrics[n] : null)) })),
@@ -54,23 +111,22 @@
       title: "freshness: age of the newest learned event (ms)", x: xs,
       series: [{ label: "ms", values: h.map((s) => s.freshness_ms) }],
     });
-    const metricNames = [...new Set(m.versions.flatMap((v) => Object.keys(v.metrics)))].filter((k) => !k.startsWith("rolling_")).sort();
-    let rows = "<table><tr><th>version</th><th>saved</th><th>learned</th>" + metricNames.map((k) => `<th>${esc(k)}</th>`).join("") + "</tr>";
-    for (const v of m.versions) {
-      const saved = v.saved_at ? new Date(v.saved_at * 1000).toLocaleTimeString() : "-";
-      rows += `<tr class="${v.current ? "current" : ""}"><td>v${v.version}${v.current ? " (current)" : ""}</td><td>${saved}</td>` +
-        `<td>${v.learned ?? "-"}</td>` + metricNames.map((k) => `<td>${fmt(v.metrics[k])}</td>`).join("") + "</tr>";
-    }
-    el.querySelector(".versions").innerHTML = rows + "</table>";
-    const all = h.flatMap((s) => s.drifts.map((d) => ({ t: s.t, d: d })));
-    el.querySelector(".drifts").innerHTML = all.length
-      ? "<ul>" + all.slice(-10).reverse().map((e) => `<li class="drift">${esc(e.d[0])} at event time ${new Date(e.d[1]).toISOString()} (after ${e.d[2]} learned)</li>`).join("") + "</ul>"
-      : "<p class='meta'>none detected</p>";
+    el.querySelector(".versions").replaceChildren(versionsTable(m.versions));
+    el.querySelector(".drifts").replaceChildren(driftsList(h));
+  }
+
+  function askKey(status) {
+    const form = document.getElementById("auth");
+    form.hidden = false;
+    document.getElementById("error").textContent =
+      status === 403 ? "this key does not have the read scope" : "this API needs a read key";
   }
 
   async function refresh() {
+    const key = sessionStorage.getItem(KEY);
     try {
-      const r = await fetch("/v1/dashboard?points=500");
+      const r = await fetch("/v1/dashboard?points=500", { headers: key ? { "X-API-Key": key } : {} });
+      if (r.status === 401 || r.status === 403) return askKey(r.status);
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
       const data = await r.json();
       const names = Object.keys(data.models).sort();
@@ -83,6 +139,13 @@
       document.getElementById("error").textContent = "refresh failed: " + e;
     }
   }
+
+  document.getElementById("auth").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, document.getElementById("key").value);
+    document.getElementById("auth").hidden = true;
+    refresh();
+  });
   refresh();
   setInterval(refresh, REFRESH_MS);
 })();

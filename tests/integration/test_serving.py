@@ -36,6 +36,12 @@ from tests.integration.serving_env import SIGNER, serving_settings
 from tests.model_defs import scaled_lr
 
 SPEC = ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))
+OPS_KEY = "ops-key"  # the score, ingest and read scopes (their separation is tested in test_api_security.py)
+
+
+def api(app: Any) -> TestClient:
+    """A client of ``app`` as a trusted host, with the test's key."""
+    return TestClient(app, base_url="http://localhost", headers={"X-API-Key": OPS_KEY})
 
 
 def _free_port() -> int:
@@ -58,7 +64,13 @@ def trained_state(n: int, seed: int = 1) -> Any:
 
 @pytest.fixture
 def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    s = serving_settings(settings, serve_poll_s=0.5)
+    s = serving_settings(
+        settings,
+        serve_poll_s=0.5,
+        scoring_api_keys=[OPS_KEY],
+        ingest_api_keys=[OPS_KEY],
+        read_api_keys=[OPS_KEY],
+    )
     with TopicAdmin(s) as admin:
         admin.create()
         yield s
@@ -103,7 +115,7 @@ def test_a_checkpoint_is_scored_with_online_features(env: Settings) -> None:
     state, version = learner_checkpoint(env, 500)
     online = {"count_lifetime": 33, "salary_mean_10m": 64_000.0, "loan_max_lifetime": 250_000.0}
     put_vector(env, "7", online, 1_700_000_000_000)
-    with TestClient(create_app(env)) as client:
+    with api(create_app(env)) as client:
         r = client.post("/v1/models/zipm/predict", json={"entity": "7", "fields": {"ignored_text": "x"}})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -135,7 +147,7 @@ def test_a_checkpoint_is_scored_with_online_features(env: Settings) -> None:
 
 def test_errors_are_clear_and_never_a_500(env: Settings) -> None:
     registry(env).save("zipm", trained_state(50), {"offsets": {}, "view": "zip"})
-    with TestClient(create_app(env)) as client:
+    with api(create_app(env)) as client:
         assert client.post("/v1/models/nope/predict", json={"entity": "1"}).status_code == 404
         bad = client.post("/v1/models/zipm/predict", json={"entity": "", "extra": 1})
         assert (
@@ -149,7 +161,7 @@ def test_errors_are_clear_and_never_a_500(env: Settings) -> None:
             headers={"content-type": "application/json"},
         )
         assert big.status_code == 413
-        assert client.post("/v1/models/zipm/rollback").status_code == 401
+        assert client.post("/v1/models/zipm/rollback", headers={"X-API-Key": ""}).status_code == 401
         assert client.post("/v1/models/zipm/rollback", headers={"X-API-Key": "wrong"}).status_code == 403
         assert client.post("/v1/models/zipm/rollback", headers={"X-API-Key": "admin-key"}).status_code == 409
         ev = client.post("/v1/events", json={"events": [{"entity": "a", "ts": "soon"}]})
@@ -177,7 +189,7 @@ def test_hot_swap_under_load_fails_no_request(env: Settings) -> None:
     stop = threading.Event()
 
     def load() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": OPS_KEY}) as c:
             while not stop.is_set():
                 r = c.post("/v1/models/zipm/predict", json={"entity": "1"})
                 if r.status_code != 200:
@@ -214,7 +226,7 @@ def test_redis_stopped_then_restarted(env: Settings, tmp_path: Path) -> None:
     s = env.model_copy(update={"redis_url": node.url})
     try:
         registry(s).save("zipm", trained_state(50), {"offsets": {}, "view": "zip"})
-        with TestClient(create_app(s)) as client:
+        with api(create_app(s)) as client:
             assert client.post("/v1/models/zipm/predict", json={"entity": "1"}).status_code == 200
             node.stop()
             down = client.post("/v1/models/zipm/predict", json={"entity": "1"})
@@ -227,7 +239,7 @@ def test_redis_stopped_then_restarted(env: Settings, tmp_path: Path) -> None:
                 time.sleep(0.2)
         # this Redis keeps no data across restarts: the registry is written again for the next app
         registry(s).save("zipm", trained_state(50), {"offsets": {}, "view": "zip"})
-        with TestClient(create_app(s.model_copy(update={"serve_fallback": True}))) as client:
+        with api(create_app(s.model_copy(update={"serve_fallback": True}))) as client:
             node.stop()
             r = client.post(
                 "/v1/models/zipm/predict", json={"entity": "1", "fields": {"salary_mean_10m": 1.0}}
@@ -243,7 +255,7 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
     reg = registry(env)
     reg.save("zipm", trained_state(200), {"offsets": {}, "view": "zip"})
     put_vector(env, "3", {"count_lifetime": 40, "salary_mean_10m": 90_000.0, "loan_max_lifetime": 1_000.0}, 5)
-    with TestClient(create_app(env)) as client:
+    with api(create_app(env)) as client:
         served = client.post("/v1/models/zipm/predict", json={"entity": "3"}).json()
         assert (
             client.post(

@@ -1,0 +1,166 @@
+"""API keys and scopes: who may call which route.
+
+Four scopes, each with its own keys (``RIVULET_<SCOPE>_API_KEYS``, comma separated):
+
+======  ==============================================================  ==========================
+scope   routes                                                          keys
+======  ==============================================================  ==========================
+score   ``POST /v1/models/{name}/predict``, ``.../predict/batch``         ``scoring_api_keys``
+ingest  ``POST /v1/events``, ``POST /v1/labels`` (writes training data)   ``ingest_api_keys``
+read    ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/dashboard``,       ``read_api_keys``
+        ``/metrics``, ``/openapi.json``, ``/docs``
+admin   ``POST .../rollback``, ``.../promote/{version}``                  ``admin_api_keys``
+======  ==============================================================  ==========================
+
+An admin key also has the ``read`` scope (an operator choosing a version to promote reads the listings;
+the admin routes answer with a model's details anyway), and nothing else: a leaked admin key does not
+write training data nor score. The same key listed under several scopes has all of them.
+
+When no key of any scope is configured, every route but the admin ones is open (the loopback default);
+admin routes always need an admin key. When any key is configured, only ``/healthz``, ``/readyz`` and the
+dashboard's shell (``/dashboard``, ``/assets/*``: static files, no data) are anonymous.
+
+A key is sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (what Prometheus sends). It is
+compared with every configured key in constant time (:func:`hmac.compare_digest`, no early exit). The check
+runs in the matched route before its body is read, so a caller without a key gets 401 (403 with a key of
+another scope), never a 422 about a body it may not send (a body that *declares* a length over the limit is
+refused with 413 before routing, unread).
+
+>>> ring = KeyRing.build(score=["s1"], read=["r1"], admin=["a1"])
+>>> sorted(map(str, ring.scopes_of(b"a1"))), sorted(map(str, ring.scopes_of(b"s1"))), ring.scopes_of(b"nope")
+(['admin', 'read'], ['score'], frozenset())
+>>> ring.check([(b"x-api-key", b"r1")], Scope.READ)
+>>> ring.check([(b"authorization", b"Bearer s1")], Scope.READ)
+Traceback (most recent call last):
+...
+serving.errors.Forbidden: this API key does not have the 'read' scope
+>>> KeyRing.build().check([], Scope.SCORE)  # no keys anywhere: open
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from serving.errors import Forbidden, Unauthorized
+from streaming.settings import Settings
+
+__all__ = ["KeyRing", "Scope", "scoped_route"]
+
+
+class Scope(StrEnum):
+    PUBLIC = "public"
+    READ = "read"
+    SCORE = "score"
+    INGEST = "ingest"
+    ADMIN = "admin"
+
+
+_IMPLIED: dict[Scope, frozenset[Scope]] = {
+    Scope.ADMIN: frozenset({Scope.ADMIN, Scope.READ}),
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.SCORE: frozenset({Scope.SCORE}),
+    Scope.INGEST: frozenset({Scope.INGEST}),
+}
+
+
+def _presented(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request presents: ``X-API-Key`` or ``Authorization: Bearer`` (ASGI headers are
+    lower-cased names)."""
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The configured keys and the scopes each grants."""
+
+    keys: tuple[tuple[bytes, frozenset[Scope]], ...]
+    configured: frozenset[Scope]  # scopes with at least one key
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        score: Sequence[str] = (),
+        ingest: Sequence[str] = (),
+        read: Sequence[str] = (),
+        admin: Sequence[str] = (),
+    ) -> KeyRing:
+        granted: dict[bytes, frozenset[Scope]] = {}
+        lists = {Scope.SCORE: score, Scope.INGEST: ingest, Scope.READ: read, Scope.ADMIN: admin}
+        for scope, keys in lists.items():
+            for key in keys:
+                k = key.encode()
+                if k:
+                    granted[k] = granted.get(k, frozenset()) | _IMPLIED[scope]
+        return cls(tuple(granted.items()), frozenset(s for s, keys in lists.items() if keys))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        return cls.build(
+            score=settings.scoring_api_keys,
+            ingest=settings.ingest_api_keys,
+            read=settings.read_api_keys,
+            admin=settings.admin_api_keys,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Is any key configured (then nothing but the public routes is anonymous)?"""
+        return bool(self.keys)
+
+    def scopes_of(self, given: bytes) -> frozenset[Scope]:
+        """The scopes of a presented key; every configured key is compared, in constant time."""
+        scopes: frozenset[Scope] = frozenset()
+        for key, granted in self.keys:
+            if hmac.compare_digest(given, key):
+                scopes = granted
+        return scopes
+
+    def check(self, headers: Iterable[tuple[bytes, bytes]], needed: Scope) -> None:
+        """Raise :class:`Unauthorized` or :class:`Forbidden` unless the request may use ``needed``."""
+        if needed is Scope.PUBLIC or (not self.keys and needed is not Scope.ADMIN):
+            return
+        if needed is Scope.ADMIN and Scope.ADMIN not in self.configured:
+            raise Forbidden("admin endpoints are disabled: no RIVULET_ADMIN_API_KEYS configured")
+        given = _presented(headers)
+        if not given:
+            raise Unauthorized("an API key is required (header X-API-Key or Authorization: Bearer)")
+        if needed not in self.scopes_of(given):
+            raise Forbidden(f"this API key does not have the {needed.value!r} scope")
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def scoped_route(needed: Scope) -> type[APIRoute]:
+    """An :class:`APIRoute` class whose routes check the key for ``needed`` before anything else (before
+    the body is read or validated). The app's :class:`KeyRing` is ``app.state.keyring``."""
+
+    class ScopedRoute(APIRoute):
+        scope = needed
+
+        def get_route_handler(self) -> Handler:
+            handler = super().get_route_handler()
+            if needed is Scope.PUBLIC:
+                return handler
+
+            async def guarded(request: Request) -> Response:
+                request.app.state.keyring.check(request.scope["headers"], needed)
+                return await handler(request)
+
+            return guarded
+
+    ScopedRoute.__name__ = ScopedRoute.__qualname__ = f"{needed.name.title()}Route"
+    return ScopedRoute

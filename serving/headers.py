@@ -1,0 +1,154 @@
+"""Typed views of what the registry holds, read in one place: a version's verified header and a monitoring
+sample. Every value is checked for its type here (a number is a finite number, a name is a string of bounded
+length); anything else is dropped, never passed through. The API's responses (``/v1/models``,
+``/v1/dashboard``) are built from these, not from the raw dicts.
+
+>>> h = VersionHeader.of({"view": "zip", "n_learned": 5, "metrics": {"Accuracy": 0.5, "x": "bad"},
+...                       "drifts": [["<b>adwin</b>", 1000, 4, []], "junk"], "saved_at": 1.5})
+>>> h.view, h.learned, h.metrics, h.drifts
+('zip', 5, {'Accuracy': 0.5, 'x': None}, (Drift(detector='<b>adwin</b>', ts=1000, learned=4),))
+>>> VersionHeader.of({"n_learned": "<img src=x>", "view": 3}).learned is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Drift", "Sample", "VersionHeader"]
+
+_MAX_TEXT = 200  # a name longer than this is cut (a model, metric or detector name is short)
+_MAX_ITEMS = 200  # metrics, counters or drifts kept per header
+
+
+def text(value: Any) -> str | None:
+    """A string (cut to 200 characters), else None."""
+    return value[:_MAX_TEXT] if isinstance(value, str) else None
+
+
+def integer(value: Any) -> int | None:
+    """An int (not a bool) within int64, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
+
+
+def number(value: Any) -> float | None:
+    """A finite int or float (not a bool) as a float, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _numbers(raw: Any) -> dict[str, float | None]:
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, float | None] = {}
+    for k, v in list(raw.items())[:_MAX_ITEMS]:
+        if (name := text(k)) is not None:
+            out[name] = number(v)
+    return out
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for k, v in list(raw.items())[:_MAX_ITEMS]:
+        name, count = text(k), integer(v)
+        if name is not None and count is not None:
+            out[name] = count
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A drift the learner detected: the detector, the event time, how many records had been learned."""
+
+    detector: str
+    ts: int | None
+    learned: int | None
+
+    @classmethod
+    def of(cls, raw: Any) -> Drift | None:
+        if not isinstance(raw, list | tuple) or not raw:
+            return None
+        detector = text(raw[0])
+        if detector is None:
+            return None
+        return cls(
+            detector, integer(raw[1]) if len(raw) > 1 else None, integer(raw[2]) if len(raw) > 2 else None
+        )
+
+
+def _drifts(raw: Any) -> tuple[Drift, ...]:
+    if not isinstance(raw, list | tuple):
+        return ()
+    return tuple(d for d in (Drift.of(x) for x in raw[-_MAX_ITEMS:]) if d is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionHeader:
+    """What the API shows of a checkpoint header (one the registry verified)."""
+
+    view: str | None = None
+    spec: str | None = None
+    learned: int | None = None
+    saved_at: float | None = None
+    metrics: dict[str, float | None] | None = None
+    counters: dict[str, int] | None = None
+    rejected: dict[str, int] | None = None
+    drifts: tuple[Drift, ...] = ()
+    offsets: dict[str, dict[str, int]] | None = None
+
+    @classmethod
+    def of(cls, header: Mapping[str, Any]) -> VersionHeader:
+        offsets: dict[str, dict[str, int]] = {}
+        raw = header.get("offsets")
+        if isinstance(raw, Mapping):
+            for topic, parts in list(raw.items())[:_MAX_ITEMS]:
+                if (t := text(topic)) is not None:
+                    offsets[t] = _counts(parts)
+        return cls(
+            view=text(header.get("view")),
+            spec=text(header.get("spec")),
+            learned=integer(header.get("n_learned")),
+            saved_at=number(header.get("saved_at")),
+            metrics=_numbers(header.get("metrics")),
+            counters=_counts(header.get("counters")),
+            rejected=_counts(header.get("rejected")),
+            drifts=_drifts(header.get("drifts")),
+            offsets=offsets,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One monitoring sample of a model's history (written by the learner at each checkpoint)."""
+
+    t: float
+    learned: int | None
+    rate: float | None
+    freshness_ms: float | None
+    metrics: dict[str, float | None]
+    drifts: tuple[Drift, ...]
+
+    @classmethod
+    def of(cls, raw: Any) -> Sample | None:
+        if not isinstance(raw, Mapping) or (t := number(raw.get("t"))) is None:
+            return None
+        return cls(
+            t=t,
+            learned=integer(raw.get("learned")),
+            rate=number(raw.get("rate")),
+            freshness_ms=number(raw.get("freshness_ms")),
+            metrics=_numbers(raw.get("metrics")),
+            drifts=_drifts(raw.get("drifts")),
+        )

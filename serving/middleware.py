@@ -1,0 +1,132 @@
+"""The API's pure ASGI middleware (no task or thread per request): request metrics with the security
+headers every response carries, the body limit, and the trusted hosts.
+
+Order, outermost first: trusted hosts (a Host not in the list is a 400 before anything runs), metrics and
+headers, body limit, then FastAPI (routing, the route's key check, body parsing, the handler).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from streaming.settings import Settings
+
+__all__ = ["BodyLimit", "BodyTooLargeSignal", "Measure", "trusted_hosts"]
+
+REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
+LATENCY = Histogram(
+    "rivulet_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def trusted_hosts(settings: Settings) -> list[str]:
+    """The Host names the API answers: ``settings.trusted_hosts``, or by default the bind address,
+    ``localhost``, ``127.0.0.1`` and ``::1`` (any port; an IPv6 literal is written in brackets, as in a Host
+    header). ``*`` allows any (behind a proxy that checks Host itself).
+
+    >>> trusted_hosts(Settings(serve_host="10.0.0.5"))
+    ['10.0.0.5', 'localhost', '127.0.0.1', '[::1]']
+    >>> trusted_hosts(Settings(trusted_hosts="api.example.com, ::1"))
+    ['api.example.com', '[::1]']
+    """
+    hosts = settings.trusted_hosts or [settings.serve_host, "localhost", "127.0.0.1", "::1"]
+    out: list[str] = []
+    for host in hosts:
+        h = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        if h not in out:
+            out.append(h)
+    return out
+
+
+class Measure:
+    """Request count and latency per route, and ``X-Content-Type-Options: nosniff`` on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = message.get("headers")
+                if isinstance(headers, list):
+                    headers.append(NOSNIFF)
+                else:
+                    message["headers"] = [*(headers or ()), NOSNIFF]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            LATENCY.labels(path).observe(time.perf_counter() - started)
+            REQUESTS.labels(path, str(status[0])).inc()
+
+
+class BodyTooLargeSignal(HTTPException):
+    """Raised from ``receive`` when the body passes the limit. An :class:`HTTPException` on purpose: FastAPI's
+    body parsing turns any other exception from ``receive`` into a 400 ("There was an error parsing the
+    body"), but lets an ``HTTPException`` through to the app's handler, which answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
+
+
+class BodyLimit:
+    """413 for a body over ``limit`` bytes, whether it declares its length (refused before it is read) or
+    not (chunked: refused as soon as the bytes read pass the limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    await _too_large(self.limit, send)
+                    return
+                break
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLargeSignal(self.limit)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLargeSignal:  # the body read outside a route's exception handling: still a 413
+            await _too_large(self.limit, send)
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = b'{"error":"too_large","detail":"request body over %d bytes"}' % limit
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

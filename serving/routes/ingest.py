@@ -1,0 +1,106 @@
+"""Ingest (scope ``ingest``: it writes training data): events and late labels, validated as the SDK does,
+published to Kafka, 202 once Kafka has them.
+
+Labels are checked against the tasks of the models this replica serves (:func:`check_label`): a label that
+no served model could take (``"banana"`` for binary models, ``1e300`` for a regression) is a 400 naming the
+item, and nothing of the request is published. With no model loaded yet, labels are accepted as the schema
+allows them (a scalar in the numeric domain): the learner's router checks each label again per model and
+dead-letters what a model cannot take, so an early label is never a danger to a model, only possibly
+useless."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, status
+
+from features.errors import InvalidEvent
+from features.events import Event, Label
+from serving.auth import Scope, scoped_route
+from serving.errors import BadRequest, InvalidLabelRequest, KafkaUnavailable
+from serving.models import LoadedModel
+from serving.schemas import EventsRequest, IngestResponse, LabelsRequest, errors
+from serving.services import Services, ServicesDep
+from streaming.learning.errors import InvalidLabel
+from streaming.learning.labels import check_label
+
+__all__ = ["label_problem", "router"]
+
+router = APIRouter(route_class=scoped_route(Scope.INGEST), tags=["ingest"])
+INGEST = errors(400, 401, 403, 413, 422, 503)
+
+
+async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = svc.producer
+    if producer is None:
+        raise KafkaUnavailable("Kafka is unreachable: nothing was accepted")
+    futures = [await producer.send(topic, value, key=key) for key, value in records]
+    try:
+        await asyncio.gather(*futures)
+    except Exception as exc:
+        raise KafkaUnavailable(f"Kafka did not acknowledge the records: {exc}") from exc
+
+
+@router.post(
+    "/v1/events", response_model=IngestResponse, status_code=status.HTTP_202_ACCEPTED, responses=INGEST
+)
+async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
+    """Publish events (validated as by the SDK); 202 with their ids once Kafka has them."""
+    records = []
+    ids = []
+    for i, raw in enumerate(body.events):
+        try:
+            event = Event.parse(raw.model_dump(exclude_none=True))
+            value = event.to_json()
+        except InvalidEvent as exc:
+            raise BadRequest(f"events[{i}].{exc}") from exc
+        except (orjson.JSONEncodeError, TypeError, ValueError, OverflowError) as exc:
+            raise BadRequest(f"events[{i}]: cannot be serialised ({exc})") from exc
+        records.append((event.entity.encode(), value))
+        ids.append(event.event_id)
+    await _ingest(svc, svc.settings.topics.events, records)
+    return IngestResponse(ids=ids)
+
+
+def label_problem(label: Any, models: Iterable[LoadedModel]) -> str | None:
+    """None when some served model (or none at all is loaded) could take ``label``; else why not, one
+    reason per kind of model.
+
+    The models are deduplicated by (task, classes), so the message names each kind once."""
+    kinds = {(m.task, m.classes) for m in models}
+    if not kinds:
+        return None
+    reasons = []
+    for task, classes in sorted(kinds, key=repr):
+        try:
+            check_label(task, label, classes)
+            return None
+        except InvalidLabel as exc:
+            reasons.append(f"{task} model: {exc}")
+    return f"{label!r} fits no served model ({'; '.join(reasons)})"
+
+
+@router.post(
+    "/v1/labels", response_model=IngestResponse, status_code=status.HTTP_202_ACCEPTED, responses=INGEST
+)
+async def post_labels(body: LabelsRequest, svc: ServicesDep) -> IngestResponse:
+    """Publish late labels, for an ``event_id`` or a ``prediction_id`` (``ts`` defaults to now); each must
+    fit the task of some served model (400 naming the item otherwise, and nothing is published)."""
+    served = list(svc.models.models.values())
+    labels = []
+    now_ms = int(time.time() * 1000)
+    for i, raw in enumerate(body.labels):
+        problem = label_problem(raw.label, served)
+        if problem is not None:
+            raise InvalidLabelRequest(f"labels[{i}].label: {problem}")
+        try:
+            labels.append(Label.parse({"ts": now_ms, **raw.model_dump(exclude_none=True)}))
+        except InvalidEvent as exc:
+            raise BadRequest(f"labels[{i}].{exc}") from exc
+    records = [(lbl.join_key.encode(), lbl.to_json()) for lbl in labels]
+    await _ingest(svc, svc.settings.topics.labels, records)
+    return IngestResponse(ids=[lbl.join_key for lbl in labels])
