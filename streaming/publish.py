@@ -59,11 +59,31 @@ class RejectsFile:
             record["row"] = reject.row
         if reject.raw is not None:
             record["raw"] = reject.raw
-        self._fh.write(orjson.dumps(record, default=repr, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            line = orjson.dumps(record, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # e.g. an integer beyond 64 bits in the row (why it was rejected): kept as text
+            line = orjson.dumps(_jsonable(record), default=repr, option=orjson.OPT_APPEND_NEWLINE)
+        self._fh.write(line)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with integers orjson cannot write (beyond 64 bits) as strings, and text always UTF-8."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts
+            return f"<integer of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    return value
 
 
 @dataclass(slots=True)

@@ -65,6 +65,8 @@ def test_malformed_jsonl_rows_are_rejected_by_line_and_good_rows_arrive(
         b'{"entity": "a", "ts": 1000, "fields": {"blob": "' + b"x" * 1_100_000 + b'"}}',  # 11: too large
         b"",  # blank lines are skipped, not rejected
         good[2],
+        b'{"entity": "a", "ts": 1000, "fields": {"n": 18446744073709551615}}',  # 14: beyond int64
+        b'{"entity": "a", "ts": 1000, "fields": {"n": 1e400}}',  # 15: infinity when read
     ]
     src = tmp_path / "events.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
@@ -74,7 +76,9 @@ def test_malformed_jsonl_rows_are_rejected_by_line_and_good_rows_arrive(
 
     assert result.returncode == 2, result.stderr
     errors = _rejects(rejects)
-    assert sorted(errors) == [2, 3, 4, 5, 6, 7, 8, 10, 11]
+    assert sorted(errors) == [2, 3, 4, 5, 6, 7, 8, 10, 11, 14, 15]
+    assert errors[14] == "fields.n: integer outside the int64 range (-2**63 .. 2**63-1)"
+    assert "infinity" in errors[15]
     assert "not valid JSON" in errors[2]
     assert errors[3].startswith("entity: is required")
     assert "ts: 'yesterday'" in errors[4]
@@ -115,6 +119,8 @@ def test_malformed_csv_rows_are_rejected_by_line_and_good_rows_arrive(
         ",6000,2.0,1\n"  # 7 no entity
         "u7,2024-01-01T00:00:01Z,3.0,0\n"  # 8 good, ISO time
         "u8,8000,1,2,3\n"  # 9 too many columns
+        "u9,9000,18446744073709551616,1\n"  # 10 beyond int64 (2**64)
+        "u10,10000,9223372036854775807,1\n"  # 11 good: int64's largest
     )
     rejects = tmp_path / "rejects.jsonl"
 
@@ -124,7 +130,8 @@ def test_malformed_csv_rows_are_rejected_by_line_and_good_rows_arrive(
 
     assert result.returncode == 2, result.stderr
     errors = _rejects(rejects)
-    assert sorted(errors) == [3, 4, 5, 6, 7, 9]
+    assert sorted(errors) == [3, 4, 5, 6, 7, 9, 10]
+    assert errors[10] == "fields.amount: integer outside the int64 range (-2**63 .. 2**63-1)"
     assert errors[3] == "expected 4 columns, got 2"
     assert errors[9] == "expected 4 columns, got 5"
     assert errors[4] == errors[5] == "fields.amount: NaN and infinity are not allowed"
@@ -137,7 +144,11 @@ def test_malformed_csv_rows_are_rejected_by_line_and_good_rows_arrive(
             for r in read_all(rivulet_topics.kafka_bootstrap, rivulet_topics.topics.events)
         )
     )
-    assert arrived == [("u1", 1000, 1.5, 1), ("u7", 1_704_067_201_000, 3.0, 0)]
+    assert arrived == [
+        ("u1", 1000, 1.5, 1),
+        ("u10", 10_000, 2**63 - 1, 1),
+        ("u7", 1_704_067_201_000, 3.0, 0),
+    ]
 
 
 def test_an_event_over_the_brokers_limit_is_reported_by_id(settings: Settings, make_topic) -> None:
