@@ -193,3 +193,25 @@ def test_a_private_key_file_is_never_readable_by_others(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "stack" / "signing-key").stat().st_mode) == 0o600
+
+
+def test_the_api_and_the_learner_refuse_to_start_without_their_keys(tmp_path: Path) -> None:
+    from streaming.learning.worker import LearnerWorker
+    from tests.model_defs import LR
+
+    env = {
+        "RIVULET_SIGNING_KEY": "",
+        "RIVULET_VERIFY_KEYS": "",
+        "RIVULET_DATA_DIR": str(tmp_path),
+        "RIVULET_FEATURES_MODULE": "tests.feature_defs:DIRECT",
+    }
+    served = CliRunner().invoke(app, ["serve", "--port", "1"], env=env)
+    assert served.exit_code == 1 and "RIVULET_VERIFY_KEYS is not set" in served.output
+    learned = CliRunner().invoke(app, ["learn", "run", "--models", "tests.model_defs"], env=env)
+    assert learned.exit_code == 1 and "RIVULET_SIGNING_KEY is not set" in learned.output
+    bare = Settings(signing_key=None, verify_keys=[], data_dir=str(tmp_path))
+    with pytest.raises(MissingKey, match="RIVULET_SIGNING_KEY"):
+        LearnerWorker(bare, [LR])
+    reader = MemoryRegistry(keyring=Keyring.of(generate().public))
+    with pytest.raises(MissingKey, match="RIVULET_SIGNING_KEY"):
+        LearnerWorker(bare, [LR], registry=reader)  # a registry that cannot sign is no learner's
