@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from features.numeric import in_domain
+from features.numeric import INT64_MAX, INT64_MIN, in_domain
 from features.windows import Window, lifetime
 
 __all__ = [
@@ -61,8 +61,14 @@ def _ts(x: Any) -> bool:
 
 
 def scalar(x: Any) -> bool:
-    """A value an event field may hold: str, bool, null, or a number in the domain (features.numeric)."""
-    return x is None or type(x) is str or in_domain(x)
+    """A value an event field may hold: str, bool, null, or a number in the domain (features.numeric).
+    Exact types only: it checks decoded states, where orjson makes nothing else."""
+    t = type(x)
+    if t is str or t is bool or x is None:
+        return True
+    if t is float:
+        return x - x == 0.0  # NaN for NaN and infinities
+    return t is int and INT64_MIN <= x <= INT64_MAX
 
 
 def _num(value: Any) -> float | None:
