@@ -51,7 +51,7 @@ def keyring(settings: Settings) -> Keyring:
 def registry_writer(settings: Settings, client: redis.Redis | None = None) -> ModelRegistry:
     """The learner's registry: signs new versions, reads those of every key in the ring."""
     signer = signing_key(settings)
-    ring = parse_keyring(settings.verify_keys).with_key(signer.public)
+    ring = parse_keyring(settings.verify_keys)  # the registry adds the signer's own public key
     return ModelRegistry(client or redis_client(settings), settings.redis_prefix, signer=signer, keyring=ring)
 
 

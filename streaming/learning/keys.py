@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from streaming.errors import InvalidKey
 
@@ -137,8 +137,6 @@ class SigningKey:
 
 def generate() -> SigningKey:
     """A new key pair (from the operating system's randomness)."""
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
     seed = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return SigningKey(seed)
 

@@ -159,10 +159,8 @@ def read_header(blob: bytes) -> dict[str, Any]:
     return _split(blob)[0]
 
 
-def open_header(blob: bytes, keyring: Keyring, *, model: str, version: int) -> dict[str, Any]:
-    """The verified header of a snapshot or of its :func:`header_part`: signed by a key of ``keyring``,
-    naming ``model`` and ``version``. The payload, if any, is not checked (see :func:`open_snapshot`)."""
-    header, signed, signature, _ = _split(blob)
+def _verified(blob: bytes, keyring: Keyring, model: str, version: int) -> tuple[dict[str, Any], int]:
+    header, signed, signature, payload_at = _split(blob)
     kid = header.get("key_id")
     key = keyring.get(kid) if isinstance(kid, str) else None
     if key is None:
@@ -176,14 +174,20 @@ def open_header(blob: bytes, keyring: Keyring, *, model: str, version: int) -> d
             f"its header names model {header.get('model')!r} version {header.get('version')}, but it was "
             f"read as model {model!r} version {version} (copied under another key?)",
         )
-    return header
+    return header, payload_at
+
+
+def open_header(blob: bytes, keyring: Keyring, *, model: str, version: int) -> dict[str, Any]:
+    """The verified header of a snapshot or of its :func:`header_part`: signed by a key of ``keyring``,
+    naming ``model`` and ``version``. The payload, if any, is not checked (see :func:`open_snapshot`)."""
+    return _verified(blob, keyring, model, version)[0]
 
 
 def open_snapshot(blob: bytes, keyring: Keyring, *, model: str, version: int) -> Opened:
-    """Verify (:func:`open_header`, then the payload's hash), then unpickle. Raises
+    """Verify (:func:`open_header`, then the payload's length and hash), then unpickle. Raises
     :class:`SnapshotRejected` without unpickling on any mismatch."""
-    header = open_header(blob, keyring, model=model, version=version)
-    payload = blob[_split(blob)[3] :]
+    header, payload_at = _verified(blob, keyring, model, version)
+    payload = blob[payload_at:]
     if len(payload) != header.get("payload_bytes") or (
         hashlib.sha256(payload).hexdigest() != header.get("payload_sha256")
     ):
