@@ -228,3 +228,16 @@ def test_keys_of_the_old_scheme_are_migrated(settings: Settings, redis_client: r
         ]
     )
     assert 0 < redis_client.ttl(vector_key(p, "v", "u1")) <= 300
+
+
+def test_a_key_prefix_with_braces_is_refused() -> None:
+    """A brace in the prefix would become the hash tag: an entity's keys would no longer share a slot."""
+    import redis.asyncio as aioredis
+
+    from features.errors import StoreError
+
+    client = aioredis.Redis()  # never connected
+    for prefix in ("rivulet{", "a}b:"):
+        with pytest.raises(StoreError, match="braces"):
+            RedisStore(client, prefix)
+    assert RedisStore(client, "rivulet:")._prefix == "rivulet:"

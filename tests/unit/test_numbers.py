@@ -105,3 +105,9 @@ def test_strings_that_cannot_be_written_as_utf8_are_invalid() -> None:
         Label.parse({"event_id": "e", "ts": 0, "label": "\udfff"})
     ok = Event.parse({"entity": "é}{用户", "ts": 0, "fields": {"ü": "😀"}})
     assert orjson.loads(ok.to_json())["entity"] == "é}{用户"
+
+
+def test_every_name_the_features_package_exports_exists() -> None:
+    assert sorted(features.__all__) == sorted(set(features.__all__))
+    for name in features.__all__:
+        assert getattr(features, name) is not None, name
