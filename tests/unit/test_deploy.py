@@ -72,3 +72,16 @@ def test_the_image_installs_the_three_packages() -> None:
     for package in ("features", "streaming", "serving"):
         assert f"COPY {package} {package}" in text
     assert 'ENTRYPOINT ["rivulet"]' in text
+
+
+def test_the_learner_alone_gets_the_signing_key_and_nothing_starts_without_keys() -> None:
+    """Compose passed ``${RIVULET_SIGNING_SECRET:-}`` to every service, so an unset secret became an
+    empty HMAC key in the API. Now the private key goes to the learner alone and is required (``:?``), the
+    API requires its verify keys, and no service reads the old secret."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "RIVULET_SIGNING_SECRET" not in text
+    for name, svc in SERVICES.items():
+        env = svc.get("environment") or {}
+        assert ("RIVULET_SIGNING_KEY" in env) == (name == "learner"), name
+    assert SERVICES["learner"]["environment"]["RIVULET_SIGNING_KEY"].startswith("${RIVULET_SIGNING_KEY:?")
+    assert SERVICES["api"]["environment"]["RIVULET_VERIFY_KEYS"].startswith("${RIVULET_VERIFY_KEYS:?")
