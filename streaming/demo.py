@@ -125,7 +125,7 @@ class Demo:
         head = Text.assemble(
             ("rivulet demo ", "bold"),
             f"{st.events:,} events ({st.rate:,.0f}/s) · {st.features:,} features records · ",
-            f"{st.dead_letters} dead letters · ",
+            f"{st.dead_letters} dead letters · {self.stack.dead_letters.sent} rejected by the learner · ",
             ("stream finished" if st.finished else "streaming", "green" if st.finished else "cyan"),
         )
         table = Table(expand=False)
@@ -208,6 +208,7 @@ class Demo:
             "events": st.events,
             "features_records": st.features,
             "dead_letters": st.dead_letters,
+            "learner_dead_letters": self.stack.dead_letters.sent,  # records the learner rejected
             "seconds": time.monotonic() - st.started,
             "events_per_s": st.rate,
             "seed": self.seed,

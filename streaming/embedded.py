@@ -7,6 +7,10 @@ to the same feature pipeline, learner and scoring API as the real stack (``rivul
 features, labels and predictions topics in the same deterministic merge as the Kafka learner and
 checkpoints to a :class:`~streaming.learning.registry.MemoryRegistry`; the API reads the same store and
 registry and appends its predictions to the log.
+
+A bad record (a label the models cannot take, a value out of the numeric domain, bytes that are not JSON)
+is rejected by the learner's router as in the real stack: counted, and its dead letter appended to the
+log's dead-letter topic; it never stops the demo.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from serving.models import ModelCache
+from streaming.learning.deadletters import DeadLetter
 from streaming.learning.keys import SigningKey
 from streaming.learning.merge import Merger, decode, event_time
 from streaming.learning.registry import MemoryRegistry
@@ -69,6 +74,21 @@ class MemoryLog:
     def end(self, topic: str) -> int:
         with self._lock:
             return self._base.get(topic, 0) + len(self._topics.get(topic, []))
+
+
+class LogSink:
+    """The learner's dead letters to the log's dead-letter topic (the demo's in-process Kafka)."""
+
+    def __init__(self, log: MemoryLog, topic: str) -> None:
+        self.log, self.topic = log, topic
+        self.sent = 0
+
+    def send(self, letter: DeadLetter) -> None:
+        self.log.append(self.topic, letter.to_json(), letter.key)
+        self.sent += 1
+
+    def flush(self) -> None:
+        pass
 
 
 class LogProducer:
@@ -136,7 +156,10 @@ class EmbeddedStack:
         self.pipeline = FeaturePipeline(self.views, self.store, cache_entities=100_000)
         t = settings.topics
         self.topics = t
-        self.learner = Learner(specs, self.registry, TopicRoles(t.features, t.labels, t.predictions))
+        self.dead_letters = LogSink(self.log, t.dead_letters)
+        self.learner = Learner(
+            specs, self.registry, TopicRoles(t.features, t.labels, t.predictions), sink=self.dead_letters
+        )
         self.batch = batch
         self.stats = Stats()
         self._merger = Merger({t.labels: 0, t.features: 1, t.predictions: 2})
@@ -224,9 +247,9 @@ class EmbeddedStack:
         """Everything new on the features, labels and predictions topics, in the learner's merge order."""
         merger = self._merger
         for topic, position in self._positions.items():
-            for offset, _, value, ts in self.log.read(topic, position, limit=1_000_000):
+            for offset, key, value, _ in self.log.read(topic, position, limit=1_000_000):
                 data = decode(value)
-                merger.add(topic, 0, offset, event_time(data, ts), data)
+                merger.add(topic, 0, offset, event_time(data), data, value, key)
                 self._positions[topic] = offset + 1
         for rec in merger.ready(lambda tp: self._positions[tp[0]] >= self.log.end(tp[0])):
             self.learner.process(rec)
@@ -237,6 +260,8 @@ class EmbeddedStack:
                 "metrics": state.metric_values(),
                 "learned": state.n_learned,
                 "drifts": state.counters["drifts"],
+                "rejected": dict(state.rejected),
+                "status": state.status,
                 "version": self.registry.current_version(name),
                 "last_drift": state.drifts[-1].ts if state.drifts else None,
             }

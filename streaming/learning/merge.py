@@ -22,7 +22,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Merger", "OrderJournal", "Positioned", "Undecodable", "decode", "event_time"]
+__all__ = ["NO_TIME", "Merger", "OrderJournal", "Positioned", "Undecodable", "decode", "event_time"]
+
+# the merge time of a record without an event time (not JSON, or malformed: the router rejects it). Smaller
+# than any event time, so it is released as soon as it heads its partition: it never holds back the records
+# behind it (with a Kafka timestamp, one far from the event times would delay its partition's good records
+# and change the order the models see them in)
+NO_TIME = -(2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +52,13 @@ def decode(value: bytes | None) -> Any:
         return Undecodable(f"not JSON: {exc}")
 
 
-def event_time(data: Any, fallback: int) -> int:
-    """The merge key: event time of an event or features record, label time of a label; else ``fallback``
-    (the Kafka timestamp)."""
+def event_time(data: Any, fallback: int = NO_TIME) -> int:
+    """The merge key: event time of an event or features record, label time of a label (an int); else
+    ``fallback`` (:data:`NO_TIME` by default: see there).
+
+    >>> event_time({"event": {"ts": 5}}), event_time({"ts": 7}), event_time(Undecodable("x")) == NO_TIME
+    (5, 7, True)
+    """
     if isinstance(data, dict):
         event = data.get("event")
         ts = event.get("ts") if isinstance(event, dict) else data.get("ts")

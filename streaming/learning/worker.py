@@ -10,6 +10,13 @@ the last record it processed, for every partition. On start each model is restor
 checkpoint and the consumer seeks to those positions; records after them are processed again from the
 restored state, in the same order, so nothing is learned twice or skipped, and replaying a topic up to a
 checkpoint's offsets rebuilds that version.
+
+Fault isolation: a bad record is rejected by the router (counted per model and reason, the counts written
+into each checkpoint header as ``rejected``) and sent to the dead-letter topic through a
+:class:`~streaming.learning.deadletters.DeadLetterSink`, which is flushed before every checkpoint. A model
+that raises in ``learn_one`` is quarantined (see :mod:`streaming.learning.core`): it is no longer
+checkpointed, so its last good version keeps serving. A checkpoint is written only on a clean stop
+(a signal, ``max_idle_s``), never while an exception propagates: the state may be the one that failed.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from features.errors import FeaturesError
 from streaming.clients import registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
+from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
 from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
@@ -52,12 +60,15 @@ class Learner:
         *,
         fingerprints: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sink: DeadLetterSink | None = None,
     ) -> None:
         self.specs = list(specs)
         self.core = LearnerCore(self.specs)
+        self.core.on_quarantine = self._quarantined
         self.registry = registry
         self.clock = clock
-        self.router = Router(self.core, roles)
+        self.sink: DeadLetterSink = sink if sink is not None else MemorySink()
+        self.router = Router(self.core, roles, sink=self.sink)
         self.fingerprints = fingerprints or {}
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
@@ -106,13 +117,22 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _quarantined(self, name: str, why: str) -> None:
+        log.error(
+            "model quarantined: it stops learning, its last good version keeps serving", model=name, why=why
+        )
+
     def checkpoint(self) -> dict[str, int]:
-        """Save every model that moved since the last checkpoint; returns the new version numbers."""
+        """Save every model that moved since the last checkpoint (a quarantined one is not saved: its last
+        good version stays current); returns the new version numbers. Dead letters are flushed first."""
         saved: dict[str, int] = {}
         if self._since_checkpoint == 0:
             return saved
+        self.sink.flush()  # the letters of every rejected record are durable before the positions move on
         saved_at = time.time()
         for name, state in self.core.models.items():
+            if state.quarantined:
+                continue
             spec = self.core.specs[state.spec]
             base = self.router.bases.get(name, {"version": None, "offsets": {}})
             header = {
@@ -123,6 +143,7 @@ class Learner:
                 "journal": self.router.journals[name].to_header() if name in self.router.journals else None,
                 "metrics": state.metric_values(),
                 "counters": state.counters,
+                "rejected": state.rejected,  # reason -> records rejected for this model (dead letters)
                 "n_learned": state.n_learned,
                 "last_learned_ts": state.last_ts,
                 "saved_at": saved_at,
@@ -167,6 +188,7 @@ class LearnerWorker(Learner):
         *,
         registry: Registry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sink: DeadLetterSink | None = None,
     ) -> None:
         registry = registry or registry_writer(settings)
         if registry.signer_id is None:
@@ -178,6 +200,7 @@ class LearnerWorker(Learner):
             TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
             fingerprints=_fingerprints(settings),
             clock=clock,
+            sink=sink if sink is not None else _kafka_sink(settings),
         )
         self._stop = False
 
@@ -224,12 +247,14 @@ class LearnerWorker(Learner):
 
         last_record = self.clock()
         beat = last_record - 10.0
+        clean = False
         try:
             while not self._stop:
                 for records in consumer.poll(timeout_ms=100).values():
                     for r in records:
                         data = decode(r.value)
-                        merger.add(r.topic, r.partition, r.offset, event_time(data, r.timestamp), data)
+                        ts = event_time(data)
+                        merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
                 progressed = False
                 for rec in merger.ready(exhausted):
                     self.process(rec)
@@ -244,9 +269,21 @@ class LearnerWorker(Learner):
                     self.checkpoint()
                 if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
                     break
+            clean = True
         finally:
-            self.checkpoint()
-            consumer.close()
+            try:
+                if clean:  # stopped, not failed: an exception leaves the last checkpoint as it is
+                    self.checkpoint()
+            finally:
+                consumer.close()
+                close = getattr(self.sink, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        if clean:
+                            raise
+                        log.exception("dead letters not all delivered while stopping on an error")
 
     def stop(self) -> None:
         self._stop = True
@@ -261,6 +298,14 @@ def offsets_of(header: dict[str, Any]) -> Offsets:
     return {
         t: {int(p): int(o) for p, o in parts.items()} for t, parts in (header.get("offsets") or {}).items()
     }
+
+
+def _kafka_sink(settings: Settings) -> KafkaSink:
+    from streaming.producer import Producer
+
+    return KafkaSink(
+        Producer(settings), settings.topics.dead_letters, max(settings.max_event_bytes + 4096, 1_048_576)
+    )
 
 
 def _fingerprints(settings: Settings) -> dict[str, str]:

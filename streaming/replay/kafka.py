@@ -233,7 +233,7 @@ def in_merged_order(
     while True:
         for r in reader.poll():
             data = decode(r.value)
-            ts = r.timestamp if kafka_time else event_time(data, r.timestamp)
+            ts = r.timestamp if kafka_time else event_time(data)
             merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
         yield from merger.ready(reader.exhausted)
         if reader.finished() and not merger.buffered():
@@ -259,7 +259,7 @@ def in_journal_order(
                 data = decode(r.value)
                 queues[(r.topic, r.partition)].append(
                     Positioned(
-                        event_time(data, r.timestamp), 0, r.partition, r.offset, r.topic, data, r.value, r.key
+                        event_time(data), 0, r.partition, r.offset, r.topic, data, r.value, r.key
                     )
                 )
             reader.throttle({k: len(v) for k, v in queues.items()})
