@@ -118,6 +118,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
                 settings.redis_prefix,
                 socket_timeout=settings.redis_socket_timeout_s,
                 connect_timeout=settings.redis_connect_timeout_s,
+                cluster=settings.redis_cluster,
             )
         return state["store"]
 

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Redis
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (online store and registry).")
     redis_prefix: str = Field("rivulet:", description="Prefix of every Redis key Rivulet writes.")
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url is a node of a Redis Cluster (the feature store connects as a cluster).",
+    )
     redis_socket_timeout_s: float = Field(2.0, gt=0, description="Redis socket read/write timeout.")
     redis_connect_timeout_s: float = Field(2.0, gt=0, description="Redis connect timeout.")
 
