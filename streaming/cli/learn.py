@@ -68,8 +68,23 @@ def run(
     from streaming.learning.worker import LearnerWorker
 
     with user_errors():
-        worker = LearnerWorker(settings, specs, registry=registry_writer(settings))
+        registry = registry_writer(settings)
+        _restorable(registry, specs)
+        worker = LearnerWorker(settings, specs, registry=registry)
         worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
+
+
+def _restorable(registry: ModelRegistry, specs: list[ModelSpec]) -> None:
+    """A model with versions of which none verifies (signed by a key outside the ring, or in the HMAC
+    format) is not silently started afresh: the learner refuses to start and says what to do."""
+    for spec in specs:
+        infos = registry.versions(spec.name)
+        if infos and all(i.refused for i in infos):
+            fail(
+                f"model {spec.name!r} has {len(infos)} version(s) and none verifies ({infos[0].refused}); "
+                "add its signer's public key to RIVULET_VERIFY_KEYS, migrate HMAC snapshots with `rivulet "
+                "models resign`, or delete the model's versions to start it afresh"
+            )
 
 
 @models_app.command("list")

@@ -33,6 +33,7 @@ import redis
 from streaming.errors import MissingKey, StreamingError
 from streaming.learning.keys import Keyring, SigningKey
 from streaming.learning.snapshot import (
+    LEGACY_MIGRATION,
     Opened,
     SnapshotRejected,
     header_part,
@@ -101,6 +102,10 @@ class Registry(ABC):
         """The stored signed headers of ``versions`` (None where absent), without reading snapshots."""
 
     @abstractmethod
+    def _magic(self, name: str, version: int) -> bytes | None:
+        """The first bytes of a version's snapshot (its format), without reading the rest."""
+
+    @abstractmethod
     def _replace(self, name: str, version: int, blob: bytes) -> None:
         """Overwrite an existing version's snapshot and header (the format migration only)."""
 
@@ -144,7 +149,12 @@ class Registry(ABC):
             header: dict[str, Any] = {}
             refused = None
             if head is None:
-                refused = f"version {v} has no stored header (written before snapshot format 2?)"
+                magic = self._magic(name, v)
+                refused = (
+                    str(SnapshotRejected({"model": name, "version": v}, LEGACY_MIGRATION))
+                    if magic is not None and is_legacy(magic)
+                    else f"version {v} has no stored header"
+                )
             else:
                 try:
                     header = open_header(head, self.keyring, model=name, version=v)
@@ -249,6 +259,10 @@ class ModelRegistry(Registry):
             return []
         return list(self._r.mget([self._k(name, f"h:{v}") for v in versions]))
 
+    def _magic(self, name: str, version: int) -> bytes | None:
+        head: bytes = self._r.getrange(self._k(name, f"v:{version}"), 0, 5)
+        return head or None
+
     def _replace(self, name: str, version: int, blob: bytes) -> None:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._k(name, f"v:{version}"), blob)
@@ -318,6 +332,11 @@ class MemoryRegistry(Registry):
         with self._lock:
             heads = self._heads.get(name, {})
             return [heads.get(v) for v in versions]
+
+    def _magic(self, name: str, version: int) -> bytes | None:
+        with self._lock:
+            blob = self._blobs.get(name, {}).get(version)
+        return blob[:6] if blob is not None else None
 
     def _replace(self, name: str, version: int, blob: bytes) -> None:
         with self._lock:

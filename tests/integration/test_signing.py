@@ -216,6 +216,33 @@ def test_rivulet_models_resign_migrates_hmac_snapshots(s: Settings, redis_client
     assert [i.header["n_learned"] for i in reg.versions("m")] == [20, 10]  # headers stored apart too
 
 
+def test_the_learner_does_not_restart_afresh_over_versions_it_cannot_verify(
+    s: Settings, redis_client: redis.Redis
+) -> None:
+    """A new key without the old one in the ring (or unmigrated HMAC snapshots) once restarted every model
+    from zero; now the learner refuses to start and says what to do."""
+    put_legacy(
+        redis_client, s.redis_prefix, "lr", 1, legacy_seal({"w": 1}, {"model": "lr", "version": 1}, b"s")
+    )
+    (info,) = reader(s, LEARNER).versions("lr")
+    assert info.refused and "rivulet models resign" in info.refused  # a 6-byte read tells the format
+    env = {
+        "RIVULET_REDIS_PREFIX": s.redis_prefix,
+        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
+        "RIVULET_SIGNING_KEY": LEARNER.encoded,
+        "RIVULET_DATA_DIR": "/nonexistent",
+        "RIVULET_FEATURES_MODULE": "tests.feature_defs:DIRECT",
+    }
+    run = ["learn", "run", "--models", "tests.model_defs", "--idle-exit", "1"]
+    refused = CliRunner().invoke(cli_app, run, env=env)
+    assert refused.exit_code == 1 and "model 'lr' has 1 version(s) and none verifies" in refused.output
+    assert "rivulet models resign" in refused.output
+    writer(s, STRANGER).save("lr", {"w": 2}, {})  # and a version by a key outside the ring
+    refused = CliRunner().invoke(cli_app, run, env=env)
+    assert refused.exit_code == 1 and "2 version(s) and none verifies" in refused.output
+    assert redis_client.zcard(f"{s.redis_prefix}model:{{lr}}:versions") == 2  # nothing written
+
+
 # ---------------------------------------------------------------- rivulet serve with the stack's keys
 
 
