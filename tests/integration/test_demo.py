@@ -200,3 +200,52 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     output = (tmp_path / "demo.log").read_text()
     assert code == 0, output[-3000:]
     assert "final metrics after" in output and "approval-tree" in output
+
+
+def test_the_demo_pipeline_survives_bad_records_reaching_its_learner() -> None:
+    """A ``banana`` label (the old demo exited with ``invalid literal for int()``), bytes that are not JSON
+    and a served prediction with ``salary=1e308`` written to the demo's topics: each is rejected by the
+    learner, counted and dead-lettered, and the models score exactly as on the good stream alone."""
+    from streaming.demo import demo_events
+    from streaming.embedded import EmbeddedStack
+    from streaming.learning.keys import generate
+    from streaming.settings import Settings
+
+    settings = Settings()
+    stack = EmbeddedStack(settings, [customer], MODELS, generate(), batch=100)
+    t = settings.topics
+    events: list[Event] = []
+
+    def on_event(e: Event) -> None:
+        events.append(e)
+        if len(events) == 700:  # labels and predictions written straight to the topics, as Kafka allows
+            stack.log.append(
+                t.labels, orjson.dumps({"event_id": events[600].event_id, "label": "banana", "ts": e.ts})
+            )
+            stack.log.append(t.labels, b"\x00 not json")
+            x = {"salary": 1e308, "commission": 0.0, "age": 30, "elevel": 1, "car": 1, "zipcode": 1,
+                 "hvalue": 1.0, "hyears": 1, "loan": 1.0}  # fmt: skip
+            prediction = {"prediction_id": "p1", "view": "customer", "ts": e.ts, "features": x}
+            stack.log.append(t.predictions, orjson.dumps(prediction))
+            stack.log.append(t.labels, orjson.dumps({"prediction_id": "p1", "label": True, "ts": e.ts}))
+
+    stack.run(demo_events(2_000, seed=5, drift_at=1_000, drift_width=100), on_event=on_event)
+    stack.close()
+
+    vectors = Oracle(customer).feed(events).vectors
+    letters = [orjson.loads(v) for _, _, v, _ in stack.log.read(t.dead_letters, 0)]
+    learner_letters = [d for d in letters if d.get("stage") == "learner"]
+    assert sorted(d["reason"] for d in learner_letters) == ["label_type", "undecodable", "value_domain"]
+    for spec in MODELS:
+        state = stack.learner.core.models[spec.name]
+        assert state.rejected == {"label_type": 1, "undecodable": 1, "value_domain": 1}
+        assert state.n_learned == len(events) == 2_000
+        data = [(select_inputs(vectors[e.event_id], spec.features), e.label) for e in events]
+        for factory in spec.metric_factories():
+            metric = evaluate.progressive_val_score(data, spec.new_model(), factory())
+            assert state.metric_values()[type(metric).__name__] == pytest.approx(metric.get(), rel=1e-9)
+    assert stack.metrics()["approval-tree"]["rejected"] == {
+        "label_type": 1,
+        "undecodable": 1,
+        "value_domain": 1,
+    }

@@ -58,22 +58,24 @@ def cli(settings: Settings, *args: str) -> Any:
 
 def production_state(settings: Settings) -> dict[str, Any]:
     """Everything a replay must leave alone: every consumer group's committed offsets, every topic with
-    its end offsets, and every Redis key with a digest of its value."""
+    its end offsets, and every Redis key with a digest of its value, of this test (its topic and key
+    prefixes: other tests may run beside it on the same services)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        groups = sorted(g["group_id"] for g in admin.list_groups())
+        mine = settings.topic_prefix
+        groups = sorted(g["group_id"] for g in admin.list_groups() if mine in g["group_id"])
         offsets = {}
         for g in groups:
             committed = admin.list_group_offsets(g).get(g, {})
             offsets[g] = sorted((tp.topic, tp.partition, m.offset) for tp, m in committed.items())
-        topics = sorted(consumer.topics())
+        topics = sorted(t for t in consumer.topics() if mine in t)
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         ends = sorted((tp.topic, tp.partition, o) for tp, o in consumer.end_offsets(tps).items())
         keys = {
             k.decode(): hashlib.sha256(client.dump(k) or b"").hexdigest()
-            for k in client.scan_iter(count=1000)
+            for k in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000)
         }
         return {"groups": offsets, "topics": topics, "ends": ends, "redis": keys}
     finally:

@@ -138,3 +138,33 @@ def test_replay_cli_on_files_refuses_range_options_and_says_why_nothing_scored(t
     res = runner.invoke(app, ["replay", str(tmp_path / "bom.csv"), "--out", str(tmp_path / "b"), "--quiet"])
     assert res.exit_code == 0, res.output
     assert orjson.loads((tmp_path / "b" / "replay.json").read_bytes())["records"] == 50
+
+
+def test_bad_rows_are_rejected_and_counted_and_the_good_ones_score_as_without_them(tmp_path: Path) -> None:
+    """A replay uses the learner's router: a label the models cannot take or a value outside the numeric
+    domain is rejected (counted per model and reason), never fatal, and the metrics are those of the good
+    rows alone (River's progressive validation is the oracle)."""
+    good = list(itertools.islice(datasets.Phishing(), 600))
+    lines = [{**x, "label": y} for x, y in good]
+    bad = [
+        {**good[0][0], "label": "banana"},
+        {**good[1][0], "label": 2},
+        {**good[2][0], "empty_server_form_handler": 1e308, "label": True},
+    ]
+    for k, row in enumerate(bad):
+        lines.insert(100 + 150 * k, row)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    replay = Replay(SPECS, views=[RAW], sample_every=100)
+    replay.run(file_records(str(path), MAPPING))  # the old replay raised on the banana label
+    result = replay.finish(str(path), {}, "event-time")
+    expected_ll = evaluate.progressive_val_score(good, lr(), metrics.LogLoss())
+    expected_acc = evaluate.progressive_val_score(good, tree.HoeffdingTreeClassifier(), metrics.Accuracy())
+    assert result.models["lr"].metrics["LogLoss"] == pytest.approx(expected_ll.get(), rel=1e-12)
+    assert result.models["tree"].metrics["Accuracy"] == pytest.approx(expected_acc.get(), rel=1e-12)
+    for m in result.models.values():
+        assert m.counters["learned"] == len(good)
+        assert m.rejected == {"label_type": 2, "value_domain": 1} and m.status == "learning"
+    assert result.dead_letters == {"label_type": 2, "value_domain": 1}  # one letter per record
+    letters = list(replay.dead_letters.letters)
+    assert [orjson.loads(d.value or b"{}")["event"]["label"] for d in letters[:2]] == ["banana", 2]
