@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -21,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from features.definitions import load_views
 from features.redis_store import RedisStore
-from serving.auth import KeyRing
+from serving.auth import KeyRing, document_security
 from serving.dashboard import ASSETS, csp, page_html
 from serving.errors import ServingError
 from serving.middleware import BodyLimit, Measure, trusted_hosts
@@ -125,6 +127,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            routes = [route for router in ROUTERS for route in router.routes]
+            app.openapi_schema = document_security(schema, routes, app.state.keyring)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:

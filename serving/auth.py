@@ -51,7 +51,7 @@ from fastapi.routing import APIRoute
 from serving.errors import Forbidden, Unauthorized
 from streaming.settings import Settings
 
-__all__ = ["KeyRing", "Scope", "scoped_route"]
+__all__ = ["KeyRing", "Scope", "document_security", "scoped_route"]
 
 
 class Scope(StrEnum):
@@ -164,3 +164,25 @@ def scoped_route(needed: Scope) -> type[APIRoute]:
 
     ScopedRoute.__name__ = ScopedRoute.__qualname__ = f"{needed.name.title()}Route"
     return ScopedRoute
+
+
+def document_security(schema: dict[str, Any], routes: Iterable[Any], keyring: KeyRing) -> dict[str, Any]:
+    """Declare the API-key scheme in an OpenAPI ``schema`` and mark each operation that needs a key: every
+    scoped one when any key is configured, the admin ones always."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    schemes["Bearer"] = {"type": "http", "scheme": "bearer"}
+    paths = schema.get("paths", {})
+    for route in routes:
+        needed = getattr(route, "scope", None)
+        if not isinstance(needed, Scope) or needed is Scope.PUBLIC or route.path not in paths:
+            continue
+        if needed is not Scope.ADMIN and not keyring.enabled:
+            continue
+        for method in route.methods or ():
+            operation = paths[route.path].get(method.lower())
+            if operation is not None:
+                operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+                operation.setdefault("description", "")
+                operation["description"] += f"\n\nScope: `{needed.value}`."
+    return schema

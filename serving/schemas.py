@@ -43,9 +43,12 @@ def _no_int(value: object) -> object:
     return value
 
 
-# The numeric domain of request values (fields, labels): integers within int64, finite float64 (a value of
-# 10**400 or 2**64 is a 422, not an overflow later); the learner's tighter bound on model inputs is checked
-# on the vector a model scores (see serving.routes.scoring).
+# The numeric domain of request values (fields, labels), as everywhere in Rivulet: integers within int64
+# (-2**63 .. 2**63-1), floats finite (float64). 10**400 or 2**64 is a 422, never an overflow later. (JSON
+# Schema cannot say "an integer literal within int64, or any float": the schema says the int64 range for
+# integers, the validator also refuses a big integer where a float would do, rather than round it.) The
+# learner's tighter bound on model inputs (|x| <= 1e150) is checked on the vector a model scores (see
+# serving.routes.scoring), labels against the served models' tasks (serving.routes.ingest).
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 Float64 = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_no_int)]
 Number = Int64 | Float64
@@ -136,7 +139,7 @@ class EventIn(_Strict):
     ts: EventTime = Field(description="Epoch milliseconds or an ISO 8601 time with its offset.")
     fields: dict[FieldName, Scalar] = Field(default_factory=dict)
     label: Scalar = None
-    schema_version: Annotated[int, Field(ge=0), BeforeValidator(_not_bool)] | None = None
+    schema_version: Annotated[int, Field(ge=0, le=INT64_MAX), BeforeValidator(_not_bool)] | None = None
 
 
 class LabelForEvent(_Strict):
