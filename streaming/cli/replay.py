@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from features.errors import FeaturesError
@@ -241,6 +242,11 @@ def replay(
         err_console.print(f"[yellow]not scored:[/] {', '.join(x for x in (counts, skipped) if x)}")
         for reason in result.rejected:
             err_console.print(f"  {reason}", highlight=False, markup=False)
+    for name, m in result.models.items():  # what the learner's router refused, as the live learner would
+        if m.rejected or m.status != "learning":
+            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.rejected.items()))
+            status = f" [red]{m.status}[/]" if m.status != "learning" else ""
+            err_console.print(f"[yellow]rejected for {escape(name)}:[/] {why}{status}", highlight=False)
     with user_errors():
         paths = write_outputs(result, target)
     console.print(f"result: {paths['json']}\nreport: {paths['html']}")

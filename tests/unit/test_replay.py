@@ -168,3 +168,17 @@ def test_bad_rows_are_rejected_and_counted_and_the_good_ones_score_as_without_th
     assert result.dead_letters == {"label_type": 2, "value_domain": 1}  # one letter per record
     letters = list(replay.dead_letters.letters)
     assert [orjson.loads(d.value or b"{}")["event"]["label"] for d in letters[:2]] == ["banana", 2]
+
+
+def test_the_replay_command_says_what_was_rejected_for_each_model(tmp_path: Path) -> None:
+    labels = ["banana" if i == 10 else str(i % 2) for i in range(50)]
+    rows = "entity,ts,label,salary\n" + "".join(f"u{i},{1_000 * i},{y},{i}.5\n" for i, y in enumerate(labels))
+    (tmp_path / "rows.csv").write_text(rows)
+    res = CliRunner().invoke(
+        app, ["replay", str(tmp_path / "rows.csv"), "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output  # the old replay raised on the banana label
+    assert "rejected for approval-lr: 1 label_type" in res.output.replace("\n", " ")
+    result = orjson.loads((tmp_path / "o" / "replay.json").read_bytes())
+    assert result["models"]["approval-tree"]["rejected"] == {"label_type": 1}
+    assert result["models"]["approval-tree"]["counters"]["learned"] == 49
