@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import pickle
 import platform
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,14 +76,22 @@ class SnapshotRejected(StreamingError):
     """A snapshot failed verification and was not deserialised; ``reason`` says why."""
 
     def __init__(self, header: dict[str, Any] | None, reason: str) -> None:
-        self.header = header or {}
+        self.header = header or {}  # unverified when the check failed: for diagnostics only
         self.reason = reason
-        who = (
-            f"model {self.header.get('model')!r} version {self.header.get('version')}"
-            if header
-            else "snapshot"
-        )
-        super().__init__(f"snapshot of {who} refused: {reason}" if header else f"snapshot refused: {reason}")
+        if header:
+            who = f"model {_short(self.header.get('model'))} version {_short(self.header.get('version'))}"
+            super().__init__(f"snapshot of {who} refused: {reason}")
+        else:
+            super().__init__(f"snapshot refused: {reason}")
+
+
+def _short(value: Any) -> str:
+    """A value from an unverified header, as it goes into a message: repr'd and bounded.
+
+    >>> _short("m"), _short(3), len(_short("x" * 10_000)) < 50
+    ("'m'", '3', True)
+    """
+    return reprlib.repr(value)[:48]
 
 
 @dataclass(frozen=True)
@@ -165,14 +174,15 @@ def _verified(blob: bytes, keyring: Keyring, model: str, version: int) -> tuple[
     key = keyring.get(kid) if isinstance(kid, str) else None
     if key is None:
         accepted = ", ".join(keyring.ids) or "none"
-        raise SnapshotRejected(header, f"signed by key {kid}, not in the keyring (accepted: {accepted})")
+        shown = kid if isinstance(kid, str) and len(kid) <= 16 else _short(kid)
+        raise SnapshotRejected(header, f"signed by key {shown}, not in the keyring (accepted: {accepted})")
     if not key.verify(signature, signed):
         raise SnapshotRejected(header, f"bad signature (key {kid})")
     if header.get("model") != model or header.get("version") != version:
         raise SnapshotRejected(
             header,
-            f"its header names model {header.get('model')!r} version {header.get('version')}, but it was "
-            f"read as model {model!r} version {version} (copied under another key?)",
+            f"its header names model {_short(header.get('model'))} version {_short(header.get('version'))}, "
+            f"but it was read as model {model!r} version {version} (copied under another key?)",
         )
     return header, payload_at
 
@@ -231,7 +241,7 @@ def open_legacy(blob: bytes, secret: bytes, *, model: str, version: int) -> tupl
     if header.get("model") != model or header.get("version") != version:
         raise SnapshotRejected(
             header,
-            f"its header names model {header.get('model')!r} version {header.get('version')}, but it was "
-            f"read as model {model!r} version {version}",
+            f"its header names model {_short(header.get('model'))} version {_short(header.get('version'))}, "
+            f"but it was read as model {model!r} version {version}",
         )
     return header, payload
