@@ -86,6 +86,7 @@ class Router:
         self._rejects: dict[Reason, tuple[str, list[str]]] = {}
         core.on_reject = self._rejected
         self._checks: dict[str, Callable[[Any], Any]] = {}  # spec -> its label check
+        self._logged: dict[Reason, int] = {}  # rejections per reason, for bounded logging
 
     def start(self, model: str, offsets: Offsets, version: int | None) -> None:
         """Begin tracking ``model`` from ``offsets`` (its restored checkpoint's, or ``{}`` for a new one)."""
@@ -345,9 +346,16 @@ class Router:
                 raw = repr(data).encode()
         topic, partition, offset = position if position is not None else ("", None, None)
         for reason, (detail, models) in rejects.items():
-            log.warning(
-                "record rejected", reason=reason.value, detail=detail, models=models, position=position
-            )
+            n = self._logged[reason] = self._logged.get(reason, 0) + 1
+            if n <= 10 or not n & (n - 1):  # the first ten of each reason, then the 16th, 32nd, 64th...
+                log.warning(
+                    "record rejected",
+                    reason=reason.value,
+                    detail=detail,
+                    models=models,
+                    position=position,
+                    rejected_so_far=n,
+                )
             if self.sink is not None:
                 self.sink.send(
                     DeadLetter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))

@@ -56,3 +56,25 @@ def test_drifts_before_a_restart_are_not_reported_again() -> None:
     new = state.counters["drifts"] - drifts
     latest = registry.history("lr")[-1]
     assert latest["learned"] == 3_200 and len(latest["drifts"]) == new
+
+
+def test_rejections_are_in_the_checkpoint_header_and_survive_a_restart() -> None:
+    from streaming.learning.deadletters import MemorySink
+
+    registry = MemoryRegistry(signer=generate())
+    sink = MemorySink()
+    first = Learner([SPEC], registry, ROLES, sink=sink)
+    recs = records(0, 300)
+    banana = Positioned(150, 0, 0, 0, "l", {"event_id": "ev10", "label": "banana", "ts": 150}, b"x")
+    for rec in [*recs[:150], banana, *recs[150:]]:
+        first.process(rec)
+    first.checkpoint()
+    opened, _ = registry.load_latest("lr")
+    assert opened.header["rejected"] == {"label_type": 1}
+    assert [(d.reason, d.topic, d.offset) for d in sink.letters] == [("label_type", "l", 0)]
+
+    second = Learner([SPEC], registry, ROLES)  # a restart: the counts come back with the state
+    second.restore()
+    assert second.core.models["lr"].rejected == {"label_type": 1}
+    second.process(Positioned(400, 0, 0, 1, "l", {"event_id": "ev11", "label": 7, "ts": 400}, b"y"))
+    assert second.core.models["lr"].rejected == {"label_type": 2}
