@@ -2,21 +2,33 @@
 learner worker (``rivulet learn run``)."""
 
 from streaming.learning.core import LearnerCore, ModelState, Prediction
+from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySink
+from streaming.learning.errors import InvalidLabel, LearningError, OutOfDomain, Reason
+from streaming.learning.labels import LabelCheck, check_label
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected, open_snapshot, seal
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec, SpecError, load_specs
 
 __all__ = [
     "CheckpointPolicy",
+    "DeadLetter",
+    "DeadLetterSink",
     "DriftPolicy",
+    "InvalidLabel",
+    "LabelCheck",
     "LearnerCore",
+    "LearningError",
+    "MemorySink",
     "ModelRegistry",
     "ModelSpec",
     "ModelState",
     "NoValidVersion",
+    "OutOfDomain",
     "Prediction",
+    "Reason",
     "SnapshotRejected",
     "SpecError",
+    "check_label",
     "load_specs",
     "open_snapshot",
     "seal",
