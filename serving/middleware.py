@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.metrics import LATENCY, REQUESTS
 from streaming.settings import Settings
 
 __all__ = ["BodyLimit", "BodyTooLargeSignal", "Measure", "trusted_hosts"]
 
-REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
-LATENCY = Histogram(
-    "rivulet_http_request_seconds",
-    "HTTP request latency",
-    ["route"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-)
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 

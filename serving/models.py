@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
+from serving.metrics import REJECTED, VERSION
 from streaming.learning.core import ModelState
 from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
 from streaming.learning.snapshot import SnapshotRejected
@@ -28,12 +28,6 @@ from streaming.logs import get_logger
 __all__ = ["LoadedModel", "ModelCache"]
 
 log = get_logger("rivulet.serving")
-VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
-REJECTED = Gauge(
-    "rivulet_learner_rejected_records",
-    "Records the learner rejected, per reason, as of the served version's checkpoint",
-    ["model", "reason"],
-)
 
 
 @dataclass(frozen=True)

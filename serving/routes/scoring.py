@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from features.events import new_id
 from features.store import FeatureRow
 from serving.auth import Scope, scoped_route
 from serving.errors import FeatureStoreUnavailable, NoModelLoaded, Unscorable
+from serving.metrics import FEATURE_AGE, PREDICTIONS, UNPUBLISHED
 from serving.models import LoadedModel
 from serving.schemas import (
     BatchPredictRequest,
@@ -36,16 +36,6 @@ __all__ = ["router"]
 
 log = get_logger("rivulet.serving")
 router = APIRouter(route_class=scoped_route(Scope.SCORE), tags=["score"])
-PREDICTIONS = Counter("rivulet_predictions_total", "Predictions served", ["model", "version"])
-UNPUBLISHED = Counter(
-    "rivulet_predictions_unpublished_total", "Predictions not published to Kafka", ["model"]
-)
-FEATURE_AGE = Histogram(
-    "rivulet_feature_age_seconds",
-    "Age of the online features used",
-    ["model"],
-    buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
-)
 SCORING = errors(400, 401, 403, 404, 413, 422, 503)
 
 

@@ -1,0 +1,31 @@
+"""The API's Prometheus metrics, defined in one place (exported on ``/metrics``, scope ``read``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["FEATURE_AGE", "LATENCY", "PREDICTIONS", "REJECTED", "REQUESTS", "UNPUBLISHED", "VERSION"]
+
+REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
+LATENCY = Histogram(
+    "rivulet_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+PREDICTIONS = Counter("rivulet_predictions_total", "Predictions served", ["model", "version"])
+UNPUBLISHED = Counter(
+    "rivulet_predictions_unpublished_total", "Predictions not published to Kafka", ["model"]
+)
+FEATURE_AGE = Histogram(
+    "rivulet_feature_age_seconds",
+    "Age of the online features used",
+    ["model"],
+    buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
+)
+VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
+REJECTED = Gauge(
+    "rivulet_learner_rejected_records",
+    "Records the learner rejected, per reason, as of the served version's checkpoint",
+    ["model", "reason"],
+)
