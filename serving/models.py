@@ -44,9 +44,14 @@ class LoadedModel:
 
     @property
     def classes(self) -> tuple[Any, ...] | None:
-        """The classes the model's spec declares (None: any label its task takes)."""
-        classes = getattr(self.state, "classes", None)
-        return tuple(classes) if classes else None
+        """The classes the model's spec declares (None: any label its task takes), from the verified header's
+        ``classes`` (a list of scalars), or the model state's own."""
+        classes = self.header.get("classes")
+        if classes is None:
+            classes = getattr(self.state, "classes", None)
+        if not isinstance(classes, list | tuple) or not classes:
+            return None
+        return tuple(c for c in classes if isinstance(c, str | int | float | bool)) or None
 
     def rejected(self) -> dict[str, int]:
         """The learner's rejections per reason, from the verified header (``rejected``); {} without it."""

@@ -232,6 +232,31 @@ def test_labels_must_fit_a_served_model(settings: Settings) -> None:
         assert r.status_code == 400 and "regression" in r.json()["detail"] and "binary" in r.json()["detail"]
 
 
+def test_labels_must_be_a_declared_class_when_the_checkpoint_names_them(settings: Settings) -> None:
+    emb = Embedded(keyed(settings))
+    emb.save("species", header={"classes": ["cat", "dog", 3]}, state=_multiclass())
+    with emb.client("ingest") as client:
+        for label in ("cat", "dog", 3):
+            r = client.post("/v1/labels", json={"labels": [{"event_id": "e", "label": label}]})
+            assert r.status_code == 202, (label, r.text)
+        for label in ("banana", "3", True, 3.5):
+            r = client.post("/v1/labels", json={"labels": [{"event_id": "e", "label": label}]})
+            assert r.status_code == 400 and "label_class" in r.json()["detail"], (label, r.text)
+
+
+def _multiclass() -> Any:
+    from river import metrics as m
+    from river import tree
+
+    from streaming.learning.core import LearnerCore
+    from streaming.learning.spec import ModelSpec
+
+    spec = ModelSpec("species", "multiclass", "zip", tree.HoeffdingTreeClassifier, metrics=(m.Accuracy,))
+    core = LearnerCore([spec])
+    core.on_record("0", 0, {"count_lifetime": 1.0}, label="cat")
+    return core.models["species"]
+
+
 def _regressor() -> Any:
     from river import linear_model
     from river import metrics as m
