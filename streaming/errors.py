@@ -1,4 +1,18 @@
-"""Errors of the ``streaming`` package: one root, subclasses that carry their context."""
+"""Errors of the ``streaming`` package: one root, subclasses that carry their context.
+
+The tree::
+
+    StreamingError
+    ├── EventTooLarge            an event over max_event_bytes, not sent (also a ValueError)
+    ├── DeliveryError            records Kafka did not acknowledge (failures, delivered)
+    ├── TopicError               a topic that could not be created or described
+    ├── KafkaUnavailable         no broker answered at the bootstrap servers
+    ├── InvalidKey               a signing or verify key that is not base64 of 32 bytes (also a ValueError)
+    ├── MissingKey               a process started without the key it needs (setting)
+    └── LearningError            streaming.learning.errors: rejected records, and beside their code
+        ├── SnapshotRejected     a snapshot that failed verification, never unpickled (header, reason)
+        └── NoValidVersion       a model with no version that verifies (name, rejected)
+"""
 
 from __future__ import annotations
 

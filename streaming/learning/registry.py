@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 import redis
 
-from streaming.errors import MissingKey, StreamingError
+from streaming.errors import MissingKey
+from streaming.learning.errors import LearningError
 from streaming.learning.keys import Keyring, SigningKey
 from streaming.learning.snapshot import (
     LEGACY_MIGRATION,
@@ -48,7 +49,7 @@ from streaming.learning.snapshot import (
 __all__ = ["MemoryRegistry", "ModelRegistry", "NoValidVersion", "Registry", "VersionInfo"]
 
 
-class NoValidVersion(StreamingError):
+class NoValidVersion(LearningError):
     def __init__(self, name: str, rejected: list[str]) -> None:
         self.name, self.rejected = name, rejected
         detail = f"; refused: {'; '.join(rejected)}" if rejected else ""

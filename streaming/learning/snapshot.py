@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 import river
 
-from streaming.errors import StreamingError
+from streaming.learning.errors import LearningError
 from streaming.learning.keys import SIGNATURE_BYTES, Keyring, SigningKey
 
 __all__ = [
@@ -72,7 +72,7 @@ LEGACY_MIGRATION = (
 )
 
 
-class SnapshotRejected(StreamingError):
+class SnapshotRejected(LearningError):
     """A snapshot failed verification and was not deserialised; ``reason`` says why."""
 
     def __init__(self, header: dict[str, Any] | None, reason: str) -> None:

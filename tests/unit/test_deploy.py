@@ -21,7 +21,7 @@ SERVICES = COMPOSE["services"]
 
 def _defined_metrics() -> set[str]:
     names = set()
-    for path in [*(ROOT / "serving").glob("*.py"), *(ROOT / "streaming").glob("**/*.py")]:
+    for path in [*(ROOT / "serving").glob("**/*.py"), *(ROOT / "streaming").glob("**/*.py")]:
         names |= set(re.findall(r'"(rivulet_[a-z_]+)"', path.read_text()))
     return names
 
