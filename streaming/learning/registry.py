@@ -296,7 +296,21 @@ class ModelRegistry(Registry):
 
 class MemoryRegistry(Registry):
     """The registry in this process (the embedded demo): same snapshots, same signatures, no Redis.
-    Thread-safe; ``listeners`` are called with (model, version) on every new current version."""
+    Thread-safe; ``listeners`` are called with (model, version) on every new current version.
+
+    >>> from streaming.learning.keys import Keyring, generate
+    >>> learner = generate()
+    >>> reg = MemoryRegistry(signer=learner)
+    >>> reg.save("m", {"w": 1}, {"n_learned": 5})
+    1
+    >>> info = reg.versions("m")[0]
+    >>> info.header["n_learned"], info.header["key_id"] == learner.key_id, reg.load("m", 1).state
+    (5, True, {'w': 1})
+    >>> MemoryRegistry(keyring=Keyring.of(learner.public)).save("m", {}, {})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streaming.errors.MissingKey: RIVULET_SIGNING_KEY is not set: only the learner, ...
+    """
 
     def __init__(self, *, signer: SigningKey | None = None, keyring: Keyring | None = None) -> None:
         super().__init__(signer=signer, keyring=keyring)
