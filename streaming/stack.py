@@ -4,6 +4,11 @@ The feature worker, the learner and the API each run as their own process under 
 ``supervisor`` package): restarted when they die, stopped with SIGTERM (each finishes its batch and, for the
 learner, checkpoints), each logging to ``<data dir>/logs/<name>.log``. The supervisor's files live in
 ``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit.
+
+Snapshot keys: without ``RIVULET_SIGNING_KEY``, an Ed25519 key pair is generated on the first ``up`` and
+kept in ``<data dir>/stack/signing-key`` (0600); only the learner's environment gets the private key, every
+program gets the keyring (``RIVULET_VERIFY_KEYS``: the configured keys and the signer's), which is also kept
+in ``<data dir>/stack/verify-keys`` for the CLI to find.
 """
 
 from __future__ import annotations
