@@ -62,3 +62,63 @@ def test_stop_ends_the_follower_although_the_cancellation_is_swallowed() -> None
 
     asyncio.run(main())
     assert client.ps.closed
+
+
+class FlakyPubSub:
+    """Redis stalled at start: ``subscribe`` times out ``failures`` times; then one bad message, one
+    announcement that is not a JSON object, and one good announcement."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.subscribes = 0
+        self.messages: list[dict[str, Any]] = [
+            {"data": b"{not json"},
+            {"data": b"[1, 2]"},
+            {"data": b'{"model": 3}'},
+            {"data": b'{"model": "m", "version": 2}'},
+        ]
+
+    async def subscribe(self, *_: Any) -> None:
+        self.subscribes += 1
+        if self.subscribes <= self.failures:
+            raise redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379")
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        if self.messages:
+            return self.messages.pop(0)
+        await asyncio.sleep(timeout)
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Recording(ModelCache):
+    def __init__(self, registry: Any) -> None:
+        super().__init__(registry, {})
+        self.refreshed: list[str] = []
+
+    async def refresh(self, name: str) -> None:
+        self.refreshed.append(name)
+
+
+def test_the_follower_survives_a_redis_stalled_at_start_and_bad_announcements() -> None:
+    """Before: a subscribe that timed out at start (Redis stalled when the API started) ended the follower
+    for good, and an announcement that was not a JSON object ended it too: no model was ever reloaded."""
+    registry = ModelRegistry(redis.Redis(), "test:", keyring=Keyring.of(generate().public))
+    cache = Recording(registry)
+    pubsub = FlakyPubSub(failures=2)
+
+    class C:
+        def pubsub(self, **_: Any) -> FlakyPubSub:
+            return pubsub
+
+    async def main() -> None:
+        cache.start(poll_s=3600.0, client=C())  # type: ignore[arg-type]
+        while not cache.refreshed:
+            assert cache._task is not None and not cache._task.done(), cache._task.exception()
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(cache.stop(), timeout=60)
+
+    asyncio.run(main())
+    assert pubsub.subscribes == 3 and cache.refreshed == ["m"]
