@@ -71,6 +71,7 @@ class ModelCache:
         self.engines = {name: FeatureEngine(v) for name, v in views.items()}
         self.models: dict[str, LoadedModel] = {}
         self.known: set[str] = set()  # names the registry listed or announced (loaded or not)
+        self._names_lookup: asyncio.Future[list[str]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -85,7 +86,7 @@ class ModelCache:
             return loaded
         if name not in self.known:
             try:
-                names = await asyncio.to_thread(self.registry.names)
+                names = await self._registry_names()
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(
                     f"the model registry is unreachable ({type(exc).__name__})"
@@ -94,6 +95,13 @@ class ModelCache:
                 raise ModelNotFound(f"no model named {name!r}")
             self.known.add(name)
         raise NoModelLoaded(f"model {name!r} has no version that verifies yet")
+
+    async def _registry_names(self) -> list[str]:
+        """The registry's model names, in a thread; concurrent callers share one lookup (a flood of unknown
+        names while Redis is stalled holds one thread, not one per request)."""
+        if self._names_lookup is None or self._names_lookup.done():
+            self._names_lookup = asyncio.ensure_future(asyncio.to_thread(self.registry.names))
+        return await asyncio.shield(self._names_lookup)
 
     def _load(self, name: str) -> LoadedModel | None:
         """Load the current version (or the newest that verifies); None if there is none."""

@@ -446,7 +446,16 @@ def test_a_stalled_registry_does_not_block_the_event_loop(settings: Settings) ->
             assert hole.seen(b"SMEMBERS", mark), "the predict never asked the registry"
             health = httpx.get(f"{url}/healthz", timeout=60)
             done.append(f"healthz {health.status_code}")
+            # more unknown names while that lookup hangs: they wait for the same one (one thread, one command)
+            more = [threading.Thread(target=predict) for _ in range(4)]
+            for t in more:
+                t.start()
             slow.join(60)
+            for t in more:
+                t.join(60)
+            lookups = hole.commands[mark:].count(b"SMEMBERS")
     finally:
         hole.close()
+    assert lookups == 1 and done[2:] == ["predict 503"] * 4, (lookups, done)
+    done = done[:2]
     assert done == ["healthz 200", "predict 503"], done
