@@ -25,6 +25,7 @@ from river.datasets import synth
 
 from streaming.learning.spec import CheckpointPolicy
 from streaming.learning.worker import LearnerWorker
+from streaming.replay.verify import verify
 from streaming.settings import Settings
 from tests.integration.kafka_read import read_all
 from tests.integration.learning import KEY_ENV, learning_topics, registry
@@ -220,6 +221,12 @@ def test_poison_records_across_kill_and_restart(topics: Settings, tmp_path: Path
                 assert "banana" not in model.classes and 2 not in model.classes
             assert set(model.predict_proba_one(data[5][0])) <= {False, True}
         assert last_learned == N and opened.header["rejected"] == expected_rejected
+
+    # the newest version rebuilds from the log through the same router: the bad records rejected again
+    for spec in ("lr", "tree"):
+        newest = max(v.version for v in reg.versions(spec))
+        verified = verify(s, reg, MODELS, spec, newest)
+        assert verified.ok and verified.base == "a fresh model", verified.mismatches
 
     # each bad record is on the dead-letter topic with its reason, stage, position and original bytes
     letters = [orjson.loads(r.value) for r in read_all(s.kafka_bootstrap, s.topics.dead_letters)]
