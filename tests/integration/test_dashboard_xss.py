@@ -61,6 +61,7 @@ def driver() -> Any:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield d
     d.quit()
@@ -135,3 +136,6 @@ def assert_literal(driver: Any) -> None:
     assert drifts and drifts[0].startswith(SAMPLE_DETECTOR) and "after - learned" in drifts[0]
     assert int(card.find_element(By.CSS_SELECTOR, ".chart.metrics").get_attribute("data-points")) == 3
     assert METRIC in card.text and "Accuracy" in card.text
+    # the page works under its own policy: nothing of it was refused (its style block's hash is right)
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert refused == [], refused

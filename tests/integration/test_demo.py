@@ -170,6 +170,7 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
         options.binary_location = CHROMIUM
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
             options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         driver.get(f"{url}/dashboard")
         WebDriverWait(driver, 30).until(
@@ -186,6 +187,13 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
                 shown <= current[name]["current_version"] and shown >= 1
             )  # the page may be a refresh behind
             assert "Accuracy" in card.text and f"v{shown}" in card.text
+        # the page runs under a strict Content-Security-Policy, and nothing of it was refused
+        policy = httpx.get(f"{url}/dashboard", timeout=2).headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+        refused = [
+            e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]
+        ]
+        assert refused == [], refused
         shot = tmp_path / "dashboard.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
         artifacts = ROOT / ".rivulet" / "screenshots"
