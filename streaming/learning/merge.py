@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from features.events import MAX_TS_MS, MIN_TS_MS
+
 __all__ = ["NO_TIME", "Merger", "OrderJournal", "Positioned", "Undecodable", "decode", "event_time"]
 
 # the merge time of a record without an event time (not JSON, or malformed: the router rejects it). Smaller
@@ -53,8 +55,8 @@ def decode(value: bytes | None) -> Any:
 
 
 def event_time(data: Any, fallback: int = NO_TIME) -> int:
-    """The merge key: event time of an event or features record, label time of a label (an int); else
-    ``fallback`` (:data:`NO_TIME` by default: see there).
+    """The merge key: event time of an event or features record, label time of a label (an int within the
+    event schema's years 1-9999); else ``fallback`` (:data:`NO_TIME` by default: see there).
 
     >>> event_time({"event": {"ts": 5}}), event_time({"ts": 7}), event_time(Undecodable("x")) == NO_TIME
     (5, 7, True)
@@ -62,7 +64,7 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
     if isinstance(data, dict):
         event = data.get("event")
         ts = event.get("ts") if isinstance(event, dict) else data.get("ts")
-        if isinstance(ts, int):
+        if type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS:
             return ts
     return fallback
 

@@ -15,9 +15,9 @@ model and reason in ``ModelState.rejected`` and sent to the dead-letter sink wit
 
 - ``undecodable``: not a JSON object;
 - ``malformed_features``: a features record without a view, a vector (a mapping), an event id (a string),
-  an event time (an int), or without a feature its model declares;
+  an event time (an int within the event schema's years 1-9999), or without a feature its model declares;
 - ``malformed_prediction``: a served prediction without a view, a ``prediction_id`` (a string), a
-  features mapping or a time (an int);
+  features mapping or a time (as for features records);
 - ``malformed_label``: not a label (:meth:`features.events.Label.parse` refuses it);
 - ``label_type`` / ``label_class`` / ``label_domain``: a label the model's task cannot take
   (:func:`~streaming.learning.labels.check_label`), rejected for that model only;
@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from features.errors import FeaturesError
-from features.events import Label
+from features.events import MAX_TS_MS, MIN_TS_MS, Label
 from streaming.learning.core import LearnerCore
 from streaming.learning.deadletters import DeadLetter, DeadLetterSink
 from streaming.learning.domain import check_vector
@@ -193,7 +193,7 @@ class Router:
                 isinstance(vector, dict)
                 and isinstance(event, dict)
                 and isinstance(event.get("event_id"), str)
-                and type(event.get("ts")) is int
+                and _time(event.get("ts"))
             ):
                 self._reject(chosen, Reason.MALFORMED_FEATURES, "no vector, event id or event time")
             elif self._domain(chosen, vector):
@@ -225,7 +225,7 @@ class Router:
             self._reject_all(models, Reason.MALFORMED_PREDICTION, "no view")
         elif chosen := self._of_view(view, models):
             pid, vector, ts = data.get("prediction_id"), data.get("features"), data.get("ts")
-            if not (isinstance(pid, str) and pid and isinstance(vector, dict) and type(ts) is int):
+            if not (isinstance(pid, str) and pid and isinstance(vector, dict) and _time(ts)):
                 self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
             elif self._domain(chosen, vector):
                 self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
@@ -360,6 +360,11 @@ class Router:
                 self.sink.send(
                     DeadLetter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
                 )
+
+
+def _time(ts: Any) -> bool:
+    """An event time: an int (not a bool) within the event schema's range (years 1-9999)."""
+    return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
 
 
 def _checker(task: str, classes: tuple[Any, ...] | None) -> Callable[[Any], Any]:

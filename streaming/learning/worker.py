@@ -118,9 +118,13 @@ class Learner:
     # ------------------------------------------------------------------ checkpoints
 
     def _quarantined(self, name: str, why: str) -> None:
+        """Said once: an error in the log, and a monitoring sample with the status (no metrics: a gap in
+        the curves) in the model's history, where the dashboard and the API read it."""
         log.error(
             "model quarantined: it stops learning, its last good version keeps serving", model=name, why=why
         )
+        sample = {"t": time.time(), "version": self.registry.current_version(name), "metrics": {}}
+        self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
 
     def checkpoint(self) -> dict[str, int]:
         """Save every model that moved since the last checkpoint (a quarantined one is not saved: its last

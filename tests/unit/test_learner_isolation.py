@@ -279,6 +279,9 @@ def test_a_quarantined_model_is_not_checkpointed_so_its_last_good_version_serves
     assert learner.core.models["fragile"].quarantined
     assert learner.checkpoint() == {}  # nothing written from the failed state
     assert registry.current_version("fragile") == 1
+    latest = registry.history("fragile")[-1]  # the status, where the dashboard and the API read it
+    assert latest["status"] == "quarantined" and "cannot learn this one" in latest["quarantine"]
+    assert latest["version"] == 1
 
 
 def test_a_model_that_raises_in_predict_has_that_record_rejected_for_it_only() -> None:
