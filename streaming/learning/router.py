@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -362,7 +362,7 @@ class Router:
                 )
 
 
-def _time(ts: Any) -> bool:
+def _time(ts: Any) -> TypeGuard[int]:
     """An event time: an int (not a bool) within the event schema's range (years 1-9999)."""
     return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
 

@@ -123,7 +123,11 @@ class Learner:
         log.error(
             "model quarantined: it stops learning, its last good version keeps serving", model=name, why=why
         )
-        sample = {"t": time.time(), "version": self.registry.current_version(name), "metrics": {}}
+        sample: dict[str, Any] = {
+            "t": time.time(),
+            "version": self.registry.current_version(name),
+            "metrics": {},
+        }
         self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
 
     def checkpoint(self) -> dict[str, int]:
