@@ -22,10 +22,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from features.events import MAX_TS_MS, MIN_TS_MS
 from features.numeric import INT64_MAX, INT64_MIN, in_domain
 from features.windows import Window, lifetime
 
 __all__ = [
+    "MAX_COUNT",
     "Aggregation",
     "Count",
     "DistinctCount",
@@ -52,12 +54,24 @@ def _finite(x: Any) -> bool:
     return type(x) is not bool and in_domain(x)
 
 
+# The largest count or sequence number a stored state may hold: far beyond any real entity (2**62 events),
+# and far enough below int64 that adding to it can never make a number orjson cannot write (a stored count
+# of 2**64-1 made every commit of the batch fail, forever).
+MAX_COUNT = 2**62
+
+
 def _count(x: Any) -> bool:
-    return type(x) is int and x >= 0
+    return type(x) is int and 0 <= x <= MAX_COUNT
 
 
 def _ts(x: Any) -> bool:
-    return x is None or type(x) is int
+    """An event time (within the range events may have) or None."""
+    return x is None or (type(x) is int and MIN_TS_MS <= x <= MAX_TS_MS)
+
+
+def _at(ts: Any, seq: Any) -> bool:
+    """A (ts, seq) position: both None, or an event time and a sequence number."""
+    return (ts is None and seq is None) or (_ts(ts) and ts is not None and _count(seq))
 
 
 def scalar(x: Any) -> bool:
@@ -308,7 +322,7 @@ class Last(Aggregation):
         return [None, None, None]  # ts, seq, value
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 3 and _ts(acc[0]) and _ts(acc[1]) and scalar(acc[2])
+        return type(acc) is list and len(acc) == 3 and _at(acc[0], acc[1]) and scalar(acc[2])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if value is not None and (acc[0] is None or (ts, seq) > (acc[0], acc[1])):

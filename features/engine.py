@@ -54,17 +54,17 @@ from __future__ import annotations
 
 import numbers
 from bisect import bisect_right, insort
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from features.aggregations import scalar
+from features.aggregations import MAX_COUNT, scalar
 from features.definitions import FeatureView
 from features.errors import AggregateOverflow, LateEvent
-from features.events import Event
-from features.numeric import SUM_LIMIT, in_domain
+from features.events import MAX_TS_MS, MIN_TS_MS, Event
+from features.numeric import INT64_MAX, SUM_LIMIT, in_domain
 
 __all__ = ["EntityState", "FeatureEngine", "Vector"]
 
@@ -73,6 +73,12 @@ Vector = dict[str, Any]
 
 def _ts_of(item: list[Any]) -> int:
     return item[0]
+
+
+# Rounding slack when a stored summary is compared with the magnitude totals that bound it (relative, and
+# absolute for totals in float64's subnormal range, where a relative slack rounds away)
+_SLACK = 1 + 2**-20
+_TINY = 1e-300
 
 
 @dataclass
@@ -213,9 +219,13 @@ class FeatureEngine:
 
     # ------------------------------------------------------------------ applying events
 
-    def apply(self, state: EntityState, event: Event) -> Vector:
+    def apply(
+        self, state: EntityState, event: Event, check: Callable[[Vector], object] | None = None
+    ) -> Vector:
         """Return ``event``'s point-in-time vector and add it to ``state``; raises ``LateEvent`` or
-        ``AggregateOverflow`` instead, having changed nothing. Everything that can fail runs first."""
+        ``AggregateOverflow`` instead, having changed nothing. Everything that can fail runs first,
+        ``check`` (given the vector, before the state changes) included: what it raises propagates and
+        the state is unchanged (the pipeline refuses a vector whose record would be too large there)."""
         t = event.ts
         wm = state.watermark
         if wm is not None and t < wm - self._lateness:
@@ -223,7 +233,13 @@ class FeatureEngine:
         own = self.own(event.fields)
         values = {k: own.get(k, event.fields.get(k)) for k in self._inputs}
         bounds = self._bounds(state, values, event) if self._bounded else None
-        vector = self.finish(dict(own), self.aggregates_at(state, t))
+        aggregates = self.aggregates_at(state, t)
+        for name, value in aggregates.items():  # cannot happen from a checked state: a last safeguard
+            if type(value) is float and value - value != 0.0:
+                raise ArithmeticError(f"aggregate {name!r} is not finite")
+        vector = self.finish(dict(own), aggregates)
+        if check is not None:
+            check(vector)
         if bounds:
             if state.bounds is None:
                 state.bounds = {}
@@ -264,16 +280,19 @@ class FeatureEngine:
     def check_state(self, state: EntityState) -> str | None:
         """Why a stored ``state`` cannot be used by this view (None: it can). Derives the magnitude bounds
         of a state from a version that did not keep them (from its summaries and buffer)."""
-        if not (state.watermark is None or type(state.watermark) is int):
-            return "watermark: not an integer"
-        if type(state.seq) is not int or state.seq < 0:
+        wm = state.watermark
+        if not (wm is None or (type(wm) is int and MIN_TS_MS <= wm <= MAX_TS_MS)):
+            return "watermark: not an event time"
+        if type(state.seq) is not int or not 0 <= state.seq <= MAX_COUNT:
             return "seq: not a count"
         pos = state.position
         if pos is not None and not (
             type(pos) is dict
             and type(pos.get("t")) is str
-            and type(pos.get("p")) is int
-            and type(pos.get("o")) is int
+            and type(p := pos.get("p")) is int
+            and type(o := pos.get("o")) is int
+            and -1 <= p <= INT64_MAX
+            and -1 <= o <= INT64_MAX
         ):
             return "position: not a topic, partition and offset"
         width = len(self._inputs)
@@ -285,10 +304,13 @@ class FeatureEngine:
                 type(item) is list
                 and len(item) in (3, 4)
                 and type(item[0]) is int
+                and MIN_TS_MS <= item[0] <= MAX_TS_MS
                 and type(item[1]) is int
+                and 0 <= item[1] <= MAX_COUNT
                 and type(item[2]) is list
                 and len(item[2]) == width
                 and all(map(scalar, item[2]))
+                and (len(item) == 3 or type(item[3]) is str)
             ):
                 return "buffer: an item is not [ts, seq, [inputs]]"
         if buffer and state.watermark is None:
@@ -306,6 +328,45 @@ class FeatureEngine:
             for b in state.bounds.values()
         ):
             return "bounds: not finite magnitudes"
+        return self._check_magnitudes(state)
+
+    def _check_magnitudes(self, state: EntityState) -> str | None:
+        """Summaries and buffered values within the magnitude totals that the overflow rule relies on: a
+        stored sum larger than its field's total of ``|x|`` (tampering) could still overflow to infinity."""
+        bounds = state.bounds or {}
+        index = self._index
+        for fld, (by_sum, by_square) in self._bounded.items():
+            a, q = bounds.get(fld) or (0.0, 0.0)
+            if by_sum:
+                i = index[fld]
+                total = 0.0
+                for item in state.buffer:
+                    v = item[2][i]
+                    if type(v) is not str and v:
+                        total += abs(v)
+                if not total <= a * _SLACK + _TINY:
+                    return f"buffer: values of {fld!r} beyond its total magnitude"
+            if by_square:
+                i = index[fld]
+                total = 0.0
+                for item in state.buffer:
+                    v = item[2][i]
+                    if type(v) is not str and v:
+                        total += float(v) * float(v)
+                if not total <= q * _SLACK + _TINY:
+                    return f"buffer: values of {fld!r} beyond its total of squares"
+        for agg in self._lifetime:
+            if not agg.magnitude or agg.field is None:
+                continue
+            a, q = bounds.get(agg.field) or (0.0, 0.0)
+            for name, summaries in (("settled", state.settled), ("total", state.total)):
+                acc = summaries[agg.name]
+                if agg.magnitude == "sum":
+                    ok = abs(acc[-1]) <= a * _SLACK + _TINY
+                else:  # [n, mean, M2]: |mean| <= max |x| <= sqrt(q), and M2 <= sum of x*x = q
+                    ok = acc[1] * acc[1] <= q * _SLACK + _TINY and abs(acc[2]) <= q * _SLACK + _TINY
+                if not ok:
+                    return f"{name}.{agg.name}: beyond the total magnitude of {agg.field!r}"
         return None
 
     def _derive_bounds(self, state: EntityState) -> dict[str, list[float]]:

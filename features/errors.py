@@ -8,6 +8,7 @@
     ├── LateEvent           behind the watermark by more than the lateness (reason "late")
     ├── AggregateOverflow   would take an aggregate out of float64          (reason "overflow")
     ├── CorruptState        a stored entity state that cannot be used       (reason "corrupt_state")
+    ├── RecordTooLarge      its feature record would exceed the record limit (reason "too_large")
     └── StoreError          a store configured so that it cannot work
 
 The reasons are the dead-letter reason codes of the feature stage (:mod:`features.pipeline`), which also
@@ -23,6 +24,7 @@ __all__ = [
     "FeaturesError",
     "InvalidEvent",
     "LateEvent",
+    "RecordTooLarge",
     "StoreError",
 ]
 
@@ -109,6 +111,25 @@ class CorruptState(FeaturesError):
 
     def __reduce__(self) -> tuple[type[CorruptState], tuple[str, str, str]]:
         return (type(self), (self.view, self.entity, self.problem))
+
+
+class RecordTooLarge(FeaturesError):
+    """The event's feature record (the event and its vector, serialised) would exceed ``limit`` bytes, more
+    than the features topic takes: the event was not applied (``features.pipeline``, reason ``too_large``).
+
+    >>> str(RecordTooLarge("v", "u1", 2_000_000, 1_000_000))
+    "too_large: the feature record of entity 'u1' in view 'v' is 2000000 bytes, over the limit of 1000000"
+    """
+
+    def __init__(self, view: str, entity: str, size: int, limit: int) -> None:
+        self.view, self.entity, self.size, self.limit = view, entity, size, limit
+        super().__init__(
+            f"too_large: the feature record of entity {entity!r} in view {view!r} is {size} bytes, "
+            f"over the limit of {limit}"
+        )
+
+    def __reduce__(self) -> tuple[type[RecordTooLarge], tuple[str, str, int, int]]:
+        return (type(self), (self.view, self.entity, self.size, self.limit))
 
 
 class StoreError(FeaturesError):

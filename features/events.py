@@ -94,17 +94,23 @@ def parse_ts(value: object, field: str = "ts") -> int:
             raise InvalidEvent(field, "NaN and infinity are not allowed")
         ms = int(value)
     elif isinstance(value, datetime):
-        ms = _datetime_ms(value)
+        try:
+            ms = _datetime_ms(value)
+        except (OverflowError, ValueError):  # e.g. year 1 with a positive offset: before datetime.min
+            raise InvalidEvent(field, "outside the range of event times (years 1-9999)") from None
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit():  # ASCII: str.isdigit() also takes '²', which int() does not
+            if len(digits) > 20:  # beyond any int64 (and int() refuses more than 4300 digits)
+                raise InvalidEvent(field, f"{len(digits)} digits: outside the range of event times")
             ms = int(text)
         else:
             try:
                 ms = _datetime_ms(datetime.fromisoformat(text))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise InvalidEvent(
-                    field, f"{value!r} is neither epoch milliseconds nor an ISO 8601 time"
+                    field, f"{_clip(value)!r} is neither epoch milliseconds nor an ISO 8601 time"
                 ) from None
     else:
         raise InvalidEvent(
@@ -115,6 +121,11 @@ def parse_ts(value: object, field: str = "ts") -> int:
             field, f"{ms} is outside {MIN_TS_MS}..{MAX_TS_MS} epoch milliseconds (years 1-9999)"
         )
     return ms
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """Text quoted in an error message: a ts of a megabyte must not make a megabyte of error."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _datetime_ms(dt: datetime) -> int:

@@ -22,14 +22,21 @@ record and entity. Reason codes:
   a number must be, from an older version or tampering). The entity is reset: the record is not applied,
   the entity starts again from an empty state at this record's position (later records count from there)
   and its stored vector is replaced by the empty state's;
+- ``too_large``: its feature record (the event and its vector) would be larger than the pipeline's
+  ``max_record_bytes`` (the worker's: ``max_event_bytes``, what the features topic takes); nothing applied;
 - ``error``: any other exception while processing the record (a feature function raising something that
   is not an arithmetic or lookup error, say); nothing applied (the engine changes a state only after
   everything that can fail has run).
+
+A dead letter always fits the same limit (:meth:`DeadLetter.encode`): when the original bytes would not (a
+record near the size limit grows by a third in base64), they are left out and the dead letter says how
+many there were and their SHA-256; its position still finds them on the source topic.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,14 +46,18 @@ import orjson
 
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine, Vector
-from features.errors import AggregateOverflow, CorruptState, InvalidEvent, LateEvent
+from features.errors import AggregateOverflow, CorruptState, InvalidEvent, LateEvent, RecordTooLarge
 from features.events import Event
 from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadable
 
 __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
 
 STAGE = "features"
-REASONS = ("invalid", "late", "overflow", "corrupt_state", "error")
+REASONS = ("invalid", "late", "overflow", "corrupt_state", "too_large", "error")
+# the longest error text a dead letter carries (an error may quote its input, which may be huge)
+MAX_ERROR_CHARS = 2_000
+# the longest original key a dead letter keeps as its own Kafka key
+MAX_KEY_BYTES = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +78,11 @@ class FeatureRecord:
     event: Event
     features: Vector
     source: RawRecord | None = field(default=None, compare=False)  # where the event was read
+    payload: bytes | None = field(default=None, compare=False, repr=False)  # to_json(), when checked
 
     def to_json(self) -> bytes:
+        if self.payload is not None:
+            return self.payload
         return orjson.dumps(
             {
                 "view": self.view,
@@ -89,22 +103,47 @@ class DeadLetter:
     view: str | None = None
     stage: str = STAGE
 
-    def to_json(self) -> bytes:
-        value = self.record.value
+    def to_json(self, limit: int | None = None) -> bytes:
+        """The dead letter as JSON; with ``limit``, at most that many bytes (see :meth:`encode`)."""
+        value, key = self.record.value, self.record.key
+        error = self.error if len(self.error) <= MAX_ERROR_CHARS else self.error[:MAX_ERROR_CHARS] + "..."
         out: dict[str, Any] = {
             "reason": self.reason,
             "stage": self.stage,
-            "error": self.error.encode("utf-8", "replace").decode(),  # text from anywhere: always UTF-8
+            "error": error.encode("utf-8", "replace").decode(),  # text from anywhere: always UTF-8
             "topic": self.record.topic,
             "partition": self.record.partition,
             "offset": self.record.offset,
             "value_b64": base64.b64encode(value).decode() if value is not None else None,
         }
-        if self.record.key is not None:
-            out["key_b64"] = base64.b64encode(self.record.key).decode()
+        if key is not None:
+            out["key_b64"] = base64.b64encode(key).decode()
         if self.view is not None:
             out["view"] = self.view
+        full = orjson.dumps(out)
+        if limit is None or len(full) <= limit:
+            return full
+        for name, raw in (("value", value), ("key", key)):  # too large for the topic: leave the bytes out
+            if raw is not None:
+                out[f"{name}_b64"] = None
+                out[f"{name}_bytes"] = len(raw)
+                out[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
+        out["omitted"] = f"original bytes over the dead-letter limit of {limit}: read them at this position"
         return orjson.dumps(out)
+
+    def encode(self, limit: int) -> tuple[bytes | None, bytes]:
+        """``(key, value)`` for the dead-letter topic, together at most ``limit`` bytes: the original
+        key when it is small (at most ``MAX_KEY_BYTES``), the JSON with the original bytes when they fit.
+
+        >>> d = DeadLetter("invalid", "x", RawRecord(b"y" * 3000, "events", 0, 7, key=b"k"))
+        >>> key, value = d.encode(1000)
+        >>> key, len(value) <= 999, orjson.loads(value)["value_bytes"]
+        (b'k', True, 3000)
+        """
+        key = (
+            self.record.key if self.record.key is not None and len(self.record.key) <= MAX_KEY_BYTES else None
+        )
+        return key, self.to_json(limit - (len(key) if key else 0))
 
 
 @dataclass
@@ -136,8 +175,12 @@ class FeaturePipeline:
         *,
         report_invalid: bool = True,
         cache_entities: int = 0,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.views = list(views)
+        # the largest feature record (serialised, with its key: the entity) an event may make; one over it
+        # is dead-lettered "too_large" and not applied. None: no limit (in-process runs)
+        self.max_record_bytes = max_record_bytes
         self.engines = [FeatureEngine(v) for v in self.views]
         self.store = store
         self.report_invalid = report_invalid  # False where another pipeline sees the same records
@@ -225,7 +268,7 @@ class FeaturePipeline:
                 if _redelivered(state, raw):
                     result.skipped += 1  # applied before a crash or rebalance: already in the stored state
                     continue
-                self._apply_one(engine, state, raw, event, entity, result)
+                self._apply_one(engine, state, raw, event, entity, result, self.max_record_bytes)
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
         self._remember(view.name, touched)
@@ -248,21 +291,35 @@ class FeaturePipeline:
         event: Event,
         entity: str,
         result: BatchResult,
+        limit: int | None = None,
     ) -> None:
         view = engine.view.name
+        payload: list[bytes] = []
+
+        def check(vector: Vector) -> None:
+            """Serialise the record before the state changes: one that cannot be written, or is too large
+            for the features topic, is refused with nothing applied."""
+            data = FeatureRecord(view, entity, event, vector).to_json()
+            size = len(data) + len(entity.encode("utf-8", "surrogatepass"))
+            if limit is not None and size > limit:
+                raise RecordTooLarge(view, entity, size, limit)
+            payload.append(data)
+
         try:
             if engine.seen(state, event):
                 result.skipped += 1
                 return
-            vector = engine.apply(state, event)
+            vector = engine.apply(state, event, check)
         except LateEvent as exc:
             result.dead_letters.append(DeadLetter("late", str(exc), raw, view))
         except AggregateOverflow as exc:
             result.dead_letters.append(DeadLetter("overflow", str(exc), raw, view))
+        except RecordTooLarge as exc:
+            result.dead_letters.append(DeadLetter("too_large", str(exc), raw, view))
         except Exception as exc:  # the engine changed nothing: see its apply()
             result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view))
         else:
-            result.records.append(FeatureRecord(view, entity, event, vector, raw))
+            result.records.append(FeatureRecord(view, entity, event, vector, raw, payload[0]))
 
     def _usable(
         self, engine: FeatureEngine, loaded: dict[str, Loaded]

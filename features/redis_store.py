@@ -40,8 +40,9 @@ __all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key
 # ARGV[1] ts, ARGV[2] ttl seconds (0: none), ARGV[3] state JSON, ARGV[4] topic, ARGV[5] partition,
 # ARGV[6] offset, ARGV[7] "1" to replace the vector whatever its time (a reset), ARGV[8..] field, value, ...
 # A state whose stored position is ahead on the same topic-partition is not overwritten (-1): a zombie
-# writer that lost its partition in a rebalance cannot roll an entity back. A key of another type than a
-# hash, or a position that is not a number, is replaced rather than failing the script.
+# writer that lost its partition in a rebalance cannot roll an entity back (an offset beyond int64 is not a
+# position: ignored). A key of another type than a hash, or a position that is not a number, is replaced
+# rather than failing the script.
 _WRITE = """
 local function as_hash(key)
   local t = redis.call('TYPE', key)['ok']
@@ -51,7 +52,8 @@ if KEYS[2] then
   as_hash(KEYS[2])
   local pos = redis.call('HMGET', KEYS[2], 't', 'p', 'o')
   local o = tonumber(pos[3])
-  if o and pos[1] == ARGV[4] and pos[2] == ARGV[5] and o > tonumber(ARGV[6]) then
+  -- an offset no Kafka partition can have (beyond int64: tampering) protects nothing
+  if o and o <= 9223372036854775807 and pos[1] == ARGV[4] and pos[2] == ARGV[5] and o > tonumber(ARGV[6]) then
     return -1
   end
   redis.call('DEL', KEYS[2])

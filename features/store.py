@@ -146,7 +146,8 @@ class MemoryStore(OnlineStore, StateStore):
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
         for u in updates:
             stored = self._states.get((view, u.entity))
-            if stored is not None and _behind(u.state, decode_state(stored)):
+            # a reset replaces a state found unusable, its position included (one process: no zombies)
+            if stored is not None and not u.reset and _behind(u.state, decode_state(stored)):
                 continue  # a stale writer must not roll the entity back
             self._states[(view, u.entity)] = u.state.to_json()  # serialised, as Redis would
             if u.reset:

@@ -25,6 +25,11 @@ counted per reason (``rivulet_features_dead_letters_total{reason}`` and ``dead_l
 stats hash), and the batch goes on. Only what concerns every record (Kafka or Redis unreachable) fails a
 batch, and then the process exits for its supervisor to restart it.
 
+Every record it publishes fits the topics' ``max.message.bytes`` (``max_event_bytes`` plus 4096, as
+``streaming.topics`` creates them): an event whose feature record would be larger is dead-lettered
+``too_large`` and not applied, and a dead letter leaves out original bytes that would not fit (their size
+and SHA-256 instead; the position finds them). Before, one such record failed every batch forever.
+
 Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
 repartition topic) and run in an agent of their own, with positions on the repartition topic. A record
 duplicated into it by a crash is recognised by its ``event_id`` while within the view's allowed lateness.
@@ -129,7 +134,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         # acknowledged by Kafka before the state moves on
         await publisher.publish(settings.topics.features, _feature_records(result))
         await publisher.publish(
-            settings.topics.dead_letters, [(d.record.key, d.to_json()) for d in result.dead_letters]
+            settings.topics.dead_letters, [d.encode(settings.max_event_bytes) for d in result.dead_letters]
         )
         await result.commit(redis_store)
         counts: dict[str, int] = {}
@@ -206,19 +211,32 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
     @app.agent(events_topic, name="features", concurrency=1)
     async def features_agent(stream: StreamT) -> None:
         redis_store = await store()
-        pipeline = FeaturePipeline(direct, redis_store, cache_entities=settings.features_cache_entities)
+        pipeline = FeaturePipeline(
+            direct,
+            redis_store,
+            cache_entities=settings.features_cache_entities,
+            max_record_bytes=settings.max_event_bytes,
+        )
         await run(stream, pipeline, redis_store)
 
     for view in (v for v in views if v.rekeyed):
-        _rekeyed_agent(app, events_topic, view, store, run, settings.features_cache_entities)
+        _rekeyed_agent(app, events_topic, view, store, run, settings)
 
     return app
 
 
-def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any, cache: int) -> None:
+def _rekeyed_agent(
+    app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any, settings: Settings
+) -> None:
     async def agent(stream: StreamT) -> None:
         redis_store = await store()
-        pipeline = FeaturePipeline([view], redis_store, report_invalid=False, cache_entities=cache)
+        pipeline = FeaturePipeline(
+            [view],
+            redis_store,
+            report_invalid=False,
+            cache_entities=settings.features_cache_entities,
+            max_record_bytes=settings.max_event_bytes,
+        )
         await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
 
     agent.__name__ = f"features_{view.name}"

@@ -1,0 +1,284 @@
+"""The feature path under a hostile producer (issue 11): every finding of the attack, as a regression test.
+
+Each test failed before its fix: a feature record or dead letter larger than the topic takes (the worker
+crashed on it forever), stored states with numbers that wedge the commit, freeze an entity or overflow to
+infinity, timestamps that raised Python's own errors, River generators whose rows were all rejected, a
+label time past year 9999 that crashed ``rivulet produce``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from features.aggregations import Last, Mean, Std, Sum, Var
+from features.definitions import FeatureView
+from features.engine import EntityState, FeatureEngine
+from features.errors import AggregateOverflow, InvalidEvent, LateEvent
+from features.events import MAX_TS_MS, Event, Label, parse_ts
+from features.numeric import INT64_MAX, INT64_MIN
+from features.pipeline import DeadLetter, FeaturePipeline, RawRecord
+from features.store import MemoryStore
+from features.windows import sliding
+from streaming.publish import LabelPolicy, publish
+from streaming.sources import Row, RowMapping, open_source
+from tests.feature_defs import ALL
+from tests.oracle import Oracle, diff, stream
+
+LIMIT = 20_000
+
+
+def run(
+    view: FeatureView, events: list[Event], store: MemoryStore | None = None, **kwargs: Any
+) -> tuple[Any, MemoryStore]:
+    store = store or MemoryStore()
+    pipeline = FeaturePipeline([view], store, **kwargs)
+    result = asyncio.run(pipeline.process([RawRecord(e.to_json(), "t", 0, i) for i, e in enumerate(events)]))
+    asyncio.run(result.commit(store))
+    return result, store
+
+
+# --------------------------------------------------------------------------- records too large
+
+
+def test_an_event_whose_feature_record_is_too_large_is_dead_lettered_and_not_applied() -> None:
+    """A 700 kB event (under max_event_bytes) made a feature record of 1.4 MB (the event and its vector hold
+    the fields twice): the broker refused it and the worker crashed on it at every restart."""
+    good = stream(60, entities=3, seed=5, step_ms=1_000)
+    big = good[30].model_copy(update={"event_id": "big", "fields": {**good[30].fields, "blob": "x" * LIMIT}})
+    events = [*good[:30], big, *good[30:]]
+    result, store = run(ALL, events, max_record_bytes=LIMIT)
+    (dead,) = result.dead_letters
+    assert dead.reason == "too_large" and dead.view == "all"
+    assert f"over the limit of {LIMIT}" in dead.error
+    assert Event.from_json(dead.record.value).event_id == "big"  # type: ignore[arg-type]
+    oracle = Oracle(ALL).feed(good)  # as if it had never been sent
+    assert {r.event.event_id for r in result.records} == oracle.vectors.keys()
+    for r in result.records:
+        assert not diff(r.features, oracle.vectors[r.event.event_id])
+        assert len(r.to_json()) + len(r.entity.encode()) <= LIMIT
+        assert orjson.loads(r.to_json())["features"] == r.features
+    rows = asyncio.run(store.read("all", sorted(oracle.online())))
+    for row, (entity, (wm, aggs)) in zip(rows, sorted(oracle.online().items()), strict=True):
+        assert row is not None and row.ts == wm and not diff(row.values, aggs), entity
+
+
+def test_a_dead_letter_always_fits_the_limit_and_keeps_the_bytes_when_they_fit() -> None:
+    """A dead letter of a record near max_event_bytes (base64 is a third larger) or with a huge key was
+    larger than the dead-letter topic takes: the worker crashed on it forever."""
+    value, key = b"\xff" * 30_000, b"k" * 10_000
+    d = DeadLetter("invalid", "e" * 100_000, RawRecord(value, "events", 2, 9, key))
+    out_key, out = d.encode(LIMIT)
+    assert out_key is None and len(out) <= LIMIT  # a 10 kB key is not reused as the dead letter's key
+    doc = orjson.loads(out)
+    assert doc["value_b64"] is None and doc["value_bytes"] == len(value)
+    assert doc["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert doc["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert (doc["partition"], doc["offset"], doc["reason"]) == (2, 9, "invalid")
+    assert len(doc["error"]) < 2_100
+    small = DeadLetter("invalid", "bad", RawRecord(b"v" * 100, "events", 0, 1, b"key"))
+    out_key, out = small.encode(LIMIT)
+    doc = orjson.loads(out)
+    assert out_key == b"key" and base64.b64decode(doc["value_b64"]) == b"v" * 100
+    assert base64.b64decode(doc["key_b64"]) == b"key" and "omitted" not in doc
+
+
+# --------------------------------------------------------------------------- tampered states
+
+U64 = 2**64 - 1
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(d: dict[str, Any]) -> None:
+        target = d
+        for p in path[:-1]:
+            target = target[p]
+        target[path[-1]] = value
+
+    return mutate
+
+
+TAMPER = {
+    # the commit raised TypeError (orjson: integer beyond 64 bits) for the whole batch, at every restart
+    "count_u64": _set(("a", "count_lifetime", 0), U64),
+    "seq_u64": _set(("q",), U64),
+    # every later event of the entity was dead-lettered late, forever
+    "watermark_u64": _set(("w",), U64),
+    # every later event of the entity was dead-lettered 'error' (orjson), forever
+    "buffer_ts_u64": _set(("b", 0, 0), U64),
+    # a Last at a time past every event: its value frozen
+    "last_ts_u64": _set(("a", "zipcode_last_lifetime", 0), U64),
+    # every later event of the entity silently skipped as 'redelivered'
+    "offset_u64": _set(("p",), {"t": "t", "p": 0, "o": U64}),
+    # a sum beyond the magnitudes the overflow rule tracks: the next loan took the mean to infinity (null)
+    "sum_beyond_bounds": _set(("a", "loan_mean_lifetime", 1), 1.7976931348623157e308),
+    "m2_beyond_bounds": _set(("a", "hvalue_std_lifetime", 2), 1.7e308),
+    # a Last with a time but no sequence number: comparing positions raised TypeError at that time
+    "last_without_seq": _set(("a", "zipcode_last_lifetime", 1), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPER))
+def test_a_tampered_state_is_reset_never_wedging_freezing_or_overflowing(name: str) -> None:
+    good = stream(40, entities=1, seed=3, step_ms=1_000)
+    engine = FeatureEngine(ALL)
+    state = engine.new_state()
+    first = good[0].model_copy(update={"ts": good[0].ts - 1_000, "event_id": "before"})
+    engine.apply(state, first)
+    stored = orjson.loads(state.to_json())
+    TAMPER[name](stored)
+    store = MemoryStore()
+    store.put_raw("all", good[0].entity, orjson.dumps(stored))
+    later = [
+        e.model_copy(update={"fields": {**e.fields, "loan": 1e300}}) if i == 5 else e
+        for i, e in enumerate(good)
+    ]
+    result, store = run(ALL, later, store)  # on the old code: TypeError from the commit, for some
+    (dead,) = result.dead_letters
+    assert dead.reason == "corrupt_state" and dead.record.offset == 0
+    oracle = Oracle(ALL).feed(later[1:])  # the entity starts again after the record that found it
+    assert {r.event.event_id for r in result.records} == oracle.vectors.keys()
+    for r in result.records:
+        assert not diff(r.features, oracle.vectors[r.event.event_id]), diff(
+            r.features, oracle.vectors[r.event.event_id]
+        )
+    (row,) = asyncio.run(store.read("all", [good[0].entity]))
+    wm, aggs = oracle.online()[good[0].entity]
+    assert row is not None and row.ts == wm and not diff(row.values, aggs)
+    assert all(not isinstance(v, float) or math.isfinite(v) for v in row.values.values())
+
+
+finite = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1e308, -1e308, 6.7e153, 2**53, True, None, "s"]),
+)
+MAG = FeatureView(
+    name="mag",
+    aggregations=[
+        Sum("x"),
+        Mean("x"),
+        Var("x"),
+        Std("x", window=sliding("10s")),
+        Sum("x", window=sliding("5s")),
+        Last("x"),
+        Var("y"),
+    ],
+    allowed_lateness="20s",
+    include_fields=False,
+)
+
+
+@hyp_settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), finite, finite),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_state_the_engine_wrote_is_never_taken_for_corrupt(rows: list[tuple[int, Any, Any]]) -> None:
+    """The stricter check of stored states (ranges, magnitudes consistent with the overflow totals) never
+    resets an entity that only ever saw events: every state the engine writes passes it, through JSON."""
+    engine = FeatureEngine(MAG)
+    state = engine.new_state()
+    for i, (step, x, y) in enumerate(rows):
+        event = Event(event_id=f"e{i}", entity="u", ts=1_000 * step, fields={"x": x, "y": y})
+        with contextlib.suppress(AggregateOverflow, LateEvent):
+            engine.apply(state, event)
+        state = EntityState.from_json(state.to_json())
+        assert engine.check_state(state) is None
+        for value in engine.online(state).values():
+            assert not isinstance(value, float) or math.isfinite(value)
+
+
+# --------------------------------------------------------------------------- event times
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "²",  # str.isdigit() says yes, int() raised ValueError: a pydantic error, not InvalidEvent
+        "--5",
+        "9" * 5_000,  # int() refuses more than 4300 digits: a ValueError with Python's own message
+        "-" + "9" * 25,
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # OverflowError from timestamp()
+    ],
+    ids=["superscript-two", "double-minus", "5000-digits", "25-digits", "year-1-at-plus-5h"],
+)
+def test_odd_event_times_are_invalid_events_naming_the_field(ts: object) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_ts(ts)
+    assert info.value.field == "ts"
+    with pytest.raises(InvalidEvent):
+        Event(entity="u", ts=ts)
+    with pytest.raises(InvalidEvent):
+        Label(event_id="e", label=1, ts=ts)
+
+
+def test_a_huge_time_string_makes_a_short_error() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_ts("y" * 1_000_000)
+    assert len(str(info.value)) < 300
+
+
+def test_times_at_the_range_edges_are_accepted() -> None:
+    assert parse_ts("0001-01-01T00:00:00Z") == -62_135_596_800_000
+    assert parse_ts(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)) == MAX_TS_MS
+
+
+# --------------------------------------------------------------------------- rivulet produce and sources
+
+
+class _Recorder:
+    """The part of the Producer that publish() uses, validating labels as the real one does."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.labels: list[Label] = []
+
+    def send(self, event: Event) -> None:
+        self.events.append(event)
+
+    def send_label(self, event_id: str, label: Any, ts: int) -> None:
+        self.labels.append(Label.parse({"event_id": event_id, "label": label, "ts": ts}))
+
+    def flush(self) -> int:
+        return len(self.events)
+
+
+@pytest.mark.parametrize(
+    "policy", [LabelPolicy("topic", delay_events=1), LabelPolicy("topic", delay_s=0.001)]
+)
+def test_labels_of_events_at_the_last_valid_time_are_sent(policy: LabelPolicy) -> None:
+    """An event at 9999-12-31T23:59:59.999 with its label on the topic: the label's time was the event's
+    plus the delay, past the range, and rivulet produce crashed with InvalidEvent."""
+    rows = [Row(i + 1, {"entity": "u", "ts": MAX_TS_MS, "label": i % 2 == 0, "x": i}) for i in range(3)]
+    recorder = _Recorder()
+    report = publish(rows, recorder, RowMapping(), labels=policy)  # type: ignore[arg-type]
+    assert report.sent == 3 and report.labels_sent == 3 and not report.rejected
+    assert [lb.ts for lb in recorder.labels] == [MAX_TS_MS] * 3
+    assert [lb.label for lb in recorder.labels] == [True, False, True]
+
+
+@pytest.mark.parametrize("name", ["hyperplane", "sine", "friedman", "sea"])
+def test_river_generators_with_numbered_features_make_events(name: str) -> None:
+    """River numbers the features of many generators (0, 1, ...): every row was rejected ('names must be
+    non-empty strings, got 0')."""
+    rows = [row for _, row in zip(range(5), open_source(f"synth:{name}"), strict=False)]
+    mapping = RowMapping(entities=2, start_ts=0)
+    events = [mapping.to_event(r) for r in rows]
+    assert len(events) == 5 and all(e.fields for e in events)
+    assert all(type(k) is str for e in events for k in e.fields)
