@@ -17,6 +17,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from features.errors import InvalidEvent
+from features.events import MAX_TS_MS
 from streaming.errors import EventTooLarge
 from streaming.producer import Producer
 from streaming.sources import Row, RowMapping
@@ -138,7 +139,9 @@ def publish(
                 # still pending when the stream ended: known just after it, one millisecond apart, in order
                 tail += 1
                 known = max(ts, last_ts + tail)
-            producer.send_label(event_id, label, known)
+            # never past the last event time there is (a stream at 9999-12-31 made this label invalid and
+            # crashed the command)
+            producer.send_label(event_id, label, min(known, MAX_TS_MS))
             report.labels_sent += 1
 
     for row in rows:

@@ -200,7 +200,9 @@ def synth_streams() -> list[str]:
 
 def _xy_rows(stream: Any, label_field: str) -> Iterator[Row]:
     for n, (x, y) in enumerate(stream, start=1):
-        data = {k: (v.item() if hasattr(v, "item") else v) for k, v in x.items()}
+        # names as strings: many of River's generators number their features (0, 1, ...), and an event's
+        # field names are strings (every row of synth:hyperplane was rejected)
+        data = {str(k): (v.item() if hasattr(v, "item") else v) for k, v in x.items()}
         data[label_field] = y.item() if hasattr(y, "item") else y
         yield Row(n, data)
 
