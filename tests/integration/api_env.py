@@ -22,7 +22,7 @@ from streaming.embedded import EmbeddedServices, EmbeddedStack
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
-from tests.feature_defs import ZIP
+from tests.feature_defs import ALL, ZIP
 from tests.integration.serving_env import SIGNER
 from tests.model_defs import scaled_lr
 
@@ -59,12 +59,13 @@ class Embedded:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stack = EmbeddedStack(settings, [ZIP], [SPEC], SIGNER)
+        self.stack = EmbeddedStack(settings, [ZIP, ALL], [SPEC], SIGNER)  # ALL takes request fields
         self.registry = self.stack.registry
         self.log = self.stack.log
 
     def save(self, name: str = "zipm", header: dict[str, Any] | None = None, state: Any = None) -> int:
-        """A version signed with the test's key, as the learner writes one."""
+        """A version signed with the test's key, as the learner writes one (of the ``zip`` view unless the
+        header names another)."""
         return self.registry.save(
             name, state if state is not None else trained(), {"offsets": {}, "view": "zip", **(header or {})}
         )
