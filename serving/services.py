@@ -1,5 +1,5 @@
 """What the routes use, as a typed seam: the :class:`Services` protocol, which both the Redis-backed services
-(:class:`serving.app.RedisServices`) and the embedded demo's (:class:`streaming.embedded.EmbeddedServices`)
+(:class:`serving.app.RedisServices`) and the embedded demo's (:class:`serving.embedded.EmbeddedServices`)
 satisfy, and the FastAPI dependency alias :data:`ServicesDep` that hands it to a route.
 
 The services are built in the app's lifespan and kept on ``app.state.services``; routes never build clients.

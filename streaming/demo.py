@@ -21,7 +21,7 @@ from rich.text import Text
 from features.definitions import load_views
 from features.errors import InvalidEvent
 from features.events import Event
-from streaming.embedded import EmbeddedServices, EmbeddedStack
+from streaming.embedded import EmbeddedStack
 from streaming.learning.keys import generate
 from streaming.learning.spec import load_specs
 from streaming.settings import Settings
@@ -172,6 +172,7 @@ class Demo:
         import uvicorn
 
         from serving.app import create_app
+        from serving.embedded import EmbeddedServices
 
         services = EmbeddedServices(self.settings, self.stack)
         app = create_app(self.settings, services)

@@ -26,7 +26,6 @@ from features.definitions import FeatureView
 from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
-from serving.models import ModelCache
 from streaming.learning.deadletters import DeadLetter
 from streaming.learning.keys import SigningKey
 from streaming.learning.merge import Merger, decode, event_time
@@ -36,7 +35,7 @@ from streaming.learning.spec import ModelSpec
 from streaming.learning.worker import Learner
 from streaming.settings import Settings
 
-__all__ = ["EmbeddedServices", "EmbeddedStack", "MemoryLog"]
+__all__ = ["EmbeddedStack", "MemoryLog"]
 
 
 class MemoryLog:
@@ -89,39 +88,6 @@ class LogSink:
 
     def flush(self) -> None:
         pass
-
-
-class LogProducer:
-    """What the API publishes with instead of aiokafka's producer: ``await send()`` gives a done future."""
-
-    def __init__(self, log: MemoryLog) -> None:
-        self.log = log
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        future.set_result(self.log.append(topic, value, key))
-        return future
-
-
-class EmbeddedServices:
-    """The scoring API's services on the embedded stores (see ``serving.app.Services``)."""
-
-    def __init__(self, settings: Settings, stack: EmbeddedStack) -> None:
-        self.settings = settings
-        self.store = stack.store
-        self.registry = stack.registry
-        self.models = ModelCache(stack.registry, {v.name: v for v in stack.views})
-        self.producer = LogProducer(stack.log)
-
-    async def start(self) -> None:
-        await self.models.refresh_all()
-        self.models.start(0.5)
-
-    async def ping(self) -> bool:
-        return True
-
-    async def stop(self) -> None:
-        await self.models.stop()
 
 
 @dataclass

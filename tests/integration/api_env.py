@@ -18,7 +18,8 @@ from river import metrics
 from river.datasets import synth
 
 from serving.app import create_app
-from streaming.embedded import EmbeddedServices, EmbeddedStack
+from serving.embedded import EmbeddedServices
+from streaming.embedded import EmbeddedStack
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
