@@ -123,12 +123,15 @@ class DeadLetter:
         full = orjson.dumps(out)
         if limit is None or len(full) <= limit:
             return full
-        for name, raw in (("value", value), ("key", key)):  # too large for the topic: leave the bytes out
+        out["omitted"] = f"original bytes over the dead-letter limit of {limit}: read them at this position"
+        for name, raw in (("value", value), ("key", key)):  # too large for the topic: leave bytes out
             if raw is not None:
                 out[f"{name}_b64"] = None
                 out[f"{name}_bytes"] = len(raw)
                 out[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
-        out["omitted"] = f"original bytes over the dead-letter limit of {limit}: read them at this position"
+                small = orjson.dumps(out)
+                if len(small) <= limit:
+                    return small
         return orjson.dumps(out)
 
     def encode(self, limit: int) -> tuple[bytes | None, bytes]:

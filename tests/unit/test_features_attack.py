@@ -85,7 +85,12 @@ def test_a_dead_letter_always_fits_the_limit_and_keeps_the_bytes_when_they_fit()
     doc = orjson.loads(out)
     assert doc["value_b64"] is None and doc["value_bytes"] == len(value)
     assert doc["value_sha256"] == hashlib.sha256(value).hexdigest()
-    assert doc["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert base64.b64decode(doc["key_b64"]) == key  # the key still fits once the value is left out
+    huge_key = DeadLetter("invalid", "x", RawRecord(value, "events", 2, 9, key * 3))
+    out_key, out = huge_key.encode(LIMIT)
+    doc = orjson.loads(out)
+    assert out_key is None and len(out) <= LIMIT
+    assert doc["key_b64"] is None and doc["key_sha256"] == hashlib.sha256(key * 3).hexdigest()
     assert (doc["partition"], doc["offset"], doc["reason"]) == (2, 9, "invalid")
     assert len(doc["error"]) < 2_100
     small = DeadLetter("invalid", "bad", RawRecord(b"v" * 100, "events", 0, 1, b"key"))

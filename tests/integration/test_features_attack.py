@@ -1,0 +1,138 @@
+"""The real feature worker on real Kafka and Redis under a hostile producer and a tampered Redis (issue 11).
+
+One worker run takes every attack mixed into a known good stream: records near the size limit (the worker
+crashed at every restart on the feature record or the dead letter of one, before), huge keys, null
+values, JSON that is not an object, a stored count past int64 (it wedged every commit), a state of the
+wrong Redis type, a vector key holding a string. The worker must stay up, dead-letter each bad record with
+its reason, position and (when they fit) bytes, and give every good event exactly its oracle vector.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from kafka import KafkaProducer
+
+from features.engine import FeatureEngine
+from features.events import Event
+from features.redis_store import state_key, vector_key
+from streaming.producer import Producer
+from streaming.settings import Settings
+from tests.feature_defs import ALL
+from tests.integration.kafka_read import read_all
+from tests.integration.test_features_worker import read_redis, topics  # noqa: F401 (fixture)
+from tests.integration.workers import Worker, wait_caught_up
+from tests.oracle import Oracle, diff, stream
+
+
+def test_hostile_records_and_tampered_redis_never_stop_the_worker_or_change_good_vectors(
+    topics: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    settings = topics
+    client = redis.Redis.from_url(settings.redis_url)
+    good = stream(300, entities=12, seed=31, step_ms=300, grain_ms=1_000)
+    t0 = good[0].ts
+
+    # tampered Redis: a count past int64 (the commit raised TypeError for the whole batch, forever), a list
+    # where the state hash should be, a string where the vector hash should be
+    engine = FeatureEngine(ALL)
+    earlier = engine.new_state()
+    engine.apply(earlier, good[0].model_copy(update={"entity": "c2", "ts": t0 - 60_000, "event_id": "old"}))
+    stored = orjson.loads(earlier.to_json())
+    stored["a"]["count_lifetime"][0] = 2**64 - 1
+    client.hset(state_key(settings.redis_prefix, "all", "c2"), mapping={"s": orjson.dumps(stored)})
+    client.rpush(state_key(settings.redis_prefix, "all", "c3"), b"not a hash")
+    client.set(vector_key(settings.redis_prefix, "all", "c4"), b"\xff garbage")
+
+    # accepted by the SDK (under max_event_bytes), but its feature record holds the fields twice: 1.4 MB
+    big = good[100].model_copy(
+        update={"event_id": "big", "fields": {**good[100].fields, "blob": "x" * 700_000}, "ts": good[100].ts}
+    )
+    with Producer(settings) as producer:
+        producer.send_many([*good[:150], big])
+    raw = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, max_request_size=2_000_000)
+    hostile = [
+        (b"c5", b'{"entity": "c5", "ts": "' + b"9" * 900_000 + b'"}'),  # its dead letter: 1.2 MB
+        (b"k" * 100_000, b"not json"),  # a 100 kB key
+        (b"c6", None),  # a tombstone
+        (b"\xff\xfe", b"[1, 2]"),
+        (None, b'"just a string"'),
+        (None, b"null"),
+        (None, b"{" * 5_000),  # nesting beyond orjson's depth limit
+    ]
+    sent = {}
+    for key, value in hostile:
+        meta = raw.send(settings.topics.events, key=key, value=value).get(timeout=30)
+        sent[(meta.partition, meta.offset)] = (key, value)
+    raw.close()
+    with Producer(settings) as producer:
+        producer.send_many(good[150:])
+
+    worker = Worker(settings, "tests.feature_defs", tmp_path / "worker.log")
+    try:
+        wait_caught_up(settings, [worker], timeout_s=150)  # asserts the worker never exited
+    finally:
+        worker.stop()
+
+    # every good event has its oracle vector; the reset entities start again after their first record
+    first = {e: next(g for g in good if g.entity == e) for e in ("c2", "c3")}
+    accepted = [e for e in good if e not in first.values()]
+    oracle = Oracle(ALL).feed(accepted)
+    got: dict[str, dict[str, Any]] = {}
+    zip_ids = set()
+    for r in read_all(settings.kafka_bootstrap, settings.topics.features):
+        rec = orjson.loads(r.value)
+        if rec["view"] == "all":
+            got.setdefault(rec["event"]["event_id"], rec)
+        else:
+            zip_ids.add(rec["event"]["event_id"])
+    assert got.keys() == oracle.vectors.keys()
+    for event_id, rec in got.items():
+        assert not diff(rec["features"], oracle.vectors[event_id]), diff(
+            rec["features"], oracle.vectors[event_id]
+        )
+    assert "big" in zip_ids  # the re-keyed view without the event's fields takes it: its record is small
+    online = oracle.online()
+    entities = sorted(online)
+    for entity, row in zip(entities, read_redis(settings, "all", entities), strict=True):
+        wm, aggs = online[entity]
+        assert row is not None and row.ts == wm and not diff(row.values, aggs), entity
+
+    dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in read_all(settings.kafka_bootstrap, settings.topics.dead_letters):
+        assert len(r.value) + len(r.key or b"") <= settings.max_event_bytes
+        d = orjson.loads(r.value)
+        assert d["stage"] == "features" and d["topic"] == settings.topics.events
+        dead[d["reason"]].append({**d, "kafka_key": r.key})
+    assert sorted(dead) == ["corrupt_state", "invalid", "too_large"]
+    (too_large,) = dead["too_large"]
+    assert Event.from_json(base64.b64decode(too_large["value_b64"])).event_id == "big"
+    assert too_large["view"] == "all" and "over the limit" in too_large["error"]
+    assert sorted(
+        Event.from_json(base64.b64decode(d["value_b64"])).event_id for d in dead["corrupt_state"]
+    ) == sorted(e.event_id for e in first.values())
+    invalid = {(d["partition"], d["offset"]): d for d in dead["invalid"]}
+    assert invalid.keys() == sent.keys()
+    for position, (key, value) in sent.items():
+        d = invalid[position]
+        if value is not None and len(value) > 500_000:  # too large to carry: its size and hash
+            assert d["value_b64"] is None and d["value_bytes"] == len(value)
+            assert d["value_sha256"] == hashlib.sha256(value).hexdigest()
+        else:
+            assert d["value_b64"] == (base64.b64encode(value).decode() if value is not None else None)
+        if key is not None:
+            assert base64.b64decode(d["key_b64"]) == key
+        assert d["kafka_key"] == (key if key is not None and len(key) <= 4_096 else None)
+
+    stats = client.hgetall(f"{settings.redis_prefix}stats:features")
+    assert int(stats[b"dead_letters:invalid"]) == len(hostile)
+    assert int(stats[b"dead_letters:too_large"]) == 1
+    assert int(stats[b"state_resets"]) == 2
+    assert client.type(vector_key(settings.redis_prefix, "all", "c4")) == b"hash"
