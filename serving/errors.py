@@ -18,9 +18,10 @@ The tree (status code, ``code``)::
         ├── RegistryUnavailable       503 registry_unavailable
         └── KafkaUnavailable          503 kafka_unavailable
 
-Besides these, FastAPI's own: 404 ``not_found`` (no such route), 405 ``method_not_allowed``, 400
-``invalid_host`` (a Host header not in ``trusted_hosts``) and 422 ``invalid_request`` (a body or parameter
-that does not match the schema).
+Besides these, FastAPI's own: 404 ``not_found`` (no such route), 405 ``method_not_allowed``, 413
+``too_large`` (a body read past the limit inside a route), 422 ``invalid_request`` (a body or parameter that
+does not match the schema), and Starlette's plain-text 400 ``Invalid host header`` (a Host not in
+``trusted_hosts``).
 
 >>> e = ModelNotFound("no model named 'x'")
 >>> e.status_code, e.code, str(e), isinstance(e, ServingError)
