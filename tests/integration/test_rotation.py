@@ -1,7 +1,8 @@
 """The key rotation drill on real Kafka and Redis with the real learner: learn and checkpoint with key A,
 rotate the learner to key B with the ring {A, B}, restart. It restores from A's version and learns every
 record once; history still verifies; new versions carry B's key id; a reader whose ring lacks A refuses A's
-versions; a version signed by a key outside the ring is refused by readers and by the restarted learner."""
+versions; a version signed by a key outside the ring is refused by readers, by the restarted learner and by
+the restarted API."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from serving.app import create_app
 from streaming.clients import registry_reader
 from streaming.learning.keys import SigningKey
 from streaming.learning.registry import ModelRegistry
@@ -107,3 +110,11 @@ def test_rotation_drill(topics: Settings, tmp_path: Path) -> None:
     again = learner(rotated)
     assert again.core.models["lr"].n_learned == len(evs)
     assert len(again.rejected) == 1 and C.key_id in again.rejected[0]
+
+    # the API restarted with the ring {A, B} serves B's newest version; one still holding only A serves
+    # A's last (it refuses B's versions and the stranger's)
+    for ring, served in (((A, B), newest_b), ((A,), last_a)):
+        with TestClient(create_app(keyed(s, None, *ring)), base_url="http://localhost") as client:
+            assert client.get("/readyz").status_code == 200
+            loaded = client.app.state.services.models.get("lr")  # type: ignore[attr-defined]
+            assert loaded is not None and loaded.version == served
