@@ -258,9 +258,7 @@ def in_journal_order(
             for r in reader.poll():
                 data = decode(r.value)
                 queues[(r.topic, r.partition)].append(
-                    Positioned(
-                        event_time(data), 0, r.partition, r.offset, r.topic, data, r.value, r.key
-                    )
+                    Positioned(event_time(data), 0, r.partition, r.offset, r.topic, data, r.value, r.key)
                 )
             reader.throttle({k: len(v) for k, v in queues.items()})
         yield q.popleft()
