@@ -19,6 +19,7 @@ the checkpoint count each rejection once.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,27 +43,48 @@ class DeadLetter:
     models: tuple[str, ...] = ()
     stage: str = STAGE
 
-    def to_dict(self, max_bytes: int | None = None) -> dict[str, Any]:
-        value = self.value
+    def to_dict(self) -> dict[str, Any]:
+        value, key = self.value, self.key
         out: dict[str, Any] = {
             "stage": self.stage,
             "reason": self.reason,
-            "error": self.error[:2_000],
+            "error": self.error[:2_000].encode("utf-8", "replace").decode(),  # text from anywhere
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
             "models": list(self.models),
             "value_b64": base64.b64encode(value).decode() if value is not None else None,
         }
-        if self.key is not None:
-            out["key_b64"] = base64.b64encode(self.key).decode()
-        if max_bytes is not None and value is not None and len(value) * 4 // 3 + 1_024 > max_bytes:
-            out["value_b64"] = None  # too large to carry: its position says where it is
-            out["value_bytes"] = len(value)
+        if key is not None:
+            out["key_b64"] = base64.b64encode(key).decode()
         return out
 
     def to_json(self, max_bytes: int | None = None) -> bytes:
-        return orjson.dumps(self.to_dict(max_bytes))
+        """The letter as JSON; over ``max_bytes``, the original value (then key) is left out and only its
+        size and SHA-256 given, as the feature worker's letters do: its position says where it is.
+
+        >>> letter = DeadLetter("undecodable", "not JSON", "t", 0, 5, b"x" * 2_000)
+        >>> small = orjson.loads(letter.to_json(max_bytes=1_000))
+        >>> small["value_b64"], small["value_bytes"], len(small["value_sha256"])
+        (None, 2000, 64)
+        """
+        out = self.to_dict()
+        full = orjson.dumps(out)
+        if max_bytes is None or len(full) <= max_bytes:
+            return full
+        out["omitted"] = (
+            f"original bytes over the dead-letter limit of {max_bytes}: read them at this position"
+        )
+        small = full
+        for name, raw in (("value", self.value), ("key", self.key)):
+            if raw is not None:
+                out[f"{name}_b64"] = None
+                out[f"{name}_bytes"] = len(raw)
+                out[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
+                small = orjson.dumps(out)
+                if len(small) <= max_bytes:
+                    break
+        return small
 
 
 class DeadLetterSink(Protocol):

@@ -311,9 +311,9 @@ def offsets_of(header: dict[str, Any]) -> Offsets:
 def _kafka_sink(settings: Settings) -> KafkaSink:
     from streaming.producer import Producer
 
-    return KafkaSink(
-        Producer(settings), settings.topics.dead_letters, max(settings.max_event_bytes + 4096, 1_048_576)
-    )
+    # the producer's max_request_size, less room for the record's own framing
+    limit = max(settings.max_event_bytes + 4096, 1_048_576) - 1_024
+    return KafkaSink(Producer(settings), settings.topics.dead_letters, limit)
 
 
 def _fingerprints(settings: Settings) -> dict[str, str]:
