@@ -31,7 +31,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from features.aggregations import scalar
 from features.errors import StoreError
+from features.events import MAX_TS_MS, MIN_TS_MS
 from features.store import FeatureRow, Loaded, OnlineStore, StateStore, StateUpdate, Unreadable, decode_state
 
 __all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
@@ -62,7 +64,8 @@ if KEYS[2] then
 end
 as_hash(KEYS[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '_ts'))
-if ARGV[7] ~= '1' and current and current > tonumber(ARGV[1]) then
+-- a time beyond any event time (9999-12-31) is not one: it would keep the vector from changing, forever
+if ARGV[7] ~= '1' and current and current <= 253402300799999 and current > tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
@@ -142,13 +145,17 @@ def _args(row: FeatureRow, state: Any, reset: bool = False) -> list[Any]:
 
 
 def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
-    """A stored vector, or None if absent or not one (a wrong type, bytes that do not decode)."""
+    """A stored vector, or None if absent or not one: a wrong type, bytes that do not decode, a value that
+    is not a scalar in the numeric domain (JSON of another shape, an integer beyond int64), a time that is
+    not an event time. What the store wrote always is one; anything else is not served."""
     if not raw or not isinstance(raw, dict):
         return None
     try:
         ts = int(raw.pop(b"_ts"))
         values = {k.decode(): orjson.loads(v) for k, v in raw.items()}
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+    if not MIN_TS_MS <= ts <= MAX_TS_MS or not all(map(scalar, values.values())):
         return None
     return FeatureRow(view, entity, values, ts)
 

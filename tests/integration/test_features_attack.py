@@ -9,6 +9,7 @@ its reason, position and (when they fit) bytes, and give every good event exactl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections import defaultdict
@@ -16,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 from kafka import KafkaProducer
 
-from features.engine import FeatureEngine
+from features.engine import EntityState, FeatureEngine
 from features.events import Event
-from features.redis_store import state_key, vector_key
+from features.redis_store import RedisStore, state_key, vector_key
+from features.store import FeatureRow, StateUpdate
 from streaming.producer import Producer
 from streaming.settings import Settings
 from tests.feature_defs import ALL
 from tests.integration.kafka_read import read_all
 from tests.integration.test_features_worker import read_redis, topics  # noqa: F401 (fixture)
+from tests.integration.test_redis_cluster import CLUSTER_URL, cluster  # noqa: F401 (fixture)
 from tests.integration.workers import Worker, wait_caught_up
 from tests.oracle import Oracle, diff, stream
 
@@ -136,3 +140,40 @@ def test_hostile_records_and_tampered_redis_never_stop_the_worker_or_change_good
     assert int(stats[b"dead_letters:too_large"]) == 1
     assert int(stats[b"state_resets"]) == 2
     assert client.type(vector_key(settings.redis_prefix, "all", "c4")) == b"hash"
+
+
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["redis", "cluster"])
+def test_a_vector_of_another_shape_is_not_served_and_a_commit_replaces_it(
+    settings: Settings,
+    redis_client: redis.Redis,
+    on_cluster: bool,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Valid JSON of another shape under a vector (an object, an integer beyond int64) was served as a
+    feature value; a ``_ts`` beyond every event time kept the vector from ever changing again."""
+    client = request.getfixturevalue("cluster") if on_cluster else redis_client
+    url = CLUSTER_URL if on_cluster else settings.redis_url
+    p = settings.redis_prefix
+    client.hset(vector_key(p, "v", "shape"), mapping={"_ts": "5", "x": b'{"a": [1, 2]}'})
+    client.hset(vector_key(p, "v", "u64"), mapping={"_ts": "5", "x": b"18446744073709551615"})
+    client.hset(vector_key(p, "v", "future"), mapping={"_ts": "99999999999999999999", "x": b"1"})
+    client.hset(vector_key(p, "v", "fine"), mapping={"_ts": "5", "x": b"null", "y": b'"s"', "z": b"-0.0"})
+    entities = ["shape", "u64", "future", "fine"]
+
+    async def go() -> tuple[list[FeatureRow | None], list[FeatureRow | None], list[FeatureRow | None]]:
+        store = RedisStore.from_url(url, p, cluster=on_cluster)
+        try:
+            before = await store.read("v", entities)
+            one = await store.read("v", ["future"])  # the single-entity path
+            state = EntityState(watermark=9, position={"t": "events", "p": 0, "o": 1})
+            await store.commit(
+                "v", [StateUpdate(e, state, FeatureRow("v", e, {"x": 2}, 9)) for e in entities]
+            )
+            return before, one, await store.read("v", entities)
+        finally:
+            await store.close()
+
+    before, one, after = asyncio.run(go())
+    assert before[:3] == [None, None, None] and one == [None]
+    assert before[3] == FeatureRow("v", "fine", {"x": None, "y": "s", "z": -0.0}, 5)
+    assert [(r.values, r.ts) if r else None for r in after] == [({"x": 2}, 9)] * 4
