@@ -62,8 +62,8 @@ import orjson
 
 from features.aggregations import MAX_COUNT, scalar
 from features.definitions import FeatureView
-from features.errors import AggregateOverflow, LateEvent
-from features.events import MAX_TS_MS, MIN_TS_MS, Event
+from features.errors import AggregateOverflow, InvalidEvent, LateEvent
+from features.events import MAX_ENTITY_CHARS, MAX_TS_MS, MIN_TS_MS, Event
 from features.numeric import INT64_MAX, SUM_LIMIT, in_domain
 
 __all__ = ["EntityState", "FeatureEngine", "Vector"]
@@ -153,11 +153,20 @@ class FeatureEngine:
         )
 
     def key(self, event: Event) -> str | None:
-        """The view's key for an event: its entity, or its key field's value (None if absent)."""
+        """The view's key for an event: its entity, or its key field's value (None if absent). A value
+        longer than an entity may be (``MAX_ENTITY_CHARS``) raises :class:`InvalidEvent` naming the field."""
         if not self.view.rekeyed:
             return event.entity
         value = event.fields.get(self.view.entity)
-        return None if value is None else str(value)
+        if value is None:
+            return None
+        key = str(value)
+        if len(key) > MAX_ENTITY_CHARS:
+            raise InvalidEvent(
+                f"fields.{self.view.entity}",
+                f"{len(key)} characters: longer than an entity key may be ({MAX_ENTITY_CHARS})",
+            )
+        return key
 
     # ------------------------------------------------------------------ vectors
 

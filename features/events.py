@@ -46,6 +46,7 @@ from features.numeric import INT64_MAX, INT64_MIN, check_number
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_ENTITY_CHARS",
     "MAX_TS_MS",
     "MIN_TS_MS",
     "Event",
@@ -59,6 +60,7 @@ __all__ = [
 Scalar = str | int | float | bool | None
 MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_ENTITY_CHARS = 1024  # the longest entity key (an event's, or the value a re-keyed view is keyed by)
 
 
 def new_id() -> str:
@@ -235,7 +237,7 @@ class Event(_Record):
     """One event about one entity; see the module docstring for the fields."""
 
     event_id: str = Field(default_factory=new_id, min_length=1, max_length=200)
-    entity: str = Field(min_length=1, max_length=1024)
+    entity: str = Field(min_length=1, max_length=MAX_ENTITY_CHARS)
     ts: int
     fields: dict[str, Any] = Field(default_factory=dict)  # values are Scalar, checked by _normalise
     label: Any = None  # Scalar, checked by _normalise

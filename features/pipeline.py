@@ -246,6 +246,8 @@ class FeaturePipeline:
         for raw, event in parsed:
             try:
                 keyed.append((raw, event, engine.key(event)))
+            except InvalidEvent as exc:  # e.g. a key field's value too long to be an entity
+                result.dead_letters.append(DeadLetter("invalid", str(exc), raw, view.name))
             except Exception as exc:
                 result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view.name))
         entities = sorted({k for _, _, k in keyed if k is not None})

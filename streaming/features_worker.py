@@ -37,6 +37,7 @@ duplicated into it by a crash is recognised by its ``event_id`` while within the
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ from faust.types import EventT, StreamT
 from prometheus_client import Counter, Histogram
 
 from features.definitions import FeatureView
-from features.events import Event
+from features.events import MAX_ENTITY_CHARS, Event
 from features.pipeline import BatchResult, DeadLetter, FeaturePipeline, RawRecord
 from features.redis_store import RedisStore
 from streaming.logs import get_logger
@@ -71,7 +72,10 @@ def stats_key(settings: Settings) -> str:
 
 
 def _rekey(view: FeatureView) -> Any:
-    """Key function for ``group_by``: the view's key field (a placeholder when absent or invalid)."""
+    """Key function for ``group_by``: the view's key field (a placeholder when absent or invalid). A value
+    longer than an entity may be is keyed by its hash: the repartition record must fit the topic (a 600 kB
+    key and its event were refused by the broker, and Faust dropped the record with a log line); the
+    pipeline dead-letters it as invalid for the view."""
 
     def key(value: bytes) -> bytes:
         try:
@@ -79,7 +83,12 @@ def _rekey(view: FeatureView) -> Any:
         except Exception:
             return b"\x00invalid"
         found = event.fields.get(view.entity)
-        return b"\x00missing" if found is None else str(found).encode()
+        if found is None:
+            return b"\x00missing"
+        text = str(found).encode("utf-8", "surrogatepass")
+        if len(text) > 4 * MAX_ENTITY_CHARS:
+            return b"\x00long:" + hashlib.sha256(text).hexdigest().encode()
+        return text
 
     return key
 

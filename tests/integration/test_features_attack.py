@@ -177,3 +177,41 @@ def test_a_vector_of_another_shape_is_not_served_and_a_commit_replaces_it(
     assert before[:3] == [None, None, None] and one == [None]
     assert before[3] == FeatureRow("v", "fine", {"x": None, "y": "s", "z": -0.0}, 5)
     assert [(r.values, r.ts) if r else None for r in after] == [({"x": 2}, 9)] * 4
+
+
+def test_a_huge_value_of_the_field_a_view_is_keyed_by_never_stops_the_worker(
+    topics: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """View ``zip`` is re-keyed by ``zipcode`` through a Faust repartition topic, keyed by the field's value:
+    a 600 kB zipcode made a repartition record of 1.2 MB (key and event), which the broker refused, and the
+    worker crashed on it at every restart. Its key is now bounded, and a key value longer than an entity
+    may be is an invalid record for that view."""
+    settings = topics
+    good = stream(200, entities=8, seed=41, step_ms=300, grain_ms=1_000)
+    huge = good[60].model_copy(
+        update={"event_id": "huge-zip", "fields": {**good[60].fields, "zipcode": "z" * 600_000}}
+    )
+    with Producer(settings) as producer:
+        producer.send_many([*good[:100], huge, *good[100:]])
+    worker = Worker(settings, "tests.feature_defs", tmp_path / "worker.log")
+    try:
+        wait_caught_up(settings, [worker], timeout_s=150)  # asserts the worker never exited
+    finally:
+        worker.stop()
+    zip_records: dict[str, dict[str, Any]] = {}
+    all_ids = set()
+    for r in read_all(settings.kafka_bootstrap, settings.topics.features):
+        rec = orjson.loads(r.value)
+        if rec["view"] == "zip":
+            zip_records.setdefault(rec["event"]["event_id"], rec)
+        else:
+            all_ids.add(rec["event"]["event_id"])
+    assert zip_records.keys() == {e.event_id for e in good}
+    assert "huge-zip" not in all_ids  # view all: its record (the fields twice) is too large
+    dead = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap, settings.topics.dead_letters)]
+    reasons = sorted((d["reason"], d.get("view")) for d in dead)
+    assert reasons == [("invalid", "zip"), ("too_large", "all")], reasons
+    (invalid,) = [d for d in dead if d["reason"] == "invalid"]
+    assert "fields.zipcode" in invalid["error"]
+    assert Event.from_json(base64.b64decode(invalid["value_b64"])).event_id == "huge-zip"
