@@ -61,7 +61,9 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
     loaded = svc.models.get(name)
     versions = registry.versions(name)
     newest = VersionHeader.of(versions[0].header if versions else {})
-    samples = (Sample.of(s) for s in registry.history(name, points))
+    samples = [s for s in (Sample.of(raw) for raw in registry.history(name, points)) if s is not None]
+    # quarantined until the learner checkpoints the model again (a restart resumes from its last good version)
+    quarantined = bool(samples) and samples[-1].status == "quarantined"
     return DashboardModel(
         current_version=registry.current_version(name),
         loaded_version=loaded.version if loaded else None,
@@ -71,6 +73,8 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
         metrics=newest.metrics or {},
         counters=newest.counters or {},
         rejected=newest.rejected or {},
+        status="quarantined" if quarantined else "ok",
+        quarantine=samples[-1].quarantine if quarantined else None,
         versions=[
             DashboardVersion(
                 version=v.version,
@@ -90,9 +94,10 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
                 freshness_ms=s.freshness_ms,
                 metrics=s.metrics,
                 drifts=[DriftOut.of(d) for d in s.drifts],
+                status=s.status,
+                quarantine=s.quarantine,
             )
             for s in samples
-            if s is not None
         ],
     )
 

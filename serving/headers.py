@@ -24,9 +24,9 @@ _MAX_TEXT = 200  # a name longer than this is cut (a model, metric or detector n
 _MAX_ITEMS = 200  # metrics, counters or drifts kept per header
 
 
-def text(value: Any) -> str | None:
-    """A string (cut to 200 characters), else None."""
-    return value[:_MAX_TEXT] if isinstance(value, str) else None
+def text(value: Any, limit: int = _MAX_TEXT) -> str | None:
+    """A string (cut to ``limit`` characters), else None."""
+    return value[:limit] if isinstance(value, str) else None
 
 
 def integer(value: Any) -> int | None:
@@ -139,6 +139,8 @@ class Sample:
     freshness_ms: float | None
     metrics: dict[str, float | None]
     drifts: tuple[Drift, ...]
+    status: str | None = None  # "quarantined" when the learner quarantined the model at this sample
+    quarantine: str | None = None  # why (the model's error)
 
     @classmethod
     def of(cls, raw: Any) -> Sample | None:
@@ -151,4 +153,6 @@ class Sample:
             freshness_ms=number(raw.get("freshness_ms")),
             metrics=_numbers(raw.get("metrics")),
             drifts=_drifts(raw.get("drifts")),
+            status=text(raw.get("status")),
+            quarantine=text(raw.get("quarantine"), 500),
         )

@@ -214,6 +214,8 @@ class DashboardSample(BaseModel):
     freshness_ms: float | None = Field(description="Age of the newest learned event at the checkpoint.")
     metrics: dict[str, float | None]
     drifts: list[DriftOut]
+    status: str | None = Field(None, description="'quarantined' when the learner quarantined the model here.")
+    quarantine: str | None = Field(None, description="Why it was quarantined (the model's error).")
 
 
 class DashboardModel(BaseModel):
@@ -225,6 +227,10 @@ class DashboardModel(BaseModel):
     metrics: dict[str, float | None]
     counters: dict[str, int]
     rejected: dict[str, int]
+    status: str = Field(
+        description="'quarantined' (stopped learning, its last good version serving) or 'ok'."
+    )
+    quarantine: str | None = Field(description="Why the model was quarantined.")
     versions: list[DashboardVersion]
     history: list[DashboardSample]
 

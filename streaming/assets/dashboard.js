@@ -37,6 +37,7 @@
         node("span", { class: "badge" }, ["version ", node("span", { class: "version" })]),
         node("span", { class: "summary" }),
       ]),
+      node("p", { class: "quarantine", hidden: "" }),
       node("div", { class: "grid" }, [
         node("div", { class: "chart metrics" }),
         node("div", { class: "chart rate" }),
@@ -96,6 +97,9 @@
     const metrics = Object.entries(m.metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
     el.querySelector(".summary").textContent =
       `view ${m.view ?? "-"} · learned ${num(m.learned) ?? 0} · serving v${num(m.loaded_version) ?? "-"} · ${metrics}`;
+    const q = el.querySelector(".quarantine");
+    q.hidden = m.status !== "quarantined";
+    q.textContent = m.status === "quarantined" ? `quarantined: stopped learning, its last good version serving (${m.quarantine ?? "?"})` : "";
     const h = m.history;
     const xs = h.map((s) => s.t);
     const names = [...new Set(h.flatMap((s) => Object.keys(s.metrics)))].sort();

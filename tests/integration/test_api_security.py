@@ -316,6 +316,9 @@ def test_dashboard_and_model_data_are_typed_not_passed_through(emb: Embedded) ->
         "zipm", {"t": 5.0, "rate": "fast", "metrics": {"Accuracy": 0.5}, "drifts": [[1, 2]], "extra": "<b>"}
     )
     emb.registry.record("zipm", "not a sample")  # type: ignore[arg-type]
+    emb.registry.record(
+        "zipm", {"t": 6.0, "metrics": {}, "status": "quarantined", "quarantine": "ValueError: x"}
+    )
     with emb.client("read") as client:
         m = client.get("/v1/dashboard").json()["models"]["zipm"]
         assert m["learned"] is None and m["metrics"] == {"Accuracy": None, "LogLoss": 0.25}
@@ -328,8 +331,26 @@ def test_dashboard_and_model_data_are_typed_not_passed_through(emb: Embedded) ->
                 "freshness_ms": None,
                 "metrics": {"Accuracy": 0.5},
                 "drifts": [],
-            }
+                "status": None,
+                "quarantine": None,
+            },
+            {
+                "t": 6.0,
+                "learned": None,
+                "rate": None,
+                "freshness_ms": None,
+                "metrics": {},
+                "drifts": [],
+                "status": "quarantined",
+                "quarantine": "ValueError: x",
+            },
         ]
+        assert m["status"] == "quarantined" and m["quarantine"] == "ValueError: x"
+        emb.registry.record(
+            "zipm", {"t": 7.0, "metrics": {"Accuracy": 0.5}}
+        )  # learning again after a restart
+        m = client.get("/v1/dashboard").json()["models"]["zipm"]
+        assert m["status"] == "ok" and m["quarantine"] is None
         info = client.get("/v1/models/zipm").json()
         assert info["drifts"] == [{"detector": "<script>x</script>", "ts": None, "learned": 3}]
         assert info["versions"][0]["n_learned"] is None and info["rejected"] == {"label_type": 2}

@@ -22,6 +22,7 @@ DETECTOR = "<script>window.__pwned=2</script>"
 METRIC = "<img src=x onerror=window.__pwned=3>"
 LEARNED = "<img src=x onerror=window.__pwned=4>"
 SAMPLE_DETECTOR = "<script>window.__pwned=5</script><img src=x onerror=window.__pwned=6>"
+QUARANTINE = "ValueError: <img src=x onerror=window.__pwned=7>"
 
 
 def hostile_registry(settings: Settings, **update: Any) -> Embedded:
@@ -49,6 +50,7 @@ def hostile_registry(settings: Settings, **update: Any) -> Embedded:
                 "drifts": [[SAMPLE_DETECTOR, 1_700_000_000_000, LEARNED, []]] if i == 2 else [],
             },
         )
+    emb.registry.record(NAME, {"t": now, "metrics": {}, "status": "quarantined", "quarantine": QUARANTINE})
     return emb
 
 
@@ -134,7 +136,8 @@ def assert_literal(driver: Any) -> None:
     assert row[2] == "-"  # a learned count that is not a number is not shown at all
     drifts = [li.text for li in card.find_elements(By.CSS_SELECTOR, "li.drift")]
     assert drifts and drifts[0].startswith(SAMPLE_DETECTOR) and "after - learned" in drifts[0]
-    assert int(card.find_element(By.CSS_SELECTOR, ".chart.metrics").get_attribute("data-points")) == 3
+    assert int(card.find_element(By.CSS_SELECTOR, ".chart.metrics").get_attribute("data-points")) == 4
+    assert QUARANTINE in card.find_element(By.CSS_SELECTOR, ".quarantine").text  # its status, literally
     assert METRIC in card.text and "Accuracy" in card.text
     # the page works under its own policy: nothing of it was refused (its style block's hash is right)
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
