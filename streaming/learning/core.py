@@ -53,6 +53,7 @@ from typing import Any
 
 from river import base, compose, drift, metrics, utils
 
+from streaming.learning.domain import in_domain
 from streaming.learning.errors import Reason
 from streaming.learning.spec import ModelSpec
 
@@ -141,6 +142,11 @@ class ModelState:
     drifts: list[DriftEvent] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> records rejected for this model
     status: str = "learning"  # or "quarantined": it raised in learn_one and stopped (see ``quarantine``)
+    # what the model has taken so far, so that a record cannot change it (see ``LearnerCore.admits``): the
+    # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
+    # their type), and for declared features whether each was a string or a number
+    classes: dict[Any, None] = field(default_factory=dict)
+    kinds: dict[str, bool] = field(default_factory=dict)  # feature -> is a string
     quarantine: str | None = None  # why it was quarantined
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -165,6 +171,8 @@ class ModelState:
         self.__dict__.setdefault("rejected", {})  # ... and before records were rejected
         self.__dict__.setdefault("status", "learning")
         self.__dict__.setdefault("quarantine", None)
+        self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
+        self.__dict__.setdefault("kinds", {})
         self.counters.setdefault("early_labels", 0)
 
     @property
@@ -238,12 +246,20 @@ class LearnerCore:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
             x = select_inputs(features, state.features)
+            if state.features is not None and not self._same_kinds(state, x):
+                continue
             try:
                 label_pred, proba = predict(state, x)
             except Exception as exc:  # River raised on this record: rejected for this model only
                 self.reject(state, Reason.MODEL_ERROR, f"{type(exc).__name__} in predict: {exc}")
                 continue
-            if not state.classifier and not _finite(label_pred):
+            if state.classifier:
+                if proba and not _probabilities(proba):
+                    self.reject(
+                        state, Reason.MODEL_ERROR, f"the model predicted probabilities {proba!r:.200}"
+                    )
+                    continue
+            elif not _finite(label_pred):
                 self.reject(state, Reason.MODEL_ERROR, f"the model predicted {label_pred!r}")
                 continue
             seen.add(key, self.max_pending)
@@ -259,6 +275,8 @@ class LearnerCore:
                 if held is not None:  # its label came first
                     y, learn_ts = held[0], max(ts, held[1])
                     counters["early_labels"] = len(early)
+            if y is not None and not self.admits(state, y):
+                y = None  # the label is rejected, the record waits for one the model can take
             if y is not None:
                 self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
             else:
@@ -282,6 +300,53 @@ class LearnerCore:
         if self.on_reject is not None:
             self.on_reject(state.name, reason, detail)
 
+    def admits(self, state: ModelState, label: Any) -> bool:
+        """Can the model learn ``label`` (already checked against its task) without changing what it is?
+        A multiclass model without declared classes learns classes of one type (the first label's: River
+        sorts classes in places, and a string among ints made every later prediction raise), and at most
+        :data:`MAX_CLASSES` of them (each costs memory in the model). Otherwise rejected (``label_type``,
+        ``label_class``) and ``False``."""
+        if state.task != "multiclass" or self.specs[state.spec].classes:
+            return True
+        classes = state.classes
+        if classes:
+            first = type(next(iter(classes)))
+            if type(label) is not first:
+                self.reject(
+                    state, Reason.LABEL_TYPE, f"the model learns {first.__name__} classes, got {label!r:.200}"
+                )
+                return False
+            if label in classes:
+                return True
+            if len(classes) >= MAX_CLASSES:
+                self.reject(
+                    state, Reason.LABEL_CLASS, f"{label!r:.200} would be class {MAX_CLASSES + 1} of the model"
+                )
+                return False
+        classes[label] = None
+        return True
+
+    def _same_kinds(self, state: ModelState, x: dict[str, Any]) -> bool:
+        """Each declared feature keeps the kind (string or number) it had when the model first saw it: a
+        string where a Hoeffding tree has taken numbers raises inside ``learn_one`` (a quarantine), so it
+        is rejected (``feature_type``) before the model sees it."""
+        kinds = state.kinds
+        for name, value in x.items():
+            is_str = isinstance(value, str)
+            known = kinds.get(name)
+            if known is None:
+                continue
+            if known is not is_str:
+                want = "a string" if known else "a number"
+                self.reject(
+                    state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model takes {want}"
+                )
+                return False
+        for name, value in x.items():
+            if name not in kinds:
+                kinds[name] = isinstance(value, str)
+        return True
+
     def quarantine(self, state: ModelState, why: str) -> None:
         """Stop ``state``'s model: it no longer predicts or learns (see the module docstring)."""
         state.status, state.quarantine = "quarantined", why
@@ -296,8 +361,11 @@ class LearnerCore:
         model; all models see the same ids."""
         outcome = "unknown"
         for i, state in enumerate(self._selected(only)):
-            p = state.pending.pop(key, None)
-            if p is not None:
+            p = state.pending.get(key)
+            if p is not None and not self.admits(state, label):
+                result = "rejected"  # the prediction waits for a label the model can take
+            elif p is not None:
+                del state.pending[key]
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             elif key in state.learned:
@@ -412,11 +480,21 @@ class LearnerCore:
 
 
 _NUMBERS = (int, float)
+MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
+
+
+def _probabilities(proba: Mapping[Any, Any]) -> bool:
+    """Probabilities the metrics can take: finite numbers (a model whose weights overflowed gives NaN)."""
+    try:
+        return math.isfinite(math.fsum(proba.values()))
+    except TypeError:
+        return False
 
 
 def _finite(v: Any) -> bool:
-    """A regression prediction the metrics can take: a finite number (None: no prediction yet)."""
-    return v is None or (_number(v) and math.isfinite(v))
+    """A regression prediction the metrics can take: a number in the numeric domain (None: no prediction
+    yet). Beyond it, the square of its error in ``MSE`` (or a drift detector) overflows."""
+    return v is None or (_number(v) and in_domain(v))
 
 
 def _number(v: Any) -> bool:

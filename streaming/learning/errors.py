@@ -39,6 +39,7 @@ class Reason(StrEnum):
     LABEL_CLASS = "label_class"  # a class label the model's spec does not declare
     LABEL_DOMAIN = "label_domain"  # a numeric label outside the numeric domain
     VALUE_DOMAIN = "value_domain"  # a feature value outside the numeric domain (or not a scalar)
+    FEATURE_TYPE = "feature_type"  # a declared feature that was a number is a string, or the other way
     MODEL_ERROR = "model_error"  # the model raised while predicting on the record (or predicted inf/NaN)
     LEARN_ERROR = "learn_error"  # the model raised in learn_one on the record: it is quarantined
 

@@ -5,8 +5,9 @@ The rules, by task:
 
 - ``binary``: a bool, the ints ``0``/``1`` or the floats ``0.0``/``1.0`` (normalised to ``False``/``True``),
   or, when the spec declares its two ``classes``, one of them (returned as declared);
-- ``multiclass``: one of the declared ``classes`` when the spec declares them; otherwise a string, an int
-  (within int64) or a bool; a float is not a class;
+- ``multiclass``: one of the declared ``classes`` when the spec declares them; otherwise a string (of at
+  most 200 characters), an int (within int64) or a bool; a float is not a class (and the learner keeps a
+  model to the type of its first class, and to 1,000 classes: ``LearnerCore.admits``);
 - ``regression``: a number (not a bool) in the numeric domain (:mod:`streaming.learning.domain`: finite,
   ``|y| <= 1e150``, ints within int64).
 
@@ -47,6 +48,7 @@ from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
 __all__ = ["TASKS", "LabelCheck", "check_label", "same_class"]
 
 TASKS = ("binary", "multiclass", "regression")
+MAX_CLASS_CHARS = 200  # a class name of a multiclass model without declared classes
 
 
 def _kind(value: Any) -> str | None:
@@ -109,7 +111,14 @@ def check_label(task: str, label: Any, classes: Sequence[Any] | None = None) -> 
             if kind is None:
                 raise InvalidLabel(Reason.LABEL_TYPE, f"a class label is a scalar, got {label!r}")
             return _declared(label, classes)
-        if kind == "str" or kind == "bool":
+        if kind == "str":
+            if len(label) > MAX_CLASS_CHARS:
+                raise InvalidLabel(
+                    Reason.LABEL_CLASS,
+                    f"a class name is at most {MAX_CLASS_CHARS} characters, got {len(label)}",
+                )
+            return label
+        if kind == "bool":
             return label
         if isinstance(label, int):
             if not INT64_MIN <= label <= INT64_MAX:

@@ -14,7 +14,8 @@ model and reason in ``ModelState.rejected`` and sent to the dead-letter sink wit
 (:class:`~streaming.learning.errors.Reason`):
 
 - ``undecodable``: not a JSON object;
-- ``malformed_features``: a features record without a view, a vector (a mapping), an event id (a string),
+- ``malformed_features``: a features record without a view, a vector (a mapping), an event id (a string of
+  at most 200 characters),
   an event time (an int within the event schema's years 1-9999), or without a feature its model declares;
 - ``malformed_prediction``: a served prediction without a view, a ``prediction_id`` (a string), a
   features mapping or a time (as for features records);
@@ -192,7 +193,7 @@ class Router:
             if not (
                 isinstance(vector, dict)
                 and isinstance(event, dict)
-                and isinstance(event.get("event_id"), str)
+                and _id(event.get("event_id"))
                 and _time(event.get("ts"))
             ):
                 self._reject(chosen, Reason.MALFORMED_FEATURES, "no vector, event id or event time")
@@ -225,7 +226,7 @@ class Router:
             self._reject_all(models, Reason.MALFORMED_PREDICTION, "no view")
         elif chosen := self._of_view(view, models):
             pid, vector, ts = data.get("prediction_id"), data.get("features"), data.get("ts")
-            if not (isinstance(pid, str) and pid and isinstance(vector, dict) and _time(ts)):
+            if not (_id(pid) and isinstance(vector, dict) and _time(ts)):
                 self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
             elif self._domain(chosen, vector):
                 self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
@@ -248,6 +249,12 @@ class Router:
         except FeaturesError as exc:
             self._reject_all(models, Reason.MALFORMED_LABEL, str(exc))
         else:
+            if not _id(label.event_id if label.event_id is not None else label.prediction_id):
+                self._reject_all(
+                    models, Reason.MALFORMED_LABEL, f"an id is at most {MAX_ID_CHARS} characters"
+                )
+                self._send(position, raw, key, data)
+                return
             self._join(label.join_key, label.label, label.ts, position, models)
         if self._rejects:
             self._send(position, raw, key, data)
@@ -360,6 +367,15 @@ class Router:
                 self.sink.send(
                     DeadLetter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
                 )
+
+
+MAX_ID_CHARS = 200  # an event id (the event schema's limit) or a prediction id (the API's)
+
+
+def _id(value: Any) -> TypeGuard[str]:
+    """An event or prediction id: a non-empty string of at most :data:`MAX_ID_CHARS` characters (a longer
+    one joins nothing, and held as a pending or early key it would cost up to a megabyte)."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
 
 
 def _time(ts: Any) -> TypeGuard[int]:

@@ -151,6 +151,10 @@ class ModelSpec:
                 raise SpecError(self.name, f"class {c!r} is declared twice")
         if self.task == "binary" and len(classes) != 2:
             raise SpecError(self.name, f"a binary model declares exactly two classes, got {list(classes)}")
+        if len({type(c) for c in classes}) > 1:
+            # River keeps classes as dict keys (True and 1 are one key) and some models sort them
+            # ('<' between a str and an int raises on every later prediction)
+            raise SpecError(self.name, f"classes are all strings, all ints or all bools, got {list(classes)}")
 
 
 def load_specs(spec: str) -> list[ModelSpec]:

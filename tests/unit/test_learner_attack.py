@@ -1,0 +1,182 @@
+"""The learner under a hostile producer: records and labels that the router's first checks let through but
+that would break a model (a class of another type, a string where a tree took numbers, a prediction whose
+squared error overflows), and ids or classes that would cost unbounded memory. Each is rejected for the
+model it would harm, and the model goes on as if it had never been sent (compared with a plain River loop
+over the good records)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from river import base, linear_model, metrics, tree
+
+from streaming.learning.core import MAX_CLASSES, LearnerCore
+from streaming.learning.deadletters import MemorySink
+from streaming.learning.labels import check_label
+from streaming.learning.merge import Positioned
+from streaming.learning.router import Router, TopicRoles
+from streaming.learning.spec import ModelSpec, SpecError
+
+pytestmark = pytest.mark.unit
+
+ROLES = TopicRoles("f", "l", "p")
+
+
+def feat(i: int, x: dict[str, Any], label: Any = None, ts: int | None = None) -> tuple[str, dict[str, Any]]:
+    event = {"event_id": f"e{i}", "ts": 1_000 + i if ts is None else ts, "label": label}
+    return ("f", {"view": "v", "event": event, "features": x})
+
+
+def run(specs: list[ModelSpec], stream: list[tuple[str, Any]]) -> tuple[LearnerCore, MemorySink]:
+    core = LearnerCore(specs)
+    sink = MemorySink()
+    router = Router(core, ROLES, sink=sink)
+    offsets = {"f": 0, "l": 0, "p": 0}
+    for topic, value in stream:
+        router.process(Positioned(0, 0, 0, offsets[topic], topic, value))
+        offsets[topic] += 1
+    return core, sink
+
+
+def oracle(model: Any, stream: list[tuple[str, Any]], metric: Any) -> tuple[float, int]:
+    """River's progressive validation over inline-labelled features records."""
+    m = metric()
+    n = 0
+    for _, value in stream:
+        x, y = value["features"], value["event"]["label"]
+        pred = model.predict_one(x)
+        if pred is not None:
+            m.update(y, pred)
+        model.learn_one(x, y)
+        n += 1
+    return m.get(), n
+
+
+def test_a_string_where_a_tree_took_numbers_is_rejected_not_a_quarantine() -> None:
+    spec = ModelSpec(
+        "ht", "binary", "v", tree.HoeffdingTreeClassifier, features=("a", "b"), metrics=(metrics.Accuracy,)
+    )
+    good = [feat(i, {"a": float(i % 7), "b": float(i % 3)}, label=i % 2 == 1) for i in range(300)]
+    mixed = [*good[:100], feat(9_999, {"a": "abc", "b": 1.0}, label=True), *good[100:]]
+    core, sink = run([spec], mixed)
+    state = core.models["ht"]
+    # before: the tree raised in learn_one (a str against its Gaussian splitter) and was quarantined
+    assert state.status == "learning"
+    assert state.rejected == {"feature_type": 1}
+    want, n = oracle(tree.HoeffdingTreeClassifier(), good, metrics.Accuracy)
+    assert state.n_learned == n and state.metric_values()["Accuracy"] == want
+    assert [(d.reason, d.offset) for d in sink.letters] == [("feature_type", 100)]
+
+
+def test_a_declared_string_feature_stays_a_string() -> None:
+    spec = ModelSpec("ht", "binary", "v", tree.HoeffdingTreeClassifier, features=("city",))
+    stream = [feat(i, {"city": ["oslo", "rome"][i % 2]}, label=i % 2 == 0) for i in range(20)]
+    stream.insert(5, feat(99, {"city": 3.0}, label=True))
+    core, _ = run([spec], stream)
+    assert core.models["ht"].rejected == {"feature_type": 1} and core.models["ht"].n_learned == 20
+
+
+def test_a_class_of_another_type_does_not_break_a_multiclass_tree() -> None:
+    spec = ModelSpec("mc", "multiclass", "v", tree.HoeffdingTreeClassifier, metrics=(metrics.Accuracy,))
+    good = [feat(i, {"a": float(i % 5)}, label=i % 3) for i in range(300)]
+    bad = [feat(1_000, {"a": 1.0}, label="x"), feat(1_001, {"a": 2.0}, label=True)]
+    mixed = [*good[:150], *bad, *good[150:]]
+    core, sink = run([spec], mixed)
+    state = core.models["mc"]
+    # before: 'x' became a class, and every later prediction raised ('<' between str and int)
+    assert state.rejected == {"label_type": 2}
+    want, n = oracle(tree.HoeffdingTreeClassifier(), good, metrics.Accuracy)
+    assert state.n_learned == n and state.metric_values()["Accuracy"] == want
+    assert set(state.model.predict_proba_one({"a": 1.0})) == {0, 1, 2}
+    assert [d.reason for d in sink.letters] == ["label_type", "label_type"]
+
+
+def test_a_late_label_of_another_class_type_leaves_the_prediction_waiting() -> None:
+    spec = ModelSpec("mc", "multiclass", "v", tree.HoeffdingTreeClassifier)
+    stream: list[tuple[str, Any]] = [feat(0, {"a": 1.0}, label=1), feat(1, {"a": 2.0})]
+    stream.append(("l", {"event_id": "e1", "label": "x", "ts": 2_000}))
+    stream.append(("l", {"event_id": "e1", "label": 2, "ts": 2_001}))
+    core, _ = run([spec], stream)
+    state = core.models["mc"]
+    assert state.rejected == {"label_type": 1}
+    assert state.n_learned == 2 and list(state.classes) == [1, 2] and not state.pending
+
+
+def test_a_multiclass_model_learns_at_most_max_classes() -> None:
+    spec = ModelSpec("mc", "multiclass", "v", tree.HoeffdingTreeClassifier)
+    stream = [feat(i, {"a": 1.0}, label=f"c{i}") for i in range(MAX_CLASSES + 5)]
+    stream.append(feat(MAX_CLASSES + 10, {"a": 1.0}, label="c3"))  # a known class still learns
+    core, _ = run([spec], stream)
+    state = core.models["mc"]
+    assert len(state.classes) == MAX_CLASSES
+    assert state.rejected == {"label_class": 5}
+    assert state.n_learned == MAX_CLASSES + 1
+
+
+def test_declared_classes_with_a_class_that_is_a_declared_one_in_a_dict_are_refused() -> None:
+    for classes in ((True, 1), (0, "x"), ("a", 1, 2)):
+        task = "binary" if len(classes) == 2 else "multiclass"
+        with pytest.raises(SpecError, match="all strings, all ints or all bools"):
+            ModelSpec("m", task, "v", tree.HoeffdingTreeClassifier, classes=classes).check()  # type: ignore[arg-type]
+
+
+def test_a_regression_prediction_beyond_the_domain_is_rejected_not_a_quarantine() -> None:
+    spec = ModelSpec("reg", "regression", "v", linear_model.LinearRegression, metrics=(metrics.MSE,))
+    stream = [feat(i, {"a": 1e150 if i % 2 else 1.0}, label=1e150 if i % 3 else -1e150) for i in range(30)]
+    core, sink = run([spec], stream)
+    state = core.models["reg"]
+    # before: the prediction (about -1e160) was scored: MSE's square overflowed inside the metric
+    # (OverflowError), and the model was quarantined
+    assert state.status == "learning" and "learn_error" not in state.rejected
+    assert state.rejected.get("model_error", 0) > 0
+    assert all(math.isfinite(v) for v in state.metric_values().values())
+    assert {d.reason for d in sink.letters} == {"model_error"}
+
+
+class NaNClassifier(base.Classifier):
+    """Probabilities that turn NaN after ``after`` records (as a model whose weights overflowed)."""
+
+    def __init__(self, after: int = 3) -> None:
+        self.after = after
+        self.n = 0
+
+    def learn_one(self, x: dict[str, Any], y: Any) -> None:
+        self.n += 1
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
+        if self.n >= self.after and x.get("a") == 1.0:
+            return {True: math.nan, False: math.nan}
+        return {True: 0.75, False: 0.25}
+
+
+def test_probabilities_that_are_not_numbers_are_rejected_before_the_metrics() -> None:
+    spec = ModelSpec("nan", "binary", "v", NaNClassifier, metrics=(metrics.LogLoss, metrics.Accuracy))
+    stream = [feat(i, {"a": float(i % 2)}, label=i % 3 == 0) for i in range(20)]
+    core, _ = run([spec], stream)
+    state = core.models["nan"]
+    assert all(math.isfinite(v) for v in state.metric_values().values())  # before: LogLoss was NaN
+    assert state.rejected == {"model_error": sum(1 for i in range(3, 20) if i % 2 == 1)}
+
+
+def test_ids_longer_than_an_event_id_may_be_are_rejected() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    long = "e" * 10_000
+    stream: list[tuple[str, Any]] = [
+        ("l", {"event_id": long, "label": True, "ts": 5}),  # before: held as an early label
+        ("l", {"prediction_id": long, "label": True, "ts": 6}),
+        ("f", {"view": "v", "event": {"event_id": long, "ts": 7}, "features": {"a": 1.0}}),
+        ("p", {"view": "v", "prediction_id": long, "ts": 8, "features": {"a": 1.0}}),
+        ("l", {"event_id": "e" * 200, "label": True, "ts": 9}),  # at the limit: held
+    ]
+    core, _ = run([spec], stream)
+    state = core.models["lr"]
+    assert state.rejected == {"malformed_label": 2, "malformed_features": 1, "malformed_prediction": 1}
+    assert list(state.early) == ["e" * 200] and not state.pending
+
+
+def test_a_class_name_is_bounded() -> None:
+    assert check_label("multiclass", "c" * 200) == "c" * 200
+    with pytest.raises(Exception, match="label_class: a class name is at most 200"):
+        check_label("multiclass", "c" * 201)
