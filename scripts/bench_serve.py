@@ -57,7 +57,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], env: dict[str, str], port: int, log: Path, headers: dict[str, str]
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -70,7 +72,7 @@ def start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subproce
                     f"http://127.0.0.1:{port}/v1/models/zipm/predict",
                     content=BODY,
                     timeout=2,
-                    headers={"content-type": "application/json"},
+                    headers={"content-type": "application/json", **headers},
                 ).status_code
                 == 200
             ):
@@ -82,13 +84,15 @@ def start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subproce
 
 
 def wrk(
-    port: int, connections: int, seconds: int, tmp: Path, delay_ms: float = 0
+    port: int, connections: int, seconds: int, tmp: Path, delay_ms: float = 0, key: str | None = None
 ) -> tuple[float, float, float]:
     """Requests/s, p50 and p99 (ms). With ``delay_ms`` each connection waits that long between requests,
     which paces the load near ``connections * 1000 / delay_ms`` requests/s."""
     script = tmp / "post.lua"
     lua = 'wrk.method = "POST"\nwrk.body = [[' + BODY.decode() + "]]\n"
     lua += 'wrk.headers["Content-Type"] = "application/json"\n'
+    if key:
+        lua += f'wrk.headers["X-API-Key"] = "{key}"\n'
     if delay_ms:
         lua += f"function delay()\n  return {delay_ms}\nend\n"
     script.write_text(lua)
@@ -123,6 +127,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=float, default=1_000)
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="Run Rivulet with this scoring key (and a key of every other scope) and send it: the key "
+        "check on the hot path (the bare endpoint ignores it).",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -156,11 +166,22 @@ def main() -> None:
         "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
         "RIVULET_FEATURES_MODULE": "tests.feature_defs",
         "BENCH_STATE": str(tmp / "state.pkl"),
+        **(
+            {
+                "RIVULET_SCORING_API_KEYS": args.api_key,
+                "RIVULET_INGEST_API_KEYS": "bench-ingest",
+                "RIVULET_READ_API_KEYS": "bench-read",
+                "RIVULET_ADMIN_API_KEYS": "bench-admin",
+            }
+            if args.api_key
+            else {}
+        ),
         "PYTHONPATH": str(ROOT),
     }
     uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
     ports = {"rivulet": free_port(), "bare": free_port()}
     procs = []
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
     with TopicAdmin(s) as admin:
         admin.create()
         try:
@@ -170,6 +191,7 @@ def main() -> None:
                     env,
                     ports["rivulet"],
                     tmp / "rivulet.log",
+                    headers,
                 )
             )
             procs.append(
@@ -178,13 +200,14 @@ def main() -> None:
                     env,
                     ports["bare"],
                     tmp / "bare.log",
+                    headers,
                 )
             )
             results: dict[str, Any] = {}
             for name in ("bare", "rivulet"):
-                wrk(ports[name], args.connections, 2, tmp)  # warm up
+                wrk(ports[name], args.connections, 2, tmp, key=args.api_key)  # warm up
             for name in ("bare", "rivulet"):
-                results[name] = wrk(ports[name], args.connections, args.seconds, tmp)
+                results[name] = wrk(ports[name], args.connections, args.seconds, tmp, key=args.api_key)
             print(f"wrk, {args.connections} connections, {args.seconds} s, one uvicorn worker each:")
             for name in ("bare", "rivulet"):
                 rps, p50, p99 = results[name]
@@ -194,7 +217,7 @@ def main() -> None:
             delay = paced * 1000 / args.rate
             print(f"paced near {args.rate:,.0f} requests/s ({paced} connections, {delay:.1f} ms apart):")
             for name in ("bare", "rivulet"):
-                rps, p50, p99 = wrk(ports[name], paced, args.seconds, tmp, delay_ms=delay)
+                rps, p50, p99 = wrk(ports[name], paced, args.seconds, tmp, delay_ms=delay, key=args.api_key)
                 print(
                     f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms (goal <= 2 ms)"
                 )
