@@ -454,7 +454,12 @@ class LearnerCore:
         spec = self.specs[state.spec]
         if spec.drift.reaction == "challenger" and detector == "loss":
             name = f"{spec.name}~{ts}"
-            if name not in self.models:
+            # at most max_challengers beside the champion: labels that flip back and forth (anyone who may
+            # send labels can) made a drift, so a new model predicting on every record, every few hundred
+            challengers = sum(
+                1 for st in self.models.values() if st.spec == spec.name and st.name != spec.name
+            )
+            if name not in self.models and challengers < spec.drift.max_challengers:
                 self.models[name] = self.new_state(spec, name)
 
     def _bound_early(self, state: ModelState, ts: int) -> None:

@@ -53,12 +53,14 @@ class CheckpointPolicy:
 class DriftPolicy:
     """River drift detectors on the model's loss and on input features.
 
-    ``reaction``: ``alert`` records the drift; ``challenger`` also starts a fresh model from that point.
+    ``reaction``: ``alert`` records the drift; ``challenger`` also starts a fresh model from that point, while
+    fewer than ``max_challengers`` challengers of the spec exist.
     """
 
     detector: Callable[[], Any] | None = None  # default: drift.ADWIN()
     features: tuple[str, ...] = ()
     reaction: Literal["alert", "challenger"] = "alert"
+    max_challengers: int = 3  # challengers started beside the champion, at most (later drifts only alert)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class ModelSpec:
                 )
         if self.rolling_window < 1:
             raise SpecError(self.name, "rolling_window must be at least 1")
+        if type(self.drift.max_challengers) is not int or self.drift.max_challengers < 0:
+            raise SpecError(self.name, "drift.max_challengers is a count (0 or more)")
         self._check_classes()
 
     def _check_classes(self) -> None:
@@ -241,6 +245,7 @@ def _from_yaml(path: str) -> list[ModelSpec]:
                 drift=DriftPolicy(
                     features=tuple((entry.get("drift") or {}).get("features", ())),
                     reaction=(entry.get("drift") or {}).get("reaction", "alert"),
+                    max_challengers=(entry.get("drift") or {}).get("max_challengers", 3),
                 ),
                 checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
                 classes=_classes(entry.get("classes"), name),

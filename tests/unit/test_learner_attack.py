@@ -7,6 +7,7 @@ over the good records)."""
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from streaming.learning.deadletters import MemorySink
 from streaming.learning.labels import check_label
 from streaming.learning.merge import Positioned
 from streaming.learning.router import Router, TopicRoles
-from streaming.learning.spec import ModelSpec, SpecError
+from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 
 pytestmark = pytest.mark.unit
 
@@ -180,3 +181,42 @@ def test_a_class_name_is_bounded() -> None:
     assert check_label("multiclass", "c" * 200) == "c" * 200
     with pytest.raises(Exception, match="label_class: a class name is at most 200"):
         check_label("multiclass", "c" * 201)
+
+
+def flipping_labels(n: int) -> list[tuple[str, Any]]:
+    """Labels that follow ``a`` and flip every 500 records: what anyone who may send labels can send."""
+    rnd = random.Random(1)
+    out = []
+    for i in range(n):
+        a = rnd.random()
+        out.append(feat(i, {"a": a}, label=(a > 0.5) == ((i // 500) % 2 == 0)))
+    return out
+
+
+def test_flipping_labels_start_at_most_max_challengers() -> None:
+    spec = ModelSpec(
+        "ch", "binary", "v", linear_model.LogisticRegression, drift=DriftPolicy(reaction="challenger")
+    )
+    core, _ = run([spec], flipping_labels(20_000))
+    # before: a new challenger at every drift (117 models after 20,000 records, each predicting on every
+    # record and checkpointed)
+    challengers = [m for m in core.models if m != "ch"]
+    assert len(challengers) == 3
+    assert core.models["ch"].counters["drifts"] > 3  # later drifts are still recorded
+
+
+def test_max_challengers_zero_starts_none() -> None:
+    spec = ModelSpec(
+        "ch",
+        "binary",
+        "v",
+        linear_model.LogisticRegression,
+        drift=DriftPolicy(reaction="challenger", max_challengers=0),
+    )
+    spec.check()
+    core, _ = run([spec], flipping_labels(5_000))
+    assert list(core.models) == ["ch"] and core.models["ch"].counters["drifts"] > 0
+    with pytest.raises(SpecError, match="max_challengers"):
+        ModelSpec(
+            "ch", "binary", "v", linear_model.LogisticRegression, drift=DriftPolicy(max_challengers=-1)
+        ).check()
