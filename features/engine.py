@@ -52,6 +52,7 @@ summaries for the lifetime aggregations.
 
 from __future__ import annotations
 
+import math
 import numbers
 from bisect import bisect_right, insort
 from collections.abc import Callable, Mapping
@@ -370,8 +371,8 @@ class FeatureEngine:
             a, q = bounds.get(agg.field) or (0.0, 0.0)
             for name, summaries in (("settled", state.settled), ("total", state.total)):
                 acc = summaries[agg.name]
-                if agg.magnitude == "sum":
-                    ok = abs(acc[-1]) <= a * _SLACK + _TINY
+                if agg.magnitude == "sum":  # every partial of the sum within the field's total of |x|
+                    ok = math.fsum(abs(x) for x in agg.partials(acc)) <= a * _SLACK + _TINY
                 else:  # [n, mean, M2]: |mean| <= max |x| <= sqrt(q), and M2 <= sum of x*x = q
                     ok = acc[1] * acc[1] <= q * _SLACK + _TINY and abs(acc[2]) <= q * _SLACK + _TINY
                 if not ok:
@@ -391,7 +392,7 @@ class FeatureEngine:
             for agg in self._lifetime:
                 acc = state.settled[agg.name]
                 if agg.field == fld and agg.magnitude == "sum":
-                    pruned_a = max(pruned_a, abs(float(acc[-1])))
+                    pruned_a = max(pruned_a, math.fsum(abs(x) for x in agg.partials(acc)))
                 elif agg.field == fld and agg.magnitude == "square":
                     pruned_q = max(pruned_q, acc[2] + acc[0] * acc[1] * acc[1])
             a, q = a + pruned_a, q + pruned_q
