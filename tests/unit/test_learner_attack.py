@@ -220,3 +220,48 @@ def test_max_challengers_zero_starts_none() -> None:
         ModelSpec(
             "ch", "binary", "v", linear_model.LogisticRegression, drift=DriftPolicy(max_challengers=-1)
         ).check()
+
+
+LAST_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z, the last event time the schema takes
+
+
+def late_labelled(n: int) -> list[tuple[str, Any]]:
+    """Features records of a good stream, each labelled on the labels topic 20 records later."""
+    rnd = random.Random(7)
+    xs = [rnd.random() for _ in range(n)]
+    out: list[tuple[str, Any]] = []
+    for i, a in enumerate(xs):
+        out.append(feat(i, {"a": a}, ts=1_000 * i))
+        j = i - 20
+        if j >= 0:
+            out.append(("l", {"event_id": f"e{j}", "label": xs[j] > 0.5, "ts": 1_000 * i + 1}))
+    return out
+
+
+def test_one_record_stamped_at_the_end_of_time_does_not_expire_the_pending_predictions() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
+    good = late_labelled(400)
+    alone, _ = run([spec], good)
+    bad: list[tuple[str, Any]] = [
+        feat(10_000, {"a": 0.5}, ts=LAST_MS),  # a features record (any producer of events can send it)
+        ("p", {"view": "v", "prediction_id": "q", "ts": LAST_MS, "features": {"a": 0.5}}),
+        ("l", {"event_id": "nobody", "label": True, "ts": LAST_MS}),  # held: aged by the same clock
+    ]
+    for k, rec in enumerate(bad):
+        mixed = [*good[: 200 + k], rec, *good[200 + k :]]
+        core, _ = run([spec], mixed)
+        state, want = core.models["lr"], alone.models["lr"]
+        # before: the horizon moved to 9999 and every pending prediction expired (20 labels lost)
+        assert state.counters["expired"] == 0 and state.counters["unknown_labels"] == 0
+        assert state.n_learned == want.n_learned == 380
+        assert state.metric_values() == want.metric_values()
+
+
+def test_held_labels_are_not_expired_by_a_label_stamped_at_the_end_of_time() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    stream: list[tuple[str, Any]] = [("l", {"event_id": f"e{i}", "label": True, "ts": i}) for i in range(30)]
+    stream.append(("l", {"event_id": "nobody", "label": True, "ts": LAST_MS}))
+    stream += [feat(i, {"a": 1.0}, ts=100 + i) for i in range(30)]
+    core, _ = run([spec], stream)
+    state = core.models["lr"]
+    assert state.n_learned == 30 and state.counters["unknown_labels"] == 0

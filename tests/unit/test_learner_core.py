@@ -10,7 +10,7 @@ import pytest
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream, tree
 from river.datasets import synth
 
-from streaming.learning.core import LearnerCore
+from streaming.learning.core import CLOCK_WINDOW, LearnerCore
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 
 
@@ -71,11 +71,14 @@ def test_late_labels_shuffled_missing_duplicated_and_unknown_are_counted() -> No
     assert outcomes.count("held") == 7
     c = state.counters
     assert (c["learned"], c["pending"], c["duplicate_labels"], c["early_labels"]) == (360, 40, 30, 7)
-    core.on_record("later", 10**9 + 2_000, {})  # their records never came: expired, counted unknown
+    # their records never came: expired, counted unknown, once the stream has moved on past the age limit
+    # (one record does not move the clock: it may be a hostile one stamped far in the future)
+    for k in range(CLOCK_WINDOW // 2 + 1):
+        core.on_record(f"later{k}", 10**9 + 2_000 + k, {})
     assert (c["early_labels"], c["unknown_labels"]) == (0, 7)
     # a redelivered record is not predicted twice
     core.on_record("e5", 5, data[5][0])
-    assert c["predicted"] == 401 and c["duplicate_records"] == 1  # 400 and "later"
+    assert c["predicted"] == 451 and c["duplicate_records"] == 1  # 400 and "later*"
 
 
 def test_a_label_before_its_record_is_held_and_learned_when_the_record_comes() -> None:
@@ -94,14 +97,22 @@ def test_a_label_before_its_record_is_held_and_learned_when_the_record_comes() -
 
 
 def test_pending_predictions_are_bounded_by_count_and_age() -> None:
-    core = LearnerCore([spec_with(metrics.Accuracy)], max_pending=50, max_pending_age_ms=1_000)
+    core = LearnerCore([spec_with(metrics.Accuracy)], max_pending=60, max_pending_age_ms=1_000)
     for i in range(120):
         core.on_record(f"e{i}", i, {"x": float(i)})
     c = core.models["lr"].counters
-    assert (c["pending"], c["expired"]) == (50, 70)
-    core.on_record("late", 5_000, {"x": 1.0})  # an hour later: everything older than 1 s expires
-    assert (c["pending"], c["expired"]) == (1, 120)
-    assert core.on_label("e100", True, 5_001) == "unknown"  # its record came; its prediction expired
+    assert (c["pending"], c["expired"]) == (60, 60)
+    # later records: once the stream has moved on (the median of the last 101 record times is past the
+    # age limit), everything older than 1 s expires; one record, or fifty, far ahead do not move the clock
+    # (they may be hostile ones stamped far in the future), only the count bound evicts
+    core.on_record("late0", 5_000, {"x": 1.0})
+    assert (c["pending"], c["expired"]) == (60, 61)
+    for k in range(1, 50):
+        core.on_record(f"late{k}", 5_000 + k, {"x": 1.0})
+    assert (c["pending"], c["expired"]) == (60, 110)
+    core.on_record("late50", 5_050, {"x": 1.0})
+    assert (c["pending"], c["expired"]) == (51, 120)
+    assert core.on_label("e115", True, 5_051) == "unknown"  # its record came; its prediction expired
 
 
 def test_loss_drift_fires_after_a_known_drift_and_not_before() -> None:
