@@ -96,6 +96,8 @@ class EntityState:
     # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None: a state from a version
     # that did not keep them; check_state derives them)
     bounds: dict[str, list[float]] | None = field(default_factory=dict)
+    # not stored: an upper bound of the serialised size, kept by the pipeline (features.pipeline)
+    size: int = field(default=0, compare=False, repr=False)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -122,6 +124,7 @@ class EntityState:
             total=d.get("a", {}),
             position=d.get("p"),
             bounds=d.get("m"),
+            size=len(raw),
         )
 
 
@@ -146,6 +149,9 @@ class FeatureEngine:
                 by_sum, by_square = bounded.get(a.field, (False, False))
                 bounded[a.field] = (by_sum or a.magnitude == "sum", by_square or a.magnitude == "square")
         self._bounded = bounded
+        # how many times an event's inputs can be added to a state: once in the buffer, once more in each
+        # lifetime summary that keeps values (a string, say), none larger than the event itself
+        self.copies = 1 + sum(1 for a in self._lifetime if a.kind in ("last", "distinct"))
 
     def new_state(self) -> EntityState:
         return EntityState(

@@ -115,21 +115,22 @@ class CorruptState(FeaturesError):
 
 class RecordTooLarge(FeaturesError):
     """The event's feature record (the event and its vector, serialised) would exceed ``limit`` bytes, more
-    than the features topic takes: the event was not applied (``features.pipeline``, reason ``too_large``).
+    than the features topic takes, or (``what="state"``) the entity's stored state would grow past the
+    pipeline's limit: the event was not applied (``features.pipeline``, reason ``too_large``).
 
     >>> str(RecordTooLarge("v", "u1", 2_000_000, 1_000_000))
     "too_large: the feature record of entity 'u1' in view 'v' is 2000000 bytes, over the limit of 1000000"
     """
 
-    def __init__(self, view: str, entity: str, size: int, limit: int) -> None:
-        self.view, self.entity, self.size, self.limit = view, entity, size, limit
+    def __init__(self, view: str, entity: str, size: int, limit: int, what: str = "feature record") -> None:
+        self.view, self.entity, self.size, self.limit, self.what = view, entity, size, limit, what
         super().__init__(
-            f"too_large: the feature record of entity {entity!r} in view {view!r} is {size} bytes, "
+            f"too_large: the {what} of entity {entity!r} in view {view!r} is {size} bytes, "
             f"over the limit of {limit}"
         )
 
-    def __reduce__(self) -> tuple[type[RecordTooLarge], tuple[str, str, int, int]]:
-        return (type(self), (self.view, self.entity, self.size, self.limit))
+    def __reduce__(self) -> tuple[type[RecordTooLarge], tuple[str, str, int, int, str]]:
+        return (type(self), (self.view, self.entity, self.size, self.limit, self.what))
 
 
 class StoreError(FeaturesError):

@@ -23,7 +23,10 @@ record and entity. Reason codes:
   the entity starts again from an empty state at this record's position (later records count from there)
   and its stored vector is replaced by the empty state's;
 - ``too_large``: its feature record (the event and its vector) would be larger than the pipeline's
-  ``max_record_bytes`` (the worker's: ``max_event_bytes``, what the features topic takes); nothing applied;
+  ``max_record_bytes`` (the worker's: ``max_event_bytes``, what the features topic takes), or the entity's
+  state would grow past ``max_state_bytes`` (the worker's: ``MAX_STATE_BYTES``); nothing applied. Without
+  the second, a producer could grow one entity's state without bound (a lifetime distinct count of large
+  strings, many large values at one time): past Redis's 512 MB per value, every commit would fail;
 - ``error``: any other exception while processing the record (a feature function raising something that
   is not an arithmetic or lookup error, say); nothing applied (the engine changes a state only after
   everything that can fail has run).
@@ -58,6 +61,8 @@ REASONS = ("invalid", "late", "overflow", "corrupt_state", "too_large", "error")
 MAX_ERROR_CHARS = 2_000
 # the longest original key a dead letter keeps as its own Kafka key
 MAX_KEY_BYTES = 4_096
+# the feature worker's bound on one entity's serialised state (Redis refuses a value over 512 MB)
+MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +184,15 @@ class FeaturePipeline:
         report_invalid: bool = True,
         cache_entities: int = 0,
         max_record_bytes: int | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
         self.views = list(views)
         # the largest feature record (serialised, with its key: the entity) an event may make; one over it
         # is dead-lettered "too_large" and not applied. None: no limit (in-process runs)
         self.max_record_bytes = max_record_bytes
+        # the largest serialised state an entity may reach; an event that could take it further is
+        # dead-lettered "too_large" and not applied. None: no limit
+        self.max_state_bytes = max_state_bytes
         self.engines = [FeatureEngine(v) for v in self.views]
         self.store = store
         self.report_invalid = report_invalid  # False where another pipeline sees the same records
@@ -273,7 +282,9 @@ class FeaturePipeline:
                 if _redelivered(state, raw):
                     result.skipped += 1  # applied before a crash or rebalance: already in the stored state
                     continue
-                self._apply_one(engine, state, raw, event, entity, result, self.max_record_bytes)
+                self._apply_one(
+                    engine, state, raw, event, entity, result, self.max_record_bytes, self.max_state_bytes
+                )
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
         self._remember(view.name, touched)
@@ -297,9 +308,11 @@ class FeaturePipeline:
         entity: str,
         result: BatchResult,
         limit: int | None = None,
+        state_limit: int | None = None,
     ) -> None:
         view = engine.view.name
         payload: list[bytes] = []
+        growth = len(raw.value or b"") * engine.copies  # what applying the event can add to the state
 
         def check(vector: Vector) -> None:
             """Serialise the record before the state changes: one that cannot be written, or is too large
@@ -314,7 +327,12 @@ class FeaturePipeline:
             if engine.seen(state, event):
                 result.skipped += 1
                 return
+            if state_limit is not None and state.size + growth > state_limit:
+                state.size = len(state.to_json())  # the bound is loose: measure before refusing
+                if state.size + growth > state_limit:
+                    raise RecordTooLarge(view, entity, state.size + growth, state_limit, "state")
             vector = engine.apply(state, event, check)
+            state.size += growth
         except LateEvent as exc:
             result.dead_letters.append(DeadLetter("late", str(exc), raw, view))
         except AggregateOverflow as exc:

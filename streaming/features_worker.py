@@ -50,7 +50,7 @@ from prometheus_client import Counter, Histogram
 
 from features.definitions import FeatureView
 from features.events import MAX_ENTITY_CHARS, Event
-from features.pipeline import BatchResult, DeadLetter, FeaturePipeline, RawRecord
+from features.pipeline import MAX_STATE_BYTES, BatchResult, DeadLetter, FeaturePipeline, RawRecord
 from features.redis_store import RedisStore
 from streaming.logs import get_logger
 from streaming.publisher import AsyncPublisher
@@ -225,6 +225,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
             redis_store,
             cache_entities=settings.features_cache_entities,
             max_record_bytes=settings.max_event_bytes,
+            max_state_bytes=MAX_STATE_BYTES,
         )
         await run(stream, pipeline, redis_store)
 
@@ -245,6 +246,7 @@ def _rekeyed_agent(
             report_invalid=False,
             cache_entities=settings.features_cache_entities,
             max_record_bytes=settings.max_event_bytes,
+            max_state_bytes=MAX_STATE_BYTES,
         )
         await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
 

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from features.aggregations import Last, Mean, Std, Sum, Var
+from features.aggregations import Count, DistinctCount, Last, Mean, Std, Sum, Var
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
@@ -361,3 +361,31 @@ def test_the_engine_agrees_with_the_oracle_on_huge_cancelling_values(rows: list[
         assert not diff(vectors[event_id], expected), diff(vectors[event_id], expected)
         for name in ("x_sum_lifetime", "x_sum_5s", "x_mean_lifetime", "x_mean_5s"):
             assert vectors[event_id][name] == expected[name]
+
+
+def test_a_producer_cannot_grow_an_entitys_state_without_bound() -> None:
+    """A lifetime distinct count keeps every value: distinct large strings grew one entity's state without
+    bound (past Redis's 512 MB per value every commit of the batch would fail). Past the pipeline's limit
+    the events that would grow it are refused, too_large, and every other entity goes on."""
+    view = FeatureView(name="d", aggregations=[Count(), DistinctCount("tag"), Last("tag")])
+    limit = 300_000
+    good = stream(200, entities=5, seed=8, step_ms=1_000)
+    events: list[Event] = []
+    for i, e in enumerate(good):
+        events.append(e.model_copy(update={"fields": {**e.fields, "tag": f"t{i % 3}"}}))
+        if i % 2 == 0:  # the attacker: a new 10 kB string every other event
+            events.append(
+                Event(event_id=f"big-{i}", entity="attacker", ts=e.ts, fields={"tag": f"{i}" * 5_000})
+            )
+    result, store = run(view, events, max_state_bytes=limit)
+    refused = {d.record.offset for d in result.dead_letters}
+    assert refused and all(d.reason == "too_large" and "state" in d.error for d in result.dead_letters)
+    assert all(Event.from_json(d.record.value).entity == "attacker" for d in result.dead_letters)  # type: ignore[arg-type]
+    for entity, raw in store._states.items():
+        assert len(raw) <= limit, entity
+    accepted = [e for i, e in enumerate(events) if i not in refused]
+    oracle = Oracle(view).feed(accepted)
+    assert {r.event.event_id for r in result.records} == oracle.vectors.keys()
+    for r in result.records:
+        assert not diff(r.features, oracle.vectors[r.event.event_id])
+    assert oracle.online()["attacker"][1]["tag_distinct_lifetime"] >= 10  # accepted up to the limit
