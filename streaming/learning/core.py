@@ -183,7 +183,7 @@ class ModelState:
     status: str = "learning"  # or "quarantined": it raised in learn_one and stopped (see ``quarantine``)
     # what the model has taken so far, so that a record cannot change it (see ``LearnerCore.admits``): the
     # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
-    # their type), and for declared features whether each was a string or a number
+    # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
     classes: dict[Any, None] = field(default_factory=dict)
     kinds: dict[str, bool] = field(default_factory=dict)  # feature -> is a string
     clock: _Clock = field(default_factory=lambda: _Clock())  # the time that ages pending entries
@@ -287,7 +287,7 @@ class LearnerCore:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
             x = select_inputs(features, state.features)
-            if state.features is not None and not self._same_kinds(state, x):
+            if not (state.kinds.keys() >= x.keys() and state.features is None) and not self._inputs(state, x):
                 continue
             try:
                 label_pred, proba = predict(state, x)
@@ -368,25 +368,33 @@ class LearnerCore:
         classes[label] = None
         return True
 
-    def _same_kinds(self, state: ModelState, x: dict[str, Any]) -> bool:
-        """Each declared feature keeps the kind (string or number) it had when the model first saw it: a
-        string where a Hoeffding tree has taken numbers raises inside ``learn_one`` (a quarantine), so it
-        is rejected (``feature_type``) before the model sees it."""
+    def _inputs(self, state: ModelState, x: dict[str, Any]) -> bool:
+        """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
+        features (a model without declared features takes every number of the vector: a producer writing
+        fresh names into each record grew a linear model by as many weights, without bound), and each
+        declared feature keeps the kind (string or number) it had when the model first saw it (a string
+        where a Hoeffding tree has taken numbers raises inside ``learn_one``: a quarantine). Otherwise the
+        record is rejected (``malformed_features``, ``feature_type``) before the model sees it."""
         kinds = state.kinds
-        for name, value in x.items():
-            is_str = isinstance(value, str)
-            known = kinds.get(name)
-            if known is None:
-                continue
-            if known is not is_str:
-                want = "a string" if known else "a number"
-                self.reject(
-                    state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model takes {want}"
-                )
-                return False
-        for name, value in x.items():
-            if name not in kinds:
-                kinds[name] = isinstance(value, str)
+        if state.features is not None:
+            for name, value in x.items():
+                known = kinds.get(name)
+                if known is not None and known is not isinstance(value, str):
+                    want = "a string" if known else "a number"
+                    self.reject(
+                        state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model takes {want}"
+                    )
+                    return False
+        new = [name for name in x if name not in kinds]
+        if len(kinds) + len(new) > MAX_FEATURES:
+            self.reject(
+                state,
+                Reason.MALFORMED_FEATURES,
+                f"{len(new)} features the model has not seen would make more than {MAX_FEATURES}",
+            )
+            return False
+        for name in new:
+            kinds[name] = isinstance(x[name], str)
         return True
 
     def quarantine(self, state: ModelState, why: str) -> None:
@@ -528,6 +536,7 @@ class LearnerCore:
 
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
+MAX_FEATURES = 10_000  # distinct features a model may take
 
 
 def _probabilities(proba: Mapping[Any, Any]) -> bool:

@@ -14,7 +14,8 @@ difference of two in-domain values is at most ``(2e150)**2 = 4e300``, so the sum
 bound refuses only hostile or broken input.
 
 A features vector may also hold strings, booleans and nulls (a model's spec can name string features for
-one-hot encoders); nested values (lists, objects) are not scalars and are refused.
+one-hot encoders); nested values (lists, objects) are not scalars and are refused, and so is a feature name
+longer than 200 characters.
 
 >>> check_number(1e150), check_number(-3), check_number(2**63 - 1)
 (1e+150, -3, 9223372036854775807)
@@ -40,6 +41,7 @@ from streaming.learning.errors import OutOfDomain, Reason
 __all__ = ["INT64_MAX", "INT64_MIN", "MAX_MAGNITUDE", "check_number", "check_vector", "in_domain"]
 
 MAX_MAGNITUDE = 1e150
+MAX_NAME_CHARS = 200  # a feature name (a model keeps each name it has seen)
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -72,7 +74,7 @@ _SCALARS = (str, bool, type(None))
 
 def check_vector(vector: Mapping[str, Any]) -> None:
     """Raise :class:`OutOfDomain` (reason ``value_domain``) unless every value is a string, a bool, null or
-    an in-domain number; names must be strings."""
+    an in-domain number; names must be strings of at most :data:`MAX_NAME_CHARS` characters."""
     for name, value in vector.items():
         kind = type(value)
         if kind is float or kind is int:
@@ -85,3 +87,5 @@ def check_vector(vector: Mapping[str, Any]) -> None:
                 raise OutOfDomain(Reason.VALUE_DOMAIN, f"{name}: a {kind.__name__} is not a scalar")
         if type(name) is not str:
             raise OutOfDomain(Reason.VALUE_DOMAIN, f"feature name {name!r} is not a string")
+        if len(name) > MAX_NAME_CHARS:
+            raise OutOfDomain(Reason.VALUE_DOMAIN, f"a feature name is at most {MAX_NAME_CHARS} characters")

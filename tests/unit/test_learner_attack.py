@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from river import base, linear_model, metrics, tree
 
-from streaming.learning.core import MAX_CLASSES, LearnerCore
+from streaming.learning.core import MAX_CLASSES, MAX_FEATURES, LearnerCore
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.labels import check_label
 from streaming.learning.merge import Positioned
@@ -265,3 +265,29 @@ def test_held_labels_are_not_expired_by_a_label_stamped_at_the_end_of_time() -> 
     core, _ = run([spec], stream)
     state = core.models["lr"]
     assert state.n_learned == 30 and state.counters["unknown_labels"] == 0
+
+
+def test_fresh_feature_names_in_every_record_do_not_grow_a_model_without_bound() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    good = [feat(i, {"a": float(i % 2), "b": 1.0}, label=i % 2 == 1) for i in range(300)]
+    flood = [
+        feat(10_000 + k, {f"junk{k}_{j}": 1.0 for j in range(1_000)}, label=True)
+        for k in range(MAX_FEATURES // 500)
+    ]
+    mixed = [*good[:100], *flood, *good[100:]]
+    core, _ = run([spec], mixed)
+    state = core.models["lr"]
+    weights = state.model.weights  # type: ignore[attr-defined]
+    # before: 20,000 junk weights (and as many more with every such record)
+    assert len(state.kinds) <= MAX_FEATURES and len(weights) <= MAX_FEATURES
+    assert state.rejected == {"malformed_features": MAX_FEATURES // 500 - (MAX_FEATURES - 2) // 1_000}
+    one = [feat(20_000, {f"j{j}": 1.0 for j in range(MAX_FEATURES + 1)}, label=True), *good]
+    core, _ = run([spec], one)
+    assert core.models["lr"].rejected == {"malformed_features": 1}
+    assert core.models["lr"].n_learned == 300 and set(core.models["lr"].model.weights) == {"a", "b"}  # type: ignore[attr-defined]
+
+
+def test_a_feature_name_is_bounded() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    core, _ = run([spec], [feat(0, {"a" * 201: 1.0}, label=True), feat(1, {"a" * 200: 1.0}, label=True)])
+    assert core.models["lr"].rejected == {"value_domain": 1} and core.models["lr"].n_learned == 1
