@@ -10,11 +10,12 @@ Per model, in this order, exactly as River's ``evaluate.progressive_val_score`` 
    every metric with the prediction made in 1 (unless the model could not predict yet: ``None`` or no
    probabilities), then ``learn_one`` on the features as they were in 1.
 
-Pending predictions are bounded in count and in age (event time, as told by a clock that one record stamped
-far in the future cannot move: ``_Clock``); expired ones, duplicate labels and labels
-for unknown ids are counted, not errors. A label can also come *before* its record (the feature worker lags
-behind the labels topic): it is held, bounded the same way, and joined when the record comes, which then
-predicts and learns at once; a held label whose record never comes is counted as unknown when it expires.
+Pending predictions are bounded in count, in the feature values they hold, and in age (event time, as told
+by a clock that one record stamped far in the future cannot move: ``_Clock``); expired ones, duplicate labels
+and labels for unknown ids are counted, not errors. A label can also come *before* its record (the feature
+worker lags behind the labels topic): it is held, bounded the same way, and joined when the record comes,
+which then predicts and learns at once; a held label whose record never comes is counted as unknown when it
+expires.
 
 Fault isolation: the core is the last line of defence (the router validates records before they get here,
 see :mod:`streaming.learning.router`). A model that raises while predicting on a record has that record
@@ -173,6 +174,7 @@ class ModelState:
     loss_n: int = 0
     scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
     pending: dict[str, _Pending] = field(default_factory=dict)
+    pending_values: int = 0  # the feature values the pending predictions hold (each counts one more)
     early: dict[str, tuple[Any, int]] = field(
         default_factory=dict
     )  # labels held for their record: (label, ts)
@@ -214,6 +216,7 @@ class ModelState:
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", _Clock())
+        self.__dict__.setdefault("pending_values", sum(len(p.x) + 1 for p in self.pending.values()))
         self.counters.setdefault("early_labels", 0)
 
     @property
@@ -234,7 +237,12 @@ class LearnerCore:
     """Learns one or more models (a champion and challengers) side by side on one stream of records."""
 
     def __init__(
-        self, specs: Sequence[ModelSpec], *, max_pending: int = 100_000, max_pending_age_ms: int = 86_400_000
+        self,
+        specs: Sequence[ModelSpec],
+        *,
+        max_pending: int = 100_000,
+        max_pending_age_ms: int = 86_400_000,
+        max_pending_values: int = 10_000_000,
     ) -> None:
         self.specs = {s.name: s for s in specs}
         self.on_drift: Callable[[DriftEvent], None] | None = None  # told of every drift as it is detected
@@ -243,6 +251,9 @@ class LearnerCore:
         self.on_quarantine: Callable[[str, str], None] | None = None
         self.max_pending = max_pending
         self.max_pending_age_ms = max_pending_age_ms
+        # the pending predictions' feature values, at most (about a gigabyte): 100,000 of them holding the
+        # 10,000 features a model may take would be some 100 GB
+        self.max_pending_values = max_pending_values
         self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
 
     def new_state(self, spec: ModelSpec, name: str) -> ModelState:
@@ -322,7 +333,11 @@ class LearnerCore:
             if y is not None:
                 self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
             else:
+                old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
+                if old is not None:
+                    state.pending_values -= len(old.x) + 1
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
+                state.pending_values += len(x) + 1
                 self._bound(state, now)
                 counters["pending"] = len(state.pending)
             if early:
@@ -416,6 +431,7 @@ class LearnerCore:
                 result = "rejected"  # the prediction waits for a label the model can take
             elif p is not None:
                 del state.pending[key]
+                state.pending_values -= len(p.x) + 1
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             elif key in state.learned:
@@ -528,9 +544,13 @@ class LearnerCore:
         horizon = ts - self.max_pending_age_ms
         while pending:
             oldest_key = next(iter(pending))
-            if len(pending) <= self.max_pending and pending[oldest_key].ts >= horizon:
+            if (
+                len(pending) <= self.max_pending
+                and state.pending_values <= self.max_pending_values
+                and pending[oldest_key].ts >= horizon
+            ):
                 break
-            del pending[oldest_key]
+            state.pending_values -= len(pending.pop(oldest_key).x) + 1
             state.counters["expired"] += 1
 
 
