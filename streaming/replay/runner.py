@@ -11,8 +11,8 @@ or in event-time milliseconds.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -180,8 +180,11 @@ class Replay:
         self._champions = champions
         self.champions: dict[str, Champion] = {}
         self.clock = clock
-        # (due, event_id, label, event ts, position of its record)
-        self._held: deque[tuple[int, str, Any, int, Any]] = deque()
+        # a heap of (due, sequence, event_id, label, event ts, position of its record): revealed in the order
+        # they are due (a queue revealed in arrival order let one record stamped far in the future hold
+        # back every label behind it until the end)
+        self._held: list[tuple[int, int, str, Any, int, Any]] = []
+        self._held_seq = 0
         self.recorded_labels: dict[str, Any] = {}  # for simulated delays of labels from a labels topic
         self.curves: dict[str, list[list[Any]]] = {}
         self.drifts: dict[str, list[dict[str, Any]]] = {}
@@ -262,10 +265,13 @@ class Replay:
             label = event.get("label")
             if label is None:
                 label = self.recorded_labels.pop(str(event.get("event_id")), None)
-            if label is not None:
+            event_id = event.get("event_id")
+            if label is not None and type(event_id) is str:  # else the router rejects the record
                 vectors = [{**d, "event": {**d["event"], "label": None}} for d in vectors]
                 due = self.n + mode.delay if mode.kind == "records" else ts + mode.delay
-                self._held.append((due, event["event_id"], label, ts, (rec.topic, rec.partition, rec.offset)))
+                self._held_seq += 1
+                position = (rec.topic, rec.partition, rec.offset)
+                heapq.heappush(self._held, (due, self._held_seq, event_id, label, ts, position))
         position = (rec.topic, rec.partition, rec.offset)
         features = self.router.features
         for data in vectors:
@@ -289,7 +295,7 @@ class Replay:
     def _reveal(self, now: int | None, ts: int) -> None:
         held = self._held
         while held and (now is None or held[0][0] <= now):
-            _, event_id, label, event_ts, position = held.popleft()
+            _, _, event_id, label, event_ts, position = heapq.heappop(held)
             self.router.join(event_id, label, max(ts, event_ts), position)
 
     def _add_champions(self, ts: int) -> None:

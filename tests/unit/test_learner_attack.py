@@ -19,6 +19,7 @@ from streaming.learning.labels import check_label
 from streaming.learning.merge import Positioned
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
+from streaming.replay.runner import FEATURES, LabelMode, Replay
 
 pytestmark = pytest.mark.unit
 
@@ -291,3 +292,37 @@ def test_a_feature_name_is_bounded() -> None:
     spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
     core, _ = run([spec], [feat(0, {"a" * 201: 1.0}, label=True), feat(1, {"a" * 200: 1.0}, label=True)])
     assert core.models["lr"].rejected == {"value_domain": 1} and core.models["lr"].n_learned == 1
+
+
+def replayed(mode: LabelMode, records: list[dict[str, Any]]) -> Replay:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
+    replay = Replay([spec], labels=mode)
+    for i, value in enumerate(records):
+        replay.feed(Positioned(0, 0, 0, i, FEATURES, value), FEATURES)
+    return replay
+
+
+def labelled(i: int, event_id: Any, ts: int) -> dict[str, Any]:
+    event = {"event_id": event_id, "ts": ts, "label": i % 3 == 0}
+    return {"view": "v", "event": event, "features": {"a": float(i % 2), "b": float(i % 3)}}
+
+
+@pytest.mark.parametrize("mode", [LabelMode("records", 5), LabelMode("ms", 50)])
+def test_a_replay_with_simulated_delays_rejects_an_event_id_that_is_not_a_string(mode: LabelMode) -> None:
+    good = [labelled(i, f"e{i}", 1_000 + 10 * i) for i in range(60)]
+    bad = [labelled(0, {"x": 1}, 1_301), labelled(0, ["l"], 1_302)]
+    replay = replayed(mode, [*good[:30], *bad, *good[30:]])  # before: TypeError (unhashable) on reveal
+    result = replay.finish("s", {}, "event-time")
+    alone = replayed(mode, good).finish("s", {}, "event-time")
+    assert replay.core.models["lr"].rejected == {"malformed_features": 2}
+    assert result.models["lr"].metrics == alone.models["lr"].metrics
+    assert replay.core.models["lr"].n_learned == 60
+
+
+def test_a_record_far_in_the_future_does_not_hold_back_the_labels_behind_it() -> None:
+    good = [labelled(i, f"e{i}", 1_000 + 10 * i) for i in range(60)]
+    future = labelled(1, "far", LAST_MS)
+    with_it = replayed(LabelMode("ms", 50), [*good[:10], future, *good[10:]])
+    alone = replayed(LabelMode("ms", 50), good)
+    # before: every label behind the far one waited for the end of the replay (11 learned instead of 55)
+    assert with_it.core.models["lr"].n_learned == alone.core.models["lr"].n_learned == 55
