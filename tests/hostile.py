@@ -11,8 +11,12 @@ and they carry the :class:`~features.events.Event` the oracle needs for their en
 the second would overflow the entity's lifetime sum (the feature worker refuses it).
 
 Times: a hostile record that has a valid time gets one no later than the good record before it in the
-stream, so it never holds back the good records behind it on its partition (the learner merges partitions
-by event time).
+stream (shortly before, or any time back to year 1). A later one would hold back the good records behind it
+on its partition, since the learner merges partitions by the event time it reads *before* it validates a
+record: a refused ``{"label": "banana", "ts": <year 9999>}`` (or a valid event of a fresh entity with that
+time and label) makes the good labels behind it be learned after every features record, and the metrics
+differ from River's on the good stream alone. That is a known gap of the learner, reported with issue 11's
+fuzz test; such times are left out here.
 
 One orjson fact shapes the integer cases: it reads a JSON integer literal outside ``-2**63 .. 2**64-1`` as
 a float, so only ``2**63 .. 2**64-1`` reaches the int64 checks as an integer (see :data:`BEYOND_INT64`).
@@ -62,6 +66,11 @@ BAD_TIMES = st.one_of(
     st.floats(min_value=1e15, max_value=1e300),
     st.integers(21, 40).map(lambda n: "9" * n),
 )
+
+
+def _times(now: int) -> st.SearchStrategy[int]:
+    """A valid time no later than ``now``: shortly before it, or any time back to year 1."""
+    return st.integers(now - 600_000, now) | st.integers(MIN_TS_MS, now)
 
 
 def _json(value: Any) -> bytes:
@@ -154,7 +163,7 @@ def _broken_event(draw: Callable[..., Any], kind: str | None, n: int, now: int) 
     rec: dict[str, Any] = {
         "event_id": f"hostile-{n}",
         "entity": f"hx{n}",
-        "ts": draw(st.integers(now - 600_000, now)),
+        "ts": draw(_times(now)),
         "fields": draw(_fields()),
     }
     kind = kind or draw(st.sampled_from(EVENT_KINDS))
@@ -228,7 +237,7 @@ def _fresh_event(n: int, ts: int, fields: dict[str, Any], label: Any = None) -> 
 @st.composite
 def _learner_refuses_event(draw: Callable[..., Any], kind: str | None, n: int, now: int) -> Hostile:
     """A valid event (fresh entity) whose features record the learner must refuse."""
-    ts, fields = draw(st.integers(now - 600_000, now)), draw(_fields())
+    ts, fields = draw(_times(now)), draw(_fields())
     kind = kind or draw(st.sampled_from(["inline_label", "learner_domain"]))
     if kind == "inline_label":
         # a label the binary models cannot take: not a bool, not 0/1
@@ -247,7 +256,7 @@ def _learner_refuses_event(draw: Callable[..., Any], kind: str | None, n: int, n
 def _overflow_pair(draw: Callable[..., Any], kind: str | None, n: int, now: int) -> list[Hostile]:
     """Two loans near 1e308 on a fresh entity: the first is valid (its feature is beyond the learner's
     domain), the second would take the entity's lifetime loan total past float64."""
-    ts = draw(st.integers(now - 600_000, now))
+    ts = draw(_times(now))
     loans = draw(st.lists(st.floats(min_value=0.9e308, max_value=1.79e308), min_size=2, max_size=2))
     signs = draw(st.lists(st.sampled_from([1.0, -1.0]), min_size=2, max_size=2))
     first = _fresh_event(n, ts, {**draw(_fields()), "loan": loans[0] * signs[0]})
@@ -283,7 +292,7 @@ def _bad_label(
 ) -> Hostile:
     """A label for a good event (or a prediction id) that no binary model can take, or no label at all."""
     rec: dict[str, Any] = {"event_id": draw(st.sampled_from(event_ids)), "label": True}
-    rec["ts"] = draw(st.integers(now - 600_000, now))
+    rec["ts"] = draw(_times(now))
     kind = kind or draw(st.sampled_from(LABEL_KINDS))
     if kind == "label_type":
         rec["label"] = draw(
@@ -329,7 +338,7 @@ def _bad_prediction(draw: Callable[..., Any], kind: str | None, n: int, now: int
         "prediction_id": f"p{n}",
         "view": "all",
         "model": "lr",
-        "ts": draw(st.integers(now - 600_000, now)),
+        "ts": draw(_times(now)),
         "features": features,
     }
     kind = kind or draw(st.sampled_from(PREDICTION_KINDS))

@@ -139,7 +139,8 @@ def run_learner(s: Settings, log: Path) -> int:
         "RIVULET_LOG_LEVEL": "WARNING",
         **KEY_ENV,
     }
-    argv = ["learn", "run", "--models", "tests.integration.poison_models", "--idle-exit", "3"]
+    # 6 s without records: a slow first fetch on a loaded machine is not the end of the stream
+    argv = ["learn", "run", "--models", "tests.integration.poison_models", "--idle-exit", "6"]
     with log.open("ab") as out:
         done = subprocess.run(
             [sys.executable, "-m", "streaming.cli", *argv],
