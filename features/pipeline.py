@@ -63,6 +63,8 @@ MAX_ERROR_CHARS = 2_000
 MAX_KEY_BYTES = 4_096
 # the feature worker's bound on one entity's serialised state (Redis refuses a value over 512 MB)
 MAX_STATE_BYTES = 64 * 1024 * 1024
+# the feature worker's bound on the states it keeps in memory between batches (serialised bytes)
+MAX_CACHE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,7 @@ class FeaturePipeline:
         *,
         report_invalid: bool = True,
         cache_entities: int = 0,
+        cache_bytes: int | None = None,
         max_record_bytes: int | None = None,
         max_state_bytes: int | None = None,
     ) -> None:
@@ -200,11 +203,18 @@ class FeaturePipeline:
         # store. Only valid while this process owns the entities' partitions: call invalidate() on any
         # rebalance and after any failed batch. 0 disables it.
         self.cache_entities = cache_entities
+        # and at most this many bytes of them (serialised; None: no bound): large states (up to
+        # max_state_bytes each) must not fill the worker's memory
+        self.cache_bytes = cache_bytes
         self._cache: dict[tuple[str, str], EntityState] = {}
+        self._sizes: dict[tuple[str, str], int] = {}  # of each cached state when it was cached
+        self._cached_bytes = 0
 
     def invalidate(self) -> None:
         """Forget cached states (after a rebalance or a failure): the store is the truth again."""
         self._cache.clear()
+        self._sizes.clear()
+        self._cached_bytes = 0
 
     async def _states(
         self, view: str, entities: list[str]
@@ -221,13 +231,24 @@ class FeaturePipeline:
         if not self.cache_entities:
             return
         cache = self._cache
+        sizes = self._sizes
         for entity, state in states.items():
-            cache.pop((view, entity), None)
-            cache[(view, entity)] = state  # most recent last
+            key = (view, entity)
+            if cache.pop(key, None) is not None:
+                self._cached_bytes -= sizes.pop(key, 0)
+            cache[key] = state  # most recent last
+            sizes[key] = state.size
+            self._cached_bytes += state.size
+        budget = self.cache_bytes
         excess = len(cache) - self.cache_entities
-        if excess > 0:
-            for key in list(itertools.islice(cache, excess)):
+        if excess > 0 or (budget is not None and self._cached_bytes > budget):
+            for key in list(itertools.islice(cache, max(excess, 0))):
                 del cache[key]
+                self._cached_bytes -= sizes.pop(key, 0)
+            while budget is not None and self._cached_bytes > budget and cache:
+                key = next(iter(cache))  # the least recently used
+                del cache[key]
+                self._cached_bytes -= sizes.pop(key, 0)
 
     async def process(self, batch: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
@@ -287,17 +308,15 @@ class FeaturePipeline:
                 )
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
+        updates: dict[str, StateUpdate] = {}
+        for entity, state in touched.items():
+            payload = state.to_json()  # once: the store writes these bytes, and the size is now exact
+            state.size = len(payload)
+            row = FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, view.ttl_s)
+            updates[entity] = StateUpdate(entity, state, row, reset=entity in reset, payload=payload)
         self._remember(view.name, touched)
-        if touched:
-            result._updates[view.name] = {
-                entity: StateUpdate(
-                    entity,
-                    state,
-                    FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, view.ttl_s),
-                    reset=entity in reset,
-                )
-                for entity, state in touched.items()
-            }
+        if updates:
+            result._updates[view.name] = updates
 
     @staticmethod
     def _apply_one(

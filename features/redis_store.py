@@ -126,12 +126,14 @@ def _is_tag(inner: str) -> bool:
     return entity_tag(decoded) == "{" + inner + "}"
 
 
-def _args(row: FeatureRow, state: Any, reset: bool = False) -> list[Any]:
+def _args(row: FeatureRow, state: Any, reset: bool = False, payload: bytes | None = None) -> list[Any]:
     pos = (state.position if state is not None else None) or {}
+    if payload is None and state is not None:
+        payload = state.to_json()
     args: list[Any] = [
         row.ts,
         row.ttl_s or 0,
-        state.to_json() if state is not None else b"",
+        payload if payload is not None else b"",
         pos.get("t", ""),
         pos.get("p", -1),
         pos.get("o", -1),
@@ -248,7 +250,7 @@ class RedisStore(OnlineStore, StateStore):
         pipe = self._pipeline()
         for u in updates:
             keys = [vector_key(self._prefix, view, u.entity), state_key(self._prefix, view, u.entity)]
-            await self._write(pipe, keys, _args(u.row, u.state, u.reset))
+            await self._write(pipe, keys, _args(u.row, u.state, u.reset, u.payload))
         await pipe.execute()
 
     async def migrate_keys(self, batch: int = 500) -> int:

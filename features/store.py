@@ -54,6 +54,10 @@ class StateUpdate:
     state: EntityState
     row: FeatureRow
     reset: bool = False
+    payload: bytes | None = None  # state.to_json(), when the pipeline has it already
+
+    def state_json(self) -> bytes:
+        return self.payload if self.payload is not None else self.state.to_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,7 @@ class MemoryStore(OnlineStore, StateStore):
             # a reset replaces a state found unusable, its position included (one process: no zombies)
             if stored is not None and not u.reset and _behind(u.state, decode_state(stored)):
                 continue  # a stale writer must not roll the entity back
-            self._states[(view, u.entity)] = u.state.to_json()  # serialised, as Redis would
+            self._states[(view, u.entity)] = u.state_json()  # serialised, as Redis would
             if u.reset:
                 self._rows.pop((view, u.entity), None)
             self._put(u.row)

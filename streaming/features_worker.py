@@ -50,7 +50,14 @@ from prometheus_client import Counter, Histogram
 
 from features.definitions import FeatureView
 from features.events import MAX_ENTITY_CHARS, Event
-from features.pipeline import MAX_STATE_BYTES, BatchResult, DeadLetter, FeaturePipeline, RawRecord
+from features.pipeline import (
+    MAX_CACHE_BYTES,
+    MAX_STATE_BYTES,
+    BatchResult,
+    DeadLetter,
+    FeaturePipeline,
+    RawRecord,
+)
 from features.redis_store import RedisStore
 from streaming.logs import get_logger
 from streaming.publisher import AsyncPublisher
@@ -224,6 +231,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
             direct,
             redis_store,
             cache_entities=settings.features_cache_entities,
+            cache_bytes=MAX_CACHE_BYTES,
             max_record_bytes=settings.max_event_bytes,
             max_state_bytes=MAX_STATE_BYTES,
         )
@@ -245,6 +253,7 @@ def _rekeyed_agent(
             redis_store,
             report_invalid=False,
             cache_entities=settings.features_cache_entities,
+            cache_bytes=MAX_CACHE_BYTES,
             max_record_bytes=settings.max_event_bytes,
             max_state_bytes=MAX_STATE_BYTES,
         )

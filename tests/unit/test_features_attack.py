@@ -389,3 +389,29 @@ def test_a_producer_cannot_grow_an_entitys_state_without_bound() -> None:
     for r in result.records:
         assert not diff(r.features, oracle.vectors[r.event.event_id])
     assert oracle.online()["attacker"][1]["tag_distinct_lifetime"] >= 10  # accepted up to the limit
+
+
+def test_the_states_kept_between_batches_stay_within_a_byte_budget() -> None:
+    """Cached states were bounded by number only (100,000 in the worker), each up to the state limit: a few
+    large entities could fill the worker's memory. With a byte budget the least recent go first, and the
+    vectors are the same as without a cache."""
+    view = FeatureView(name="d", aggregations=[Count(), DistinctCount("tag")])
+    events = []
+    for i, e in enumerate(stream(300, entities=10, seed=9, step_ms=1_000)):
+        events.append(e.model_copy(update={"fields": {"tag": f"{e.entity}-{i}" * 200}}))
+    raws = [RawRecord(e.to_json(), "t", 0, i) for i, e in enumerate(events)]
+    budget = 150_000
+    store = MemoryStore()
+    pipeline = FeaturePipeline([view], store, cache_entities=1_000, cache_bytes=budget)
+    got: dict[str, Any] = {}
+    for i in range(0, len(raws), 25):
+        result = asyncio.run(pipeline.process(raws[i : i + 25]))
+        asyncio.run(result.commit(store))
+        got.update({r.event.event_id: r.features for r in result.records})
+        cached = sum(len(s.to_json()) for s in pipeline._cache.values())
+        assert cached <= budget and pipeline._cached_bytes == cached
+    assert 0 < len(pipeline._cache) < 10  # some entities were evicted, the most recent kept
+    assert sum(len(raw) for raw in store._states.values()) > budget
+    oracle = Oracle(view).feed(events)
+    assert got.keys() == oracle.vectors.keys()
+    assert all(not diff(got[k], v) for k, v in oracle.vectors.items())
