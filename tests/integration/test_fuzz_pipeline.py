@@ -198,6 +198,12 @@ def check_dead_letters(
                 assert base64.b64decode(d["value_b64"]) == h.value
             else:  # too large to carry: its size and hash instead
                 assert d["value_bytes"] == len(h.value)
+            assert isinstance(d["error"], str) and d["error"], d
+            if h.event is None and h.key is not None:  # the original key too (or its size, if too large)
+                if d.get("key_b64") is not None:
+                    assert base64.b64decode(d["key_b64"]) == h.key
+                else:
+                    assert d["key_bytes"] == len(h.key)
             if h.stage == "learner":
                 assert sorted(d["models"]) == sorted(MODELS)
 
