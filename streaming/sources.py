@@ -102,6 +102,8 @@ class RowMapping:
 def _jsonl(path: Path) -> Iterator[Row]:
     with path.open("rb") as f:
         for n, line in enumerate(f, start=1):
+            if n == 1 and line.startswith(b"\xef\xbb\xbf"):  # a byte-order mark (as for CSV): not data
+                line = line[3:]
             if not line.strip():
                 continue
             try:

@@ -415,3 +415,12 @@ def test_the_states_kept_between_batches_stay_within_a_byte_budget() -> None:
     oracle = Oracle(view).feed(events)
     assert got.keys() == oracle.vectors.keys()
     assert all(not diff(got[k], v) for k, v in oracle.vectors.items())
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_loses_no_row(tmp_path: Any) -> None:
+    """Editors on Windows start a file with a byte-order mark: its first row was rejected as not JSON."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"entity": "a", "ts": 1, "x": 1}\n{"entity": "b", "ts": 2, "x": 2}\n')
+    rows = list(open_source(str(path)))
+    assert [r.error for r in rows] == [None, None]
+    assert [RowMapping().to_event(r).entity for r in rows] == ["a", "b"]
