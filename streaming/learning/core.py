@@ -11,11 +11,11 @@ Per model, in this order, exactly as River's ``evaluate.progressive_val_score`` 
    probabilities), then ``learn_one`` on the features as they were in 1.
 
 Pending predictions are bounded in count, in the feature values they hold, and in age (event time, as told
-by a clock that one record stamped far in the future cannot move: ``_Clock``); expired ones, duplicate labels
-and labels for unknown ids are counted, not errors. A label can also come *before* its record (the feature
-worker lags behind the labels topic): it is held, bounded the same way, and joined when the record comes,
-which then predicts and learns at once; a held label whose record never comes is counted as unknown when it
-expires.
+by a clock that one record stamped far in the future cannot move: :mod:`streaming.learning.clock`); expired
+ones, duplicate labels and labels for unknown ids are counted, not errors. A label can also come *before*
+its record (the feature worker lags behind the labels topic): it is held, bounded the same way, and joined
+when the record comes, which then predicts and learns at once; a held label whose record never comes is
+counted as unknown when it expires.
 
 Fault isolation: the core is the last line of defence (the router validates records before they get here,
 see :mod:`streaming.learning.router`). A model that raises while predicting on a record has that record
@@ -47,7 +47,6 @@ position and, if the spec says so, starts a fresh challenger model from that poi
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +55,7 @@ from typing import Any
 
 from river import base, compose, drift, metrics, utils
 
+from streaming.learning.clock import MedianClock
 from streaming.learning.domain import in_domain
 from streaming.learning.errors import Reason
 from streaming.learning.spec import ModelSpec
@@ -115,43 +115,6 @@ class _Recent:
         self.keys = set(self.order)
 
 
-CLOCK_WINDOW = 101  # the event times the age clock takes its median of
-
-
-@dataclass
-class _Clock:
-    """The event time that ages pending predictions and held labels: the record's own time, unless it is
-    more than the age limit past the median of the last :data:`CLOCK_WINDOW` times, when the median is
-    taken instead. Event times come from producers: one record stamped 9999-12-31 moved the horizon to
-    then and expired every pending prediction at once (their labels were lost as unknown). Now it takes
-    more than half of the window to move it; after a real gap longer than the age limit, the old entries
-    expire some fifty records later.
-
-    >>> c = _Clock()
-    >>> [c.observe(t, 1_000) for t in (10, 20, 10**12, 30)]
-    [10, 20, 20, 30]
-    """
-
-    order: deque[int] = field(default_factory=deque)
-    ordered: list[int] = field(default_factory=list)
-
-    def observe(self, ts: int, max_age: int) -> int:
-        order, ordered = self.order, self.ordered
-        if len(order) >= CLOCK_WINDOW:
-            del ordered[bisect.bisect_left(ordered, order.popleft())]
-        order.append(ts)
-        bisect.insort(ordered, ts)
-        median = ordered[(len(ordered) - 1) // 2]
-        return ts if ts <= median + max_age else median
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"order": list(self.order)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.order = deque(state["order"])
-        self.ordered = sorted(self.order)
-
-
 @dataclass
 class ModelState:
     """Everything that defines one model's learning so far; picklable, so it is what a checkpoint holds."""
@@ -188,7 +151,7 @@ class ModelState:
     # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
     classes: dict[Any, None] = field(default_factory=dict)
     kinds: dict[str, bool] = field(default_factory=dict)  # feature -> is a string
-    clock: _Clock = field(default_factory=lambda: _Clock())  # the time that ages pending entries
+    clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
     quarantine: str | None = None  # why it was quarantined
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -215,7 +178,7 @@ class ModelState:
         self.__dict__.setdefault("quarantine", None)
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
-        self.__dict__.setdefault("clock", _Clock())
+        self.__dict__.setdefault("clock", MedianClock())
         self.__dict__.setdefault("pending_values", sum(len(p.x) + 1 for p in self.pending.values()))
         self.counters.setdefault("early_labels", 0)
 

@@ -23,14 +23,25 @@ from typing import Any
 import orjson
 
 from features.events import MAX_TS_MS, MIN_TS_MS
+from streaming.learning.clock import MedianClock
 
-__all__ = ["NO_TIME", "Merger", "OrderJournal", "Positioned", "Undecodable", "decode", "event_time"]
+__all__ = [
+    "MAX_SKEW_MS",
+    "NO_TIME",
+    "Merger",
+    "OrderJournal",
+    "Positioned",
+    "Undecodable",
+    "decode",
+    "event_time",
+]
 
 # the merge time of a record without an event time (not JSON, or malformed: the router rejects it). Smaller
 # than any event time, so it is released as soon as it heads its partition: it never holds back the records
 # behind it (with a Kafka timestamp, one far from the event times would delay its partition's good records
 # and change the order the models see them in)
 NO_TIME = -(2**63)
+MAX_SKEW_MS = 86_400_000  # how far past its partition's recent times a record's own time counts in the merge
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +95,24 @@ class Positioned:
 
 
 class Merger:
+    """The merge. A record's merge time is its event time, unless it is more than :data:`MAX_SKEW_MS` past
+    the median of the last times of its partition (:class:`~streaming.learning.clock.MedianClock`): then it
+    is that median. One record stamped far in the future (a valid time, 9999-12-31) otherwise headed its
+    partition until every other partition was drained, and every later record of its partition was
+    processed after all the others (live, in a replay and in verify alike).
+
+    >>> m = Merger(ranks={"f": 0})
+    >>> for offset, ts in enumerate([10, 253_402_300_799_000, 20]):
+    ...     m.add("f", 0, offset, ts, offset)
+    >>> m.add("f", 1, 0, 15, "other")
+    >>> [r.value for r in m.ready(lambda tp: True)]
+    [0, 1, 'other', 2]
+    """
+
     def __init__(self, ranks: dict[str, int]) -> None:
         self.ranks = ranks
         self._queues: dict[tuple[str, int], deque[Positioned]] = {}
+        self._clocks: dict[tuple[str, int], MedianClock] = {}
 
     def track(self, topic: str, partition: int) -> None:
         self._queues.setdefault((topic, partition), deque())
@@ -101,7 +127,13 @@ class Merger:
         raw: bytes | None = None,
         key: bytes | None = None,
     ) -> None:
-        q = self._queues.setdefault((topic, partition), deque())
+        tp = (topic, partition)
+        q = self._queues.setdefault(tp, deque())
+        if ts != NO_TIME:
+            clock = self._clocks.get(tp)
+            if clock is None:
+                clock = self._clocks[tp] = MedianClock()
+            ts = clock.observe(ts, MAX_SKEW_MS)
         q.append(Positioned(ts, self.ranks[topic], partition, offset, topic, value, raw, key))
 
     def ready(self, exhausted: Callable[[tuple[str, int]], bool]) -> Iterator[Positioned]:

@@ -16,7 +16,7 @@ from river import base, linear_model, metrics, tree
 from streaming.learning.core import MAX_CLASSES, MAX_FEATURES, LearnerCore
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.labels import check_label
-from streaming.learning.merge import Positioned
+from streaming.learning.merge import Merger, Positioned, event_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 from streaming.replay.runner import FEATURES, LabelMode, Replay
@@ -326,3 +326,34 @@ def test_a_record_far_in_the_future_does_not_hold_back_the_labels_behind_it() ->
     alone = replayed(LabelMode("ms", 50), good)
     # before: every label behind the far one waited for the end of the replay (11 learned instead of 55)
     assert with_it.core.models["lr"].n_learned == alone.core.models["lr"].n_learned == 55
+
+
+def merged(stream: list[tuple[str, Any]], partitions: int = 3) -> list[Positioned]:
+    """The stream as the learner's merge releases it: features records spread over ``partitions``
+    partitions (by event index), labels on one, everything read to its end."""
+    merger = Merger({"l": 0, "f": 1, "p": 2})
+    offsets: dict[tuple[str, int], int] = {}
+    for k, (topic, value) in enumerate(stream):
+        partition = k % partitions if topic == "f" else 0
+        tp = (topic, partition)
+        offset = offsets[tp] = offsets.get(tp, -1) + 1
+        merger.add(topic, partition, offset, event_time(value), value)
+    return list(merger.ready(lambda tp: True))
+
+
+def test_a_record_stamped_at_the_end_of_time_does_not_hold_back_its_partition() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
+    good = late_labelled(600)
+    mixed = [*good[:300], feat(10_000, {"a": 0.5}, ts=LAST_MS), *good[300:]]
+    results = []
+    for stream in (good, mixed):
+        core = LearnerCore([spec])
+        router = Router(core, ROLES, sink=MemorySink())
+        for rec in merged(stream):
+            router.process(rec)
+        results.append(core.models["lr"])
+    alone, attacked = results
+    # before: the rest of its partition came after every other record (its labels held, learned late)
+    assert attacked.counters["early_labels"] == 0 and attacked.n_learned == alone.n_learned == 580
+    assert attacked.metric_values() == alone.metric_values()
+    assert attacked.model.weights == alone.model.weights  # type: ignore[attr-defined]

@@ -10,7 +10,8 @@ import pytest
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream, tree
 from river.datasets import synth
 
-from streaming.learning.core import CLOCK_WINDOW, LearnerCore
+from streaming.learning.clock import WINDOW
+from streaming.learning.core import LearnerCore
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 
 
@@ -73,7 +74,7 @@ def test_late_labels_shuffled_missing_duplicated_and_unknown_are_counted() -> No
     assert (c["learned"], c["pending"], c["duplicate_labels"], c["early_labels"]) == (360, 40, 30, 7)
     # their records never came: expired, counted unknown, once the stream has moved on past the age limit
     # (one record does not move the clock: it may be a hostile one stamped far in the future)
-    for k in range(CLOCK_WINDOW // 2 + 1):
+    for k in range(WINDOW // 2 + 1):
         core.on_record(f"later{k}", 10**9 + 2_000 + k, {})
     assert (c["early_labels"], c["unknown_labels"]) == (0, 7)
     # a redelivered record is not predicted twice
