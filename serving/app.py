@@ -18,15 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.staticfiles import StaticFiles
 
 from features.definitions import load_views
 from features.redis_store import RedisStore
 from serving.auth import KeyRing, document_security
-from serving.dashboard import ASSETS, csp, page_html
+from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
-from serving.middleware import BodyLimit, Measure, trusted_hosts
+from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
 from serving.routes import ROUTERS
 from serving.services import Services
@@ -111,8 +109,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             await svc.stop()
 
-    # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones
+    # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones;
+    # no slash redirects: they answered before the key check with an absolute http:// URL built from Host,
+    # which a client behind TLS termination follows, sending its key in clear text
     app = FastAPI(
+        redirect_slashes=False,
         title="Rivulet scoring API",
         version="1",
         lifespan=lifespan,
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.dashboard_csp = csp(app.state.dashboard_html)
     for router in ROUTERS:
         app.include_router(router)
-    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
+    app.mount("/assets", Assets(directory=ASSETS), name="assets")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -148,7 +149,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            + (f" ({e['ctx']['error']})" if e.get("type") == "json_invalid" and e.get("ctx") else "")
+            for e in exc.errors()
+        ]
         return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
 
     @app.exception_handler(Exception)
@@ -158,6 +163,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     # outermost last: Measure -> TrustedHost -> BodyLimit -> FastAPI
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(settings))
+    app.add_middleware(TrustedHosts, allowed_hosts=trusted_hosts(settings))
     app.add_middleware(Measure)
     return app

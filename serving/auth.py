@@ -22,9 +22,9 @@ dashboard's shell (``/dashboard``, ``/assets/*``: static files, no data) are ano
 
 A key is sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (what Prometheus sends). It is
 compared with every configured key in constant time (:func:`hmac.compare_digest`, no early exit). The check
-runs in the matched route before its body is read, so a caller without a key gets 401 (403 with a key of
-another scope), never a 422 about a body it may not send (a body that *declares* a length over the limit is
-refused with 413 before routing, unread).
+runs in the matched route before its body is read (then parsed by :class:`JsonRequest`), so a caller
+without a key gets 401 (403 with a key of another scope), never a 422 about a body it may not send (a body
+that *declares* a length over the limit is refused with 413 before routing, unread).
 
 >>> ring = KeyRing.build(score=["s1"], read=["r1"], admin=["a1"])
 >>> sorted(map(str, ring.scopes_of(b"a1"))), sorted(map(str, ring.scopes_of(b"s1"))), ring.scopes_of(b"nope")
@@ -40,18 +40,21 @@ serving.errors.Forbidden: this API key does not have the 'read' scope
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from serving.errors import Forbidden, Unauthorized
 from streaming.settings import Settings
 
-__all__ = ["KeyRing", "Scope", "document_security", "scoped_route"]
+__all__ = ["JsonRequest", "KeyRing", "Scope", "document_security", "scoped_route"]
 
 
 class Scope(StrEnum):
@@ -144,6 +147,53 @@ class KeyRing:
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+class JsonRequest(Request):
+    """A request whose JSON body is parsed by orjson (fast: the scoring hot path), and refused when it holds
+    what the rest of Rivulet cannot write: a lone surrogate (``"\\ud800"``, valid JSON but not Unicode: the
+    stdlib parser took it in a predict field, the prediction was answered and then silently never
+    published). A body orjson refuses, or one with an integer orjson would round (19 digits or more), is
+    parsed by the stdlib, exactly, and checked for surrogates (``10**400``, ``2**64`` or ``NaN`` then fail the
+    schema naming the field). The errors are the stdlib's
+    ``JSONDecodeError`` (orjson's is a subclass): FastAPI answers 422 ``invalid_request``."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                if _LONG_NUMBER.search(body):  # orjson reads an integer past 64 bits as a rounded float
+                    raise orjson.JSONDecodeError("an integer past 64 bits", body.decode("latin-1"), 0)
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                self._json = _stdlib_json(body, exc)
+        return self._json
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")  # maybe past 64 bits (or a long digit string): the stdlib is exact
+
+
+def _stdlib_json(body: bytes, refused: orjson.JSONDecodeError) -> Any:
+    """``body`` parsed by the stdlib after orjson refused it (``refused``): the value when only numbers were
+    the problem (the schema then names the field), else orjson's error."""
+    try:
+        value = json.loads(body)
+    except (RecursionError, UnicodeDecodeError):
+        raise refused from None  # nested deeper than orjson's 1024 levels, or not UTF-8 text
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise json.JSONDecodeError("a string holds a lone surrogate (not Unicode)", "", 0) from None
+    return value
+
+
 def scoped_route(needed: Scope) -> type[APIRoute]:
     """An :class:`APIRoute` class whose routes check the key for ``needed`` before anything else (before
     the body is read or validated). The app's :class:`KeyRing` is ``app.state.keyring``."""
@@ -153,12 +203,11 @@ def scoped_route(needed: Scope) -> type[APIRoute]:
 
         def get_route_handler(self) -> Handler:
             handler = super().get_route_handler()
-            if needed is Scope.PUBLIC:
-                return handler
 
             async def guarded(request: Request) -> Response:
-                request.app.state.keyring.check(request.scope["headers"], needed)
-                return await handler(request)
+                if needed is not Scope.PUBLIC:
+                    request.app.state.keyring.check(request.scope["headers"], needed)
+                return await handler(JsonRequest(request.scope, request.receive))
 
             return guarded
 

@@ -24,15 +24,29 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope as ASGIScope
 
 from serving.auth import Scope, scoped_route
 from serving.headers import Sample, VersionHeader
 from serving.schemas import Dashboard, DashboardModel, DashboardSample, DashboardVersion, DriftOut, errors
 from serving.services import Services, ServicesDep, registry_call
 
-__all__ = ["ASSETS", "csp", "page", "page_html", "read"]
+__all__ = ["ASSETS", "Assets", "csp", "page", "page_html", "read"]
 
 ASSETS = Path(str(resources.files("streaming.assets")))
+
+
+class Assets(StaticFiles):
+    """The page's scripts and styles (``/assets/*.js``, ``*.css``), anonymous; nothing else of the package
+    directory (its ``__init__.py``, ``__pycache__``, licences) is served."""
+
+    async def get_response(self, path: str, scope: ASGIScope) -> Response:
+        if not path.endswith((".js", ".css")):
+            raise HTTPException(404)
+        return await super().get_response(path, scope)
 
 
 def csp(html: str) -> str:

@@ -1,9 +1,10 @@
 """Ingest (scope ``ingest``: it writes training data): events and late labels, validated as the SDK does,
 published to Kafka, 202 once Kafka has them.
 
-Labels are checked against the tasks of the models this replica serves (:func:`check_label`): a label that
-no served model could take (``"banana"`` for binary models, ``1e300`` for a regression) is a 400 naming the
-item, and nothing of the request is published. With no model loaded yet, labels are accepted as the schema
+Labels (``/v1/labels``, and an event's own ``label`` on ``/v1/events``) are checked against the tasks of
+the models this replica serves (:func:`check_label`): a label that no served model could take
+(``"banana"`` for binary models, ``1e300`` for a regression) is a 400 naming the item, and nothing of the
+request is published. With no model loaded yet, labels are accepted as the schema
 allows them (a scalar in the numeric domain): the learner's router checks each label again per model and
 dead-letters what a model cannot take, so an early label is never a danger to a model, only possibly
 useless."""
@@ -49,10 +50,14 @@ async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]])
     "/v1/events", response_model=IngestResponse, status_code=status.HTTP_202_ACCEPTED, responses=INGEST
 )
 async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
-    """Publish events (validated as by the SDK); 202 with their ids once Kafka has them."""
+    """Publish events (validated as by the SDK); 202 with their ids once Kafka has them. An event's own
+    ``label`` must fit some served model, as on ``/v1/labels`` (400 naming the item otherwise)."""
+    served = list(svc.models.models.values())
     records = []
     ids = []
     for i, raw in enumerate(body.events):
+        if raw.label is not None and (problem := label_problem(raw.label, served)) is not None:
+            raise InvalidLabelRequest(f"events[{i}].label: {problem}")
         try:
             event = Event.parse(raw.model_dump(exclude_none=True))
             value = event.to_json()

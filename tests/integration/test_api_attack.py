@@ -1,0 +1,207 @@
+"""The scoring API attacked as a hostile caller would (issue 11, second pass): what fell and is fixed, each
+test failing on the code before its fix (see each docstring), and guards for what held (path tricks, body
+framing, metric labels), so it keeps holding.
+
+All run on the embedded services (no Kafka, no Redis); the raw-socket ones on a real uvicorn on 127.0.0.1
+(the parser a deployment runs: httptools)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from streaming.settings import Settings
+from tests.integration.api_env import KEYS, Embedded, keyed, serve
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def emb(settings: Settings) -> Embedded:
+    e = Embedded(keyed(settings, max_request_bytes=4096))
+    e.save()
+    return e
+
+
+def raw(url: str, request: bytes) -> bytes:
+    """Send ``request`` as is on a new connection to the server at ``url``; the whole answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_an_events_own_label_must_fit_a_served_model(emb: Embedded) -> None:
+    """Before: ``/v1/labels`` checked labels against the served models' tasks, but an event carrying its own
+    ``label`` went through ``/v1/events`` unchecked: ``"banana"`` or ``1e300`` for a binary model was 202
+    and published as training data."""
+    topic = emb.settings.topics.events
+    good = {"entity": "a", "ts": 1_700_000_000_000, "fields": {"x": 1}, "label": True}
+    with emb.client("ingest") as client:
+        for bad in ("banana", 1e300, 2, 0.5):
+            r = client.post("/v1/events", json={"events": [good, {**good, "label": bad}]})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_label", (bad, r.text)
+            assert r.json()["detail"].startswith("events[1].label:") and "binary" in r.json()["detail"]
+        assert emb.log.end(topic) == 0  # nothing of a refused request was published
+        for label in (True, 0, 1.0, None):
+            event = {**good, "label": label} if label is not None else {**good, "label": None}
+            assert client.post("/v1/events", json={"events": [event]}).status_code == 202, label
+        assert emb.log.end(topic) == 4
+
+
+def test_a_lone_surrogate_is_refused_not_answered_and_lost(emb: Embedded) -> None:
+    """Before: a lone surrogate (``"\\ud800"``, valid JSON, not valid Unicode) in a predict field name or
+    value was answered 200, and the prediction was then silently never published (orjson cannot write it),
+    so its label could never join. Now the body is parsed by orjson: 422, nothing answered or published.
+    NaN literals and nesting past 1024 are 422 too (the stdlib parser gave NaN a pass to the schema, and
+    a deep nesting a 400 "error parsing the body")."""
+    bodies = [
+        b'{"entity": "7", "fields": {"\\ud800": 1}}',
+        b'{"entity": "7", "fields": {"x": "\\udc00"}}',
+        b'{"entity": "\\ud800"}',
+        b'{"entity": "7", "fields": {"x": NaN}}',
+        b'{"entity": "7", "fields": {"x": "\\ud800", "n": 1234567890123456789}}',  # the stdlib's path too
+        b'{"entity": "7", "fields": {"x": ' + b"[" * 1500 + b"]" * 1500 + b"}}",
+    ]
+    with emb.client("score") as client:
+        for body in bodies:
+            r = client.post("/v1/models/zipm/predict", content=body, headers=JSON)
+            assert r.status_code == 422 and r.json()["error"] == "invalid_request", (body[:60], r.text)
+        good = '{"entity": "7", "fields": {"é": "ü😀"}}'.encode()
+        ok = client.post("/v1/models/zipm/predict", content=good, headers=JSON)
+        assert ok.status_code == 200, ok.text
+        digits = client.post("/v1/models/zipm/predict", json={"entity": "1" * 40, "fields": {"n": 2**63 - 1}})
+        assert digits.status_code == 200 and digits.json()["entity"] == "1" * 40, digits.text
+    with emb.client("ingest") as client:
+        r = client.post(
+            "/v1/labels", content=b'{"labels": [{"prediction_id": "\\ud800", "label": true}]}', headers=JSON
+        )
+        assert r.status_code == 422, r.text
+    assert emb.log.end(emb.settings.topics.predictions) == 2  # the good ones only
+    assert emb.log.end(emb.settings.topics.labels) == 0
+
+
+def test_two_host_headers_are_refused(emb: Embedded) -> None:
+    """Before: ``Host: localhost`` then ``Host: evil.example`` was answered (Starlette checks the first one,
+    a proxy may route on the last); RFC 9112 requires a 400."""
+    with serve(emb.app()) as url:
+        for hosts in ([b"localhost", b"evil.example"], [b"evil.example", b"localhost"], [b"localhost"] * 2):
+            head = b"".join(b"Host: %s\r\n" % h for h in hosts)
+            answer = raw(url, b"GET /healthz HTTP/1.1\r\n" + head + b"Connection: close\r\n\r\n")
+            assert status(answer) == 400 and answer.endswith(b"Invalid host header"), (hosts, answer)
+        ok = raw(url, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert status(ok) == 200
+
+
+def test_no_route_redirects(emb: Embedded) -> None:
+    """Before: ``/v1/models/``, ``/healthz/`` or ``/v1/models/zipm/predict/`` got a 307 before any key check,
+    to an absolute ``http://`` URL built from the Host header: a client behind TLS termination that
+    follows it sends its key (and body) in clear text. Now a 404 like any unknown path."""
+    paths = [
+        ("GET", "/v1/models/", "read"),
+        ("GET", "/healthz/", None),
+        ("GET", "/dashboard/", None),
+        ("POST", "/v1/models/zipm/predict/", "score"),
+    ]
+    with emb.client() as client:
+        for method, path, key in paths:
+            for headers in ({}, {"X-API-Key": KEYS[key]} if key else {}):  # TestClient does not follow
+                r = client.request(
+                    method, path, headers=headers, json={"entity": "7"}, follow_redirects=False
+                )
+                assert r.status_code == 404 and "location" not in r.headers, (path, r.status_code)
+
+
+def test_assets_serve_the_pages_scripts_and_styles_only(emb: Embedded) -> None:
+    """Before: ``/assets/__init__.py`` (and any file of the package directory: licences, ``__pycache__``)
+    was served anonymously."""
+    with emb.client() as client:
+        for path in ("/assets/__init__.py", "/assets/uplot/LICENSE", "/assets/uplot/SOURCE.md"):
+            assert client.get(path).status_code == 404, path
+        for path in ("/assets/dashboard.js", "/assets/charts.js", "/assets/uplot/uPlot.min.css"):
+            assert client.get(path).status_code == 200, path
+
+
+# Guards: attacks that held. Each asserts the answer a correct API gives.
+
+PATH_TRICKS = [
+    "//v1/models",
+    "/v1//models",
+    "/v1/models/..",
+    "/v1/models/%2e%2e",
+    "/v1/models/a%2Fb",
+    "/v1/%6dodels",
+    "/v1/models/%7a%69pm",
+    "/V1/MODELS",
+    "/v1/models/zipm%00",
+    "/v1/models/" + "a" * 10_000,
+    "/metrics%2f",
+    "/openapi.json/",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/assets/../serving/app.py",
+    "/assets/%2e%2e/%2e%2e/pyproject.toml",
+    "/assets/..%2f..%2fpyproject.toml",
+]
+
+
+def test_path_tricks_never_reach_data_without_a_key(emb: Embedded) -> None:
+    """Anonymous callers get 401 or 404 on every spelling of a keyed route, with any method."""
+    with emb.client() as client:
+        for path in PATH_TRICKS:
+            for method in ("GET", "HEAD", "OPTIONS", "POST", "TRACE"):
+                r = client.request(method, path, follow_redirects=False)
+                assert r.status_code in (401, 404, 405), (method, path, r.status_code)
+                assert b"zipm" not in r.content or b"model_not_found" in r.content, (method, path, r.text)
+
+
+def test_body_framing_attacks_on_a_real_server(emb: Embedded) -> None:
+    """h11-level tricks on uvicorn: conflicting lengths are refused by the parser, a chunked body past the
+    limit is a 413 however it is cut, a gzip body is not inflated (it is JSON or a 422), a lying short
+    Content-Length reads only what it declares."""
+    key = KEYS["score"].encode()
+    head = b"POST /v1/models/zipm/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    head += b"X-API-Key: " + key + b"\r\n"
+    big = b'{"entity": "7", "fields": {"x": "' + b"y" * 6000 + b'"}}'
+    small = b'{"entity": "7"}'
+    with serve(emb.app()) as url:
+        many = b"".join(b"1\r\n" + bytes([c]) + b"\r\n" for c in big) + b"0\r\n\r\n"
+        chunked = raw(url, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + many)
+        assert status(chunked) == 413 and b'"too_large"' in chunked
+        two_lengths = b"Content-Length: 15\r\nContent-Length: 9999\r\nConnection: close\r\n\r\n"
+        assert status(raw(url, head + two_lengths + small)) == 400
+        both = b"Content-Length: 15\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        assert status(raw(url, head + both + b"f\r\n" + small + b"\r\n0\r\n\r\n")) == 400
+        declared = raw(url, head + b"Content-Length: 999999\r\nConnection: close\r\n\r\n")
+        assert status(declared) == 413
+        lying = raw(url, head + b"Content-Length: 15\r\nConnection: close\r\n\r\n" + small + b"trailing junk")
+        assert status(lying) == 200 and b'"entity":"7"' in lying
+        import gzip
+
+        packed = gzip.compress(small)
+        gz = b"Content-Encoding: gzip\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(packed)
+        assert status(raw(url, head + gz + packed)) == 422
+
+
+def test_caller_chosen_names_never_become_metric_labels(emb: Embedded) -> None:
+    """Unknown model names, paths and keys a caller sends leave /metrics' label values unchanged (a
+    Prometheus series per caller-chosen name would let a flood exhaust the scraper)."""
+    marker = uuid.uuid4().hex
+    with emb.client("score") as client:
+        for i in range(50):
+            client.post(f"/v1/models/{marker}{i}/predict", json={"entity": "7"})
+            client.get(f"/{marker}{i}")
+            client.post("/v1/models/zipm/predict", json={"entity": marker})
+    with emb.client("read") as client:
+        text = client.get("/metrics").text
+    assert marker not in text
+    assert 'route="unmatched"' in text and 'route="/v1/models/{name}/predict"' in text
