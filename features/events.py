@@ -32,6 +32,7 @@ features.errors.InvalidEvent: fields.n: integer outside the int64 range (-2**63 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -89,12 +90,13 @@ def parse_ts(value: object, field: str = "ts") -> int:
     ms: int
     if isinstance(value, bool) or value is None:
         raise InvalidEvent(field, f"expected epoch milliseconds or an ISO 8601 string, got {value!r}")
-    if isinstance(value, int):
-        ms = value
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidEvent(field, "NaN and infinity are not allowed")
+    if isinstance(value, numbers.Integral):  # int, its subclasses, NumPy's integers
         ms = int(value)
+    elif isinstance(value, float | numbers.Real) and not isinstance(value, datetime):
+        number = float(value)
+        if not math.isfinite(number):
+            raise InvalidEvent(field, "NaN and infinity are not allowed")
+        ms = int(number)
     elif isinstance(value, datetime):
         try:
             ms = _datetime_ms(value)
@@ -152,17 +154,28 @@ def _text(value: str, field: str) -> str:
 
 
 def _scalar(value: object, field: str) -> Scalar:
+    """A scalar as a plain ``str``, ``int``, ``float``, ``bool`` or None. Subclasses and other numbers
+    (NumPy's, ``Fraction``) are converted: kept as they were, a ``numpy.float64`` passed validation and then
+    made ``to_json`` raise ``TypeError`` (the SDK's ``send`` crashed on a NumPy value)."""
     if type(value) in _PLAIN:
         return value  # type: ignore[return-value]
     if isinstance(value, str):
         return _text(str(value), field)
-    if isinstance(value, int | float):  # bool included
-        return check_number(value, field)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return check_number(int(value), field)
+    if isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except OverflowError:  # e.g. a Fraction beyond float64
+            raise InvalidEvent(field, "NaN and infinity are not allowed") from None
+        return check_number(number, field)
     raise InvalidEvent(field, f"must be a string, number, boolean or null, got {type(value).__name__}")
 
 
 def _entity(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(check_number(int(value), "entity"))
     if value is None:
         raise InvalidEvent("entity", "is required")

@@ -424,3 +424,61 @@ def test_a_jsonl_file_with_a_byte_order_mark_loses_no_row(tmp_path: Any) -> None
     rows = list(open_source(str(path)))
     assert [r.error for r in rows] == [None, None]
     assert [RowMapping().to_event(r).entity for r in rows] == ["a", "b"]
+
+
+class _Acked:
+    is_done = True
+    exception = None
+
+    def failed(self) -> bool:
+        return False
+
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class _FakeKafka:
+    """kafka-python's send/flush/close, recording what would be sent, each acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        self.sent.append((topic, value, key))
+        return _Acked()
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_the_sdk_sends_numpy_and_other_numbers_as_plain_json() -> None:
+    """A numpy.float64 (a float subclass) passed validation, then Event.to_json raised TypeError ('Type is
+    not JSON serializable'): Producer.send crashed on the values of a NumPy or pandas row."""
+    import numpy as np
+
+    from streaming.producer import Producer
+    from streaming.settings import Settings
+
+    client = _FakeKafka()
+    producer = Producer(Settings(), client=client)  # type: ignore[arg-type]
+    producer.send(
+        {
+            "entity": np.int64(42),
+            "ts": np.int64(1_700_000_000_000),
+            "fields": {"f64": np.float64(1.5), "f32": np.float32(0.25), "i64": np.int64(-3)},
+            "label": np.float64(0.5),
+        }
+    )
+    producer.send_label("e1", np.float64(2.0), ts=np.int64(5))  # type: ignore[arg-type]
+    producer.flush()
+    (_, event_value, key), (_, label_value, _) = client.sent
+    event = Event.from_json(event_value)
+    assert (event.entity, event.ts, event.label) == ("42", 1_700_000_000_000, 0.5) and key == b"42"
+    assert event.fields == {"f64": 1.5, "f32": 0.25, "i64": -3}
+    assert [type(v) for v in event.fields.values()] == [float, float, int]
+    assert orjson.loads(label_value) == {"event_id": "e1", "label": 2.0, "ts": 5}
+    with pytest.raises(InvalidEvent, match=r"fields\.x"):
+        producer.send({"entity": "u", "ts": 1, "fields": {"x": np.float64("inf")}})
