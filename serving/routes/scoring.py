@@ -52,8 +52,14 @@ def _predict(loaded: LoadedModel, item: PredictRequest, row: FeatureRow | None, 
     item (a value beyond the learner's numeric domain, or the model raising), never a 500."""
     engine = loaded.engine
     assert engine is not None
+    fields = item.fields
+    if fields and any(name in fields for name in engine.view.feature_names):
+        # aggregates (and expressions) come from the online store only: a request field of that name would
+        # stand in for a missing vector's aggregate, and be published as if the pipeline had computed it
+        stored = set(engine.view.feature_names)
+        fields = {k: v for k, v in fields.items() if k not in stored}
     try:
-        x = select_inputs(engine.serve(row.values if row else {}, item.fields), loaded.state.features)
+        x = select_inputs(engine.serve(row.values if row else {}, fields), loaded.state.features)
         check_vector(x)
     except OutOfDomain as exc:
         raise Unscorable(f"{where}: {exc.detail}") from exc

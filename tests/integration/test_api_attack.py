@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import uuid
 
+import orjson
 import pytest
 
 from streaming.settings import Settings
@@ -205,3 +206,21 @@ def test_caller_chosen_names_never_become_metric_labels(emb: Embedded) -> None:
         text = client.get("/metrics").text
     assert marker not in text
     assert 'route="unmatched"' in text and 'route="/v1/models/{name}/predict"' in text
+
+
+def test_a_request_field_never_stands_in_for_a_stored_aggregate(settings: Settings) -> None:
+    """Before: for an entity without a stored vector, a request field named like one of the view's
+    aggregates (``count_lifetime: 999999``) became that aggregate in the scored vector, and was published on
+    the predictions topic as if the pipeline had computed it (a label for that prediction then trained the
+    model on a fabricated aggregate). Aggregates come from the online store only; the request's own fields
+    and what derives from them still count."""
+    emb = Embedded(keyed(settings))
+    emb.save("allm", header={"view": "all"})  # the view that takes request fields
+    fields = {"count_lifetime": 999_999, "loan_mean_lifetime": 5.0, "salary": 52_000.0}
+    with emb.client("score") as client:
+        r = client.post("/v1/models/allm/predict", json={"entity": "new", "fields": fields})
+        assert r.status_code == 200 and r.json()["features_found"] is False, r.text
+    [(_, _, value, _)] = emb.log.read(emb.settings.topics.predictions, 0, 10)
+    features = orjson.loads(value)["features"]
+    assert "count_lifetime" not in features and "loan_mean_lifetime" not in features, features
+    assert features["salary"] == 52_000.0 and features["sal_k"] == 52.0  # own and derived fields stay
