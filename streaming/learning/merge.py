@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from features.events import MAX_TS_MS, MIN_TS_MS
+from features.errors import FeaturesError
+from features.events import MAX_TS_MS, MIN_TS_MS, parse_ts
 from streaming.learning.clock import MedianClock
 
 __all__ = [
@@ -69,14 +70,29 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
     """The merge key: event time of an event or features record, label time of a label (an int within the
     event schema's years 1-9999); else ``fallback`` (:data:`NO_TIME` by default: see there).
 
+    A label's time is read as the learner reads the label (:meth:`features.events.Label.parse`: a string of
+    digits, an ISO 8601 string or a float too): a label the learner takes is merged at its time, not as a
+    record without one (which let a label with ``"ts": "1700000001000"`` overtake its own record).
+
     >>> event_time({"event": {"ts": 5}}), event_time({"ts": 7}), event_time(Undecodable("x")) == NO_TIME
     (5, 7, True)
+    >>> event_time({"event_id": "e", "ts": "2023-11-14T22:13:21Z"})
+    1700000001000
+    >>> event_time({"event": {"ts": "5"}}) == NO_TIME  # a features record's time is an int, or none
+    True
     """
     if isinstance(data, dict):
         event = data.get("event")
         ts = event.get("ts") if isinstance(event, dict) else data.get("ts")
         if type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS:
             return ts
+        if event is None and ts is not None and type(ts) is not int:
+            try:
+                ts = parse_ts(ts)
+            except (FeaturesError, ValueError, OverflowError):
+                return fallback
+            if MIN_TS_MS <= ts <= MAX_TS_MS:
+                return ts
     return fallback
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -357,3 +358,22 @@ def test_a_record_stamped_at_the_end_of_time_does_not_hold_back_its_partition() 
     assert attacked.counters["early_labels"] == 0 and attacked.n_learned == alone.n_learned == 580
     assert attacked.metric_values() == alone.metric_values()
     assert attacked.model.weights == alone.model.weights  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("form", [str, float, lambda t: datetime.fromtimestamp(t / 1_000, UTC).isoformat()])
+def test_a_label_whose_time_is_a_string_or_a_float_is_merged_at_its_time(form: Any) -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
+    good = [(t, {**v, "ts": v["ts"] - 1}) if t == "l" else (t, v) for t, v in late_labelled(300)]  # seconds
+    written = [(t, {**v, "ts": form(v["ts"])}) if t == "l" else (t, v) for t, v in good]
+    results = []
+    for stream in (good, written):
+        core = LearnerCore([spec])
+        router = Router(core, ROLES, sink=MemorySink())
+        for rec in merged(stream):
+            router.process(rec)
+        results.append(core.models["lr"])
+    as_ints, as_written = results
+    # before: merged as records without a time (at once), each label overtook its own record and was held
+    assert as_written.counters["early_labels"] == 0 and as_written.rejected == {}
+    assert as_written.n_learned == as_ints.n_learned == 280
+    assert as_written.metric_values() == as_ints.metric_values()
