@@ -40,7 +40,7 @@ from streaming.learning.worker import offsets_of
 from streaming.replay.kafka import RangeReader, in_journal_order
 from streaming.settings import Settings
 
-__all__ = ["Verification", "VerifyError", "verify"]
+__all__ = ["Verification", "VerifyError", "probes_differ", "verify"]
 
 
 class VerifyError(Exception):
@@ -221,17 +221,39 @@ def verify(
     _compare(result, "last learned event time", rebuilt.last_ts, stored.last_ts)
     _compare(result, "pending predictions", sorted(rebuilt.pending), sorted(stored.pending))
     probe_set = list(recent)
-    mine = [predict(rebuilt, dict(x), serving=True) for x in _inputs(rebuilt, probe_set)]
-    theirs = [predict(stored, dict(x), serving=True) for x in _inputs(stored, probe_set)]
-    diff = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b), None)
+    diff = probes_differ(rebuilt, stored, probe_set)
     if diff is None:
         result.checks.append(f"predictions on {len(probe_set)} probe vectors are identical")
     else:
-        result.mismatches.append(
-            f"probe {diff}: rebuilt predicts {mine[diff]}, stored predicts {theirs[diff]}"
-        )
+        i, mine, theirs = diff
+        result.mismatches.append(f"probe {i}: rebuilt predicts {mine}, stored predicts {theirs}")
     result.ok = not result.mismatches
     return result
+
+
+def probes_differ(
+    rebuilt: ModelState, stored: ModelState, vectors: list[dict[str, Any]]
+) -> tuple[int, Any, Any] | None:
+    """The first probe vector on which the two states predict differently: (its index, the rebuilt one's
+    prediction, the stored one's), or None. A probe a model raises on (a vector the router rejected for it:
+    a string where it took numbers) counts as the exception's type, and NaN equals NaN: before, either made
+    ``verify`` fail on a good version (an uncaught exception, or NaN != NaN)."""
+    for i, (a, b) in enumerate(
+        zip(_predictions(rebuilt, vectors), _predictions(stored, vectors), strict=True)
+    ):
+        if a != b and repr(a) != repr(b):
+            return i, a, b
+    return None
+
+
+def _predictions(state: ModelState, vectors: list[dict[str, Any]]) -> list[Any]:
+    out: list[Any] = []
+    for x in _inputs(state, vectors):
+        try:
+            out.append(predict(state, dict(x), serving=True))
+        except Exception as exc:  # the same vector makes the same model raise the same way
+            out.append(f"raised {type(exc).__name__}")
+    return out
 
 
 def _valid(vector: dict[str, Any]) -> bool:

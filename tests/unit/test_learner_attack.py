@@ -7,6 +7,7 @@ over the good records)."""
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ from streaming.learning.merge import Merger, Positioned, event_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 from streaming.replay.runner import FEATURES, LabelMode, Replay
+from streaming.replay.verify import probes_differ
+from tests.model_defs import scaled_lr as scaled_lr_model
 
 pytestmark = pytest.mark.unit
 
@@ -377,3 +380,20 @@ def test_a_label_whose_time_is_a_string_or_a_float_is_merged_at_its_time(form: A
     assert as_written.counters["early_labels"] == 0 and as_written.rejected == {}
     assert as_written.n_learned == as_ints.n_learned == 280
     assert as_written.metric_values() == as_ints.metric_values()
+
+
+def test_verify_compares_probes_a_model_raises_on_or_predicts_nan_for() -> None:
+    spec = ModelSpec("lr", "binary", "v", scaled_lr_model, features=("a",))
+    core = LearnerCore([spec])
+    for i in range(20):
+        core.on_record(f"e{i}", i, {"a": float(i)}, label=i % 2 == 0)
+    state = core.models["lr"]
+    copy = pickle.loads(pickle.dumps(state))
+    # before: predicting on the string raised out of verify (TypeError in the scaler)
+    assert probes_differ(state, copy, [{"a": 1.0}, {"a": "abc"}, {"a": 3.0}]) is None
+    nan = ModelSpec("nan", "binary", "v", NaNClassifier, features=("a",))
+    nan_state = LearnerCore([nan]).models["nan"]
+    nan_state.model.n = 5  # type: ignore[attr-defined]
+    assert probes_differ(nan_state, pickle.loads(pickle.dumps(nan_state)), [{"a": 1.0}]) is None
+    other = LearnerCore([spec]).models["lr"]
+    assert probes_differ(state, other, [{"a": 1.0}, {"a": 9.0}]) is not None
