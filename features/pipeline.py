@@ -16,6 +16,11 @@ counted an event twice or missed one.
 record and entity. Reason codes:
 
 - ``invalid``: not an event (bad JSON, schema, a number outside the numeric domain); nothing applied;
+- ``future``: its event time is more than the pipeline's ``max_ahead_ms`` ahead of its Kafka record's
+  timestamp (the worker's: ``RIVULET_FEATURES_MAX_AHEAD_MS``, a day); nothing applied. Accepted, one
+  event stamped 9999-12-31 would move its entity's watermark there and make every later event of that
+  entity late, forever. (A producer that sets its records' timestamps can pass it: topics with
+  ``message.timestamp.type=LogAppendTime`` close that);
 - ``late``: older than its entity's watermark minus the view's allowed lateness; nothing applied;
 - ``overflow``: would take an aggregate out of float64 (:mod:`features.engine`); nothing applied;
 - ``corrupt_state``: the entity's stored state does not decode or does not fit the view (a ``null`` where
@@ -56,7 +61,7 @@ from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadab
 __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
 
 STAGE = "features"
-REASONS = ("invalid", "late", "overflow", "corrupt_state", "too_large", "error")
+REASONS = ("invalid", "future", "late", "overflow", "corrupt_state", "too_large", "error")
 # the longest error text a dead letter carries (an error may quote its input, which may be huge)
 MAX_ERROR_CHARS = 2_000
 # the longest original key a dead letter keeps as its own Kafka key
@@ -74,6 +79,7 @@ class RawRecord:
     partition: int
     offset: int
     key: bytes | None = None
+    timestamp_ms: int | None = None  # the Kafka record's timestamp, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +194,7 @@ class FeaturePipeline:
         cache_bytes: int | None = None,
         max_record_bytes: int | None = None,
         max_state_bytes: int | None = None,
+        max_ahead_ms: int | None = None,
     ) -> None:
         self.views = list(views)
         # the largest feature record (serialised, with its key: the entity) an event may make; one over it
@@ -196,6 +203,8 @@ class FeaturePipeline:
         # the largest serialised state an entity may reach; an event that could take it further is
         # dead-lettered "too_large" and not applied. None: no limit
         self.max_state_bytes = max_state_bytes
+        # how far an event's time may be ahead of its record's timestamp (None: any); see "future" above
+        self.max_ahead_ms = max_ahead_ms
         self.engines = [FeatureEngine(v) for v in self.views]
         self.store = store
         self.report_invalid = report_invalid  # False where another pipeline sees the same records
@@ -257,7 +266,17 @@ class FeaturePipeline:
             try:
                 if raw.value is None:
                     raise InvalidEvent("", "empty record (no value)")
-                parsed.append((raw, Event.from_json(raw.value)))
+                event = Event.from_json(raw.value)
+                ahead = self.max_ahead_ms
+                if ahead is not None and raw.timestamp_ms is not None and event.ts > raw.timestamp_ms + ahead:
+                    if self.report_invalid:
+                        error = (
+                            f"future: event time {event.ts} is {event.ts - raw.timestamp_ms} ms ahead of its "
+                            f"record's timestamp {raw.timestamp_ms} (at most {ahead})"
+                        )
+                        result.dead_letters.append(DeadLetter("future", error, raw))
+                    continue
+                parsed.append((raw, event))
             except InvalidEvent as exc:
                 if self.report_invalid:
                     result.dead_letters.append(DeadLetter("invalid", str(exc), raw))

@@ -234,6 +234,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
             cache_bytes=MAX_CACHE_BYTES,
             max_record_bytes=settings.max_event_bytes,
             max_state_bytes=MAX_STATE_BYTES,
+            max_ahead_ms=settings.features_max_ahead_ms,
         )
         await run(stream, pipeline, redis_store)
 
@@ -256,6 +257,7 @@ def _rekeyed_agent(
             cache_bytes=MAX_CACHE_BYTES,
             max_record_bytes=settings.max_event_bytes,
             max_state_bytes=MAX_STATE_BYTES,
+            max_ahead_ms=settings.features_max_ahead_ms,
         )
         await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
 
@@ -282,4 +284,5 @@ def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
 
 def _raw(event: EventT) -> RawRecord:
     m = event.message
-    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key)
+    timestamp = int(m.timestamp * 1000) if m.timestamp else None  # faust: seconds
+    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key, timestamp)

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         100_000, ge=0, description="Entity states a feature worker keeps in memory between batches (0: none)."
     )
     features_batch_wait_ms: int = Field(5, ge=1, description="Longest wait to fill a feature batch.")
+    features_max_ahead_ms: int = Field(
+        86_400_000,
+        ge=0,
+        description="An event this far ahead of its Kafka record's time is dead-lettered 'future' "
+        "(it would make every later event of its entity late).",
+    )
     features_session_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -215,3 +215,35 @@ def test_a_huge_value_of_the_field_a_view_is_keyed_by_never_stops_the_worker(
     (invalid,) = [d for d in dead if d["reason"] == "invalid"]
     assert "fields.zipcode" in invalid["error"]
     assert Event.from_json(base64.b64decode(invalid["value_b64"])).event_id == "huge-zip"
+
+
+def test_an_event_stamped_9999_does_not_make_its_entity_late_forever(
+    topics: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Through the real worker: one event of entity c1 at 9999-12-31 was applied, moved c1's watermark there,
+    and every later event of c1 was dead-lettered late. It is now 'future' (its Kafka record's timestamp is
+    now), and c1 goes on."""
+    settings = topics
+    good = stream(200, entities=4, seed=51, step_ms=300, grain_ms=1_000)
+    far = good[50].model_copy(update={"event_id": "far", "entity": "c1", "ts": 253_402_300_799_999})
+    with Producer(settings) as producer:
+        producer.send_many([*good[:50], far, *good[50:]])
+    worker = Worker(settings, "tests.feature_defs:DIRECT", tmp_path / "worker.log")
+    try:
+        wait_caught_up(settings, [worker], timeout_s=150)
+    finally:
+        worker.stop()
+    oracle = Oracle(ALL).feed(good)
+    got = {}
+    for r in read_all(settings.kafka_bootstrap, settings.topics.features):
+        rec = orjson.loads(r.value)
+        got.setdefault(rec["event"]["event_id"], rec)
+    assert got.keys() == oracle.vectors.keys()
+    assert all(not diff(rec["features"], oracle.vectors[k]) for k, rec in got.items())
+    dead = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap, settings.topics.dead_letters)]
+    assert [d["reason"] for d in dead] == ["future"]
+    assert Event.from_json(base64.b64decode(dead[0]["value_b64"])).event_id == "far"
+    (row,) = read_redis(settings, "all", ["c1"])
+    wm, aggs = oracle.online()["c1"]
+    assert row is not None and row.ts == wm and not diff(row.values, aggs)

@@ -482,3 +482,30 @@ def test_the_sdk_sends_numpy_and_other_numbers_as_plain_json() -> None:
     assert orjson.loads(label_value) == {"event_id": "e1", "label": 2.0, "ts": 5}
     with pytest.raises(InvalidEvent, match=r"fields\.x"):
         producer.send({"entity": "u", "ts": 1, "fields": {"x": np.float64("inf")}})
+
+
+def test_an_event_far_ahead_of_its_record_time_is_refused_and_does_not_freeze_its_entity() -> None:
+    """One event stamped 9999-12-31 moved its entity's watermark there: every later event of the entity was
+    dead-lettered late, forever."""
+    good = stream(120, entities=3, seed=12, step_ms=1_000)
+    now = good[-1].ts
+    far = good[40].model_copy(update={"event_id": "far", "ts": MAX_TS_MS})
+    near = good[41].model_copy(update={"event_id": "near", "ts": now + 1_000})  # a second ahead: fine
+    events = [*good[:40], far, near, *good[40:]]
+    raws = [RawRecord(e.to_json(), "t", 0, i, timestamp_ms=now) for i, e in enumerate(events)]
+    store = MemoryStore()
+    pipeline = FeaturePipeline([ALL], store, max_ahead_ms=86_400_000)
+    result = asyncio.run(pipeline.process(raws))
+    (dead,) = result.dead_letters
+    assert dead.reason == "future" and dead.record.offset == 40 and dead.view is None
+    assert "ahead of its record's timestamp" in dead.error
+    oracle = Oracle(ALL).feed([e for e in events if e is not far])
+    assert not oracle.late
+    assert {r.event.event_id for r in result.records} == oracle.vectors.keys()
+    assert all(not diff(r.features, oracle.vectors[r.event.event_id]) for r in result.records)
+    # the old behaviour, without a bound: every later event of far's entity is late
+    frozen = Oracle(ALL).feed(events)
+    assert frozen.late and all(e.entity == far.entity for e in events if e.event_id in frozen.late)
+    # without a record time (in-process runs) or without a bound, the event is taken as before
+    unbounded = asyncio.run(FeaturePipeline([ALL], MemoryStore()).process(raws))
+    assert "far" in {r.event.event_id for r in unbounded.records}
