@@ -12,13 +12,16 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
-from river import base, linear_model, metrics, tree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from river import base, linear_model, metrics, naive_bayes, preprocessing, tree
 
 from streaming.learning.core import MAX_CLASSES, MAX_FEATURES, LearnerCore
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.labels import check_label
-from streaming.learning.merge import Merger, Positioned, event_time
+from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
 from streaming.replay.runner import FEATURES, LabelMode, Replay
@@ -397,3 +400,115 @@ def test_verify_compares_probes_a_model_raises_on_or_predicts_nan_for() -> None:
     assert probes_differ(nan_state, pickle.loads(pickle.dumps(nan_state)), [{"a": 1.0}]) is None
     other = LearnerCore([spec]).models["lr"]
     assert probes_differ(state, other, [{"a": 1.0}, {"a": 9.0}]) is not None
+
+
+# any records: the shapes the router reads, with any values, and any JSON at all
+FUZZ_SPECS = [
+    ModelSpec(
+        "lr",
+        "binary",
+        "v",
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        metrics=(metrics.LogLoss, metrics.Accuracy, metrics.ROCAUC),
+    ),
+    ModelSpec(
+        "ht",
+        "binary",
+        "v",
+        tree.HoeffdingTreeClassifier,
+        features=("a", "b"),
+        drift=DriftPolicy(features=("a",)),
+    ),
+    ModelSpec(
+        "mc", "multiclass", "v", tree.HoeffdingTreeClassifier, metrics=(metrics.Accuracy, metrics.MacroF1)
+    ),
+    ModelSpec("mcd", "multiclass", "v", naive_bayes.GaussianNB, classes=("x", "y", "z")),
+    ModelSpec(
+        "reg", "regression", "v", tree.HoeffdingTreeRegressor, metrics=(metrics.MAE, metrics.RMSE, metrics.R2)
+    ),
+    ModelSpec("lin", "regression", "v", linear_model.LinearRegression, features=("a",)),
+]
+S_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.sampled_from([1e150, -1e150, 1e151, 2**63 - 1, 2**63, 0.0, -0.0, "1", "true", "x"]),
+)
+S_JSON = st.recursive(
+    S_SCALAR,
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=3), c, max_size=3)),
+    max_leaves=8,
+)
+S_TS = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([1000, 2000, 253402300799000, -62135596800000, 0]),
+    st.text(max_size=5),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+)
+S_IDS = st.one_of(st.sampled_from(["e1", "e2", "e3", "p:e1", "q1"]), S_JSON)
+S_VEC = st.one_of(st.dictionaries(st.sampled_from(["a", "b", "c"]), S_SCALAR, max_size=3), S_JSON)
+S_LABEL = st.one_of(S_SCALAR, S_JSON)
+S_FEAT = st.fixed_dictionaries(
+    {
+        "view": st.one_of(st.just("v"), S_JSON),
+        "event": st.one_of(st.fixed_dictionaries({"event_id": S_IDS, "ts": S_TS, "label": S_LABEL}), S_JSON),
+        "features": S_VEC,
+    }
+)
+S_PRED = st.fixed_dictionaries(
+    {"view": st.one_of(st.just("v"), S_JSON), "prediction_id": S_IDS, "ts": S_TS, "features": S_VEC}
+)
+S_LAB = st.one_of(
+    st.fixed_dictionaries({"event_id": S_IDS, "label": S_LABEL, "ts": S_TS}),
+    st.fixed_dictionaries({"prediction_id": S_IDS, "label": S_LABEL, "ts": S_TS}),
+)
+S_REC = st.one_of(
+    st.tuples(st.just("f"), S_FEAT),
+    st.tuples(st.just("p"), S_PRED),
+    st.tuples(st.just("l"), S_LAB),
+    st.tuples(st.sampled_from("flp"), S_JSON),
+)
+fuzz_good = [
+    (
+        "f",
+        {
+            "view": "v",
+            "event": {"event_id": f"g{i}", "ts": 1000 + i, "label": i % 2 == 0},
+            "features": {"a": float(i % 3), "b": float(i % 5)},
+        },
+    )
+    for i in range(60)
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(S_REC, max_size=30))
+def test_any_records_among_good_ones_stop_nothing_and_quarantine_nothing(bad: list[tuple[str, Any]]) -> None:
+    """Any JSON on any topic, and records of the right shape with any values (ids, times, labels,
+    vectors), between good records: nothing raises, no model is quarantined, every metric is a number,
+    every state pickles, and the good records are learned."""
+    core = LearnerCore(FUZZ_SPECS)
+    r = Router(core, ROLES, sink=MemorySink())
+    m = Merger({"l": 0, "f": 1, "p": 2})
+    off: dict[str, int] = {}
+    stream = fuzz_good[:20] + bad + fuzz_good[20:]
+    for t, v in stream:
+        try:
+            raw = orjson.dumps(v)
+        except TypeError:
+            continue
+        d = decode(raw)
+        o = off[t] = off.get(t, -1) + 1
+        m.add(t, 0, o, event_time(d), d, raw)
+    for p in m.ready(lambda tp: True):
+        r.process(p)
+    for n, s in core.models.items():
+        assert s.status == "learning", (n, s.quarantine)
+        for k, val in s.metric_values().items():
+            assert math.isfinite(val), (n, k, val)
+        pickle.dumps(s)
+    assert all(core.models[n].n_learned >= 60 for n in ("lr", "ht", "mc"))
