@@ -152,7 +152,9 @@ class Router:
         if models is None:  # every model: one list per view, kept until the models change
             chosen = self._by_view.get(view)
             if chosen is None:
-                chosen = self._by_view[view] = [m for m in core.models if views.get(m) == view]
+                chosen = [m for m in core.models if views.get(m) == view]
+                if chosen:  # a view no model reads is not kept: a producer can send any number of them
+                    self._by_view[view] = chosen
             return chosen
         return [m for m in models if views.get(m) == view]
 

@@ -512,3 +512,16 @@ def test_any_records_among_good_ones_stop_nothing_and_quarantine_nothing(bad: li
             assert math.isfinite(val), (n, k, val)
         pickle.dumps(s)
     assert all(core.models[n].n_learned >= 60 for n in ("lr", "ht", "mc"))
+
+
+def test_records_of_views_no_model_reads_are_not_remembered() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    core = LearnerCore([spec])
+    router = Router(core, ROLES, track=False, sink=MemorySink())
+    for i in range(5_000):  # as replay hands each features record over
+        value = {"view": f"junk{i}", "event": {"event_id": f"e{i}", "ts": 1_000 + i}, "features": {"a": 1.0}}
+        router.features(value, ("f", 0, i))
+    router.features(feat(1, {"a": 1.0}, label=True)[1], ("f", 0, 5_000))
+    # before: one cached (empty) list of models per view name ever seen, without bound
+    assert set(router._by_view) == {"v"}
+    assert core.models["lr"].n_learned == 1 and core.models["lr"].rejected == {}
