@@ -137,7 +137,7 @@ class ModelState:
     loss_n: int = 0
     scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
     pending: dict[str, _Pending] = field(default_factory=dict)
-    pending_values: int = 0  # the feature values the pending predictions hold (each counts one more)
+    pending_values: int = 0  # what the pending predictions hold, in values (see ``_cost``)
     early: dict[str, tuple[Any, int]] = field(
         default_factory=dict
     )  # labels held for their record: (label, ts)
@@ -179,7 +179,7 @@ class ModelState:
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", MedianClock())
-        self.__dict__.setdefault("pending_values", sum(len(p.x) + 1 for p in self.pending.values()))
+        self.__dict__.setdefault("pending_values", sum(_cost(p.x) for p in self.pending.values()))
         self.counters.setdefault("early_labels", 0)
 
     @property
@@ -298,9 +298,9 @@ class LearnerCore:
             else:
                 old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
                 if old is not None:
-                    state.pending_values -= len(old.x) + 1
+                    state.pending_values -= _cost(old.x)
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
-                state.pending_values += len(x) + 1
+                state.pending_values += _cost(x)
                 self._bound(state, now)
                 counters["pending"] = len(state.pending)
             if early:
@@ -394,7 +394,7 @@ class LearnerCore:
                 result = "rejected"  # the prediction waits for a label the model can take
             elif p is not None:
                 del state.pending[key]
-                state.pending_values -= len(p.x) + 1
+                state.pending_values -= _cost(p.x)
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             elif key in state.learned:
@@ -513,13 +513,23 @@ class LearnerCore:
                 and pending[oldest_key].ts >= horizon
             ):
                 break
-            state.pending_values -= len(pending.pop(oldest_key).x) + 1
+            state.pending_values -= _cost(pending.pop(oldest_key).x)
             state.counters["expired"] += 1
 
 
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take
+
+
+def _cost(x: dict[str, Any]) -> int:
+    """What a pending prediction holds, counted in values: one for the entry, one per value, and one more
+    per 64 characters of a string (a declared text feature of 900 kB held 100,000 times is 90 GB)."""
+    n = len(x) + 1
+    for v in x.values():
+        if type(v) is str:
+            n += len(v) >> 6
+    return n
 
 
 def _probabilities(proba: Mapping[Any, Any]) -> bool:

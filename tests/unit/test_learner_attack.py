@@ -525,3 +525,17 @@ def test_records_of_views_no_model_reads_are_not_remembered() -> None:
     # before: one cached (empty) list of models per view name ever seen, without bound
     assert set(router._by_view) == {"v"}
     assert core.models["lr"].n_learned == 1 and core.models["lr"].rejected == {}
+
+
+def test_long_strings_in_pending_predictions_count_against_the_bound() -> None:
+    spec = ModelSpec("nb", "binary", "v", NaNClassifier, features=("text",))
+    core = LearnerCore([spec], max_pending_values=100_000)
+    for i in range(20):  # 64 kB of text each: 1,002 values
+        core.on_record(f"t{i}", i, {"text": "w" * 64_000})
+    state = core.models["nb"]
+    # before: a string counted as one value whatever its length (all 20 kept)
+    assert len(state.pending) == 20 and state.pending_values == 20 * 1_002
+    core = LearnerCore([spec], max_pending_values=10_000)
+    for i in range(20):
+        core.on_record(f"t{i}", i, {"text": "w" * 64_000})
+    assert len(core.models["nb"].pending) == 9 and core.models["nb"].counters["expired"] == 11
