@@ -385,8 +385,9 @@ class LearnerCore:
         self, key: str, label: Any, ts: int, position: Any = None, only: Sequence[str] | None = None
     ) -> str:
         """Join a late label to its pending prediction. Returns ``learned``, ``duplicate``, ``unknown`` (its
-        record came but its prediction expired) or ``held`` (its record has not come yet), for the first
-        model; all models see the same ids."""
+        record came but its prediction expired), ``held`` (its record has not come yet) or ``rejected``
+        (the model cannot take it: :meth:`admits`; the prediction waits on), for the first model; all
+        models see the same ids."""
         outcome = "unknown"
         for i, state in enumerate(self._selected(only)):
             p = state.pending.get(key)
