@@ -175,10 +175,13 @@ class BatchResult:
     def rows(self) -> list[FeatureRow]:
         return [u.row for per_view in self._updates.values() for u in per_view.values()]
 
-    async def commit(self, store: StateStore) -> None:
-        """Store every touched entity's state and vector (call after publishing the records)."""
+    async def commit(self, store: StateStore) -> int:
+        """Store every touched entity's state and vector (call after publishing the records). Returns how
+        many the store refused because its stored position was further along (see StateStore.commit)."""
+        refused = 0
         for view, updates in self._updates.items():
-            await store.commit(view, list(updates.values()))
+            refused += await store.commit(view, list(updates.values())) or 0
+        return refused
 
 
 class FeaturePipeline:

@@ -244,14 +244,14 @@ class RedisStore(OnlineStore, StateStore):
                 out[e] = decode_state(raw)
         return out
 
-    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
         if not updates:
-            return
+            return 0
         pipe = self._pipeline()
         for u in updates:
             keys = [vector_key(self._prefix, view, u.entity), state_key(self._prefix, view, u.entity)]
             await self._write(pipe, keys, _args(u.row, u.state, u.reset, u.payload))
-        await pipe.execute()
+        return sum(1 for r in await pipe.execute() if r == -1)  # -1: the stored position is ahead
 
     async def migrate_keys(self, batch: int = 500) -> int:
         """Move every vector and state key of the scheme before :func:`entity_tag` (``{<entity>}``) to the

@@ -102,9 +102,11 @@ class StateStore(ABC):
         :class:`Unreadable` (never an exception: one entity's bad bytes must not fail a batch)."""
 
     @abstractmethod
-    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
         """Store each entity's state and its vector; atomic per entity (not across entities). A state whose
-        stored position is further along the same topic-partition is kept (the update is dropped)."""
+        stored position is further along the same topic-partition is kept (the update is dropped). Returns
+        how many updates were dropped so (a zombie writer's, or a stored position that was tampered with:
+        worth a count and a log line, since that entity no longer changes)."""
 
 
 class MemoryStore(OnlineStore, StateStore):
@@ -147,16 +149,19 @@ class MemoryStore(OnlineStore, StateStore):
         """Store bytes as an entity's state as they are (for tests of corrupt states)."""
         self._states[(view, entity)] = raw
 
-    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> None:
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
+        refused = 0
         for u in updates:
             stored = self._states.get((view, u.entity))
             # a reset replaces a state found unusable, its position included (one process: no zombies)
             if stored is not None and not u.reset and _behind(u.state, decode_state(stored)):
+                refused += 1
                 continue  # a stale writer must not roll the entity back
             self._states[(view, u.entity)] = u.state_json()  # serialised, as Redis would
             if u.reset:
                 self._rows.pop((view, u.entity), None)
             self._put(u.row)
+        return refused
 
 
 def _behind(new: EntityState, stored: Loaded) -> bool:

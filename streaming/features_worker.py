@@ -71,6 +71,10 @@ EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["
 DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
 SKIPPED = Counter("rivulet_features_redelivered_total", "Redelivered records recognised and skipped")
 RESETS = Counter("rivulet_features_state_resets_total", "Entities whose corrupt stored state was reset")
+STALE = Counter(
+    "rivulet_features_stale_commits_total",
+    "Entity commits refused because the stored position was further along (a zombie, or tampering)",
+)
 BATCH = Histogram("rivulet_features_batch_seconds", "Time to process one batch, publish and commit")
 
 
@@ -152,7 +156,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         await publisher.publish(
             settings.topics.dead_letters, [d.encode(settings.max_event_bytes) for d in result.dead_letters]
         )
-        await result.commit(redis_store)
+        refused = await result.commit(redis_store)
         counts: dict[str, int] = {}
         for r in result.records:
             EVENTS.labels(r.view).inc()
@@ -171,6 +175,10 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
                     offset=src.offset,
                     error=d.error[:300],
                 )
+        if refused:  # another worker is further along, or a stored position was tampered with
+            STALE.inc(refused)
+            counts["stale_commits"] = refused
+            log.warning("commits refused: stored position ahead", entities=refused)
         if result.resets:
             RESETS.inc(result.resets)
             counts["state_resets"] = result.resets

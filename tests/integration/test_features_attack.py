@@ -23,6 +23,7 @@ from kafka import KafkaProducer
 
 from features.engine import EntityState, FeatureEngine
 from features.events import Event
+from features.pipeline import FeaturePipeline, RawRecord
 from features.redis_store import RedisStore, state_key, vector_key
 from features.store import FeatureRow, StateUpdate
 from streaming.producer import Producer
@@ -247,3 +248,36 @@ def test_an_event_stamped_9999_does_not_make_its_entity_late_forever(
     (row,) = read_redis(settings, "all", ["c1"])
     wm, aggs = oracle.online()["c1"]
     assert row is not None and row.ts == wm and not diff(row.values, aggs)
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+def test_a_commit_refused_for_a_position_ahead_is_counted(
+    settings: Settings,
+    redis_client: redis.Redis,
+    where: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A stored position ahead of the writer's (a zombie's write, or an offset tampered with in Redis) made
+    the commit drop the entity's update silently, at every batch: the entity stopped changing and nothing
+    said so. The commit now returns how many it refused (the worker counts them: stale_commits)."""
+    events = stream(30, entities=2, seed=61, step_ms=1_000)
+    raws = [RawRecord(e.to_json(), "events", 0, 100 + i) for i, e in enumerate(events)]
+    client = request.getfixturevalue("cluster") if where == "cluster" else redis_client
+    url = CLUSTER_URL if where == "cluster" else settings.redis_url
+    store = RedisStore.from_url(url, settings.redis_prefix, cluster=where == "cluster")
+
+    async def go() -> tuple[int, int]:
+        try:
+            first = await FeaturePipeline([ALL], store).process(raws[:10])
+            assert await first.commit(store) == 0
+            # the stored position of one entity moves far ahead (what a zombie's rival, or tampering, leaves)
+            tampered = events[0].entity
+            client.hset(state_key(settings.redis_prefix, "all", tampered), "o", str(10**15))
+            second = await FeaturePipeline([ALL], store).process(raws[10:])
+            touched = {e.entity for e in events[10:]}
+            return await second.commit(store), int(tampered in touched)
+        finally:
+            await store.close()
+
+    refused, expected = asyncio.run(go())
+    assert expected == 1 and refused == 1
