@@ -133,14 +133,17 @@ class EmbeddedStack:
         for topic in self._positions:
             self._merger.track(topic, 0)
         self._stop = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        # made by the first batch: a stack that never runs holds no event loop to leak
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
     def close(self) -> None:
         """Release the event loop the feature pipeline runs on (after :meth:`run` has returned)."""
-        self._loop.close()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     @property
     def stopped(self) -> bool:
@@ -196,6 +199,8 @@ class EmbeddedStack:
             value = e.to_json()
             offset = self.log.append(t.events, value, e.entity.encode())
             raws.append(RawRecord(value, t.events, 0, offset, e.entity.encode()))
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
         result = self._loop.run_until_complete(self.pipeline.process(raws))
         for rec in result.records:
             self.log.append(t.features, rec.to_json(), rec.entity.encode())
