@@ -85,3 +85,44 @@ def test_the_learner_alone_gets_the_signing_key_and_nothing_starts_without_keys(
         assert ("RIVULET_SIGNING_KEY" in env) == (name == "learner"), name
     assert SERVICES["learner"]["environment"]["RIVULET_SIGNING_KEY"].startswith("${RIVULET_SIGNING_KEY:?")
     assert SERVICES["api"]["environment"]["RIVULET_VERIFY_KEYS"].startswith("${RIVULET_VERIFY_KEYS:?")
+
+
+def _expanded(value: str) -> str:
+    """A Compose value with its ``${VAR:-default}`` references at their defaults (an unset environment)."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_the_api_answers_prometheus_by_its_compose_name_with_a_read_key() -> None:
+    """Before: the API bound to 0.0.0.0 kept the default trusted hosts (the bind address and loopback), so
+    Prometheus scraping ``api:8000`` got ``400 Invalid host header``, and the scrape sent no key, so with keys
+    set ``/metrics`` was a 401. Now Compose sets ``RIVULET_TRUSTED_HOSTS`` (with ``api``) and passes the API
+    keys, and Prometheus sends ``RIVULET_PROMETHEUS_API_KEY`` from a Compose config as a Bearer credential.
+    The app is built from the API service's environment (at its defaults, plus keys) and scraped as
+    Prometheus and the health check do."""
+    from fastapi.testclient import TestClient
+
+    from streaming.settings import Settings
+    from tests.integration.api_env import Embedded, keyed
+
+    env = SERVICES["api"]["environment"]
+    for scope in ("SCORING", "INGEST", "READ", "ADMIN"):
+        assert env[f"RIVULET_{scope}_API_KEYS"] == f"${{RIVULET_{scope}_API_KEYS:-}}"
+    hosts = _expanded(env["RIVULET_TRUSTED_HOSTS"])
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "rivulet-api"]
+    assert job["authorization"]["type"] == "Bearer"
+    [mounted] = SERVICES["prometheus"]["configs"]
+    assert mounted["target"] == job["authorization"]["credentials_file"]
+    assert COMPOSE["configs"][mounted["source"]]["content"] == "${RIVULET_PROMETHEUS_API_KEY:-}"
+    [target] = job["static_configs"][0]["targets"]
+    health = re.search(r"http://([^/']+)/healthz", " ".join(SERVICES["api"]["healthcheck"]["test"]))
+    assert health is not None
+
+    settings = Settings(serve_host=env["RIVULET_SERVE_HOST"], trusted_hosts=hosts)
+    emb = Embedded(keyed(settings, read_api_keys=["prom-key"]))
+    with TestClient(emb.app(), base_url=f"http://{target}") as prometheus:
+        assert prometheus.get("/metrics").status_code == 401  # keys set: no anonymous scrape
+        scraped = prometheus.get("/metrics", headers={"Authorization": "Bearer prom-key"})
+        assert scraped.status_code == 200 and "rivulet_http_requests_total" in scraped.text
+        assert prometheus.get("/healthz", headers={"host": health.group(1)}).status_code == 200
+        assert prometheus.get("/healthz", headers={"host": "evil.example"}).status_code == 400
