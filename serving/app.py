@@ -26,9 +26,10 @@ from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
 from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
+from serving.outbox import Outbox
 from serving.routes import ROUTERS
 from serving.services import Services
-from streaming.clients import keyring, registry_reader
+from streaming.clients import async_redis, async_redis_node, keyring, registry_reader
 from streaming.logs import configure_logging, get_logger
 from streaming.settings import Settings
 
@@ -44,10 +45,11 @@ class RedisServices:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=settings.redis_connect_timeout_s,
+        # the online store through a cluster client when RIVULET_REDIS_CLUSTER is on; the registry's
+        # announcements through the node at redis_url (a cluster's PUBLISH reaches every node)
+        self.redis = async_redis(settings)
+        self.announcements = (
+            self.redis if isinstance(self.redis, aioredis.Redis) else async_redis_node(settings)
         )
         self.store = RedisStore(self.redis, settings.redis_prefix)
         self.registry = registry_reader(settings)  # MissingKey without RIVULET_VERIFY_KEYS: no start
@@ -58,7 +60,7 @@ class RedisServices:
     async def start(self) -> None:
         with contextlib.suppress(Exception):  # Redis may be down: readiness says so, the poll catches up
             await self.models.refresh_all()
-        self.models.start(self.settings.serve_poll_s, self.redis)
+        self.models.start(self.settings.serve_poll_s, self.announcements)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             acks="all",
@@ -84,6 +86,8 @@ class RedisServices:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
         await self.redis.aclose()
+        if self.announcements is not self.redis:
+            await self.announcements.aclose()
         self.registry._r.close()
 
 
@@ -123,6 +127,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
+    app.state.outbox = Outbox()
     app.state.dashboard_html = page_html()
     app.state.dashboard_csp = csp(app.state.dashboard_html)
     for router in ROUTERS:

@@ -13,18 +13,54 @@ streaming.errors.MissingKey: RIVULET_VERIFY_KEYS is not set: ...
 from __future__ import annotations
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from streaming.errors import MissingKey
 from streaming.learning.keys import Keyring, SigningKey, parse_keyring, parse_signing_key
 from streaming.learning.registry import ModelRegistry
 from streaming.settings import Settings
 
-__all__ = ["keyring", "redis_client", "registry_reader", "registry_writer", "signing_key"]
+__all__ = [
+    "async_redis",
+    "async_redis_node",
+    "keyring",
+    "redis_client",
+    "registry_reader",
+    "registry_writer",
+    "signing_key",
+]
 
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A synchronous Redis client with the configured timeouts (redis-py's defaults are 5 s)."""
     return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+    )
+
+
+def async_redis(settings: Settings) -> aioredis.Redis | RedisCluster:
+    """The async client of the online store: a cluster client (it follows the cluster's slots and redirects)
+    when ``settings.redis_cluster`` is on, ``redis_url`` then being any node; else a plain one.
+
+    >>> type(async_redis(Settings(redis_cluster=True))).__name__, type(async_redis(Settings())).__name__
+    ('RedisCluster', 'Redis')
+    """
+    if settings.redis_cluster:
+        return RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+        )
+    return async_redis_node(settings)
+
+
+def async_redis_node(settings: Settings) -> aioredis.Redis:
+    """A plain async client of the node at ``redis_url`` (pub/sub: on a Redis Cluster a message published on
+    any node reaches the subscribers of every node, and the async cluster client has no pub/sub)."""
+    return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,

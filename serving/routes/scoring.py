@@ -1,6 +1,7 @@
 """Scoring (scope ``score``): one entity or a batch, with the model's current version and the entities'
-online features; each prediction is queued for the predictions topic (no Kafka round trip on the response
-path). The hot path: no dependency injection, the services read inline, one feature-store round trip."""
+online features; each prediction is queued for the predictions topic (:class:`serving.outbox.Outbox`: the
+response waits neither for Kafka nor for the topic's metadata). The hot path: no dependency injection, the
+services read inline, one feature-store round trip."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from serving.auth import Scope, scoped_route
 from serving.errors import FeatureStoreUnavailable, NoModelLoaded, Unscorable
 from serving.metrics import FEATURE_AGE, PREDICTIONS, UNPUBLISHED
 from serving.models import LoadedModel
+from serving.outbox import Outbox
 from serving.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -74,7 +76,7 @@ def _predict(loaded: LoadedModel, item: PredictRequest, row: FeatureRow | None, 
 
 
 async def _score(
-    svc: Services, loaded: LoadedModel, items: list[PredictRequest], batch: bool
+    svc: Services, outbox: Outbox, loaded: LoadedModel, items: list[PredictRequest], batch: bool
 ) -> list[PredictResponse]:
     engine = loaded.engine
     if engine is None:
@@ -110,22 +112,15 @@ async def _score(
         PREDICTIONS.labels(loaded.name, str(loaded.version)).inc()
         if row is not None:
             FEATURE_AGE.labels(loaded.name).observe(max(now_ms - row.ts, 0) / 1000)
-        await _publish(svc, loaded, response, x, now_ms)
+        _publish(svc, outbox, loaded, response, x, now_ms)
     return out
 
 
-def _count_failure(model: str) -> Any:
-    def done(future: Any) -> None:
-        if future.cancelled() or future.exception() is not None:
-            UNPUBLISHED.labels(model).inc()
-
-    return done
-
-
-async def _publish(
-    svc: Services, loaded: LoadedModel, r: PredictResponse, x: dict[str, Any], now_ms: int
+def _publish(
+    svc: Services, outbox: Outbox, loaded: LoadedModel, r: PredictResponse, x: dict[str, Any], now_ms: int
 ) -> None:
-    """Queue the prediction for the predictions topic; no Kafka round trip on the response path."""
+    """Queue the prediction for the predictions topic in the app's :class:`~serving.outbox.Outbox`: the
+    response waits neither for Kafka nor for the topic's metadata."""
     producer = svc.producer
     if producer is None:
         UNPUBLISHED.labels(loaded.name).inc()
@@ -142,12 +137,11 @@ async def _publish(
         "ts": now_ms,
     }
     try:
-        future = await producer.send(
-            svc.settings.topics.predictions, orjson.dumps(record), key=r.entity.encode()
-        )
-        future.add_done_callback(_count_failure(loaded.name))
-    except Exception:
+        value = orjson.dumps(record)
+    except (TypeError, orjson.JSONEncodeError):
         UNPUBLISHED.labels(loaded.name).inc()
+        return
+    outbox.send(producer, svc.settings.topics.predictions, value, r.entity.encode(), loaded.name)
 
 
 def _json(model: PredictResponse | BatchPredictResponse) -> Response:
@@ -160,7 +154,7 @@ async def predict(name: str, body: PredictRequest, request: Request) -> Response
     """Score one entity with the current version of a model and the entity's online features."""
     svc = services_of(request)
     loaded = await svc.models.require(name)
-    return _json((await _score(svc, loaded, [body], batch=False))[0])
+    return _json((await _score(svc, request.app.state.outbox, loaded, [body], batch=False))[0])
 
 
 @router.post("/v1/models/{name}/predict/batch", response_model=BatchPredictResponse, responses=SCORING)
@@ -169,4 +163,5 @@ async def predict_batch(name: str, body: BatchPredictRequest, request: Request) 
     whole batch (400 naming it), before anything is published."""
     svc = services_of(request)
     loaded = await svc.models.require(name)
-    return _json(BatchPredictResponse(predictions=await _score(svc, loaded, body.items, batch=True)))
+    scored = await _score(svc, request.app.state.outbox, loaded, body.items, batch=True)
+    return _json(BatchPredictResponse(predictions=scored))

@@ -7,12 +7,17 @@ All run on the embedded services (no Kafka, no Redis); the raw-socket ones on a 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
+from serving.app import create_app
+from serving.embedded import EmbeddedServices
 from streaming.settings import Settings
 from tests.integration.api_env import KEYS, Embedded, keyed, serve
 
@@ -224,3 +229,35 @@ def test_a_request_field_never_stands_in_for_a_stored_aggregate(settings: Settin
     features = orjson.loads(value)["features"]
     assert "count_lifetime" not in features and "loan_mean_lifetime" not in features, features
     assert features["salary"] == 52_000.0 and features["sal_k"] == 52.0  # own and derived fields stay
+
+
+class StalledProducer:
+    """Kafka whose metadata never comes: ``send`` waits forever (aiokafka waits up to its request timeout,
+    15 s by default, on every send to a topic that does not exist)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
+def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
+    """Before: each prediction awaited ``producer.send`` on the response path, which waits for the topic's
+    metadata: with the predictions topic missing, every predict took the Kafka request timeout (15 s) and a
+    batch of 17 took 17 of them (found scoring on Redis Cluster with no predictions topic). Now the sends
+    run in the app's outbox: answered at once, each prediction handed to the producer."""
+    services = EmbeddedServices(emb.settings, emb.stack)
+    stalled = StalledProducer()
+    services.producer = stalled  # type: ignore[assignment]
+    headers = {"X-API-Key": KEYS["score"], "host": "localhost"}
+    app = create_app(emb.settings, services)
+    with serve(app) as url, httpx.Client(headers=headers, timeout=10) as client:
+        for _ in range(3):
+            r = client.post(f"{url}/v1/models/zipm/predict", json={"entity": "7"})
+            assert r.status_code == 200, r.text
+        batch = client.post(f"{url}/v1/models/zipm/predict/batch", json={"items": [{"entity": "7"}] * 20})
+        assert batch.status_code == 200 and len(batch.json()["predictions"]) == 20
+        assert client.get(f"{url}/healthz").status_code == 200
+    assert stalled.calls == 23

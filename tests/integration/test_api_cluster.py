@@ -1,0 +1,123 @@
+"""The scoring API on a real (one-node) Redis Cluster, started by ``scripts/services up`` on port 7001, with
+``RIVULET_REDIS_CLUSTER=true``: vectors the real store wrote on the cluster for hostile entities (``}x{`` and
+the rest of the feature store's cluster list) are scored over HTTP with their own values, readiness pings the
+cluster, and a registry announcement published on the cluster reaches the API.
+
+Before, the API built a plain Redis client whatever the setting: on this one-node cluster a plain client
+happens to work (the node owns every slot), but on a real cluster it gets ``MOVED`` for the keys of other
+nodes. The test asserts the API's store client is the cluster client besides what it reads through it.
+
+The model registry itself does not run on a cluster yet (its save is a MULTI over keys of several slots:
+CROSSSLOT), so the test's learner saves on the plain Redis and its keys are copied to the cluster node one
+by one (DUMP/RESTORE), then announced there, as a registry on the cluster would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from redis.asyncio.cluster import RedisCluster
+
+from features.redis_store import RedisStore
+from features.store import FeatureRow
+from serving.app import create_app
+from streaming.learning.core import predict, select_inputs
+from streaming.learning.registry import ModelRegistry
+from streaming.settings import Settings
+from tests.integration.serving_env import SIGNER, serving_settings
+from tests.integration.test_redis_cluster import CLUSTER_URL, ENTITIES, cluster  # noqa: F401 (fixture)
+from tests.integration.test_serving import trained_state
+
+KEY = "cluster-ops-key"
+HOSTILE = [*ENTITIES, "\x00", "{}\n{", "plain"]
+
+
+@pytest.fixture
+def on_cluster(rivulet_topics: Settings, cluster: redis.Redis) -> Settings:  # noqa: F811 (the fixture)
+    return serving_settings(
+        rivulet_topics,
+        redis_url=CLUSTER_URL,
+        redis_cluster=True,
+        serve_poll_s=3600.0,  # no poll: a new version arrives by its announcement only
+        scoring_api_keys=[KEY],
+        read_api_keys=[KEY],
+    )
+
+
+def vector(i: int) -> dict[str, Any]:
+    """A distinct vector per entity: a wrong (or missing) one gives other probabilities."""
+    return {"count_lifetime": 20 + i, "salary_mean_10m": 30_000.0 + 7_000.0 * i, "loan_max_lifetime": 9e3 * i}
+
+
+def write_vectors(s: Settings) -> None:
+    async def go() -> None:
+        store = RedisStore.from_url(CLUSTER_URL, s.redis_prefix, cluster=True)
+        try:
+            rows = [FeatureRow("zip", e, vector(i), 1_700_000_000_000 + i) for i, e in enumerate(HOSTILE)]
+            await store.write(rows)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def expected(state: Any, values: dict[str, Any]) -> dict[str, float]:
+    """The model's own probabilities for ``values`` (the oracle), keyed as the API writes them."""
+    _, proba = predict(state, select_inputs(values, state.features), serving=True)
+    return {("true" if k else "false") if isinstance(k, bool) else str(k): float(v) for k, v in proba.items()}
+
+
+def publish(registry: ModelRegistry, prefix: str, plain: redis.Redis, node: redis.Redis, state: Any) -> int:
+    """Save a version (on the plain Redis), copy the registry's keys to the cluster node, announce it."""
+    version = registry.save("zipm", state, {"offsets": {}, "view": "zip"})
+    for key in plain.scan_iter(match=f"{prefix}*", count=1000):
+        node.restore(key, 0, plain.dump(key), replace=True)
+    node.publish(registry.channel, orjson.dumps({"model": "zipm", "version": version}))
+    return version
+
+
+def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
+    on_cluster: Settings,
+    cluster: redis.Redis,  # noqa: F811 (the fixture)
+    redis_client: redis.Redis,
+) -> None:
+    s = on_cluster
+    registry = ModelRegistry(redis_client, s.redis_prefix, signer=SIGNER)
+    state = trained_state(300)
+    first = publish(registry, s.redis_prefix, redis_client, cluster, state)
+    write_vectors(s)
+    app = create_app(s)
+    with TestClient(app, base_url="http://localhost", headers={"X-API-Key": KEY}) as client:
+        assert isinstance(app.state.services.redis, RedisCluster)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"ready": True, "redis": True, "models": {"zipm": first}}
+        for i, entity in enumerate(HOSTILE):
+            r = client.post("/v1/models/zipm/predict", json={"entity": entity})
+            assert r.status_code == 200, (entity, r.text)
+            body = r.json()
+            assert body["entity"] == entity and body["features_found"] is True, (entity, body)
+            assert body["probabilities"] == pytest.approx(expected(state, vector(i))), entity
+        batch = client.post("/v1/models/zipm/predict/batch", json={"items": [{"entity": e} for e in HOSTILE]})
+        assert batch.status_code == 200, batch.text
+        for i, p in enumerate(batch.json()["predictions"]):
+            assert p["entity"] == HOSTILE[i] and p["features_found"] is True
+            assert p["probabilities"] == pytest.approx(expected(state, vector(i)))
+        unknown = client.post("/v1/models/zipm/predict", json={"entity": "}never written{"})
+        assert unknown.status_code == 200 and unknown.json()["features_found"] is False
+
+        # a new version, announced on the cluster (no poll for an hour): the API swaps to it
+        newer = trained_state(600, seed=3)
+        second = publish(registry, s.redis_prefix, redis_client, cluster, newer)
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["models"].get("zipm") != second:
+            assert time.monotonic() < deadline, "the announcement did not reach the API"
+            time.sleep(0.1)
+        r = client.post("/v1/models/zipm/predict", json={"entity": "}x{"})
+        assert r.json()["version"] == second
+        assert r.json()["probabilities"] == pytest.approx(expected(newer, vector(HOSTILE.index("}x{"))))
