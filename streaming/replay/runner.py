@@ -186,6 +186,7 @@ class Replay:
         self._held: list[tuple[int, int, str, Any, int, Any]] = []
         self._held_seq = 0
         self.recorded_labels: dict[str, Any] = {}  # for simulated delays of labels from a labels topic
+        self.max_recorded_labels = 1_000_000  # bounded: a flood of labels for events that never come
         self.curves: dict[str, list[list[Any]]] = {}
         self.drifts: dict[str, list[dict[str, Any]]] = {}
         self.core.on_drift = self._on_drift
@@ -227,7 +228,10 @@ class Replay:
                 self.router.undecodable(value, (rec.topic, rec.partition, rec.offset), raw=rec.raw)
         elif isinstance(value, dict) and value.get("event_id") is not None:
             # simulated delay: a recorded label only says what the label is; when it is revealed is simulated
-            self.recorded_labels[str(value["event_id"])] = value.get("label")
+            recorded = self.recorded_labels
+            recorded[str(value["event_id"])[:256]] = value.get("label")
+            if len(recorded) > self.max_recorded_labels:  # labels whose events never come: the oldest go
+                del recorded[next(iter(recorded))]
         if not self.read & 0xFF:  # the clock every 256 records is often enough for the throughput curve
             now = self.clock()
             if now - self._last_tick >= 0.5:

@@ -24,7 +24,7 @@ from streaming.learning.labels import check_label
 from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError
-from streaming.replay.runner import FEATURES, LabelMode, Replay
+from streaming.replay.runner import FEATURES, LABELS, LabelMode, Replay
 from streaming.replay.verify import probes_differ
 from tests.model_defs import scaled_lr as scaled_lr_model
 
@@ -539,3 +539,30 @@ def test_long_strings_in_pending_predictions_count_against_the_bound() -> None:
     for i in range(20):
         core.on_record(f"t{i}", i, {"text": "w" * 64_000})
     assert len(core.models["nb"].pending) == 9 and core.models["nb"].counters["expired"] == 11
+
+
+def test_a_replay_keeps_a_bounded_number_of_labels_waiting_for_their_events() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    replay = Replay([spec], labels=LabelMode("records", 2))
+    replay.max_recorded_labels = 100
+    replay.feed(Positioned(0, 0, 0, 0, FEATURES, labelled(0, "e0", 1_000)), FEATURES)  # the range starts
+    for i in range(1_000):  # labels for events that never come
+        replay.feed(
+            Positioned(0, 0, 0, i, LABELS, {"event_id": f"x{i}" * 50, "label": True, "ts": 2_000}), LABELS
+        )
+    replay.feed(Positioned(0, 0, 0, 1_000, LABELS, {"event_id": "e1", "label": True, "ts": 2_001}), LABELS)
+    # before: every one of them was kept until the end of the replay
+    assert len(replay.recorded_labels) == 100 and "e1" in replay.recorded_labels
+    assert max(len(k) for k in replay.recorded_labels) <= 256
+    replay.feed(
+        Positioned(
+            0,
+            0,
+            0,
+            1,
+            FEATURES,
+            {**labelled(1, "e1", 1_010), "event": {"event_id": "e1", "ts": 1_010, "label": None}},
+        ),
+        FEATURES,
+    )
+    assert "e1" not in replay.recorded_labels
