@@ -39,8 +39,8 @@ async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]])
     producer = svc.producer
     if producer is None:
         raise KafkaUnavailable("Kafka is unreachable: nothing was accepted")
-    futures = [await producer.send(topic, value, key=key) for key, value in records]
-    try:
+    try:  # send itself raises when the topic's metadata does not come (aiokafka's KafkaTimeoutError)
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
         await asyncio.gather(*futures)
     except Exception as exc:
         raise KafkaUnavailable(f"Kafka did not acknowledge the records: {exc}") from exc

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.embedded import EmbeddedServices
@@ -261,3 +262,30 @@ def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
         assert batch.status_code == 200 and len(batch.json()["predictions"]) == 20
         assert client.get(f"{url}/healthz").status_code == 200
     assert stalled.calls == 23
+
+
+class NoMetadataProducer:
+    """aiokafka when the topic's metadata never comes (the topic missing, no auto-creation): ``send`` itself
+    raises ``KafkaTimeoutError`` after its request timeout."""
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        from aiokafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError()
+
+
+def test_ingest_without_the_topics_metadata_is_a_503_not_a_500(emb: Embedded) -> None:
+    """Before: ``producer.send`` raising (not its future) escaped the ingest routes' Kafka handling: 500
+    ``internal`` for events and labels when the topic was missing. Now 503 ``kafka_unavailable``: nothing was
+    accepted, try again."""
+    services = EmbeddedServices(emb.settings, emb.stack)
+    services.producer = NoMetadataProducer()  # type: ignore[assignment]
+    event = {"entity": "a", "ts": 1_700_000_000_000, "fields": {"x": 1}}
+    with TestClient(create_app(emb.settings, services), base_url="http://localhost") as client:
+        client.headers["X-API-Key"] = KEYS["ingest"]
+        for path, body in (
+            ("/v1/events", {"events": [event]}),
+            ("/v1/labels", {"labels": [{"event_id": "e1", "label": True}]}),
+        ):
+            r = client.post(path, json=body)
+            assert r.status_code == 503 and r.json()["error"] == "kafka_unavailable", (path, r.text)
