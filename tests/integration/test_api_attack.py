@@ -289,3 +289,32 @@ def test_ingest_without_the_topics_metadata_is_a_503_not_a_500(emb: Embedded) ->
         ):
             r = client.post(path, json=body)
             assert r.status_code == 503 and r.json()["error"] == "kafka_unavailable", (path, r.text)
+
+
+def test_a_cross_site_form_or_blob_post_cannot_write_training_data(settings: Settings) -> None:
+    """Guard: with no key configured (the loopback default), a web page can still make a browser POST to
+    127.0.0.1 without a CORS preflight, but only with a text/plain, form or missing Content-Type. The API
+    takes JSON only under ``application/json`` (which needs a preflight, and no CORS is allowed), so such a
+    request publishes nothing."""
+    emb = Embedded(
+        keyed(settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[])
+    )
+    body = b'{"events": [{"entity": "victim", "ts": 1700000000000, "fields": {"x": 1}}]}'
+    cross = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    with serve(emb.app()) as url:
+        port = url.rsplit(":", 1)[1].encode()
+        for content_type in (b"", b"text/plain;charset=UTF-8", b"application/x-www-form-urlencoded"):
+            head = b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:" + port + b"\r\n"
+            head += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in cross.items())
+            head += b"Content-Type: " + content_type + b"\r\n" if content_type else b""
+            answer = raw(url, head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            assert status(answer) == 422, (content_type, answer)
+        preflight = (
+            b"OPTIONS /v1/events HTTP/1.1\r\nHost: 127.0.0.1:"
+            + port
+            + b"\r\nOrigin: https://evil.example\r\n"
+        )
+        preflight += b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        answer = raw(url, preflight)
+        assert status(answer) == 405 and b"access-control-allow-origin" not in answer.lower()
+    assert emb.log.end(emb.settings.topics.events) == 0
