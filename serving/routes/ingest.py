@@ -51,8 +51,12 @@ async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]])
 )
 async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
     """Publish events (validated as by the SDK); 202 with their ids once Kafka has them. An event's own
-    ``label`` must fit some served model, as on ``/v1/labels`` (400 naming the item otherwise)."""
+    ``label`` must fit some served model, as on ``/v1/labels``, and its time may not be further ahead of now
+    than ``RIVULET_FEATURES_MAX_AHEAD_MS`` (400 naming the item otherwise; nothing is published)."""
     served = list(svc.models.models.values())
+    # the feature worker dead-letters an event this far ahead of its record's time ('future': it would make
+    # every later event of its entity late); the record is stamped after now, so refuse it here, visibly
+    ahead_ms = int(time.time() * 1000) + svc.settings.features_max_ahead_ms
     records = []
     ids = []
     for i, raw in enumerate(body.events):
@@ -65,6 +69,11 @@ async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
             raise BadRequest(f"events[{i}].{exc}") from exc
         except (orjson.JSONEncodeError, TypeError, ValueError, OverflowError) as exc:
             raise BadRequest(f"events[{i}]: cannot be serialised ({exc})") from exc
+        if event.ts > ahead_ms:
+            raise BadRequest(
+                f"events[{i}].ts: {event.ts} is more than RIVULET_FEATURES_MAX_AHEAD_MS "
+                f"({svc.settings.features_max_ahead_ms} ms) ahead of now; the feature worker would refuse it"
+            )
         records.append((event.entity.encode(), value))
         ids.append(event.event_id)
     await _ingest(svc, svc.settings.topics.events, records)

@@ -318,3 +318,24 @@ def test_a_cross_site_form_or_blob_post_cannot_write_training_data(settings: Set
         answer = raw(url, preflight)
         assert status(answer) == 405 and b"access-control-allow-origin" not in answer.lower()
     assert emb.log.end(emb.settings.topics.events) == 0
+
+
+def test_an_event_from_the_far_future_is_refused_at_ingest(emb: Embedded) -> None:
+    """Before: an event stamped 9999-12-31 was 202 and then dead-lettered ``future`` by the feature worker
+    (one such event moved its entity's watermark there and made every later event of that entity late); the
+    caller never knew. Now a 400 naming the item, beyond ``features_max_ahead_ms`` of now; nothing published.
+    """
+    import time
+
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    assert emb.settings.features_max_ahead_ms == day
+    good = {"entity": "a", "ts": now, "fields": {"x": 1}}
+    with emb.client("ingest") as client:
+        for ts in (253_402_300_799_999, now + 2 * day, "9999-12-31T00:00:00+00:00"):
+            r = client.post("/v1/events", json={"events": [good, {**good, "ts": ts}]})
+            assert r.status_code == 400 and r.json()["detail"].startswith("events[1].ts:"), (ts, r.text)
+        assert emb.log.end(emb.settings.topics.events) == 0
+        ok = [good, {**good, "ts": now + day // 2}, {**good, "ts": 0}]  # ahead within the bound; the past
+        assert client.post("/v1/events", json={"events": ok}).status_code == 202
+        assert emb.log.end(emb.settings.topics.events) == 3
