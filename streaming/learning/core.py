@@ -150,7 +150,7 @@ class ModelState:
     # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
     # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
     classes: dict[Any, None] = field(default_factory=dict)
-    kinds: dict[str, bool] = field(default_factory=dict)  # feature -> is a string
+    kinds: dict[str, int] = field(default_factory=dict)  # feature -> _SEEN, or the kind it was learned as
     clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
     quarantine: str | None = None  # why it was quarantined
     counters: dict[str, int] = field(
@@ -350,19 +350,11 @@ class LearnerCore:
         """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
         features (a model without declared features takes every number of the vector: a producer writing
         fresh names into each record grew a linear model by as many weights, without bound), and each
-        declared feature keeps the kind (string or number) it had when the model first saw it (a string
-        where a Hoeffding tree has taken numbers raises inside ``learn_one``: a quarantine). Otherwise the
-        record is rejected (``malformed_features``, ``feature_type``) before the model sees it."""
+        declared feature of the kind the model has learned for it (:meth:`_kind_changed`). Otherwise
+        the record is rejected (``malformed_features``, ``feature_type``) before the model sees it."""
         kinds = state.kinds
-        if state.features is not None:
-            for name, value in x.items():
-                known = kinds.get(name)
-                if known is not None and known is not isinstance(value, str):
-                    want = "a string" if known else "a number"
-                    self.reject(
-                        state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model takes {want}"
-                    )
-                    return False
+        if state.features is not None and self._kind_changed(state, x):
+            return False
         new = [name for name in x if name not in kinds]
         if len(kinds) + len(new) > MAX_FEATURES:
             self.reject(
@@ -372,8 +364,26 @@ class LearnerCore:
             )
             return False
         for name in new:
-            kinds[name] = isinstance(x[name], str)
+            kinds[name] = _SEEN
         return True
+
+    def _kind_changed(self, state: ModelState, x: dict[str, Any]) -> bool:
+        """A declared feature whose value is a string where the model has learned numbers for it, or the
+        other way: rejected (``feature_type``), when predicted and again when learned (a late label). A
+        Hoeffding tree that took numbers for a feature raises inside ``learn_one`` on a string (a
+        quarantine), and each new leaf picks its splitter by the first value it learns, so a feature keeps
+        one kind. Only learning decides it (a record predicted but never labelled locks nothing); the
+        first labelled record of a new model does (declare the feature's kind upstream, in the view)."""
+        kinds = state.kinds
+        for name, value in x.items():
+            kind = kinds.get(name)
+            if kind and kind != (_STRING if type(value) is str else _NUMBER):
+                want = "strings" if kind == _STRING else "numbers"
+                self.reject(
+                    state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model learned {want}"
+                )
+                return True
+        return False
 
     def quarantine(self, state: ModelState, why: str) -> None:
         """Stop ``state``'s model: it no longer predicts or learns (see the module docstring)."""
@@ -429,6 +439,8 @@ class LearnerCore:
         position: Any,
         late: bool = False,
     ) -> None:
+        if state.features is not None and self._kind_changed(state, x):
+            return
         # as River's progressive validation: no prediction (None, or no probabilities), no score
         has_proba = bool(proba)
         has_label = label_pred is not None
@@ -445,6 +457,11 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
+        if state.features is not None:
+            kinds = state.kinds
+            for name, value in x.items():
+                if not kinds.get(name):  # its first value learned: the feature keeps this kind
+                    kinds[name] = _STRING if type(value) is str else _NUMBER
         if late:
             state.learned.add(key, self.max_pending)
         last_ts = state.last_ts
@@ -521,6 +538,7 @@ class LearnerCore:
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take
+_SEEN, _NUMBER, _STRING = 0, 1, 2  # ModelState.kinds: a feature seen, or learned as a number or a string
 
 
 def _cost(x: dict[str, Any]) -> int:

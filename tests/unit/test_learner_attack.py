@@ -87,6 +87,17 @@ def test_a_declared_string_feature_stays_a_string() -> None:
     assert core.models["ht"].rejected == {"feature_type": 1} and core.models["ht"].n_learned == 20
 
 
+def test_only_what_a_model_learns_fixes_a_feature_kind() -> None:
+    spec = ModelSpec("ht", "binary", "v", tree.HoeffdingTreeClassifier, features=("a",))
+    stream: list[tuple[str, Any]] = [feat(0, {"a": "x"})]  # predicted first, never labelled: locks nothing
+    stream += [feat(i, {"a": float(i % 4)}, label=i % 2 == 0) for i in range(1, 40)]
+    stream.append(("l", {"event_id": "e0", "label": True, "ts": 2_000}))  # its late label: refused now
+    core, sink = run([spec], stream)
+    state = core.models["ht"]
+    assert state.status == "learning" and state.n_learned == 39
+    assert state.rejected == {"feature_type": 1} and [d.offset for d in sink.letters] == [0]
+
+
 def test_a_class_of_another_type_does_not_break_a_multiclass_tree() -> None:
     spec = ModelSpec("mc", "multiclass", "v", tree.HoeffdingTreeClassifier, metrics=(metrics.Accuracy,))
     good = [feat(i, {"a": float(i % 5)}, label=i % 3) for i in range(300)]
@@ -511,7 +522,15 @@ def test_any_records_among_good_ones_stop_nothing_and_quarantine_nothing(bad: li
         for k, val in s.metric_values().items():
             assert math.isfinite(val), (n, k, val)
         pickle.dumps(s)
-    assert all(core.models[n].n_learned >= 60 for n in ("lr", "ht", "mc"))
+    assert core.models["lr"].n_learned >= 60
+    # a declared feature keeps the kind first learned for it, and a multiclass model without declared
+    # classes the type of its first class: a bad labelled record that comes first (in event time) decides
+    # them, and the good ones are then rejected (a known limit: declare classes)
+    if all(core.models["ht"].kinds.get(f, 0) < 2 for f in ("a", "b")):  # not learned as strings
+        assert core.models["ht"].n_learned >= 60
+    classes = core.models["mc"].classes
+    if not classes or type(next(iter(classes))) is bool:
+        assert core.models["mc"].n_learned >= 60
 
 
 def test_records_of_views_no_model_reads_are_not_remembered() -> None:
