@@ -150,7 +150,7 @@ class ModelState:
     # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
     # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
     classes: dict[Any, None] = field(default_factory=dict)
-    kinds: dict[str, int] = field(default_factory=dict)  # feature -> _SEEN, or the kind it was learned as
+    kinds: dict[str, int] = field(default_factory=dict)  # feature learned -> the kind it was learned as
     clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
     quarantine: str | None = None  # why it was quarantined
     counters: dict[str, int] = field(
@@ -348,23 +348,23 @@ class LearnerCore:
 
     def _inputs(self, state: ModelState, x: dict[str, Any]) -> bool:
         """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
-        features (a model without declared features takes every number of the vector: a producer writing
-        fresh names into each record grew a linear model by as many weights, without bound), and each
-        declared feature of the kind the model has learned for it (:meth:`_kind_changed`). Otherwise
-        the record is rejected (``malformed_features``, ``feature_type``) before the model sees it."""
+        features learned (a model without declared features takes every number of the vector: a producer
+        writing fresh names into each record grew a linear model by as many weights, without bound), and
+        each declared feature of the kind the model has learned for it (:meth:`_kind_changed`). Otherwise
+        the record is rejected (``malformed_features``, ``feature_type``) before the model sees it, and
+        again when a late label comes. Only learning counts (``ModelState.kinds``): a record predicted on
+        but never labelled takes no room."""
         kinds = state.kinds
         if state.features is not None and self._kind_changed(state, x):
             return False
-        new = [name for name in x if name not in kinds]
-        if len(kinds) + len(new) > MAX_FEATURES:
+        new = sum(1 for name in x if name not in kinds)
+        if new and len(kinds) + new > MAX_FEATURES:
             self.reject(
                 state,
                 Reason.MALFORMED_FEATURES,
-                f"{len(new)} features the model has not seen would make more than {MAX_FEATURES}",
+                f"{new} features the model has not learned would make more than {MAX_FEATURES}",
             )
             return False
-        for name in new:
-            kinds[name] = _SEEN
         return True
 
     def _kind_changed(self, state: ModelState, x: dict[str, Any]) -> bool:
@@ -439,6 +439,8 @@ class LearnerCore:
         position: Any,
         late: bool = False,
     ) -> None:
+        if not state.kinds.keys() >= x.keys() and not self._inputs(state, x):
+            return
         if state.features is not None and self._kind_changed(state, x):
             return
         # as River's progressive validation: no prediction (None, or no probabilities), no score
@@ -457,10 +459,10 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
-        if state.features is not None:
-            kinds = state.kinds
+        kinds = state.kinds
+        if not kinds.keys() >= x.keys():
             for name, value in x.items():
-                if not kinds.get(name):  # its first value learned: the feature keeps this kind
+                if name not in kinds:  # its first value learned: a declared feature keeps this kind
                     kinds[name] = _STRING if type(value) is str else _NUMBER
         if late:
             state.learned.add(key, self.max_pending)
@@ -538,7 +540,7 @@ class LearnerCore:
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take
-_SEEN, _NUMBER, _STRING = 0, 1, 2  # ModelState.kinds: a feature seen, or learned as a number or a string
+_NUMBER, _STRING = 1, 2  # ModelState.kinds: a feature learned as a number or as a string
 
 
 def _cost(x: dict[str, Any]) -> int:

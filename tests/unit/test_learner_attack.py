@@ -585,3 +585,12 @@ def test_a_replay_keeps_a_bounded_number_of_labels_waiting_for_their_events() ->
         FEATURES,
     )
     assert "e1" not in replay.recorded_labels
+
+
+def test_features_predicted_but_never_learned_take_no_room() -> None:
+    spec = ModelSpec("lr", "binary", "v", linear_model.LogisticRegression)
+    junk = feat(10_000, {f"junk{j}": 1.0 for j in range(MAX_FEATURES)})  # never labelled
+    good = [feat(i, {"a": float(i % 2), "b": 1.0}, label=i % 2 == 1) for i in range(50)]
+    core, _ = run([spec], [junk, *good])
+    state = core.models["lr"]
+    assert state.n_learned == 50 and state.rejected == {} and set(state.kinds) == {"a", "b"}
