@@ -22,12 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from features.definitions import load_views
 from features.redis_store import RedisStore
 from serving.auth import KeyRing, document_security
+from serving.bodies import components
 from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
 from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
 from serving.outbox import Outbox
-from serving.routes import ROUTERS
+from serving.routes import ROUTERS, ingest
 from serving.services import Services
 from streaming.clients import async_redis, async_redis_node, keyring, registry_reader
 from streaming.logs import configure_logging, get_logger
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             routes = [route for router in ROUTERS for route in router.routes]
+            schema = components(schema, ingest.BODIES)
             app.openapi_schema = document_security(schema, routes, app.state.keyring)
         return app.openapi_schema
 

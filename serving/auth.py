@@ -54,7 +54,7 @@ from fastapi.routing import APIRoute
 from serving.errors import Forbidden, Unauthorized
 from streaming.settings import Settings
 
-__all__ = ["JsonRequest", "KeyRing", "Scope", "document_security", "scoped_route"]
+__all__ = ["JsonRequest", "KeyRing", "Scope", "document_security", "parse_json", "scoped_route"]
 
 
 class Scope(StrEnum):
@@ -158,14 +158,18 @@ class JsonRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                if _LONG_NUMBER.search(body):  # orjson reads an integer past 64 bits as a rounded float
-                    raise orjson.JSONDecodeError("an integer past 64 bits", body.decode("latin-1"), 0)
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                self._json = _stdlib_json(body, exc)
+            self._json = parse_json(await self.body())
         return self._json
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed as :class:`JsonRequest` does (blocking: CPU, no I/O)."""
+    try:
+        if _LONG_NUMBER.search(body):  # orjson reads an integer past 64 bits as a rounded float
+            raise orjson.JSONDecodeError("an integer past 64 bits", body.decode("latin-1"), 0)
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _stdlib_json(body, exc)
 
 
 _LONG_NUMBER = re.compile(rb"\d{19}")  # maybe past 64 bits (or a long digit string): the stdlib is exact

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from features.errors import InvalidEvent
 from features.events import Event, Label
 from serving.auth import Scope, scoped_route
+from serving.bodies import json_body, validated
 from serving.errors import BadRequest, InvalidLabelRequest, KafkaUnavailable
 from serving.models import LoadedModel
 from serving.schemas import EventsRequest, IngestResponse, LabelsRequest, errors
@@ -29,10 +30,11 @@ from serving.services import Services, ServicesDep
 from streaming.learning.errors import InvalidLabel
 from streaming.learning.labels import check_label
 
-__all__ = ["label_problem", "router"]
+__all__ = ["BODIES", "label_problem", "router"]
 
 router = APIRouter(route_class=scoped_route(Scope.INGEST), tags=["ingest"])
 INGEST = errors(400, 401, 403, 413, 422, 503)
+BODIES = (EventsRequest, LabelsRequest)  # validated off the event loop: their schemas added to the OpenAPI
 
 
 async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -47,16 +49,34 @@ async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]])
 
 
 @router.post(
-    "/v1/events", response_model=IngestResponse, status_code=status.HTTP_202_ACCEPTED, responses=INGEST
+    "/v1/events",
+    response_model=IngestResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=INGEST,
+    openapi_extra=json_body(EventsRequest),
 )
-async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
+async def post_events(request: Request, svc: ServicesDep) -> IngestResponse:
     """Publish events (validated as by the SDK); 202 with their ids once Kafka has them. An event's own
     ``label`` must fit some served model, as on ``/v1/labels``, and its time may not be further ahead of now
-    than ``RIVULET_FEATURES_MAX_AHEAD_MS`` (400 naming the item otherwise; nothing is published)."""
+    than ``RIVULET_FEATURES_MAX_AHEAD_MS`` (400 naming the item otherwise; nothing is published). The body
+    is validated in a thread (:mod:`serving.bodies`)."""
     served = list(svc.models.models.values())
     # the feature worker dead-letters an event this far ahead of its record's time ('future': it would make
     # every later event of its entity late); the record is stamped after now, so refuse it here, visibly
     ahead_ms = int(time.time() * 1000) + svc.settings.features_max_ahead_ms
+
+    def records(body: EventsRequest) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+        return _events(body, served, ahead_ms, svc.settings.features_max_ahead_ms)
+
+    out, ids = await validated(request, EventsRequest, records)
+    await _ingest(svc, svc.settings.topics.events, out)
+    return IngestResponse(ids=ids)
+
+
+def _events(
+    body: EventsRequest, served: list[LoadedModel], ahead_ms: int, max_ahead_ms: int
+) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    """The events' Kafka records and ids, or the first item's error (blocking: CPU only)."""
     records = []
     ids = []
     for i, raw in enumerate(body.events):
@@ -72,12 +92,11 @@ async def post_events(body: EventsRequest, svc: ServicesDep) -> IngestResponse:
         if event.ts > ahead_ms:
             raise BadRequest(
                 f"events[{i}].ts: {event.ts} is more than RIVULET_FEATURES_MAX_AHEAD_MS "
-                f"({svc.settings.features_max_ahead_ms} ms) ahead of now; the feature worker would refuse it"
+                f"({max_ahead_ms} ms) ahead of now; the feature worker would refuse it"
             )
         records.append((event.entity.encode(), value))
         ids.append(event.event_id)
-    await _ingest(svc, svc.settings.topics.events, records)
-    return IngestResponse(ids=ids)
+    return records, ids
 
 
 def label_problem(label: Any, models: Iterable[LoadedModel]) -> str | None:
@@ -99,14 +118,32 @@ def label_problem(label: Any, models: Iterable[LoadedModel]) -> str | None:
 
 
 @router.post(
-    "/v1/labels", response_model=IngestResponse, status_code=status.HTTP_202_ACCEPTED, responses=INGEST
+    "/v1/labels",
+    response_model=IngestResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=INGEST,
+    openapi_extra=json_body(LabelsRequest),
 )
-async def post_labels(body: LabelsRequest, svc: ServicesDep) -> IngestResponse:
+async def post_labels(request: Request, svc: ServicesDep) -> IngestResponse:
     """Publish late labels, for an ``event_id`` or a ``prediction_id`` (``ts`` defaults to now); each must
-    fit the task of some served model (400 naming the item otherwise, and nothing is published)."""
+    fit the task of some served model (400 naming the item otherwise, and nothing is published). The body
+    is validated in a thread (:mod:`serving.bodies`)."""
     served = list(svc.models.models.values())
-    labels = []
     now_ms = int(time.time() * 1000)
+
+    def records(body: LabelsRequest) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+        return _labels(body, served, now_ms)
+
+    out, ids = await validated(request, LabelsRequest, records)
+    await _ingest(svc, svc.settings.topics.labels, out)
+    return IngestResponse(ids=ids)
+
+
+def _labels(
+    body: LabelsRequest, served: list[LoadedModel], now_ms: int
+) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    """The labels' Kafka records and join keys, or the first item's error (blocking: CPU only)."""
+    labels = []
     for i, raw in enumerate(body.labels):
         problem = label_problem(raw.label, served)
         if problem is not None:
@@ -115,6 +152,4 @@ async def post_labels(body: LabelsRequest, svc: ServicesDep) -> IngestResponse:
             labels.append(Label.parse({"ts": now_ms, **raw.model_dump(exclude_none=True)}))
         except InvalidEvent as exc:
             raise BadRequest(f"labels[{i}].{exc}") from exc
-    records = [(lbl.join_key.encode(), lbl.to_json()) for lbl in labels]
-    await _ingest(svc, svc.settings.topics.labels, records)
-    return IngestResponse(ids=[lbl.join_key for lbl in labels])
+    return [(lbl.join_key.encode(), lbl.to_json()) for lbl in labels], [lbl.join_key for lbl in labels]

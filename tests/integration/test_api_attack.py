@@ -339,3 +339,49 @@ def test_an_event_from_the_far_future_is_refused_at_ingest(emb: Embedded) -> Non
         ok = [good, {**good, "ts": now + day // 2}, {**good, "ts": 0}]  # ahead within the bound; the past
         assert client.post("/v1/events", json={"events": ok}).status_code == 202
         assert emb.log.end(emb.settings.topics.events) == 3
+
+
+def test_ingest_validation_runs_off_the_event_loop(emb: Embedded) -> None:
+    """Before: a body of 10 000 events or labels was validated on the event loop (about 0.5 s of pydantic and
+    per-item checks on this machine), during which the replica answered nothing, scoring included. Now
+    parsing, validation and the per-item checks run in a thread. Shown without timing: a served model whose
+    classes are read only when a gate opens holds the labels' checks; ``/healthz`` must answer meanwhile
+    (on the event loop that check blocked it: the health request timed out)."""
+    import threading
+
+    from serving.models import LoadedModel
+    from tests.integration.api_env import trained
+
+    reached, gate = threading.Event(), threading.Event()
+
+    class GatedHeader(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            if key == "classes":
+                reached.set()
+                gate.wait(60)
+            return super().get(key, default)
+
+    services = EmbeddedServices(emb.settings, emb.stack)
+    app = create_app(emb.settings, services)
+    answers: dict[str, Any] = {}
+    headers = {"host": "localhost"}
+    with serve(app) as url:
+        services.models.models["gated"] = LoadedModel("gated", 1, trained(), GatedHeader(view="zip"), None)
+        labels = {"labels": [{"event_id": f"e{i}", "label": True} for i in range(100)]}
+
+        def post() -> None:
+            answers["labels"] = httpx.post(
+                f"{url}/v1/labels", json=labels, headers={**headers, "X-API-Key": KEYS["ingest"]}, timeout=60
+            )
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        try:
+            assert reached.wait(30), "the labels never reached the check"
+            health = httpx.get(f"{url}/healthz", headers=headers, timeout=10)
+            assert health.status_code == 200
+        finally:
+            gate.set()
+            poster.join(60)
+    assert answers["labels"].status_code == 202, answers["labels"].text
+    assert emb.log.end(emb.settings.topics.labels) == 100

@@ -69,6 +69,7 @@ def write_vectors(s: Settings) -> None:
 def expected(state: Any, values: dict[str, Any]) -> dict[str, float]:
     """The model's own probabilities for ``values`` (the oracle), keyed as the API writes them."""
     _, proba = predict(state, select_inputs(values, state.features), serving=True)
+    assert proba is not None
     return {("true" if k else "false") if isinstance(k, bool) else str(k): float(v) for k, v in proba.items()}
 
 
@@ -76,7 +77,9 @@ def publish(registry: ModelRegistry, prefix: str, plain: redis.Redis, node: redi
     """Save a version (on the plain Redis), copy the registry's keys to the cluster node, announce it."""
     version = registry.save("zipm", state, {"offsets": {}, "view": "zip"})
     for key in plain.scan_iter(match=f"{prefix}*", count=1000):
-        node.restore(key, 0, plain.dump(key), replace=True)
+        dumped = plain.dump(key)
+        assert isinstance(dumped, bytes)
+        node.restore(key, 0, dumped, replace=True)
     node.publish(registry.channel, orjson.dumps({"model": "zipm", "version": version}))
     return version
 
