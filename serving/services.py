@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from features.store import OnlineStore
 from serving.errors import RegistryUnavailable
@@ -20,9 +20,13 @@ from serving.models import ModelCache
 from streaming.learning.registry import Registry
 from streaming.settings import Settings
 
-__all__ = ["Producer", "Services", "ServicesDep", "registry_call", "services_of"]
+__all__ = ["STORE_ERRORS", "Producer", "Services", "ServicesDep", "registry_call", "services_of"]
 
 T = TypeVar("T")
+
+# what a Redis (or Redis Cluster) client raises when the server is away or stalled: redis-py's cluster client
+# raises RedisClusterException ("cannot be connected"), which is not a RedisError
+STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
 class Producer(Protocol):

@@ -7,10 +7,9 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from serving.auth import Scope, scoped_route
-from serving.services import ServicesDep
+from serving.services import STORE_ERRORS, ServicesDep
 
 __all__ = ["public", "read"]
 
@@ -29,7 +28,7 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
     """Readiness: the online store answers and at least one model is loaded."""
     try:
         redis_ok = bool(await svc.ping())
-    except (RedisError, OSError):
+    except STORE_ERRORS:
         redis_ok = False
     loaded = {n: m.version for n, m in svc.models.models.items()}
     ready = redis_ok and bool(loaded)

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from redis.exceptions import RedisError
 
 from features.events import new_id
 from features.store import FeatureRow
@@ -27,7 +26,7 @@ from serving.schemas import (
     PredictResponse,
     errors,
 )
-from serving.services import Services, services_of
+from serving.services import STORE_ERRORS, Services, services_of
 from streaming.learning.core import predict as model_predict
 from streaming.learning.core import select_inputs
 from streaming.learning.domain import check_vector
@@ -84,7 +83,7 @@ async def _score(
     fallback = False
     try:
         rows: list[FeatureRow | None] = await svc.store.read(engine.view.name, [i.entity for i in items])
-    except (RedisError, OSError) as exc:
+    except STORE_ERRORS as exc:
         if not svc.settings.serve_fallback:
             raise FeatureStoreUnavailable(
                 f"the online feature store is unreachable ({type(exc).__name__})"

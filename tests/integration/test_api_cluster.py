@@ -124,3 +124,39 @@ def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
         r = client.post("/v1/models/zipm/predict", json={"entity": "}x{"})
         assert r.json()["version"] == second
         assert r.json()["probabilities"] == pytest.approx(expected(newer, vector(HOSTILE.index("}x{"))))
+
+
+def test_an_unreachable_cluster_is_a_503_never_a_500(settings: Settings) -> None:
+    """Before: with the cluster unreachable, redis-py's cluster client raises ``RedisClusterException``
+    ("cannot be connected"), which is not a ``RedisError``: ``/readyz`` and every predict were 500
+    ``internal``. Now readiness says ``redis: false`` (503) and a predict is 503
+    ``feature_store_unavailable``, or scored from its fields with ``RIVULET_SERVE_FALLBACK``."""
+    from features.engine import FeatureEngine
+    from serving.models import LoadedModel
+    from tests.feature_defs import ZIP
+    from tests.integration.api_env import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}"
+    for fallback in (False, True):
+        s = serving_settings(
+            settings,
+            redis_url=dead,
+            redis_cluster=True,
+            redis_connect_timeout_s=0.5,
+            redis_socket_timeout_s=0.5,
+            scoring_api_keys=[KEY],
+            serve_fallback=fallback,
+        )
+        app = create_app(s)
+        with TestClient(app, base_url="http://localhost", headers={"X-API-Key": KEY}) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["redis"] is False, ready.text
+            # a model as if loaded earlier (the registry is on the same unreachable Redis)
+            app.state.services.models.models["zipm"] = LoadedModel(
+                "zipm", 1, trained_state(50), {"view": "zip"}, FeatureEngine(ZIP)
+            )
+            r = client.post("/v1/models/zipm/predict", json={"entity": "}x{"})
+            if fallback:
+                assert r.status_code == 200 and r.json()["fallback"] is True, r.text
+            else:
+                assert r.status_code == 503 and r.json()["error"] == "feature_store_unavailable", r.text
