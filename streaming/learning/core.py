@@ -179,7 +179,9 @@ class ModelState:
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", MedianClock())
-        self.__dict__.setdefault("pending_values", sum(_cost(p.x) for p in self.pending.values()))
+        self.__dict__.setdefault(
+            "pending_values", sum(_cost(p.x, self.features is not None) for p in self.pending.values())
+        )
         self.counters.setdefault("early_labels", 0)
 
     @property
@@ -298,9 +300,9 @@ class LearnerCore:
             else:
                 old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
                 if old is not None:
-                    state.pending_values -= _cost(old.x)
+                    state.pending_values -= _cost(old.x, state.features is not None)
                 state.pending[key] = _Pending(x, label_pred, proba, ts)
-                state.pending_values += _cost(x)
+                state.pending_values += _cost(x, state.features is not None)
                 self._bound(state, now)
                 counters["pending"] = len(state.pending)
             if early:
@@ -405,7 +407,7 @@ class LearnerCore:
                 result = "rejected"  # the prediction waits for a label the model can take
             elif p is not None:
                 del state.pending[key]
-                state.pending_values -= _cost(p.x)
+                state.pending_values -= _cost(p.x, state.features is not None)
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             elif key in state.learned:
@@ -439,9 +441,11 @@ class LearnerCore:
         position: Any,
         late: bool = False,
     ) -> None:
-        if not state.kinds.keys() >= x.keys() and not self._inputs(state, x):
+        kinds = state.kinds
+        known = kinds.keys() >= x.keys()
+        if not known and not self._inputs(state, x):
             return
-        if state.features is not None and self._kind_changed(state, x):
+        if known and state.features is not None and self._kind_changed(state, x):
             return
         # as River's progressive validation: no prediction (None, or no probabilities), no score
         has_proba = bool(proba)
@@ -459,8 +463,7 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
-        kinds = state.kinds
-        if not kinds.keys() >= x.keys():
+        if not known:
             for name, value in x.items():
                 if name not in kinds:  # its first value learned: a declared feature keeps this kind
                     kinds[name] = _STRING if type(value) is str else _NUMBER
@@ -533,7 +536,7 @@ class LearnerCore:
                 and pending[oldest_key].ts >= horizon
             ):
                 break
-            state.pending_values -= _cost(pending.pop(oldest_key).x)
+            state.pending_values -= _cost(pending.pop(oldest_key).x, state.features is not None)
             state.counters["expired"] += 1
 
 
@@ -543,20 +546,22 @@ MAX_FEATURES = 10_000  # distinct features a model may take
 _NUMBER, _STRING = 1, 2  # ModelState.kinds: a feature learned as a number or as a string
 
 
-def _cost(x: dict[str, Any]) -> int:
+def _cost(x: dict[str, Any], declared: bool = True) -> int:
     """What a pending prediction holds, counted in values: one for the entry, one per value, and one more
-    per 64 characters of a string (a declared text feature of 900 kB held 100,000 times is 90 GB)."""
+    per 64 characters of a string (a declared text feature of 900 kB held 100,000 times is 90 GB; a model
+    without declared features takes numbers only)."""
     n = len(x) + 1
-    for v in x.values():
-        if type(v) is str:
-            n += len(v) >> 6
+    if declared:
+        for v in x.values():
+            if type(v) is str:
+                n += len(v) >> 6
     return n
 
 
 def _probabilities(proba: Mapping[Any, Any]) -> bool:
     """Probabilities the metrics can take: finite numbers (a model whose weights overflowed gives NaN)."""
     try:
-        return math.isfinite(math.fsum(proba.values()))
+        return math.isfinite(sum(proba.values()))
     except TypeError:
         return False
 
