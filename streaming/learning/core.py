@@ -280,7 +280,6 @@ class LearnerCore:
                 self.reject(state, Reason.MODEL_ERROR, f"the model predicted {label_pred!r}")
                 continue
             seen.add(key, self.max_pending)
-            now = state.clock.observe(ts, self.max_pending_age_ms)
             counters = state.counters
             counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
@@ -295,9 +294,13 @@ class LearnerCore:
                     counters["early_labels"] = len(early)
             if y is not None and not self.admits(state, y):
                 y = None  # the label is rejected, the record waits for one the model can take
+            # the time that ages what is pending: taken only when something is (a record learned at once
+            # with its label costs nothing more)
+            now = None
             if y is not None:
                 self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
             else:
+                now = state.clock.observe(ts, self.max_pending_age_ms)
                 old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
                 if old is not None:
                     state.pending_values -= _cost(old.x, state.features is not None)
@@ -306,6 +309,8 @@ class LearnerCore:
                 self._bound(state, now)
                 counters["pending"] = len(state.pending)
             if early:
+                if now is None:
+                    now = state.clock.observe(ts, self.max_pending_age_ms)
                 self._bound_early(state, now)
         return out
 
