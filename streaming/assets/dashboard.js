@@ -9,6 +9,9 @@
   const KEY = "rivulet.readKey";
   const fmt = (v) => (typeof v === "number" && isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(4)) : "-");
   const num = (v) => (typeof v === "number" && isFinite(v) ? v : null);
+  // a name from data is looked up among an object's own keys only: "constructor" or "__proto__" is in
+  // every object (inherited), and would read as a function or an object where a metric is missing
+  const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
   const charts = {};
   const cards = new Map();
 
@@ -67,7 +70,7 @@
         `v${num(v.version) ?? "-"}${v.current === true ? " (current)" : ""}`,
         saved,
         String(num(v.learned) ?? "-"),
-        ...metricNames.map((k) => fmt(v.metrics[k])),
+        ...metricNames.map((k) => fmt(own(v.metrics, k) ? v.metrics[k] : null)),
       ];
       return node("tr", v.current === true ? { class: "current" } : {}, cells.map((c) => node("td", {}, [c])));
     });
@@ -106,7 +109,7 @@
     const drifts = h.flatMap((s) => s.drifts.map((d) => ({ x: s.t, label: String(d.detector) })));
     chart(name + ":metrics", el.querySelector(".metrics"), {
       title: "metrics", x: xs, markers: drifts,
-      series: names.map((n) => ({ label: n, values: h.map((s) => (n in s.metrics ? s.metrics[n] : null)) })),
+      series: names.map((n) => ({ label: n, values: h.map((s) => (own(s.metrics, n) ? s.metrics[n] : null)) })),
     });
     chart(name + ":rate", el.querySelector(".rate"), {
       title: "learned records/s", x: xs, series: [{ label: "records/s", values: h.map((s) => s.rate) }],

@@ -142,3 +142,42 @@ def assert_literal(driver: Any) -> None:
     # the page works under its own policy: nothing of it was refused (its style block's hash is right)
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
     assert refused == [], refused
+
+
+def test_metric_names_of_objects_own_properties_chart_as_missing_values(
+    settings: Settings, driver: Any
+) -> None:
+    """Before: a metric named ``constructor``, ``toString`` or ``__proto__`` (any name of a property every
+    JavaScript object inherits) present in one sample was charted, for the samples without it, as the
+    inherited function or object (``name in metrics`` is true for inherited properties) instead of a gap.
+    Now only a sample's own metrics count. The page's chart calls are captured in the browser."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emb = Embedded(
+        keyed(settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[])
+    )
+    now = time.time()
+    emb.save("m", header={"n_learned": 5, "saved_at": now, "metrics": {"Accuracy": 0.5}})
+    inherited = {"constructor": 0.3, "toString": 0.2, "__proto__": 0.1, "hasOwnProperty": 0.4}
+    for i in range(3):
+        metrics = {"Accuracy": 0.5 + i / 10, **(inherited if i == 2 else {})}
+        emb.registry.record("m", {"t": now - 30 + 10 * i, "learned": 10 * i, "rate": 1.0, "metrics": metrics})
+    with serve(emb.app()) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        driver.execute_script(
+            "window.__series = []; const draw = RivuletCharts.lineChart;"
+            "RivuletCharts.lineChart = (el, spec) => { if (spec.title === 'metrics') window.__series.push("
+            "spec.series.map(s => [s.label, s.values.map(v => v === null ? null : typeof v)]));"
+            "return draw(el, spec); };"
+        )
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.__series.length"))
+        [series] = driver.execute_script("return window.__series.slice(0, 1)")
+    charted = dict(series)
+    assert set(charted) == {"Accuracy", *inherited}
+    assert charted["Accuracy"] == ["number"] * 3
+    for name in inherited:
+        assert charted[name] == [None, None, "number"], (name, charted[name])
