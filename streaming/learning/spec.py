@@ -135,6 +135,39 @@ class ModelSpec:
         if type(self.drift.max_challengers) is not int or self.drift.max_challengers < 0:
             raise SpecError(self.name, "drift.max_challengers is a count (0 or more)")
         self._check_classes()
+        self._check_learns_classes()
+
+    def _check_learns_classes(self) -> None:
+        """A fresh model learns each declared class, then predicts. River's binary linear models learn
+        booleans only: ``LogisticRegression`` with ``classes=("approved", "refused")`` raised on the first
+        good label (``int('approved')``) and was quarantined; now the spec is refused before anything runs.
+
+        >>> from river import linear_model
+        >>> ModelSpec("m", "binary", "v", linear_model.LogisticRegression, classes=("no", "yes")).check()
+        ...     # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        streaming.learning.spec.SpecError: model spec 'm': the model cannot learn the declared classes ...
+        """
+        if not self.classes:
+            return
+        x = dict.fromkeys(self.features or (), 0.0)
+        model: Any = self.new_model()
+        try:
+            for c in self.classes:
+                model.learn_one(dict(x), c)
+            model.predict_proba_one(dict(x))
+        except Exception as exc:
+            hint = (
+                "; River's binary linear models learn booleans: declare classes [false, true], or none"
+                if self.task == "binary"
+                else ""
+            )
+            raise SpecError(
+                self.name,
+                f"the model cannot learn the declared classes {list(self.classes)} "
+                f"({type(exc).__name__}: {exc}){hint}",
+            ) from exc
 
     def _check_classes(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):

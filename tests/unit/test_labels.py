@@ -121,8 +121,15 @@ def test_a_hoeffding_tree_learns_the_largest_in_domain_values_without_overflow()
 
 
 def test_specs_declare_classes_and_they_are_checked(tmp_path: Path) -> None:
-    spec = ModelSpec("m", "binary", "v", linear_model.LogisticRegression, classes=("no", "yes"))
+    spec = ModelSpec("m", "binary", "v", tree.HoeffdingTreeClassifier, classes=("no", "yes"))
     spec.check()
+    # River's binary linear models learn booleans only: before, the spec passed and the model was
+    # quarantined at its first good label (int('no'))
+    with pytest.raises(
+        SpecError, match=r"cannot learn the declared classes.*declare classes \[false, true\]"
+    ):
+        dataclasses.replace(spec, model=linear_model.LogisticRegression).check()
+    dataclasses.replace(spec, model=linear_model.LogisticRegression, classes=(False, True)).check()
     assert spec.check_label("yes") == "yes"
     with pytest.raises(InvalidLabel):
         spec.check_label(True)
