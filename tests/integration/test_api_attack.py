@@ -109,6 +109,34 @@ def test_two_host_headers_are_refused(emb: Embedded) -> None:
         assert status(ok) == 200
 
 
+def test_host_spellings_that_must_not_pass_on_a_real_server(emb: Embedded) -> None:
+    """Guard: userinfo, a trailing dot, a missing Host (HTTP/1.0 and 1.1), a forwarded host or a numeric
+    spelling of loopback is no way around the trusted hosts; case and an IPv6 loopback are the same host."""
+    refused = [
+        b"Host: localhost@evil.example\r\n",
+        b"Host: evil.example@localhost\r\n",
+        b"Host: localhost.\r\n",
+        b"Host: 127.1\r\n",
+        b"Host: 0x7f000001\r\n",
+        b"Host: evil.example\r\nX-Forwarded-Host: localhost\r\nForwarded: host=localhost\r\n",
+        b"",
+    ]
+    with serve(emb.app()) as url:
+        for version in (b"1.0", b"1.1"):
+            for head in refused:
+                answer = raw(
+                    url, b"GET /healthz HTTP/" + version + b"\r\n" + head + b"Connection: close\r\n\r\n"
+                )
+                assert status(answer) == 400 and answer.endswith(b"Invalid host header"), (
+                    version,
+                    head,
+                    answer,
+                )
+        for host in (b"LOCALHOST:8000", b"[::1]:8000", b"127.0.0.1"):
+            answer = raw(url, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            assert status(answer) == 200, host
+
+
 def test_no_route_redirects(emb: Embedded) -> None:
     """Before: ``/v1/models/``, ``/healthz/`` or ``/v1/models/zipm/predict/`` got a 307 before any key check,
     to an absolute ``http://`` URL built from the Host header: a client behind TLS termination that
