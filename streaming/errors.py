@@ -1,6 +1,6 @@
 """Errors of the ``streaming`` package: one root, subclasses that carry their context.
 
-The tree::
+The tree (a class that lives beside the code raising it names its module)::
 
     StreamingError
     ├── EventTooLarge            an event over max_event_bytes, not sent (also a ValueError)
@@ -9,9 +9,24 @@ The tree::
     ├── KafkaUnavailable         no broker answered at the bootstrap servers
     ├── InvalidKey               a signing or verify key that is not base64 of 32 bytes (also a ValueError)
     ├── MissingKey               a process started without the key it needs (setting)
+    ├── SourceError              streaming.sources: a source that cannot be opened (also a ValueError)
+    ├── RangeError               streaming.replay.kafka: a replay range that cannot be read (a ValueError)
+    ├── ChampionError            streaming.replay.champion: no usable champion version (also a ValueError)
+    ├── VerifyError              streaming.replay.verify: a version that cannot be rebuilt
+    ├── StackError               streaming.stack: ``rivulet up``/``down`` failed (also a RuntimeError)
     └── LearningError            streaming.learning.errors: rejected records, and beside their code
+        ├── InvalidLabel         a label that does not fit a model's task (also a ValueError)
+        ├── OutOfDomain          a number outside the numeric domain (also a ValueError)
+        ├── SpecError            streaming.learning.spec: a model spec that cannot work (also a ValueError)
         ├── SnapshotRejected     a snapshot that failed verification, never unpickled (header, reason)
         └── NoValidVersion       a model with no version that verifies (name, rejected)
+
+Every error a user can cause from the command line is one of these (or a ``features.errors.FeaturesError``,
+or the Kafka, Redis and file clients' own connection errors): ``rivulet`` reports those as one line and exit
+code 1, and lets anything else (a bug) through with its traceback.
+
+>>> issubclass(SourceError, StreamingError) and issubclass(SourceError, ValueError)
+True
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ __all__ = [
     "InvalidKey",
     "KafkaUnavailable",
     "MissingKey",
+    "SourceError",
     "StreamingError",
     "TopicError",
 ]
@@ -108,3 +124,8 @@ class MissingKey(StreamingError):
             f"{setting} is not set: {role} (run `rivulet keys generate` for a key pair; `rivulet up` "
             "keeps one in <data dir>/stack/)"
         )
+
+
+class SourceError(StreamingError, ValueError):
+    """A source of rows that cannot be opened: an unknown River dataset or synthetic stream, a missing file,
+    an unknown file type, an unreadable CSV header (``streaming.sources`` raises it)."""

@@ -27,12 +27,9 @@ import orjson
 
 from features.errors import InvalidEvent
 from features.events import Event
+from streaming.errors import SourceError
 
 __all__ = ["Row", "RowMapping", "SourceError", "open_source", "river_datasets", "synth_streams"]
-
-
-class SourceError(ValueError):
-    """A source that cannot be opened (unknown name, missing file)."""
 
 
 @dataclass(slots=True)

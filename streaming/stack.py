@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from streaming.errors import StreamingError
 from streaming.learning.keys import generate, parse_keyring, parse_signing_key
 from streaming.settings import Settings
 
@@ -38,7 +39,7 @@ PROGRAMS = {
 }
 
 
-class StackError(RuntimeError):
+class StackError(StreamingError, RuntimeError):
     """The stack cannot start or stop (services unreachable, supervisor failure)."""
 
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from kafka.errors import KafkaError
@@ -51,8 +51,14 @@ def load_settings(*, signing: bool = False) -> Settings:
     RIVULET_SIGNING_KEY, its private key (``<data dir>/stack/signing-key``)."""
     try:
         settings = Settings()
-    except ValidationError as exc:
-        fail(f"invalid configuration: {exc}")
+    except ValidationError as exc:  # one line: each bad setting by its variable, and what is wrong
+        fail(
+            "invalid configuration: "
+            + "; ".join(
+                f"RIVULET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+        )
     home = Path(settings.data_dir) / "stack"
     update: dict[str, object] = {}
     kept = home / "verify-keys"
@@ -67,17 +73,21 @@ def load_settings(*, signing: bool = False) -> Settings:
     return settings
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``message`` as one error line and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report Rivulet and Kafka errors as one clear line and a non-zero exit, not a traceback."""
+    """Report what a user can cause as one clear line and exit code 1, not a traceback: the roots of
+    Rivulet's packages (:class:`~streaming.errors.StreamingError`, :class:`~features.errors.FeaturesError`:
+    bad settings, specs, sources, ranges, keys) and the clients' own errors (Kafka or Redis unreachable, a
+    file that cannot be read or written). Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except (StreamingError, FeaturesError, KafkaError, RedisError, OSError, ValueError) as exc:
+    except (StreamingError, FeaturesError, KafkaError, RedisError, OSError) as exc:
         fail(f"{exc}" if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         err_console.print("interrupted")

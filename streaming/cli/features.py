@@ -9,8 +9,7 @@ import orjson
 import typer
 
 from features.definitions import load_views
-from features.errors import DefinitionError
-from streaming.cli.common import console, fail, load_settings
+from streaming.cli.common import console, load_settings, user_errors
 
 app = typer.Typer(
     help="Run the feature processor and inspect the online feature store.", no_args_is_help=True
@@ -30,10 +29,8 @@ def run(
 ) -> None:
     """Start a feature worker. Workers with the same topic prefix form one consumer group."""
     settings = load_settings()
-    try:
+    with user_errors():  # a bad feature view (FeaturesError)
         views = load_views(features or settings.features_module)
-    except DefinitionError as exc:
-        fail(str(exc))
     from faust import Worker
     from prometheus_client import start_http_server
 
@@ -63,7 +60,9 @@ def status() -> None:
         finally:
             await store.close()
 
-    console.print(orjson.dumps(asyncio.run(go()), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    with user_errors():  # Redis unreachable
+        counts = asyncio.run(go())
+    console.print(orjson.dumps(counts, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
 @app.command()
@@ -82,6 +81,8 @@ def show(
         finally:
             await store.close()
 
-    for key, row in zip(entity, asyncio.run(go()), strict=True):
+    with user_errors():  # Redis unreachable
+        rows = asyncio.run(go())
+    for key, row in zip(entity, rows, strict=True):
         out = None if row is None else {"ts": row.ts, "features": row.values}
         console.print(orjson.dumps({"entity": key, "view": view, "online": out}).decode())

@@ -9,11 +9,10 @@ import orjson
 import typer
 from rich.table import Table
 
-from features.errors import FeaturesError
 from streaming.cli.common import console, fail, load_settings, user_errors
 from streaming.clients import registry_reader, registry_writer
-from streaming.learning.registry import ModelRegistry, NoValidVersion
-from streaming.learning.snapshot import SnapshotRejected
+from streaming.errors import StreamingError
+from streaming.learning.registry import ModelRegistry
 from streaming.learning.spec import ModelSpec, SpecError, load_specs
 from streaming.settings import Settings
 
@@ -25,9 +24,10 @@ models_app = typer.Typer(
 
 def registry_of(settings: Settings) -> ModelRegistry:
     """The registry as a reader (verifies with RIVULET_VERIFY_KEYS, cannot sign); exits clearly without."""
-    with user_errors():
+    try:
         return registry_reader(settings)
-    raise AssertionError("unreachable")  # user_errors exits
+    except StreamingError as exc:  # no verify keys, a bad key
+        fail(str(exc))
 
 
 def checked_specs(settings: Settings, module: str | None = None) -> list[ModelSpec]:
@@ -61,10 +61,8 @@ def run(
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
     settings = load_settings(signing=True)
-    try:
+    with user_errors():  # a bad spec or feature view
         specs = checked_specs(settings, models)
-    except (SpecError, FeaturesError) as exc:
-        fail(str(exc))
     from streaming.learning.worker import LearnerWorker
 
     with user_errors():
@@ -95,18 +93,19 @@ def list_() -> None:
     table = Table()
     for col in ("model", "current", "newest", "learned", "metrics"):
         table.add_column(col)
-    for name in reg.names():
-        versions = reg.versions(name)
-        newest = versions[0] if versions else None
-        h: dict[str, Any] = newest.header if newest else {}
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in (h.get("metrics") or {}).items() if v is not None)
-        table.add_row(
-            name,
-            str(reg.current_version(name)),
-            str(newest.version if newest else "-"),
-            str(h.get("n_learned", "-")),
-            metrics,
-        )
+    with user_errors():  # Redis unreachable
+        for name in reg.names():
+            versions = reg.versions(name)
+            newest = versions[0] if versions else None
+            h: dict[str, Any] = newest.header if newest else {}
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in (h.get("metrics") or {}).items() if v is not None)
+            table.add_row(
+                name,
+                str(reg.current_version(name)),
+                str(newest.version if newest else "-"),
+                str(h.get("n_learned", "-")),
+                metrics,
+            )
     console.print(table)
 
 
@@ -114,13 +113,11 @@ def list_() -> None:
 def show(name: str, version: Annotated[int | None, typer.Argument()] = None) -> None:
     """A version's header (offsets, metrics, counters, versions of River and Python), verified."""
     reg = registry_of(load_settings())
-    try:
+    with user_errors():  # a refused snapshot, no valid version, Redis unreachable
         v = version if version is not None else reg.current_version(name)
         if v is None:
             fail(f"model {name!r} has no versions")
-        opened = reg.load(name, int(v))  # type: ignore[arg-type]
-    except (SnapshotRejected, NoValidVersion) as exc:
-        fail(str(exc))
+        opened = reg.load(name, v)
     console.print(orjson.dumps(opened.header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
@@ -128,7 +125,9 @@ def show(name: str, version: Annotated[int | None, typer.Argument()] = None) -> 
 def versions(name: str) -> None:
     """The versions kept for a model, newest first."""
     reg = registry_of(load_settings())
-    for info in reg.versions(name):
+    with user_errors():
+        infos = reg.versions(name)
+    for info in infos:
         h = info.header
         mark = "*" if info.current else " "
         if info.refused:
@@ -144,8 +143,9 @@ def versions(name: str) -> None:
 def rollback(name: str) -> None:
     """Serve the version before the current one."""
     reg = registry_of(load_settings())
-    current = reg.current_version(name)
-    older = [i.version for i in reg.versions(name) if current is not None and i.version < current]
+    with user_errors():
+        current = reg.current_version(name)
+        older = [i.version for i in reg.versions(name) if current is not None and i.version < current]
     if not older:
         fail(f"model {name!r} has no version before {current}")
     _set(reg, name, older[0])
@@ -158,10 +158,8 @@ def promote(name: str, version: int) -> None:
 
 
 def _set(reg: ModelRegistry, name: str, version: int) -> None:
-    try:
+    with user_errors():  # a refused snapshot, no valid version, Redis unreachable
         reg.set_current(name, version)
-    except (SnapshotRejected, NoValidVersion) as exc:
-        fail(str(exc))
     console.print(f"{name}: serving version {version}")
 
 
@@ -185,7 +183,6 @@ def resign(
         legacy_secret = kept.read_text().strip() if kept.is_file() else None
     if not legacy_secret:
         fail("no legacy secret: set RIVULET_SIGNING_SECRET to the secret the old snapshots were signed with")
-    assert legacy_secret is not None
     with user_errors():
         reg = registry_writer(settings)
         for name in names or reg.names():

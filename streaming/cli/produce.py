@@ -62,10 +62,14 @@ class CheckedMapping(RowMapping):
 
 
 def label_check(settings: Settings) -> LabelCheck | None:
-    """The label rules of the configured models module, or None when it does not load."""
+    """The label rules of the configured models module, or None when it does not load (or a spec in it
+    cannot work)."""
     try:
-        return LabelCheck.for_specs(load_specs(settings.models_module))
-    except (SpecError, ValueError) as exc:
+        specs = load_specs(settings.models_module)
+        for spec in specs:
+            spec.check(None)  # an unknown task or bad classes: SpecError, as the learner would refuse it
+        return LabelCheck.for_specs(specs)
+    except SpecError as exc:
         err_console.print(
             f"labels not checked: models module {settings.models_module!r}: {exc}", markup=False
         )

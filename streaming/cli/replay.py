@@ -162,6 +162,9 @@ def replay(
         ]
         if given:
             fail(f"{', '.join(given)} apply to topics; {source} is read whole (--limit stops early)")
+    else:
+        with user_errors():  # a bad range option fails before anything connects
+            bounds = (parse_bound(start), parse_bound(end), parse_bound(labels_start))
     target = _output_dir(out, Path(settings.data_dir) / "replays")
     kind = input_kind
     if topic is not None and kind == "auto":
@@ -198,10 +201,10 @@ def replay(
                     settings,
                     topic,
                     FEATURES if kind == "features" else EVENTS,
-                    parse_bound(start),
-                    parse_bound(end),
+                    bounds[0],
+                    bounds[1],
                     kafka_order=order == "kafka",
-                    labels_start=parse_bound(labels_start),
+                    labels_start=bounds[2],
                 )
                 main = sum(max(0, e - s) for s, e in plan.ranges[topic].values())
                 total = main if limit is None else min(limit, main)

@@ -48,7 +48,8 @@ def watch(
             request_timeout_ms=settings.kafka_request_timeout_ms,
         )
     try:
-        partitions = consumer.partitions_for_topic(name)
+        with user_errors():  # Kafka unreachable
+            partitions = consumer.partitions_for_topic(name)
         if not partitions:
             fail(f"topic {name} does not exist (rivulet topics create)")
         tps = [TopicPartition(name, p) for p in sorted(partitions)]

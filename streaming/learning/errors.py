@@ -4,8 +4,11 @@ The tree::
 
     StreamingError (streaming.errors)
     └── LearningError                  root of this package's errors
-        ├── InvalidLabel               a label that does not fit a model's task (reason, detail)
-        └── OutOfDomain                a number outside the numeric domain (reason, detail)
+        ├── InvalidLabel               a label that does not fit a model's task (reason, detail; a ValueError)
+        ├── OutOfDomain                a number outside the numeric domain (reason, detail; a ValueError)
+        ├── SpecError                  spec: a model spec that cannot work (spec; a ValueError)
+        ├── SnapshotRejected           snapshot: a snapshot that failed verification (header, reason)
+        └── NoValidVersion             registry: a model with no version that verifies (name, rejected)
 
 (``SpecError``, ``SnapshotRejected`` and ``NoValidVersion`` live beside the code that raises them.)
 

@@ -27,12 +27,14 @@ from typing import Any, Literal
 
 from river import base, metrics
 
+from streaming.learning.errors import LearningError
+
 __all__ = ["CheckpointPolicy", "DriftPolicy", "ModelSpec", "SpecError", "load_specs"]
 
 Task = Literal["binary", "multiclass", "regression"]
 
 
-class SpecError(ValueError):
+class SpecError(LearningError, ValueError):
     """A model spec that cannot work; the message names the spec."""
 
     def __init__(self, spec: str, problem: str) -> None:
@@ -240,8 +242,6 @@ def _from_yaml(path: str) -> list[ModelSpec]:
         classes: [approved, refused]     # optional: the only labels the model learns
         drift: {features: [salary], reaction: alert}
     """
-    import functools
-
     import yaml
 
     try:
@@ -254,40 +254,50 @@ def _from_yaml(path: str) -> list[ModelSpec]:
         raise SpecError(path, "expected a top-level 'models' list")
     specs = []
     for entry in entries:
-        name = str(entry.get("name", ""))
-        steps = entry.get("model")
-        if isinstance(steps, dict | str):
-            steps = [steps]
-        if not isinstance(steps, list) or not steps:
-            raise SpecError(
-                name, "'model' must list River classes, e.g. - linear_model.LogisticRegression: {}"
-            )
-        built = []
-        for step in steps:
-            cls_path, params = (step, {}) if isinstance(step, str) else next(iter(step.items()))
-            built.append((_river(cls_path, name), params or {}))
-        specs.append(
-            ModelSpec(
-                name=name,
-                task=entry.get("task", "binary"),
-                view=entry.get("view", ""),
-                model=functools.partial(_build, tuple((c, tuple(sorted(p.items()))) for c, p in built)),
-                metrics=tuple(_river(f"metrics.{m}", name) for m in entry.get("metrics", [])),
-                features=tuple(entry["features"]) if entry.get("features") else None,
-                rolling_window=int(entry.get("rolling_window", 1_000)),
-                drift=DriftPolicy(
-                    features=tuple((entry.get("drift") or {}).get("features", ())),
-                    reaction=(entry.get("drift") or {}).get("reaction", "alert"),
-                    max_challengers=(entry.get("drift") or {}).get("max_challengers", 3),
-                ),
-                checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
-                classes=_classes(entry.get("classes"), name),
-            )
-        )
+        if not isinstance(entry, dict):
+            raise SpecError(path, f"each entry of 'models' is a mapping, got {entry!r}")
+        try:
+            specs.append(_yaml_entry(entry))
+        except (TypeError, ValueError, AttributeError, StopIteration) as exc:  # a malformed YAML entry
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(str(entry.get("name", path)), f"malformed entry: {exc!r}") from exc
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise SpecError(path, f"model names repeat: {names}")
     return specs
+
+
+def _yaml_entry(entry: dict[str, Any]) -> ModelSpec:
+    """One entry of a YAML spec file (TypeError, ValueError... on a malformed one)."""
+    import functools
+
+    name = str(entry.get("name", ""))
+    steps = entry.get("model")
+    if isinstance(steps, dict | str):
+        steps = [steps]
+    if not isinstance(steps, list) or not steps:
+        raise SpecError(name, "'model' must list River classes, e.g. - linear_model.LogisticRegression: {}")
+    built = []
+    for step in steps:
+        cls_path, params = (step, {}) if isinstance(step, str) else next(iter(step.items()))
+        built.append((_river(cls_path, name), params or {}))
+    return ModelSpec(
+        name=name,
+        task=entry.get("task", "binary"),
+        view=entry.get("view", ""),
+        model=functools.partial(_build, tuple((c, tuple(sorted(p.items()))) for c, p in built)),
+        metrics=tuple(_river(f"metrics.{m}", name) for m in entry.get("metrics", [])),
+        features=tuple(entry["features"]) if entry.get("features") else None,
+        rolling_window=int(entry.get("rolling_window", 1_000)),
+        drift=DriftPolicy(
+            features=tuple((entry.get("drift") or {}).get("features", ())),
+            reaction=(entry.get("drift") or {}).get("reaction", "alert"),
+            max_challengers=(entry.get("drift") or {}).get("max_challengers", 3),
+        ),
+        checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
+        classes=_classes(entry.get("classes"), name),
+    )
 
 
 def _classes(value: Any, spec: str) -> tuple[Any, ...] | None:

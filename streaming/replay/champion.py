@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from streaming.errors import StreamingError
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
@@ -13,7 +14,7 @@ from streaming.replay.runner import Champion
 __all__ = ["ChampionError", "champion_at"]
 
 
-class ChampionError(ValueError):
+class ChampionError(StreamingError, ValueError):
     """No usable version of the champion for the range."""
 
 

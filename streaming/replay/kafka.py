@@ -35,6 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from features.errors import InvalidEvent
 from features.events import parse_ts
+from streaming.errors import StreamingError
 from streaming.learning.merge import Merger, OrderJournal, Positioned, decode, event_time
 from streaming.settings import Settings
 
@@ -50,7 +51,7 @@ __all__ = [
 MAX_BUFFERED = 50_000  # per partition, before it is paused while the others catch up
 
 
-class RangeError(ValueError):
+class RangeError(StreamingError, ValueError):
     """A range that cannot be read (bad syntax, unknown topic, a log that no longer holds it)."""
 
 

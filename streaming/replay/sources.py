@@ -9,7 +9,7 @@ from typing import Any
 
 from features.errors import InvalidEvent
 from streaming.learning.merge import Positioned
-from streaming.replay.kafka import Bound, RangeReader, in_merged_order
+from streaming.replay.kafka import Bound, RangeError, RangeReader, in_merged_order
 from streaming.replay.runner import EVENTS, LABELS, Replay
 from streaming.settings import Settings
 from streaming.sources import RowMapping, open_source
@@ -64,7 +64,7 @@ def plan_kafka(
     if labels_topic is not None:
         try:
             reader.partitions(labels_topic)
-        except ValueError:
+        except RangeError:  # no labels topic: the range's own labels only
             labels_topic = None
     if labels_topic is not None:
         ranges[labels_topic] = reader.resolve(labels_topic, labels_start, Bound("end"))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.collect import fewer_collections
+from streaming.errors import StreamingError
 from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import OutOfDomain
@@ -43,7 +44,7 @@ from streaming.settings import Settings
 __all__ = ["Verification", "VerifyError", "probes_differ", "verify"]
 
 
-class VerifyError(Exception):
+class VerifyError(StreamingError):
     """The version cannot be rebuilt (not retained, refused, or the log no longer holds its records)."""
 
 
