@@ -35,6 +35,7 @@ from streaming.clients import registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
+from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
 from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
@@ -98,7 +99,8 @@ class Learner:
                 log.error("checkpoint refused, using an older one", model=name, reason=reason)
             state: ModelState = opened.state
             self.core.models[name] = state
-            self.router.start(name, offsets_of(opened.header), opened.header["version"])
+            header = CheckpointHeader.of(opened.header).require("offsets")  # positions are never guessed
+            self.router.start(name, header.offsets, header.version)
             # the next monitoring sample counts from here: the restored drifts were reported already
             self._last_sample[name] = (time.time(), state.n_learned, state.counters["drifts"])
 
@@ -143,24 +145,27 @@ class Learner:
                 continue
             spec = self.core.specs[state.spec]
             base = self.router.bases.get(name, {"version": None, "offsets": {}})
-            header = {
-                "offsets": self.offsets.get(name, {}),
+            header = CheckpointHeader(
+                offsets=self.offsets.get(name, {}),
                 # how to rebuild this version: from the base (a version, or a fresh model) at these
                 # positions, the records in this order
-                "base": base,
-                "journal": self.router.journals[name].to_header() if name in self.router.journals else None,
-                "metrics": state.metric_values(),
-                "counters": state.counters,
-                "rejected": state.rejected,  # reason -> records rejected for this model (dead letters)
-                "n_learned": state.n_learned,
-                "last_learned_ts": state.last_ts,
-                "saved_at": saved_at,
-                "spec": spec.name,
-                "view": spec.view,
-                "feature_hash": self.fingerprints.get(spec.view),
-                "drifts": _drift_list(state, 10),
-            }
-            saved[name] = self.registry.save(name, state, header, keep=spec.checkpoint.keep)
+                base=Base(base["version"], base["offsets"]),
+                journal=self.router.journals[name].to_header() if name in self.router.journals else None,
+                metrics=state.metric_values(),
+                counters=state.counters,
+                rejected=state.rejected,  # reason -> records rejected for this model (dead letters)
+                n_learned=state.n_learned,
+                last_learned_ts=state.last_ts,
+                saved_at=saved_at,
+                spec=spec.name,
+                view=spec.view,
+                feature_hash=self.fingerprints.get(spec.view),
+                drifts=tuple(
+                    HeaderDrift(d.detector, d.ts, d.n_learned, d.position) for d in state.drifts[-10:]
+                ),
+                classes=spec.classes,  # the API checks labels against them
+            )
+            saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
             self.router.rebase(name, saved[name])
             self.registry.record(name, self._sample(name, state, saved[name], saved_at))
         self._since_checkpoint = 0
@@ -302,10 +307,9 @@ def _drift_list(state: ModelState, n: int) -> list[list[Any]]:
 
 
 def offsets_of(header: dict[str, Any]) -> Offsets:
-    """A checkpoint header's positions with integer partitions (JSON keys are strings)."""
-    return {
-        t: {int(p): int(o) for p, o in parts.items()} for t, parts in (header.get("offsets") or {}).items()
-    }
+    """A checkpoint header's positions with integer partitions (JSON keys are strings); HeaderError if they
+    are not positions (see :class:`~streaming.learning.header.CheckpointHeader`)."""
+    return CheckpointHeader.of(header).require("offsets").offsets
 
 
 def _kafka_sink(settings: Settings) -> KafkaSink:

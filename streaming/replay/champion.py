@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from streaming.errors import StreamingError
+from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
@@ -23,12 +24,13 @@ def champion_at(registry: ModelRegistry, name: str, specs: Sequence[ModelSpec], 
     if not versions:
         raise ChampionError(f"model {name!r} has no versions in the registry")
     # learned nothing at or after the range's first event (a version with an unreadable header is not one)
-    fitting = [v for v in versions if v.header and (v.header.get("last_learned_ts") or 0) < ts]
+    headers = {v.version: CheckpointHeader.of(v.header) for v in versions}
+    fitting = [v for v in versions if v.header and (headers[v.version].last_learned_ts or 0) < ts]
     if not fitting:
         oldest = versions[-1]
         raise ChampionError(
             f"no retained version of {name!r} predates the range (first event at {ts}); the oldest, "
-            f"v{oldest.version}, learned up to {oldest.header.get('last_learned_ts')}"
+            f"v{oldest.version}, learned up to {headers[oldest.version].last_learned_ts}"
         )
     refused = []
     for chosen in fitting:  # newest first; a version that does not verify is skipped, loudly
@@ -39,10 +41,11 @@ def champion_at(registry: ModelRegistry, name: str, specs: Sequence[ModelSpec], 
             refused.append(str(exc))
     else:
         raise ChampionError("; ".join(refused))
-    spec_name = opened.header.get("spec") or name
+    header = CheckpointHeader.of(opened.header)
+    spec_name = header.spec or name
     spec = next((s for s in specs if s.name == spec_name), None)
     if spec is None:
         raise ChampionError(
             f"champion {name!r} was trained with spec {spec_name!r}, which is not in the models module"
         )
-    return Champion(name, chosen.version, spec, opened.state, opened.header.get("last_learned_ts"))
+    return Champion(name, chosen.version, spec, opened.state, header.last_learned_ts)

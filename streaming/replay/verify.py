@@ -33,11 +33,11 @@ from streaming.errors import StreamingError
 from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import OutOfDomain
+from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
-from streaming.learning.worker import offsets_of
 from streaming.replay.kafka import RangeReader, in_journal_order
 from streaming.settings import Settings
 
@@ -68,6 +68,14 @@ def _load(registry: ModelRegistry, name: str, version: int) -> Any:
         raise VerifyError(str(exc)) from None
 
 
+def _header(raw: dict[str, Any]) -> CheckpointHeader:
+    """The typed header; one whose positions cannot be read cannot be rebuilt."""
+    try:
+        return CheckpointHeader.of(raw).require("offsets", "base", "journal")
+    except HeaderError as exc:
+        raise VerifyError(str(exc)) from None
+
+
 def verify(
     settings: Settings,
     registry: ModelRegistry,
@@ -80,24 +88,25 @@ def verify(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Verification:
     target = _load(registry, name, version)
-    header = target.header
-    if "journal" not in header or not isinstance(header.get("base"), dict):
+    header = _header(target.header)
+    if not header.rebuildable:
         raise VerifyError(
             f"model {name!r} version {version} has no order journal (written by an older Rivulet)"
         )
     by_name = {s.name: s for s in specs}
-    spec = by_name.get(header.get("spec") or name.split("~")[0])
+    spec = by_name.get(header.spec or name.split("~")[0])
     if spec is None:
-        raise VerifyError(f"no spec {header.get('spec')!r} in the models module; known: {sorted(by_name)}")
+        raise VerifyError(f"no spec {header.spec!r} in the models module; known: {sorted(by_name)}")
 
     if from_version is not None and from_version >= version:
         raise VerifyError(f"--from-version must be older than the version verified ({version})")
     with RangeReader(settings, client_id="rivulet-verify") as probe:
-        log_start = {t: probe.log_start(t) for t in offsets_of(header)}
+        log_start = {t: probe.log_start(t) for t in header.offsets}
 
-    def held(h: dict[str, Any]) -> bool:
+    def held(h: CheckpointHeader) -> bool:
         """Does the log still hold every record from this header's base on?"""
-        for t, parts in offsets_of({"offsets": h["base"]["offsets"]}).items():
+        assert h.base is not None  # rebuildable
+        for t, parts in h.base.offsets.items():
             for p, o in parts.items():
                 if log_start.get(t, {}).get(p, 0) > o:
                     return False
@@ -108,8 +117,9 @@ def verify(
     start_state: ModelState | None = None
     base_desc = "a fresh model"
     while True:
-        base = chain[0]["base"]
-        bv = base.get("version")
+        base = chain[0].base
+        assert base is not None  # rebuildable
+        bv = base.version
         if bv is None:
             if from_version is not None:
                 raise VerifyError(f"version {from_version} is not in the history of version {version}")
@@ -122,15 +132,15 @@ def verify(
             if len(chain) == 1 or from_version is not None:
                 raise VerifyError(f"cannot rebuild from version {bv}: {exc}") from None
             raise VerifyError(f"the history of version {version} is broken at version {bv}: {exc}") from None
-        h = opened.header
+        h = _header(opened.header)
         stop = from_version is not None and bv == from_version
-        nxt = h.get("base")
+        nxt = h.base
         if (
             not stop
-            and "journal" in h
-            and isinstance(nxt, dict)
+            and h.rebuildable
+            and nxt is not None
             and held(h)
-            and (nxt.get("version") is None or _retained(registry, name, int(nxt["version"])))
+            and (nxt.version is None or _retained(registry, name, nxt.version))
         ):
             chain.insert(0, h)
             continue
@@ -144,11 +154,12 @@ def verify(
 
     starts: dict[str, dict[int, int]] = {}
     for h in chain:
-        for t, parts in offsets_of({"offsets": h["base"]["offsets"]}).items():
+        assert h.base is not None  # rebuildable
+        for t, parts in h.base.offsets.items():
             for p, o in parts.items():
                 starts.setdefault(t, {}).setdefault(p, o)
-    ends = offsets_of(header)
-    journals = [h["journal"] for h in chain]
+    ends = header.offsets
+    journals = [h.journal for h in chain if h.journal is not None]
     ranges = {t: {p: (starts.get(t, {}).get(p, o), o) for p, o in parts.items()} for t, parts in ends.items()}
     total = sum(len_journal(j) for j in journals)
 
@@ -206,7 +217,7 @@ def verify(
     result = Verification(name, version, False, "", base_desc, done)
     rebuilt = core.models[name]
     digest = hashlib.sha256(pickle.dumps(rebuilt, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
-    if digest == header.get("payload_sha256"):
+    if digest == header.payload_sha256:
         result.ok, result.method = True, "snapshot hash"
         result.checks.append(f"rebuilt state pickles to the stored payload (sha256 {digest[:16]}...)")
         return result
