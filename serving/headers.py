@@ -1,7 +1,9 @@
 """Typed views of what the registry holds, read in one place: a version's verified header and a monitoring
 sample. Every value is checked for its type here (a number is a finite number, a name is a string of bounded
 length); anything else is dropped, never passed through. The API's responses (``/v1/models``,
-``/v1/dashboard``) are built from these, not from the raw dicts.
+``/v1/dashboard``) are built from these, not from the raw dicts. A version's header is parsed by
+:meth:`streaming.learning.header.CheckpointHeader.of` (the one place that decides its types) and only bounded
+here for display.
 
 >>> h = VersionHeader.of({"view": "zip", "n_learned": 5, "metrics": {"Accuracy": 0.5, "x": "bad"},
 ...                       "drifts": [["<b>adwin</b>", 1000, 4, []], "junk"], "saved_at": 1.5})
@@ -17,6 +19,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from streaming.learning.header import CheckpointHeader
 
 __all__ = ["Drift", "Sample", "VersionHeader"]
 
@@ -109,22 +113,23 @@ class VersionHeader:
     offsets: dict[str, dict[str, int]] | None = None
 
     @classmethod
-    def of(cls, header: Mapping[str, Any]) -> VersionHeader:
-        offsets: dict[str, dict[str, int]] = {}
-        raw = header.get("offsets")
-        if isinstance(raw, Mapping):
-            for topic, parts in list(raw.items())[:_MAX_ITEMS]:
-                if (t := text(topic)) is not None:
-                    offsets[t] = _counts(parts)
+    def of(cls, header: Mapping[str, Any] | CheckpointHeader) -> VersionHeader:
+        """The view of a header: its types decided by :meth:`CheckpointHeader.of`, bounded here for display
+        (names cut, at most ``_MAX_ITEMS`` metrics, counters, drifts or topics)."""
+        h = CheckpointHeader.of(header)
+        offsets = {
+            t[:_MAX_TEXT]: {str(p): o for p, o in list(parts.items())[:_MAX_ITEMS]}
+            for t, parts in list(h.offsets.items())[:_MAX_ITEMS]
+        }
         return cls(
-            view=text(header.get("view")),
-            spec=text(header.get("spec")),
-            learned=integer(header.get("n_learned")),
-            saved_at=number(header.get("saved_at")),
-            metrics=_numbers(header.get("metrics")),
-            counters=_counts(header.get("counters")),
-            rejected=_counts(header.get("rejected")),
-            drifts=_drifts(header.get("drifts")),
+            view=text(h.view),
+            spec=text(h.spec),
+            learned=h.n_learned,
+            saved_at=h.saved_at,
+            metrics=_numbers(h.metrics),
+            counters=_counts(h.counters),
+            rejected=_counts(h.rejected),
+            drifts=tuple(Drift(d.detector[:_MAX_TEXT], d.ts, d.learned) for d in h.drifts[-_MAX_ITEMS:]),
             offsets=offsets,
         )
 

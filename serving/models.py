@@ -21,6 +21,7 @@ from features.engine import FeatureEngine
 from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
 from serving.metrics import REJECTED, VERSION
 from streaming.learning.core import ModelState
+from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.logs import get_logger
@@ -35,7 +36,7 @@ class LoadedModel:
     name: str
     version: int
     state: ModelState
-    header: dict[str, Any]
+    header: CheckpointHeader  # the verified header, typed
     engine: FeatureEngine | None
 
     @property
@@ -46,7 +47,7 @@ class LoadedModel:
     def classes(self) -> tuple[Any, ...] | None:
         """The classes the model's spec declares (None: any label its task takes), from the verified header's
         ``classes`` (a list of scalars), or the model state's own."""
-        classes = self.header.get("classes")
+        classes: Any = self.header.classes
         if classes is None:
             classes = getattr(self.state, "classes", None)
         if not isinstance(classes, list | tuple) or not classes:
@@ -55,14 +56,7 @@ class LoadedModel:
 
     def rejected(self) -> dict[str, int]:
         """The learner's rejections per reason, from the verified header (``rejected``); {} without it."""
-        raw = self.header.get("rejected")
-        if not isinstance(raw, dict):
-            return {}
-        return {
-            str(reason): count
-            for reason, count in raw.items()
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 0
-        }
+        return {reason: count for reason, count in self.header.rejected.items() if count >= 0}
 
 
 class ModelCache:
@@ -112,10 +106,8 @@ class ModelCache:
             return None
         for reason in rejected:
             log.error("version refused", model=name, reason=reason)
-        header = opened.header
-        return LoadedModel(
-            name, int(header["version"]), opened.state, header, self.engines.get(header.get("view", ""))
-        )
+        header = CheckpointHeader.of(opened.header)  # verified: it names this model and version
+        return LoadedModel(name, header.version, opened.state, header, self.engines.get(header.view or ""))
 
     async def refresh(self, name: str) -> None:
         self.known.add(name)

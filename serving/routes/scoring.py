@@ -133,7 +133,7 @@ def _publish(
         "model": r.model,
         "version": r.version,
         "entity": r.entity,
-        "view": loaded.header.get("view"),
+        "view": loaded.header.view,
         "features": x,
         "prediction": r.prediction,
         "probabilities": r.probabilities,

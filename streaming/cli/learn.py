@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
@@ -12,6 +12,7 @@ from rich.table import Table
 from streaming.cli.common import console, fail, load_settings, user_errors
 from streaming.clients import registry_reader, registry_writer
 from streaming.errors import StreamingError
+from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import ModelRegistry
 from streaming.learning.spec import ModelSpec, SpecError, load_specs
 from streaming.settings import Settings
@@ -97,13 +98,13 @@ def list_() -> None:
         for name in reg.names():
             versions = reg.versions(name)
             newest = versions[0] if versions else None
-            h: dict[str, Any] = newest.header if newest else {}
-            metrics = ", ".join(f"{k}={v:.4f}" for k, v in (h.get("metrics") or {}).items() if v is not None)
+            h = CheckpointHeader.of(newest.header if newest else {})
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in h.metrics.items() if v is not None)
             table.add_row(
                 name,
                 str(reg.current_version(name)),
                 str(newest.version if newest else "-"),
-                str(h.get("n_learned", "-")),
+                str(h.n_learned if h.n_learned is not None else "-"),
                 metrics,
             )
     console.print(table)
@@ -128,15 +129,12 @@ def versions(name: str) -> None:
     with user_errors():
         infos = reg.versions(name)
     for info in infos:
-        h = info.header
+        h = CheckpointHeader.of(info.header)
         mark = "*" if info.current else " "
         if info.refused:
             console.print(f"{mark} v{info.version}  REFUSED: {info.refused}", highlight=False)
             continue
-        console.print(
-            f"{mark} v{info.version}  learned={h.get('n_learned')}  key={h.get('key_id')}  "
-            f"offsets={h.get('offsets')}"
-        )
+        console.print(f"{mark} v{info.version}  learned={h.n_learned}  key={h.key_id}  offsets={h.offsets}")
 
 
 @models_app.command()

@@ -193,3 +193,20 @@ def test_the_learner_writes_a_header_every_reader_parses_with_the_specs_classes(
     assert h.metrics.keys() == {"Accuracy", "rolling_Accuracy"} and h.counters["learned"] == 300
     # nothing the learner writes is lost or changed by the typed reader
     assert _through_json(CheckpointHeader.of(raw).to_dict()) == raw
+
+
+def test_the_api_sees_the_classes_the_learner_declares() -> None:
+    """The API's label check reads a loaded model's ``classes`` from its header: the learner never wrote
+    them, so a served binary model with declared classes took any label its task could."""
+    from serving.models import ModelCache
+
+    registry = MemoryRegistry(signer=generate())
+    learner = Learner([_spec((False, True))], registry, ROLES)
+    for rec in _records(50):
+        learner.process(rec)
+    version = learner.checkpoint()["lr"]
+    loaded = ModelCache(registry, {})._load("lr")
+    assert loaded is not None and loaded.version == version
+    assert loaded.classes == (False, True)
+    assert loaded.header == CheckpointHeader.of(registry.load("lr", version).header)
+    assert loaded.rejected() == dict(loaded.header.rejected)
