@@ -4,16 +4,19 @@ learner worker (``rivulet learn run``)."""
 from streaming.learning.core import LearnerCore, ModelState, Prediction
 from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySink
 from streaming.learning.errors import InvalidLabel, LearningError, OutOfDomain, Reason
+from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.labels import LabelCheck, check_label
 from streaming.learning.registry import ModelRegistry, NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected, open_snapshot, seal
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec, SpecError, load_specs
 
 __all__ = [
+    "CheckpointHeader",
     "CheckpointPolicy",
     "DeadLetter",
     "DeadLetterSink",
     "DriftPolicy",
+    "HeaderError",
     "InvalidLabel",
     "LabelCheck",
     "LearnerCore",
