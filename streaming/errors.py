@@ -18,6 +18,7 @@ The tree (a class that lives beside the code raising it names its module)::
         ├── InvalidLabel         a label that does not fit a model's task (also a ValueError)
         ├── OutOfDomain          a number outside the numeric domain (also a ValueError)
         ├── SpecError            streaming.learning.spec: a model spec that cannot work (also a ValueError)
+        ├── HeaderError          streaming.learning.header: unreadable positions in a checkpoint header
         ├── SnapshotRejected     a snapshot that failed verification, never unpickled (header, reason)
         └── NoValidVersion       a model with no version that verifies (name, rejected)
 

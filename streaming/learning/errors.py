@@ -7,10 +7,12 @@ The tree::
         ├── InvalidLabel               a label that does not fit a model's task (reason, detail; a ValueError)
         ├── OutOfDomain                a number outside the numeric domain (reason, detail; a ValueError)
         ├── SpecError                  spec: a model spec that cannot work (spec; a ValueError)
+        ├── HeaderError                header: positions of the wrong type in a checkpoint header
         ├── SnapshotRejected           snapshot: a snapshot that failed verification (header, reason)
         └── NoValidVersion             registry: a model with no version that verifies (name, rejected)
 
-(``SpecError``, ``SnapshotRejected`` and ``NoValidVersion`` live beside the code that raises them.)
+(``SpecError``, ``HeaderError``, ``SnapshotRejected`` and ``NoValidVersion`` live beside the code that
+raises them.)
 
 A rejected record is data, not an error: the router turns these exceptions into a :class:`Rejection`
 carrying a :class:`Reason`, which goes to the dead-letter topic and is counted per model.

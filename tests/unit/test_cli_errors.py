@@ -17,6 +17,7 @@ from streaming.cli import app
 from streaming.cli.common import user_errors
 from streaming.errors import SourceError, StreamingError
 from streaming.learning.errors import LearningError
+from streaming.learning.header import HeaderError
 from streaming.learning.keys import generate
 from streaming.learning.spec import SpecError, load_specs
 from streaming.replay.champion import ChampionError
@@ -60,7 +61,7 @@ def _one_error_line(res: Result, *expected: str) -> str:
 
 
 def test_every_cli_error_is_in_a_package_tree_and_some_stay_value_errors() -> None:
-    for cls in (SourceError, RangeError, ChampionError, VerifyError, StackError, SpecError):
+    for cls in (SourceError, RangeError, ChampionError, VerifyError, StackError, SpecError, HeaderError):
         assert issubclass(cls, StreamingError), cls
     assert issubclass(SpecError, LearningError)
     for cls in (SourceError, RangeError, ChampionError, SpecError):  # callers catch them as ValueError
