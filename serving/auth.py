@@ -175,13 +175,31 @@ def parse_json(body: bytes) -> Any:
 _LONG_NUMBER = re.compile(rb"\d{19}")  # maybe past 64 bits (or a long digit string): the stdlib is exact
 
 
+_MAX_DIGITS = 4300  # Python's default int-string limit: int() of a longer literal raises a plain ValueError
+
+
+def _exact_int(literal: str) -> int | float:
+    """A JSON integer literal, exact; one of more than 4 300 digits (which ``int()`` refuses with a plain
+    ``ValueError``: a 500 before) is an infinity of its sign, which every request schema refuses as it does
+    ``1e400``, naming the field (422).
+
+    >>> _exact_int("-12"), _exact_int("9" * 5000), _exact_int("-" + "9" * 5000)
+    (-12, inf, -inf)
+    """
+    if len(literal) - literal.startswith("-") > _MAX_DIGITS:
+        return float("-inf") if literal.startswith("-") else float("inf")
+    return int(literal)
+
+
 def _stdlib_json(body: bytes, refused: orjson.JSONDecodeError) -> Any:
     """``body`` parsed by the stdlib after orjson refused it (``refused``): the value when only numbers were
     the problem (the schema then names the field), else orjson's error."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_int=_exact_int)
     except (RecursionError, UnicodeDecodeError):
         raise refused from None  # nested deeper than orjson's 1024 levels, or not UTF-8 text
+    except ValueError:  # anything else the stdlib refuses (not a JSONDecodeError): undecodable, never a 500
+        raise refused from None
     stack = [value]
     while stack:
         item = stack.pop()
