@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.definitions import load_views
 from features.redis_store import RedisStore
-from serving.auth import KeyRing, document_security
+from serving.auth import KeyRing, document_security, refuse_anonymous
 from serving.bodies import components
 from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     its own). Keys and trusted hosts are read here, once."""
     settings = settings or Settings()
     configure_logging(settings)
+    refuse_anonymous(settings)  # no API keys on a non-loopback address: refuse now (AnonymousApi)
     if services is None:
         keyring(settings)  # no verify keys: refuse now (MissingKey), not with a 500 on the first load
 

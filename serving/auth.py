@@ -40,6 +40,7 @@ serving.errors.Forbidden: this API key does not have the 'read' scope
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -51,10 +52,19 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from serving.errors import Forbidden, Unauthorized
+from serving.errors import AnonymousApi, Forbidden, Unauthorized
 from streaming.settings import Settings
 
-__all__ = ["JsonRequest", "KeyRing", "Scope", "document_security", "parse_json", "scoped_route"]
+__all__ = [
+    "JsonRequest",
+    "KeyRing",
+    "Scope",
+    "document_security",
+    "is_loopback",
+    "parse_json",
+    "refuse_anonymous",
+    "scoped_route",
+]
 
 
 class Scope(StrEnum):
@@ -142,6 +152,37 @@ class KeyRing:
             raise Unauthorized("an API key is required (header X-API-Key or Authorization: Bearer)")
         if needed not in self.scopes_of(given):
             raise Forbidden(f"this API key does not have the {needed.value!r} scope")
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (only this machine reaches it)?
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "10.0.0.5", "api")]
+    [True, True, True, False, False, False, False]
+    """
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def refuse_anonymous(settings: Settings, host: str | None = None) -> None:
+    """Refuse (:class:`AnonymousApi`) to serve with no API key of any scope on ``host`` (default
+    ``settings.serve_host``) when it is not a loopback address, unless ``settings.allow_anonymous``.
+
+    >>> refuse_anonymous(Settings(serve_host="127.0.0.1"))  # loopback: open is fine (a local demo)
+    >>> refuse_anonymous(Settings(serve_host="0.0.0.0", read_api_keys="r"))  # keys: fine
+    >>> refuse_anonymous(Settings(serve_host="0.0.0.0", allow_anonymous=True))  # on purpose: fine
+    >>> refuse_anonymous(Settings(serve_host="0.0.0.0"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    serving.errors.AnonymousApi: the API would be open to anyone on '0.0.0.0' ...
+    """
+    host = host or settings.serve_host
+    if KeyRing.from_settings(settings).enabled or settings.allow_anonymous or is_loopback(host):
+        return
+    raise AnonymousApi(host)
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

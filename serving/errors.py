@@ -4,6 +4,7 @@
 The tree (status code, ``code``)::
 
     ServingError                      500 internal          root of every error of this package
+    ├── AnonymousApi                  (start-up)            no API keys on a non-loopback address
     ├── BadRequest                    400 bad_request       a well-formed body the API refuses (an item named)
     │   ├── InvalidLabelRequest       400 invalid_label     a label no served model of its kind could take
     │   └── Unscorable                400 unscorable        a request the model cannot score (the item named)
@@ -30,7 +31,10 @@ does not match the schema), and Starlette's plain-text 400 ``Invalid host header
 
 from __future__ import annotations
 
+from streaming.errors import StreamingError
+
 __all__ = [
+    "AnonymousApi",
     "BadRequest",
     "BodyTooLarge",
     "Conflict",
@@ -57,6 +61,20 @@ class ServingError(Exception):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(detail)
+
+
+class AnonymousApi(ServingError, StreamingError):
+    """The API would serve anonymously (no API key of any scope configured) on an address other than
+    loopback, without ``RIVULET_ALLOW_ANONYMOUS=true``: refused at start (also a :class:`StreamingError`, so
+    the CLI reports it on one line as it does a missing verify key)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"the API would be open to anyone on {host!r} (not a loopback address): no API keys are set. "
+            "Set RIVULET_SCORING_API_KEYS, RIVULET_INGEST_API_KEYS, RIVULET_READ_API_KEYS and "
+            "RIVULET_ADMIN_API_KEYS (`rivulet keys generate --api-keys` prints one of each), bind 127.0.0.1, "
+            "or set RIVULET_ALLOW_ANONYMOUS=true to serve anonymously on purpose"
+        )
 
 
 class BadRequest(ServingError):

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="API keys of the read scope (model listings, dashboard data, /metrics).",
     )
+    allow_anonymous: bool = Field(
+        False,
+        description="Let the API start with no API key of any scope on an address other than loopback "
+        "(anyone who reaches it may score, ingest training data and read). Off: it refuses to start.",
+    )
     trusted_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host headers the API answers (comma separated; `*` for any). Default: the bind "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
@@ -20,14 +21,31 @@ def generate(
     export: Annotated[
         bool, typer.Option(help="Prefix each line with `export ` (for eval in a shell).")
     ] = False,
+    api_keys: Annotated[
+        bool,
+        typer.Option(
+            "--api-keys",
+            help="Also print one new random API key per scope (score, ingest, read, admin), and the read key "
+            "again for Prometheus: `(umask 077; rivulet keys generate --api-keys >> .env)` sets up Compose.",
+        ),
+    ] = False,
 ) -> None:
     """Print a new key pair as environment lines: RIVULET_SIGNING_KEY (private: the learner's alone) and
-    RIVULET_VERIFY_KEYS (public: every reader). To rotate, append the new public key to the readers' ring."""
+    RIVULET_VERIFY_KEYS (public: every reader). To rotate, append the new public key to the readers' ring.
+    With --api-keys, API keys too (secrets: give each client only its scope's)."""
     pair = new_pair()
     prefix = "export " if export else ""
     print(f"# key id {pair.key_id}")
     print(f"{prefix}RIVULET_SIGNING_KEY={pair.encoded}")
     print(f"{prefix}RIVULET_VERIFY_KEYS={pair.public.encoded}")
+    if api_keys:
+        keys = {scope: secrets.token_urlsafe(32) for scope in ("SCORING", "INGEST", "READ", "ADMIN")}
+        print(
+            "# API keys, one per scope (comma separate more); Prometheus scrapes /metrics with the read key"
+        )
+        for scope, key in keys.items():
+            print(f"{prefix}RIVULET_{scope}_API_KEYS={key}")
+        print(f"{prefix}RIVULET_PROMETHEUS_API_KEY={keys['READ']}")
 
 
 @app.command()

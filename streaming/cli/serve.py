@@ -22,6 +22,9 @@ def serve(
     settings = load_settings()
     with user_errors():
         ring = keyring(settings)  # refuses to start without verify keys
+        from serving.auth import refuse_anonymous
+
+        refuse_anonymous(settings, host)  # no API keys off loopback: refused unless RIVULET_ALLOW_ANONYMOUS
     # a reader holds public keys only: the private key, if this environment has one, goes no further
     settings = settings.model_copy(update={"signing_key": None, "verify_keys": [k.encoded for k in ring]})
     os.environ.pop("RIVULET_SIGNING_KEY", None)

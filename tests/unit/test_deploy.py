@@ -17,6 +17,9 @@ from streaming.cli import app
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+SIGNER_PUBLIC = (
+    "A" * 43 + "="
+)  # a well-formed Ed25519 public key (32 zero bytes): serve gets past its keyring
 
 
 def _defined_metrics() -> set[str]:
@@ -126,3 +129,46 @@ def test_the_api_answers_prometheus_by_its_compose_name_with_a_read_key() -> Non
         assert scraped.status_code == 200 and "rivulet_http_requests_total" in scraped.text
         assert prometheus.get("/healthz", headers={"host": health.group(1)}).status_code == 200
         assert prometheus.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_the_compose_api_refuses_to_start_anonymous_unless_allowed() -> None:
+    """Before: Compose's API bound 0.0.0.0 with no key by default: anyone on the Compose network could
+    score, write training data and read. Now, at Compose's defaults (no key), building the app fails with
+    AnonymousApi, and ``rivulet serve`` says so on one line; ``RIVULET_ALLOW_ANONYMOUS=true`` (passed by
+    Compose) or one key of any scope lets it start; on loopback (``rivulet up``, the demo) it starts open."""
+    import pytest
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from serving.app import create_app
+    from serving.errors import AnonymousApi
+    from streaming.settings import Settings
+    from tests.integration.api_env import Embedded
+
+    env = SERVICES["api"]["environment"]
+    assert env["RIVULET_ALLOW_ANONYMOUS"] == "${RIVULET_ALLOW_ANONYMOUS:-false}"
+    compose = {k: _expanded(str(v)) for k, v in env.items() if k.startswith("RIVULET_") and "API_KEYS" in k}
+    assert all(compose[f"RIVULET_{s}_API_KEYS"] == "" for s in ("SCORING", "INGEST", "READ", "ADMIN"))
+    at_defaults = Settings(
+        serve_host=env["RIVULET_SERVE_HOST"],
+        allow_anonymous=_expanded(env["RIVULET_ALLOW_ANONYMOUS"]),
+        features_module="tests.feature_defs",
+    )
+    with pytest.raises(AnonymousApi, match="RIVULET_ALLOW_ANONYMOUS=true"):
+        create_app(at_defaults)
+    with pytest.raises(AnonymousApi):
+        Embedded(at_defaults).app()  # whatever the services
+    for allowed in (
+        at_defaults.model_copy(update={"allow_anonymous": True}),
+        at_defaults.model_copy(update={"read_api_keys": ["r"]}),
+        at_defaults.model_copy(update={"serve_host": "127.0.0.1"}),
+    ):
+        with TestClient(Embedded(allowed).app(), base_url="http://localhost") as client:
+            assert client.get("/healthz").status_code == 200
+    served = CliRunner().invoke(
+        app,
+        ["serve", "--host", "0.0.0.0", "--port", "1"],
+        env={"RIVULET_VERIFY_KEYS": SIGNER_PUBLIC, "RIVULET_ALLOW_ANONYMOUS": "false", **compose},
+    )
+    assert served.exit_code == 1 and "RIVULET_ALLOW_ANONYMOUS=true" in served.output, served.output
+    assert "Traceback" not in served.output

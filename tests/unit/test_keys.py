@@ -215,3 +215,32 @@ def test_the_api_and_the_learner_refuse_to_start_without_their_keys(tmp_path: Pa
     reader = MemoryRegistry(keyring=Keyring.of(generate().public))
     with pytest.raises(MissingKey, match="RIVULET_SIGNING_KEY"):
         LearnerWorker(bare, [LR], registry=reader)  # a registry that cannot sign is no learner's
+
+
+def test_rivulet_keys_generate_api_keys_prints_one_key_per_scope_and_prometheus_the_read_one() -> None:
+    """``(umask 077; rivulet keys generate --api-keys >> .env)`` sets up Compose's API: the lines are
+    settings whose API serves each scope to its own key only, and Prometheus scrapes with the read key."""
+    out = CliRunner().invoke(app, ["keys", "generate", "--api-keys"]).output
+    found = dict(line.split("=", 1) for line in out.splitlines() if not line.startswith("#"))
+    scopes = ("SCORING", "INGEST", "READ", "ADMIN")
+    assert set(found) == {
+        "RIVULET_SIGNING_KEY",
+        "RIVULET_VERIFY_KEYS",
+        "RIVULET_PROMETHEUS_API_KEY",
+        *(f"RIVULET_{s}_API_KEYS" for s in scopes),
+    }
+    keys = [found[f"RIVULET_{s}_API_KEYS"] for s in scopes]
+    assert len(set(keys)) == 4 and all(len(k) >= 32 and "," not in k for k in keys)
+    assert found["RIVULET_PROMETHEUS_API_KEY"] == found["RIVULET_READ_API_KEYS"]
+    again = CliRunner().invoke(app, ["keys", "generate", "--api-keys"]).output
+    assert found["RIVULET_SCORING_API_KEYS"] not in again  # random, not derived
+    settings = Settings(
+        **{k.removeprefix("RIVULET_").lower(): v for k, v in found.items() if "API_KEYS" in k}
+    )
+    from serving.auth import KeyRing, Scope
+
+    ring = KeyRing.from_settings(settings)
+    for scope, needed in zip(scopes, (Scope.SCORE, Scope.INGEST, Scope.READ, Scope.ADMIN), strict=True):
+        granted = ring.scopes_of(found[f"RIVULET_{scope}_API_KEYS"].encode())
+        assert needed in granted and (Scope.ADMIN in granted) == (needed is Scope.ADMIN), (scope, granted)
+    assert CliRunner().invoke(app, ["keys", "generate"]).output.count("API_KEY") == 0  # only when asked

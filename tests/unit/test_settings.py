@@ -53,3 +53,12 @@ def test_an_empty_signing_key_is_no_key(monkeypatch: pytest.MonkeyPatch, value: 
     """An empty ``RIVULET_SIGNING_KEY`` must be unset (the learner refuses), not a key of no bytes."""
     monkeypatch.setenv("RIVULET_SIGNING_KEY", value)
     assert Settings().signing_key is None
+
+
+def test_anonymous_serving_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().allow_anonymous is False
+    assert "loopback" in (Settings.model_fields["allow_anonymous"].description or "")
+    monkeypatch.setenv("RIVULET_ALLOW_ANONYMOUS", "false")  # Compose's default
+    assert Settings().allow_anonymous is False
+    monkeypatch.setenv("RIVULET_ALLOW_ANONYMOUS", "true")
+    assert Settings().allow_anonymous is True
