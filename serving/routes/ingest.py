@@ -37,15 +37,42 @@ INGEST = errors(400, 401, 403, 413, 422, 503)
 BODIES = (EventsRequest, LabelsRequest)  # validated off the event loop: their schemas added to the OpenAPI
 
 
-async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]], ids: list[str]) -> None:
+    """Publish ``records`` (their ids ``ids``), one by one. A failure is a 503 saying which ids may already
+    be on Kafka (those sent before it, or all once sending is over: an unacknowledged record may still have
+    been written) and that a retry must reuse these ids: the learner de-duplicates by event id."""
     producer = svc.producer
     if producer is None:
         raise KafkaUnavailable("Kafka is unreachable: nothing was accepted")
+    futures = []
     try:  # send itself raises when the topic's metadata does not come (aiokafka's KafkaTimeoutError)
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        for key, value in records:
+            futures.append(await producer.send(topic, value, key=key))
         await asyncio.gather(*futures)
     except Exception as exc:
-        raise KafkaUnavailable(f"Kafka did not acknowledge the records: {exc}") from exc
+        raise KafkaUnavailable(_partly(exc, ids, len(futures))) from exc
+
+
+def _partly(exc: Exception, ids: list[str], sent: int) -> str:
+    """The 503's detail when Kafka failed after ``sent`` of the records with ``ids`` were handed over.
+
+    >>> d = _partly(RuntimeError("down"), ["a", "b", "c"], 1)
+    >>> "the first 1 of 3 may have been accepted, ids ['a']" in d, "with the same ids" in d
+    (True, True)
+    >>> "any of the 2 may have been accepted" in _partly(RuntimeError("down"), ["a", "b"], 2)
+    True
+    """
+    if sent == 0:
+        return f"Kafka did not take the records ({exc}): nothing was accepted"
+    if sent < len(ids):
+        which = f"the first {sent} of {len(ids)} may have been accepted, ids {ids[:sent]}"
+        which += "; the others were not sent"
+    else:
+        which = f"any of the {len(ids)} may have been accepted, ids {ids}"
+    return (
+        f"Kafka did not acknowledge the records ({exc}): {which}. Retry the whole request with the same ids "
+        "(events with these event_ids): the learner de-duplicates by event id"
+    )
 
 
 @router.post(
@@ -69,7 +96,7 @@ async def post_events(request: Request, svc: ServicesDep) -> IngestResponse:
         return _events(body, served, ahead_ms, svc.settings.features_max_ahead_ms)
 
     out, ids = await validated(request, EventsRequest, records)
-    await _ingest(svc, svc.settings.topics.events, out)
+    await _ingest(svc, svc.settings.topics.events, out, ids)
     return IngestResponse(ids=ids)
 
 
@@ -135,7 +162,7 @@ async def post_labels(request: Request, svc: ServicesDep) -> IngestResponse:
         return _labels(body, served, now_ms)
 
     out, ids = await validated(request, LabelsRequest, records)
-    await _ingest(svc, svc.settings.topics.labels, out)
+    await _ingest(svc, svc.settings.topics.labels, out, ids)
     return IngestResponse(ids=ids)
 
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.embedded import EmbeddedServices
+from serving.embedded import EmbeddedServices, LogProducer
 from streaming.settings import Settings
 from tests.integration.api_env import KEYS, Embedded, keyed, serve
 
@@ -317,6 +317,69 @@ def test_ingest_without_the_topics_metadata_is_a_503_not_a_500(emb: Embedded) ->
         ):
             r = client.post(path, json=body)
             assert r.status_code == 503 and r.json()["error"] == "kafka_unavailable", (path, r.text)
+
+
+class FailingAtProducer:
+    """The embedded log's producer whose ``fail_at``-th send (1-based) raises, or, with ``future=True``,
+    whose ``fail_at``-th record is written but its future fails (Kafka wrote it, the ack was lost)."""
+
+    def __init__(self, log: Any, fail_at: int, future: bool = False) -> None:
+        self.inner = LogProducer(log)
+        self.fail_at = fail_at
+        self.future = future
+        self.calls = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        from aiokafka.errors import KafkaTimeoutError
+
+        self.calls += 1
+        if self.calls == self.fail_at and not self.future:
+            raise KafkaTimeoutError()
+        sent = await self.inner.send(topic, value, key=key)
+        if self.calls == self.fail_at:
+            lost: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            lost.set_exception(KafkaTimeoutError())
+            return lost
+        return sent
+
+
+def test_a_503_names_the_ids_kafka_may_have_and_asks_for_a_retry_with_them(emb: Embedded) -> None:
+    """Before: a Kafka failure mid-request answered 503 ``kafka_unavailable`` "nothing was accepted" though
+    the records sent before it were published (the routes send one by one). Now the 503 names the ids that
+    may have been accepted (exactly those on the log when a send failed; all when an ack was lost) and asks
+    for a retry with the same ids; the error code is unchanged."""
+    topic = emb.settings.topics.events
+    events = [
+        {"entity": "a", "ts": 1_700_000_000_000, "event_id": f"e{i}", "fields": {"x": i}} for i in range(5)
+    ]
+    for producer, maybe in (
+        (FailingAtProducer(emb.log, fail_at=3), ["e0", "e1"]),
+        (FailingAtProducer(emb.log, fail_at=2, future=True), [f"e{i}" for i in range(5)]),
+    ):
+        services = EmbeddedServices(emb.settings, emb.stack)
+        services.producer = producer  # type: ignore[assignment]
+        start = emb.log.end(topic)
+        with TestClient(create_app(emb.settings, services), base_url="http://localhost") as client:
+            client.headers["X-API-Key"] = KEYS["ingest"]
+            r = client.post("/v1/events", json={"events": events})
+        assert r.status_code == 503 and r.json()["error"] == "kafka_unavailable", r.text
+        detail = r.json()["detail"]
+        assert "nothing was accepted" not in detail and str(maybe) in detail, detail
+        assert "same ids" in detail and "de-duplicates by event id" in detail, detail
+        on_log = [orjson.loads(v)["event_id"] for _, _, v, _ in emb.log.read(topic, start)]
+        assert set(on_log) <= set(maybe) and (len(maybe) == 5 or on_log == maybe), on_log
+    labels = {"labels": [{"event_id": f"e{i}", "label": True} for i in range(3)]}
+    services = EmbeddedServices(emb.settings, emb.stack)
+    services.producer = FailingAtProducer(emb.log, fail_at=2)  # type: ignore[assignment]
+    with TestClient(create_app(emb.settings, services), base_url="http://localhost") as client:
+        r = client.post("/v1/labels", json=labels, headers={"X-API-Key": KEYS["ingest"]})
+    assert (
+        r.status_code == 503 and "the first 1 of 3 may have been accepted, ids ['e0']" in r.json()["detail"]
+    )
+    services.producer = FailingAtProducer(emb.log, fail_at=1)  # type: ignore[assignment]
+    with TestClient(create_app(emb.settings, services), base_url="http://localhost") as client:
+        r = client.post("/v1/labels", json=labels, headers={"X-API-Key": KEYS["ingest"]})
+    assert r.status_code == 503 and "nothing was accepted" in r.json()["detail"], r.text
 
 
 def test_a_cross_site_form_or_blob_post_cannot_write_training_data(settings: Settings) -> None:
