@@ -37,6 +37,7 @@ from streaming.settings import Settings
 __all__ = ["RedisServices", "create_app"]
 
 log = get_logger("rivulet.serving")
+_DRAIN_S = 5.0  # longest wait at shutdown for the predictions still in the outbox
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -113,6 +114,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
+            # predictions answered just before shutdown are still in the outbox: send them before the
+            # producer stops (bounded: a Kafka that is away must not hold the shutdown)
+            left = await app.state.outbox.drain(_DRAIN_S)
+            if left:
+                log.warning("predictions not published at shutdown", count=left)
             await svc.stop()
 
     # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones;

@@ -292,6 +292,56 @@ def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
     assert stalled.calls == 23
 
 
+class SlowProducer:
+    """The embedded log's producer, which takes a while (a metadata fetch) before each record is queued."""
+
+    def __init__(self, log: Any) -> None:
+        self.inner = LogProducer(log)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+        return await self.inner.send(topic, value, key=key)
+
+
+def test_predictions_in_the_outbox_at_shutdown_are_published_before_the_producer_stops(emb: Embedded) -> None:
+    """Before: the sends still pending in the outbox when the app stopped were dropped with their tasks (the
+    producer stopped under them): predictions answered just before a shutdown or a deploy never reached the
+    predictions topic. Now the lifespan drains the outbox (bounded) before the services stop."""
+    topic = emb.settings.topics.predictions
+    start = emb.log.end(topic)
+    services = EmbeddedServices(emb.settings, emb.stack)
+    services.producer = SlowProducer(emb.log)  # type: ignore[assignment]
+    with TestClient(create_app(emb.settings, services), base_url="http://localhost") as client:
+        client.headers["X-API-Key"] = KEYS["score"]
+        ids = [client.post("/v1/models/zipm/predict", json={"entity": "7"}).json()["prediction_id"]]
+        batch = client.post("/v1/models/zipm/predict/batch", json={"items": [{"entity": "7"}] * 5})
+        ids += [p["prediction_id"] for p in batch.json()["predictions"]]
+        assert emb.log.end(topic) == start  # answered, not yet published
+    published = [orjson.loads(v)["prediction_id"] for _, _, v, _ in emb.log.read(topic, start)]
+    assert sorted(published) == sorted(ids) and len(ids) == 6
+
+
+def test_the_outbox_drain_is_bounded_and_counts_what_it_gives_up() -> None:
+    """A producer that never answers cannot hold the shutdown: the drain gives up after its timeout, and
+    the sends it cancels are counted unpublished for their model."""
+    from serving.metrics import UNPUBLISHED
+    from serving.outbox import Outbox
+
+    async def run() -> tuple[int, int]:
+        outbox = Outbox()
+        stalled = StalledProducer()
+        for _ in range(3):
+            outbox.send(stalled, "t", b"v", b"k", "drain-model")
+        await asyncio.sleep(0)
+        left = await outbox.drain(0.05)
+        return left, len(outbox.pending)
+
+    before = UNPUBLISHED.labels("drain-model")._value.get()
+    assert asyncio.run(run()) == (3, 0)
+    assert UNPUBLISHED.labels("drain-model")._value.get() == before + 3
+
+
 class NoMetadataProducer:
     """aiokafka when the topic's metadata never comes (the topic missing, no auto-creation): ``send`` itself
     raises ``KafkaTimeoutError`` after its request timeout."""
