@@ -37,8 +37,9 @@ record and entity. Reason codes:
   everything that can fail has run).
 
 A dead letter always fits the same limit (:meth:`DeadLetter.encode`): when the original bytes would not (a
-record near the size limit grows by a third in base64), they are left out and the dead letter says how
-many there were and their SHA-256; its position still finds them on the source topic.
+record near the size limit grows by a third in base64), they are left out (the larger of value and key
+first) and the dead letter says how many there were and their SHA-256; its position still finds them on
+the source topic. A key over ``MAX_KEY_BYTES`` is never the letter's Kafka key.
 """
 
 from __future__ import annotations
@@ -108,13 +109,19 @@ class FeatureRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that could not be applied, with why and where it came from; the original bytes are kept."""
+    """A record that could not be applied, with why and where it came from; the original bytes are kept.
+
+    The one dead letter of every stage: the feature worker's (``stage`` ``features``, ``view``) and the
+    learner's (``stage`` ``learner``, ``models``: see :mod:`streaming.learning.deadletters`); both reach the
+    topic through :meth:`encode`, so a large key can never make a letter larger than the topic takes.
+    """
 
     reason: str  # one of REASONS
     error: str
     record: RawRecord
     view: str | None = None
     stage: str = STAGE
+    models: tuple[str, ...] | None = None  # the learner's: the models the record was rejected for
 
     def to_json(self, limit: int | None = None) -> bytes:
         """The dead letter as JSON; with ``limit``, at most that many bytes (see :meth:`encode`)."""
@@ -133,11 +140,16 @@ class DeadLetter:
             out["key_b64"] = base64.b64encode(key).decode()
         if self.view is not None:
             out["view"] = self.view
+        if self.models is not None:
+            out["models"] = list(self.models)
         full = orjson.dumps(out)
         if limit is None or len(full) <= limit:
             return full
         out["omitted"] = f"original bytes over the dead-letter limit of {limit}: read them at this position"
-        for name, raw in (("value", value), ("key", key)):  # too large for the topic: leave bytes out
+        # too large for the topic: leave bytes out, the larger first (so as much as fits is kept; on a
+        # tie the value, then the key)
+        parts = sorted((("value", value), ("key", key)), key=lambda p: -len(p[1] or b""))
+        for name, raw in parts:
             if raw is not None:
                 out[f"{name}_b64"] = None
                 out[f"{name}_bytes"] = len(raw)

@@ -83,7 +83,7 @@ class LogSink:
         self.sent = 0
 
     def send(self, letter: DeadLetter) -> None:
-        self.log.append(self.topic, letter.to_json(), letter.key)
+        self.log.append(self.topic, letter.to_json(), letter.record.key)
         self.sent += 1
 
     def flush(self) -> None:

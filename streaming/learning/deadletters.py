@@ -1,16 +1,21 @@
 """Where the learner's rejected records go: the shared dead-letter topic, through a small sink interface.
 
-A :class:`DeadLetter` has the feature worker's shape (``reason``, ``error``, ``topic``, ``partition``,
-``offset``, ``value_b64``: the original bytes, ``key_b64``) plus ``stage`` (``learner``) and ``models``
-(the models it was rejected for). Sinks follow the house sink contract: ``send`` buffers, ``flush`` waits
-until every letter is durable, and the learner flushes before it writes a checkpoint, so a checkpoint never
-moves past a rejected record whose letter could still be lost. After a crash the records since the last
+A learner's letter is the feature worker's :class:`~features.pipeline.DeadLetter` (``reason``, ``error``,
+``topic``, ``partition``, ``offset``, ``value_b64``: the original bytes, ``key_b64``) with ``stage``
+(``learner``) and ``models`` (the models it was rejected for): one implementation, so one size budget
+(:meth:`~features.pipeline.DeadLetter.encode`: the Kafka key only when small, key and value together
+within the topic's limit, the original bytes replaced by their size and SHA-256 when they would not fit).
+
+Sinks follow the house sink contract: ``send`` buffers, ``flush`` waits until every letter is durable, and
+the learner flushes before it writes a checkpoint, so a checkpoint never moves past a rejected record whose
+letter could still be lost in flight. A letter Kafka refuses outright is counted and logged by
+:class:`KafkaSink`, not raised: see :meth:`KafkaSink.flush`. After a crash the records since the last
 checkpoint are processed again, so a letter may be written twice (at least once), while the counters in
 the checkpoint count each rejection once.
 
 >>> sink = MemorySink()
->>> sink.send(DeadLetter("label_class", "'banana' is not a class", "labels", 0, 7, b'{"label":"banana"}',
-...                      models=("lr",)))
+>>> sink.send(learner_letter("label_class", "'banana' is not a class", "labels", 0, 7, b'{"label":"banana"}',
+...                          models=("lr",)))
 >>> letter = orjson.loads(sink.letters[0].to_json())
 >>> letter["stage"], letter["reason"], letter["offset"], base64.b64decode(letter["value_b64"])
 ('learner', 'label_class', 7, b'{"label":"banana"}')
@@ -18,73 +23,46 @@ the checkpoint count each rejection once.
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import base64  # noqa: F401 (the doctests)
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
+import orjson  # noqa: F401 (the doctests)
 
-__all__ = ["STAGE", "DeadLetter", "DeadLetterSink", "KafkaSink", "MemorySink"]
+from features.pipeline import DeadLetter, RawRecord
+from streaming.errors import DeliveryError
+from streaming.logs import get_logger
+
+__all__ = ["STAGE", "DeadLetter", "DeadLetterSink", "KafkaSink", "MemorySink", "learner_letter"]
+
+log = get_logger("rivulet.learn")
 
 STAGE = "learner"
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    reason: str
-    error: str
-    topic: str
-    partition: int | None
-    offset: int | None
-    value: bytes | None  # the record's original bytes
-    key: bytes | None = None
-    models: tuple[str, ...] = ()
-    stage: str = STAGE
+def learner_letter(
+    reason: str,
+    error: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    value: bytes | None,
+    key: bytes | None = None,
+    models: tuple[str, ...] = (),
+) -> DeadLetter:
+    """The learner's dead letter: the feature worker's :class:`~features.pipeline.DeadLetter` (one shape,
+    one size budget for key and value together) with ``stage`` ``learner`` and the ``models``. A record not
+    read from Kafka (a direct ``process`` call) has partition and offset ``-1``.
 
-    def to_dict(self) -> dict[str, Any]:
-        value, key = self.value, self.key
-        out: dict[str, Any] = {
-            "stage": self.stage,
-            "reason": self.reason,
-            "error": self.error[:2_000].encode("utf-8", "replace").decode(),  # text from anywhere
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "models": list(self.models),
-            "value_b64": base64.b64encode(value).decode() if value is not None else None,
-        }
-        if key is not None:
-            out["key_b64"] = base64.b64encode(key).decode()
-        return out
-
-    def to_json(self, max_bytes: int | None = None) -> bytes:
-        """The letter as JSON; over ``max_bytes``, the original value (then key) is left out and only its
-        size and SHA-256 given, as the feature worker's letters do: its position says where it is.
-
-        >>> letter = DeadLetter("undecodable", "not JSON", "t", 0, 5, b"x" * 2_000)
-        >>> small = orjson.loads(letter.to_json(max_bytes=1_000))
-        >>> small["value_b64"], small["value_bytes"], len(small["value_sha256"])
-        (None, 2000, 64)
-        """
-        out = self.to_dict()
-        full = orjson.dumps(out)
-        if max_bytes is None or len(full) <= max_bytes:
-            return full
-        out["omitted"] = (
-            f"original bytes over the dead-letter limit of {max_bytes}: read them at this position"
-        )
-        small = full
-        for name, raw in (("value", self.value), ("key", self.key)):
-            if raw is not None:
-                out[f"{name}_b64"] = None
-                out[f"{name}_bytes"] = len(raw)
-                out[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
-                small = orjson.dumps(out)
-                if len(small) <= max_bytes:
-                    break
-        return small
+    >>> letter = learner_letter("undecodable", "not JSON", "t", 0, 5, b"x" * 2_000, key=b"k" * 10_000)
+    >>> key, value = letter.encode(1_000)
+    >>> small = orjson.loads(value)
+    >>> key, small["value_bytes"], small["key_bytes"], len(small["key_sha256"]), len(value) <= 1_000
+    (None, 2000, 10000, 64, True)
+    """
+    part = -1 if partition is None else partition
+    at = -1 if offset is None else offset
+    return DeadLetter(reason, error, RawRecord(value, topic, part, at, key), stage=STAGE, models=models)
 
 
 class DeadLetterSink(Protocol):
@@ -111,20 +89,44 @@ class MemorySink:
 
 
 class KafkaSink:
-    """Letters to the dead-letter topic through the producer SDK (idempotent, ``acks=all``); ``flush`` raises
-    :class:`~streaming.errors.DeliveryError` when a letter was not acknowledged."""
+    """Letters to the dead-letter topic through the producer SDK (idempotent, ``acks=all``), each within
+    ``max_bytes`` (key and value together); a letter not acknowledged is counted in ``lost`` and logged."""
 
     def __init__(self, producer: Any, topic: str, max_bytes: int) -> None:
         self.producer = producer  # a streaming.producer.Producer
         self.topic = topic
         self.max_bytes = max_bytes
+        self.lost = 0  # letters Kafka did not take (see flush)
 
     def send(self, letter: DeadLetter) -> None:
-        record_id = f"{letter.topic}[{letter.partition}]@{letter.offset}:{letter.reason}"
-        self.producer.send_record(self.topic, letter.to_json(self.max_bytes), letter.key, record_id)
+        rec = letter.record
+        record_id = f"{rec.topic}[{rec.partition}]@{rec.offset}:{letter.reason}"
+        key, value = letter.encode(self.max_bytes)
+        try:
+            self.producer.send_record(self.topic, value, key, record_id)
+        except DeliveryError as exc:
+            self._lost(exc)
 
     def flush(self) -> None:
-        self.producer.flush()
+        """Wait for every letter; one Kafka would not take is counted in ``lost`` and logged, not raised.
+
+        A lost letter is better than a learner that never checkpoints: raising here stops the learner before
+        its checkpoint, the restart reads the same record, makes the same letter, and stops again, forever.
+        The record itself stays on its topic at the position the log names."""
+        try:
+            self.producer.flush()
+        except DeliveryError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: DeliveryError) -> None:
+        self.lost += len(exc.failures)
+        log.error(
+            "dead letters lost",
+            lost=len(exc.failures),
+            lost_so_far=self.lost,
+            letters=[f.record_id for f in exc.failures[:20]],
+            error=exc.failures[0].error,
+        )
 
     def close(self) -> None:
         self.producer.close()

@@ -42,7 +42,7 @@ import orjson
 from features.errors import FeaturesError
 from features.events import MAX_TS_MS, MIN_TS_MS, Label
 from streaming.learning.core import LearnerCore
-from streaming.learning.deadletters import DeadLetter, DeadLetterSink
+from streaming.learning.deadletters import DeadLetterSink, learner_letter
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
 from streaming.learning.labels import check_label
@@ -367,7 +367,7 @@ class Router:
                 )
             if self.sink is not None:
                 self.sink.send(
-                    DeadLetter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
+                    learner_letter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
                 )
 
 

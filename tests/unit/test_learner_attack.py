@@ -76,7 +76,7 @@ def test_a_string_where_a_tree_took_numbers_is_rejected_not_a_quarantine() -> No
     assert state.rejected == {"feature_type": 1}
     want, n = oracle(tree.HoeffdingTreeClassifier(), good, metrics.Accuracy)
     assert state.n_learned == n and state.metric_values()["Accuracy"] == want
-    assert [(d.reason, d.offset) for d in sink.letters] == [("feature_type", 100)]
+    assert [(d.reason, d.record.offset) for d in sink.letters] == [("feature_type", 100)]
 
 
 def test_a_declared_string_feature_stays_a_string() -> None:
@@ -95,7 +95,7 @@ def test_only_what_a_model_learns_fixes_a_feature_kind() -> None:
     core, sink = run([spec], stream)
     state = core.models["ht"]
     assert state.status == "learning" and state.n_learned == 39
-    assert state.rejected == {"feature_type": 1} and [d.offset for d in sink.letters] == [0]
+    assert state.rejected == {"feature_type": 1} and [d.record.offset for d in sink.letters] == [0]
 
 
 def test_a_class_of_another_type_does_not_break_a_multiclass_tree() -> None:

@@ -184,14 +184,14 @@ def test_bad_records_are_rejected_and_the_good_ones_learn_exactly_as_without_the
     assert set(core.models["tree"].model.predict_proba_one(good[0][1]["features"])) <= {False, True}
 
     letters = list(sink.letters)
-    assert [(d.topic, d.reason) for d in letters] == expected
+    assert [(d.record.topic, d.reason) for d in letters] == expected
     for d in letters:
         assert d.stage == "learner" and d.models == ("lr", "tree")
-        (original,) = [r.raw for r in recs if (r.topic, r.offset) == (d.topic, d.offset)]
-        assert d.value == original
+        (original,) = [r.raw for r in recs if (r.topic, r.offset) == (d.record.topic, d.record.offset)]
+        assert d.record.value == original
         wire = orjson.loads(d.to_json())
         assert base64.b64decode(wire["value_b64"]) == original
-        assert (wire["topic"], wire["partition"], wire["offset"]) == (d.topic, 0, d.offset)
+        assert (wire["topic"], wire["partition"], wire["offset"]) == (d.record.topic, 0, d.record.offset)
 
 
 def test_banana_never_becomes_a_class_of_a_hoeffding_tree() -> None:

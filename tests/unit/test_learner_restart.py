@@ -71,7 +71,7 @@ def test_rejections_are_in_the_checkpoint_header_and_survive_a_restart() -> None
     first.checkpoint()
     opened, _ = registry.load_latest("lr")
     assert opened.header["rejected"] == {"label_type": 1}
-    assert [(d.reason, d.topic, d.offset) for d in sink.letters] == [("label_type", "l", 0)]
+    assert [(d.reason, d.record.topic, d.record.offset) for d in sink.letters] == [("label_type", "l", 0)]
 
     second = Learner([SPEC], registry, ROLES)  # a restart: the counts come back with the state
     second.restore()

@@ -167,7 +167,7 @@ def test_bad_rows_are_rejected_and_counted_and_the_good_ones_score_as_without_th
         assert m.rejected == {"label_type": 2, "value_domain": 1} and m.status == "learning"
     assert result.dead_letters == {"label_type": 2, "value_domain": 1}  # one letter per record
     letters = list(replay.dead_letters.letters)
-    assert [orjson.loads(d.value or b"{}")["event"]["label"] for d in letters[:2]] == ["banana", 2]
+    assert [orjson.loads(d.record.value or b"{}")["event"]["label"] for d in letters[:2]] == ["banana", 2]
 
 
 def test_the_replay_command_says_what_was_rejected_for_each_model(tmp_path: Path) -> None:
