@@ -235,12 +235,16 @@ class ModelRegistry(Registry):
         version = int(self._r.incr(self._k(name, "seq")))
         versions_key = self._k(name, "versions")
         blob = blob_of(version)
+        # the set of names is outside the model's hash slot: in the MULTI it made the transaction span
+        # slots (CROSSSLOT on a Redis Cluster). Added first, on its own (idempotent): a listed name has a
+        # version or is about to get one (a crash in between leaves a name with no version, which readers
+        # already take as "not loaded yet"), never a version that no listing shows
+        self._r.sadd(f"{self._prefix}models", name)
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._k(name, f"v:{version}"), blob)
         pipe.set(self._k(name, f"h:{version}"), header_part(blob))
         pipe.zadd(versions_key, {str(version): version})
         pipe.set(self._k(name, "current"), version)
-        pipe.sadd(f"{self._prefix}models", name)
         pipe.execute()
         old = [int(v) for v in self._r.zrange(versions_key, 0, -(keep + 1))]
         if old:

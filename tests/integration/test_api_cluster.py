@@ -7,9 +7,9 @@ Before, the API built a plain Redis client whatever the setting: on this one-nod
 happens to work (the node owns every slot), but on a real cluster it gets ``MOVED`` for the keys of other
 nodes. The test asserts the API's store client is the cluster client besides what it reads through it.
 
-The model registry itself does not run on a cluster yet (its save is a MULTI over keys of several slots:
-CROSSSLOT), so the test's learner saves on the plain Redis and its keys are copied to the cluster node one
-by one (DUMP/RESTORE), then announced there, as a registry on the cluster would."""
+The test's learner saves through a :class:`ModelRegistry` on redis-py's cluster client (before, its save
+was a MULTI with the set of model names, of another slot: CROSSSLOT, so the keys were copied from a plain
+Redis instead)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -73,15 +72,41 @@ def expected(state: Any, values: dict[str, Any]) -> dict[str, float]:
     return {("true" if k else "false") if isinstance(k, bool) else str(k): float(v) for k, v in proba.items()}
 
 
-def publish(registry: ModelRegistry, prefix: str, plain: redis.Redis, node: redis.Redis, state: Any) -> int:
-    """Save a version (on the plain Redis), copy the registry's keys to the cluster node, announce it."""
-    version = registry.save("zipm", state, {"offsets": {}, "view": "zip"})
-    for key in plain.scan_iter(match=f"{prefix}*", count=1000):
-        dumped = plain.dump(key)
-        assert isinstance(dumped, bytes)
-        node.restore(key, 0, dumped, replace=True)
-    node.publish(registry.channel, orjson.dumps({"model": "zipm", "version": version}))
-    return version
+def publish(registry: ModelRegistry, state: Any) -> int:
+    """Save a version through the registry on the cluster client (which announces it)."""
+    return registry.save("zipm", state, {"offsets": {}, "view": "zip"})
+
+
+def cluster_registry(prefix: str, **roles: Any) -> ModelRegistry:
+    """A registry on redis-py's cluster client (every key routed by its slot, transactions per slot)."""
+    return ModelRegistry(redis.RedisCluster.from_url(CLUSTER_URL, socket_timeout=5.0), prefix, **roles)
+
+
+def test_the_registry_saves_trims_and_loads_through_a_cluster_client(
+    on_cluster: Settings,
+    cluster: redis.Redis,  # noqa: F811 (the fixture)
+) -> None:
+    """Before: ``save`` put ``SADD <prefix>models`` (no hash tag) in the model's MULTI, whose keys share the
+    model's slot: redis-py's cluster client refused the transaction (CrossSlotTransactionError; a server,
+    CROSSSLOT). Now versions are saved, trimmed to ``keep``, listed and loaded (verified) on the cluster."""
+    from streaming.learning.keys import Keyring
+
+    writer = cluster_registry(on_cluster.redis_prefix, signer=SIGNER)
+    states = [trained_state(50 + 50 * i) for i in range(4)]
+    versions = [
+        writer.save("zipm", st, {"offsets": {"t": {"0": i}}, "view": "zip"}, keep=2)
+        for i, st in enumerate(states)
+    ]
+    assert versions == [1, 2, 3, 4]
+    reader = cluster_registry(on_cluster.redis_prefix, keyring=Keyring.of(SIGNER.public))
+    assert reader.names() == ["zipm"] and reader.current_version("zipm") == 4
+    assert reader._numbers("zipm") == [3, 4]  # trimmed to keep=2 (snapshot and header together)
+    assert cluster.get(f"{on_cluster.redis_prefix}model:{{zipm}}:v:1") is None
+    loaded, refused = reader.load_latest("zipm", current=True)
+    assert refused == [] and loaded.header["version"] == 4 and loaded.header["offsets"] == {"t": {"0": 3}}
+    values = vector(2)
+    assert expected(loaded.state, values) == pytest.approx(expected(states[3], values))
+    assert expected(reader.load("zipm", 3).state, values) == pytest.approx(expected(states[2], values))
 
 
 def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
@@ -90,9 +115,9 @@ def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
     redis_client: redis.Redis,
 ) -> None:
     s = on_cluster
-    registry = ModelRegistry(redis_client, s.redis_prefix, signer=SIGNER)
+    registry = cluster_registry(s.redis_prefix, signer=SIGNER)
     state = trained_state(300)
-    first = publish(registry, s.redis_prefix, redis_client, cluster, state)
+    first = publish(registry, state)
     write_vectors(s)
     app = create_app(s)
     with TestClient(app, base_url="http://localhost", headers={"X-API-Key": KEY}) as client:
@@ -116,7 +141,7 @@ def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
 
         # a new version, announced on the cluster (no poll for an hour): the API swaps to it
         newer = trained_state(600, seed=3)
-        second = publish(registry, s.redis_prefix, redis_client, cluster, newer)
+        second = publish(registry, newer)
         deadline = time.monotonic() + 30
         while client.get("/readyz").json()["models"].get("zipm") != second:
             assert time.monotonic() < deadline, "the announcement did not reach the API"
@@ -133,6 +158,7 @@ def test_an_unreachable_cluster_is_a_503_never_a_500(settings: Settings) -> None
     ``feature_store_unavailable``, or scored from its fields with ``RIVULET_SERVE_FALLBACK``."""
     from features.engine import FeatureEngine
     from serving.models import LoadedModel
+    from streaming.learning.header import CheckpointHeader
     from tests.feature_defs import ZIP
     from tests.integration.api_env import free_port
 
@@ -153,7 +179,7 @@ def test_an_unreachable_cluster_is_a_503_never_a_500(settings: Settings) -> None
             assert ready.status_code == 503 and ready.json()["redis"] is False, ready.text
             # a model as if loaded earlier (the registry is on the same unreachable Redis)
             app.state.services.models.models["zipm"] = LoadedModel(
-                "zipm", 1, trained_state(50), {"view": "zip"}, FeatureEngine(ZIP)
+                "zipm", 1, trained_state(50), CheckpointHeader.of({"view": "zip"}), FeatureEngine(ZIP)
             )
             r = client.post("/v1/models/zipm/predict", json={"entity": "}x{"})
             if fallback:
