@@ -311,8 +311,8 @@ class Label(_Record):
     b'{"event_id":"e1","label":true,"ts":5}'
     """
 
-    event_id: str | None = Field(None, min_length=1)
-    prediction_id: str | None = Field(None, min_length=1)
+    event_id: str | None = Field(None, min_length=1, max_length=200)  # as Event's (the API's, the learner's)
+    prediction_id: str | None = Field(None, min_length=1, max_length=200)
     label: str | int | float | bool
     ts: int
 

@@ -137,3 +137,17 @@ def test_any_valid_event_survives_a_json_round_trip(
 ) -> None:
     e = Event(entity=entity, ts=ts, fields=fields, label=label)  # type: ignore[arg-type]
     assert Event.from_json(e.to_json()) == e
+
+
+@pytest.mark.parametrize("field", ["event_id", "prediction_id"])
+def test_label_ids_are_capped_at_200_characters_as_event_ids_are(field: str) -> None:
+    """Before: a label's ids took any length (the API and Event cap ids at 200; the learner dead-letters
+    longer ones), so a 201-character id passed the SDK and the API and was then dropped by the learner."""
+    assert getattr(Label.parse({field: "x" * 200, "label": 1, "ts": T0}), field) == "x" * 200
+    with pytest.raises(InvalidEvent, match="at most 200") as caught:
+        Label.parse({field: "x" * 201, "label": 1, "ts": T0})
+    assert caught.value.field == field
+    with pytest.raises(InvalidEvent, match="at most 200"):
+        Label.from_json(b'{"%s": "%s", "label": true, "ts": 1}' % (field.encode(), b"y" * 5000))
+    with pytest.raises(InvalidEvent, match="at most 200"):
+        Event.parse({"event_id": "x" * 201, "entity": "a", "ts": T0})  # the same cap
