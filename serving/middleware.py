@@ -1,8 +1,10 @@
 """The API's pure ASGI middleware (no task or thread per request): request metrics with the security
 headers every response carries, the body limit, and the trusted hosts.
 
-Order, outermost first: trusted hosts (a Host not in the list is a 400 before anything runs), metrics and
-headers, body limit, then FastAPI (routing, the route's key check, body parsing, the handler).
+Order, outermost first: metrics and headers (so a request refused for its Host is counted, as route
+``unmatched`` status 400, and carries the security headers: a DNS-rebinding or Host-probing attempt shows
+on /metrics), trusted hosts (a Host not in the list is a 400 before anything else runs: no body is read, no
+key checked), body limit, then FastAPI (routing, the route's key check, body parsing, the handler).
 """
 
 from __future__ import annotations

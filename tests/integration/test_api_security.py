@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from features.store import FeatureRow
 from serving.app import create_app
+from serving.metrics import REQUESTS
 from streaming.settings import Settings
 from tests.integration.api_env import KEYS, Embedded, keyed, serve
 
@@ -125,9 +126,12 @@ def test_only_trusted_hosts_are_answered(settings: Settings) -> None:
     with emb.client() as client:
         for host in ("localhost", "localhost:8000", "127.0.0.1:1", "[::1]:8000", "127.0.0.1"):
             assert client.get("/healthz", headers={"host": host}).status_code == 200, host
+        refused = REQUESTS.labels("unmatched", "400")._value.get()
         for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil"):
             r = client.get("/healthz", headers={"host": host})
             assert r.status_code == 400, host
+            assert r.headers["x-content-type-options"] == "nosniff"  # Measure is outside TrustedHosts
+        assert REQUESTS.labels("unmatched", "400")._value.get() == refused + 4  # refused Hosts are counted
     for hosts, host, status in (
         (["api.example.com"], "api.example.com:443", 200),
         (["api.example.com"], "localhost", 400),
