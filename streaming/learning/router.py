@@ -24,7 +24,9 @@ model and reason in ``ModelState.rejected`` and sent to the dead-letter sink wit
   (:func:`~streaming.learning.labels.check_label`), rejected for that model only;
 - ``value_domain``: a vector value outside the numeric domain (:mod:`streaming.learning.domain`) or not a
   scalar;
-- ``model_error`` / ``learn_error``: the model raised on the record (see :mod:`streaming.learning.core`).
+- ``model_error`` / ``learn_error``: the model raised on the record (see :mod:`streaming.learning.core`);
+- ``error``: anything else raised while routing the record (a defect on an input nobody foresaw): the
+  models it was routed to are quarantined, since their state may be partly updated.
 
 A rejected record still advances the positions (it was consumed), and the models process the good records
 around it exactly as if it had never been sent.
@@ -117,14 +119,17 @@ class Router:
             fresh = [m for m in core.models if self.fresh(m, rec)]
         else:
             fresh = list(core.models)
-        if not isinstance(data, dict):
-            self.undecodable(data, position, fresh, raw=rec.raw, key=rec.key)
-        elif rec.topic == roles.features:
-            self.features(data, position, fresh, raw=rec.raw, key=rec.key)
-        elif rec.topic == roles.predictions:
-            self.prediction(data, position, fresh, raw=rec.raw, key=rec.key)
-        elif rec.topic == roles.labels:
-            self.label(data, position, fresh, raw=rec.raw, key=rec.key)
+        try:
+            if not isinstance(data, dict):
+                self.undecodable(data, position, fresh, raw=rec.raw, key=rec.key)
+            elif rec.topic == roles.features:
+                self.features(data, position, fresh, raw=rec.raw, key=rec.key)
+            elif rec.topic == roles.predictions:
+                self.prediction(data, position, fresh, raw=rec.raw, key=rec.key)
+            elif rec.topic == roles.labels:
+                self.label(data, position, fresh, raw=rec.raw, key=rec.key)
+        except Exception as exc:  # one record never stops the learner (see _failed)
+            self._failed(rec, position, fresh, exc)
         if not track:
             return
         tp = (rec.topic, rec.partition)
@@ -141,6 +146,28 @@ class Router:
                 # with the positions of the model it challenges
                 parent = core.models[m].spec
                 self.start(m, self.offsets.get(parent, {}), None)
+
+    def _failed(self, rec: Positioned, position: Position, fresh: list[str], exc: Exception) -> None:
+        """Anything raised while routing ``rec`` that is not a rejection (a defect on an input nobody
+        foresaw): stopping would meet the same record again after every restart. The record is an ``error``
+        dead letter, and the models it was routed to are quarantined (their state may be partly updated);
+        the others, and the positions, go on."""
+        data = rec.value
+        models = fresh
+        if isinstance(data, dict) and rec.topic in (self.roles.features, self.roles.predictions):
+            try:
+                models = self._of_view(data.get("view"), fresh)
+            except Exception:  # an unhashable view: every model that saw the record
+                models = fresh
+        detail = f"{type(exc).__name__}: {exc}"[:1_000]
+        if Reason.ERROR not in self._logged:  # the traceback once; then the bounded rejection warnings
+            log.error("record failed", position=position, models=models, error=detail, exc_info=exc)
+        self._reject(models, Reason.ERROR, detail)
+        self._send(position, rec.raw, rec.key, data)
+        for m in models:
+            state = self.core.models.get(m)
+            if state is not None and not state.quarantined:
+                self.core.quarantine(state, f"error on {position}: {detail}")
 
     def _of_view(self, view: Any, models: Any) -> list[str]:
         core = self.core
