@@ -495,19 +495,35 @@ def test_ingest_validation_runs_off_the_event_loop(emb: Embedded) -> None:
 
     reached, gate = threading.Event(), threading.Event()
 
-    class GatedHeader(dict[str, Any]):
-        def get(self, key: str, default: Any = None) -> Any:
-            if key == "classes":
-                reached.set()
-                gate.wait(60)
-            return super().get(key, default)
+    from streaming.learning.header import CheckpointHeader
+
+    class GatedHeader:
+        """A typed header whose ``classes`` (read by the label check) blocks until the gate opens."""
+
+        def __init__(self, view: str) -> None:
+            self.real = CheckpointHeader.of({"view": view})
+
+        @property
+        def classes(self) -> Any:
+            reached.set()
+            gate.wait(60)
+            return self.real.classes
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
 
     services = EmbeddedServices(emb.settings, emb.stack)
     app = create_app(emb.settings, services)
     answers: dict[str, Any] = {}
     headers = {"host": "localhost"}
     with serve(app) as url:
-        services.models.models["gated"] = LoadedModel("gated", 1, trained(), GatedHeader(view="zip"), None)
+        services.models.models["gated"] = LoadedModel(
+            "gated",
+            1,
+            trained(),
+            GatedHeader(view="zip"),  # type: ignore[arg-type]
+            None,
+        )
         labels = {"labels": [{"event_id": f"e{i}", "label": True} for i in range(100)]}
 
         def post() -> None:
