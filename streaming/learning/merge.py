@@ -18,15 +18,16 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
 from features.errors import FeaturesError
-from features.events import MAX_TS_MS, MIN_TS_MS, parse_ts
+from features.events import MAX_TS_MS, MIN_TS_MS, Label
 from streaming.learning.clock import MedianClock
 
 __all__ = [
+    "MAX_ID_CHARS",
     "MAX_SKEW_MS",
     "NO_TIME",
     "Merger",
@@ -35,6 +36,8 @@ __all__ = [
     "Undecodable",
     "decode",
     "event_time",
+    "is_id",
+    "is_time",
 ]
 
 # the merge time of a record without an event time (not JSON, or malformed: the router rejects it). Smaller
@@ -66,34 +69,65 @@ def decode(value: bytes | None) -> Any:
         return Undecodable(f"not JSON: {exc}")
 
 
+MAX_ID_CHARS = 200  # an event id (the event schema's limit) or a prediction id (the API's)
+
+
+def is_id(value: Any) -> TypeGuard[str]:
+    """An event or prediction id: a non-empty string of at most :data:`MAX_ID_CHARS` characters (a longer
+    one joins nothing, and held as a pending or early key it would cost up to a megabyte)."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
+
+
+def is_time(ts: Any) -> TypeGuard[int]:
+    """An event time: an int (not a bool) within the event schema's range (years 1-9999)."""
+    return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
+
+
 def event_time(data: Any, fallback: int = NO_TIME) -> int:
     """The merge key: event time of an event or features record, label time of a label (an int within the
     event schema's years 1-9999); else ``fallback`` (:data:`NO_TIME` by default: see there).
+
+    A record the router refuses whatever the models' state has no time either, so it never holds back the
+    good records behind it (a refused label stamped 23 hours ahead held its partition's records for 23 hours
+    of event time): a features record (``event``) without a view, a vector, an event id or an int time; a
+    served prediction (``features`` without ``event``) without a view, a prediction id or an int time; and
+    anything else (a label) that :meth:`features.events.Label.parse` refuses (not a scalar label, say) or
+    whose id is not an id. These are the router's own checks (:mod:`streaming.learning.router`), on the
+    record alone: the merge order stays a function of the data.
 
     A label's time is read as the learner reads the label (:meth:`features.events.Label.parse`: a string of
     digits, an ISO 8601 string or a float too): a label the learner takes is merged at its time, not as a
     record without one (which let a label with ``"ts": "1700000001000"`` overtake its own record).
 
-    >>> event_time({"event": {"ts": 5}}), event_time({"ts": 7}), event_time(Undecodable("x")) == NO_TIME
-    (5, 7, True)
-    >>> event_time({"event_id": "e", "ts": "2023-11-14T22:13:21Z"})
+    >>> f = {"view": "v", "features": {}, "event": {"event_id": "e", "ts": 5}}
+    >>> event_time(f), event_time({"event_id": "e", "label": 1, "ts": 7}), event_time(Undecodable("x"))
+    (5, 7, -9223372036854775808)
+    >>> event_time({"event_id": "e", "label": True, "ts": "2023-11-14T22:13:21Z"})
     1700000001000
-    >>> event_time({"event": {"ts": "5"}}) == NO_TIME  # a features record's time is an int, or none
+    >>> event_time({**f, "event": {"event_id": "e", "ts": "5"}}) == NO_TIME  # a features time is an int
+    True
+    >>> event_time({"event_id": "e", "label": ["banana"], "ts": 7}) == NO_TIME  # refused: not a scalar
     True
     """
-    if isinstance(data, dict):
-        event = data.get("event")
-        ts = event.get("ts") if isinstance(event, dict) else data.get("ts")
-        if type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS:
-            return ts
-        if event is None and ts is not None and type(ts) is not int:
-            try:
-                ts = parse_ts(ts)
-            except (FeaturesError, ValueError, OverflowError):
-                return fallback
-            if MIN_TS_MS <= ts <= MAX_TS_MS:
-                return ts
-    return fallback
+    if not isinstance(data, dict):
+        return fallback
+    event = data.get("event")
+    if event is not None or "features" in data:  # a features record, or a served prediction
+        if type(data.get("view")) is not str or not isinstance(data.get("features"), dict):
+            return fallback
+        if isinstance(event, dict):
+            ts = event.get("ts")
+            return ts if is_id(event.get("event_id")) and is_time(ts) else fallback
+        ts = data.get("ts")
+        return ts if event is None and is_id(data.get("prediction_id")) and is_time(ts) else fallback
+    try:
+        label = Label.parse(data)
+    except FeaturesError:
+        return fallback
+    if not is_id(label.event_id if label.event_id is not None else label.prediction_id):
+        return fallback
+    ts = label.ts
+    return ts if is_time(ts) else fallback
 
 
 @dataclass(slots=True)

@@ -37,18 +37,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
 
 from features.errors import FeaturesError
-from features.events import MAX_TS_MS, MIN_TS_MS, Label
+from features.events import Label
 from streaming.learning.core import LearnerCore
 from streaming.learning.deadletters import DeadLetterSink, learner_letter
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
 from streaming.learning.labels import check_label
-from streaming.learning.merge import OrderJournal, Positioned, Undecodable
+from streaming.learning.merge import MAX_ID_CHARS, OrderJournal, Positioned, Undecodable
+from streaming.learning.merge import is_id as _id
+from streaming.learning.merge import is_time as _time
 from streaming.logs import get_logger
 
 __all__ = ["Offsets", "Router", "TopicRoles"]
@@ -396,20 +398,6 @@ class Router:
                 self.sink.send(
                     learner_letter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
                 )
-
-
-MAX_ID_CHARS = 200  # an event id (the event schema's limit) or a prediction id (the API's)
-
-
-def _id(value: Any) -> TypeGuard[str]:
-    """An event or prediction id: a non-empty string of at most :data:`MAX_ID_CHARS` characters (a longer
-    one joins nothing, and held as a pending or early key it would cost up to a megabyte)."""
-    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
-
-
-def _time(ts: Any) -> TypeGuard[int]:
-    """An event time: an int (not a bool) within the event schema's range (years 1-9999)."""
-    return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
 
 
 def _checker(task: str, classes: tuple[Any, ...] | None) -> Callable[[Any], Any]:

@@ -24,7 +24,7 @@ from features.events import Event
 from streaming.collect import fewer_collections
 from streaming.learning.core import DriftEvent, LearnerCore, ModelState
 from streaming.learning.deadletters import MemorySink
-from streaming.learning.merge import NO_TIME, Positioned, event_time
+from streaming.learning.merge import Positioned, is_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 
@@ -245,7 +245,7 @@ class Replay:
         event: Any = None
         for d in vectors:
             head = d.get("event") if type(d) is dict else None
-            if not (type(head) is dict and event_time(head, NO_TIME) != NO_TIME):
+            if not (type(head) is dict and is_time(head.get("ts"))):
                 self.skipped += 1  # not a features record: rejected by the router, as by the live learner
                 position = (rec.topic, rec.partition, rec.offset)
                 if type(d) is dict:
