@@ -332,7 +332,8 @@ class LearnerCore:
         A multiclass model without declared classes learns classes of one type (the first label's: River
         sorts classes in places, and a string among ints made every later prediction raise), and at most
         :data:`MAX_CLASSES` of them (each costs memory in the model). Otherwise rejected (``label_type``,
-        ``label_class``) and ``False``."""
+        ``label_class``) and ``False``. Only checks: a label is a class of the model once
+        :meth:`_learn` has learned it (it can still refuse the record, or learn_one raise)."""
         if state.task != "multiclass" or self.specs[state.spec].classes:
             return True
         classes = state.classes
@@ -350,8 +351,7 @@ class LearnerCore:
                     state, Reason.LABEL_CLASS, f"{label!r:.200} would be class {MAX_CLASSES + 1} of the model"
                 )
                 return False
-        classes[label] = None
-        return True
+        return True  # checks only: the class is registered once learn_one took it (see _learn)
 
     def _inputs(self, state: ModelState, x: dict[str, Any]) -> bool:
         """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
@@ -468,6 +468,8 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
+        if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
+            state.classes.setdefault(y, None)
         if not known:
             for name, value in x.items():
                 if name not in kinds:  # its first value learned: a declared feature keeps this kind

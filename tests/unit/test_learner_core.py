@@ -173,3 +173,26 @@ def test_yaml_specs_build_the_same_pipeline(tmp_path: Path) -> None:
     bad.write_text("models:\n  - name: x\n    task: binary\n    view: v\n    model: [linear_model.Nope]\n")
     with pytest.raises(SpecError, match=r"no River class 'linear_model\.Nope'"):
         load_specs(str(bad))
+
+
+def test_a_multiclass_model_takes_its_classes_only_from_labels_it_learned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """admits() recorded the class before _learn, which can still refuse the record: a label never learned
+    took a place in the model's class budget (and could fix its class type)."""
+    from streaming.learning import core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_CLASSES", 2)
+    spec = ModelSpec(
+        "m", "multiclass", "v", tree.HoeffdingTreeClassifier, features=("a",), metrics=(metrics.Accuracy,)
+    )
+    core = LearnerCore([spec])
+    state = core.models["m"]
+    core.on_record("r0", 0, {"a": "s"})  # predicted while the model has learned no kind for "a": pending
+    core.on_record("r1", 1, {"a": 1.0}, label=1)  # learned: "a" is a number now
+    core.on_label("r0", 2, 2)  # admitted, then refused by _learn (feature_type)
+    assert state.rejected == {"feature_type": 1} and state.n_learned == 1
+    assert list(state.classes) == [1]  # before: [1, 2], 2 never learned
+    core.on_record("r2", 3, {"a": 3.0}, label=3)  # before: label_class, "class 3 of the model"
+    assert state.rejected == {"feature_type": 1} and state.n_learned == 2
+    assert list(state.classes) == [1, 3]
