@@ -10,13 +10,14 @@ and they carry the :class:`~features.events.Event` the oracle needs for their en
 ``1e308`` loans on a fresh entity: the first is a valid event (the learner refuses its ``1e308`` feature),
 the second would overflow the entity's lifetime sum (the feature worker refuses it).
 
-Times: a hostile record that has a valid time gets one no later than the good record before it in the
-stream (shortly before, or any time back to year 1). A later one would hold back the good records behind it
-on its partition, since the learner merges partitions by the event time it reads *before* it validates a
-record: a refused ``{"label": "banana", "ts": <year 9999>}`` (or a valid event of a fresh entity with that
-time and label) makes the good labels behind it be learned after every features record, and the metrics
-differ from River's on the good stream alone. That is a known gap of the learner, reported with issue 11's
-fuzz test; such times are left out here.
+Times: a record the learner refuses whatever its models' state (a malformed label or served prediction:
+:func:`streaming.learning.merge.event_time` gives it no merge time) gets any valid time, later ones too (up
+to year 9999): it is released as soon as it heads its partition and holds back nothing. Any other hostile
+record that has a valid time gets one no later than the good record before it in the stream (shortly
+before, or any time back to year 1): a ``"banana"`` label is refused only because every model here is
+binary, which the merge does not know, so a later time would still hold back the good labels behind it on
+its partition (they would be learned after every features record, and the metrics differ from River's on
+the good stream alone); such times are left out here.
 
 One orjson fact shapes the integer cases: it reads a JSON integer literal outside ``-2**63 .. 2**64-1`` as
 a rounded float, so only ``2**63 .. 2**64-1`` reaches the int64 checks as an integer (see
@@ -74,6 +75,11 @@ BAD_TIMES = st.one_of(
 def _times(now: int) -> st.SearchStrategy[int]:
     """A valid time no later than ``now``: shortly before it, or any time back to year 1."""
     return st.integers(now - 600_000, now) | st.integers(MIN_TS_MS, now)
+
+
+def _any_times(now: int) -> st.SearchStrategy[int]:
+    """Any valid time: no later than ``now`` (:func:`_times`), shortly after it, or up to year 9999."""
+    return _times(now) | st.integers(now, now + 86_400_000) | st.integers(now, MAX_TS_MS)
 
 
 def _json(value: Any) -> bytes:
@@ -323,6 +329,8 @@ def _bad_label(
         rec["ts"] = draw(BAD_TIMES)
     else:
         rec[draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in _LABEL_KEYS))] = draw(SCALARS)
+    if kind != "ts_type" and "ts" in rec:  # malformed: no merge time, so any time (see the docstring)
+        rec["ts"] = draw(_any_times(now))
     return Hostile("labels", _json(rec), draw(KEYS), "learner", "malformed_label", kind)
 
 
@@ -361,6 +369,8 @@ def _bad_prediction(draw: Callable[..., Any], kind: str | None, n: int, now: int
     else:  # a value beyond the domain: 1e308, an integer beyond int64, a nested value
         features[draw(st.sampled_from(sorted(features)))] = draw(HUGE_FLOAT | BEYOND_INT64 | NESTED)
         reason = "value_domain"
+    if reason == "malformed_prediction" and kind != "ts_type" and "ts" in rec:  # no merge time: any time
+        rec["ts"] = draw(_any_times(now))
     return Hostile("predictions", _json(rec), draw(KEYS), "learner", reason, kind)
 
 
