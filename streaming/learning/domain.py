@@ -36,25 +36,27 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from features import numeric
+from features.numeric import INT64_MAX, INT64_MIN
 from streaming.learning.errors import OutOfDomain, Reason
 
 __all__ = ["INT64_MAX", "INT64_MIN", "MAX_MAGNITUDE", "check_number", "check_vector", "in_domain"]
 
-MAX_MAGNITUDE = 1e150
+MAX_MAGNITUDE = 1e150  # the model bound, on top of Rivulet's numeric domain (features.numeric)
 MAX_NAME_CHARS = 200  # a feature name (a model keeps each name it has seen)
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 
 def in_domain(value: int | float) -> bool:
-    """Is this number (int or float, not bool) in the domain?
+    """Is this number (int or float, not bool) in the domain: in Rivulet's numeric domain
+    (:func:`features.numeric.in_domain`: an int within int64, a finite float) and, a float, within
+    :data:`MAX_MAGNITUDE`?
 
-    >>> in_domain(1.5), in_domain(float("nan")), in_domain(2**64), in_domain(-1e200)
-    (True, False, False, False)
+    >>> in_domain(1.5), in_domain(float("nan")), in_domain(2**64), in_domain(-1e200), in_domain(-(2**63))
+    (True, False, False, False, True)
     """
-    if isinstance(value, int):
-        return INT64_MIN <= value <= INT64_MAX
-    return math.isfinite(value) and -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
+    if not numeric.in_domain(value):
+        return False
+    return not isinstance(value, float) or -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
 
 
 def check_number(value: int | float, where: str = "", reason: Reason = Reason.VALUE_DOMAIN) -> int | float:

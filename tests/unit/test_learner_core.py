@@ -196,3 +196,16 @@ def test_a_multiclass_model_takes_its_classes_only_from_labels_it_learned(
     core.on_record("r2", 3, {"a": 3.0}, label=3)  # before: label_class, "class 3 of the model"
     assert state.rejected == {"feature_type": 1} and state.n_learned == 2
     assert list(state.classes) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "value", [0, -(2**63), 2**63 - 1, 2**63, -(2**63) - 1, 1.5, 1e150, -1e150, 1e151, 1e308, float("nan")]
+)
+def test_the_model_domain_is_the_numeric_domain_with_the_model_bound(value: float) -> None:
+    """One numeric domain: the learner's is features.numeric's (int64, finite floats) and |x| <= 1e150."""
+    from features import numeric
+    from streaming.learning import domain
+
+    assert (domain.INT64_MIN, domain.INT64_MAX) == (numeric.INT64_MIN, numeric.INT64_MAX)
+    bounded = not isinstance(value, float) or abs(value) <= domain.MAX_MAGNITUDE
+    assert domain.in_domain(value) == (numeric.in_domain(value) and bounded)
