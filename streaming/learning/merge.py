@@ -108,6 +108,8 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
     True
     >>> event_time({"event_id": "e", "label": ["banana"], "ts": 7}) == NO_TIME  # refused: not a scalar
     True
+    >>> event_time({"event_id": "e", "entity": "u1", "ts": 9, "fields": {}})  # an event, labelled or not
+    9
     """
     if not isinstance(data, dict):
         return fallback
@@ -120,6 +122,9 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
             return ts if is_id(event.get("event_id")) and is_time(ts) else fallback
         ts = data.get("ts")
         return ts if event is None and is_id(data.get("prediction_id")) and is_time(ts) else fallback
+    if "entity" in data:  # an event (replay of an events topic): its own time; the feature stage checks it
+        ts = data.get("ts")
+        return ts if is_time(ts) else fallback
     try:
         label = Label.parse(data)
     except FeaturesError:
