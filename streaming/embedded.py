@@ -28,6 +28,7 @@ from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from streaming.learning.deadletters import DeadLetter
 from streaming.learning.keys import SigningKey
+from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Merger, decode, event_time
 from streaming.learning.registry import MemoryRegistry
 from streaming.learning.router import TopicRoles
@@ -129,6 +130,7 @@ class EmbeddedStack:
         self.batch = batch
         self.stats = Stats()
         self._merger = Merger({t.labels: 0, t.features: 1, t.predictions: 2})
+        self._label_ok = taken_by_any(specs)  # as the live learner merges
         self._positions = {t.features: 0, t.labels: 0, t.predictions: 0}
         for topic in self._positions:
             self._merger.track(topic, 0)
@@ -220,7 +222,7 @@ class EmbeddedStack:
         for topic, position in self._positions.items():
             for offset, key, value, _ in self.log.read(topic, position, limit=1_000_000):
                 data = decode(value)
-                merger.add(topic, 0, offset, event_time(data), data, value, key)
+                merger.add(topic, 0, offset, event_time(data, label_ok=self._label_ok), data, value, key)
                 self._positions[topic] = offset + 1
         for rec in merger.ready(lambda tp: self._positions[tp[0]] >= self.log.end(tp[0])):
             self.learner.process(rec)

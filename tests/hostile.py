@@ -14,10 +14,9 @@ Times: a record the learner refuses whatever its models' state (a malformed labe
 :func:`streaming.learning.merge.event_time` gives it no merge time) gets any valid time, later ones too (up
 to year 9999): it is released as soon as it heads its partition and holds back nothing. Any other hostile
 record that has a valid time gets one no later than the good record before it in the stream (shortly
-before, or any time back to year 1): a ``"banana"`` label is refused only because every model here is
-binary, which the merge does not know, so a later time would still hold back the good labels behind it on
-its partition (they would be learned after every features record, and the metrics differ from River's on
-the good stream alone); such times are left out here.
+before, or any time back to year 1), except a label of a type no model takes (``"banana"`` for these binary
+models), which the merge also releases at once (it is given the specs' label rules,
+:func:`streaming.learning.labels.taken_by_any`) and so gets any time too.
 
 One orjson fact shapes the integer cases: it reads a JSON integer literal outside ``-2**63 .. 2**64-1`` as
 a rounded float, so only ``2**63 .. 2**64-1`` reaches the int64 checks as an integer (see
@@ -301,7 +300,7 @@ def _bad_label(
 ) -> Hostile:
     """A label for a good event (or a prediction id) that no binary model can take, or no label at all."""
     rec: dict[str, Any] = {"event_id": draw(st.sampled_from(event_ids)), "label": True}
-    rec["ts"] = draw(_times(now))
+    rec["ts"] = draw(_any_times(now))  # refused labels hold nothing back, later ones included
     kind = kind or draw(st.sampled_from(LABEL_KINDS))
     if kind == "label_type":
         rec["label"] = draw(

@@ -39,13 +39,13 @@ streaming.learning.errors.InvalidLabel: label_domain: 1e+308 is beyond the numer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streaming.learning.domain import INT64_MAX, INT64_MIN, check_number, in_domain
 from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
 
-__all__ = ["TASKS", "LabelCheck", "check_label", "same_class"]
+__all__ = ["TASKS", "LabelCheck", "check_label", "same_class", "taken_by_any"]
 
 TASKS = ("binary", "multiclass", "regression")
 MAX_CLASS_CHARS = 200  # a class name of a multiclass model without declared classes
@@ -174,3 +174,31 @@ class LabelCheck:
             if i == 0:
                 out = y
         return out
+
+
+def taken_by_any(specs: Sequence[Any]) -> Callable[[Any], bool]:
+    """Whether some spec's task (with its declared classes) takes a label: what the learner's merge asks of
+    a label before it orders it by its time (a label every model refuses is released at once, so it never
+    holds back the good records behind it). The rules are the specs' alone, never a model's state, so the
+    live learner, the demo and replay of the same specs order the same records the same way.
+
+    >>> from river import linear_model
+    >>> from streaming.learning.spec import ModelSpec
+    >>> takes = taken_by_any([ModelSpec("m", "binary", "v", linear_model.LogisticRegression)])
+    >>> takes(True), takes(1), takes("banana"), taken_by_any([])("banana")
+    (True, True, False, True)
+    """
+    rules = [(s.task, s.classes) for s in specs]
+    if not rules:
+        return lambda label: True
+
+    def takes(label: Any) -> bool:
+        for task, classes in rules:
+            try:
+                check_label(task, label, classes)
+            except InvalidLabel:
+                continue
+            return True
+        return False
+
+    return takes

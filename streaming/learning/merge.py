@@ -83,7 +83,7 @@ def is_time(ts: Any) -> TypeGuard[int]:
     return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
 
 
-def event_time(data: Any, fallback: int = NO_TIME) -> int:
+def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], bool] | None = None) -> int:
     """The merge key: event time of an event or features record, label time of a label (an int within the
     event schema's years 1-9999); else ``fallback`` (:data:`NO_TIME` by default: see there).
 
@@ -94,6 +94,9 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
     anything else (a label) that :meth:`features.events.Label.parse` refuses (not a scalar label, say) or
     whose id is not an id. These are the router's own checks (:mod:`streaming.learning.router`), on the
     record alone: the merge order stays a function of the data.
+
+    ``label_ok`` (:func:`streaming.learning.labels.taken_by_any` of the models' specs): a label no model's
+    task takes (``"banana"`` when every model is binary) has no time either.
 
     A label's time is read as the learner reads the label (:meth:`features.events.Label.parse`: a string of
     digits, an ISO 8601 string or a float too): a label the learner takes is merged at its time, not as a
@@ -130,6 +133,8 @@ def event_time(data: Any, fallback: int = NO_TIME) -> int:
     except FeaturesError:
         return fallback
     if not is_id(label.event_id if label.event_id is not None else label.prediction_id):
+        return fallback
+    if label_ok is not None and not label_ok(label.label):  # every model's task refuses it
         return fallback
     ts = label.ts
     return ts if is_time(ts) else fallback

@@ -36,6 +36,7 @@ from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
 from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
+from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Merger, Positioned, decode, event_time
 from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
@@ -258,6 +259,7 @@ class LearnerWorker(Learner):
             high = consumer.highwater(tp)
             return high is not None and consumer.position(tp) >= high
 
+        label_ok = taken_by_any(self.specs)  # a label no model's task takes is merged at once
         last_record = self.clock()
         beat = last_record - 10.0
         clean = False
@@ -266,7 +268,7 @@ class LearnerWorker(Learner):
                 for records in consumer.poll(timeout_ms=100).values():
                     for r in records:
                         data = decode(r.value)
-                        ts = event_time(data)
+                        ts = event_time(data, label_ok=label_ok)
                         merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
                 progressed = False
                 for rec in merger.ready(exhausted):

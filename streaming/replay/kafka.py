@@ -224,7 +224,11 @@ class RangeReader:
 
 
 def in_merged_order(
-    reader: RangeReader, ranks: Mapping[str, int], *, kafka_time: bool = False
+    reader: RangeReader,
+    ranks: Mapping[str, int],
+    *,
+    kafka_time: bool = False,
+    label_ok: Callable[[Any], bool] | None = None,
 ) -> Iterator[Positioned]:
     """Every record of the assigned ranges, decoded, in the learner's deterministic order: by event time
     (or by Kafka timestamp with ``kafka_time``), then topic rank, partition, offset."""
@@ -234,7 +238,7 @@ def in_merged_order(
     while True:
         for r in reader.poll():
             data = decode(r.value)
-            ts = r.timestamp if kafka_time else event_time(data)
+            ts = r.timestamp if kafka_time else event_time(data, label_ok=label_ok)
             merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
         yield from merger.ready(reader.exhausted)
         if reader.finished() and not merger.buffered():

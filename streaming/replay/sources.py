@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.errors import InvalidEvent
+from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Positioned
 from streaming.replay.kafka import Bound, RangeError, RangeReader, in_merged_order
 from streaming.replay.runner import EVENTS, LABELS, Replay
@@ -89,7 +90,10 @@ def kafka_records(reader: RangeReader, plan: KafkaPlan, replay: Replay) -> Itera
             replay.feed(rec, LABELS)
     reader.assign(ranges)
     roles = {plan.topic: plan.role, plan.labels_topic: LABELS}
-    for rec in in_merged_order(reader, {t: plan.ranks[t] for t in ranges}, kafka_time=plan.kafka_order):
+    # a label no replayed model's task takes is merged at once, as the live learner merges it
+    label_ok = taken_by_any(list(replay.core.specs.values()))
+    ranks = {t: plan.ranks[t] for t in ranges}
+    for rec in in_merged_order(reader, ranks, kafka_time=plan.kafka_order, label_ok=label_ok):
         yield rec, roles[rec.topic]
 
 

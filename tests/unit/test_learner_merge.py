@@ -12,6 +12,7 @@ import pytest
 
 from streaming.learning.core import LearnerCore
 from streaming.learning.deadletters import MemorySink
+from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import NO_TIME, Merger, decode, event_time
 from streaming.learning.router import Router
 from tests.model_defs import scaled_lr
@@ -60,5 +61,36 @@ def test_a_refused_record_23_hours_ahead_holds_back_nothing(refused: tuple[str, 
     state = core.models["lr"]
     assert state.n_learned == learned
     assert state.metric_values()["Accuracy"] == want["Accuracy"]
+    assert state.metric_values()["LogLoss"] == pytest.approx(want["LogLoss"], rel=1e-12)
+    assert state.counters["expired"] == 0 and state.counters["early_labels"] == 0
+
+
+def test_a_label_only_the_models_tasks_refuse_holds_back_nothing() -> None:
+    """A well-formed label that every model's task refuses ("banana" for binary models) is merged at once
+    when the merge is given the specs' label rules, as the live learner, the demo and replay give it."""
+    banana = ("l", {"event_id": "e4", "label": "banana", "ts": AHEAD})
+    takes = taken_by_any(SPECS)
+    assert event_time(banana[1]) == AHEAD  # well-formed: without the rules it has its time
+    assert event_time(banana[1], label_ok=takes) == NO_TIME
+    good = good_stream(400)
+    stream = [*good[:10], banana, *good[10:]]
+    merger = Merger({"l": 0, "f": 1, "p": 2})
+    offsets = {"l": 0, "f": 0, "p": 0}
+    for topic in offsets:
+        merger.track(topic, 0)
+    for topic, value in stream:
+        raw = orjson.dumps(value)
+        data = decode(raw)
+        merger.add(topic, 0, offsets[topic], event_time(data, label_ok=takes), data, raw)
+        offsets[topic] += 1
+    core = LearnerCore(SPECS)
+    sink = MemorySink()
+    router = Router(core, ROLES, sink=sink)
+    for rec in merger.ready(lambda tp: True):
+        router.process(rec)
+    assert [(d.reason, d.models) for d in sink.letters] == [("label_type", ("lr", "tree"))]
+    want, learned = oracle(scaled_lr(), good)
+    state = core.models["lr"]
+    assert state.n_learned == learned
     assert state.metric_values()["LogLoss"] == pytest.approx(want["LogLoss"], rel=1e-12)
     assert state.counters["expired"] == 0 and state.counters["early_labels"] == 0
