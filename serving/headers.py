@@ -15,12 +15,12 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.learning.header import CheckpointHeader
+from streaming.learning.header import CheckpointHeader, integer, number
+from streaming.learning.header import text as checkpoint_text
 
 __all__ = ["Drift", "Sample", "VersionHeader"]
 
@@ -30,25 +30,7 @@ _MAX_ITEMS = 200  # metrics, counters or drifts kept per header
 
 def text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     """A string (cut to ``limit`` characters), else None."""
-    return value[:limit] if isinstance(value, str) else None
-
-
-def integer(value: Any) -> int | None:
-    """An int (not a bool) within int64, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
-        return value
-    return None
-
-
-def number(value: Any) -> float | None:
-    """A finite int or float (not a bool) as a float, else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        f = float(value)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) else None
+    return checkpoint_text(value, limit)
 
 
 def _numbers(raw: Any) -> dict[str, float | None]:

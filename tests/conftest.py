@@ -57,6 +57,15 @@ def kafka_up(base_settings: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_up() -> str:
+    """The one-node Redis Cluster of ``scripts/services`` (``RIVULET_REDIS_CLUSTER_URL``); fails under CI."""
+    url = os.environ.get("RIVULET_REDIS_CLUSTER_URL", "redis://127.0.0.1:7001")
+    if not localservices.redis_cluster_ready(url):
+        _unavailable(f"Redis Cluster at {url}")
+    return url
+
+
+@pytest.fixture(scope="session")
 def redis_up(base_settings: Settings) -> str:
     if not localservices.redis_ready(base_settings.redis_url):
         _unavailable(f"Redis at {base_settings.redis_url}")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import localservices  # scripts/ is on the path (tests/conftest.py)
 import orjson
 import pytest
 import redis
@@ -23,7 +22,6 @@ from features.redis_store import _WRITE, RedisStore, state_key, vector_key
 from features.store import FeatureRow, StateUpdate
 from streaming.producer import Producer
 from streaming.settings import Settings
-from tests.conftest import require_services
 from tests.feature_defs import ALL
 from tests.integration.workers import Worker, wait_caught_up
 from tests.oracle import Oracle, diff, stream
@@ -49,13 +47,8 @@ ENTITIES = [
 
 
 @pytest.fixture
-def cluster(settings: Settings) -> Iterator[redis.Redis]:
+def cluster(settings: Settings, redis_cluster_up: str) -> Iterator[redis.Redis]:
     """A plain client on the cluster's only node (it owns every slot); the test's keys removed after."""
-    if not localservices.redis_cluster_ready(CLUSTER_URL):
-        message = f"Redis Cluster at {CLUSTER_URL} is not reachable; start it with scripts/services up"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
     client = redis.Redis.from_url(CLUSTER_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
     assert client.cluster("INFO")["cluster_state"] == "ok"
     yield client
