@@ -5,7 +5,7 @@
   fetch many entities in one round trip; vectors expire after the view's TTL.
 - :class:`StateStore` holds the feature engine's per-entity state together with the source position of
   the last event applied, committed per entity atomically with the entity's vector. This is what makes
-  the feature worker's effects idempotent (see ``streaming/features_worker.py``).
+  the feature worker's effects idempotent (see ``streaming/runtime/feature_worker.py``).
 
 The Redis implementation is in :mod:`features.redis_store`; the in-memory one below serves the embedded
 runtime and tests, and the same test suite runs against both.

@@ -31,16 +31,16 @@ from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from features.events import Event
 from features.windows import sliding, tumbling
-from streaming.producer import Producer
+from streaming.ingest.producer import Producer
+from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchkit import drop, fresh  # noqa: E402
 
-from tests.integration.workers import Worker  # noqa: E402
-from tests.oracle import stream  # noqa: E402
+from tests.support.oracle import stream  # noqa: E402
+from tests.support.workers import Worker  # noqa: E402
 
 VIEW = FeatureView(
     name="bench",

@@ -31,23 +31,23 @@ from pydantic import SecretStr
 from river import compose, forest, linear_model, metrics, preprocessing
 from river.datasets import synth
 
+from streaming.ingest.producer import Producer
+from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
-from streaming.learning.registry import ModelRegistry
+from streaming.learning.registry import RedisRegistry
 from streaming.learning.snapshot import read_header
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
-from streaming.learning.worker import LearnerWorker
 from streaming.logs import configure_logging
-from streaming.producer import Producer
+from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchkit import drop, fresh  # noqa: E402
 
-from tests.integration.workers import Worker  # noqa: E402
-from tests.oracle import stream  # noqa: E402
+from tests.support.oracle import stream  # noqa: E402
+from tests.support.workers import Worker  # noqa: E402
 
 SIGNER = generate()  # signs this run's snapshots
 
@@ -88,9 +88,10 @@ def bench_core(n: int, rounds: int) -> None:
 
 
 def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
-    settings = fresh(base, signing_key=SecretStr(SIGNER.encoded), features_module="tests.feature_defs")
+    defs = "tests.support.feature_defs"
+    settings = fresh(base, signing_key=SecretStr(SIGNER.encoded), features_module=defs)
     client = redis.Redis.from_url(settings.redis_url)
-    registry = ModelRegistry(client, settings.redis_prefix, signer=SIGNER)
+    registry = RedisRegistry(client, settings.redis_prefix, signer=SIGNER)
     spec = ModelSpec(
         "lr",
         "binary",
@@ -123,7 +124,7 @@ def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
 
     with TopicAdmin(settings) as admin:
         admin.create()
-        features = Worker(settings, "tests.feature_defs:DIRECT", tmp / "features.log")
+        features = Worker(settings, "tests.support.feature_defs:DIRECT", tmp / "features.log")
         learner = LearnerWorker(settings, [spec], registry=registry)
         learner_thread = threading.Thread(target=lambda: learner.run(install_signals=False), daemon=True)
         watcher = threading.Thread(target=watch, daemon=True)
@@ -166,7 +167,7 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
     settings = fresh(base)
     prefix = settings.redis_prefix
     client = redis.Redis.from_url(settings.redis_url)
-    registry = ModelRegistry(client, prefix, signer=SIGNER)
+    registry = RedisRegistry(client, prefix, signer=SIGNER)
     data = list(itertools.islice(synth.Agrawal(seed=2), 5_000))
     cases: dict[str, Any] = {
         "LogisticRegression": (scaled_lr, (metrics.Accuracy,)),

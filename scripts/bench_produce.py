@@ -19,9 +19,9 @@ import orjson
 from kafka import KafkaProducer
 
 from features.events import Event
-from streaming.producer import Producer, producer_config
+from streaming.ingest.producer import Producer, producer_config
+from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 
 def make_events(n: int, entities: int) -> list[dict]:

@@ -13,7 +13,7 @@ inline. Both sides read the whole topic and run ``StandardScaler | LogisticRegre
 
 Rounds alternate; medians are reported with the ratio (goal >= 0.8x), and the median of the ratios
 within each round (the sides of a round run back to back, so it is less sensitive to a noisy machine).
-Rivulet runs the replay with fewer garbage collections (``streaming.collect``); ``--bare-gc`` gives the
+Rivulet runs the replay with fewer garbage collections (``streaming.replay.collect``); ``--bare-gc`` gives the
 bare loops the same setting, to see what is left when that is taken out. Both sides must give the same
 LogLoss when the topic has one partition (same order); with 3 partitions only the order differs.
 
@@ -36,14 +36,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from river import compose, drift, linear_model, metrics, preprocessing, utils
 from river.datasets import synth
 
-from streaming.collect import fewer_collections
+from streaming.ingest.topics import TopicAdmin
 from streaming.learning.spec import ModelSpec
 from streaming.logs import configure_logging
+from streaming.replay.collect import fewer_collections
 from streaming.replay.kafka import Bound, RangeReader
 from streaming.replay.runner import FEATURES, Replay
 from streaming.replay.sources import kafka_records, plan_kafka
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import drop, fresh

@@ -34,18 +34,18 @@ from river.datasets import synth
 
 from features.redis_store import RedisStore
 from features.store import FeatureRow
+from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
-from streaming.learning.registry import ModelRegistry
+from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchkit import drop, fresh  # noqa: E402
 
-from tests.model_defs import scaled_lr  # noqa: E402
+from tests.support.model_defs import scaled_lr  # noqa: E402
 
 SIGNER = generate()  # signs the benchmark's model; the API gets its public key
 BODY = b'{"entity": "7", "fields": {"salary_mean_10m": 52000.0}}'
@@ -150,7 +150,7 @@ def main() -> None:
     state = core.models["zipm"]
     online = {"count_lifetime": 41, "salary_mean_10m": 61_000.0, "loan_max_lifetime": 120_000.0}
     client = redis.Redis.from_url(s.redis_url)
-    ModelRegistry(client, s.redis_prefix, signer=SIGNER).save("zipm", state, {"offsets": {}, "view": "zip"})
+    RedisRegistry(client, s.redis_prefix, signer=SIGNER).save("zipm", state, {"offsets": {}, "view": "zip"})
 
     async def put() -> None:
         store = RedisStore.from_url(s.redis_url, s.redis_prefix)
@@ -164,7 +164,7 @@ def main() -> None:
         "RIVULET_TOPIC_PREFIX": s.topic_prefix,
         "RIVULET_REDIS_PREFIX": s.redis_prefix,
         "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
-        "RIVULET_FEATURES_MODULE": "tests.feature_defs",
+        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
         "BENCH_STATE": str(tmp / "state.pkl"),
         **(
             {

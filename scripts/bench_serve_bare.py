@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from features.engine import FeatureEngine
 from streaming.learning.core import predict, select_inputs
-from tests.feature_defs import ZIP
+from tests.support.feature_defs import ZIP
 
 with open(os.environ["BENCH_STATE"], "rb") as f:
     STATE, FEATURES = pickle.load(f)

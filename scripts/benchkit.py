@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
+from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 __all__ = ["drop", "fresh"]
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streaming.stack import tcp_open  # the virtualenv has Rivulet installed (scripts/bootstrap)
+from streaming.runtime.stack import tcp_open  # the virtualenv has Rivulet installed (scripts/bootstrap)
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "3.9.1"

@@ -1,5 +1,5 @@
 """The live dashboard: one HTML page (no build step: uPlot and a small script, served from
-``streaming.assets``) that polls ``GET /v1/dashboard`` for, per model, metric curves over time, learning
+``serving.assets``) that polls ``GET /v1/dashboard`` for, per model, metric curves over time, learning
 throughput, feature freshness, the version history and drift events. The data are the registry's own: the
 versions' verified headers and the monitoring samples the learner records at each checkpoint, both read
 through the typed views of :mod:`serving.headers` (no raw header is passed through), so the page shows the
@@ -36,7 +36,7 @@ from serving.services import Services, ServicesDep, registry_call
 
 __all__ = ["ASSETS", "Assets", "csp", "page", "page_html", "read"]
 
-ASSETS = Path(str(resources.files("streaming.assets")))
+ASSETS = Path(str(resources.files("serving.assets")))
 
 
 class Assets(StaticFiles):

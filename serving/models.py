@@ -22,7 +22,7 @@ from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
 from serving.metrics import REJECTED, VERSION
 from streaming.learning.core import ModelState
 from streaming.learning.header import CheckpointHeader
-from streaming.learning.registry import ModelRegistry, NoValidVersion, Registry
+from streaming.learning.registry import NoValidVersion, RedisRegistry, Registry
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.logs import get_logger
 
@@ -135,7 +135,7 @@ class ModelCache:
     async def follow(self, client: aioredis.Redis, poll_s: float) -> None:
         """Reload on each registry notification; poll every ``poll_s`` in case a notification was missed.
         Redis away or stalled (at start or later) is retried, never the end of the loop."""
-        assert isinstance(self.registry, ModelRegistry)
+        assert isinstance(self.registry, RedisRegistry)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         subscribed = False
         try:
@@ -177,7 +177,7 @@ class ModelCache:
                 await self.refresh_all()
 
     def start(self, poll_s: float, client: aioredis.Redis | None = None) -> None:
-        if client is not None and isinstance(self.registry, ModelRegistry):
+        if client is not None and isinstance(self.registry, RedisRegistry):
             self._task = asyncio.create_task(self.follow(client, poll_s))
         else:
             self._task = asyncio.create_task(self.poll(poll_s))

@@ -1,9 +1,9 @@
 """Rivulet's streaming layer: settings, the producer SDK, topic administration and the CLI."""
 
 from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge, StreamingError, TopicError
-from streaming.producer import Producer, producer_config
+from streaming.ingest.producer import Producer, producer_config
+from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings, Topics
-from streaming.topics import TopicAdmin
 
 __all__ = [
     "DeliveryError",

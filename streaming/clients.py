@@ -1,6 +1,8 @@
-"""The clients a process builds from its settings, in one place: Redis, and the model registry as a writer
-(the learner: signs with ``RIVULET_SIGNING_KEY``) or as a reader (everyone else: verifies with the
-keyring ``RIVULET_VERIFY_KEYS``). A process without the key it needs is refused here, at start, with
+"""The clients a process builds from its settings, in one place: Kafka consumers and producers, Redis, the
+online feature store, and the model registry as a writer (the learner: signs with ``RIVULET_SIGNING_KEY``)
+or as a reader (everyone else: verifies with the keyring ``RIVULET_VERIFY_KEYS``). Every runtime, the CLI,
+the benchmarks and the tests build their clients here, so a timeout or a safety setting is set once. A
+process without the key it needs is refused here, at start, with
 :class:`~streaming.errors.MissingKey`, never later with a snapshot it cannot check.
 
 >>> from streaming.settings import Settings
@@ -12,24 +14,103 @@ streaming.errors.MissingKey: RIVULET_VERIFY_KEYS is not set: ...
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from redis.asyncio.cluster import RedisCluster
 
+from features.redis_store import RedisStore
 from streaming.errors import MissingKey
 from streaming.learning.keys import Keyring, SigningKey, parse_keyring, parse_signing_key
-from streaming.learning.registry import ModelRegistry
+from streaming.learning.registry import RedisRegistry
 from streaming.settings import Settings
 
 __all__ = [
+    "async_kafka_producer",
     "async_redis",
     "async_redis_node",
+    "feature_store",
+    "kafka_consumer",
+    "kafka_producer",
     "keyring",
+    "producer_config",
     "redis_client",
     "registry_reader",
     "registry_writer",
     "signing_key",
 ]
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The kafka-python ``KafkaProducer`` configuration Rivulet uses (also the benchmark baseline's):
+    idempotent, ``acks=all``, no topic created by a send.
+
+    >>> c = producer_config(Settings())
+    >>> c["acks"], c["enable_idempotence"], c["allow_auto_create_topics"]
+    ('all', True, False)
+    """
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": "rivulet-producer",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.producer_linger_ms,
+        "batch_size": settings.producer_batch_bytes,
+        "compression_type": None
+        if settings.producer_compression == "none"
+        else settings.producer_compression,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "delivery_timeout_ms": settings.kafka_delivery_timeout_ms,
+        "max_block_ms": settings.kafka_max_block_ms,
+        "bootstrap_timeout_ms": max(settings.kafka_max_block_ms, 1000),
+        "max_request_size": max(settings.max_event_bytes + 4096, 1_048_576),
+        "allow_auto_create_topics": False,
+    }
+
+
+def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """A synchronous producer with :func:`producer_config` (``overrides`` replace single entries)."""
+    return KafkaProducer(**{**producer_config(settings), **overrides})
+
+
+def async_kafka_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+    """An asyncio producer, idempotent with ``acks=all`` (the API's predictions, the feature worker's
+    batches); ``overrides`` set its batching. Not started: the caller awaits ``start()``."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.producer_linger_ms,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+    return AIOKafkaProducer(**{**config, **overrides})
+
+
+def kafka_consumer(settings: Settings, *, client_id: str, **overrides: Any) -> KafkaConsumer:
+    """A reader outside any consumer group: it commits nothing, reads committed records only, starts where
+    the caller seeks (a position the log no longer holds: its first retained record) and never creates a
+    topic. Partitions are assigned by the caller; ``overrides`` replace single entries."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "group_id": None,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+        "max_poll_records": 5_000,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+    return KafkaConsumer(**{**config, **overrides})
+
+
+def feature_store(settings: Settings) -> RedisStore:
+    """The Redis online feature store (on a Redis Cluster with ``RIVULET_REDIS_CLUSTER``)."""
+    return RedisStore(async_redis(settings), settings.redis_prefix)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -84,14 +165,14 @@ def keyring(settings: Settings) -> Keyring:
     return ring
 
 
-def registry_writer(settings: Settings, client: redis.Redis | None = None) -> ModelRegistry:
+def registry_writer(settings: Settings, client: redis.Redis | None = None) -> RedisRegistry:
     """The learner's registry: signs new versions, reads those of every key in the ring."""
     signer = signing_key(settings)
     ring = parse_keyring(settings.verify_keys)  # the registry adds the signer's own public key
-    return ModelRegistry(client or redis_client(settings), settings.redis_prefix, signer=signer, keyring=ring)
+    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, signer=signer, keyring=ring)
 
 
-def registry_reader(settings: Settings, client: redis.Redis | None = None) -> ModelRegistry:
+def registry_reader(settings: Settings, client: redis.Redis | None = None) -> RedisRegistry:
     """A reader's registry (API, replay, verify, CLI): verifies, cannot sign."""
     ring = keyring(settings)
-    return ModelRegistry(client or redis_client(settings), settings.redis_prefix, keyring=ring)
+    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, keyring=ring)

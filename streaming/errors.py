@@ -9,11 +9,11 @@ The tree (a class that lives beside the code raising it names its module)::
     ├── KafkaUnavailable         no broker answered at the bootstrap servers
     ├── InvalidKey               a signing or verify key that is not base64 of 32 bytes (also a ValueError)
     ├── MissingKey               a process started without the key it needs (setting)
-    ├── SourceError              streaming.sources: a source that cannot be opened (also a ValueError)
+    ├── SourceError              streaming.ingest.rows: a source that cannot be opened (also a ValueError)
     ├── RangeError               streaming.replay.kafka: a replay range that cannot be read (a ValueError)
     ├── ChampionError            streaming.replay.champion: no usable champion version (also a ValueError)
     ├── VerifyError              streaming.replay.verify: a version that cannot be rebuilt
-    ├── StackError               streaming.stack: ``rivulet up``/``down`` failed (also a RuntimeError)
+    ├── StackError               streaming.runtime.stack: ``rivulet up``/``down`` failed (also a RuntimeError)
     └── LearningError            streaming.learning.errors: rejected records, and beside their code
         ├── InvalidLabel         a label that does not fit a model's task (also a ValueError)
         ├── OutOfDomain          a number outside the numeric domain (also a ValueError)
@@ -129,4 +129,4 @@ class MissingKey(StreamingError):
 
 class SourceError(StreamingError, ValueError):
     """A source of rows that cannot be opened: an unknown River dataset or synthetic stream, a missing file,
-    an unknown file type, an unreadable CSV header (``streaming.sources`` raises it)."""
+    an unknown file type, an unreadable CSV header (``streaming.ingest.rows`` raises it)."""

@@ -1,8 +1,11 @@
 """Fixtures shared by every test: settings, and live Kafka and Redis with per-test isolation.
 
-Integration tests (under ``tests/integration``) use the real services that ``scripts/services up``
-starts. With ``CI=true`` or ``RIVULET_REQUIRE_SERVICES=1`` an unreachable service fails the test; otherwise
-it is skipped with the reason.
+Tests mirror the packages (``tests/features``, ``tests/serving``, ``tests/streaming/<package>``); a
+marker, not a folder, says what a test needs: every test module sets ``pytestmark = pytest.mark.unit``
+(pure logic, no services) or ``pytest.mark.integration`` (the real services that ``scripts/services up``
+starts); doctests are unit tests. A test with neither marker, or both, is a collection error. With
+``CI=true`` or ``RIVULET_REQUIRE_SERVICES=1`` an unreachable service fails the test; otherwise it is
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
-from streaming.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -36,12 +39,20 @@ def _unavailable(what: str) -> None:
     pytest.skip(message)
 
 
+KINDS = ("unit", "integration")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = []
     for item in items:
-        if "tests/integration" in str(item.path).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.integration)
-        else:
+        if isinstance(item, pytest.DoctestItem):
             item.add_marker(pytest.mark.unit)
+            continue
+        kinds = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
+        if len(kinds) != 1:
+            unmarked.append(f"{item.nodeid}: {sorted(kinds) or 'no unit/integration marker'}")
+    if unmarked:
+        raise pytest.UsageError("every test is marked unit or integration, once:\n  " + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

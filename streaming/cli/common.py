@@ -17,9 +17,9 @@ from rich.console import Console
 from features.errors import FeaturesError
 from features.events import parse_ts
 from streaming.errors import StreamingError
+from streaming.ingest.rows import RowMapping
 from streaming.logs import configure_logging
 from streaming.settings import Settings
-from streaming.sources import RowMapping
 
 __all__ = [
     "DriftAt",

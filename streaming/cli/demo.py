@@ -39,7 +39,7 @@ def demo(
     """Run Rivulet in one process on embedded defaults (an in-process log instead of Kafka, in-memory stores
     instead of Redis; the same feature engine, learner core and API): a drifting synthetic stream, a live
     view, and the API and dashboard on localhost."""
-    from streaming.demo import Demo, write_summary
+    from streaming.runtime.demo import Demo, write_summary
 
     settings = load_settings()
     for path, option in ((json_out, "--json"), (record, "--record")):

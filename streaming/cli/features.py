@@ -34,7 +34,7 @@ def run(
     from faust import Worker
     from prometheus_client import start_http_server
 
-    from streaming.features_worker import create_app
+    from streaming.runtime.feature_worker import create_app
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
@@ -51,7 +51,7 @@ def status() -> None:
     """Counters of the feature workers: records per view, dead letters per reason, redeliveries skipped."""
     settings = load_settings()
     from features.redis_store import RedisStore
-    from streaming.features_worker import stats_key
+    from streaming.runtime.feature_worker import stats_key
 
     async def go() -> dict[str, int]:
         store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)

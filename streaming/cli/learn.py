@@ -13,7 +13,7 @@ from streaming.cli.common import console, fail, load_settings, user_errors
 from streaming.clients import registry_reader, registry_writer
 from streaming.errors import StreamingError
 from streaming.learning.header import CheckpointHeader
-from streaming.learning.registry import ModelRegistry
+from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec, SpecError, load_specs
 from streaming.settings import Settings
 
@@ -23,7 +23,7 @@ models_app = typer.Typer(
 )
 
 
-def registry_of(settings: Settings) -> ModelRegistry:
+def registry_of(settings: Settings) -> RedisRegistry:
     """The registry as a reader (verifies with RIVULET_VERIFY_KEYS, cannot sign); exits clearly without."""
     try:
         return registry_reader(settings)
@@ -64,7 +64,7 @@ def run(
     settings = load_settings(signing=True)
     with user_errors():  # a bad spec or feature view
         specs = checked_specs(settings, models)
-    from streaming.learning.worker import LearnerWorker
+    from streaming.runtime.learner import LearnerWorker
 
     with user_errors():
         registry = registry_writer(settings)
@@ -73,7 +73,7 @@ def run(
         worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
 
 
-def _restorable(registry: ModelRegistry, specs: list[ModelSpec]) -> None:
+def _restorable(registry: RedisRegistry, specs: list[ModelSpec]) -> None:
     """A model with versions of which none verifies (signed by a key outside the ring, or in the HMAC
     format) is not silently started afresh: the learner refuses to start and says what to do."""
     for spec in specs:
@@ -155,7 +155,7 @@ def promote(name: str, version: int) -> None:
     _set(registry_of(load_settings()), name, version)
 
 
-def _set(reg: ModelRegistry, name: str, version: int) -> None:
+def _set(reg: RedisRegistry, name: str, version: int) -> None:
     with user_errors():  # a refused snapshot, no valid version, Redis unreachable
         reg.set_current(name, version)
     console.print(f"{name}: serving version {version}")

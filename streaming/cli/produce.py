@@ -33,13 +33,13 @@ from streaming.cli.common import (
     row_mapping,
     user_errors,
 )
+from streaming.ingest.feed import LabelPolicy, PublishReport, RejectsFile, publish
+from streaming.ingest.producer import Producer
+from streaming.ingest.rows import Row, RowMapping, SourceError, open_source
 from streaming.learning.errors import InvalidLabel
 from streaming.learning.labels import LabelCheck
 from streaming.learning.spec import SpecError, load_specs
-from streaming.producer import Producer
-from streaming.publish import LabelPolicy, PublishReport, RejectsFile, publish
 from streaming.settings import Settings
-from streaming.sources import Row, RowMapping, SourceError, open_source
 
 SHOWN_REJECTS = 20
 EXIT_REJECTED = 2

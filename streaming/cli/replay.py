@@ -33,8 +33,8 @@ from streaming.cli.common import (
     user_errors,
 )
 from streaming.cli.learn import checked_specs, registry_of
-from streaming.collect import fewer_collections
 from streaming.learning.spec import SpecError
+from streaming.replay.collect import fewer_collections
 
 if TYPE_CHECKING:
     from streaming.learning.merge import Positioned
@@ -288,7 +288,7 @@ def _drive(
 
     last = time.monotonic()
     taken = 0
-    with fewer_collections():  # as Replay.run: see streaming.collect
+    with fewer_collections():  # as Replay.run: see streaming.replay.collect
         for rec, role in records:
             run.feed(rec, role)
             if role != LABELS:

@@ -17,7 +17,7 @@ def up(
 ) -> None:
     """Run the pipeline on real Kafka and Redis as supervised processes (feature worker, learner, API),
     each with its own log; Kafka and Redis are started with scripts/services when they do not answer."""
-    from streaming.stack import Stack, StackError
+    from streaming.runtime.stack import Stack, StackError
 
     settings = load_settings()
     stack = Stack(settings, features_metrics_port=features_metrics_port)
@@ -42,7 +42,7 @@ def up(
 
 def down() -> None:
     """Stop the processes started by rivulet up (Kafka and Redis keep running: scripts/services down)."""
-    from streaming.stack import Stack, StackError
+    from streaming.runtime.stack import Stack, StackError
 
     stack = Stack(load_settings())
     try:

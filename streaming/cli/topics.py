@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from streaming.cli.common import console, load_settings, user_errors
-from streaming.topics import TopicAdmin
+from streaming.ingest.topics import TopicAdmin
 
 app = typer.Typer(help="Create, list and describe Rivulet's Kafka topics.", no_args_is_help=True)
 

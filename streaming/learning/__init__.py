@@ -6,7 +6,7 @@ from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySin
 from streaming.learning.errors import InvalidLabel, LearningError, OutOfDomain, Reason
 from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.labels import LabelCheck, check_label
-from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.snapshot import SnapshotRejected, open_snapshot, seal
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec, SpecError, load_specs
 
@@ -22,13 +22,13 @@ __all__ = [
     "LearnerCore",
     "LearningError",
     "MemorySink",
-    "ModelRegistry",
     "ModelSpec",
     "ModelState",
     "NoValidVersion",
     "OutOfDomain",
     "Prediction",
     "Reason",
+    "RedisRegistry",
     "SnapshotRejected",
     "SpecError",
     "check_label",

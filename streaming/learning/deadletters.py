@@ -93,7 +93,7 @@ class KafkaSink:
     ``max_bytes`` (key and value together); a letter not acknowledged is counted in ``lost`` and logged."""
 
     def __init__(self, producer: Any, topic: str, max_bytes: int) -> None:
-        self.producer = producer  # a streaming.producer.Producer
+        self.producer = producer  # a streaming.ingest.producer.Producer
         self.topic = topic
         self.max_bytes = max_bytes
         self.lost = 0  # letters Kafka did not take (see flush)

@@ -46,7 +46,7 @@ from streaming.learning.snapshot import (
     seal,
 )
 
-__all__ = ["MemoryRegistry", "ModelRegistry", "NoValidVersion", "Registry", "VersionInfo"]
+__all__ = ["MemoryRegistry", "NoValidVersion", "RedisRegistry", "Registry", "VersionInfo"]
 
 
 class NoValidVersion(LearningError):
@@ -69,7 +69,7 @@ class VersionInfo:
 class Registry(ABC):
     """Versions of each model: signed snapshots tied to offsets, a current pointer, announcements, and a
     short monitoring history per model (one sample per checkpoint: metrics, counts, freshness) for the
-    dashboard. Two implementations share this logic: Redis (:class:`ModelRegistry`) and in-process
+    dashboard. Two implementations share this logic: Redis (:class:`RedisRegistry`) and in-process
     (:class:`MemoryRegistry`, the embedded demo's)."""
 
     HISTORY = 2_000  # samples kept per model
@@ -209,7 +209,7 @@ class Registry(ABC):
         self._point(name, version)
 
 
-class ModelRegistry(Registry):
+class RedisRegistry(Registry):
     """The registry in Redis (see the module docstring for its keys)."""
 
     def __init__(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from streaming.errors import StreamingError
 from streaming.learning.header import CheckpointHeader
-from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
 from streaming.replay.runner import Champion
@@ -19,7 +19,7 @@ class ChampionError(StreamingError, ValueError):
     """No usable version of the champion for the range."""
 
 
-def champion_at(registry: ModelRegistry, name: str, specs: Sequence[ModelSpec], ts: int) -> Champion:
+def champion_at(registry: RedisRegistry, name: str, specs: Sequence[ModelSpec], ts: int) -> Champion:
     versions = registry.versions(name)
     if not versions:
         raise ChampionError(f"model {name!r} has no versions in the registry")

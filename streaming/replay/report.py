@@ -33,7 +33,7 @@ def metrics_table(result: ReplayResult) -> Table:
 
 
 def _asset(*parts: str) -> str:
-    return resources.files("streaming.assets").joinpath(*parts).read_text(encoding="utf-8")
+    return resources.files("serving.assets").joinpath(*parts).read_text(encoding="utf-8")
 
 
 def html_report(result: ReplayResult) -> str:

@@ -21,12 +21,12 @@ from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import Event
-from streaming.collect import fewer_collections
 from streaming.learning.core import DriftEvent, LearnerCore, ModelState
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.merge import Positioned, is_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
+from streaming.replay.collect import fewer_collections
 
 __all__ = ["Champion", "FeatureStage", "LabelMode", "ModelResult", "Replay", "ReplayResult"]
 
@@ -372,7 +372,7 @@ class Replay:
         return result
 
     def run(self, records: Iterable[tuple[Positioned, str]]) -> None:
-        with fewer_collections():  # the merge buffers records: see streaming.collect
+        with fewer_collections():  # the merge buffers records: see streaming.replay.collect
             for rec, role in records:
                 self.feed(rec, role)
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.errors import InvalidEvent
+from streaming.ingest.rows import RowMapping, open_source
 from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Positioned
 from streaming.replay.kafka import Bound, RangeError, RangeReader, in_merged_order
 from streaming.replay.runner import EVENTS, LABELS, Replay
 from streaming.settings import Settings
-from streaming.sources import RowMapping, open_source
 
 __all__ = ["KafkaPlan", "file_records", "kafka_records", "plan_kafka"]
 

@@ -28,16 +28,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.collect import fewer_collections
 from streaming.errors import StreamingError
 from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import OutOfDomain
 from streaming.learning.header import CheckpointHeader, HeaderError
-from streaming.learning.registry import ModelRegistry, NoValidVersion
+from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
+from streaming.replay.collect import fewer_collections
 from streaming.replay.kafka import RangeReader, in_journal_order
 from streaming.settings import Settings
 
@@ -61,7 +61,7 @@ class Verification:
     notes: list[str] = field(default_factory=list)
 
 
-def _load(registry: ModelRegistry, name: str, version: int) -> Any:
+def _load(registry: RedisRegistry, name: str, version: int) -> Any:
     try:
         return registry.load(name, version)
     except (SnapshotRejected, NoValidVersion) as exc:
@@ -78,7 +78,7 @@ def _header(raw: dict[str, Any]) -> CheckpointHeader:
 
 def verify(
     settings: Settings,
-    registry: ModelRegistry,
+    registry: RedisRegistry,
     specs: Iterable[ModelSpec],
     name: str,
     version: int,
@@ -192,7 +192,7 @@ def verify(
         def missing(topic: str, partition: int) -> Exception:
             return VerifyError(f"the journal expects more records of {topic}[{partition}] than the log holds")
 
-        with fewer_collections():  # records are buffered per partition: see streaming.collect
+        with fewer_collections():  # records are buffered per partition: see streaming.replay.collect
             for rec in in_journal_order(reader, journals, on_missing=missing):
                 router.process(rec)
                 value = rec.value
@@ -280,7 +280,7 @@ def len_journal(journal: dict[str, Any]) -> int:
     return sum(journal["runs"][1::2])
 
 
-def _retained(registry: ModelRegistry, name: str, version: int) -> bool:
+def _retained(registry: RedisRegistry, name: str, version: int) -> bool:
     return any(v.version == version for v in registry.versions(name))
 
 

@@ -1,0 +1,296 @@
+"""The Faust feature processor: events topic -> feature views -> Redis online store and features topic.
+
+This module is the one Faust app (``create_app``). Its agents are short loops that hand each batch of raw
+records to :class:`features.pipeline.FeaturePipeline` (pure feature code plus the state store) and publish
+what it returns.
+
+Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs, see STYLE.md):
+
+1. ``at_least_once``, one agent instance per view group (concurrency 1), no Faust tables: the per-entity
+   state lives in Redis with the source position of the last event applied to it;
+2. the pipeline loads the batch's entities in one round trip and skips records at or before an entity's
+   stored position (redelivered after a crash or a rebalance);
+3. feature records and dead letters are produced and their acknowledgements awaited;
+4. states and vectors are committed to Redis, atomically per entity (a Lua script per entity, one
+   pipeline per batch), refusing to move an entity's position backwards (a zombie after a rebalance);
+5. only then does Faust commit the consumer offsets.
+
+A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
+crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
+
+One record's problem is never the batch's: whatever raises while one record is processed (decoding,
+keying, applying, serialising its feature record) sends that record to the dead-letter topic with its
+reason (``features.pipeline.REASONS``), stage ``features``, topic, partition, offset and original bytes,
+counted per reason (``rivulet_features_dead_letters_total{reason}`` and ``dead_letters:<reason>`` in the
+stats hash), and the batch goes on. Only what concerns every record (Kafka or Redis unreachable) fails a
+batch, and then the process exits for its supervisor to restart it.
+
+Every record it publishes fits the topics' ``max.message.bytes`` (``max_event_bytes`` plus 4096, as
+``streaming.ingest.topics`` creates them): an event whose feature record would be larger is dead-lettered
+``too_large`` and not applied, and a dead letter leaves out original bytes that would not fit (their size
+and SHA-256 instead; the position finds them). Before, one such record failed every batch forever.
+
+Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
+repartition topic) and run in an agent of their own, with positions on the repartition topic. A record
+duplicated into it by a crash is recognised by its ``event_id`` while within the view's allowed lateness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+import mode
+from faust.types import EventT, StreamT
+from prometheus_client import Counter, Histogram
+
+from features.definitions import FeatureView
+from features.events import MAX_ENTITY_CHARS, Event
+from features.pipeline import (
+    MAX_CACHE_BYTES,
+    MAX_STATE_BYTES,
+    BatchResult,
+    DeadLetter,
+    FeaturePipeline,
+    RawRecord,
+)
+from features.redis_store import RedisStore
+from streaming.logs import get_logger
+from streaming.runtime.feature_publisher import AsyncPublisher
+from streaming.settings import Settings
+
+__all__ = ["create_app", "stats_key"]
+
+log = get_logger("rivulet.features")
+
+EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["view"])
+DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
+SKIPPED = Counter("rivulet_features_redelivered_total", "Redelivered records recognised and skipped")
+RESETS = Counter("rivulet_features_state_resets_total", "Entities whose corrupt stored state was reset")
+STALE = Counter(
+    "rivulet_features_stale_commits_total",
+    "Entity commits refused because the stored position was further along (a zombie, or tampering)",
+)
+BATCH = Histogram("rivulet_features_batch_seconds", "Time to process one batch, publish and commit")
+
+
+def stats_key(settings: Settings) -> str:
+    return f"{settings.redis_prefix}stats:features"
+
+
+def _rekey(view: FeatureView) -> Any:
+    """Key function for ``group_by``: the view's key field (a placeholder when absent or invalid). A value
+    longer than an entity may be is keyed by its hash: the repartition record must fit the topic (a 600 kB
+    key and its event were refused by the broker, and Faust dropped the record with a log line); the
+    pipeline dead-letters it as invalid for the view."""
+
+    def key(value: bytes) -> bytes:
+        try:
+            event = Event.from_json(value)
+        except Exception:
+            return b"\x00invalid"
+        found = event.fields.get(view.entity)
+        if found is None:
+            return b"\x00missing"
+        text = str(found).encode("utf-8", "surrogatepass")
+        if len(text) > 4 * MAX_ENTITY_CHARS:
+            return b"\x00long:" + hashlib.sha256(text).hexdigest().encode()
+        return text
+
+    return key
+
+
+def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str | None = None) -> faust.App:
+    """The feature processor app. Workers started with the same ``app_id`` form one consumer group."""
+    datadir = Path(settings.data_dir).resolve() / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id or f"{settings.topic_prefix}features",
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        store="memory://",
+        web_enabled=False,
+        datadir=str(datadir),
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.features_session_timeout_s,
+        broker_heartbeat_interval=settings.features_session_timeout_s / 3,
+        producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=max(settings.max_event_bytes * 2, 1_048_576),
+        stream_wait_empty=False,
+        # an agent that crashes ends the process (exit 1) for its supervisor (supervisord, Compose) to
+        # restart: faust's default restarts the agent in place, and one that crashed inside its batching
+        # after a rebalance was seen to come back consuming nothing while the process looked healthy;
+        # a restart loses and double counts nothing (see the module docstring)
+        agent_supervisor=mode.CrashingSupervisor,
+    )
+    events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
+    state: dict[str, Any] = {}
+
+    async def store() -> RedisStore:
+        if "store" not in state:
+            state["store"] = RedisStore.from_url(
+                settings.redis_url,
+                settings.redis_prefix,
+                socket_timeout=settings.redis_socket_timeout_s,
+                connect_timeout=settings.redis_connect_timeout_s,
+                cluster=settings.redis_cluster,
+            )
+        return state["store"]
+
+    async def publish_and_commit(result: BatchResult, redis_store: RedisStore) -> None:
+        publisher = state.get("publisher")
+        if publisher is None:
+            publisher = state["publisher"] = AsyncPublisher(settings)
+        # acknowledged by Kafka before the state moves on
+        await publisher.publish(settings.topics.features, _feature_records(result))
+        await publisher.publish(
+            settings.topics.dead_letters, [d.encode(settings.max_event_bytes) for d in result.dead_letters]
+        )
+        refused = await result.commit(redis_store)
+        counts: dict[str, int] = {}
+        for r in result.records:
+            EVENTS.labels(r.view).inc()
+            counts[f"records:{r.view}"] = counts.get(f"records:{r.view}", 0) + 1
+        for d in result.dead_letters:
+            DEAD.labels(d.reason).inc()
+            counts[f"dead_letters:{d.reason}"] = counts.get(f"dead_letters:{d.reason}", 0) + 1
+            if d.reason not in ("invalid", "late"):  # not the producer's mistake: worth a log line
+                src = d.record
+                log.warning(
+                    "dead letter",
+                    reason=d.reason,
+                    view=d.view,
+                    topic=src.topic,
+                    partition=src.partition,
+                    offset=src.offset,
+                    error=d.error[:300],
+                )
+        if refused:  # another worker is further along, or a stored position was tampered with
+            STALE.inc(refused)
+            counts["stale_commits"] = refused
+            log.warning("commits refused: stored position ahead", entities=refused)
+        if result.resets:
+            RESETS.inc(result.resets)
+            counts["state_resets"] = result.resets
+        if result.skipped:
+            SKIPPED.inc(result.skipped)
+            counts["redelivered_skipped"] = result.skipped
+        if result.missing_key:
+            counts["missing_key"] = result.missing_key
+        if counts:
+            await redis_store.add_counts(stats_key(settings), counts)
+
+    pipelines: list[FeaturePipeline] = []
+
+    def on_rebalance(app: Any, *args: Any, **kwargs: Any) -> None:
+        for p in pipelines:  # another worker may own these entities now: Redis is the truth again
+            p.invalidate()
+
+    app.on_partitions_revoked.connect(on_rebalance)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_rebalance)  # type: ignore[arg-type]
+
+    async def run(stream: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
+        pipelines.append(pipeline)
+        batches = stream.take_events(
+            settings.features_batch_size, within=settings.features_batch_wait_ms / 1000
+        )
+        try:
+            await _loop(batches, pipeline, redis_store)
+        finally:
+            publisher = state.get("publisher")
+            if publisher is not None:
+                await publisher.stop()
+
+    async def _loop(batches: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
+        async for batch in batches:
+            started = time.perf_counter()
+            try:
+                result = await pipeline.process([_raw(e) for e in batch])
+                computed = time.perf_counter()
+                await publish_and_commit(result, redis_store)
+            except BaseException:
+                pipeline.invalidate()  # cached states may hold effects that were never committed
+                raise
+            done = time.perf_counter()
+            BATCH.observe(done - started)
+            log.debug(
+                "batch",
+                size=len(batch),
+                compute_ms=round((computed - started) * 1000, 1),
+                publish_commit_ms=round((done - computed) * 1000, 1),
+            )
+
+    direct = [v for v in views if not v.rekeyed]
+
+    @app.agent(events_topic, name="features", concurrency=1)
+    async def features_agent(stream: StreamT) -> None:
+        redis_store = await store()
+        pipeline = FeaturePipeline(
+            direct,
+            redis_store,
+            cache_entities=settings.features_cache_entities,
+            cache_bytes=MAX_CACHE_BYTES,
+            max_record_bytes=settings.max_event_bytes,
+            max_state_bytes=MAX_STATE_BYTES,
+            max_ahead_ms=settings.features_max_ahead_ms,
+        )
+        await run(stream, pipeline, redis_store)
+
+    for view in (v for v in views if v.rekeyed):
+        _rekeyed_agent(app, events_topic, view, store, run, settings)
+
+    return app
+
+
+def _rekeyed_agent(
+    app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any, settings: Settings
+) -> None:
+    async def agent(stream: StreamT) -> None:
+        redis_store = await store()
+        pipeline = FeaturePipeline(
+            [view],
+            redis_store,
+            report_invalid=False,
+            cache_entities=settings.features_cache_entities,
+            cache_bytes=MAX_CACHE_BYTES,
+            max_record_bytes=settings.max_event_bytes,
+            max_state_bytes=MAX_STATE_BYTES,
+            max_ahead_ms=settings.features_max_ahead_ms,
+        )
+        await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
+
+    agent.__name__ = f"features_{view.name}"
+    app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
+
+
+def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
+    """The feature records as (key, value); one that cannot be serialised becomes a dead letter."""
+    out: list[tuple[bytes | None, bytes]] = []
+    kept = []
+    for r in result.records:
+        try:
+            out.append((r.entity.encode("utf-8", "surrogatepass"), r.to_json()))
+        except Exception as exc:
+            raw = r.source if r.source is not None else RawRecord(None, "", -1, -1)
+            error = f"feature record not serialisable: {type(exc).__name__}: {exc}"
+            result.dead_letters.append(DeadLetter("error", error[:1000], raw, r.view))
+            continue
+        kept.append(r)
+    result.records = kept
+    return out
+
+
+def _raw(event: EventT) -> RawRecord:
+    m = event.message
+    timestamp = int(m.timestamp * 1000) if m.timestamp else None  # faust: seconds
+    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key, timestamp)

@@ -1,0 +1,329 @@
+"""The learner worker: features and labels topics in, signed checkpoints tied to offsets out.
+
+One process is the single writer of its models. It assigns itself every partition of the features,
+labels and predictions topics (no consumer group: offsets live in the checkpoints, not in Kafka), merges
+them in a deterministic order (:mod:`streaming.learning.merge`) and hands each record to the pure
+:class:`~streaming.learning.core.LearnerCore`.
+
+Exactly-once effect on the models: a checkpoint stores each model's state together with the position after
+the last record it processed, for every partition. On start each model is restored from its newest valid
+checkpoint and the consumer seeks to those positions; records after them are processed again from the
+restored state, in the same order, so nothing is learned twice or skipped, and replaying a topic up to a
+checkpoint's offsets rebuilds that version.
+
+Fault isolation: a bad record is rejected by the router (counted per model and reason, the counts written
+into each checkpoint header as ``rejected``) and sent to the dead-letter topic through a
+:class:`~streaming.learning.deadletters.DeadLetterSink`, which is flushed before every checkpoint. A model
+that raises in ``learn_one`` is quarantined (see :mod:`streaming.learning.core`): it is no longer
+checkpointed, so its last good version keeps serving. A checkpoint is written only on a clean stop
+(a signal, ``max_idle_s``), never while an exception propagates: the state may be the one that failed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from features.definitions import load_views
+from features.errors import FeaturesError
+from streaming.clients import registry_writer
+from streaming.errors import MissingKey
+from streaming.learning.core import LearnerCore, ModelState
+from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
+from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
+from streaming.learning.labels import taken_by_any
+from streaming.learning.merge import Merger, Positioned, decode, event_time
+from streaming.learning.registry import NoValidVersion, Registry
+from streaming.learning.router import Offsets, Router, TopicRoles
+from streaming.learning.spec import ModelSpec
+from streaming.logs import get_logger
+from streaming.settings import Settings
+
+__all__ = ["Learner", "LearnerWorker", "offsets_of"]
+
+log = get_logger("rivulet.learn")
+
+
+class Learner:
+    """The learner without its transport: models restored from the registry, records routed to the core,
+    checkpoints (with offsets, order journal and a monitoring sample) written to the registry. The Kafka
+    worker below and the embedded demo both drive one."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        registry: Registry,
+        roles: TopicRoles,
+        *,
+        fingerprints: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sink: DeadLetterSink | None = None,
+    ) -> None:
+        self.specs = list(specs)
+        self.core = LearnerCore(self.specs)
+        self.core.on_quarantine = self._quarantined
+        self.registry = registry
+        self.clock = clock
+        self.sink: DeadLetterSink = sink if sink is not None else MemorySink()
+        self.router = Router(self.core, roles, sink=self.sink)
+        self.fingerprints = fingerprints or {}
+        self._since_checkpoint = 0
+        self._last_checkpoint = clock()
+        self._last_sample: dict[str, tuple[float, int, int]] = {}  # model -> (time, learned, drifts)
+        self.rejected: list[str] = []
+
+    @property
+    def offsets(self) -> dict[str, Offsets]:
+        return self.router.offsets
+
+    # ------------------------------------------------------------------ recovery
+
+    def restore(self) -> None:
+        """Each model from its newest valid checkpoint (refused ones are logged and skipped)."""
+        names = {s.name for s in self.specs}
+        challengers = [n for n in self.registry.names() if n.split("~")[0] in names and n not in names]
+        for name in [*names, *challengers]:
+            try:
+                opened, rejected = self.registry.load_latest(name)
+            except NoValidVersion as exc:
+                if exc.rejected:
+                    self.rejected += exc.rejected
+                    log.error("no valid checkpoint", model=name, refused=exc.rejected)
+                continue
+            self.rejected += rejected
+            for reason in rejected:
+                log.error("checkpoint refused, using an older one", model=name, reason=reason)
+            state: ModelState = opened.state
+            self.core.models[name] = state
+            header = CheckpointHeader.of(opened.header).require("offsets")  # positions are never guessed
+            self.router.start(name, header.offsets, header.version)
+            # the next monitoring sample counts from here: the restored drifts were reported already
+            self._last_sample[name] = (time.time(), state.n_learned, state.counters["drifts"])
+
+    def process(self, rec: Positioned) -> None:
+        self._since_checkpoint += 1
+        self.router.process(rec)
+        if self._since_checkpoint >= self.specs[0].checkpoint.every_records:  # every N records exactly
+            self.checkpoint()
+
+    def due(self, now: float) -> bool:
+        """A checkpoint is due by time (records are counted in :meth:`process`)."""
+        return (
+            self._since_checkpoint > 0
+            and now - self._last_checkpoint >= self.specs[0].checkpoint.every_seconds
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _quarantined(self, name: str, why: str) -> None:
+        """Said once: an error in the log, and a monitoring sample with the status (no metrics: a gap in
+        the curves) in the model's history, where the dashboard and the API read it."""
+        log.error(
+            "model quarantined: it stops learning, its last good version keeps serving", model=name, why=why
+        )
+        sample: dict[str, Any] = {
+            "t": time.time(),
+            "version": self.registry.current_version(name),
+            "metrics": {},
+        }
+        self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
+
+    def checkpoint(self) -> dict[str, int]:
+        """Save every model that moved since the last checkpoint (a quarantined one is not saved: its last
+        good version stays current); returns the new version numbers. Dead letters are flushed first."""
+        saved: dict[str, int] = {}
+        if self._since_checkpoint == 0:
+            return saved
+        self.sink.flush()  # the letters of every rejected record are durable before the positions move on
+        saved_at = time.time()
+        for name, state in self.core.models.items():
+            if state.quarantined:
+                continue
+            spec = self.core.specs[state.spec]
+            base = self.router.bases.get(name, {"version": None, "offsets": {}})
+            header = CheckpointHeader(
+                offsets=self.offsets.get(name, {}),
+                # how to rebuild this version: from the base (a version, or a fresh model) at these
+                # positions, the records in this order
+                base=Base(base["version"], base["offsets"]),
+                journal=self.router.journals[name].to_header() if name in self.router.journals else None,
+                metrics=state.metric_values(),
+                counters=state.counters,
+                rejected=state.rejected,  # reason -> records rejected for this model (dead letters)
+                n_learned=state.n_learned,
+                last_learned_ts=state.last_ts,
+                saved_at=saved_at,
+                spec=spec.name,
+                view=spec.view,
+                feature_hash=self.fingerprints.get(spec.view),
+                drifts=tuple(
+                    HeaderDrift(d.detector, d.ts, d.n_learned, d.position) for d in state.drifts[-10:]
+                ),
+                classes=spec.classes,  # the API checks labels against them
+            )
+            saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
+            self.router.rebase(name, saved[name])
+            self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+        self._since_checkpoint = 0
+        self._last_checkpoint = self.clock()
+        log.info("checkpoint", versions=saved)
+        return saved
+
+    def _sample(self, name: str, state: ModelState, version: int, now: float) -> dict[str, Any]:
+        """What the dashboard plots: metrics, learning rate, freshness (how old the newest learned event
+        is when its checkpoint is written) and the drifts since the previous sample."""
+        learned, drifts = state.n_learned, state.counters["drifts"]
+        then, learned_then, drifts_then = self._last_sample.get(name, (now, learned, 0))
+        self._last_sample[name] = (now, learned, drifts)
+        return {
+            "t": now,
+            "version": version,
+            "learned": learned,
+            "rate": (learned - learned_then) / (now - then) if now > then else None,
+            "metrics": state.metric_values() if learned else {},  # none yet: a gap in the curves
+            "freshness_ms": int(now * 1000) - state.last_ts if state.last_ts is not None else None,
+            "pending": state.counters["pending"],
+            "drifts": _drift_list(state, min(drifts - drifts_then, 100)),
+        }
+
+
+class LearnerWorker(Learner):
+    """The learner on Kafka: one process, the single writer of its models. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[ModelSpec],
+        *,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sink: DeadLetterSink | None = None,
+    ) -> None:
+        registry = registry or registry_writer(settings)
+        if registry.signer_id is None:
+            raise MissingKey("RIVULET_SIGNING_KEY", "the learner signs every snapshot it writes with it")
+        self.settings = settings
+        super().__init__(
+            specs,
+            registry,
+            TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions),
+            fingerprints=_fingerprints(settings),
+            clock=clock,
+            sink=sink if sink is not None else _kafka_sink(settings),
+        )
+        self._stop = False
+
+    def _start_offset(self, topic: str, partition: int) -> int:
+        return min(
+            (self.offsets.get(m, {}).get(topic, {}).get(partition, 0) for m in self.core.models), default=0
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self, *, max_idle_s: float | None = None, install_signals: bool = True, heartbeat: Path | None = None
+    ) -> None:
+        """Consume until stopped (SIGTERM/SIGINT), or until ``max_idle_s`` passes without records.
+        ``heartbeat``: a file touched every few seconds while the loop turns (for health checks)."""
+        s = self.settings
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        self.restore()
+        consumer = KafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",  # a position the log no longer holds: its first retained record
+            max_poll_records=5_000,
+            request_timeout_ms=s.kafka_request_timeout_ms,
+        )
+        topics = [s.topics.features, s.topics.labels, s.topics.predictions]
+        # at equal times a label goes first: as in River's simulate_qa, answers due by now are revealed
+        # before the next question is asked
+        merger = Merger({s.topics.labels: 0, s.topics.features: 1, s.topics.predictions: 2})
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, self._start_offset(tp.topic, tp.partition))
+            merger.track(tp.topic, tp.partition)
+
+        def exhausted(key: tuple[str, int]) -> bool:
+            tp = TopicPartition(*key)
+            high = consumer.highwater(tp)
+            return high is not None and consumer.position(tp) >= high
+
+        label_ok = taken_by_any(self.specs)  # a label no model's task takes is merged at once
+        last_record = self.clock()
+        beat = last_record - 10.0
+        clean = False
+        try:
+            while not self._stop:
+                for records in consumer.poll(timeout_ms=100).values():
+                    for r in records:
+                        data = decode(r.value)
+                        ts = event_time(data, label_ok=label_ok)
+                        merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
+                progressed = False
+                for rec in merger.ready(exhausted):
+                    self.process(rec)
+                    progressed = True
+                now = self.clock()
+                if heartbeat is not None and now - beat >= 2.0:
+                    heartbeat.touch()
+                    beat = now
+                if progressed:
+                    last_record = now
+                if self.due(now):
+                    self.checkpoint()
+                if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
+                    break
+            clean = True
+        finally:
+            try:
+                if clean:  # stopped, not failed: an exception leaves the last checkpoint as it is
+                    self.checkpoint()
+            finally:
+                consumer.close()
+                close = getattr(self.sink, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        if clean:
+                            raise
+                        log.exception("dead letters not all delivered while stopping on an error")
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def _drift_list(state: ModelState, n: int) -> list[list[Any]]:
+    return [[d.detector, d.ts, d.n_learned, list(d.position or ())] for d in state.drifts[-n:]] if n else []
+
+
+def offsets_of(header: dict[str, Any]) -> Offsets:
+    """A checkpoint header's positions with integer partitions (JSON keys are strings); HeaderError if they
+    are not positions (see :class:`~streaming.learning.header.CheckpointHeader`)."""
+    return CheckpointHeader.of(header).require("offsets").offsets
+
+
+def _kafka_sink(settings: Settings) -> KafkaSink:
+    from streaming.ingest.producer import Producer
+
+    # the producer's max_request_size, less room for the record's own framing
+    limit = max(settings.max_event_bytes + 4096, 1_048_576) - 1_024
+    return KafkaSink(Producer(settings), settings.topics.dead_letters, limit)
+
+
+def _fingerprints(settings: Settings) -> dict[str, str]:
+    try:
+        return {v.name: v.fingerprint() for v in load_views(settings.features_module)}
+    except FeaturesError:
+        return {}

@@ -1,0 +1,33 @@
+"""The local services script's pure parts."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import localservices  # scripts/ is on the path (tests/conftest.py)
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_cluster_id_never_starts_with_a_dash() -> None:
+    """kafka-storage format -t -3zU... reads the id as an option and fails (1 start in 64)."""
+    dashed = uuid.UUID(bytes=base64.urlsafe_b64decode("-3zUclu-Q_uJz0hXxLwecw=="))
+    plain = uuid.UUID(int=42)
+    draws = iter([dashed, dashed, plain])
+    cluster_id = localservices.kafka_cluster_id(lambda: next(draws))
+    assert cluster_id == base64.urlsafe_b64encode(plain.bytes).rstrip(b"=").decode()
+    assert all(not localservices.kafka_cluster_id().startswith("-") for _ in range(2_000))
+
+
+def test_the_cluster_node_runs_cluster_enabled_in_its_own_directory(tmp_path) -> None:
+    node = localservices.RedisClusterNode(tmp_path / "redis-cluster", port=7001)
+    cmd = node.command("redis-server")
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--cluster-enabled"] == "yes" and args["--port"] == "7001"
+    assert args["--dir"] == str(tmp_path / "redis-cluster")
+    assert args["--cluster-config-file"] == str(tmp_path / "redis-cluster" / "nodes.conf")
+    assert args["--bind"] == "127.0.0.1"
+    assert node.pidfile != localservices.RedisNode(tmp_path / "redis").pidfile
+    assert node.url == "redis://127.0.0.1:7001"

@@ -1,0 +1,185 @@
+"""The dashboard in headless Chromium (Debian's ``chromium`` and ``chromedriver``, driven by selenium) against
+a registry holding hostile names: a model named like an ``<img onerror>``, a drift detector and a metric
+named like a ``<script>``, and checkpoint values of the wrong type carrying markup (a learned count that is
+an ``<img onerror>``). Each would run as script where the page built HTML from data (it did, through
+``innerHTML``, for the learned counts: stored XSS). Now: no script runs (``window.__pwned`` stays
+undefined), every name is shown literally as text, and the data need the read key, which the page asks
+for."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from streaming.settings import Settings
+from tests.support.api_env import KEYS, Embedded, keyed, serve
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+NAME = '<img src=x onerror="window.__pwned=1">'
+DETECTOR = "<script>window.__pwned=2</script>"
+METRIC = "<img src=x onerror=window.__pwned=3>"
+LEARNED = "<img src=x onerror=window.__pwned=4>"
+SAMPLE_DETECTOR = "<script>window.__pwned=5</script><img src=x onerror=window.__pwned=6>"
+QUARANTINE = "ValueError: <img src=x onerror=window.__pwned=7>"
+
+
+def hostile_registry(settings: Settings, **update: Any) -> Embedded:
+    emb = Embedded(keyed(settings, **update))
+    now = time.time()
+    emb.save(
+        NAME,
+        header={
+            "n_learned": LEARNED,
+            "saved_at": now,
+            "metrics": {METRIC: 0.5, "Accuracy": 0.75},
+            "drifts": [[DETECTOR, 1_700_000_000_000, LEARNED, []]],
+        },
+    )
+    for i in range(3):
+        emb.registry.record(
+            NAME,
+            {
+                "t": now - 30 + 10 * i,
+                "version": 1,
+                "learned": 100 * i,
+                "rate": 10.0,
+                "metrics": {METRIC: 0.5, "Accuracy": 0.7},
+                "freshness_ms": 5,
+                "drifts": [[SAMPLE_DETECTOR, 1_700_000_000_000, LEARNED, []]] if i == 2 else [],
+            },
+        )
+    emb.registry.record(NAME, {"t": now, "metrics": {}, "status": "quarantined", "quarantine": QUARANTINE})
+    return emb
+
+
+@pytest.fixture
+def driver() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield d
+    d.quit()
+
+
+def test_hostile_names_are_shown_as_text_and_never_run(settings: Settings, driver: Any) -> None:
+    """No keys (the loopback default: the data are open); before, the page ran the learned count's
+    ``<img onerror>`` (``window.__pwned == 4``)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emb = hostile_registry(
+        settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[]
+    )
+    with serve(emb.app()) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        time.sleep(2.5)  # past the next refresh too: a second rendering of the same data runs nothing either
+        assert driver.execute_script("return window.__pwned") is None
+        assert driver.execute_script("return typeof window.__pwned") == "undefined"
+        assert_literal(driver)
+        # what the browser was told: the policy that would have stopped an inline handler anyway
+        policy = driver.execute_script(
+            "return fetch('/dashboard').then(r => r.headers.get('content-security-policy'))"
+        )
+        assert "script-src 'self'" in policy and "object-src 'none'" in policy
+
+
+def test_with_keys_the_page_asks_for_a_read_key(settings: Settings, driver: Any) -> None:
+    """Keys configured: the page is the same static shell, its data need the read scope; the page asks for
+    a key and renders once it has one (and still runs nothing)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emb = hostile_registry(settings)
+    with serve(emb.app()) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "auth").is_displayed())
+        assert "read key" in driver.find_element(By.ID, "error").text
+        assert driver.find_elements(By.CSS_SELECTOR, "section.model") == []  # no data without the key
+        driver.find_element(By.ID, "key").send_keys(KEYS["score"])  # a key of another scope: refused
+        driver.find_element(By.CSS_SELECTOR, "#auth button").click()
+        WebDriverWait(driver, 30).until(lambda d: "read scope" in d.find_element(By.ID, "error").text)
+        driver.find_element(By.ID, "key").clear()
+        driver.find_element(By.ID, "key").send_keys(KEYS["read"])
+        driver.find_element(By.CSS_SELECTOR, "#auth button").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        assert driver.execute_script("return typeof window.__pwned") == "undefined"
+        assert_literal(driver)
+
+
+def assert_literal(driver: Any) -> None:
+    """Every hostile name is on the page as text; no element came from data."""
+    from selenium.webdriver.common.by import By
+
+    models = driver.find_element(By.ID, "models")
+    assert (
+        models.find_elements(By.TAG_NAME, "img") == [] and models.find_elements(By.TAG_NAME, "script") == []
+    )
+    card = models.find_element(By.CSS_SELECTOR, "section.model")
+    assert card.get_attribute("data-model") == NAME
+    assert card.find_element(By.TAG_NAME, "h2").text == NAME  # the name, literally
+    headers = [th.text for th in card.find_elements(By.CSS_SELECTOR, ".versions th")]
+    assert METRIC in headers  # a metric name, literally
+    row = [td.text for td in card.find_elements(By.CSS_SELECTOR, ".versions td")]
+    assert row[2] == "-"  # a learned count that is not a number is not shown at all
+    drifts = [li.text for li in card.find_elements(By.CSS_SELECTOR, "li.drift")]
+    assert drifts and drifts[0].startswith(SAMPLE_DETECTOR) and "after - learned" in drifts[0]
+    assert int(card.find_element(By.CSS_SELECTOR, ".chart.metrics").get_attribute("data-points")) == 4
+    assert QUARANTINE in card.find_element(By.CSS_SELECTOR, ".quarantine").text  # its status, literally
+    assert METRIC in card.text and "Accuracy" in card.text
+    # the page works under its own policy: nothing of it was refused (its style block's hash is right)
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert refused == [], refused
+
+
+def test_metric_names_of_objects_own_properties_chart_as_missing_values(
+    settings: Settings, driver: Any
+) -> None:
+    """Before: a metric named ``constructor``, ``toString`` or ``__proto__`` (any name of a property every
+    JavaScript object inherits) present in one sample was charted, for the samples without it, as the
+    inherited function or object (``name in metrics`` is true for inherited properties) instead of a gap.
+    Now only a sample's own metrics count. The page's chart calls are captured in the browser."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emb = Embedded(
+        keyed(settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[])
+    )
+    now = time.time()
+    emb.save("m", header={"n_learned": 5, "saved_at": now, "metrics": {"Accuracy": 0.5}})
+    inherited = {"constructor": 0.3, "toString": 0.2, "__proto__": 0.1, "hasOwnProperty": 0.4}
+    for i in range(3):
+        metrics = {"Accuracy": 0.5 + i / 10, **(inherited if i == 2 else {})}
+        emb.registry.record("m", {"t": now - 30 + 10 * i, "learned": 10 * i, "rate": 1.0, "metrics": metrics})
+    with serve(emb.app()) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+        )
+        driver.execute_script(
+            "window.__series = []; const draw = RivuletCharts.lineChart;"
+            "RivuletCharts.lineChart = (el, spec) => { if (spec.title === 'metrics') window.__series.push("
+            "spec.series.map(s => [s.label, s.values.map(v => v === null ? null : typeof v)]));"
+            "return draw(el, spec); };"
+        )
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.__series.length"))
+        [series] = driver.execute_script("return window.__series.slice(0, 1)")
+    charted = dict(series)
+    assert set(charted) == {"Accuracy", *inherited}
+    assert charted["Accuracy"] == ["number"] * 3
+    for name in inherited:
+        assert charted[name] == [None, None, "number"], (name, charted[name])

@@ -1,0 +1,133 @@
+"""A hostile producer against the real learner (real Kafka and Redis): a features record stamped
+9999-12-31, a class of another type for a multiclass model, a string where every model has taken numbers,
+a label whose id is 10,000 characters long. The learner never stops, quarantines nothing, each bad record is
+on the dead-letter topic with its reason and position, the final metrics equal River's progressive
+validation on the good stream alone, and the newest version of each model verifies from the log."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+from river import evaluate, metrics, tree
+from river.datasets import synth
+
+from streaming.learning.spec import CheckpointPolicy, ModelSpec
+from streaming.replay.verify import verify
+from streaming.runtime.learner import LearnerWorker
+from streaming.settings import Settings
+from tests.support.kafka_read import read_all
+from tests.support.learning import learning_topics, registry
+from tests.support.model_defs import scaled_lr
+
+pytestmark = pytest.mark.integration
+
+N, DELAY = 1_500, 25
+T0 = 1_700_000_000_000
+LAST_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z: a valid event time
+FEATURES = ("salary", "age", "loan", "hvalue", "commission")
+POLICY = CheckpointPolicy(every_records=300, every_seconds=1e9, keep=100)
+SPECS = [
+    ModelSpec("lr", "binary", "all", scaled_lr, features=FEATURES,
+              metrics=(metrics.LogLoss, metrics.Accuracy), checkpoint=POLICY),
+    ModelSpec("tree", "binary", "all", tree.HoeffdingTreeClassifier, features=FEATURES,
+              metrics=(metrics.Accuracy,), checkpoint=POLICY),
+    ModelSpec("multi", "multiclass", "all", tree.HoeffdingTreeClassifier, features=FEATURES,
+              metrics=(metrics.Accuracy,), checkpoint=POLICY),
+]  # fmt: skip
+
+
+@pytest.fixture
+def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
+    with learning_topics(settings) as s:
+        yield s
+
+
+def ts(i: int) -> int:
+    return T0 + 1_000 * i
+
+
+def good_stream() -> tuple[list[tuple[dict[str, Any], bool]], list[tuple[str, dict[str, Any]]]]:
+    """Features records and their labels, each revealed at the time of the record DELAY later (as River's
+    progressive_val_score(delay=DELAY)); (River's data, [(topic role, record)] in time order)."""
+    data = [(x, bool(y)) for x, y in itertools.islice(synth.Agrawal(classification_function=2, seed=5), N)]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, (x, _) in enumerate(data):
+        if i >= DELAY:
+            out.append(("labels", {"event_id": f"ev{i - DELAY}", "label": data[i - DELAY][1], "ts": ts(i)}))
+        event = {"event_id": f"ev{i}", "ts": ts(i), "label": None}
+        out.append(("features", {"view": "all", "entity": f"u{i % 20}", "event": event, "features": x}))
+    for k, j in enumerate(range(N - DELAY, N)):
+        out.append(("labels", {"event_id": f"ev{j}", "label": data[j][1], "ts": ts(N - 1) + 1 + k}))
+    return data, out
+
+
+def attack(data: list[tuple[dict[str, Any], bool]]) -> list[tuple[int, str, dict[str, Any], str | None]]:
+    """(event index it follows, role, record, expected reason or None when no model rejects it)."""
+    x = data[0][0]
+    return [
+        # valid, but stamped at the end of time: before, every pending prediction expired at once and the
+        # rest of its partition was processed after every other record
+        (200, "features", {"view": "all", "entity": "u3", "event": {"event_id": "far", "ts": LAST_MS},
+                           "features": x}, None),
+        (400, "labels", {"event_id": "ev380", "label": "x", "ts": ts(400) + 1}, "label_type"),
+        (700, "features", {"view": "all", "entity": "u4", "features": {**x, "salary": "abc"},
+                           "event": {"event_id": "str", "ts": ts(700) + 1, "label": True}}, "feature_type"),
+        (900, "labels", {"event_id": "e" * 10_000, "label": True, "ts": ts(900) + 1}, "malformed_label"),
+    ]  # fmt: skip
+
+
+def test_a_hostile_producer_against_the_real_learner(topics: Settings) -> None:
+    s = topics
+    data, good = good_stream()
+    bad = attack(data)
+    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    positions: dict[tuple[str, int, int], str] = {}
+    waiting = list(bad)
+
+    def send(role: str, value: dict[str, Any]) -> Any:
+        key = str(value.get("entity") or value.get("event_id"))[:100].encode()
+        return producer.send(getattr(s.topics, role), orjson.dumps(value), key=key).get(timeout=30)
+
+    for role, value in good:
+        send(role, value)
+        at = (value.get("event") or value)["ts"]
+        while waiting and ts(waiting[0][0]) < at:
+            _, b_role, b_value, reason = waiting.pop(0)
+            meta = send(b_role, b_value)
+            if reason is not None:
+                positions[(meta.topic, meta.partition, meta.offset)] = reason
+    producer.flush()
+    producer.close()
+
+    worker = LearnerWorker(s, SPECS, registry=registry(s))
+    worker.run(max_idle_s=3.0, install_signals=False)
+
+    expected = {"label_type": 1, "feature_type": 1, "malformed_label": 1}
+    only = [({k: x[k] for k in FEATURES}, y) for x, y in data]
+    for spec in SPECS:
+        state = worker.core.models[spec.name]
+        assert state.status == "learning", state.quarantine
+        assert state.n_learned == N and state.rejected == expected, (spec.name, state.rejected)
+        assert state.counters["expired"] == 0 and state.counters["unknown_labels"] == 0
+        for factory in spec.metrics:
+            want = evaluate.progressive_val_score(only, spec.new_model(), factory(), delay=DELAY).get()
+            got = state.metric_values()[factory.__name__]  # type: ignore[attr-defined]
+            assert got == pytest.approx(want, rel=1e-9), (spec.name, factory)
+    assert set(worker.core.models["multi"].model.classes) == {False, True}  # type: ignore[attr-defined]
+
+    reg = registry(s)
+    for spec in SPECS:
+        newest = max(v.version for v in reg.versions(spec.name))
+        verified = verify(s, reg, SPECS, spec.name, newest)
+        assert verified.ok, verified.mismatches
+
+    letters = [orjson.loads(r.value) for r in read_all(s.kafka_bootstrap, s.topics.dead_letters)]
+    found = {(d["topic"], d["partition"], d["offset"]): d for d in letters if d.get("stage") == "learner"}
+    assert {p: d["reason"] for p, d in found.items()} == positions
+    for d in found.values():
+        assert sorted(d["models"]) == ["lr", "multi", "tree"]

@@ -1,0 +1,217 @@
+"""``rivulet up`` on the real Kafka and Redis: the feature worker, learner and API as supervised processes;
+an event published with ``rivulet produce`` changes the score the API serves; ``rivulet down`` stops them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from streaming.ingest.topics import TopicAdmin
+from streaming.learning.keys import generate
+from streaming.settings import Settings
+from tests.support.workers import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rivulet(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streaming.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def score(url: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        r = httpx.post(
+            f"{url}/v1/models/approval-lr/predict", json={"entity": "e1", "fields": fields}, timeout=5
+        )
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def test_up_scores_a_produced_event_and_down_stops(
+    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:10]
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
+        "RIVULET_TOPIC_PREFIX": f"test.{run}.",
+        "RIVULET_REDIS_PREFIX": f"test:{run}:",
+        "RIVULET_DATA_DIR": str(tmp_path / "data"),
+        "RIVULET_SERVE_PORT": str(port),  # no signing key: rivulet up generates and keeps one
+        "RIVULET_LOG_LEVEL": "INFO",
+    }
+    settings = base_settings.model_copy(
+        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+    )
+    url = f"http://127.0.0.1:{port}"
+    logs = tmp_path / "data" / "logs"
+    try:
+        started = rivulet(env, "up", "--features-metrics-port", str(free_port()))
+        assert started.returncode == 0, started.stdout + started.stderr
+        for name in ("features", "learner", "api"):
+            assert f"{name}" in started.stdout and "RUNNING" in started.stdout
+
+        produced = rivulet(env, "produce", "synth:agrawal", "--limit", "3000", "--entities", "20", "--quiet")
+        assert produced.returncode == 0, produced.stdout + produced.stderr
+        probe = {"salary": 60_000.0, "loan": 250_000.0, "age": 40}
+        # until every event is learned and that version served: the stream is live (stamped as it was
+        # sent), so none is late or dead-lettered
+        settled(url, 3000, logs)
+        before = score(url, probe)
+        assert before is not None and before["features_found"] is True
+
+        # one more event for e1, published with rivulet produce: its aggregates move, so does its score
+        event = {"entity": "e1", "ts": int(time.time() * 1000) + 60_000, "label": True}
+        event["fields"] = {
+            "salary": 20_000.0,
+            "commission": 0.0,
+            "age": 70,
+            "elevel": 4,
+            "car": 1,
+            "zipcode": 2,
+            "hvalue": 900_000.0,
+            "hyears": 30,
+            "loan": 500_000.0,
+        }
+        path = tmp_path / "one.jsonl"
+        path.write_bytes(orjson.dumps(event) + b"\n")
+        produced = rivulet(env, "produce", str(path), "--quiet")
+        assert produced.returncode == 0, produced.stdout + produced.stderr
+        settled(url, 3001, logs)  # learned (not dead-lettered as late) and served
+        after = score(url, probe)
+        assert after is not None and after["probabilities"] != before["probabilities"]
+        dashboard = httpx.get(f"{url}/v1/dashboard", timeout=5).json()
+        assert dashboard["models"]["approval-lr"]["history"], "the learner records monitoring samples"
+        # the CLI verifies with the public key rivulet up kept; only the learner holds the private key
+        listed = rivulet(env, "models", "versions", "approval-lr")
+        assert listed.returncode == 0 and "learned=3001" in listed.stdout, listed.stdout + listed.stderr
+        home = tmp_path / "data" / "stack"
+        assert (home / "signing-key").stat().st_mode & 0o077 == 0
+        conf = (home / "supervisord.conf").read_text()
+        assert [p for p in conf.split("[program:") if "RIVULET_SIGNING_KEY" in p] == [
+            p for p in conf.split("[program:") if p.startswith("learner]")
+        ]
+    finally:
+        stopped = rivulet(env, "down")
+        with TopicAdmin(settings) as admin:
+            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+        client = redis.Redis.from_url(settings.redis_url)
+        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            client.delete(key)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
+    for name in ("features", "learner", "api"):
+        assert (logs / f"{name}.log").stat().st_size > 0
+
+
+def settled(url: str, learned: int, logs: Path, timeout_s: float = 120) -> None:
+    """Until approval-lr's newest version has learned ``learned`` records and the API serves it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            m = httpx.get(f"{url}/v1/dashboard", timeout=5).json()["models"].get("approval-lr", {})
+        except (httpx.HTTPError, ValueError):
+            m = {}
+        if m.get("learned") == learned and m.get("loaded_version") == m.get("current_version"):
+            return
+        assert m.get("learned") is None or m["learned"] <= learned, m.get("learned")
+        assert time.monotonic() < deadline, f"not {learned} learned and served: {m}\n" + _tail(logs)
+        time.sleep(0.5)
+
+
+def _tail(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(logs.glob("*.log")))
+
+
+def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
+    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
+) -> None:
+    """kill -9 of supervisord orphans the feature worker, learner and API: up must not start a second
+    learner beside them, and down must stop them."""
+    run = uuid.uuid4().hex[:10]
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
+        "RIVULET_TOPIC_PREFIX": f"test.{run}.",
+        "RIVULET_REDIS_PREFIX": f"test:{run}:",
+        "RIVULET_DATA_DIR": str(tmp_path / "data dir"),  # a space: every path is quoted for supervisord
+        "RIVULET_SERVE_PORT": str(port),
+        "RIVULET_SIGNING_KEY": generate().encoded,
+    }
+    settings = base_settings.model_copy(
+        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+    )
+    home = tmp_path / "data dir" / "stack"
+    metrics = str(free_port())
+    try:
+        started = rivulet(env, "up", "--features-metrics-port", metrics)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.stdout.count("RUNNING") == 3, started.stdout
+        assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing key
+        pids = children(home)
+        assert len(pids) == 3, pids
+        os.kill(int((home / "supervisord.pid").read_text()), signal.SIGKILL)
+        time.sleep(1)
+        assert all(alive(p) for p in pids), "the programs outlive their supervisor"
+
+        again = rivulet(env, "up", "--features-metrics-port", metrics)
+        assert again.returncode == 1 and "rivulet down first" in again.stderr, again.stdout + again.stderr
+        stopped = rivulet(env, "down")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
+    finally:
+        rivulet(env, "down")
+        with TopicAdmin(settings) as admin:
+            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+        client = redis.Redis.from_url(settings.redis_url)
+        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            client.delete(key)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
+
+
+def children(home: Path) -> list[int]:
+    """The programs' pids as their supervisor reports them (``supervisorctl status``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(home / "supervisord.conf"), "status"],
+        capture_output=True,
+        text=True,
+    )
+    return [int(m) for m in re.findall(r"RUNNING\s+pid (\d+),", done.stdout)]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
