@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "Topics"]
+__all__ = ["CommaList", "Settings", "Topics", "kafka_address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,23 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.events, self.labels, self.features, self.predictions, self.dead_letters]
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _split_text(value: object) -> object:
+    return _split(value) if isinstance(value, str) else value
+
+
+# a comma-separated list in the environment (pydantic-settings would otherwise expect JSON)
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_text)]
+
+
+def _comma_list(description: str) -> list[str]:
+    """A :data:`CommaList` field, empty by default."""
+    return Field(default_factory=list, description=description)  # type: ignore[no-any-return]
 
 
 class Settings(BaseSettings):
@@ -93,34 +111,28 @@ class Settings(BaseSettings):
         description="The learner's Ed25519 private key (base64 of its 32-byte seed), which signs model "
         "snapshots. Only the learner holds it; readers hold public keys.",
     )
-    verify_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Ed25519 public keys (base64 of 32 bytes), comma separated: the keyring of signers whose "
-        "snapshots are accepted. Required by every process that loads a snapshot.",
+    verify_keys: CommaList = _comma_list(
+        "Ed25519 public keys (base64 of 32 bytes), comma separated: the keyring of signers whose snapshots "
+        "are accepted. Required by every process that loads a snapshot."
     )
-    admin_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys of the admin scope (rollback, promote), comma separated."
+    admin_api_keys: CommaList = _comma_list(
+        "API keys of the admin scope (rollback, promote), comma separated."
     )
-    ingest_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="API keys of the ingest scope (POST /v1/events, /v1/labels: writes training data).",
+    ingest_api_keys: CommaList = _comma_list(
+        "API keys of the ingest scope (POST /v1/events, /v1/labels: writes training data)."
     )
-    scoring_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys of the score scope (predict, batch predict)."
-    )
-    read_api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="API keys of the read scope (model listings, dashboard data, /metrics).",
+    scoring_api_keys: CommaList = _comma_list("API keys of the score scope (predict, batch predict).")
+    read_api_keys: CommaList = _comma_list(
+        "API keys of the read scope (model listings, dashboard data, /metrics)."
     )
     allow_anonymous: bool = Field(
         False,
         description="Let the API start with no API key of any scope on an address other than loopback "
         "(anyone who reaches it may score, ingest training data and read). Off: it refuses to start.",
     )
-    trusted_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Host headers the API answers (comma separated; `*` for any). Default: the bind "
-        "address, localhost, 127.0.0.1 and ::1.",
+    trusted_hosts: CommaList = _comma_list(
+        "Host headers the API answers (comma separated; `*` for any). Default: the bind address, localhost, "
+        "127.0.0.1 and ::1."
     )
 
     # Feature processor
@@ -169,21 +181,6 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log rendering.")
 
-    @field_validator(
-        "admin_api_keys",
-        "ingest_api_keys",
-        "scoring_api_keys",
-        "read_api_keys",
-        "verify_keys",
-        "trusted_hosts",
-        mode="before",
-    )
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
-
     @field_validator("signing_key", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
@@ -206,4 +203,38 @@ class Settings(BaseSettings):
 
     @property
     def bootstrap_servers(self) -> list[str]:
-        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+        """``kafka_bootstrap`` as a list (what every Kafka client takes)."""
+        return _split(self.kafka_bootstrap)
+
+    @property
+    def kafka_address(self) -> tuple[str, int]:
+        """The first bootstrap server as (host, port), for a reachability check.
+
+        >>> Settings(kafka_bootstrap="k1:9093, k2:9092").kafka_address
+        ('k1', 9093)
+        """
+        return kafka_address(self.kafka_bootstrap)
+
+    @property
+    def redis_address(self) -> tuple[str, int]:
+        """The host and port of ``redis_url`` (defaults: loopback, 6379).
+
+        >>> Settings(redis_url="redis://r1:7001/0").redis_address, Settings(redis_url="redis:///0").redis_address
+        (('r1', 7001), ('127.0.0.1', 6379))
+        """
+        url = urlparse(self.redis_url)
+        return url.hostname or "127.0.0.1", url.port or 6379
+
+
+def kafka_address(bootstrap: str) -> tuple[str, int]:
+    """The first server of a bootstrap list as (host, port): Kafka's port 9092 when none is given, loopback
+    when no host is.
+
+    >>> kafka_address("10.0.0.1:9094,10.0.0.2:9094"), kafka_address("broker"), kafka_address(":9095")
+    (('10.0.0.1', 9094), ('broker', 9092), ('127.0.0.1', 9095))
+    """
+    first = (_split(bootstrap) or [""])[0]
+    host, _, port = first.rpartition(":")
+    if not port.isdigit():  # "broker": Kafka's default port
+        host, port = first, "9092"
+    return host or "127.0.0.1", int(port)

@@ -64,3 +64,33 @@ def test_anonymous_serving_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings().allow_anonymous is False
     monkeypatch.setenv("RIVULET_ALLOW_ANONYMOUS", "true")
     assert Settings().allow_anonymous is True
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "verify_keys",
+        "admin_api_keys",
+        "ingest_api_keys",
+        "scoring_api_keys",
+        "read_api_keys",
+        "trusted_hosts",
+    ],
+)
+def test_every_list_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch, field: str) -> None:
+    """Each list setting reads ``a, b,,c`` as three items (not JSON), and is empty when unset."""
+    assert getattr(Settings(), field) == []
+    monkeypatch.setenv(f"RIVULET_{field.upper()}", " a, b,,c ")
+    assert getattr(Settings(), field) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "address"),
+    [
+        ("k1:9093,k2:9092", ("k1", 9093)),
+        (" broker ", ("broker", 9092)),
+        ("", ("127.0.0.1", 9092)),
+    ],
+)
+def test_the_first_kafka_address_is_parsed_once_here(bootstrap: str, address: tuple[str, int]) -> None:
+    assert Settings(kafka_bootstrap=bootstrap).kafka_address == address
