@@ -48,18 +48,29 @@ __all__ = [
 
 
 class StreamingError(Exception):
-    """Root of every error raised by ``streaming``."""
+    """Root of every error raised by ``streaming``. A subclass passes its context (entity, topic, setting...)
+    as keyword arguments, kept as attributes of the same names.
+
+    >>> err = TopicError("rivulet.events", "does not exist")
+    >>> err.topic, str(err)
+    ('rivulet.events', 'topic rivulet.events: does not exist')
+    """
+
+    def __init__(self, message: str = "", **context: object) -> None:
+        self.__dict__.update(context)
+        super().__init__(message)
 
 
 class EventTooLarge(StreamingError, ValueError):
     """A serialised event over the configured ``max_event_bytes``; it was not sent."""
 
+    event_id: str
+    size: int
+    limit: int
+
     def __init__(self, event_id: str, size: int, limit: int) -> None:
-        self.event_id, self.size, self.limit = event_id, size, limit
-        super().__init__(
-            f"event {event_id} is {size:,} bytes serialised, over the {limit:,}-byte limit "
-            "(RIVULET_MAX_EVENT_BYTES; the broker's message.max.bytes must be at least as large)"
-        )
+        why = f"event {event_id} is {size:,} bytes serialised, over the {limit:,}-byte limit"
+        super().__init__(f"{why} ({_SIZE_HINT})", event_id=event_id, size=size, limit=limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,53 +89,61 @@ class DeliveryError(StreamingError):
     ``failures`` lists each one; ``delivered`` counts the records acknowledged in the same call.
     """
 
+    failures: list[DeliveryFailure]
+    delivered: int
+
     def __init__(self, failures: list[DeliveryFailure], delivered: int) -> None:
-        self.failures = failures
-        self.delivered = delivered
         first = failures[0]
+        why = f"{len(failures)} record(s) not delivered ({delivered} delivered)"
         super().__init__(
-            f"{len(failures)} record(s) not delivered ({delivered} delivered); first: "
-            f"{first.record_id} to {first.topic}: {first.error}"
+            f"{why}; first: {first.record_id} to {first.topic}: {first.error}",
+            failures=failures,
+            delivered=delivered,
         )
 
 
 class TopicError(StreamingError):
     """A topic could not be created or described."""
 
+    topic: str
+
     def __init__(self, topic: str, problem: str) -> None:
-        self.topic = topic
-        super().__init__(f"topic {topic}: {problem}")
+        super().__init__(f"topic {topic}: {problem}", topic=topic)
 
 
 class KafkaUnavailable(StreamingError):
     """No broker answered at the configured bootstrap servers within the timeout."""
 
+    bootstrap: str
+
     def __init__(self, bootstrap: str, cause: BaseException) -> None:
-        self.bootstrap = bootstrap
-        super().__init__(
-            f"Kafka is not reachable at {bootstrap} ({type(cause).__name__}: {cause}); "
-            "check RIVULET_KAFKA_BOOTSTRAP or start it with scripts/services up"
-        )
+        why = f"Kafka is not reachable at {bootstrap} ({type(cause).__name__}: {cause})"
+        super().__init__(f"{why}; {_KAFKA_HINT}", bootstrap=bootstrap)
 
 
 class InvalidKey(StreamingError, ValueError):
     """A signing or verify key that is not the base64 of 32 raw bytes (``what`` names which one)."""
 
+    what: str
+
     def __init__(self, what: str, problem: str) -> None:
-        self.what = what
-        super().__init__(f"{what} {problem}")
+        super().__init__(f"{what} {problem}", what=what)
 
 
 class MissingKey(StreamingError):
     """A process that signs or loads snapshots started without the key it needs: the learner without
     ``RIVULET_SIGNING_KEY``, a reader (API, replay, verify, CLI) without ``RIVULET_VERIFY_KEYS``."""
 
+    setting: str
+
     def __init__(self, setting: str, role: str) -> None:
-        self.setting = setting
-        super().__init__(
-            f"{setting} is not set: {role} (run `rivulet keys generate` for a key pair; `rivulet up` "
-            "keeps one in <data dir>/stack/)"
-        )
+        super().__init__(f"{setting} is not set: {role} ({_KEYS_HINT})", setting=setting)
+
+
+# what to do about it, the end of each message
+_SIZE_HINT = "RIVULET_MAX_EVENT_BYTES; the broker's message.max.bytes must be at least as large"
+_KAFKA_HINT = "check RIVULET_KAFKA_BOOTSTRAP or start it with scripts/services up"
+_KEYS_HINT = "run `rivulet keys generate` for a key pair; `rivulet up` keeps one in <data dir>/stack/"
 
 
 class SourceError(StreamingError, ValueError):
