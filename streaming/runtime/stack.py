@@ -3,7 +3,9 @@
 The feature worker, the learner and the API each run as their own process under supervisord (the
 ``supervisor`` package): restarted when they die, stopped with SIGTERM (each finishes its batch and, for the
 learner, checkpoints), each logging to ``<data dir>/logs/<name>.log``. The supervisor's files live in
-``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit.
+``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit. The stack speaks to supervisord
+through its XML-RPC interface (on a unix socket, with supervisor's ``SupervisorTransport``) and finds and
+checks processes with ``psutil``.
 
 Snapshot keys: without ``RIVULET_SIGNING_KEY``, an Ed25519 key pair is generated on the first ``up`` and
 kept in ``<data dir>/stack/signing-key`` (0600); only the learner's environment gets the private key, every
@@ -17,19 +19,23 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+
+import psutil
+from supervisor.xmlrpc import SupervisorTransport
 
 from streaming.errors import StreamingError
 from streaming.learning.keys import generate, parse_keyring, parse_signing_key
+from streaming.runtime.probes import kafka_address, process, redis_address, tcp_open
 from streaming.settings import Settings
 
-__all__ = ["PROGRAMS", "Stack", "StackError", "services_reachable", "tcp_open"]
+__all__ = ["PROGRAMS", "Program", "Stack", "StackError", "services_reachable", "tcp_open"]
 
 # name -> the rivulet subcommand it runs
 PROGRAMS = {
@@ -38,34 +44,56 @@ PROGRAMS = {
     "api": ["serve"],
 }
 
+# how supervisord runs every program: restarted when it dies, SIGTERM to its process group on stop
+PROGRAM_OPTIONS = [
+    "autostart=true",
+    "autorestart=true",
+    "startsecs=3",
+    "startretries=10",
+    "stopsignal=TERM",
+    "stopwaitsecs=30",
+    "stopasgroup=true",
+    "killasgroup=true",
+    "redirect_stderr=true",
+    "stdout_logfile_maxbytes=50MB",
+    "stdout_logfile_backups=3",
+]
+
 
 class StackError(StreamingError, RuntimeError):
     """The stack cannot start or stop (services unreachable, supervisor failure)."""
 
 
-def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class Program:
+    """One supervised program as supervisord's ``getProcessInfo`` reports it."""
+
+    name: str
+    state: str  # STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN
+    pid: int  # 0 when it does not run
+    start: int  # when it was last started (Unix seconds)
+    description: str  # "pid 123, uptime 0:01:02", or why it stopped
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Program:
+        """
+        >>> Program.from_info({"name": "api", "statename": "RUNNING", "pid": 7, "start": 1,
+        ...                    "description": "pid 7, uptime 0:00:01"}).state
+        'RUNNING'
+        """
+        return cls(info["name"], info["statename"], int(info["pid"]), int(info["start"]), info["description"])
 
 
 def services_reachable(settings: Settings) -> dict[str, bool]:
-    first = settings.kafka_bootstrap.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    if not port.isdigit():  # "localhost": Kafka's default port
-        host, port = first, "9092"
-    url = urlparse(settings.redis_url)
     return {
-        "kafka": tcp_open(host or "127.0.0.1", int(port)),
-        "redis": tcp_open(url.hostname or "127.0.0.1", url.port or 6379),
+        "kafka": tcp_open(*kafka_address(settings.kafka_bootstrap)),
+        "redis": tcp_open(*redis_address(settings.redis_url)),
     }
 
 
 def _services_script() -> Path | None:
     """``scripts/services`` of the checkout Rivulet runs from, or of the current directory."""
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         script = root / "scripts" / "services"
         if script.is_file():
             return script
@@ -129,9 +157,12 @@ class Stack:
         (self.home / "verify-keys").write_text(",".join(verify) + "\n")
         return signer.encoded, verify
 
-    def write_conf(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
+    @property
+    def socket(self) -> Path:
+        return self.home / "supervisor.sock"
+
+    def environment(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The environments of the programs and of the learner, which alone gets the signing key."""
         signing, verify = self.keys()
         env = {
             k: v
@@ -142,13 +173,12 @@ class Stack:
         env["RIVULET_DATA_DIR"] = str(Path(self.settings.data_dir).resolve())
         env["PYTHONUNBUFFERED"] = "1"
         env["RIVULET_STACK_HOME"] = str(self.home)  # how rivulet down finds them if the supervisor died
-        values = {
-            "features_metrics_port": str(self.features_metrics_port),
-            "heartbeat": str(self.home / "learner.alive"),
-        }
-        sections = [
+        return env, {**env, "RIVULET_SIGNING_KEY": signing}
+
+    def _supervisor_sections(self) -> list[str]:
+        return [
             "[unix_http_server]",
-            f"file={self.home / 'supervisor.sock'}",
+            f"file={self.socket}",
             "chmod=0700",
             "",
             "[supervisord]",
@@ -161,32 +191,34 @@ class Stack:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
             "",
             "[supervisorctl]",
-            f"serverurl=unix://{self.home / 'supervisor.sock'}",
+            f"serverurl=unix://{self.socket}",
             "",
         ]
-        for name, args in PROGRAMS.items():
-            argv = [sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in args)]
-            command = " ".join(shlex.quote(a) for a in argv)  # supervisord splits it as a shell would
-            own = {**env, "RIVULET_SIGNING_KEY": signing} if name == "learner" else env  # it alone signs
-            environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(own.items()))
-            sections += [
-                f"[program:{name}]",
-                f"command={command}",
-                f"environment={environment}",
-                "autostart=true",
-                "autorestart=true",
-                "startsecs=3",
-                "startretries=10",
-                "stopsignal=TERM",
-                "stopwaitsecs=30",
-                "stopasgroup=true",
-                "killasgroup=true",
-                "redirect_stderr=true",
-                f"stdout_logfile={self.logs / (name + '.log')}",
-                "stdout_logfile_maxbytes=50MB",
-                "stdout_logfile_backups=3",
-                "",
-            ]
+
+    def _program_section(self, name: str, env: dict[str, str]) -> list[str]:
+        values = {
+            "features_metrics_port": str(self.features_metrics_port),
+            "heartbeat": str(self.home / "learner.alive"),
+        }
+        argv = [sys.executable, "-m", "streaming.cli", *(a.format(**values) for a in PROGRAMS[name])]
+        command = " ".join(shlex.quote(a) for a in argv)  # supervisord splits it as a shell would
+        environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
+        return [
+            f"[program:{name}]",
+            f"command={command}",
+            f"environment={environment}",
+            *PROGRAM_OPTIONS,
+            f"stdout_logfile={self.logs / (name + '.log')}",
+            "",
+        ]
+
+    def write_conf(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env, learner = self.environment()
+        sections = self._supervisor_sections()
+        for name in PROGRAMS:
+            sections += self._program_section(name, learner if name == "learner" else env)
         # it holds the signing key (and any API keys): readable by its owner only
         fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
@@ -196,22 +228,7 @@ class Stack:
     def running(self) -> bool:
         """Is the supervisor of this stack alive? Its pidfile's process must exist and be a supervisord
         (a pid left by a crash can belong to another process by now)."""
-        pid = self._pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False  # someone else's process: not ours
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists():
-            try:
-                return b"supervisord" in cmdline.read_bytes()
-            except OSError:
-                return False
-        return True
+        return process(self._pid(), "supervisord") is not None
 
     def _pid(self) -> int | None:
         path = self.home / "supervisord.pid"
@@ -219,6 +236,19 @@ class Stack:
             return int(path.read_text().strip())
         except (OSError, ValueError):
             return None
+
+    def rpc(self) -> Any:
+        """supervisord's XML-RPC interface (``supervisor.*`` methods) on the stack's unix socket."""
+        transport = SupervisorTransport(None, None, f"unix://{self.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def programs(self) -> dict[str, Program]:
+        """Every program's state and pid, from supervisord; StackError when it does not answer."""
+        try:
+            infos = self.rpc().getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise StackError(f"supervisor at {self.socket} does not answer: {exc}") from exc
+        return {p.name: p for p in map(Program.from_info, infos)}
 
     def up(self) -> None:
         if self.running():
@@ -251,19 +281,20 @@ class Stack:
             raise StackError(f"supervisord failed to start: {(done.stderr or done.stdout).strip()[-2000:]}")
 
     def status(self) -> str:
-        done = self._ctl("status")
-        return done.stdout.strip()
+        """One line per program, as ``supervisorctl status`` prints it."""
+        try:
+            programs = self.programs()
+        except StackError as exc:
+            return str(exc)
+        return "\n".join(f"{p.name:9s} {p.state:9s} {p.description}" for p in programs.values())
 
     def wait_running(self, timeout_s: float = 60.0) -> dict[str, str]:
         """Until every program is RUNNING (or the timeout); their states."""
         deadline = time.monotonic() + timeout_s
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
-            states = {}
-            for line in self.status().splitlines():
-                parts = line.split()
-                if len(parts) >= 2:
-                    states[parts[0]] = parts[1]
+            with contextlib.suppress(StackError):  # its socket is not there yet
+                states = {name: p.state for name, p in self.programs().items()}
             if states and all(s == "RUNNING" for s in states.values()) and set(states) == set(PROGRAMS):
                 return states
             if any(s == "FATAL" for s in states.values()):  # gave up restarting it: no use waiting
@@ -278,11 +309,13 @@ class Stack:
         supervisor died (killed, not shut down) are found by the stack's mark in their environment."""
         if not self.running():
             return self._stop_strays(timeout_s)
-        done = self._ctl("shutdown")
-        pid = self._pid()
-        if done.returncode != 0 and pid is not None:  # its socket is gone: SIGTERM shuts it down as well
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        try:
+            self.rpc().shutdown()
+        except (OSError, xmlrpc.client.Error):  # its socket is gone: SIGTERM shuts it down as well
+            pid = self._pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -291,16 +324,14 @@ class Stack:
         return True
 
     def strays(self) -> list[int]:
-        """Processes of this stack running without their supervisor (Linux: read from /proc)."""
-        mark = f"RIVULET_STACK_HOME={self.home}".encode()
+        """Processes of this stack running without their supervisor, found by the stack's mark in their
+        environment (zombies, and processes whose environment we may not read, are not)."""
         found = []
-        for environ in Path("/proc").glob("[0-9]*/environ"):
-            try:
-                if mark in environ.read_bytes().split(b"\0"):
-                    found.append(int(environ.parent.name))
-            except OSError:
-                continue  # gone, or not ours to read
-        return [p for p in found if p != os.getpid()]
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != os.getpid() and proc.environ().get("RIVULET_STACK_HOME") == str(self.home):
+                    found.append(proc.pid)
+        return found
 
     def _stop_strays(self, timeout_s: float) -> bool:
         pids = self.strays()
@@ -314,13 +345,6 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return bool(pids)
-
-    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-        )
 
 
 def _escape(value: str) -> str:
