@@ -47,155 +47,43 @@ position and, if the spec says so, starts a fresh challenger model from that poi
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from river import base, compose, drift, metrics, utils
-
-from streaming.learning.clock import MedianClock
-from streaming.learning.domain import in_domain
+from streaming.learning import drifts
 from streaming.learning.errors import Reason
 from streaming.learning.spec import ModelSpec
+from streaming.learning.state import (
+    MAX_CLASSES,
+    MAX_FEATURES,
+    STRING,
+    DriftEvent,
+    ModelState,
+    Pending,
+    Prediction,
+    Recent,
+    cost,
+    finite,
+    kind_of,
+    new_state,
+    predict,
+    probabilities,
+    select_inputs,
+)
 
-__all__ = ["DriftEvent", "LearnerCore", "ModelState", "Prediction", "predict", "select_inputs"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_FEATURES",
+    "DriftEvent",
+    "LearnerCore",
+    "ModelState",
+    "Prediction",
+    "predict",
+    "select_inputs",
+]
 
-
-@dataclass(slots=True)
-class Prediction:
-    model: str
-    key: str
-    label: Any
-    proba: dict[Any, float] | None
-
-
-@dataclass(frozen=True, slots=True)
-class DriftEvent:
-    model: str
-    detector: str  # "loss" or "feature:<name>"
-    ts: int
-    n_learned: int
-    position: Any = None  # the adapter's source position (topic, partition, offset) of the record
-
-
-@dataclass
-class _Pending:
-    x: dict[str, Any]
-    label: Any
-    proba: dict[Any, float] | None
-    ts: int
-
-
-@dataclass
-class _Recent:
-    """The most recent keys, bounded: membership test plus insertion order for eviction."""
-
-    order: deque[str] = field(default_factory=deque)
-    keys: set[str] = field(default_factory=set)
-
-    def add(self, key: str, bound: int) -> None:
-        order = self.order
-        order.append(key)
-        self.keys.add(key)
-        if len(order) > bound:
-            self.keys.discard(order.popleft())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys
-
-    # the set is derived from the order: pickling only the order keeps snapshots independent of the set's
-    # hash-table layout (which differs between processes and between a set built and one unpickled)
-    def __getstate__(self) -> dict[str, Any]:
-        return {"order": list(self.order)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.order = deque(state["order"])
-        self.keys = set(self.order)
-
-
-@dataclass
-class ModelState:
-    """Everything that defines one model's learning so far; picklable, so it is what a checkpoint holds."""
-
-    name: str
-    spec: str
-    task: str
-    model: base.Estimator
-    metrics: list[metrics.base.Metric]
-    rolling: list[utils.Rolling]
-    loss_detector: Any
-    feature_detectors: dict[str, Any]
-    features: tuple[str, ...] | None
-    classifier: bool = True
-    wants_proba: bool = True  # some metric takes probabilities
-    wants_label: bool = True  # some metric takes labels
-    label_from_proba: bool = False  # predict_one is River's default (argmax of predict_proba_one): derive it
-    last_ts: int | None = None  # event time of the latest record learned
-    loss_sum: float = 0.0  # loss since the last drift (to tell a worse model from a better one)
-    loss_n: int = 0
-    scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    pending_values: int = 0  # what the pending predictions hold, in values (see ``_cost``)
-    early: dict[str, tuple[Any, int]] = field(
-        default_factory=dict
-    )  # labels held for their record: (label, ts)
-    seen: _Recent = field(default_factory=lambda: _Recent())  # records already predicted
-    learned: _Recent = field(default_factory=lambda: _Recent())  # keys already learned
-    drifts: list[DriftEvent] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records rejected for this model
-    status: str = "learning"  # or "quarantined": it raised in learn_one and stopped (see ``quarantine``)
-    # what the model has taken so far, so that a record cannot change it (see ``LearnerCore.admits``): the
-    # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
-    # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
-    classes: dict[Any, None] = field(default_factory=dict)
-    kinds: dict[str, int] = field(default_factory=dict)  # feature learned -> the kind it was learned as
-    clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
-    quarantine: str | None = None  # why it was quarantined
-    counters: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "predicted",
-                "learned",
-                "pending",
-                "expired",
-                "duplicate_records",
-                "duplicate_labels",
-                "unknown_labels",
-                "early_labels",
-                "drifts",
-            ),
-            0,
-        )
-    )
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("early", {})  # snapshots written before labels could be held
-        self.__dict__.setdefault("rejected", {})  # ... and before records were rejected
-        self.__dict__.setdefault("status", "learning")
-        self.__dict__.setdefault("quarantine", None)
-        self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
-        self.__dict__.setdefault("kinds", {})
-        self.__dict__.setdefault("clock", MedianClock())
-        self.__dict__.setdefault(
-            "pending_values", sum(_cost(p.x, self.features is not None) for p in self.pending.values())
-        )
-        self.counters.setdefault("early_labels", 0)
-
-    @property
-    def n_learned(self) -> int:
-        return self.counters["learned"]
-
-    @property
-    def quarantined(self) -> bool:
-        return self.status == "quarantined"
-
-    def metric_values(self) -> dict[str, float]:
-        out = {type(m).__name__: float(m.get()) for m in self.metrics}
-        out.update({f"rolling_{type(r.obj).__name__}": float(r.obj.get()) for r in self.rolling})
-        return out
+# snapshots pickled before the per-model state moved to streaming.learning.state name these classes here
+_Pending, _Recent = Pending, Recent
 
 
 class LearnerCore:
@@ -222,26 +110,7 @@ class LearnerCore:
         self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
 
     def new_state(self, spec: ModelSpec, name: str) -> ModelState:
-        ms = spec.new_metrics()
-        detector = spec.drift.detector or drift.ADWIN
-        model = spec.new_model()
-        rolling = [utils.Rolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()]
-        return ModelState(
-            name=name,
-            spec=spec.name,
-            task=spec.task,
-            model=model,
-            metrics=ms,
-            rolling=rolling,
-            loss_detector=detector(),
-            feature_detectors={f: detector() for f in spec.drift.features},
-            features=spec.features,
-            classifier=isinstance(model, base.Classifier),
-            wants_proba=any(_wants_proba(m) for m in ms),
-            wants_label=any(not _wants_proba(m) for m in ms),
-            label_from_proba=_label_from_proba(model),
-            scoring=[(m, _wants_proba(m)) for m in ms] + [(r, _wants_proba(r.obj)) for r in rolling],
-        )
+        return new_state(spec, name)
 
     # ------------------------------------------------------------------ records and labels
 
@@ -258,61 +127,83 @@ class LearnerCore:
         keep the prediction pending."""
         out = []
         for state in self._selected(only):
-            seen = state.seen
-            if key in seen.keys:
+            if key in state.seen.keys:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
             x = select_inputs(features, state.features)
             if not (state.kinds.keys() >= x.keys() and state.features is None) and not self._inputs(state, x):
                 continue
-            try:
-                label_pred, proba = predict(state, x)
-            except Exception as exc:  # River raised on this record: rejected for this model only
-                self.reject(state, Reason.MODEL_ERROR, f"{type(exc).__name__} in predict: {exc}")
+            predicted = self._predict(state, x)
+            if predicted is None:
                 continue
-            if state.classifier:
-                if proba and not _probabilities(proba):
-                    self.reject(
-                        state, Reason.MODEL_ERROR, f"the model predicted probabilities {proba!r:.200}"
-                    )
-                    continue
-            elif not _finite(label_pred):
-                self.reject(state, Reason.MODEL_ERROR, f"the model predicted {label_pred!r}")
-                continue
-            seen.add(key, self.max_pending)
-            counters = state.counters
-            counters["predicted"] += 1
+            label_pred, proba = predicted
+            state.seen.add(key, self.max_pending)
+            state.counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
-                self._watch_features(state, x, ts, position)
-            y, learn_ts = label, ts
-            early = state.early
-            if y is None and early:
-                held = early.pop(key, None)
-                if held is not None:  # its label came first
-                    y, learn_ts = held[0], max(ts, held[1])
-                    counters["early_labels"] = len(early)
-            if y is not None and not self.admits(state, y):
-                y = None  # the label is rejected, the record waits for one the model can take
-            # the time that ages what is pending: taken only when something is (a record learned at once
-            # with its label costs nothing more)
-            now = None
-            if y is not None:
-                self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
-            else:
-                now = state.clock.observe(ts, self.max_pending_age_ms)
-                old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
-                if old is not None:
-                    state.pending_values -= _cost(old.x, state.features is not None)
-                state.pending[key] = _Pending(x, label_pred, proba, ts)
-                state.pending_values += _cost(x, state.features is not None)
-                self._bound(state, now)
-                counters["pending"] = len(state.pending)
-            if early:
-                if now is None:
-                    now = state.clock.observe(ts, self.max_pending_age_ms)
-                self._bound_early(state, now)
+                for detector in drifts.drifted_features(state, x):
+                    self._drift(state, detector, ts, position)
+            self._settle(state, key, x, label, label_pred, proba, ts, position)
         return out
+
+    def _predict(self, state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None] | None:
+        """The model's prediction on ``x`` (:func:`~streaming.learning.state.predict`), or ``None`` when it
+        raised or predicted what the metrics cannot take: the record is rejected for this model only."""
+        try:
+            label_pred, proba = predict(state, x)
+        except Exception as exc:  # River raised on this record: rejected for this model only
+            self.reject(state, Reason.MODEL_ERROR, f"{type(exc).__name__} in predict: {exc}")
+            return None
+        if state.classifier:
+            if proba and not probabilities(proba):
+                self.reject(state, Reason.MODEL_ERROR, f"the model predicted probabilities {proba!r:.200}")
+                return None
+        elif not finite(label_pred):
+            self.reject(state, Reason.MODEL_ERROR, f"the model predicted {label_pred!r}")
+            return None
+        return label_pred, proba
+
+    def _settle(
+        self,
+        state: ModelState,
+        key: str,
+        x: dict[str, Any],
+        label: Any,
+        label_pred: Any,
+        proba: dict[Any, float] | None,
+        ts: int,
+        position: Any,
+    ) -> None:
+        """After a prediction: learn at once if the label is known (given, or held for this record), else
+        keep the prediction pending; then bound what is pending and held."""
+        y, learn_ts = label, ts
+        early = state.early
+        if y is None and early:
+            held = early.pop(key, None)
+            if held is not None:  # its label came first
+                y, learn_ts = held[0], max(ts, held[1])
+                state.counters["early_labels"] = len(early)
+        if y is not None and not self.admits(state, y):
+            y = None  # the label is rejected, the record waits for one the model can take
+        # the time that ages what is pending: taken only when something is (a record learned at once with its
+        # label costs nothing more)
+        now = None
+        if y is not None:
+            self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
+        else:
+            now = state.clock.observe(ts, self.max_pending_age_ms)
+            declared = state.features is not None
+            old = state.pending.pop(key, None)  # a record redelivered after its key left ``seen``
+            if old is not None:
+                state.pending_values -= cost(old.x, declared)
+            state.pending[key] = Pending(x, label_pred, proba, ts)
+            state.pending_values += cost(x, declared)
+            state.expire(now, self.max_pending, self.max_pending_age_ms, self.max_pending_values)
+            state.counters["pending"] = len(state.pending)
+        if early:
+            if now is None:
+                now = state.clock.observe(ts, self.max_pending_age_ms)
+            state.expire_early(now, self.max_pending, self.max_pending_age_ms)
 
     def _selected(self, only: Sequence[str] | None) -> list[ModelState]:
         models = self.models
@@ -384,8 +275,8 @@ class LearnerCore:
         kinds = state.kinds
         for name, value in x.items():
             kind = kinds.get(name)
-            if kind and kind != (_STRING if type(value) is str else _NUMBER):
-                want = "strings" if kind == _STRING else "numbers"
+            if kind and kind != kind_of(value):
+                want = "strings" if kind == STRING else "numbers"
                 self.reject(
                     state, Reason.FEATURE_TYPE, f"{name}: {value!r:.100} where the model learned {want}"
                 )
@@ -412,7 +303,7 @@ class LearnerCore:
                 result = "rejected"  # the prediction waits for a label the model can take
             elif p is not None:
                 del state.pending[key]
-                state.pending_values -= _cost(p.x, state.features is not None)
+                state.pending_values -= cost(p.x, state.features is not None)
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
             elif key in state.learned:
@@ -426,7 +317,11 @@ class LearnerCore:
                 if key in state.early:
                     state.counters["duplicate_labels"] += 1
                 state.early[key] = (label, ts)
-                self._bound_early(state, state.clock.observe(ts, self.max_pending_age_ms))
+                state.expire_early(
+                    state.clock.observe(ts, self.max_pending_age_ms),
+                    self.max_pending,
+                    self.max_pending_age_ms,
+                )
             state.counters["pending"] = len(state.pending)
             if i == 0:
                 outcome = result
@@ -473,41 +368,18 @@ class LearnerCore:
         if not known:
             for name, value in x.items():
                 if name not in kinds:  # its first value learned: a declared feature keeps this kind
-                    kinds[name] = _STRING if type(value) is str else _NUMBER
+                    kinds[name] = kind_of(value)
         if late:
             state.learned.add(key, self.max_pending)
         last_ts = state.last_ts
         if last_ts is None or ts > last_ts:
             state.last_ts = ts
-        if state.task == "regression":
-            loss = abs(y - label_pred) if label_pred is not None else 0.0
-        else:
-            loss = 0.0 if label_pred == y else 1.0
-        state.loss_sum += loss
-        state.loss_n += 1
-        detector = state.loss_detector
-        detector.update(loss)
-        if detector.drift_detected:
-            # a change in the loss is a drift only when the model got worse (learning also changes the
-            # loss): the detector's mean of the recent window against the mean since the last drift
-            worse = detector.estimation > state.loss_sum / state.loss_n
-            state.loss_sum, state.loss_n = 0.0, 0
-            if worse:
-                self._drift(state, "loss", ts, position)
-
-    def _watch_features(self, state: ModelState, x: dict[str, Any], ts: int, position: Any) -> None:
-        for name, detector in state.feature_detectors.items():
-            value = x.get(name)
-            if isinstance(value, int | float):
-                detector.update(value)
-                if detector.drift_detected:
-                    self._drift(state, f"feature:{name}", ts, position)
+        if drifts.loss_drifted(state, y, label_pred):
+            self._drift(state, "loss", ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
-        event = DriftEvent(state.name, detector, ts, state.n_learned, position)
-        state.drifts.append(event)
-        del state.drifts[:-100]  # the latest hundred are kept
-        state.counters["drifts"] += 1
+        """Record a drift, tell ``on_drift``, and if the spec says so start a challenger (on a loss drift)."""
+        event = drifts.record(state, detector, ts, position)
         if self.on_drift is not None:
             self.on_drift(event)
         spec = self.specs[state.spec]
@@ -520,110 +392,3 @@ class LearnerCore:
             )
             if name not in self.models and challengers < spec.drift.max_challengers:
                 self.models[name] = self.new_state(spec, name)
-
-    def _bound_early(self, state: ModelState, ts: int) -> None:
-        early = state.early
-        horizon = ts - self.max_pending_age_ms
-        while early:
-            oldest = next(iter(early))
-            if len(early) <= self.max_pending and early[oldest][1] >= horizon:
-                break
-            del early[oldest]
-            state.counters["unknown_labels"] += 1
-        state.counters["early_labels"] = len(early)
-
-    def _bound(self, state: ModelState, ts: int) -> None:
-        pending = state.pending
-        horizon = ts - self.max_pending_age_ms
-        while pending:
-            oldest_key = next(iter(pending))
-            if (
-                len(pending) <= self.max_pending
-                and state.pending_values <= self.max_pending_values
-                and pending[oldest_key].ts >= horizon
-            ):
-                break
-            state.pending_values -= _cost(pending.pop(oldest_key).x, state.features is not None)
-            state.counters["expired"] += 1
-
-
-_NUMBERS = (int, float)
-MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
-MAX_FEATURES = 10_000  # distinct features a model may take
-_NUMBER, _STRING = 1, 2  # ModelState.kinds: a feature learned as a number or as a string
-
-
-def _cost(x: dict[str, Any], declared: bool = True) -> int:
-    """What a pending prediction holds, counted in values: one for the entry, one per value, and one more
-    per 64 characters of a string (a declared text feature of 900 kB held 100,000 times is 90 GB; a model
-    without declared features takes numbers only)."""
-    n = len(x) + 1
-    if declared:
-        for v in x.values():
-            if type(v) is str:
-                n += len(v) >> 6
-    return n
-
-
-def _probabilities(proba: Mapping[Any, Any]) -> bool:
-    """Probabilities the metrics can take: finite numbers (a model whose weights overflowed gives NaN)."""
-    try:
-        return math.isfinite(sum(proba.values()))
-    except TypeError:
-        return False
-
-
-def _finite(v: Any) -> bool:
-    """A regression prediction the metrics can take: a number in the numeric domain (None: no prediction
-    yet). Beyond it, the square of its error in ``MSE`` (or a drift detector) overflows."""
-    return v is None or (_number(v) and in_domain(v))
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)  # numpy scalars and other subclasses
-
-
-def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, Any]:
-    """The model's inputs: the named features (or every number), without nulls. A vector of numbers only is
-    returned as it is, not copied: River models do not modify their inputs."""
-    if names is None:
-        numbers = _NUMBERS
-        for v in features.values():
-            if type(v) not in numbers:
-                return {k: v for k, v in features.items() if type(v) in numbers or _number(v)}
-        return features if type(features) is dict else dict(features)  # all numbers: as it is
-    return {k: features[k] for k in names if features.get(k) is not None}
-
-
-def _label_from_proba(model: Any) -> bool:
-    """The model's label is the argmax of its probabilities, exactly as its ``predict_one`` computes it
-    (River's default ``Classifier.predict_one``; a pipeline transforms the same way for both calls unless
-    it learns during prediction), so one ``predict_proba_one`` call gives both."""
-    final = model
-    if isinstance(model, compose.Pipeline):
-        if compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
-            return False
-        final = list(model.steps.values())[-1]
-    return isinstance(final, base.Classifier) and type(final).predict_one is base.Classifier.predict_one
-
-
-def _wants_proba(metric: Any) -> bool:
-    return not getattr(metric, "requires_labels", True)
-
-
-def predict(
-    state: ModelState, x: dict[str, Any], *, serving: bool = False
-) -> tuple[Any, dict[Any, float] | None]:
-    """What the metrics need, from the model's own methods, as River's progressive validation calls them:
-    ``predict_one`` when a metric takes labels, ``predict_proba_one`` when one takes probabilities (then the
-    label for the drift detector's 0/1 loss is the most probable class). ``serving``: both, always."""
-    model: Any = state.model
-    if not state.classifier:
-        return model.predict_one(x), None
-    if state.label_from_proba:
-        proba = model.predict_proba_one(x)
-        return (max(proba, key=proba.get) if proba else None), proba
-    proba = model.predict_proba_one(x) if state.wants_proba or serving else None
-    if state.wants_label or serving:
-        return model.predict_one(x), proba
-    return (max(proba, key=proba.get) if proba else None), proba

@@ -164,7 +164,7 @@ def test_specs_are_checked() -> None:
 def test_yaml_specs_build_the_same_pipeline(tmp_path: Path) -> None:
     from streaming.learning.spec import load_specs
 
-    (spec,) = load_specs(str(Path(__file__).resolve().parents[2] / "streaming/learning/examples.yaml"))
+    (spec,) = load_specs(str(Path(__file__).resolve().parents[3] / "streaming/learning/examples.yaml"))
     spec.check()
     model = spec.new_model()
     assert [type(s).__name__ for s in model.steps.values()] == ["StandardScaler", "LogisticRegression"]
