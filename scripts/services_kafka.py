@@ -1,0 +1,168 @@
+"""The local Kafka of ``scripts/services``: Apache Kafka in KRaft mode (one combined broker and controller)
+from the official ``org.apache.kafka:kafka_2.13`` jars, resolved from Maven Central with ``mvn`` into
+``.cache/`` and run with ``java``. :class:`KafkaNode` is also used by tests that need a private broker they
+can stop and restart."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services_common import ServerProcess, require, say, wait_for
+
+from streaming.runtime.probes import kafka_address, tcp_open
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_VERSION = "3.9.1"
+CACHE = Path(os.environ.get("RIVULET_CACHE_DIR", ROOT / ".cache"))
+POM = ROOT / "scripts" / "kafka" / "pom.xml"
+
+BROKER_CONFIG = [
+    "process.roles=broker,controller",
+    "node.id=1",
+    "controller.quorum.voters=1@127.0.0.1:{controller_port}",
+    "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+    "advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=PLAINTEXT",
+    "log.dirs={data}",
+    "num.partitions=1",
+    "auto.create.topics.enable=false",
+    "offsets.topic.replication.factor=1",
+    "offsets.topic.num.partitions=8",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",
+    "delete.topic.enable=true",
+    "log.retention.hours=168",
+    "",
+]
+
+LOG4J_CONFIG = [
+    "log4j.rootLogger=INFO, file",
+    "log4j.appender.file=org.apache.log4j.RollingFileAppender",
+    "log4j.appender.file.File={log}",
+    "log4j.appender.file.MaxFileSize=20MB",
+    "log4j.appender.file.MaxBackupIndex=2",
+    "log4j.appender.file.layout=org.apache.log4j.PatternLayout",
+    "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n",
+    "log4j.logger.kafka=INFO",
+    "log4j.logger.org.apache.kafka=INFO",
+    "log4j.logger.state.change.logger=WARN",
+    "",
+]
+
+
+def kafka_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when a metadata request to the cluster succeeds (not merely an open port)."""
+    if not tcp_open(*kafka_address(bootstrap)):
+        return False
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    except Exception:
+        return False
+    try:
+        admin.list_topics()
+        return bool(admin.describe_cluster().get("brokers"))
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def kafka_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id (a UUID in URL-safe base64). One that starts with "-" would be read as an
+    option by kafka-storage's argument parser, so it is drawn again, as Kafka's own Uuid.randomUuid does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def kafka_classpath() -> str:
+    """Resolve the broker jars once into .cache/kafka-<version>/lib with mvn, and return the classpath."""
+    lib = CACHE / f"kafka-{KAFKA_VERSION}" / "lib"
+    done = lib / ".complete"
+    if not done.exists():
+        mvn = require("mvn", "maven")
+        say(f"resolving Apache Kafka {KAFKA_VERSION} from Maven Central into {lib}")
+        lib.mkdir(parents=True, exist_ok=True)
+        goal = ["dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"]
+        flags = ["-q", "-B", "-Dstyle.color=never", "-f", str(POM), f"-Dkafka.version={KAFKA_VERSION}"]
+        subprocess.run([mvn, *flags, *goal], check=True)
+        done.write_text(KAFKA_VERSION)
+    return f"{lib}/*"
+
+
+@dataclass
+class KafkaNode(ServerProcess):
+    """A single-node KRaft Kafka (combined broker and controller) on loopback."""
+
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    name = "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def marker(self) -> str:
+        return str(self.home)  # in its command line (-Dkafka.logs.dir): tells our broker from any other
+
+    def _write_config(self) -> Path:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        cfg = self.home / "server.properties"
+        values = {"port": self.port, "controller_port": self.controller_port, "data": self.home / "data"}
+        cfg.write_text("\n".join(line.format(**values) for line in BROKER_CONFIG))
+        (self.home / "log4j.properties").write_text("\n".join(LOG4J_CONFIG).replace("{log}", str(self.log)))
+        return cfg
+
+    def _java(self, classpath: str, *args: str) -> list[str]:
+        return [
+            require("java", "openjdk-17-jre-headless"),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp",
+            classpath,
+            *args,
+        ]
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        if self.running():
+            wait_for(lambda: kafka_ready(self.bootstrap), "kafka", timeout_s)
+            return
+        require("java", "openjdk-17-jre-headless")
+        self.ensure_ports_free(self.controller_port)
+        classpath = kafka_classpath()
+        cfg = self._write_config()
+        if not (self.home / "data" / "meta.properties").exists():
+            format_storage = ["kafka.tools.StorageTool", "format", "-t", kafka_cluster_id(), "-c", str(cfg)]
+            subprocess.run(self._java(classpath, *format_storage), check=True, stdout=subprocess.DEVNULL)
+        stdout = self.home / "logs" / "stdout.log"
+        with open(stdout, "ab") as out:
+            proc = self.spawn(self._java(classpath, "kafka.Kafka", str(cfg)), out, cwd=self.home)
+        wait_for(lambda: kafka_ready(self.bootstrap), "kafka", timeout_s, proc, stdout)
