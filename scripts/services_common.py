@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from streaming.runtime.probes import process, tcp_open  # the virtualenv has Rivulet (scripts/bootstrap)
 
@@ -62,22 +62,25 @@ def require(program: str, package: str) -> str:
 class ServerProcess:
     """A server on loopback that ``scripts/services`` starts and stops by the pid it recorded.
 
-    Subclasses say where the pid is kept (``pidfile``) and what its command line contains (``marker``).
+    Subclasses name it, its pid file in ``home``, and what its command line contains (``marker``; by
+    default ``home``, which tells one private server from another of the same program).
     """
 
     home: Path
     port: int
     _proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
-    name = "server"
+    name: ClassVar[str] = "server"
+    pidname: ClassVar[str] = "server.pid"
+    program: ClassVar[str | None] = None  # a command line that does not show home shows this
 
     @property
     def pidfile(self) -> Path:
-        raise NotImplementedError
+        return self.home / self.pidname
 
     @property
     def marker(self) -> str:
-        raise NotImplementedError
+        return self.program or str(self.home)
 
     @property
     def pid(self) -> int | None:

@@ -111,6 +111,7 @@ class KafkaNode(ServerProcess):
     heap: str = "512m"
 
     name = "kafka"
+    pidname = "kafka.pid"
 
     @property
     def bootstrap(self) -> str:
@@ -119,14 +120,6 @@ class KafkaNode(ServerProcess):
     @property
     def log(self) -> Path:
         return self.home / "logs" / "server.log"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "kafka.pid"
-
-    @property
-    def marker(self) -> str:
-        return str(self.home)  # in its command line (-Dkafka.logs.dir): tells our broker from any other
 
     def _write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from services_common import ServerProcess, require, wait_for
 
@@ -47,18 +47,13 @@ class RedisNode(ServerProcess):
     port: int = 6379
 
     name = "redis"
+    pidname = "redis.pid"
+    program = "redis-server"  # it sets its process title to "redis-server 127.0.0.1:<port>"
+    database: ClassVar[str] = "/0"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "redis.pid"
-
-    @property
-    def marker(self) -> str:
-        return "redis-server"
+        return f"redis://127.0.0.1:{self.port}{self.database}"
 
     @property
     def log(self) -> Path:
@@ -102,14 +97,8 @@ class RedisClusterNode(RedisNode):
     port: int = 7001
 
     name = "redis cluster"
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "redis-cluster.pid"
+    pidname = "redis-cluster.pid"
+    database = ""  # a cluster has database 0 only
 
     def options(self) -> dict[str, str]:
         return {"cluster-enabled": "yes", "cluster-config-file": str(self.home / "nodes.conf")}
