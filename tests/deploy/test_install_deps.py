@@ -1,0 +1,175 @@
+"""scripts/install-deps decides what a machine lacks and installs it (as root, with apt-get) or says how.
+
+The script runs with a PATH holding only stubs: each tool it probes is there or not, answers as a given
+version, and ``apt-get`` and ``id`` are fakes that record their calls and play root or a user. So the test
+sees the decision itself (which Debian packages for which missing tool) and what is done with it, and
+installs nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.workers import ROOT
+
+pytestmark = pytest.mark.unit
+
+SCRIPT = ROOT / "scripts" / "install-deps"
+BASH = "/bin/bash"
+EVERYTHING = ("python3", "java", "mvn", "redis-server", "chromium", "chromedriver")
+JAVA_17 = 'openjdk version "17.0.15" 2025-04-15'
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    apt: list[list[str]]  # each apt-get call's arguments
+
+
+def run(
+    tmp_path: Path,
+    *args: str,
+    tools: tuple[str, ...] = EVERYTHING,
+    uid: int = 0,
+    java: str = JAVA_17,
+    python_ok: bool = True,
+    docker_engine: bool | None = None,
+    apt: bool = True,
+) -> Run:
+    """scripts/install-deps with only ``tools`` on PATH (plus ``id`` saying ``uid``, and ``apt-get``)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(parents=True)
+    calls = tmp_path / "apt-calls"
+    stubs = {tool: "exit 0" for tool in tools}
+    if "java" in tools:
+        stubs["java"] = f"echo '{java}' >&2"  # java -version writes to stderr
+    if "python3" in tools:
+        stubs["python3"] = "exit 0" if python_ok else "exit 1"  # the version/venv probe's verdict
+    if docker_engine is not None:
+        stubs["docker"] = "exit 0" if docker_engine else "exit 1"  # docker info
+    stubs["id"] = f"echo {uid}"
+    if apt:
+        stubs["apt-get"] = f'echo "$*" >> {calls}'
+    for name, body in stubs.items():
+        path = bin_ / name
+        path.write_text(f"#!{BASH}\n{body}\n")
+        path.chmod(0o755)
+    done = subprocess.run(
+        [BASH, str(SCRIPT), *args],
+        env={"PATH": str(bin_)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    logged = calls.read_text().splitlines() if calls.exists() else []
+    return Run(done.returncode, done.stdout, done.stderr, [line.split() for line in logged])
+
+
+def installed(result: Run) -> list[str]:
+    """The packages of the one ``apt-get install``, after one ``apt-get update``."""
+    assert result.apt[0] == ["update", "-qq"] and len(result.apt) == 2, result.apt
+    verb, *options_and_packages = result.apt[1]
+    assert verb == "install"
+    return [a for a in options_and_packages if not a.startswith("-")]
+
+
+def test_a_complete_machine_installs_nothing(tmp_path: Path) -> None:
+    result = run(tmp_path, "--test")
+    assert (result.returncode, result.apt, result.stderr) == (0, [], "")
+
+
+def test_a_fresh_machine_as_root_gets_everything_with_one_update(tmp_path: Path) -> None:
+    result = run(tmp_path, "--test", tools=())
+    assert result.returncode == 0, result.stderr
+    assert installed(result) == [
+        "python3",
+        "python3-venv",
+        "openjdk-17-jre-headless",
+        "maven",
+        "redis-server",
+        "chromium",
+        "chromium-driver",
+    ]
+    assert "-y" in result.apt[1] and "--no-install-recommends" in result.apt[1]
+
+
+@pytest.mark.parametrize(
+    ("missing", "packages"),
+    [
+        ("mvn", ["maven"]),
+        ("redis-server", ["redis-server"]),
+        ("chromedriver", ["chromium-driver"]),
+        ("chromium", ["chromium"]),
+        ("java", ["openjdk-17-jre-headless"]),
+        ("python3", ["python3", "python3-venv"]),
+    ],
+)
+def test_each_missing_tool_maps_to_its_debian_packages(
+    tmp_path: Path, missing: str, packages: list[str]
+) -> None:
+    result = run(tmp_path, "--test", tools=tuple(t for t in EVERYTHING if t != missing))
+    assert result.returncode == 0 and installed(result) == packages
+
+
+@pytest.mark.parametrize(
+    ("version", "enough"),
+    [
+        ('openjdk version "11.0.2" 2019-01-15', False),
+        ('java version "1.8.0_292"', False),
+        (JAVA_17, True),
+        ('openjdk version "21.0.1" 2023-10-17', True),
+        ("no version at all", False),
+    ],
+)
+def test_java_older_than_17_is_replaced(tmp_path: Path, version: str, enough: bool) -> None:
+    result = run(tmp_path, java=version)
+    assert result.returncode == 0
+    assert (result.apt == []) == enough
+    if not enough:
+        assert installed(result) == ["openjdk-17-jre-headless"]
+
+
+def test_a_python_without_venv_or_too_old_needs_python3_venv(tmp_path: Path) -> None:
+    result = run(tmp_path, python_ok=False)
+    assert installed(result) == ["python3", "python3-venv"]
+
+
+def test_chromium_only_for_the_tests(tmp_path: Path) -> None:
+    bare = ("python3", "java", "mvn", "redis-server")
+    assert run(tmp_path / "a", tools=bare).apt == []  # scripts/quickstart: no browser
+    assert installed(run(tmp_path / "b", "--test", tools=bare)) == ["chromium", "chromium-driver"]
+
+
+def test_a_docker_engine_replaces_java_and_maven(tmp_path: Path) -> None:
+    """scripts/services runs Kafka in docker compose when a Docker engine answers."""
+    assert run(tmp_path / "a", tools=("python3", "redis-server"), docker_engine=True).apt == []
+    # a docker command without an engine is no Docker
+    idle = run(tmp_path / "b", tools=("python3", "redis-server"), docker_engine=False)
+    assert installed(idle) == ["openjdk-17-jre-headless", "maven"]
+
+
+def test_a_user_gets_the_list_and_the_command_and_a_failure(tmp_path: Path) -> None:
+    result = run(tmp_path, "--test", tools=("python3", "java", "mvn", "chromium"), uid=1000)
+    assert result.returncode == 1 and result.apt == []
+    assert "lacks: redis-server chromium-driver" in result.stderr
+    assert "sudo apt-get install --no-install-recommends redis-server chromium-driver" in result.stderr
+    assert "sudo scripts/install-deps --test" in result.stderr
+
+
+def test_root_without_apt_get_gets_the_list_and_a_failure(tmp_path: Path) -> None:
+    result = run(tmp_path, tools=("python3", "java", "mvn"), apt=False)
+    assert result.returncode == 1
+    assert "lacks: redis-server" in result.stderr and "package manager" in result.stderr
+
+
+def test_check_reports_and_installs_nothing_even_as_root(tmp_path: Path) -> None:
+    missing = run(tmp_path / "a", "--check", tools=("python3", "java", "redis-server"))
+    assert (missing.returncode, missing.apt) == (1, []) and "missing: maven" in missing.stdout
+    assert run(tmp_path / "b", "--check").returncode == 0
