@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from redis.asyncio.cluster import RedisCluster
 
 from features.redis_store import RedisStore
@@ -33,6 +33,7 @@ __all__ = [
     "async_redis",
     "async_redis_node",
     "feature_store",
+    "kafka_admin",
     "kafka_consumer",
     "kafka_producer",
     "keyring",
@@ -106,6 +107,19 @@ def kafka_consumer(settings: Settings, *, client_id: str, **overrides: Any) -> K
         "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     return KafkaConsumer(**{**config, **overrides})
+
+
+def kafka_admin(
+    settings: Settings, *, client_id: str = "rivulet-admin", **overrides: Any
+) -> KafkaAdminClient:
+    """An admin client (topics, offsets of consumer groups) with the configured timeouts."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "bootstrap_timeout_ms": max(settings.kafka_max_block_ms, 1000),
+    }
+    return KafkaAdminClient(**{**config, **overrides})
 
 
 def feature_store(settings: Settings) -> RedisStore:

@@ -33,6 +33,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from features.events import Event, Label
+from streaming.clients import kafka_producer, producer_config  # producer_config: re-exported here
 from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge, KafkaUnavailable
 from streaming.learning.labels import LabelCheck
 from streaming.settings import Settings
@@ -40,27 +41,6 @@ from streaming.settings import Settings
 __all__ = ["Producer", "producer_config"]
 
 _PRUNE_EVERY = 20_000
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """The kafka-python ``KafkaProducer`` configuration Rivulet uses (also used by the benchmark baseline)."""
-    return {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": "rivulet-producer",
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": settings.producer_linger_ms,
-        "batch_size": settings.producer_batch_bytes,
-        "compression_type": None
-        if settings.producer_compression == "none"
-        else settings.producer_compression,
-        "request_timeout_ms": settings.kafka_request_timeout_ms,
-        "delivery_timeout_ms": settings.kafka_delivery_timeout_ms,
-        "max_block_ms": settings.kafka_max_block_ms,
-        "bootstrap_timeout_ms": max(settings.kafka_max_block_ms, 1000),
-        "max_request_size": max(settings.max_event_bytes + 4096, 1_048_576),
-        "allow_auto_create_topics": False,
-    }
 
 
 class Producer:
@@ -84,7 +64,7 @@ class Producer:
         self.label_check = label_check
         if client is None:
             try:
-                client = KafkaProducer(**producer_config(settings))
+                client = kafka_producer(settings)
             except KafkaError as exc:
                 raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
         self._client = client

@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streaming.clients import kafka_admin, kafka_consumer
 from streaming.errors import KafkaUnavailable, TopicError
 from streaming.settings import Settings
 
@@ -48,12 +49,7 @@ class TopicAdmin:
         self._settings = settings
         if client is None:
             try:
-                client = KafkaAdminClient(
-                    bootstrap_servers=settings.bootstrap_servers,
-                    client_id="rivulet-admin",
-                    request_timeout_ms=settings.kafka_request_timeout_ms,
-                    bootstrap_timeout_ms=max(settings.kafka_max_block_ms, 1000),
-                )
+                client = kafka_admin(settings)
             except KafkaError as exc:
                 raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
         self._client = client
@@ -93,7 +89,9 @@ class TopicAdmin:
             try:
                 response = self._client.create_topics(new, validate_only=False)
             except TopicAlreadyExistsError:
-                response = None  # another process won the race: each topic now exists
+                # another process won the race (or the broker's metadata had not yet listed a topic made
+                # just before): each topic exists, none was created by this call
+                response = None
             except KafkaError as exc:
                 # kafka-python puts the whole request and response in the message: the broker's reasons
                 # are what the user needs
@@ -102,7 +100,7 @@ class TopicAdmin:
                 raise TopicError(",".join(t.name for t in new), f"could not be created: {why}") from exc
             errors = _topic_errors(response)
             for t in new:
-                code, message = errors.get(t.name, (0, None))
+                code, message = errors.get(t.name, (0 if response is not None else 36, None))
                 if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
                     raise TopicError(t.name, f"could not be created: error {code} {message or ''}".strip())
                 result[t.name] = code == 0
@@ -126,10 +124,9 @@ class TopicAdmin:
                 name, "does not exist" if meta["error_code"] == 3 else f"error {meta['error_code']}"
             )
         tps = [TopicPartition(name, p["partition_index"]) for p in meta["partitions"]]
-        consumer = KafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            enable_auto_commit=False,
-            request_timeout_ms=self._settings.kafka_request_timeout_ms,
+        # the log's own bounds, uncommitted records included
+        consumer = kafka_consumer(
+            self._settings, client_id="rivulet-admin", isolation_level="read_uncommitted"
         )
         try:
             earliest = consumer.beginning_offsets(tps)

@@ -31,10 +31,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from features.errors import InvalidEvent
 from features.events import parse_ts
+from streaming.clients import kafka_consumer
 from streaming.errors import StreamingError
 from streaming.learning.merge import Merger, OrderJournal, Positioned, decode, event_time
 from streaming.settings import Settings
@@ -103,17 +104,7 @@ class RangeReader:
     """A read-only consumer of ``[start, end)`` on each assigned partition."""
 
     def __init__(self, settings: Settings, *, client_id: str = "rivulet-replay") -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
-            group_id=None,  # never joins a group: nothing is committed anywhere
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            allow_auto_create_topics=False,
-            max_poll_records=5_000,
-            request_timeout_ms=settings.kafka_request_timeout_ms,
-        )
+        self.consumer = kafka_consumer(settings, client_id=client_id)  # no group, commits nothing
         self.ranges: dict[TopicPartition, tuple[int, int]] = {}
         self._paused: set[TopicPartition] = set()
 

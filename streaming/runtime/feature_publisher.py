@@ -10,25 +10,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streaming.clients import async_kafka_producer
 from streaming.settings import Settings
 
 __all__ = ["AsyncPublisher"]
 
 
 class AsyncPublisher:
+    """The feature worker's producer: ``publish`` sends records in whole batches per partition and returns
+    once Kafka acknowledged all of them."""
+
     def __init__(self, settings: Settings) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+        self._producer = async_kafka_producer(
+            settings,
             client_id="rivulet-features",
-            acks="all",
-            enable_idempotence=True,
             linger_ms=0,  # batches are built explicitly and complete when sent
             max_batch_size=settings.producer_batch_bytes,
             max_request_size=max(settings.max_event_bytes * 2, 1_048_576),
-            request_timeout_ms=settings.kafka_request_timeout_ms,
         )
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}

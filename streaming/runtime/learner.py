@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import load_views
 from features.errors import FeaturesError
-from streaming.clients import registry_writer
+from streaming.clients import kafka_consumer, registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
@@ -230,30 +230,40 @@ class LearnerWorker(Learner):
     ) -> None:
         """Consume until stopped (SIGTERM/SIGINT), or until ``max_idle_s`` passes without records.
         ``heartbeat``: a file touched every few seconds while the loop turns (for health checks)."""
-        s = self.settings
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.restore()
-        consumer = KafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",  # a position the log no longer holds: its first retained record
-            max_poll_records=5_000,
-            request_timeout_ms=s.kafka_request_timeout_ms,
-        )
-        topics = [s.topics.features, s.topics.labels, s.topics.predictions]
+        consumer = kafka_consumer(self.settings, client_id="rivulet-learner")
+        clean = False
+        try:
+            self._consume(consumer, self._assign(consumer), max_idle_s, heartbeat)
+            clean = True
+        finally:
+            try:
+                if clean:  # stopped, not failed: an exception leaves the last checkpoint as it is
+                    self.checkpoint()
+            finally:
+                consumer.close()
+                self._close_sink(clean)
+
+    def _assign(self, consumer: KafkaConsumer) -> Merger:
+        """Every partition of the three topics, each at the position its models' checkpoints name."""
+        t = self.settings.topics
         # at equal times a label goes first: as in River's simulate_qa, answers due by now are revealed
         # before the next question is asked
-        merger = Merger({s.topics.labels: 0, s.topics.features: 1, s.topics.predictions: 2})
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        merger = Merger({t.labels: 0, t.features: 1, t.predictions: 2})
+        topics = [t.features, t.labels, t.predictions]
+        tps = [TopicPartition(x, p) for x in topics for p in sorted(consumer.partitions_for_topic(x) or [])]
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, self._start_offset(tp.topic, tp.partition))
             merger.track(tp.topic, tp.partition)
+        return merger
 
+    def _consume(
+        self, consumer: KafkaConsumer, merger: Merger, max_idle_s: float | None, heartbeat: Path | None
+    ) -> None:
         def exhausted(key: tuple[str, int]) -> bool:
             tp = TopicPartition(*key)
             high = consumer.highwater(tp)
@@ -262,43 +272,44 @@ class LearnerWorker(Learner):
         label_ok = taken_by_any(self.specs)  # a label no model's task takes is merged at once
         last_record = self.clock()
         beat = last_record - 10.0
-        clean = False
+        while not self._stop:
+            for records in consumer.poll(timeout_ms=100).values():
+                for r in records:
+                    data = decode(r.value)
+                    merger.add(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        event_time(data, label_ok=label_ok),
+                        data,
+                        r.value,
+                        r.key,
+                    )
+            progressed = False
+            for rec in merger.ready(exhausted):
+                self.process(rec)
+                progressed = True
+            now = self.clock()
+            if heartbeat is not None and now - beat >= 2.0:
+                heartbeat.touch()
+                beat = now
+            if progressed:
+                last_record = now
+            if self.due(now):
+                self.checkpoint()
+            if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
+                return
+
+    def _close_sink(self, clean: bool) -> None:
+        close = getattr(self.sink, "close", None)
+        if close is None:
+            return
         try:
-            while not self._stop:
-                for records in consumer.poll(timeout_ms=100).values():
-                    for r in records:
-                        data = decode(r.value)
-                        ts = event_time(data, label_ok=label_ok)
-                        merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
-                progressed = False
-                for rec in merger.ready(exhausted):
-                    self.process(rec)
-                    progressed = True
-                now = self.clock()
-                if heartbeat is not None and now - beat >= 2.0:
-                    heartbeat.touch()
-                    beat = now
-                if progressed:
-                    last_record = now
-                if self.due(now):
-                    self.checkpoint()
-                if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
-                    break
-            clean = True
-        finally:
-            try:
-                if clean:  # stopped, not failed: an exception leaves the last checkpoint as it is
-                    self.checkpoint()
-            finally:
-                consumer.close()
-                close = getattr(self.sink, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except Exception:
-                        if clean:
-                            raise
-                        log.exception("dead letters not all delivered while stopping on an error")
+            close()
+        except Exception:
+            if clean:
+                raise
+            log.exception("dead letters not all delivered while stopping on an error")
 
     def stop(self) -> None:
         self._stop = True
