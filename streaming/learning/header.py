@@ -33,7 +33,7 @@ streaming.learning.header.HeaderError: checkpoint header of model 'm' version 1:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +196,47 @@ def _classes(raw: Any) -> tuple[Scalar, ...] | None:
     return tuple(c for c in raw if isinstance(c, Scalar)) or None
 
 
+def _drifts(raw: Any) -> tuple[HeaderDrift, ...]:
+    return tuple(d for d in map(HeaderDrift.of, raw if isinstance(raw, list | tuple) else ()) if d)
+
+
+# how :meth:`CheckpointHeader.of` reads each field (a parser gives None for a value of the wrong type). The
+# fields that decide what is replayed or resumed: the default *and named in* ``invalid`` when wrong
+_DECIDING: dict[str, Callable[[Any], Any]] = {
+    "model": text,
+    "version": integer,
+    "offsets": _offsets,
+    "base": Base.of,
+    "journal": _journal,
+}
+# the descriptive fields: what the parser gives, missing or not (its default for the wrong type)
+_DESCRIPTIVE: dict[str, Callable[[Any], Any]] = {
+    "metrics": _numbers,
+    "counters": _counts,
+    "rejected": _counts,
+    "n_learned": integer,
+    "last_learned_ts": integer,
+    "saved_at": number,
+    "drifts": _drifts,
+    "classes": _classes,
+    "payload_bytes": integer,
+    **dict.fromkeys(
+        (
+            "spec",
+            "view",
+            "feature_hash",
+            "status",
+            "quarantine",
+            "key_id",
+            "payload_sha256",
+            "river",
+            "python",
+        ),
+        text,
+    ),
+}
+
+
 # ---------------------------------------------------------------- the header
 
 
@@ -272,49 +313,15 @@ class CheckpointHeader:
         """The typed header of a verified dict; never raises (see the module docstring)."""
         if isinstance(raw, CheckpointHeader):
             return raw
+        values: dict[str, Any] = {name: parse(raw.get(name)) for name, parse in _DESCRIPTIVE.items()}
         invalid: list[str] = []
-
-        def checked(name: str, parse: Any, default: Any) -> Any:
+        for name, parse in _DECIDING.items():
             value = raw.get(name)
             if value is None:  # missing (or null): the default
-                return default
+                continue
             parsed = parse(value)
             if parsed is None:
                 invalid.append(name)
-                return default
-            return parsed
-
-        model = checked("model", text, "")
-        version = checked("version", integer, 0)
-        offsets = checked("offsets", _offsets, {})
-        base = checked("base", Base.of, None)
-        journal = checked("journal", _journal, None)
-        drifts = raw.get("drifts")
-        return cls(
-            model=model,
-            version=version,
-            offsets=offsets,
-            base=base,
-            journal=journal,
-            metrics=_numbers(raw.get("metrics")),
-            counters=_counts(raw.get("counters")),
-            rejected=_counts(raw.get("rejected")),
-            n_learned=integer(raw.get("n_learned")),
-            last_learned_ts=integer(raw.get("last_learned_ts")),
-            saved_at=number(raw.get("saved_at")),
-            spec=text(raw.get("spec")),
-            view=text(raw.get("view")),
-            feature_hash=text(raw.get("feature_hash")),
-            drifts=tuple(
-                d for d in map(HeaderDrift.of, drifts if isinstance(drifts, list | tuple) else ()) if d
-            ),
-            classes=_classes(raw.get("classes")),
-            status=text(raw.get("status")),
-            quarantine=text(raw.get("quarantine")),
-            key_id=text(raw.get("key_id")),
-            payload_sha256=text(raw.get("payload_sha256")),
-            payload_bytes=integer(raw.get("payload_bytes")),
-            river=text(raw.get("river")),
-            python=text(raw.get("python")),
-            invalid=tuple(invalid),
-        )
+            else:
+                values[name] = parsed
+        return cls(**values, invalid=tuple(invalid))

@@ -24,8 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -71,6 +72,16 @@ def _decode(text: str, what: str) -> bytes:
     return raw
 
 
+def _set_key(
+    key: VerifyKey | SigningKey, raw: bytes, what: str, noun: str, load: Callable[[bytes], Any]
+) -> None:
+    """Set the frozen ``key``'s ``_key`` to ``load(raw)``, once ``raw`` is checked to be the 32 bytes of an
+    Ed25519 key (or ``noun``: seed)."""
+    if len(raw) != _RAW:
+        raise InvalidKey(what, f"is {len(raw)} bytes; an Ed25519 {noun} is {_RAW}")
+    object.__setattr__(key, "_key", load(raw))
+
+
 @dataclass(frozen=True)
 class VerifyKey:
     """An Ed25519 public key: checks signatures, cannot make them."""
@@ -79,9 +90,7 @@ class VerifyKey:
     _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.raw) != _RAW:
-            raise InvalidKey("verify key", f"is {len(self.raw)} bytes; an Ed25519 key is {_RAW}")
-        object.__setattr__(self, "_key", Ed25519PublicKey.from_public_bytes(self.raw))
+        _set_key(self, self.raw, "verify key", "key", Ed25519PublicKey.from_public_bytes)
 
     @property
     def key_id(self) -> str:
@@ -111,9 +120,7 @@ class SigningKey:
     _key: Ed25519PrivateKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.seed) != _RAW:
-            raise InvalidKey("signing key", f"is {len(self.seed)} bytes; an Ed25519 seed is {_RAW}")
-        object.__setattr__(self, "_key", Ed25519PrivateKey.from_private_bytes(self.seed))
+        _set_key(self, self.seed, "signing key", "seed", Ed25519PrivateKey.from_private_bytes)
 
     @property
     def public(self) -> VerifyKey:

@@ -58,6 +58,9 @@ __all__ = ["Offsets", "Router", "TopicRoles"]
 log = get_logger("rivulet.learn")
 Offsets = dict[str, dict[int, int]]  # topic -> partition -> next offset to process
 Position = tuple[str, int, int] | None
+Json = dict[str, Any]  # a record's value, decoded
+Models = list[str] | None  # the models a record is for (None: every model)
+Bytes = bytes | None  # a record's original bytes or Kafka key, when the source had them
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,88 +193,57 @@ class Router:
     # ------------------------------------------------------------------ the kinds of records
 
     def undecodable(
-        self,
-        data: Any,
-        position: Position,
-        models: list[str] | None = None,
-        *,
-        raw: bytes | None = None,
-        key: bytes | None = None,
+        self, data: Any, position: Position, models: Models = None, *, raw: Bytes = None, key: Bytes = None
     ) -> None:
         """A record that is not a JSON object (:class:`~streaming.learning.merge.Undecodable`, or another
         JSON value): rejected for every model (of ``models``)."""
         detail = data.error if isinstance(data, Undecodable) else f"not a JSON object: {type(data).__name__}"
         self._reject_all(models, Reason.UNDECODABLE, detail)
-        if self._rejects:
-            self._send(position, raw, key, data)
+        self._send(position, raw, key, data)
 
     def features(
-        self,
-        data: dict[str, Any],
-        position: Position,
-        models: list[str] | None = None,
-        *,
-        raw: bytes | None = None,
-        key: bytes | None = None,
+        self, data: Json, position: Position, models: Models = None, *, raw: Bytes = None, key: Bytes = None
     ) -> None:
         """A features record: the models of its view (of ``models``, default all) predict, and learn if its
         label rides along."""
-        view = data.get("view")
-        if type(view) is not str:
-            self._reject_all(models, Reason.MALFORMED_FEATURES, "no view")
-        elif chosen := self._of_view(view, models):
-            vector, event = data.get("features"), data.get("event")
-            if not (
-                isinstance(vector, dict)
-                and isinstance(event, dict)
-                and _id(event.get("event_id"))
-                and _time(event.get("ts"))
-            ):
-                self._reject(chosen, Reason.MALFORMED_FEATURES, "no vector, event id or event time")
-            elif self._domain(chosen, vector):
-                chosen = self._declared(chosen, vector)
-                if chosen:
-                    event_id, ts, label = event["event_id"], event["ts"], event.get("label")
-                    on_record = self.core.on_record
-                    if label is None:
-                        on_record(event_id, ts, vector, None, position, only=chosen)
-                    else:
-                        for y, group in self._labels(chosen, label):
-                            on_record(event_id, ts, vector, y, position, only=group)
-        if self._rejects:
-            self._send(position, raw, key, data)
+        chosen = self._viewed(data, models, Reason.MALFORMED_FEATURES)
+        vector, event = data.get("features"), data.get("event")
+        if not chosen:
+            pass
+        elif not (
+            isinstance(vector, dict)
+            and isinstance(event, dict)
+            and _id(event.get("event_id"))
+            and _time(event.get("ts"))
+        ):
+            self._reject(chosen, Reason.MALFORMED_FEATURES, "no vector, event id or event time")
+        elif self._domain(chosen, vector) and (chosen := self._declared(chosen, vector)):
+            event_id, ts, label = event["event_id"], event["ts"], event.get("label")
+            on_record = self.core.on_record
+            if label is None:
+                on_record(event_id, ts, vector, None, position, only=chosen)
+            else:
+                for y, group in self._labels(chosen, label):
+                    on_record(event_id, ts, vector, y, position, only=group)
+        self._send(position, raw, key, data)
 
     def prediction(
-        self,
-        data: dict[str, Any],
-        position: Position,
-        models: list[str] | None = None,
-        *,
-        raw: bytes | None = None,
-        key: bytes | None = None,
+        self, data: Json, position: Position, models: Models = None, *, raw: Bytes = None, key: Bytes = None
     ) -> None:
         """A score served by the API: the models of its view predict on the features *as served*, and
         learn from them when a label arrives for its prediction_id."""
-        view = data.get("view")
-        if type(view) is not str:
-            self._reject_all(models, Reason.MALFORMED_PREDICTION, "no view")
-        elif chosen := self._of_view(view, models):
-            pid, vector, ts = data.get("prediction_id"), data.get("features"), data.get("ts")
-            if not (_id(pid) and isinstance(vector, dict) and _time(ts)):
-                self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
-            elif self._domain(chosen, vector):
-                self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
-        if self._rejects:
-            self._send(position, raw, key, data)
+        chosen = self._viewed(data, models, Reason.MALFORMED_PREDICTION)
+        pid, vector, ts = data.get("prediction_id"), data.get("features"), data.get("ts")
+        if not chosen:
+            pass
+        elif not (_id(pid) and isinstance(vector, dict) and _time(ts)):
+            self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
+        elif self._domain(chosen, vector):
+            self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
+        self._send(position, raw, key, data)
 
     def label(
-        self,
-        data: dict[str, Any],
-        position: Position,
-        models: list[str] | None = None,
-        *,
-        raw: bytes | None = None,
-        key: bytes | None = None,
+        self, data: Json, position: Position, models: Models = None, *, raw: Bytes = None, key: Bytes = None
     ) -> None:
         """A label: checked against each model's task, then joined to its pending prediction (by event id
         or prediction id)."""
@@ -280,15 +252,13 @@ class Router:
         except FeaturesError as exc:
             self._reject_all(models, Reason.MALFORMED_LABEL, str(exc))
         else:
-            if not _id(label.event_id if label.event_id is not None else label.prediction_id):
+            if _id(label.event_id if label.event_id is not None else label.prediction_id):
+                self._join(label.join_key, label.label, label.ts, position, models)
+            else:
                 self._reject_all(
                     models, Reason.MALFORMED_LABEL, f"an id is at most {MAX_ID_CHARS} characters"
                 )
-                self._send(position, raw, key, data)
-                return
-            self._join(label.join_key, label.label, label.ts, position, models)
-        if self._rejects:
-            self._send(position, raw, key, data)
+        self._send(position, raw, key, data)
 
     def join(
         self, key: str, label: Any, ts: int, position: Position = None, models: list[str] | None = None
@@ -296,8 +266,7 @@ class Router:
         """Join ``label`` to record ``key`` for each model (of ``models``) whose task can take it (a label
         held back by a replay, revealed later)."""
         self._join(key, label, ts, position, models)
-        if self._rejects:
-            self._send(position, None, None, {"event_id": key, "label": label, "ts": ts})
+        self._send(position, None, None, {"event_id": key, "label": label, "ts": ts})
 
     def _join(self, key: str, label: Any, ts: int, position: Position, models: list[str] | None) -> None:
         chosen = list(self.core.models) if models is None else models
@@ -306,6 +275,15 @@ class Router:
             on_label(key, y, ts, position, only=group)
 
     # ------------------------------------------------------------------ checks
+
+    def _viewed(self, data: dict[str, Any], models: list[str] | None, reason: Reason) -> list[str]:
+        """The models (of ``models``, default all) that read the record's view; none without a view (a
+        string), and the record is rejected for every model (with ``reason``)."""
+        view = data.get("view")
+        if type(view) is not str:
+            self._reject_all(models, reason, "no view")
+            return []
+        return self._of_view(view, models)
 
     def _labels(self, models: list[str], label: Any) -> list[tuple[Any, list[str]]]:
         """The models that can take ``label``, grouped by the label normalised for them (in their order);

@@ -178,13 +178,18 @@ def _verified(blob: bytes, keyring: Keyring, model: str, version: int) -> tuple[
         raise SnapshotRejected(header, f"signed by key {shown}, not in the keyring (accepted: {accepted})")
     if not key.verify(signature, signed):
         raise SnapshotRejected(header, f"bad signature (key {kid})")
+    _names(header, model, version, " (copied under another key?)")
+    return header, payload_at
+
+
+def _names(header: dict[str, Any], model: str, version: int, hint: str = "") -> None:
+    """Refuse a header that names another model or version than the key it was read under."""
     if header.get("model") != model or header.get("version") != version:
         raise SnapshotRejected(
             header,
             f"its header names model {_short(header.get('model'))} version {_short(header.get('version'))}, "
-            f"but it was read as model {model!r} version {version} (copied under another key?)",
+            f"but it was read as model {model!r} version {version}{hint}",
         )
-    return header, payload_at
 
 
 def open_header(blob: bytes, keyring: Keyring, *, model: str, version: int) -> dict[str, Any]:
@@ -238,10 +243,5 @@ def open_legacy(blob: bytes, secret: bytes, *, model: str, version: int) -> tupl
         raise SnapshotRejected(header, "bad HMAC signature under the given legacy secret")
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise SnapshotRejected(header, "payload hash mismatch")
-    if header.get("model") != model or header.get("version") != version:
-        raise SnapshotRejected(
-            header,
-            f"its header names model {_short(header.get('model'))} version {_short(header.get('version'))}, "
-            f"but it was read as model {model!r} version {version}",
-        )
+    _names(header, model, version)
     return header, payload
