@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,15 +59,44 @@ def test_river_datasets_are_the_bundled_ones() -> None:
     assert len(rows[0].data) == 10
 
 
-def test_synthetic_streams_are_seeded_and_have_a_drift() -> None:
+def test_synthetic_streams_are_seeded() -> None:
     assert {"agrawal", "drift", "sea"} <= set(synth_streams())
     a = [r.data for r in itertools.islice(open_source("synth:agrawal", seed=7), 50)]
     b = [r.data for r in itertools.islice(open_source("synth:agrawal", seed=7), 50)]
     c = [r.data for r in itertools.islice(open_source("synth:agrawal", seed=8), 50)]
     assert a == b != c
-    drift = list(itertools.islice(open_source("synth:drift", drift_at=100, drift_width=20), 200))
-    assert len(drift) == 200
-    assert set(drift[0].data) >= {"salary", "age", "label"}
+
+
+def _before(row: dict[str, Any]) -> int:
+    """Agrawal et al.'s classification function 1 (River's index 0): the concept before the drift."""
+    return int(row["age"] < 40 or row["age"] >= 60)
+
+
+def _after(row: dict[str, Any]) -> int:
+    """Agrawal et al.'s function 3 (River's index 2): the concept after the drift, by age and education."""
+    if row["age"] < 40:
+        return int(row["elevel"] in (0, 1))
+    if row["age"] < 60:
+        return int(row["elevel"] in (1, 2, 3))
+    return int(row["elevel"] in (2, 3, 4))
+
+
+@pytest.mark.parametrize("seed", [1, 42])
+def test_synth_drift_switches_concept_at_the_drift_point(seed: int) -> None:
+    """``synth:drift`` is River's ConceptDriftStream from Agrawal function 1 to function 3, centred on
+    ``drift_at`` over ``drift_width`` rows: every label before the window follows the first concept, every
+    label after it the second, and the two disagree on many rows (so the drift shows in the labels)."""
+    rows = [
+        r.data
+        for r in itertools.islice(open_source("synth:drift", seed=seed, drift_at=500, drift_width=20), 800)
+    ]
+    assert len(rows) == 800 and set(rows[0]) >= {"salary", "age", "elevel", "label"}
+    before, after = rows[:400], rows[600:]  # 100 rows = 20 widths from the centre: the other concept's
+    # share there is 1 / (1 + e^20), none in 400 rows
+    assert [r["label"] for r in before] == [_before(r) for r in before]
+    assert [r["label"] for r in after] == [_after(r) for r in after]
+    assert sum(r["label"] != _before(r) for r in after) > len(after) // 4  # the old concept fails after
+    assert sum(r["label"] != _after(r) for r in before) > len(before) // 4  # and the new one before
 
 
 def test_unknown_sources_say_what_exists(tmp_path: Path) -> None:
