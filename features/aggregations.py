@@ -1,7 +1,9 @@
 """Per-entity aggregations over an event-time window.
 
-Each aggregation keeps a small JSON-able *summary* (a list) that it can grow one value at a time and merge
-with another summary; its value is read from the summary. Values that are missing (null) are skipped;
+Each aggregation keeps a small JSON-able *summary* (a list, made of the pieces in :mod:`features.summaries`)
+that it grows one value at a time, for the lifetime windows; its value is read from the summary. Bounded
+windows compute their value from the buffered events at once (:meth:`Aggregation.over`), with the same
+result as adding them one by one. Values that are missing (null) are skipped;
 numeric aggregations also skip strings, and count booleans as 0/1.
 
 >>> from features.windows import sliding
@@ -22,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from features.events import MAX_TS_MS, MIN_TS_MS
-from features.numeric import INT64_MAX, INT64_MIN, in_domain
+from features import summaries as S
+from features.summaries import MAX_COUNT, scalar
 from features.windows import Window, lifetime
 
 __all__ = [
@@ -40,87 +42,6 @@ __all__ = [
     "Sum",
     "Var",
 ]
-
-
-_NUMERIC = (int, float, bool)
-
-
-def _nums(values: list[Any]) -> list[float]:
-    return [float(v) if type(v) is bool else v for v in values if type(v) in _NUMERIC]
-
-
-def _finite(x: Any) -> bool:
-    """A running summary's number: an int or a finite float (not a bool, not null)."""
-    return type(x) is not bool and in_domain(x)
-
-
-# The largest count or sequence number a stored state may hold: far beyond any real entity (2**62 events),
-# and far enough below int64 that adding to it can never make a number orjson cannot write (a stored count
-# of 2**64-1 made every commit of the batch fail, forever).
-MAX_COUNT = 2**62
-
-
-def _count(x: Any) -> bool:
-    return type(x) is int and 0 <= x <= MAX_COUNT
-
-
-def _ts(x: Any) -> bool:
-    """An event time (within the range events may have) or None."""
-    return x is None or (type(x) is int and MIN_TS_MS <= x <= MAX_TS_MS)
-
-
-def _at(ts: Any, seq: Any) -> bool:
-    """A (ts, seq) position: both None, or an event time and a sequence number."""
-    return (ts is None and seq is None) or (_ts(ts) and ts is not None and _count(seq))
-
-
-def scalar(x: Any) -> bool:
-    """A value an event field may hold: str, bool, null, or a number in the domain (features.numeric).
-    Exact types only: it checks decoded states, where orjson makes nothing else."""
-    t = type(x)
-    if t is str or t is bool or x is None:
-        return True
-    if t is float:
-        return x - x == 0.0  # NaN for NaN and infinities
-    return t is int and INT64_MIN <= x <= INT64_MAX
-
-
-# Sums are exact: a summary keeps the sum as non-overlapping partials (Shewchuk's algorithm, as math.fsum),
-# and the value is their correctly rounded total. So a sum or a mean does not depend on the order the events
-# came in, on how a window splits them, or on cancellation: [1e16, 1, -1e16] sums to 1.0, not 0.0 (it did,
-# and the lifetime and windowed sums of the same events differed). A sum needs a few partials (at most
-# about 40 for float64's range); a stored summary with more is not one.
-MAX_PARTIALS = 64
-
-
-def _grow(acc: list[Any], x: float, start: int) -> None:
-    """Add ``x`` exactly to the partials ``acc[start:]`` (in place)."""
-    i = start
-    for j in range(start, len(acc)):
-        y = acc[j]
-        if abs(x) < abs(y):
-            x, y = y, x
-        hi = x + y
-        lo = y - (hi - x)
-        if lo:
-            acc[i] = lo
-            i += 1
-        x = hi
-    acc[i:] = [x]
-
-
-def _partials(acc: Any, start: int) -> bool:
-    n = len(acc) - start
-    return 1 <= n <= MAX_PARTIALS and all(type(x) is float and x - x == 0.0 for x in acc[start:])
-
-
-def _num(value: Any) -> float | None:
-    t = type(value)
-    if t is float or t is int:
-        return value
-    if t is bool:
-        return float(value)
-    return None
 
 
 @dataclass(frozen=True)
@@ -144,10 +65,6 @@ class Aggregation:
         raise NotImplementedError
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        raise NotImplementedError
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        """Fold ``other`` (a summary of events disjoint from ``acc``'s) into ``acc``."""
         raise NotImplementedError
 
     def value(self, acc: list[Any], t: int) -> Any:
@@ -183,14 +100,11 @@ class Count(Aggregation):
         return [0]
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 1 and _count(acc[0])
+        return type(acc) is list and len(acc) == 1 and S.count(acc[0])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if self.field is None or value is not None:
             acc[0] += 1
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        acc[0] += other[0]
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
@@ -208,16 +122,12 @@ class Sum(Aggregation):
         return [0.0]  # the partials of the sum (see _grow)
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and _partials(acc, 0)
+        return type(acc) is list and S.partials(acc, 0)
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = _num(value)
+        v = S.number(value)
         if v is not None:
-            _grow(acc, float(v), 0)
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        for x in other:
-            _grow(acc, x, 0)
+            S.grow(acc, float(v), 0)
 
     def value(self, acc: list[Any], t: int) -> Any:
         return math.fsum(acc)
@@ -226,7 +136,7 @@ class Sum(Aggregation):
         return acc
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        return math.fsum(map(float, _nums(values)))
+        return math.fsum(map(float, S.numbers(values)))
 
 
 @dataclass(frozen=True)
@@ -238,18 +148,13 @@ class Mean(Aggregation):
         return [0, 0.0]  # n, then the partials of the sum (see _grow)
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) >= 2 and _count(acc[0]) and _partials(acc, 1)
+        return type(acc) is list and len(acc) >= 2 and S.count(acc[0]) and S.partials(acc, 1)
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = _num(value)
+        v = S.number(value)
         if v is not None:
             acc[0] += 1
-            _grow(acc, float(v), 1)
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        acc[0] += other[0]
-        for x in other[1:]:
-            _grow(acc, x, 1)
+            S.grow(acc, float(v), 1)
 
     def value(self, acc: list[Any], t: int) -> Any:
         return math.fsum(acc[1:]) / acc[0] if acc[0] else None
@@ -258,7 +163,7 @@ class Mean(Aggregation):
         return acc[1:]
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = _nums(values)
+        nums = S.numbers(values)
         return math.fsum(map(float, nums)) / len(nums) if nums else None
 
 
@@ -270,21 +175,18 @@ class Min(Aggregation):
         return [None]
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 1 and (acc[0] is None or _finite(acc[0]))
+        return type(acc) is list and len(acc) == 1 and (acc[0] is None or S.finite(acc[0]))
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = _num(value)
+        v = S.number(value)
         if v is not None and (acc[0] is None or v < acc[0]):
             acc[0] = v
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        self.add(acc, 0, 0, other[0])
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = _nums(values)
+        nums = S.numbers(values)
         return min(nums) if nums else None
 
 
@@ -293,12 +195,12 @@ class Max(Min):
     kind: ClassVar[str] = "max"
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = _num(value)
+        v = S.number(value)
         if v is not None and (acc[0] is None or v > acc[0]):
             acc[0] = v
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = _nums(values)
+        nums = S.numbers(values)
         return max(nums) if nums else None
 
 
@@ -313,24 +215,15 @@ class Var(Aggregation):
         return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 3 and _count(acc[0]) and _finite(acc[1]) and _finite(acc[2])
+        return type(acc) is list and len(acc) == 3 and S.count(acc[0]) and all(map(S.finite, acc[1:]))
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = _num(value)
+        v = S.number(value)
         if v is not None:
             acc[0] += 1
             delta = v - acc[1]
             acc[1] += delta / acc[0]
             acc[2] += delta * (v - acc[1])
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        n = acc[0] + other[0]
-        if other[0] == 0:
-            return
-        delta = other[1] - acc[1]
-        acc[2] += other[2] + delta * delta * acc[0] * other[0] / n
-        acc[1] += delta * other[0] / n
-        acc[0] = n
 
     def value(self, acc: list[Any], t: int) -> Any:
         return max(acc[2], 0.0) / (acc[0] - 1) if acc[0] > 1 else None
@@ -339,7 +232,7 @@ class Var(Aggregation):
         """Two passes with exact sums, corrected for the rounding of the mean, and 0 for equal values:
         three values of -1.78e106 had a variance of 6.2e180 when the squared deviations were taken from
         a rounded mean. Every term stays within the field's total of squares: nothing overflows."""
-        nums = [float(x) for x in _nums(values)]
+        nums = [float(x) for x in S.numbers(values)]
         n = len(nums)
         if n < 2:
             return self.value([n, 0.0, 0.0], t)
@@ -370,15 +263,11 @@ class Last(Aggregation):
         return [None, None, None]  # ts, seq, value
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 3 and _at(acc[0], acc[1]) and scalar(acc[2])
+        return type(acc) is list and len(acc) == 3 and S.position(acc[0], acc[1]) and scalar(acc[2])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if value is not None and (acc[0] is None or (ts, seq) > (acc[0], acc[1])):
             acc[0], acc[1], acc[2] = ts, seq, value
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        if other[0] is not None:
-            self.add(acc, other[0], other[1], other[2])
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[2]
@@ -406,10 +295,6 @@ class DistinctCount(Aggregation):
         if value is not None and value not in acc[0]:
             acc[0].append(value)
 
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        for v in other[0]:
-            self.add(acc, 0, 0, v)
-
     def value(self, acc: list[Any], t: int) -> Any:
         return len(acc[0])
 
@@ -435,15 +320,11 @@ class SinceLast(Aggregation):
         return [None]
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 1 and _ts(acc[0])
+        return type(acc) is list and len(acc) == 1 and S.event_time(acc[0])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         if acc[0] is None or ts > acc[0]:
             acc[0] = ts
-
-    def merge(self, acc: list[Any], other: list[Any]) -> None:
-        if other[0] is not None:
-            self.add(acc, other[0], 0, None)
 
     def value(self, acc: list[Any], t: int) -> Any:
         return t - acc[0] if acc[0] is not None else None

@@ -61,11 +61,11 @@ from typing import Any
 
 import orjson
 
-from features.aggregations import MAX_COUNT, scalar
 from features.definitions import FeatureView
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import MAX_ENTITY_CHARS, MAX_TS_MS, MIN_TS_MS, Event
 from features.numeric import INT64_MAX, SUM_LIMIT, in_domain
+from features.summaries import MAX_COUNT, scalar
 
 __all__ = ["EntityState", "FeatureEngine", "Vector"]
 

@@ -31,10 +31,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from features.aggregations import scalar
 from features.errors import StoreError
 from features.events import MAX_TS_MS, MIN_TS_MS
 from features.store import FeatureRow, Loaded, OnlineStore, StateStore, StateUpdate, Unreadable, decode_state
+from features.summaries import scalar
 
 __all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
 
