@@ -7,6 +7,7 @@ in events or seconds, or nowhere.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from features.errors import InvalidEvent
-from features.events import MAX_TS_MS
+from features.events import MAX_TS_MS, Event
 from streaming.errors import EventTooLarge
 from streaming.ingest.producer import Producer
 from streaming.ingest.rows import Row, RowMapping
@@ -101,6 +102,65 @@ class PublishReport:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+class _DelayedLabels:
+    """Labels held back ``LabelPolicy.delay_events`` events or ``delay_s`` seconds after their event, then
+    sent to the labels topic at the time they became known."""
+
+    def __init__(
+        self,
+        policy: LabelPolicy,
+        producer: Producer,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.policy, self.producer, self.clock, self.sleep = policy, producer, clock, sleep
+        self.pending: deque[tuple[float, str, Any, int]] = deque()  # (due, event_id, label, label ts)
+        self.last_ts = 0  # the newest event time sent
+        self.sent = 0
+
+    def hold(self, event_id: str, label: Any, ts: int, events_sent: int) -> None:
+        delay = self.policy
+        due = self.clock() + delay.delay_s if delay.delay_s else events_sent + delay.delay_events
+        self.pending.append((due, event_id, label, ts + int(delay.delay_s * 1000)))
+
+    def release(self, events_sent: int, now: float, final: bool = False) -> None:
+        """Send the labels due by ``events_sent`` events or by the time ``now``; ``final``: every one, waiting
+        out the clock delays."""
+        by_time = bool(self.policy.delay_s)
+        tail = 0
+        while self.pending:
+            due, event_id, label, ts = self.pending[0]
+            ready = due <= (now if by_time else events_sent)
+            if not (ready or final):
+                return
+            if final and by_time and due > self.clock():
+                self.sleep(min(due - self.clock(), 0.25))
+                continue
+            self.pending.popleft()
+            if ready or by_time:
+                # a label released N events later became known at the releasing event's time
+                known = max(ts, self.last_ts)
+            else:
+                # still pending when the stream ended: known just after it, one millisecond apart, in order
+                tail += 1
+                known = max(ts, self.last_ts + tail)
+            # never past the last event time there is (a stream at 9999-12-31 made this label invalid and
+            # crashed the command)
+            self.producer.send_label(event_id, label, min(known, MAX_TS_MS))
+            self.sent += 1
+
+
+def _send(row: Row, producer: Producer, mapping: RowMapping, labels: LabelPolicy) -> tuple[Event, Any]:
+    """The row as an event, sent (its label taken off unless it rides inline); returns it and its label.
+    Raises ``InvalidEvent`` or ``EventTooLarge`` for a row that is rejected."""
+    event = mapping.to_event(row)
+    label = event.label
+    if labels.mode != "inline" and label is not None:
+        event = event.model_copy(update={"label": None})
+    producer.send(event)
+    return event, label
+
+
 def publish(
     rows: Iterable[Row],
     producer: Producer,
@@ -116,48 +176,14 @@ def publish(
 ) -> PublishReport:
     """Send rows as events; returns what happened to each. Delivery failures raise ``DeliveryError``."""
     report = PublishReport()
-    pending: deque[tuple[float, str, Any, int]] = deque()  # (due, event_id, label, label ts)
+    delayed = _DelayedLabels(labels, producer, clock, sleep)
     start = clock()
-
-    last_ts = 0
-
-    def release(now_index: int, now_time: float, final: bool = False) -> None:
-        tail = 0
-        while pending:
-            due, event_id, label, ts = pending[0]
-            ready = due <= (now_time if labels.delay_s else now_index)
-            if not (ready or final):
-                return
-            if final and labels.delay_s and due > clock():
-                sleep(min(due - clock(), 0.25))
-                continue
-            pending.popleft()
-            if ready or labels.delay_s:
-                # a label released N events later became known at the releasing event's time
-                known = max(ts, last_ts)
-            else:
-                # still pending when the stream ended: known just after it, one millisecond apart, in order
-                tail += 1
-                known = max(ts, last_ts + tail)
-            # never past the last event time there is (a stream at 9999-12-31 made this label invalid and
-            # crashed the command)
-            producer.send_label(event_id, label, min(known, MAX_TS_MS))
-            report.labels_sent += 1
-
-    for row in rows:
-        if limit is not None and report.read >= limit:
-            break
+    for row in itertools.islice(rows, None if limit is None else max(limit, 0)):
         report.read += 1
-        if rate:
-            ahead = start + report.read / rate - clock()
-            if ahead > 0.001:
-                sleep(ahead)
+        if rate and (ahead := start + report.read / rate - clock()) > 0.001:
+            sleep(ahead)
         try:
-            event = mapping.to_event(row)
-            label = event.label
-            if labels.mode != "inline" and label is not None:
-                event = event.model_copy(update={"label": None})
-            producer.send(event)
+            event, label = _send(row, producer, mapping, labels)
         except (InvalidEvent, EventTooLarge) as exc:
             reject = Reject(row.position, str(exc), row.data, row.raw)
             report.rejected.append(reject)
@@ -165,17 +191,16 @@ def publish(
                 rejects.write(reject)
             continue
         report.sent += 1
-        last_ts = event.ts
+        delayed.last_ts = event.ts
         if labels.mode == "topic" and label is not None:
-            delay_ms = int(labels.delay_s * 1000)
-            due = clock() + labels.delay_s if labels.delay_s else report.sent + labels.delay_events
-            pending.append((due, event.event_id, label, event.ts + delay_ms))
-        if pending:
-            release(report.sent, clock())
+            delayed.hold(event.event_id, label, event.ts, report.sent)
+        if delayed.pending:
+            delayed.release(report.sent, clock())
         if on_progress is not None and report.read % 1000 == 0:
             report.elapsed_s = clock() - start
             on_progress(report)
-    release(report.sent, clock(), final=True)
+    delayed.release(report.sent, clock(), final=True)
+    report.labels_sent = delayed.sent
     report.delivered = producer.flush()
     report.elapsed_s = clock() - start
     if on_progress is not None:
