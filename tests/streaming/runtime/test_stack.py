@@ -11,16 +11,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
+import psutil
 import pytest
 import redis
 
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.keys import generate
+from streaming.runtime.stack import PROGRAMS, Program, Stack
 from streaming.settings import Settings
 from tests.support.workers import ROOT
 
@@ -68,15 +71,22 @@ def test_up_scores_a_produced_event_and_down_stops(
         "RIVULET_LOG_LEVEL": "INFO",
     }
     settings = base_settings.model_copy(
-        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+        update={
+            "topic_prefix": env["RIVULET_TOPIC_PREFIX"],
+            "redis_prefix": env["RIVULET_REDIS_PREFIX"],
+            "data_dir": env["RIVULET_DATA_DIR"],
+        }
     )
+    stack = Stack(settings)
     url = f"http://127.0.0.1:{port}"
     logs = tmp_path / "data" / "logs"
     try:
         started = rivulet(env, "up", "--features-metrics-port", str(free_port()))
         assert started.returncode == 0, started.stdout + started.stderr
-        for name in ("features", "learner", "api"):
-            assert f"{name}" in started.stdout and "RUNNING" in started.stdout
+        programs = stack.programs()  # supervisord's own account, over XML-RPC
+        assert {n: p.state for n, p in programs.items()} == dict.fromkeys(PROGRAMS, "RUNNING"), programs
+        for name in PROGRAMS:
+            assert re.search(rf"{name}\s+RUNNING\s+log: ", started.stdout), started.stdout
 
         produced = rivulet(env, "produce", "synth:agrawal", "--limit", "3000", "--entities", "20", "--quiet")
         assert produced.returncode == 0, produced.stdout + produced.stderr
@@ -126,6 +136,8 @@ def test_up_scores_a_produced_event_and_down_stops(
         for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
             client.delete(key)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not stack.running() and stack.strays() == []
+    assert not any(alive(p.pid) for p in programs.values())
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
     for name in ("features", "learner", "api"):
@@ -151,11 +163,12 @@ def _tail(logs: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(logs.glob("*.log")))
 
 
-def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
+def test_the_supervisor_restarts_a_program_and_down_stops_the_orphans_of_a_killed_one(
     base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
 ) -> None:
-    """kill -9 of supervisord orphans the feature worker, learner and API: up must not start a second
-    learner beside them, and down must stop them."""
+    """Through supervisord's XML-RPC API: three programs RUNNING, its children by psutil; a killed API is
+    started again while the other two keep their pid. kill -9 of supervisord orphans the programs: they
+    keep working, up must not start a second learner beside them, and down must stop them."""
     run = uuid.uuid4().hex[:10]
     port = free_port()
     env = {
@@ -167,26 +180,53 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         "RIVULET_SIGNING_KEY": generate().encoded,
     }
     settings = base_settings.model_copy(
-        update={"topic_prefix": env["RIVULET_TOPIC_PREFIX"], "redis_prefix": env["RIVULET_REDIS_PREFIX"]}
+        update={
+            "topic_prefix": env["RIVULET_TOPIC_PREFIX"],
+            "redis_prefix": env["RIVULET_REDIS_PREFIX"],
+            "data_dir": env["RIVULET_DATA_DIR"],
+        }
     )
+    stack = Stack(settings)
     home = tmp_path / "data dir" / "stack"
-    metrics = str(free_port())
+    assert stack.home == home
+    metrics = free_port()
     try:
-        started = rivulet(env, "up", "--features-metrics-port", metrics)
+        started = rivulet(env, "up", "--features-metrics-port", str(metrics))
         assert started.returncode == 0, started.stdout + started.stderr
-        assert started.stdout.count("RUNNING") == 3, started.stdout
         assert (home / "supervisord.conf").stat().st_mode & 0o077 == 0  # it holds the signing key
-        pids = children(home)
-        assert len(pids) == 3, pids
-        os.kill(int((home / "supervisord.pid").read_text()), signal.SIGKILL)
-        time.sleep(1)
-        assert all(alive(p) for p in pids), "the programs outlive their supervisor"
+        programs = stack.programs()
+        assert {n: p.state for n, p in programs.items()} == dict.fromkeys(PROGRAMS, "RUNNING")
+        supervisor = psutil.Process(int((home / "supervisord.pid").read_text()))
+        assert {c.pid for c in supervisor.children()} == {p.pid for p in programs.values()}
 
-        again = rivulet(env, "up", "--features-metrics-port", metrics)
+        # supervision: the API killed, started again under a new pid; the others' pids and start times
+        # unchanged over that window (a crash of either would have changed them)
+        os.kill(programs["api"].pid, signal.SIGKILL)
+        restarted = until(lambda: _restarted(stack, programs["api"]), "the API restarted", home)
+        until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "the restarted API answers", home)
+        now = stack.programs()
+        assert now["api"].pid == restarted.pid != programs["api"].pid
+        for name in ("features", "learner"):
+            assert (now[name].pid, now[name].start) == (programs[name].pid, programs[name].start), name
+        pids = sorted(p.pid for p in now.values())
+
+        supervisor.kill()
+        until(lambda: not stack.running(), "supervisord gone", home)
+        killed_at = time.time()
+        # the programs outlive it: the stack finds them by its mark, and each still does its work after
+        assert sorted(stack.strays()) == pids
+        until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "the orphaned API answers", home)
+        until(lambda: _answers(f"http://127.0.0.1:{metrics}/metrics"), "the worker's metrics answer", home)
+        beat = home / "learner.alive"
+        until(lambda: beat.exists() and beat.stat().st_mtime > killed_at, "the learner's heartbeat", home)
+
+        again = rivulet(env, "up", "--features-metrics-port", str(metrics))
         assert again.returncode == 1 and "rivulet down first" in again.stderr, again.stdout + again.stderr
+        assert sorted(stack.strays()) == pids  # the refused up started nothing
         stopped = rivulet(env, "down")
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
+        assert stack.strays() == []
     finally:
         rivulet(env, "down")
         with TopicAdmin(settings) as admin:
@@ -198,20 +238,36 @@ def test_down_stops_the_processes_of_a_supervisor_that_was_killed(
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
 
 
-def children(home: Path) -> list[int]:
-    """The programs' pids as their supervisor reports them (``supervisorctl status``)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(home / "supervisord.conf"), "status"],
-        capture_output=True,
-        text=True,
-    )
-    return [int(m) for m in re.findall(r"RUNNING\s+pid (\d+),", done.stdout)]
+def _restarted(stack: Stack, before: Program) -> Program | None:
+    """The program ``before`` RUNNING again under another pid, by supervisord's account."""
+    now = stack.programs()[before.name]
+    return now if now.state == "RUNNING" and now.pid not in (0, before.pid) else None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+T = TypeVar("T")
+
+
+def until(check: Callable[[], T], what: str, home: Path, timeout_s: float = 90) -> T:
+    """Until ``check()`` gives a true value (returned); fails with the logs after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"not {what} within {timeout_s:.0f} s\n" + _tail(
+            home.parent / "logs"
+        )
+        time.sleep(0.2)
+    return found
 
 
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its reaper is not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
