@@ -6,38 +6,41 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
 import typer
 from kafka.errors import KafkaError
 from pydantic import SecretStr, ValidationError
 from redis.exceptions import RedisError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from features.errors import FeaturesError
 from features.events import parse_ts
+from streaming.cli.options import RowFields, RowTiming
 from streaming.errors import StreamingError
 from streaming.ingest.rows import RowMapping
 from streaming.logs import configure_logging
 from streaming.settings import Settings
 
 __all__ = [
-    "DriftAt",
-    "DriftWidth",
-    "Entities",
-    "EntityField",
-    "IdField",
-    "LabelField",
-    "Seed",
-    "StartTs",
-    "StepMs",
-    "TsField",
     "console",
     "err_console",
     "fail",
     "load_settings",
+    "progress_bar",
+    "read_settings",
     "row_mapping",
+    "settings_of",
     "user_errors",
+    "with_stack_keys",
 ]
 
 console = Console(soft_wrap=True)
@@ -45,13 +48,27 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def load_settings(*, signing: bool = False) -> Settings:
-    """The settings, completed with the keys ``rivulet up`` generated (if any), so the commands work
-    against the stack it runs: without RIVULET_VERIFY_KEYS, the stack's public key
-    (``<data dir>/stack/verify-keys``); with ``signing`` (the learner, the migration), without
-    RIVULET_SIGNING_KEY, its private key (``<data dir>/stack/signing-key``)."""
+    """The process's settings (:func:`read_settings`) completed with the stack's keys
+    (:func:`with_stack_keys`), logging configured: what the ``rivulet`` root callback resolves once."""
+    settings = with_stack_keys(read_settings(), signing=signing)
+    configure_logging(settings)
+    return settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the ``rivulet`` root callback resolved for this invocation."""
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        raise RuntimeError("no settings: a command ran outside the rivulet app")  # a bug, not a user's
+    return settings
+
+
+def read_settings() -> Settings:
+    """``Settings()`` from ``RIVULET_*``; invalid ones end the command with one line naming each bad
+    setting by its variable and what is wrong with it."""
     try:
-        settings = Settings()
-    except ValidationError as exc:  # one line: each bad setting by its variable, and what is wrong
+        return Settings()
+    except ValidationError as exc:
         fail(
             "invalid configuration: "
             + "; ".join(
@@ -59,6 +76,13 @@ def load_settings(*, signing: bool = False) -> Settings:
                 for e in exc.errors()
             )
         )
+
+
+def with_stack_keys(settings: Settings, *, signing: bool = False) -> Settings:
+    """``settings`` completed with the keys ``rivulet up`` generated (if any), so the commands work
+    against the stack it runs: without RIVULET_VERIFY_KEYS, the stack's public key
+    (``<data dir>/stack/verify-keys``); with ``signing`` (the learner, the migration), without
+    RIVULET_SIGNING_KEY, its private key (``<data dir>/stack/signing-key``)."""
     home = Path(settings.data_dir) / "stack"
     update: dict[str, object] = {}
     kept = home / "verify-keys"
@@ -67,10 +91,7 @@ def load_settings(*, signing: bool = False) -> Settings:
     kept = home / "signing-key"
     if signing and settings.signing_key is None and kept.is_file():
         update["signing_key"] = SecretStr(kept.read_text().strip())
-    if update:
-        settings = settings.model_copy(update=update)
-    configure_logging(settings)
-    return settings
+    return settings.model_copy(update=update) if update else settings
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,50 +118,35 @@ def user_errors() -> Iterator[None]:
 # ---------------------------------------------------------------- how rows of a file become events
 # (``rivulet produce`` and ``rivulet replay`` read the same sources the same way)
 
-EntityField = Annotated[str, typer.Option(help="Column holding the entity key.")]
-TsField = Annotated[str, typer.Option(help="Column holding the event time (epoch ms or ISO 8601).")]
-LabelField = Annotated[str, typer.Option(help="Column holding the label.")]
-IdField = Annotated[str, typer.Option(help="Column holding the event id (generated when absent).")]
-Entities = Annotated[
-    int | None,
-    typer.Option(help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."),
-]
-StartTs = Annotated[
-    str | None,
-    typer.Option(
-        help="Rows without a time get start + i*step. river:/synth: default: produce stamps each event with "
-        "the clock as it is sent, replay starts at 2026-01-01."
-    ),
-]
-StepMs = Annotated[int, typer.Option(help="Event-time step between rows without a time.")]
-Seed = Annotated[int, typer.Option(help="Seed of synthetic streams.")]
-DriftAt = Annotated[int, typer.Option(help="synth:drift: position of the concept drift.")]
-DriftWidth = Annotated[int, typer.Option(min=1, help="synth:drift: width of the drift (>= tens).")]
-
 
 def row_mapping(
-    source: str,
-    entity_field: str,
-    ts_field: str,
-    label_field: str,
-    id_field: str,
-    entities: int | None,
-    start_ts: str | None,
-    step_ms: int,
-    default_start_ms: int | None,
+    source: str, fields: RowFields, timing: RowTiming, default_start_ms: int | None
 ) -> RowMapping:
     """The mapping of a source's rows; River datasets and synthetic streams get 100 entities and times
     from ``default_start_ms`` unless told otherwise (None: the wall clock as each row is mapped)."""
     generated = source.startswith(("river:", "synth:"))
     with user_errors():
-        start = parse_ts(start_ts, "--start-ts") if start_ts is not None else None
+        start = parse_ts(timing.start_ts, "--start-ts") if timing.start_ts is not None else None
     return RowMapping(
-        entity_field=entity_field,
-        ts_field=ts_field,
-        label_field=label_field,
-        id_field=id_field,
-        entities=entities if entities is not None else (100 if generated else None),
+        entity_field=fields.entity_field,
+        ts_field=fields.ts_field,
+        label_field=fields.label_field,
+        id_field=fields.id_field,
+        entities=timing.entities if timing.entities is not None else (100 if generated else None),
         start_ts=start if start is not None else (default_start_ms if generated else None),
-        step_ms=step_ms,
+        step_ms=timing.step_ms,
         clock=generated and start is None and default_start_ms is None,
+    )
+
+
+def progress_bar(title: str, *columns: ProgressColumn, quiet: bool) -> Progress:
+    """A progress bar on stderr (``quiet``: none) titled ``title``, with ``columns`` before the time."""
+    return Progress(
+        TextColumn(f"[bold]{title}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *columns,
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
     )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from streaming.cli.common import DriftWidth, Seed, console, fail, load_settings, user_errors
+from streaming.cli.common import console, fail, settings_of, user_errors
+from streaming.cli.options import DriftWidth, Seed
 
 
 def demo(
+    ctx: typer.Context,
     events: Annotated[
         int | None, typer.Option(help="Stop after N events (default: run until Ctrl-C, at --rate).")
     ] = None,
@@ -41,13 +43,12 @@ def demo(
     view, and the API and dashboard on localhost."""
     from streaming.runtime.demo import Demo, write_summary
 
-    settings = load_settings()
     for path, option in ((json_out, "--json"), (record, "--record")):
         if path is not None and not path.parent.is_dir():
             fail(f"{option} {path}: no directory {path.parent}")
     with user_errors():
-        run = Demo(
-            settings,
+        summary = Demo(
+            settings_of(ctx),
             events=events,
             rate=rate if rate is not None else (None if events else 1000.0),
             seed=seed,
@@ -60,8 +61,27 @@ def demo(
             record=record,
             console=console,
             live=not quiet,
-        )
-        summary = run.run()
+        ).run()
+    console.print(_table(summary))
+    if json_out is not None:
+        with user_errors():
+            write_summary(summary, json_out)
+        console.print(f"summary: {json_out}")
+    _next(record)
+
+
+def _next(record: Path | None) -> None:
+    """What to try next."""
+    if record is not None:
+        console.print(f"events recorded to {record}: rivulet replay {record} compares other models on them")
+    console.print(
+        "next: scripts/services up (Kafka and Redis), then rivulet up for the same pipeline as separate "
+        "processes; rivulet --help for everything else"
+    )
+
+
+def _table(summary: dict[str, Any]) -> Table:
+    """The final metrics of every model."""
     models = summary["models"]
     names = sorted({k for m in models.values() for k in m["metrics"] if not k.startswith("rolling_")})
     table = Table(
@@ -77,14 +97,4 @@ def demo(
             *(f"{m['metrics'].get(k, 0.0):.6f}" for k in names),
             str(m["drifts"]),
         )
-    console.print(table)
-    if json_out is not None:
-        with user_errors():
-            write_summary(summary, json_out)
-        console.print(f"summary: {json_out}")
-    if record is not None:
-        console.print(f"events recorded to {record}: rivulet replay {record} compares other models on them")
-    console.print(
-        "next: scripts/services up (Kafka and Redis), then rivulet up for the same pipeline as separate "
-        "processes; rivulet --help for everything else"
-    )
+    return table

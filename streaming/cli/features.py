@@ -9,7 +9,8 @@ import orjson
 import typer
 
 from features.definitions import load_views
-from streaming.cli.common import console, load_settings, user_errors
+from streaming.cli.common import console, settings_of, user_errors
+from streaming.clients import feature_store
 
 app = typer.Typer(
     help="Run the feature processor and inspect the online feature store.", no_args_is_help=True
@@ -23,12 +24,13 @@ FeaturesOption = Annotated[
 
 @app.command()
 def run(
+    ctx: typer.Context,
     features: FeaturesOption = None,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
     metrics_host: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """Start a feature worker. Workers with the same topic prefix form one consumer group."""
-    settings = load_settings()
+    settings = settings_of(ctx)
     with user_errors():  # a bad feature view (FeaturesError)
         views = load_views(features or settings.features_module)
     from faust import Worker
@@ -47,14 +49,13 @@ def run(
 
 
 @app.command()
-def status() -> None:
+def status(ctx: typer.Context) -> None:
     """Counters of the feature workers: records per view, dead letters per reason, redeliveries skipped."""
-    settings = load_settings()
-    from features.redis_store import RedisStore
+    settings = settings_of(ctx)
     from streaming.runtime.feature_worker import stats_key
 
     async def go() -> dict[str, int]:
-        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        store = feature_store(settings)
         try:
             return await store.counts(stats_key(settings))
         finally:
@@ -67,15 +68,15 @@ def status() -> None:
 
 @app.command()
 def show(
+    ctx: typer.Context,
     entity: Annotated[list[str], typer.Argument(help="Entity keys.")],
     view: Annotated[str, typer.Option(help="Feature view.")] = "customer",
 ) -> None:
     """The online vector of one or more entities, with the event time it reflects."""
-    settings = load_settings()
-    from features.redis_store import RedisStore
+    settings = settings_of(ctx)
 
     async def go() -> list:
-        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        store = feature_store(settings)
         try:
             return await store.read(view, entity)
         finally:

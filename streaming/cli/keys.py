@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streaming.cli.common import console, load_settings, user_errors
+from streaming.cli.common import console, settings_of, user_errors, with_stack_keys
 from streaming.clients import keyring, signing_key
 from streaming.learning.keys import generate as new_pair
 
@@ -49,9 +49,9 @@ def generate(
 
 
 @app.command()
-def show() -> None:
+def show(ctx: typer.Context) -> None:
     """The key ids this environment signs with and accepts (never the private key)."""
-    settings = load_settings(signing=True)
+    settings = with_stack_keys(settings_of(ctx), signing=True)
     with user_errors():
         if settings.signing_key is not None:
             console.print(f"signs with: {signing_key(settings).key_id}")

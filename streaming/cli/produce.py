@@ -7,35 +7,28 @@ label no model can learn from (``banana`` for a binary model) is rejected like a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
 from features.errors import InvalidEvent
 from features.events import Event
 from streaming.cli.common import (
-    DriftAt,
-    DriftWidth,
-    Entities,
-    EntityField,
-    IdField,
-    LabelField,
-    Seed,
-    StartTs,
-    StepMs,
-    TsField,
     console,
     err_console,
     fail,
-    load_settings,
+    progress_bar,
     row_mapping,
+    settings_of,
     user_errors,
 )
+from streaming.cli.options import Quiet, RowFields, RowTiming, SynthOptions, grouped
 from streaming.ingest.feed import LabelPolicy, PublishReport, RejectsFile, publish
 from streaming.ingest.producer import Producer
-from streaming.ingest.rows import Row, RowMapping, SourceError, open_source
+from streaming.ingest.rows import Row, RowMapping, open_source
 from streaming.learning.errors import InvalidLabel
 from streaming.learning.labels import LabelCheck
 from streaming.learning.spec import SpecError, load_specs
@@ -76,7 +69,30 @@ def label_check(settings: Settings) -> LabelCheck | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelOptions:
+    """Where the labels go, and how late."""
+
+    labels: Annotated[
+        Literal["inline", "topic", "none"],
+        typer.Option(help="Labels inline on the event, to the labels topic after a delay, or dropped."),
+    ] = "inline"
+    label_delay: Annotated[int, typer.Option(help="With --labels topic: send each label N events later.")] = 0
+    label_delay_s: Annotated[float, typer.Option(help="With --labels topic: send each label T s later.")] = (
+        0.0
+    )
+
+    def policy(self) -> LabelPolicy:
+        if self.label_delay and self.label_delay_s:
+            fail("give --label-delay or --label-delay-s, not both")
+        if (self.label_delay or self.label_delay_s) and self.labels != "topic":
+            fail("a label delay needs --labels topic")
+        return LabelPolicy(mode=self.labels, delay_events=self.label_delay, delay_s=self.label_delay_s)
+
+
+@grouped
 def produce(
+    ctx: typer.Context,
     source: Annotated[
         str,
         typer.Argument(
@@ -88,72 +104,52 @@ def produce(
     rate: Annotated[
         float | None, typer.Option(help="Events per second (default: as fast as possible).")
     ] = None,
-    labels: Annotated[
-        Literal["inline", "topic", "none"],
-        typer.Option(help="Labels inline on the event, to the labels topic after a delay, or dropped."),
-    ] = "inline",
-    label_delay: Annotated[
-        int, typer.Option(help="With --labels topic: send each label N events later.")
-    ] = 0,
-    label_delay_s: Annotated[
-        float, typer.Option(help="With --labels topic: send each label T s later.")
-    ] = 0.0,
-    entity_field: EntityField = "entity",
-    ts_field: TsField = "ts",
-    label_field: LabelField = "label",
-    id_field: IdField = "event_id",
-    entities: Entities = None,
-    start_ts: StartTs = None,
-    step_ms: StepMs = 1000,
-    seed: Seed = 42,
-    drift_at: DriftAt = 5_000,
-    drift_width: DriftWidth = 500,
     rejects: Annotated[
         Path | None, typer.Option(help="Where rejected rows go (default: rejects-<source>.jsonl).")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
+    *,
+    labels: LabelOptions,
+    fields: RowFields,
+    timing: RowTiming,
+    synth: SynthOptions,
 ) -> None:
     """Publish events to the events topic; bad rows are reported by line and written to a rejects file.
 
     Exit code 0 when every row was sent, 2 when some rows were rejected (the rest were sent), 1 on error.
     """
-    settings = load_settings()
-    if label_delay and label_delay_s:
-        fail("give --label-delay or --label-delay-s, not both")
-    if (label_delay or label_delay_s) and labels != "topic":
-        fail("a label delay needs --labels topic")
+    settings = settings_of(ctx)
+    policy = labels.policy()
+    # a generated stream is live: each event gets the wall clock as it is sent (no default start)
+    mapping = row_mapping(source, fields, timing, None)
+    checked = CheckedMapping(**dataclasses.asdict(mapping), check=label_check(settings))
+    with user_errors():
+        rows = open_source(source, label_field=fields.label_field, **synth.source_options())
     generated = source.startswith(("river:", "synth:"))
-    mapping = row_mapping(
-        source,
-        entity_field,
-        ts_field,
-        label_field,
-        id_field,
-        entities,
-        start_ts,
-        step_ms,
-        None,  # a generated stream is live: each event gets the wall clock as it is sent
-    )
-    mapping = CheckedMapping(**dataclasses.asdict(mapping), check=label_check(settings))
-    try:
-        rows = open_source(
-            source, label_field=label_field, seed=seed, drift_at=drift_at, drift_width=drift_width
-        )
-    except SourceError as exc:
-        fail(str(exc))
-    stem = Path(source).stem if not generated else source.replace(":", "-")
+    stem = source.replace(":", "-") if generated else Path(source).stem
     rejects_file = RejectsFile(rejects or Path(f"rejects-{stem}.jsonl"))
-    policy = LabelPolicy(mode=labels, delay_events=label_delay, delay_s=label_delay_s)
+    report = _publish(
+        settings, rows, checked, policy, rate=rate, limit=limit, rejects=rejects_file, quiet=quiet
+    )
+    _summary(settings, report, rejects_file.path)
 
-    progress = Progress(
-        TextColumn("[bold]producing[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
+
+def _publish(
+    settings: Settings,
+    rows: Iterable[Row],
+    mapping: RowMapping,
+    policy: LabelPolicy,
+    *,
+    rate: float | None,
+    limit: int | None,
+    rejects: RejectsFile,
+    quiet: bool,
+) -> PublishReport:
+    """Publish with a progress bar; the rejects file is closed whatever happens."""
+    progress = progress_bar(
+        "producing",
         TextColumn("{task.fields[rate]:>9,.0f} events/s  {task.fields[rejected]} rejected"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=False,
+        quiet=quiet,
     )
     task = progress.add_task("produce", total=limit, rate=0.0, rejected=0)
 
@@ -162,18 +158,22 @@ def produce(
 
     with user_errors(), progress, Producer(settings) as producer:
         try:
-            report = publish(
+            return publish(
                 rows,
                 producer,
                 mapping,
                 labels=policy,
                 rate=rate,
                 limit=limit,
-                rejects=rejects_file,
+                rejects=rejects,
                 on_progress=on_progress,
             )
         finally:
-            rejects_file.close()
+            rejects.close()
+
+
+def _summary(settings: Settings, report: PublishReport, rejects: Path) -> None:
+    """What was sent, and the first rejected rows (exit code 2 when there are any)."""
     console.print(
         f"sent {report.sent:,} events to {settings.topics.events} "
         f"({report.rate:,.0f} events/s), {report.labels_sent:,} labels to {settings.topics.labels}, "
@@ -184,5 +184,5 @@ def produce(
             err_console.print(f"  line {r.position}: {r.error}", highlight=False, markup=False)
         if len(report.rejected) > SHOWN_REJECTS:
             err_console.print(f"  ... and {len(report.rejected) - SHOWN_REJECTS:,} more")
-        err_console.print(f"rejected rows written to {rejects_file.path}", highlight=False)
+        err_console.print(f"rejected rows written to {rejects}", highlight=False)
         raise typer.Exit(EXIT_REJECTED)

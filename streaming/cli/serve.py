@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from streaming.cli.common import load_settings, user_errors
+from streaming.cli.common import settings_of, user_errors
 from streaming.clients import keyring
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address (default RIVULET_SERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RIVULET_SERVE_PORT).")] = None,
     workers: Annotated[
@@ -19,7 +20,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve predictions, ingest and the model registry over HTTP (see /docs)."""
-    settings = load_settings()
+    settings = settings_of(ctx)
     with user_errors():
         ring = keyring(settings)  # refuses to start without verify keys
         from serving.auth import refuse_anonymous

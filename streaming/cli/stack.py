@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from streaming.cli.common import console, fail, load_settings, user_errors
+from streaming.cli.common import console, fail, settings_of, user_errors
 
 
 def up(
+    ctx: typer.Context,
     wait: Annotated[float, typer.Option(help="Seconds to wait for every process to be running.")] = 60.0,
     features_metrics_port: Annotated[
         int, typer.Option(help="Port of the feature worker's Prometheus metrics.")
@@ -19,7 +20,7 @@ def up(
     each with its own log; Kafka and Redis are started with scripts/services when they do not answer."""
     from streaming.runtime.stack import Stack, StackError
 
-    settings = load_settings()
+    settings = settings_of(ctx)
     stack = Stack(settings, features_metrics_port=features_metrics_port)
     with user_errors():
         try:
@@ -40,11 +41,11 @@ def up(
     )
 
 
-def down() -> None:
+def down(ctx: typer.Context) -> None:
     """Stop the processes started by rivulet up (Kafka and Redis keep running: scripts/services down)."""
     from streaming.runtime.stack import Stack, StackError
 
-    stack = Stack(load_settings())
+    stack = Stack(settings_of(ctx))
     try:
         stopped = stack.down()
     except StackError as exc:

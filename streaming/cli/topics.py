@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streaming.cli.common import console, load_settings, user_errors
+from streaming.cli.common import console, settings_of, user_errors
 from streaming.ingest.topics import TopicAdmin
 
 app = typer.Typer(help="Create, list and describe Rivulet's Kafka topics.", no_args_is_help=True)
@@ -15,11 +15,12 @@ app = typer.Typer(help="Create, list and describe Rivulet's Kafka topics.", no_a
 
 @app.command()
 def create(
+    ctx: typer.Context,
     partitions: Annotated[int | None, typer.Option(help="Partitions (default RIVULET_PARTITIONS).")] = None,
     replication: Annotated[int | None, typer.Option(help="Replication factor.")] = None,
 ) -> None:
     """Create the events, labels, features, predictions and dead-letters topics if absent."""
-    settings = load_settings()
+    settings = settings_of(ctx)
     with user_errors(), TopicAdmin(settings) as admin:
         for name, created in admin.create(partitions=partitions, replication_factor=replication).items():
             console.print(f"{'created' if created else 'exists '}  {name}")
@@ -27,10 +28,11 @@ def create(
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     all_topics: Annotated[bool, typer.Option("--all", help="Also topics outside the prefix.")] = False,
 ) -> None:
     """Topic names under RIVULET_TOPIC_PREFIX."""
-    settings = load_settings()
+    settings = settings_of(ctx)
     with user_errors(), TopicAdmin(settings) as admin:
         for name in admin.list_topics(all_topics=all_topics):
             console.print(name)
@@ -38,10 +40,11 @@ def list_(
 
 @app.command()
 def describe(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Topic name, or a short name such as 'events'.")] = "events",
 ) -> None:
     """Partitions with leader, replicas, in-sync replicas and offsets, and the topic's own configs."""
-    settings = load_settings()
+    settings = settings_of(ctx)
     short = {t.removeprefix(settings.topic_prefix): t for t in settings.topics.all()}
     with user_errors(), TopicAdmin(settings) as admin:
         info = admin.describe(short.get(name, name))

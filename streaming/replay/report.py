@@ -5,6 +5,8 @@ inlined, no network and no build step."""
 from __future__ import annotations
 
 import html
+import itertools
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from rich.table import Table
 
 from streaming.replay.runner import ReplayResult
 
-__all__ = ["html_report", "metrics_table", "write_outputs"]
+__all__ = ["html_report", "metrics_table", "new_output_dir", "write_outputs"]
 
 
 def metrics_table(result: ReplayResult) -> Table:
@@ -61,6 +63,24 @@ def write_outputs(result: ReplayResult, out: Path) -> dict[str, Path]:
     )
     paths["html"].write_text(html_report(result), encoding="utf-8")
     return paths
+
+
+def new_output_dir(out: Path | None, replays: Path) -> Path:
+    """The directory for a replay's outputs, made before the replay runs (an unusable ``out`` fails at
+    once, with :class:`OSError`); without ``out``, a new one under ``replays`` named by the start time."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    replays.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        target = replays / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def curve_points(result: ReplayResult, model: str, metric: str) -> list[tuple[int, float]]:

@@ -33,6 +33,7 @@ from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import OutOfDomain
 from streaming.learning.header import CheckpointHeader, HeaderError
+from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.snapshot import SnapshotRejected
@@ -76,6 +77,33 @@ def _header(raw: dict[str, Any]) -> CheckpointHeader:
         raise VerifyError(str(exc)) from None
 
 
+@dataclass
+class Chain:
+    """What a rebuild starts from and replays: the headers from the oldest base on (the verified version's
+    last), and the base's state (None: a fresh model) described as ``base``."""
+
+    headers: list[CheckpointHeader]
+    start: ModelState | None = None
+    base: str = "a fresh model"
+
+    @property
+    def journals(self) -> list[dict[str, Any]]:
+        return [h.journal for h in self.headers if h.journal is not None]
+
+    def ranges(self) -> dict[str, dict[int, tuple[int, int]]]:
+        """Per topic and partition, from the oldest base's position to the verified version's."""
+        starts: dict[str, dict[int, int]] = {}
+        for h in self.headers:
+            assert h.base is not None  # rebuildable
+            for t, parts in h.base.offsets.items():
+                for p, o in parts.items():
+                    starts.setdefault(t, {}).setdefault(p, o)
+        ends = self.headers[-1].offsets
+        return {
+            t: {p: (starts.get(t, {}).get(p, o), o) for p, o in parts.items()} for t, parts in ends.items()
+        }
+
+
 def verify(
     settings: Settings,
     registry: RedisRegistry,
@@ -87,8 +115,23 @@ def verify(
     probes: int = 200,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Verification:
+    """Rebuild ``name`` version ``version`` from the log (from ``from_version``, or the earliest base the
+    log and the registry allow) and compare it with the stored one; :class:`VerifyError` when it cannot be
+    rebuilt."""
     target = _load(registry, name, version)
     header = _header(target.header)
+    spec = _spec_of(header, specs, name, version)
+    if from_version is not None and from_version >= version:
+        raise VerifyError(f"--from-version must be older than the version verified ({version})")
+    with RangeReader(settings, client_id="rivulet-verify") as probe:
+        log_start = {t: probe.log_start(t) for t in header.offsets}
+    chain = _chain(registry, name, version, header, from_version, log_start)
+    rebuild = _Rebuild(settings, spec, name, chain.start, probes)
+    done = rebuild.run(settings, chain, log_start, on_progress)
+    return _judge(Verification(name, version, False, "", chain.base, done), rebuild, target.state, header)
+
+
+def _spec_of(header: CheckpointHeader, specs: Iterable[ModelSpec], name: str, version: int) -> ModelSpec:
     if not header.rebuildable:
         raise VerifyError(
             f"model {name!r} version {version} has no order journal (written by an older Rivulet)"
@@ -97,39 +140,42 @@ def verify(
     spec = by_name.get(header.spec or name.split("~")[0])
     if spec is None:
         raise VerifyError(f"no spec {header.spec!r} in the models module; known: {sorted(by_name)}")
+    return spec
 
-    if from_version is not None and from_version >= version:
-        raise VerifyError(f"--from-version must be older than the version verified ({version})")
-    with RangeReader(settings, client_id="rivulet-verify") as probe:
-        log_start = {t: probe.log_start(t) for t in header.offsets}
 
-    def held(h: CheckpointHeader) -> bool:
-        """Does the log still hold every record from this header's base on?"""
-        assert h.base is not None  # rebuildable
-        for t, parts in h.base.offsets.items():
-            for p, o in parts.items():
-                if log_start.get(t, {}).get(p, 0) > o:
-                    return False
-        return True
+def _held(h: CheckpointHeader, log_start: dict[str, dict[int, int]]) -> bool:
+    """Does the log still hold every record from this header's base on?"""
+    assert h.base is not None  # rebuildable
+    return all(
+        log_start.get(t, {}).get(p, 0) <= o for t, parts in h.base.offsets.items() for p, o in parts.items()
+    )
 
-    # walk back through retained versions to the earliest base the log still allows
-    chain = [header]
-    start_state: ModelState | None = None
-    base_desc = "a fresh model"
+
+def _chain(
+    registry: RedisRegistry,
+    name: str,
+    version: int,
+    header: CheckpointHeader,
+    from_version: int | None,
+    log_start: dict[str, dict[int, int]],
+) -> Chain:
+    """Walk back through the retained versions to the earliest base the log still allows (or to
+    ``from_version``)."""
+    chain = Chain([header])
     while True:
-        base = chain[0].base
+        base = chain.headers[0].base
         assert base is not None  # rebuildable
         bv = base.version
         if bv is None:
             if from_version is not None:
                 raise VerifyError(f"version {from_version} is not in the history of version {version}")
-            break
+            return chain
         if from_version is not None and bv < from_version:
             raise VerifyError(f"version {from_version} is not in the history of version {version}")
         try:
             opened = registry.load(name, int(bv))
         except (SnapshotRejected, NoValidVersion) as exc:
-            if len(chain) == 1 or from_version is not None:
+            if len(chain.headers) == 1 or from_version is not None:
                 raise VerifyError(f"cannot rebuild from version {bv}: {exc}") from None
             raise VerifyError(f"the history of version {version} is broken at version {bv}: {exc}") from None
         h = _header(opened.header)
@@ -139,83 +185,107 @@ def verify(
             not stop
             and h.rebuildable
             and nxt is not None
-            and held(h)
+            and _held(h, log_start)
             and (nxt.version is None or _retained(registry, name, nxt.version))
         ):
-            chain.insert(0, h)
+            chain.headers.insert(0, h)
             continue
         if from_version is not None and not stop:
             raise VerifyError(
                 f"cannot rebuild from version {from_version}: the history stops at version {bv}"
             )
-        start_state = opened.state
-        base_desc = f"version {bv}"
-        break
+        chain.start, chain.base = opened.state, f"version {bv}"
+        return chain
 
-    starts: dict[str, dict[int, int]] = {}
-    for h in chain:
-        assert h.base is not None  # rebuildable
-        for t, parts in h.base.offsets.items():
-            for p, o in parts.items():
-                starts.setdefault(t, {}).setdefault(p, o)
-    ends = header.offsets
-    journals = [h.journal for h in chain if h.journal is not None]
-    ranges = {t: {p: (starts.get(t, {}).get(p, o), o) for p, o in parts.items()} for t, parts in ends.items()}
-    total = sum(len_journal(j) for j in journals)
 
-    core = LearnerCore([spec])
-    # the live learner names a model's state with its spec's own name string: the same object, which pickle
-    # writes once; an equal string from the command line would be written twice
-    own = spec.name if name == spec.name else name
-    state = core.new_state(spec, own) if start_state is None else start_state
-    core.models = {name: state}
-    s = settings
-    router = Router(core, TopicRoles(s.topics.features, s.topics.labels, s.topics.predictions), track=False)
-    recent: deque[dict[str, Any]] = deque(maxlen=probes)
-    # the live learner read the metrics at every checkpoint before pickling, and reading some River metrics
-    # changes their state (a confusion matrix is a defaultdict: reading a missing cell inserts it, and the
-    # order of insertion is pickled), so they are read at the same points: after each version's records
-    boundaries = set(itertools.accumulate(len_journal(j) for j in journals))
-    if 0 in boundaries:
-        state.metric_values()
-    done = 0
-    with RangeReader(settings, client_id="rivulet-verify") as reader:
-        for t, spans in ranges.items():
-            for p, (lo, _) in spans.items():
-                if log_start.get(t, {}).get(p, 0) > lo:
-                    raise VerifyError(
-                        f"the log of {t}[{p}] starts at offset {log_start[t][p]}, after {lo} where the "
-                        f"rebuild must start from {base_desc}: retention removed records it needs"
-                    )
-        reader.assign(ranges)
+class _Rebuild:
+    """The model rebuilt through the live learner's router and core, and the probe vectors it saw last."""
 
-        def missing(topic: str, partition: int) -> Exception:
-            return VerifyError(f"the journal expects more records of {topic}[{partition}] than the log holds")
+    def __init__(
+        self, settings: Settings, spec: ModelSpec, name: str, start: ModelState | None, probes: int
+    ) -> None:
+        self.core = LearnerCore([spec])
+        # the live learner names a model's state with its spec's own name string: the same object, which
+        # pickle writes once; an equal string from the command line would be written twice
+        own = spec.name if name == spec.name else name
+        self.state = self.core.new_state(spec, own) if start is None else start
+        self.core.models = {name: self.state}
+        self.name, self.spec, self.topics = name, spec, settings.topics
+        t = settings.topics
+        self.router = Router(self.core, TopicRoles(t.features, t.labels, t.predictions), track=False)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=probes)
 
-        with fewer_collections():  # records are buffered per partition: see streaming.replay.collect
-            for rec in in_journal_order(reader, journals, on_missing=missing):
-                router.process(rec)
-                value = rec.value
-                if (
-                    rec.topic == s.topics.features
-                    and isinstance(value, dict)
-                    and value.get("view") == spec.view
-                    and isinstance(value.get("features"), dict)
-                    and _valid(value["features"])  # a rejected vector is no probe
-                ):
-                    recent.append(value["features"])
-                done += 1
-                if done in boundaries:
-                    state.metric_values()
-                if on_progress is not None and done % 1000 == 0:
-                    on_progress(done, total)
-    if on_progress is not None:
-        on_progress(done, total)
-    if done != total:
-        raise VerifyError(f"rebuilt from {done} records, the journal lists {total}")
+    def feed(self, rec: Positioned) -> None:
+        self.router.process(rec)
+        value = rec.value
+        if (
+            rec.topic == self.topics.features
+            and isinstance(value, dict)
+            and value.get("view") == self.spec.view
+            and isinstance(value.get("features"), dict)
+            and _valid(value["features"])  # a rejected vector is no probe
+        ):
+            self.recent.append(value["features"])
 
-    result = Verification(name, version, False, "", base_desc, done)
-    rebuilt = core.models[name]
+    def run(
+        self,
+        settings: Settings,
+        chain: Chain,
+        log_start: dict[str, dict[int, int]],
+        on_progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Feed the chain's records in journal order; how many."""
+        journals, ranges = chain.journals, chain.ranges()
+        total = sum(len_journal(j) for j in journals)
+        # the live learner read the metrics at every checkpoint before pickling, and reading some River
+        # metrics changes their state (a confusion matrix is a defaultdict: reading a missing cell inserts
+        # it, and the order of insertion is pickled), so they are read at the same points: after each
+        # version's records
+        boundaries = set(itertools.accumulate(len_journal(j) for j in journals))
+        if 0 in boundaries:
+            self.state.metric_values()
+        done = 0
+        with RangeReader(settings, client_id="rivulet-verify") as reader:
+            _check_retention(ranges, log_start, chain.base)
+            reader.assign(ranges)
+
+            def missing(topic: str, partition: int) -> Exception:
+                return VerifyError(
+                    f"the journal expects more records of {topic}[{partition}] than the log holds"
+                )
+
+            with fewer_collections():  # records are buffered per partition: see streaming.replay.collect
+                for rec in in_journal_order(reader, journals, on_missing=missing):
+                    self.feed(rec)
+                    done += 1
+                    if done in boundaries:
+                        self.state.metric_values()
+                    if on_progress is not None and done % 1000 == 0:
+                        on_progress(done, total)
+        if on_progress is not None:
+            on_progress(done, total)
+        if done != total:
+            raise VerifyError(f"rebuilt from {done} records, the journal lists {total}")
+        return done
+
+
+def _check_retention(
+    ranges: dict[str, dict[int, tuple[int, int]]], log_start: dict[str, dict[int, int]], base: str
+) -> None:
+    for t, spans in ranges.items():
+        for p, (lo, _) in spans.items():
+            if log_start.get(t, {}).get(p, 0) > lo:
+                raise VerifyError(
+                    f"the log of {t}[{p}] starts at offset {log_start[t][p]}, after {lo} where the "
+                    f"rebuild must start from {base}: retention removed records it needs"
+                )
+
+
+def _judge(
+    result: Verification, rebuild: _Rebuild, stored: ModelState, header: CheckpointHeader
+) -> Verification:
+    """The snapshot hash, or failing that the equivalence, of the rebuilt and the stored state."""
+    rebuilt = rebuild.core.models[rebuild.name]
     digest = hashlib.sha256(pickle.dumps(rebuilt, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
     if digest == header.payload_sha256:
         result.ok, result.method = True, "snapshot hash"
@@ -226,13 +296,12 @@ def verify(
         "rebuilt state pickles to other bytes than the stored payload (random state the model does not use "
         "for learning or prediction, or strings shared differently): compared by equivalence"
     )
-    stored: ModelState = target.state
     _compare(result, "counters", rebuilt.counters, stored.counters)
     _compare(result, "rejections", rebuilt.rejected, stored.rejected)
     _compare(result, "metrics", rebuilt.metric_values(), stored.metric_values())
     _compare(result, "last learned event time", rebuilt.last_ts, stored.last_ts)
     _compare(result, "pending predictions", sorted(rebuilt.pending), sorted(stored.pending))
-    probe_set = list(recent)
+    probe_set = list(rebuild.recent)
     diff = probes_differ(rebuilt, stored, probe_set)
     if diff is None:
         result.checks.append(f"predictions on {len(probe_set)} probe vectors are identical")

@@ -143,6 +143,7 @@ def test_redis_unreachable(tmp_path: Path) -> None:
         ["models", "versions", "m"],
         ["models", "show", "m"],
         ["features", "status"],
+        ["models", "verify", "m", "1", "--quiet"],
     ):
         _one_error_line(_run(args, env), "127.0.0.1:1")
 

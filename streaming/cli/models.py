@@ -1,0 +1,176 @@
+"""``rivulet models list | show | versions | rollback | promote | resign | verify``: the model registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from streaming.cli.common import (
+    console,
+    fail,
+    progress_bar,
+    settings_of,
+    user_errors,
+    with_stack_keys,
+)
+from streaming.cli.options import ModelsModule, Quiet
+from streaming.cli.specs import checked_specs, registry_of
+from streaming.clients import registry_writer
+from streaming.learning.header import CheckpointHeader
+from streaming.learning.registry import RedisRegistry
+
+app = typer.Typer(help="The model registry: versions, metrics, rollback, promotion.", no_args_is_help=True)
+
+EXIT_DIFFERS = 3
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Every model with its current version, newest version, learned count and metrics."""
+    reg = registry_of(settings_of(ctx))
+    table = Table()
+    for col in ("model", "current", "newest", "learned", "metrics"):
+        table.add_column(col)
+    with user_errors():  # Redis unreachable
+        for name in reg.names():
+            versions = reg.versions(name)
+            newest = versions[0] if versions else None
+            h = CheckpointHeader.of(newest.header if newest else {})
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in h.metrics.items() if v is not None)
+            table.add_row(
+                name,
+                str(reg.current_version(name)),
+                str(newest.version if newest else "-"),
+                str(h.n_learned if h.n_learned is not None else "-"),
+                metrics,
+            )
+    console.print(table)
+
+
+@app.command()
+def show(ctx: typer.Context, name: str, version: Annotated[int | None, typer.Argument()] = None) -> None:
+    """A version's header (offsets, metrics, counters, versions of River and Python), verified."""
+    reg = registry_of(settings_of(ctx))
+    with user_errors():  # a refused snapshot, no valid version, Redis unreachable
+        v = version if version is not None else reg.current_version(name)
+        if v is None:
+            fail(f"model {name!r} has no versions")
+        opened = reg.load(name, v)
+    console.print(orjson.dumps(opened.header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@app.command()
+def versions(ctx: typer.Context, name: str) -> None:
+    """The versions kept for a model, newest first."""
+    reg = registry_of(settings_of(ctx))
+    with user_errors():
+        infos = reg.versions(name)
+    for info in infos:
+        h = CheckpointHeader.of(info.header)
+        mark = "*" if info.current else " "
+        if info.refused:
+            console.print(f"{mark} v{info.version}  REFUSED: {info.refused}", highlight=False)
+            continue
+        console.print(f"{mark} v{info.version}  learned={h.n_learned}  key={h.key_id}  offsets={h.offsets}")
+
+
+@app.command()
+def rollback(ctx: typer.Context, name: str) -> None:
+    """Serve the version before the current one."""
+    reg = registry_of(settings_of(ctx))
+    with user_errors():
+        current = reg.current_version(name)
+        older = [i.version for i in reg.versions(name) if current is not None and i.version < current]
+    if not older:
+        fail(f"model {name!r} has no version before {current}")
+    _set(reg, name, older[0])
+
+
+@app.command()
+def promote(ctx: typer.Context, name: str, version: int) -> None:
+    """Serve a given version."""
+    _set(registry_of(settings_of(ctx)), name, version)
+
+
+def _set(reg: RedisRegistry, name: str, version: int) -> None:
+    with user_errors():  # a refused snapshot, no valid version, Redis unreachable
+        reg.set_current(name, version)
+    console.print(f"{name}: serving version {version}")
+
+
+@app.command()
+def resign(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Models to migrate (default: all).")] = None,
+    legacy_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RIVULET_SIGNING_SECRET",
+            help="The old HMAC secret (default: RIVULET_SIGNING_SECRET, or the one rivulet up kept).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Migrate format-1 (HMAC) snapshots: check each with the old secret, sign it again with
+    RIVULET_SIGNING_KEY. Payloads are re-signed as they are, never unpickled."""
+    settings = with_stack_keys(settings_of(ctx), signing=True)
+    if not legacy_secret:
+        kept = Path(settings.data_dir) / "stack" / "signing-secret"
+        legacy_secret = kept.read_text().strip() if kept.is_file() else None
+    if not legacy_secret:
+        fail("no legacy secret: set RIVULET_SIGNING_SECRET to the secret the old snapshots were signed with")
+    with user_errors():
+        reg = registry_writer(settings)
+        for name in names or reg.names():
+            done = reg.resign(name, legacy_secret.encode())
+            console.print(f"{name}: re-signed {len(done)} version(s) with key {reg.signer_id}: {done}")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    name: str,
+    version: int,
+    models: ModelsModule = None,
+    from_version: Annotated[
+        int | None, typer.Option(help="Rebuild from this retained version (default: the earliest possible).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Rebuild a model version from the log and check it equals the stored one.
+
+    Exit code 0 when it does, 3 when it differs, 1 when it cannot be rebuilt.
+    """
+    from streaming.replay.verify import verify as rebuild
+
+    settings = settings_of(ctx)
+    with user_errors():  # a bad spec or view
+        specs = checked_specs(settings, models)
+    registry = registry_of(settings)
+    progress = progress_bar("rebuilding", quiet=quiet)
+    task = progress.add_task("verify", total=None)
+    with user_errors(), progress:  # VerifyError: the version cannot be rebuilt
+        result = rebuild(
+            settings,
+            registry,
+            specs,
+            name,
+            version,
+            from_version=from_version,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    for line in result.notes:
+        console.print(f"  [dim]note[/]  {line}")
+    for line in result.checks:
+        console.print(f"  [green]ok[/]  {line}")
+    for line in result.mismatches:
+        console.print(f"  [red]differs[/]  {line}", markup=True)
+    where = f"rebuilt from {result.base} over {result.records:,} records"
+    if not result.ok:
+        console.print(f"[bold red]NOT verified[/]: {name} v{version} differs from its rebuild ({where})")
+        raise typer.Exit(EXIT_DIFFERS)
+    console.print(f"[bold green]verified[/]: {name} v{version} ({result.method}; {where})")
