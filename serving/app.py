@@ -1,5 +1,5 @@
 """The scoring API: ``create_app(settings)`` builds a FastAPI app; clients and models are created in its
-lifespan, never at import. ``rivulet serve`` runs it with uvicorn.
+lifespan, never at import, all through :mod:`streaming.clients`. ``rivulet serve`` runs it with uvicorn.
 
     uvicorn --factory serving.app:create_app
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,31 +29,40 @@ from serving.models import ModelCache
 from serving.outbox import Outbox
 from serving.routes import ROUTERS, ingest
 from serving.services import Services
-from streaming.clients import async_redis, async_redis_node, keyring, registry_reader
+from streaming.clients import (
+    async_kafka_producer,
+    async_redis,
+    async_redis_node,
+    keyring,
+    redis_client,
+    registry_reader,
+)
 from streaming.logs import configure_logging, get_logger
 from streaming.settings import Settings
 
-__all__ = ["RedisServices", "create_app"]
+__all__ = ["CLIENT_ID", "RedisServices", "create_app"]
 
 log = get_logger("rivulet.serving")
+CLIENT_ID = "rivulet-api"  # the API's Kafka client id (its producer of predictions, events and labels)
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 _DRAIN_S = 5.0  # longest wait at shutdown for the predictions still in the outbox
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 class RedisServices:
-    """The services on Redis and Kafka (a :class:`serving.services.Services`), built in the lifespan;
-    tests and the embedded demo may pass their own."""
+    """The services on Redis and Kafka (a :class:`serving.services.Services`), built in the lifespan from
+    :mod:`streaming.clients`; tests and the embedded demo may pass their own."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # the online store through a cluster client when RIVULET_REDIS_CLUSTER is on; the registry's
         # announcements through the node at redis_url (a cluster's PUBLISH reaches every node)
         self.redis = async_redis(settings)
-        self.announcements = (
-            self.redis if isinstance(self.redis, aioredis.Redis) else async_redis_node(settings)
-        )
-        self.store = RedisStore(self.redis, settings.redis_prefix)
-        self.registry = registry_reader(settings)  # MissingKey without RIVULET_VERIFY_KEYS: no start
+        self.store = RedisStore(self.redis, settings.redis_prefix)  # as clients.feature_store, on self.redis
+        self.announcements = async_redis_node(settings)
+        self._registry_client = redis_client(settings)
+        # MissingKey without RIVULET_VERIFY_KEYS: no start
+        self.registry = registry_reader(settings, self._registry_client)
         views = {v.name: v for v in load_views(settings.features_module)}
         self.models = ModelCache(self.registry, views)
         self.producer: AIOKafkaProducer | None = None
@@ -63,13 +71,7 @@ class RedisServices:
         with contextlib.suppress(Exception):  # Redis may be down: readiness says so, the poll catches up
             await self.models.refresh_all()
         self.models.start(self.settings.serve_poll_s, self.announcements)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=self.settings.producer_linger_ms,
-            request_timeout_ms=self.settings.kafka_request_timeout_ms,
-        )
+        producer = async_kafka_producer(self.settings, client_id=CLIENT_ID)
         try:
             await producer.start()
             self.producer = producer
@@ -80,17 +82,16 @@ class RedisServices:
 
     async def ping(self) -> bool:
         """Is the feature store reachable (readiness)?"""
-        return bool(await self.redis.ping())
+        return await self.store.ping()
 
     async def stop(self) -> None:
         await self.models.stop()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
-        await self.redis.aclose()
-        if self.announcements is not self.redis:
-            await self.announcements.aclose()
-        self.registry._r.close()
+        await self.store.close()
+        await self.announcements.aclose()
+        self._registry_client.close()
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -102,9 +103,42 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is None:
         keyring(settings)  # no verify keys: refuse now (MissingKey), not with a 500 on the first load
 
+    # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones;
+    # no slash redirects: they answered before the key check with an absolute http:// URL built from Host,
+    # which a client behind TLS termination follows, sending its key in clear text
+    app = FastAPI(
+        redirect_slashes=False,
+        title="Rivulet scoring API",
+        version="1",
+        lifespan=_lifespan(lambda: services or RedisServices(settings)),
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.keyring = KeyRing.from_settings(settings)
+    app.state.outbox = Outbox()
+    app.state.dashboard_html = page_html()
+    app.state.dashboard_csp = csp(app.state.dashboard_html)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/assets", Assets(directory=ASSETS), name="assets")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    _handle_errors(app)
+    # outermost last: Measure -> TrustedHost -> BodyLimit -> FastAPI
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(TrustedHosts, allowed_hosts=trusted_hosts(settings))
+    app.add_middleware(Measure)
+    return app
+
+
+def _lifespan(build: Callable[[], Services]) -> Lifespan:
+    """The app's lifespan: the services ``build()`` gives are started, kept on ``app.state.services``, and
+    stopped after the predictions left in the outbox are sent."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc: Services = services or RedisServices(settings)
+        svc = build()
         app.state.services = svc
         await svc.start()
         # what start-up loaded (models, clients) lives as long as the process: keep it out of the
@@ -121,36 +155,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 log.warning("predictions not published at shutdown", count=left)
             await svc.stop()
 
-    # the schema and the docs are routes of serving.routes.ops (scope read), not FastAPI's anonymous ones;
-    # no slash redirects: they answered before the key check with an absolute http:// URL built from Host,
-    # which a client behind TLS termination follows, sending its key in clear text
-    app = FastAPI(
-        redirect_slashes=False,
-        title="Rivulet scoring API",
-        version="1",
-        lifespan=lifespan,
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.settings = settings
-    app.state.keyring = KeyRing.from_settings(settings)
-    app.state.outbox = Outbox()
-    app.state.dashboard_html = page_html()
-    app.state.dashboard_csp = csp(app.state.dashboard_html)
-    for router in ROUTERS:
-        app.include_router(router)
-    app.mount("/assets", Assets(directory=ASSETS), name="assets")
+    return lifespan
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            routes = [route for router in ROUTERS for route in router.routes]
-            schema = components(schema, ingest.BODIES)
-            app.openapi_schema = document_security(schema, routes, app.state.keyring)
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema, built once: the routes', the bodies validated off the event loop, and each route's keys."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        routes = [route for router in ROUTERS for route in router.routes]
+        schema = components(schema, ingest.BODIES)
+        app.openapi_schema = document_security(schema, routes, app.state.keyring)
+    return app.openapi_schema
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """One handler per kind of error, each answering ``{"error": code, "detail": ...}``."""
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
@@ -174,9 +193,3 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", path=request.url.path, error=repr(exc))
         return JSONResponse({"error": "internal", "detail": "unexpected error; see the server log"}, 500)
-
-    # outermost last: Measure -> TrustedHost -> BodyLimit -> FastAPI
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
-    app.add_middleware(TrustedHosts, allowed_hosts=trusted_hosts(settings))
-    app.add_middleware(Measure)
-    return app

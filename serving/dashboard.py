@@ -30,8 +30,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope as ASGIScope
 
 from serving.auth import Scope, scoped_route
-from serving.headers import Sample, VersionHeader
-from serving.schemas import Dashboard, DashboardModel, DashboardSample, DashboardVersion, DriftOut, errors
+from serving.headers import ListedVersion, Sample, VersionHeader
+from serving.schemas import Dashboard, DashboardModel, DashboardSample, DashboardVersion, errors
 from serving.services import Services, ServicesDep, registry_call
 
 __all__ = ["ASSETS", "Assets", "csp", "page", "page_html", "read"]
@@ -89,30 +89,8 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
         rejected=newest.rejected or {},
         status="quarantined" if quarantined else "ok",
         quarantine=samples[-1].quarantine if quarantined else None,
-        versions=[
-            DashboardVersion(
-                version=v.version,
-                current=v.current,
-                saved_at=h.saved_at,
-                learned=h.learned,
-                metrics=h.metrics or {},
-            )
-            for v in versions
-            for h in (VersionHeader.of(v.header),)
-        ],
-        history=[
-            DashboardSample(
-                t=s.t,
-                learned=s.learned,
-                rate=s.rate,
-                freshness_ms=s.freshness_ms,
-                metrics=s.metrics,
-                drifts=[DriftOut.of(d) for d in s.drifts],
-                status=s.status,
-                quarantine=s.quarantine,
-            )
-            for s in samples
-        ],
+        versions=[DashboardVersion.model_validate(ListedVersion.of(v)) for v in versions],
+        history=[DashboardSample.model_validate(s) for s in samples],
     )
 
 

@@ -53,10 +53,18 @@ __all__ = [
 
 
 class ServingError(Exception):
-    """Root of the API's errors; ``status_code`` and ``code`` say how it is answered."""
+    """Root of the API's errors; ``status_code`` and ``code`` say how it is answered. A subclass states
+    them in its class line (``class Gone(ServingError, status_code=410, code="gone")``), or inherits them."""
 
     status_code = 500
     code = "internal"
+
+    def __init_subclass__(cls, *, status_code: int | None = None, code: str | None = None) -> None:
+        super().__init_subclass__()
+        if status_code is not None:
+            cls.status_code = status_code
+        if code is not None:
+            cls.code = code
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -77,60 +85,53 @@ class AnonymousApi(ServingError, StreamingError):
         )
 
 
-class BadRequest(ServingError):
-    status_code = 400
-    code = "bad_request"
+class BadRequest(ServingError, status_code=400, code="bad_request"):
+    """A well-formed body the API refuses; the detail names the item."""
 
 
-class InvalidLabelRequest(BadRequest):
-    code = "invalid_label"
+class InvalidLabelRequest(BadRequest, code="invalid_label"):
+    """A label no served model of its kind could take."""
 
 
-class Unscorable(BadRequest):
-    code = "unscorable"
+class Unscorable(BadRequest, code="unscorable"):
+    """A request the model cannot score (the item named)."""
 
 
-class Unauthorized(ServingError):
-    status_code = 401
-    code = "unauthorized"
+class Unauthorized(ServingError, status_code=401, code="unauthorized"):
+    """No API key (``X-API-Key`` or ``Authorization: Bearer``); an unknown key is :class:`Forbidden`."""
 
 
-class Forbidden(ServingError):
-    status_code = 403
-    code = "forbidden"
+class Forbidden(ServingError, status_code=403, code="forbidden"):
+    """A key without the route's scope (an unknown key has none), or admin routes with no admin key set."""
 
 
-class ModelNotFound(ServingError):
-    status_code = 404
-    code = "model_not_found"
+class ModelNotFound(ServingError, status_code=404, code="model_not_found"):
+    """No model (or no such version of it) in the registry."""
 
 
-class Conflict(ServingError):
-    status_code = 409
-    code = "conflict"
+class Conflict(ServingError, status_code=409, code="conflict"):
+    """The registry's state forbids it, e.g. no version to roll back to."""
 
 
-class BodyTooLarge(ServingError):
-    status_code = 413
-    code = "too_large"
+class BodyTooLarge(ServingError, status_code=413, code="too_large"):
+    """A body over ``max_request_bytes``, chunked or not."""
 
 
-class Unavailable(ServingError):
-    status_code = 503
-    code = "unavailable"
+class Unavailable(ServingError, status_code=503, code="unavailable"):
+    """A dependency or a model is not there (yet); the subclasses say which."""
 
 
-class NoModelLoaded(Unavailable):
-    code = "model_not_loaded"
+class NoModelLoaded(Unavailable, code="model_not_loaded"):
+    """The model is known but no version of it is loaded."""
 
 
-class FeatureStoreUnavailable(Unavailable):
-    code = "feature_store_unavailable"
+class FeatureStoreUnavailable(Unavailable, code="feature_store_unavailable"):
+    """The online feature store does not answer."""
 
 
-class RegistryUnavailable(Unavailable):
-    code = "registry_unavailable"
+class RegistryUnavailable(Unavailable, code="registry_unavailable"):
+    """The model registry does not answer."""
 
 
-class KafkaUnavailable(Unavailable):
-    code = "kafka_unavailable"
+class KafkaUnavailable(Unavailable, code="kafka_unavailable"):
+    """Kafka does not take the records (the detail says which may have been accepted)."""

@@ -15,14 +15,15 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.learning.header import CheckpointHeader, integer, number
+from streaming.learning.header import CheckpointHeader, HeaderDrift, integer, number
 from streaming.learning.header import text as checkpoint_text
+from streaming.learning.registry import VersionInfo
 
-__all__ = ["Drift", "Sample", "VersionHeader"]
+__all__ = ["Drift", "ListedVersion", "Sample", "VersionHeader"]
 
 _MAX_TEXT = 200  # a name longer than this is cut (a model, metric or detector name is short)
 _MAX_ITEMS = 200  # metrics, counters or drifts kept per header
@@ -64,14 +65,14 @@ class Drift:
 
     @classmethod
     def of(cls, raw: Any) -> Drift | None:
-        if not isinstance(raw, list | tuple) or not raw:
-            return None
-        detector = text(raw[0])
-        if detector is None:
-            return None
-        return cls(
-            detector, integer(raw[1]) if len(raw) > 1 else None, integer(raw[2]) if len(raw) > 2 else None
-        )
+        """The drift of a raw ``[detector, ts, learned, ...]`` (parsed by :meth:`HeaderDrift.of`), bounded."""
+        drift = HeaderDrift.of(raw)
+        return None if drift is None else cls.bounded(drift)
+
+    @classmethod
+    def bounded(cls, drift: HeaderDrift) -> Drift:
+        """What the API shows of a header's drift (the detector's name cut)."""
+        return cls(drift.detector[:_MAX_TEXT], drift.ts, drift.learned)
 
 
 def _drifts(raw: Any) -> tuple[Drift, ...]:
@@ -111,14 +112,38 @@ class VersionHeader:
             metrics=_numbers(h.metrics),
             counters=_counts(h.counters),
             rejected=_counts(h.rejected),
-            drifts=tuple(Drift(d.detector[:_MAX_TEXT], d.ts, d.learned) for d in h.drifts[-_MAX_ITEMS:]),
+            drifts=tuple(Drift.bounded(d) for d in h.drifts[-_MAX_ITEMS:]),
             offsets=offsets,
         )
 
 
 @dataclass(frozen=True, slots=True)
+class ListedVersion:
+    """A retained version as the API lists it: its number, whether it is served, and its header's view."""
+
+    version: int
+    current: bool
+    learned: int | None
+    saved_at: float | None
+    metrics: dict[str, float | None]
+    offsets: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, info: VersionInfo) -> ListedVersion:
+        h = VersionHeader.of(info.header)
+        return cls(info.version, info.current, h.learned, h.saved_at, h.metrics or {}, h.offsets or {})
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """One monitoring sample of a model's history (written by the learner at each checkpoint)."""
+    """One monitoring sample of a model's history (written by the learner at each checkpoint).
+
+    >>> Sample.of({"t": 2.5, "learned": 7, "rate": "fast", "drifts": [["adwin", 1, 2]], "status": 3})
+    Sample(t=2.5, learned=7, rate=None, freshness_ms=None, metrics={}, drifts=(Drift(detector='adwin', ts=1, \
+learned=2),), status=None, quarantine=None)
+    >>> Sample.of({"learned": 7}) is None  # no time: not a sample
+    True
+    """
 
     t: float
     learned: int | None
@@ -133,13 +158,20 @@ class Sample:
     def of(cls, raw: Any) -> Sample | None:
         if not isinstance(raw, Mapping) or (t := number(raw.get("t"))) is None:
             return None
-        return cls(
-            t=t,
-            learned=integer(raw.get("learned")),
-            rate=number(raw.get("rate")),
-            freshness_ms=number(raw.get("freshness_ms")),
-            metrics=_numbers(raw.get("metrics")),
-            drifts=_drifts(raw.get("drifts")),
-            status=text(raw.get("status")),
-            quarantine=text(raw.get("quarantine"), 500),
-        )
+        return cls(t, **{name: parse(raw.get(name)) for name, parse in _SAMPLE_FIELDS})
+
+
+def _quarantine(value: Any) -> str | None:
+    return text(value, 500)  # the model's error: longer than a name
+
+
+# each field of a sample but its time, and its parser (a value of another type is None, or empty)
+_SAMPLE_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("learned", integer),
+    ("rate", number),
+    ("freshness_ms", number),
+    ("metrics", _numbers),
+    ("drifts", _drifts),
+    ("status", text),
+    ("quarantine", _quarantine),
+)

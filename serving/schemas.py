@@ -166,7 +166,13 @@ class IngestResponse(BaseModel):
     ids: list[str]
 
 
-class DriftOut(BaseModel):
+class _Listed(BaseModel):
+    """Built from the typed views of :mod:`serving.headers` by their attributes (``model_validate``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DriftOut(_Listed):
     detector: str = Field(description="The drift detector that fired (e.g. a feature's ADWIN).")
     ts: int | None = Field(description="Event time of the record it fired on (epoch ms).")
     learned: int | None = Field(description="Records learned when it fired.")
@@ -176,10 +182,12 @@ class DriftOut(BaseModel):
         return cls(detector=drift.detector, ts=drift.ts, learned=drift.learned)
 
 
-class VersionInfoOut(BaseModel):
+class VersionInfoOut(_Listed):
+    """A version in ``/v1/models`` (from a :class:`serving.headers.ListedVersion`)."""
+
     version: int
     current: bool
-    n_learned: int | None = None
+    n_learned: int | None = Field(None, validation_alias="learned")
     offsets: dict[str, dict[str, int]] | None = None
     metrics: dict[str, float | None] | None = None
     saved_at: float | None = None
@@ -199,7 +207,9 @@ class ModelInfo(BaseModel):
     versions: list[VersionInfoOut] = Field(default_factory=list)
 
 
-class DashboardVersion(BaseModel):
+class DashboardVersion(_Listed):
+    """A version in ``/v1/dashboard`` (from a :class:`serving.headers.ListedVersion`)."""
+
     version: int
     current: bool
     saved_at: float | None
@@ -207,7 +217,9 @@ class DashboardVersion(BaseModel):
     metrics: dict[str, float | None]
 
 
-class DashboardSample(BaseModel):
+class DashboardSample(_Listed):
+    """A monitoring sample (from a :class:`serving.headers.Sample`)."""
+
     t: float = Field(description="When the checkpoint was written (epoch seconds).")
     learned: int | None
     rate: float | None = Field(description="Records learned per second since the previous sample.")

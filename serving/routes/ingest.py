@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request, status
+from pydantic import BaseModel
 
 from features.errors import InvalidEvent
 from features.events import Event, Label
@@ -35,6 +36,8 @@ __all__ = ["BODIES", "label_problem", "router"]
 router = APIRouter(route_class=scoped_route(Scope.INGEST), tags=["ingest"])
 INGEST = errors(400, 401, 403, 413, 422, 503)
 BODIES = (EventsRequest, LabelsRequest)  # validated off the event loop: their schemas added to the OpenAPI
+Records = tuple[list[tuple[bytes, bytes]], list[str]]  # Kafka records (key, value) and their ids
+M = TypeVar("M", bound=EventsRequest | LabelsRequest)
 
 
 async def _ingest(svc: Services, topic: str, records: list[tuple[bytes, bytes]], ids: list[str]) -> None:
@@ -75,13 +78,27 @@ def _partly(exc: Exception, ids: list[str], sent: int) -> str:
     )
 
 
-@router.post(
-    "/v1/events",
-    response_model=IngestResponse,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses=INGEST,
-    openapi_extra=json_body(EventsRequest),
-)
+def _route(path: str, body: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An ingest route: 202 with the ids once Kafka has the records; its body documented in the schema."""
+    return router.post(
+        path,
+        response_model=IngestResponse,
+        status_code=status.HTTP_202_ACCEPTED,
+        responses=INGEST,
+        openapi_extra=json_body(body),
+    )
+
+
+async def _publish(
+    request: Request, svc: Services, body: type[M], topic: str, records: Callable[[M], Records]
+) -> IngestResponse:
+    """Validate the body in a thread (:mod:`serving.bodies`), make its records there, publish them."""
+    out, ids = await validated(request, body, records)
+    await _ingest(svc, topic, out, ids)
+    return IngestResponse(ids=ids)
+
+
+@_route("/v1/events", EventsRequest)
 async def post_events(request: Request, svc: ServicesDep) -> IngestResponse:
     """Publish events (validated as by the SDK); 202 with their ids once Kafka has them. An event's own
     ``label`` must fit some served model, as on ``/v1/labels``, and its time may not be further ahead of now
@@ -92,17 +109,13 @@ async def post_events(request: Request, svc: ServicesDep) -> IngestResponse:
     # every later event of its entity late); the record is stamped after now, so refuse it here, visibly
     ahead_ms = int(time.time() * 1000) + svc.settings.features_max_ahead_ms
 
-    def records(body: EventsRequest) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    def records(body: EventsRequest) -> Records:
         return _events(body, served, ahead_ms, svc.settings.features_max_ahead_ms)
 
-    out, ids = await validated(request, EventsRequest, records)
-    await _ingest(svc, svc.settings.topics.events, out, ids)
-    return IngestResponse(ids=ids)
+    return await _publish(request, svc, EventsRequest, svc.settings.topics.events, records)
 
 
-def _events(
-    body: EventsRequest, served: list[LoadedModel], ahead_ms: int, max_ahead_ms: int
-) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+def _events(body: EventsRequest, served: list[LoadedModel], ahead_ms: int, max_ahead_ms: int) -> Records:
     """The events' Kafka records and ids, or the first item's error (blocking: CPU only)."""
     records = []
     ids = []
@@ -144,13 +157,7 @@ def label_problem(label: Any, models: Iterable[LoadedModel]) -> str | None:
     return f"{label!r} fits no served model ({'; '.join(reasons)})"
 
 
-@router.post(
-    "/v1/labels",
-    response_model=IngestResponse,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses=INGEST,
-    openapi_extra=json_body(LabelsRequest),
-)
+@_route("/v1/labels", LabelsRequest)
 async def post_labels(request: Request, svc: ServicesDep) -> IngestResponse:
     """Publish late labels, for an ``event_id`` or a ``prediction_id`` (``ts`` defaults to now); each must
     fit the task of some served model (400 naming the item otherwise, and nothing is published). The body
@@ -158,17 +165,13 @@ async def post_labels(request: Request, svc: ServicesDep) -> IngestResponse:
     served = list(svc.models.models.values())
     now_ms = int(time.time() * 1000)
 
-    def records(body: LabelsRequest) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    def records(body: LabelsRequest) -> Records:
         return _labels(body, served, now_ms)
 
-    out, ids = await validated(request, LabelsRequest, records)
-    await _ingest(svc, svc.settings.topics.labels, out, ids)
-    return IngestResponse(ids=ids)
+    return await _publish(request, svc, LabelsRequest, svc.settings.topics.labels, records)
 
 
-def _labels(
-    body: LabelsRequest, served: list[LoadedModel], now_ms: int
-) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+def _labels(body: LabelsRequest, served: list[LoadedModel], now_ms: int) -> Records:
     """The labels' Kafka records and join keys, or the first item's error (blocking: CPU only)."""
     labels = []
     for i, raw in enumerate(body.labels):

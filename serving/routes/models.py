@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from serving.auth import Scope, scoped_route
 from serving.errors import Conflict, ModelNotFound, RegistryUnavailable
-from serving.headers import VersionHeader
+from serving.headers import ListedVersion, VersionHeader
 from serving.schemas import DriftOut, ModelInfo, VersionInfoOut, errors
 from serving.services import Services, ServicesDep, registry_call
 from streaming.learning.registry import NoValidVersion
@@ -38,18 +38,7 @@ def model_info(svc: Services, name: str) -> ModelInfo:
         counters=header.counters or {},
         rejected=header.rejected or {},
         drifts=[DriftOut.of(d) for d in header.drifts],
-        versions=[
-            VersionInfoOut(
-                version=v.version,
-                current=v.current,
-                n_learned=h.learned,
-                offsets=h.offsets,
-                metrics=h.metrics,
-                saved_at=h.saved_at,
-            )
-            for v in versions
-            for h in (VersionHeader.of(v.header),)
-        ],
+        versions=[VersionInfoOut.model_validate(ListedVersion.of(v)) for v in versions],
     )
 
 
