@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from features.pipeline import (
     RawRecord,
 )
 from features.redis_store import RedisStore
+from streaming.clients import feature_store
 from streaming.logs import get_logger
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
@@ -106,10 +108,27 @@ def _rekey(view: FeatureView) -> Any:
 
 def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str | None = None) -> faust.App:
     """The feature processor app. Workers started with the same ``app_id`` form one consumer group."""
+    app = _faust_app(settings, app_id or f"{settings.topic_prefix}features")
+    worker = _Worker(settings)
+    app.on_partitions_revoked.connect(worker.on_rebalance)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(worker.on_rebalance)  # type: ignore[arg-type]
+    events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
+    direct = [v for v in views if not v.rekeyed]
+
+    async def features_agent(stream: StreamT) -> None:
+        await worker.run(stream, direct)
+
+    app.agent(events_topic, name="features", concurrency=1)(features_agent)
+    for view in (v for v in views if v.rekeyed):
+        _rekeyed_agent(app, events_topic, view, worker)
+    return app
+
+
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
     datadir = Path(settings.data_dir).resolve() / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        app_id or f"{settings.topic_prefix}features",
+    return faust.App(
+        app_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
         key_serializer="raw",
         value_serializer="raw",
@@ -133,144 +152,121 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
         # a restart loses and double counts nothing (see the module docstring)
         agent_supervisor=mode.CrashingSupervisor,
     )
-    events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
-    state: dict[str, Any] = {}
-
-    async def store() -> RedisStore:
-        if "store" not in state:
-            state["store"] = RedisStore.from_url(
-                settings.redis_url,
-                settings.redis_prefix,
-                socket_timeout=settings.redis_socket_timeout_s,
-                connect_timeout=settings.redis_connect_timeout_s,
-                cluster=settings.redis_cluster,
-            )
-        return state["store"]
-
-    async def publish_and_commit(result: BatchResult, redis_store: RedisStore) -> None:
-        publisher = state.get("publisher")
-        if publisher is None:
-            publisher = state["publisher"] = AsyncPublisher(settings)
-        # acknowledged by Kafka before the state moves on
-        await publisher.publish(settings.topics.features, _feature_records(result))
-        await publisher.publish(
-            settings.topics.dead_letters, [d.encode(settings.max_event_bytes) for d in result.dead_letters]
-        )
-        refused = await result.commit(redis_store)
-        counts: dict[str, int] = {}
-        for r in result.records:
-            EVENTS.labels(r.view).inc()
-            counts[f"records:{r.view}"] = counts.get(f"records:{r.view}", 0) + 1
-        for d in result.dead_letters:
-            DEAD.labels(d.reason).inc()
-            counts[f"dead_letters:{d.reason}"] = counts.get(f"dead_letters:{d.reason}", 0) + 1
-            if d.reason not in ("invalid", "late"):  # not the producer's mistake: worth a log line
-                src = d.record
-                log.warning(
-                    "dead letter",
-                    reason=d.reason,
-                    view=d.view,
-                    topic=src.topic,
-                    partition=src.partition,
-                    offset=src.offset,
-                    error=d.error[:300],
-                )
-        if refused:  # another worker is further along, or a stored position was tampered with
-            STALE.inc(refused)
-            counts["stale_commits"] = refused
-            log.warning("commits refused: stored position ahead", entities=refused)
-        if result.resets:
-            RESETS.inc(result.resets)
-            counts["state_resets"] = result.resets
-        if result.skipped:
-            SKIPPED.inc(result.skipped)
-            counts["redelivered_skipped"] = result.skipped
-        if result.missing_key:
-            counts["missing_key"] = result.missing_key
-        if counts:
-            await redis_store.add_counts(stats_key(settings), counts)
-
-    pipelines: list[FeaturePipeline] = []
-
-    def on_rebalance(app: Any, *args: Any, **kwargs: Any) -> None:
-        for p in pipelines:  # another worker may own these entities now: Redis is the truth again
-            p.invalidate()
-
-    app.on_partitions_revoked.connect(on_rebalance)  # type: ignore[arg-type]
-    app.on_partitions_assigned.connect(on_rebalance)  # type: ignore[arg-type]
-
-    async def run(stream: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
-        pipelines.append(pipeline)
-        batches = stream.take_events(
-            settings.features_batch_size, within=settings.features_batch_wait_ms / 1000
-        )
-        try:
-            await _loop(batches, pipeline, redis_store)
-        finally:
-            publisher = state.get("publisher")
-            if publisher is not None:
-                await publisher.stop()
-
-    async def _loop(batches: Any, pipeline: FeaturePipeline, redis_store: RedisStore) -> None:
-        async for batch in batches:
-            started = time.perf_counter()
-            try:
-                result = await pipeline.process([_raw(e) for e in batch])
-                computed = time.perf_counter()
-                await publish_and_commit(result, redis_store)
-            except BaseException:
-                pipeline.invalidate()  # cached states may hold effects that were never committed
-                raise
-            done = time.perf_counter()
-            BATCH.observe(done - started)
-            log.debug(
-                "batch",
-                size=len(batch),
-                compute_ms=round((computed - started) * 1000, 1),
-                publish_commit_ms=round((done - computed) * 1000, 1),
-            )
-
-    direct = [v for v in views if not v.rekeyed]
-
-    @app.agent(events_topic, name="features", concurrency=1)
-    async def features_agent(stream: StreamT) -> None:
-        redis_store = await store()
-        pipeline = FeaturePipeline(
-            direct,
-            redis_store,
-            cache_entities=settings.features_cache_entities,
-            cache_bytes=MAX_CACHE_BYTES,
-            max_record_bytes=settings.max_event_bytes,
-            max_state_bytes=MAX_STATE_BYTES,
-            max_ahead_ms=settings.features_max_ahead_ms,
-        )
-        await run(stream, pipeline, redis_store)
-
-    for view in (v for v in views if v.rekeyed):
-        _rekeyed_agent(app, events_topic, view, store, run, settings)
-
-    return app
 
 
-def _rekeyed_agent(
-    app: faust.App, topic: Any, view: FeatureView, store: Any, run: Any, settings: Settings
-) -> None:
+def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, worker: _Worker) -> None:
     async def agent(stream: StreamT) -> None:
-        redis_store = await store()
-        pipeline = FeaturePipeline(
-            [view],
-            redis_store,
-            report_invalid=False,
-            cache_entities=settings.features_cache_entities,
-            cache_bytes=MAX_CACHE_BYTES,
-            max_record_bytes=settings.max_event_bytes,
-            max_state_bytes=MAX_STATE_BYTES,
-            max_ahead_ms=settings.features_max_ahead_ms,
-        )
-        await run(stream.group_by(_rekey(view), name=f"by-{view.name}"), pipeline, redis_store)
+        await worker.run(stream.group_by(_rekey(view), name=f"by-{view.name}"), [view], report_invalid=False)
 
     agent.__name__ = f"features_{view.name}"
     app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
+
+
+class _Worker:
+    """What the agents of one process share: the Redis store and the publisher (made on first use, on the
+    agents' event loop), and their pipelines (whose cached states a rebalance invalidates)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: RedisStore | None = None
+        self._publisher: AsyncPublisher | None = None
+        self.pipelines: list[FeaturePipeline] = []
+
+    def on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        for p in self.pipelines:  # another worker may own these entities now: Redis is the truth again
+            p.invalidate()
+
+    async def run(self, stream: Any, views: Sequence[FeatureView], *, report_invalid: bool = True) -> None:
+        """Process the stream in batches until it ends; the publisher is stopped on the way out."""
+        s = self.settings
+        if self._store is None:
+            self._store = feature_store(s)
+        pipeline = FeaturePipeline(
+            views,
+            self._store,
+            report_invalid=report_invalid,
+            cache_entities=s.features_cache_entities,
+            cache_bytes=MAX_CACHE_BYTES,
+            max_record_bytes=s.max_event_bytes,
+            max_state_bytes=MAX_STATE_BYTES,
+            max_ahead_ms=s.features_max_ahead_ms,
+        )
+        self.pipelines.append(pipeline)
+        batches = stream.take_events(s.features_batch_size, within=s.features_batch_wait_ms / 1000)
+        try:
+            async for batch in batches:
+                await self._batch(batch, pipeline, self._store)
+        finally:
+            if self._publisher is not None:
+                await self._publisher.stop()
+
+    async def _batch(self, batch: Sequence[EventT], pipeline: FeaturePipeline, store: RedisStore) -> None:
+        started = time.perf_counter()
+        try:
+            result = await pipeline.process([_raw(e) for e in batch])
+            computed = time.perf_counter()
+            await self._publish_and_commit(result, store)
+        except BaseException:
+            pipeline.invalidate()  # cached states may hold effects that were never committed
+            raise
+        done = time.perf_counter()
+        BATCH.observe(done - started)
+        log.debug(
+            "batch",
+            size=len(batch),
+            compute_ms=round((computed - started) * 1000, 1),
+            publish_commit_ms=round((done - computed) * 1000, 1),
+        )
+
+    async def _publish_and_commit(self, result: BatchResult, store: RedisStore) -> None:
+        s = self.settings
+        if self._publisher is None:
+            self._publisher = AsyncPublisher(s)
+        # acknowledged by Kafka before the state moves on
+        await self._publisher.publish(s.topics.features, _feature_records(result))
+        await self._publisher.publish(
+            s.topics.dead_letters, [d.encode(s.max_event_bytes) for d in result.dead_letters]
+        )
+        refused = await result.commit(store)
+        counts = _count(result, refused)
+        if counts:
+            await store.add_counts(stats_key(s), counts)
+
+
+def _count(result: BatchResult, refused: int) -> dict[str, int]:
+    """A batch's outcome into the metrics and the log; returns the counts for the stats hash."""
+    counts: Tally[str] = Tally()
+    for r in result.records:
+        EVENTS.labels(r.view).inc()
+        counts[f"records:{r.view}"] += 1
+    for d in result.dead_letters:
+        DEAD.labels(d.reason).inc()
+        counts[f"dead_letters:{d.reason}"] += 1
+        if d.reason not in ("invalid", "late"):  # not the producer's mistake: worth a log line
+            src = d.record
+            log.warning(
+                "dead letter",
+                reason=d.reason,
+                view=d.view,
+                topic=src.topic,
+                partition=src.partition,
+                offset=src.offset,
+                error=d.error[:300],
+            )
+    if refused:  # another worker is further along, or a stored position was tampered with
+        STALE.inc(refused)
+        counts["stale_commits"] = refused
+        log.warning("commits refused: stored position ahead", entities=refused)
+    for metric, key, n in (
+        (RESETS, "state_resets", result.resets),
+        (SKIPPED, "redelivered_skipped", result.skipped),
+        (None, "missing_key", result.missing_key),
+    ):
+        if n:
+            counts[key] = n
+            if metric is not None:
+                metric.inc(n)
+    return dict(counts)
 
 
 def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
