@@ -14,19 +14,23 @@ streaming.errors.MissingKey: RIVULET_VERIFY_KEYS is not set: ...
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from redis.asyncio.cluster import RedisCluster
 
 from features.redis_store import RedisStore
-from streaming.errors import MissingKey
+from streaming.errors import KafkaUnavailable, MissingKey
 from streaming.learning.keys import Keyring, SigningKey, parse_keyring, parse_signing_key
 from streaming.learning.registry import RedisRegistry
 from streaming.settings import Settings
+
+T = TypeVar("T")
 
 __all__ = [
     "async_kafka_producer",
@@ -73,8 +77,17 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    """A synchronous producer with :func:`producer_config` (``overrides`` replace single entries)."""
-    return KafkaProducer(**{**producer_config(settings), **overrides})
+    """A synchronous producer with :func:`producer_config` (``overrides`` replace single entries);
+    :class:`~streaming.errors.KafkaUnavailable` when no broker answers."""
+    return _bootstrapped(settings, lambda: KafkaProducer(**{**producer_config(settings), **overrides}))
+
+
+def _bootstrapped(settings: Settings, make: Callable[[], T]) -> T:
+    """``make()``, a kafka-python client that connects as it is made: no broker is one clear error."""
+    try:
+        return make()
+    except KafkaError as exc:
+        raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
 
 
 def async_kafka_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
@@ -112,14 +125,15 @@ def kafka_consumer(settings: Settings, *, client_id: str, **overrides: Any) -> K
 def kafka_admin(
     settings: Settings, *, client_id: str = "rivulet-admin", **overrides: Any
 ) -> KafkaAdminClient:
-    """An admin client (topics, offsets of consumer groups) with the configured timeouts."""
+    """An admin client (topics, offsets of consumer groups) with the configured timeouts;
+    :class:`~streaming.errors.KafkaUnavailable` when no broker answers."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
         "bootstrap_timeout_ms": max(settings.kafka_max_block_ms, 1000),
     }
-    return KafkaAdminClient(**{**config, **overrides})
+    return _bootstrapped(settings, lambda: KafkaAdminClient(**{**config, **overrides}))
 
 
 def feature_store(settings: Settings) -> RedisStore:

@@ -34,7 +34,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from features.events import Event, Label
 from streaming.clients import kafka_producer, producer_config  # producer_config: re-exported here
-from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge, KafkaUnavailable
+from streaming.errors import DeliveryError, DeliveryFailure, EventTooLarge
 from streaming.learning.labels import LabelCheck
 from streaming.settings import Settings
 
@@ -62,12 +62,7 @@ class Producer:
     ) -> None:
         self._settings = settings
         self.label_check = label_check
-        if client is None:
-            try:
-                client = kafka_producer(settings)
-            except KafkaError as exc:
-                raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
-        self._client = client
+        self._client = client if client is not None else kafka_producer(settings)
         self.events_topic = events_topic or settings.topics.events
         self.labels_topic = labels_topic or settings.topics.labels
         self._limit = settings.max_event_bytes

@@ -11,7 +11,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streaming.clients import kafka_admin, kafka_consumer
-from streaming.errors import KafkaUnavailable, TopicError
+from streaming.errors import TopicError
 from streaming.settings import Settings
 
 __all__ = ["PartitionInfo", "TopicAdmin", "TopicInfo"]
@@ -47,12 +47,7 @@ class TopicAdmin:
 
     def __init__(self, settings: Settings, *, client: KafkaAdminClient | None = None) -> None:
         self._settings = settings
-        if client is None:
-            try:
-                client = kafka_admin(settings)
-            except KafkaError as exc:
-                raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
-        self._client = client
+        self._client = client if client is not None else kafka_admin(settings)
 
     def create(
         self,
