@@ -15,7 +15,7 @@ from streaming.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fixtures_give_fresh_topics_and_redis_prefixes(

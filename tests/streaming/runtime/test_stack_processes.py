@@ -1,0 +1,110 @@
+"""The stack's process checks without services: which pid is still our process (psutil, not a reused pid or
+a zombie), which processes are the stack's strays (its mark in their environment), how ``down`` stops them,
+and where ``rivulet up`` finds ``scripts/services``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streaming.runtime import stack as stack_module
+from streaming.runtime.probes import process
+from streaming.runtime.stack import Program, Stack
+from streaming.settings import Settings
+from tests.support.workers import ROOT
+
+pytestmark = pytest.mark.unit
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes started by a test; killed and reaped afterwards whatever happened."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def sleeper(spawn: list[subprocess.Popen[bytes]], **env: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(SLEEPER, env={**os.environ, **env})
+    spawn.append(proc)
+    return proc
+
+
+def test_a_pid_is_ours_while_it_runs_the_program_we_started(spawn: list[subprocess.Popen[bytes]]) -> None:
+    proc = sleeper(spawn)
+    assert process(proc.pid, "time.sleep(120)") is not None
+    assert process(proc.pid, "supervisord") is None  # the pid of another program: a reused pid
+    proc.send_signal(signal.SIGKILL)
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # until it is dead, leaving it unreaped
+    # a zombie still has its pid (os.kill(pid, 0) succeeds), and is not running
+    os.kill(proc.pid, 0)
+    assert process(proc.pid, "") is None
+    proc.wait(timeout=30)
+    assert process(proc.pid, "") is None
+
+
+def test_a_stack_is_running_only_when_its_pidfile_names_a_live_supervisord(
+    tmp_path: Path, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    stack = Stack(Settings(data_dir=str(tmp_path)))
+    stack.home.mkdir(parents=True)
+    assert not stack.running()  # no pidfile
+    (stack.home / "supervisord.pid").write_text(f"{sleeper(spawn).pid}\n")
+    assert not stack.running()  # a live process, but not a supervisord
+    fake = subprocess.Popen([*SLEEPER, "supervisord"])  # "supervisord" in its command line
+    spawn.append(fake)
+    (stack.home / "supervisord.pid").write_text(f"{fake.pid}\n")
+    assert stack.running()
+    fake.kill()
+    fake.wait(timeout=30)
+    assert not stack.running()
+
+
+def test_down_without_a_supervisor_stops_exactly_the_processes_marked_with_this_stack(
+    tmp_path: Path, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    stack = Stack(Settings(data_dir=str(tmp_path / "mine")))
+    other = Stack(Settings(data_dir=str(tmp_path / "other")))
+    ours = [sleeper(spawn, RIVULET_STACK_HOME=str(stack.home)) for _ in range(2)]
+    theirs = sleeper(spawn, RIVULET_STACK_HOME=str(other.home))
+    unmarked = sleeper(spawn)
+    assert sorted(stack.strays()) == sorted(p.pid for p in ours)
+    assert stack.down(timeout_s=30) is True
+    assert [p.wait(timeout=30) for p in ours] == [-signal.SIGTERM, -signal.SIGTERM]
+    assert theirs.poll() is None and unmarked.poll() is None
+    assert stack.strays() == [] and other.strays() == [theirs.pid]
+    assert stack.down(timeout_s=30) is False  # nothing left: nothing was running
+
+
+def test_up_finds_scripts_services_of_its_checkout_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the move to streaming/runtime/ the checkout is two levels up (it looked in streaming/)."""
+    monkeypatch.chdir(tmp_path)
+    assert stack_module._services_script() == ROOT / "scripts" / "services"
+
+
+def test_a_program_reads_supervisors_process_info() -> None:
+    info = {
+        "name": "learner",
+        "group": "learner",
+        "statename": "BACKOFF",
+        "state": 30,
+        "pid": 0,
+        "start": 1_700_000_000,
+        "stop": 0,
+        "description": "Exited too quickly (process log may have details)",
+        "exitstatus": 1,
+    }
+    assert Program.from_info(info) == Program("learner", "BACKOFF", 0, 1_700_000_000, info["description"])
