@@ -31,3 +31,27 @@ def test_the_cluster_node_runs_cluster_enabled_in_its_own_directory(tmp_path) ->
     assert args["--bind"] == "127.0.0.1"
     assert node.pidfile != localservices.RedisNode(tmp_path / "redis").pidfile
     assert node.url == "redis://127.0.0.1:7001"
+
+
+def test_a_bootstrap_without_a_port_is_kafkas_default_port(tmp_path) -> None:
+    """RIVULET_KAFKA_BOOTSTRAP=localhost made scripts/services fail on int("localhost"); one parse now."""
+    kafka, redis_node = localservices._local_nodes("localhost", "redis://127.0.0.1")
+    assert (kafka.port, kafka.controller_port, redis_node.port) == (9092, 9093, 6379)
+    kafka, redis_node = localservices._local_nodes("127.0.0.1:29092,127.0.0.1:29093", "redis://h:6380/1")
+    assert (kafka.port, kafka.controller_port, redis_node.port) == (29092, 29093, 6380)
+
+
+def test_a_node_is_ours_only_by_its_pid_file_and_program(tmp_path) -> None:
+    """A pid file left by a crash whose pid now runs another program is not our server."""
+    import os
+
+    kafka = localservices.KafkaNode(tmp_path / "kafka", port=1)
+    redis_node = localservices.RedisNode(tmp_path / "redis", port=1)
+    for node in (kafka, redis_node):
+        node.home.mkdir(parents=True)
+        assert not node.running()  # no pid file
+        node.pidfile.write_text(str(os.getpid()))  # pytest: neither a broker in this home nor a redis-server
+        assert not node.running()
+        node.stop()  # signals nothing (this process lives on) and forgets the stale pid file
+        assert not node.pidfile.exists()
+    assert (kafka.marker, redis_node.marker) == (str(tmp_path / "kafka"), "redis-server")
