@@ -11,32 +11,20 @@ from typing import Any
 
 import orjson
 import pytest
-from river import base, linear_model
+from river import linear_model
 
 from streaming.learning.core import LearnerCore
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.merge import Positioned, Undecodable, decode, event_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy, ModelSpec
+from tests.streaming.learning.test_core_flow import Fixed as Recorder  # True at 0.75; keeps what it learned
 
 pytestmark = pytest.mark.unit
 
 ROLES = TopicRoles("f", "l", "p")
 ALL = ["a", "d", "r", "w"]
 V = ["a", "d", "r"]
-
-
-class Recorder(base.Classifier):
-    """Predicts True with probability 0.75; keeps what it learned."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[dict[str, Any], Any]] = []
-
-    def learn_one(self, x: dict[str, Any], y: Any) -> None:
-        self.seen.append((dict(x), y))
-
-    def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
-        return {True: 0.75, False: 0.25}
 
 
 def specs() -> list[ModelSpec]:
