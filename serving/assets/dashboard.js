@@ -141,6 +141,8 @@
       document.getElementById("status").textContent =
         `${names.length} model(s), updated ${new Date(data.now * 1000).toLocaleTimeString()}`;
       document.body.dataset.ready = "true";
+      // renderings so far: what a test waits for, instead of a clock, to see the page draw the same data again
+      document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
       document.getElementById("error").textContent = "";
     } catch (e) {
       document.getElementById("error").textContent = "refresh failed: " + e;

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from streaming.settings import Settings
-from tests.support.api_env import KEYS, Embedded, keyed, serve
+from tests.serving.running import running
+from tests.support.api_env import KEYS, Embedded, keyed
 
 pytestmark = pytest.mark.integration
 
@@ -74,18 +75,15 @@ def driver() -> Any:
 def test_hostile_names_are_shown_as_text_and_never_run(settings: Settings, driver: Any) -> None:
     """No keys (the loopback default: the data are open); before, the page ran the learned count's
     ``<img onerror>`` (``window.__pwned == 4``)."""
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     emb = hostile_registry(
         settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[]
     )
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         driver.get(f"{url}/dashboard")
-        WebDriverWait(driver, 30).until(
-            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
-        )
-        time.sleep(2.5)  # past the next refresh too: a second rendering of the same data runs nothing either
+        # a second rendering of the same data (the next refresh) runs nothing either
+        WebDriverWait(driver, 30).until(lambda d: renders(d) >= 2)
         assert driver.execute_script("return window.__pwned") is None
         assert driver.execute_script("return typeof window.__pwned") == "undefined"
         assert_literal(driver)
@@ -103,7 +101,7 @@ def test_with_keys_the_page_asks_for_a_read_key(settings: Settings, driver: Any)
     from selenium.webdriver.support.ui import WebDriverWait
 
     emb = hostile_registry(settings)
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         driver.get(f"{url}/dashboard")
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "auth").is_displayed())
         assert "read key" in driver.find_element(By.ID, "error").text
@@ -121,26 +119,44 @@ def test_with_keys_the_page_asks_for_a_read_key(settings: Settings, driver: Any)
         assert_literal(driver)
 
 
+def renders(driver: Any) -> int:
+    """How many times the page has drawn its data (``data-renders``; 0 before the first)."""
+    return int(driver.execute_script("return Number(document.body.dataset.renders || 0)"))
+
+
+# what assert_literal reads of the page, in one script: the page redraws its tables every 2 s, and elements
+# read one by one from Python could be replaced between two reads (a stale element)
+SNAPSHOT = """
+const models = document.getElementById("models");
+const card = models.querySelector("section.model");
+const texts = (sel) => [...card.querySelectorAll(sel)].map((e) => e.innerText);
+return {
+  markup: models.querySelectorAll("img, script").length,
+  model: card.dataset.model,
+  title: card.querySelector("h2").innerText,
+  headers: texts(".versions th"),
+  row: texts(".versions td"),
+  drifts: texts("li.drift"),
+  points: card.querySelector(".chart.metrics").dataset.points,
+  quarantine: card.querySelector(".quarantine").innerText,
+  text: card.innerText,
+};
+"""
+
+
 def assert_literal(driver: Any) -> None:
     """Every hostile name is on the page as text; no element came from data."""
-    from selenium.webdriver.common.by import By
-
-    models = driver.find_element(By.ID, "models")
-    assert (
-        models.find_elements(By.TAG_NAME, "img") == [] and models.find_elements(By.TAG_NAME, "script") == []
-    )
-    card = models.find_element(By.CSS_SELECTOR, "section.model")
-    assert card.get_attribute("data-model") == NAME
-    assert card.find_element(By.TAG_NAME, "h2").text == NAME  # the name, literally
-    headers = [th.text for th in card.find_elements(By.CSS_SELECTOR, ".versions th")]
-    assert METRIC in headers  # a metric name, literally
-    row = [td.text for td in card.find_elements(By.CSS_SELECTOR, ".versions td")]
-    assert row[2] == "-"  # a learned count that is not a number is not shown at all
-    drifts = [li.text for li in card.find_elements(By.CSS_SELECTOR, "li.drift")]
+    page = driver.execute_script(SNAPSHOT)
+    assert page["markup"] == 0  # no <img> or <script> made of data
+    assert page["model"] == NAME
+    assert page["title"] == NAME  # the name, literally
+    assert METRIC in page["headers"]  # a metric name, literally
+    assert page["row"][2] == "-"  # a learned count that is not a number is not shown at all
+    drifts = page["drifts"]
     assert drifts and drifts[0].startswith(SAMPLE_DETECTOR) and "after - learned" in drifts[0]
-    assert int(card.find_element(By.CSS_SELECTOR, ".chart.metrics").get_attribute("data-points")) == 4
-    assert QUARANTINE in card.find_element(By.CSS_SELECTOR, ".quarantine").text  # its status, literally
-    assert METRIC in card.text and "Accuracy" in card.text
+    assert int(page["points"]) == 4
+    assert QUARANTINE in page["quarantine"]  # its status, literally
+    assert METRIC in page["text"] and "Accuracy" in page["text"]
     # the page works under its own policy: nothing of it was refused (its style block's hash is right)
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
     assert refused == [], refused
@@ -165,7 +181,7 @@ def test_metric_names_of_objects_own_properties_chart_as_missing_values(
     for i in range(3):
         metrics = {"Accuracy": 0.5 + i / 10, **(inherited if i == 2 else {})}
         emb.registry.record("m", {"t": now - 30 + 10 * i, "learned": 10 * i, "rate": 1.0, "metrics": metrics})
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         driver.get(f"{url}/dashboard")
         WebDriverWait(driver, 30).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import uvicorn
 from river import metrics
 from river.datasets import synth
 
@@ -28,6 +24,7 @@ from streaming.learning.core import LearnerCore
 from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
+from tests.serving.running import running
 from tests.support.api_env import KEYS
 from tests.support.model_defs import scaled_lr
 from tests.support.serving_env import SIGNER, serving_settings
@@ -53,37 +50,24 @@ def test_schemathesis_all_checks(
     RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=SIGNER).save(
         "zipm", core.models["zipm"], {"offsets": {}, "view": "zip"}
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with TopicAdmin(s) as admin:
         admin.create()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
         try:
-            schema = tmp_path / "openapi.json"
-            with urllib.request.urlopen(
-                urllib.request.Request(
-                    f"http://127.0.0.1:{port}/openapi.json", headers={"X-API-Key": KEYS["read"]}
-                )
-            ) as got:
-                schema.write_bytes(got.read())
-            tags = {
-                t
-                for ops in json.loads(schema.read_text())["paths"].values()
-                for o in ops.values()
-                for t in o["tags"]
-            }
-            assert tags == {"score", "ingest", "read", "admin", "ops"}, tags
-            results = {tag: _schemathesis(schema, port, tag, KEYS.get(tag), tmp_path) for tag in sorted(tags)}
+            with running(create_app(s)) as url:
+                schema = tmp_path / "openapi.json"
+                with urllib.request.urlopen(
+                    urllib.request.Request(f"{url}/openapi.json", headers={"X-API-Key": KEYS["read"]})
+                ) as got:
+                    schema.write_bytes(got.read())
+                tags = {
+                    t
+                    for ops in json.loads(schema.read_text())["paths"].values()
+                    for o in ops.values()
+                    for t in o["tags"]
+                }
+                assert tags == {"score", "ingest", "read", "admin", "ops"}, tags
+                results = {t: _schemathesis(schema, url, t, KEYS.get(t), tmp_path) for t in sorted(tags)}
         finally:
-            server.should_exit = True
-            thread.join(10)
             admin.delete(s.topics.all())
     for tag, result in results.items():
         assert result.returncode == 0, f"{tag}:\n{result.stdout[-12000:]}"
@@ -91,7 +75,7 @@ def test_schemathesis_all_checks(
 
 
 def _schemathesis(
-    schema: Path, port: int, tag: str, key: str | None, cwd: Path
+    schema: Path, url: str, tag: str, key: str | None, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
     """schemathesis over the operations tagged ``tag``, with ``key`` (none for the public ones)."""
     command = [
@@ -99,7 +83,7 @@ def _schemathesis(
         "run",
         str(schema),
         "--url",
-        f"http://127.0.0.1:{port}",
+        url,
         "--include-tag",
         tag,
         "--checks",

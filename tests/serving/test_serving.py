@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ import httpx
 import orjson
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 from localservices import RedisNode
 from river import metrics
 from river.datasets import synth
 
+from features.engine import FeatureEngine
 from features.redis_store import RedisStore
 from features.store import FeatureRow
 from serving.app import create_app
@@ -30,6 +29,7 @@ from streaming.learning.core import LearnerCore, predict, select_inputs
 from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
+from tests.serving.running import free_port, running
 from tests.support.feature_defs import ZIP
 from tests.support.kafka_read import read_all
 from tests.support.model_defs import scaled_lr
@@ -44,12 +44,6 @@ OPS_KEY = "ops-key"  # the score, ingest and read scopes (their separation is te
 def api(app: Any) -> TestClient:
     """A client of ``app`` as a trusted host, with the test's key."""
     return TestClient(app, base_url="http://localhost", headers={"X-API-Key": OPS_KEY})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def trained_state(n: int, seed: int = 1) -> Any:
@@ -122,9 +116,7 @@ def test_a_checkpoint_is_scored_with_online_features(env: Settings) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         # independent: the same vector through the engine, the checkpoint's model
-        vector = (
-            __import__("features.engine", fromlist=["FeatureEngine"]).FeatureEngine(ZIP).serve(online, {})
-        )
+        vector = FeatureEngine(ZIP).serve(online, {})
         label, proba = predict(state, select_inputs(vector, None), serving=True)
         assert body["model"] == "zipm" and body["version"] == version and body["features_found"] is True
         assert body["prediction"] == label
@@ -180,18 +172,12 @@ def test_errors_are_clear_and_never_a_500(env: Settings) -> None:
 def test_hot_swap_under_load_fails_no_request(env: Settings) -> None:
     reg = registry(env)
     first = reg.save("zipm", trained_state(100, seed=1), {"offsets": {}, "view": "zip"})
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(env), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     seen: list[int] = []
     failures: list[str] = []
     stop = threading.Event()
 
-    def load() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": OPS_KEY}) as c:
+    def load(url: str) -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": OPS_KEY}) as c:
             while not stop.is_set():
                 r = c.post("/v1/models/zipm/predict", json={"entity": "1"})
                 if r.status_code != 200:
@@ -199,31 +185,29 @@ def test_hot_swap_under_load_fails_no_request(env: Settings) -> None:
                 else:
                     seen.append(r.json()["version"])
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        versions = [first]
-        for seed in (2, 3, 4):
-            time.sleep(0.5)
-            versions.append(
-                reg.save("zipm", trained_state(100 + seed * 50, seed=seed), {"offsets": {}, "view": "zip"})
-            )
-        deadline = time.monotonic() + 10
-        while (not seen or seen[-1] != versions[-1]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
+    with running(create_app(env)) as url:
+        threads = [threading.Thread(target=load, args=(url,)) for _ in range(4)]
         for t in threads:
-            t.join()
-        server.should_exit = True
-        thread.join(10)
+            t.start()
+        try:
+            versions = [first]
+            for seed in (2, 3, 4):
+                time.sleep(0.5)
+                newer = trained_state(100 + seed * 50, seed=seed)
+                versions.append(reg.save("zipm", newer, {"offsets": {}, "view": "zip"}))
+            deadline = time.monotonic() + 10
+            while (not seen or seen[-1] != versions[-1]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
     assert not failures, failures[:3]
     assert seen[-1] == versions[-1] and set(seen) <= set(versions) and len(set(seen)) >= 2
 
 
 def test_redis_stopped_then_restarted(env: Settings, tmp_path: Path) -> None:
-    node = RedisNode(tmp_path / "redis", port=_free_port())
+    node = RedisNode(tmp_path / "redis", port=free_port())
     node.start()
     s = env.model_copy(update={"redis_url": node.url})
     try:
@@ -251,20 +235,33 @@ def test_redis_stopped_then_restarted(env: Settings, tmp_path: Path) -> None:
         node.stop()
 
 
+# entities with their online vectors and the labels their served predictions get: varied values, so that after
+# learning them a scaled model's score depends on the features (after a single record a StandardScaler maps
+# every input to 0, and a model trained on the right features, on none or on the wrong ones scores alike)
+LABELLED = {
+    "3": ({"count_lifetime": 40, "salary_mean_10m": 90_000.0, "loan_max_lifetime": 1_000.0}, True),
+    "4": ({"count_lifetime": 2, "salary_mean_10m": 20_000.0, "loan_max_lifetime": 400_000.0}, False),
+    "5": ({"count_lifetime": 25, "salary_mean_10m": 130_000.0, "loan_max_lifetime": 50_000.0}, True),
+    "6": ({"count_lifetime": 60, "salary_mean_10m": 35_000.0, "loan_max_lifetime": 250_000.0}, False),
+}
+
+
 def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_features(env: Settings) -> None:
     from streaming.runtime.learner import LearnerWorker
 
-    reg = registry(env)
-    reg.save("zipm", trained_state(200), {"offsets": {}, "view": "zip"})
-    put_vector(env, "3", {"count_lifetime": 40, "salary_mean_10m": 90_000.0, "loan_max_lifetime": 1_000.0}, 5)
+    registry(env).save("zipm", trained_state(200), {"offsets": {}, "view": "zip"})
+    for entity, (vector, _) in LABELLED.items():
+        put_vector(env, entity, vector, 5)
     with api(create_app(env)) as client:
-        served = client.post("/v1/models/zipm/predict", json={"entity": "3"}).json()
-        assert (
-            client.post(
-                "/v1/labels", json={"labels": [{"prediction_id": served["prediction_id"], "label": True}]}
-            ).status_code
-            == 202
-        )
+        served = [client.post("/v1/models/zipm/predict", json={"entity": e}).json() for e in LABELLED]
+        # label times after every prediction, in order: the learner's merge learns them in this order
+        after = int(time.time() * 1000) + 1_000
+        labels = [
+            {"prediction_id": p["prediction_id"], "label": label, "ts": after + i}
+            for i, (p, (_, label)) in enumerate(zip(served, LABELLED.values(), strict=True))
+        ]
+        assert client.post("/v1/labels", json={"labels": labels}).status_code == 202
+    # a fresh learner (its own registry prefix): only these labels train it
     learner = LearnerWorker(
         env,
         [SPEC],
@@ -274,13 +271,26 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
     )
     learner.run(max_idle_s=2.0, install_signals=False)
     state = learner.core.models["zipm"]
-    assert state.n_learned == 1 and state.counters["pending"] == 0
-    # it learned on the vector as served: one SGD step on exactly those inputs
-    fresh = LearnerCore([SPEC])
-    fresh.on_record("x", 0, served_features(env, served["prediction_id"]), label=True)
-    assert state.model.predict_proba_one({"count_lifetime": 1.0}) == fresh.models[
-        "zipm"
-    ].model.predict_proba_one({"count_lifetime": 1.0})
+    assert state.n_learned == len(LABELLED) and state.counters["pending"] == 0
+    inputs = [served_features(env, p["prediction_id"]) for p in served]
+    assert inputs == [select_inputs(FeatureEngine(ZIP).serve(v, {}), None) for v, _ in LABELLED.values()]
+    ys = [label for _, label in LABELLED.values()]
+
+    def scores(model: Any) -> list[float]:
+        return [model.predict_proba_one(x)[True] for x in inputs]
+
+    def trained(xs: list[dict[str, Any]]) -> Any:
+        core = LearnerCore([SPEC])
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            core.on_record(str(i), i, x, label=y)
+        return core.models["zipm"].model
+
+    # the oracle: the same learning steps on exactly the served inputs, in the labels' order
+    assert scores(state.model) == pytest.approx(scores(trained(inputs)), rel=1e-12)
+    # a model that learned without those features, or with them on the wrong records, scores otherwise
+    for other in ([{} for _ in inputs], inputs[1:] + inputs[:1], inputs[::-1]):
+        gaps = [abs(a - b) for a, b in zip(scores(state.model), scores(trained(other)), strict=True)]
+        assert max(gaps) > 1e-3, (other, gaps)
 
 
 def served_features(env: Settings, prediction_id: str) -> dict[str, Any]:
