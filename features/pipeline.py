@@ -35,143 +35,37 @@ record and entity. Reason codes:
 - ``error``: any other exception while processing the record (a feature function raising something that
   is not an arithmetic or lookup error, say); nothing applied (the engine changes a state only after
   everything that can fail has run).
-
-A dead letter always fits the same limit (:meth:`DeadLetter.encode`): when the original bytes would not (a
-record near the size limit grows by a third in base64), they are left out (the larger of value and key
-first) and the dead letter says how many there were and their SHA-256; its position still finds them on
-the source topic. A key over ``MAX_KEY_BYTES`` is never the letter's Kafka key.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine, Vector
 from features.errors import AggregateOverflow, CorruptState, InvalidEvent, LateEvent, RecordTooLarge
 from features.events import Event
+from features.records import REASONS, STAGE, DeadLetter, FeatureRecord, RawRecord, describe
 from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadable
 
 __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
 
-STAGE = "features"
-REASONS = ("invalid", "future", "late", "overflow", "corrupt_state", "too_large", "error")
-# the longest error text a dead letter carries (an error may quote its input, which may be huge)
-MAX_ERROR_CHARS = 2_000
-# the longest original key a dead letter keeps as its own Kafka key
-MAX_KEY_BYTES = 4_096
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A decoded record and its entity in one view."""
+
+    raw: RawRecord
+    event: Event
+    entity: str
+
+
 # the feature worker's bound on one entity's serialised state (Redis refuses a value over 512 MB)
 MAX_STATE_BYTES = 64 * 1024 * 1024
 # the feature worker's bound on the states it keeps in memory between batches (serialised bytes)
 MAX_CACHE_BYTES = 512 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    timestamp_ms: int | None = None  # the Kafka record's timestamp, when known
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRecord:
-    """What goes on the features topic: the event and its point-in-time vector in one view."""
-
-    view: str
-    entity: str
-    event: Event
-    features: Vector
-    source: RawRecord | None = field(default=None, compare=False)  # where the event was read
-    payload: bytes | None = field(default=None, compare=False, repr=False)  # to_json(), when checked
-
-    def to_json(self) -> bytes:
-        if self.payload is not None:
-            return self.payload
-        return orjson.dumps(
-            {
-                "view": self.view,
-                "entity": self.entity,
-                "event": self.event.to_dict(),
-                "features": self.features,
-            }
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be applied, with why and where it came from; the original bytes are kept.
-
-    The one dead letter of every stage: the feature worker's (``stage`` ``features``, ``view``) and the
-    learner's (``stage`` ``learner``, ``models``: see :mod:`streaming.learning.deadletters`); both reach the
-    topic through :meth:`encode`, so a large key can never make a letter larger than the topic takes.
-    """
-
-    reason: str  # one of REASONS
-    error: str
-    record: RawRecord
-    view: str | None = None
-    stage: str = STAGE
-    models: tuple[str, ...] | None = None  # the learner's: the models the record was rejected for
-
-    def to_json(self, limit: int | None = None) -> bytes:
-        """The dead letter as JSON; with ``limit``, at most that many bytes (see :meth:`encode`)."""
-        value, key = self.record.value, self.record.key
-        error = self.error if len(self.error) <= MAX_ERROR_CHARS else self.error[:MAX_ERROR_CHARS] + "..."
-        out: dict[str, Any] = {
-            "reason": self.reason,
-            "stage": self.stage,
-            "error": error.encode("utf-8", "replace").decode(),  # text from anywhere: always UTF-8
-            "topic": self.record.topic,
-            "partition": self.record.partition,
-            "offset": self.record.offset,
-            "value_b64": base64.b64encode(value).decode() if value is not None else None,
-        }
-        if key is not None:
-            out["key_b64"] = base64.b64encode(key).decode()
-        if self.view is not None:
-            out["view"] = self.view
-        if self.models is not None:
-            out["models"] = list(self.models)
-        full = orjson.dumps(out)
-        if limit is None or len(full) <= limit:
-            return full
-        out["omitted"] = f"original bytes over the dead-letter limit of {limit}: read them at this position"
-        # too large for the topic: leave bytes out, the larger first (so as much as fits is kept; on a
-        # tie the value, then the key)
-        parts = sorted((("value", value), ("key", key)), key=lambda p: -len(p[1] or b""))
-        for name, raw in parts:
-            if raw is not None:
-                out[f"{name}_b64"] = None
-                out[f"{name}_bytes"] = len(raw)
-                out[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
-                small = orjson.dumps(out)
-                if len(small) <= limit:
-                    return small
-        return orjson.dumps(out)
-
-    def encode(self, limit: int) -> tuple[bytes | None, bytes]:
-        """``(key, value)`` for the dead-letter topic, together at most ``limit`` bytes: the original
-        key when it is small (at most ``MAX_KEY_BYTES``), the JSON with the original bytes when they fit.
-
-        >>> d = DeadLetter("invalid", "x", RawRecord(b"y" * 3000, "events", 0, 7, key=b"k"))
-        >>> key, value = d.encode(1000)
-        >>> key, len(value) <= 999, orjson.loads(value)["value_bytes"]
-        (b'k', True, 3000)
-        """
-        key = (
-            self.record.key if self.record.key is not None and len(self.record.key) <= MAX_KEY_BYTES else None
-        )
-        return key, self.to_json(limit - (len(key) if key else 0))
 
 
 @dataclass
@@ -297,7 +191,7 @@ class FeaturePipeline:
                     result.dead_letters.append(DeadLetter("invalid", str(exc), raw))
             except Exception as exc:  # anything else about one record is that record's problem
                 if self.report_invalid:
-                    result.dead_letters.append(DeadLetter("error", _describe(exc), raw))
+                    result.dead_letters.append(DeadLetter("error", describe(exc), raw))
         for engine in self.engines:
             await self._apply_view(engine, parsed, result)
         return result
@@ -313,7 +207,7 @@ class FeaturePipeline:
             except InvalidEvent as exc:  # e.g. a key field's value too long to be an entity
                 result.dead_letters.append(DeadLetter("invalid", str(exc), raw, view.name))
             except Exception as exc:
-                result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view.name))
+                result.dead_letters.append(DeadLetter("error", describe(exc), raw, view.name))
         entities = sorted({k for _, _, k in keyed if k is not None})
         cached, loaded = await self._states(view.name, entities)
         states, corrupt = self._usable(engine, loaded)
@@ -337,9 +231,7 @@ class FeaturePipeline:
                 if _redelivered(state, raw):
                     result.skipped += 1  # applied before a crash or rebalance: already in the stored state
                     continue
-                self._apply_one(
-                    engine, state, raw, event, entity, result, self.max_record_bytes, self.max_state_bytes
-                )
+                self._apply_one(engine, state, _Keyed(raw, event, entity), result)
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             touched[entity] = state
         updates: dict[str, StateUpdate] = {}
@@ -352,17 +244,10 @@ class FeaturePipeline:
         if updates:
             result._updates[view.name] = updates
 
-    @staticmethod
-    def _apply_one(
-        engine: FeatureEngine,
-        state: EntityState,
-        raw: RawRecord,
-        event: Event,
-        entity: str,
-        result: BatchResult,
-        limit: int | None = None,
-        state_limit: int | None = None,
-    ) -> None:
+    def _apply_one(self, engine: FeatureEngine, state: EntityState, item: _Keyed, out: BatchResult) -> None:
+        """Apply one event to its entity's state (or dead-letter it, the state unchanged)."""
+        raw, event, entity = item.raw, item.event, item.entity
+        limit, state_limit = self.max_record_bytes, self.max_state_bytes
         view = engine.view.name
         payload: list[bytes] = []
         growth = len(raw.value or b"") * engine.copies  # what applying the event can add to the state
@@ -378,7 +263,7 @@ class FeaturePipeline:
 
         try:
             if engine.seen(state, event):
-                result.skipped += 1
+                out.skipped += 1
                 return
             if state_limit is not None and state.size + growth > state_limit:
                 state.size = len(state.to_json())  # the bound is loose: measure before refusing
@@ -387,15 +272,15 @@ class FeaturePipeline:
             vector = engine.apply(state, event, check)
             state.size += growth
         except LateEvent as exc:
-            result.dead_letters.append(DeadLetter("late", str(exc), raw, view))
+            out.dead_letters.append(DeadLetter("late", str(exc), raw, view))
         except AggregateOverflow as exc:
-            result.dead_letters.append(DeadLetter("overflow", str(exc), raw, view))
+            out.dead_letters.append(DeadLetter("overflow", str(exc), raw, view))
         except RecordTooLarge as exc:
-            result.dead_letters.append(DeadLetter("too_large", str(exc), raw, view))
+            out.dead_letters.append(DeadLetter("too_large", str(exc), raw, view))
         except Exception as exc:  # the engine changed nothing: see its apply()
-            result.dead_letters.append(DeadLetter("error", _describe(exc), raw, view))
+            out.dead_letters.append(DeadLetter("error", describe(exc), raw, view))
         else:
-            result.records.append(FeatureRecord(view, entity, event, vector, raw, payload[0]))
+            out.records.append(FeatureRecord(view, entity, event, vector, raw, payload[0]))
 
     def _usable(
         self, engine: FeatureEngine, loaded: dict[str, Loaded]
@@ -421,11 +306,3 @@ class FeaturePipeline:
 def _redelivered(state: EntityState, raw: RawRecord) -> bool:
     pos = state.position
     return pos is not None and pos["t"] == raw.topic and pos["p"] == raw.partition and raw.offset <= pos["o"]
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    return f"{type(exc).__name__}: {text}"[:1000]
