@@ -23,10 +23,7 @@ from rich.progress import (
 )
 
 from features.errors import FeaturesError
-from features.events import parse_ts
-from streaming.cli.options import RowFields, RowTiming
 from streaming.errors import StreamingError
-from streaming.ingest.rows import RowMapping
 from streaming.logs import configure_logging
 from streaming.settings import Settings
 
@@ -37,7 +34,6 @@ __all__ = [
     "load_settings",
     "progress_bar",
     "read_settings",
-    "row_mapping",
     "settings_of",
     "user_errors",
     "with_stack_keys",
@@ -113,30 +109,6 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-
-
-# ---------------------------------------------------------------- how rows of a file become events
-# (``rivulet produce`` and ``rivulet replay`` read the same sources the same way)
-
-
-def row_mapping(
-    source: str, fields: RowFields, timing: RowTiming, default_start_ms: int | None
-) -> RowMapping:
-    """The mapping of a source's rows; River datasets and synthetic streams get 100 entities and times
-    from ``default_start_ms`` unless told otherwise (None: the wall clock as each row is mapped)."""
-    generated = source.startswith(("river:", "synth:"))
-    with user_errors():
-        start = parse_ts(timing.start_ts, "--start-ts") if timing.start_ts is not None else None
-    return RowMapping(
-        entity_field=fields.entity_field,
-        ts_field=fields.ts_field,
-        label_field=fields.label_field,
-        id_field=fields.id_field,
-        entities=timing.entities if timing.entities is not None else (100 if generated else None),
-        start_ts=start if start is not None else (default_start_ms if generated else None),
-        step_ms=timing.step_ms,
-        clock=generated and start is None and default_start_ms is None,
-    )
 
 
 def progress_bar(title: str, *columns: ProgressColumn, quiet: bool) -> Progress:

@@ -21,11 +21,9 @@ app = typer.Typer(help="Run the learner: River models on the features stream.", 
 def run(
     ctx: typer.Context,
     models: ModelsModule = None,
-    idle_exit: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds without records.")
-    ] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="Stop after N seconds without records.")] = None,
     heartbeat: Annotated[
-        Path | None, typer.Option(help="Touch this file every 2 s while running (for health checks).")
+        Path | None, typer.Option(help="Touch this file every 2 s (a health check).")
     ] = None,
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""

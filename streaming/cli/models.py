@@ -9,14 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from streaming.cli.common import (
-    console,
-    fail,
-    progress_bar,
-    settings_of,
-    user_errors,
-    with_stack_keys,
-)
+from streaming.cli.common import console, fail, progress_bar, settings_of, user_errors, with_stack_keys
 from streaming.cli.options import ModelsModule, Quiet
 from streaming.cli.specs import checked_specs, registry_of
 from streaming.clients import registry_writer

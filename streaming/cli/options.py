@@ -3,7 +3,7 @@
 A command names a group as one parameter typed with the group's dataclass and is decorated with
 :func:`grouped`: typer then sees the group's fields as the command's own options, and the command receives
 one typed object. ``rivulet produce`` and ``rivulet replay file``/``dataset`` read rows the same way
-(:class:`RowFields`, :class:`RowTiming`, :class:`SynthOptions`); the three ``rivulet replay`` commands share
+(:class:`RowFields`, :class:`RowTiming`, :class:`Synth`); the three ``rivulet replay`` commands share
 :class:`ReplayOptions`.
 
 >>> import inspect
@@ -28,6 +28,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from features.events import parse_ts
+from streaming.ingest.rows import RowMapping
+
 __all__ = [
     "DriftWidth",
     "ModelsModule",
@@ -36,8 +39,9 @@ __all__ = [
     "RowFields",
     "RowTiming",
     "Seed",
-    "SynthOptions",
+    "Synth",
     "grouped",
+    "row_mapping",
 ]
 
 R = TypeVar("R")
@@ -85,7 +89,7 @@ class RowTiming:
 
 
 @dataclass(frozen=True, slots=True)
-class SynthOptions:
+class Synth:
     """The synthetic streams' parameters."""
 
     seed: Seed = 42
@@ -127,6 +131,32 @@ class ReplayOptions:
         typer.Option(min=1, help="Stop after this many events (or features records); labels do not count."),
     ] = None
     quiet: Quiet = False
+
+
+def row_mapping(
+    source: str, fields: RowFields, timing: RowTiming, default_start_ms: int | None
+) -> RowMapping:
+    """The mapping of a source's rows; River datasets and synthetic streams get 100 entities and times
+    from ``default_start_ms`` unless told otherwise (None: the wall clock as each row is mapped). A bad
+    ``--start-ts``: :class:`~features.errors.FeaturesError`.
+
+    >>> row_mapping("river:Phishing", RowFields(), RowTiming(start_ts="1970-01-01T00:00:01Z"), None).start_ts
+    1000
+    >>> row_mapping("rows.csv", RowFields(), RowTiming(), 5).start_ts is None
+    True
+    """
+    generated = source.startswith(("river:", "synth:"))
+    start = parse_ts(timing.start_ts, "--start-ts") if timing.start_ts is not None else None
+    return RowMapping(
+        entity_field=fields.entity_field,
+        ts_field=fields.ts_field,
+        label_field=fields.label_field,
+        id_field=fields.id_field,
+        entities=timing.entities if timing.entities is not None else (100 if generated else None),
+        start_ts=start if start is not None else (default_start_ms if generated else None),
+        step_ms=timing.step_ms,
+        clock=generated and start is None and default_start_ms is None,
+    )
 
 
 def grouped(command: Callable[..., R]) -> Callable[..., R]:

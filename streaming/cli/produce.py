@@ -16,16 +16,8 @@ from rich.progress import TextColumn
 
 from features.errors import InvalidEvent
 from features.events import Event
-from streaming.cli.common import (
-    console,
-    err_console,
-    fail,
-    progress_bar,
-    row_mapping,
-    settings_of,
-    user_errors,
-)
-from streaming.cli.options import Quiet, RowFields, RowTiming, SynthOptions, grouped
+from streaming.cli.common import console, err_console, fail, progress_bar, settings_of, user_errors
+from streaming.cli.options import Quiet, RowFields, RowTiming, Synth, grouped, row_mapping
 from streaming.ingest.feed import LabelPolicy, PublishReport, RejectsFile, publish
 from streaming.ingest.producer import Producer
 from streaming.ingest.rows import Row, RowMapping, open_source
@@ -112,7 +104,7 @@ def produce(
     labels: LabelOptions,
     fields: RowFields,
     timing: RowTiming,
-    synth: SynthOptions,
+    synth: Synth,
 ) -> None:
     """Publish events to the events topic; bad rows are reported by line and written to a rejects file.
 
@@ -121,7 +113,8 @@ def produce(
     settings = settings_of(ctx)
     policy = labels.policy()
     # a generated stream is live: each event gets the wall clock as it is sent (no default start)
-    mapping = row_mapping(source, fields, timing, None)
+    with user_errors():  # a bad --start-ts
+        mapping = row_mapping(source, fields, timing, None)
     checked = CheckedMapping(**dataclasses.asdict(mapping), check=label_check(settings))
     with user_errors():
         rows = open_source(source, label_field=fields.label_field, **synth.source_options())

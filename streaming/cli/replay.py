@@ -8,33 +8,28 @@ belongs to ``topic``, a row mapping (``--entity-field``...) to ``file``, synthet
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.markup import escape
 from rich.progress import TextColumn
+from typer import Context
 from typer.core import TyperGroup
 
-from streaming.cli.common import (
-    console,
-    err_console,
-    fail,
-    progress_bar,
-    row_mapping,
-    settings_of,
-    user_errors,
-)
-from streaming.cli.options import ReplayOptions, RowFields, RowTiming, SynthOptions, grouped
+from streaming.cli.common import console, err_console, fail, progress_bar, settings_of, user_errors
+from streaming.cli.options import ReplayOptions, RowFields, RowTiming, Synth, grouped, row_mapping
 from streaming.cli.specs import checked_specs, registry_of
+from streaming.replay.kafka import Bound, parse_bound
 from streaming.settings import Settings
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from streaming.replay.plan import RowSource, TopicSource
-    from streaming.replay.runner import ReplayResult
 
+FilePath = Annotated[str, typer.Argument(help="A .jsonl or .csv file.", show_default=False)]
+DatasetName = Annotated[str, typer.Argument(help="river:<Dataset> or synth:<generator>.", show_default=False)]
 GENERATED_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: replays of generated streams are repeatable
 
 
@@ -59,6 +54,24 @@ class _Replay(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+@dataclass(frozen=True, slots=True)
+class TopicRange:
+    """A topic's range, ``[start, end)``, and where reading the labels topic starts: each a bound,
+    ``beginning``/``end``, ``time:<ISO|epoch ms>``, ``offset:N`` or per partition ``P:N,P:N``."""
+
+    start: Annotated[str, typer.Option(help="Range start (a bound: see --help of replay topic).")] = (
+        "beginning"
+    )
+    end: Annotated[str, typer.Option(help="Range end, exclusive (a bound).")] = "end"
+    labels_start: Annotated[str, typer.Option(help="Where the labels topic is read from (a bound).")] = (
+        "beginning"
+    )
+
+    def bounds(self) -> tuple[Bound, Bound, Bound]:
+        """The three bounds parsed (:class:`~streaming.replay.kafka.RangeError` for a bad one)."""
+        return parse_bound(self.start), parse_bound(self.end), parse_bound(self.labels_start)
+
+
 app = typer.Typer(
     cls=_Replay,
     help="Evaluate candidate models on history (a topic over a range, a file, a dataset): final metrics, "
@@ -74,15 +87,6 @@ def topic(
     source: Annotated[
         str, typer.Argument(help="events or features (Rivulet's topics), or a topic's name.")
     ] = "features",
-    start: Annotated[
-        str, typer.Option(help="Range start: beginning, time:<ISO|epoch ms>, offset:N or P:N,P:N.")
-    ] = "beginning",
-    end: Annotated[
-        str, typer.Option(help="Range end (exclusive): end, time:..., offset:N or P:N,P:N.")
-    ] = "end",
-    labels_start: Annotated[
-        str, typer.Option(help="Where reading the labels topic starts (a range bound; labels are small).")
-    ] = "beginning",
     input_kind: Annotated[
         Literal["auto", "events", "features"],
         typer.Option("--input", help="What the topic holds (auto: by the topic's name)."),
@@ -92,11 +96,12 @@ def topic(
         typer.Option(help="Merge partitions by event time, or keep Kafka's order (by record timestamp)."),
     ] = "event-time",
     *,
-    options: ReplayOptions,
+    span: TopicRange,
+    opts: ReplayOptions,
 ) -> None:
     """Replay a topic over a range: events (features recomputed by the same engine) or features records,
-    with the labels topic beside them."""
-    from streaming.replay.kafka import parse_bound
+    with the labels topic beside them. A range bound (--start, --end, --labels-start) is beginning or end,
+    time:<ISO|epoch ms>, offset:N (every partition) or P:N,P:N (per partition)."""
     from streaming.replay.plan import TopicSource
 
     settings = settings_of(ctx)
@@ -104,47 +109,44 @@ def topic(
     name = {"events": topics.events, "features": topics.features}.get(source, source.removeprefix("topic:"))
     kind = input_kind if input_kind != "auto" else "features" if name == topics.features else "events"
     with user_errors():  # a bad range option fails before anything connects
-        bounds = (parse_bound(start), parse_bound(end), parse_bound(labels_start))
-    _replay(settings, TopicSource(name, kind, *bounds, kafka_order=order == "kafka"), options)
+        bounds = span.bounds()
+    _replay(settings, TopicSource(name, kind, *bounds, kafka_order=order == "kafka"), opts)
 
 
 @app.command()
 @grouped
-def file(
-    ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="A .jsonl or .csv file.", show_default=False)],
+def file(ctx: Context, path: FilePath, fields: RowFields, timing: RowTiming, opts: ReplayOptions) -> None:
+    """Replay the rows of a file as events, in file order."""
+    _replay_rows(settings_of(ctx), path, fields, timing, {}, opts)
+
+
+@app.command()
+@grouped
+def dataset(ctx: Context, name: DatasetName, timing: RowTiming, synth: Synth, opts: ReplayOptions) -> None:
+    """Replay a River dataset or a synthetic stream as events (repeatable: times from 2026-01-01)."""
+    _replay_rows(settings_of(ctx), name, RowFields(), timing, synth.source_options(), opts)
+
+
+def _replay_rows(
+    settings: Settings,
+    source: str,
     fields: RowFields,
     timing: RowTiming,
+    source_options: dict[str, int],
     options: ReplayOptions,
 ) -> None:
-    """Replay the rows of a file as events, in file order."""
     from streaming.replay.plan import RowSource
 
-    mapping = row_mapping(path, fields, timing, GENERATED_START_MS)
-    _replay(settings_of(ctx), RowSource(path, mapping), options)
-
-
-@app.command()
-@grouped
-def dataset(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="river:<Dataset> or synth:<generator>.", show_default=False)],
-    timing: RowTiming,
-    synth: SynthOptions,
-    options: ReplayOptions,
-) -> None:
-    """Replay a River dataset or a synthetic stream as events (repeatable: times from 2026-01-01)."""
-    from streaming.replay.plan import RowSource
-
-    mapping = row_mapping(name, RowFields(), timing, GENERATED_START_MS)
-    _replay(settings_of(ctx), RowSource(name, mapping, synth.source_options()), options)
+    with user_errors():  # a bad --start-ts
+        mapping = row_mapping(source, fields, timing, GENERATED_START_MS)
+    _replay(settings, RowSource(source, mapping, source_options), options)
 
 
 def _replay(settings: Settings, source: TopicSource | RowSource, options: ReplayOptions) -> None:
     """Check the request, run it with a progress bar, print and write the results."""
     from features.definitions import load_views
     from streaming.replay import plan
-    from streaming.replay.report import new_output_dir, write_outputs
+    from streaming.replay.report import new_output_dir, print_result, write_outputs
 
     with user_errors():  # a bad spec, view or option fails before anything connects
         labels = plan.label_mode(options.label_delay, options.label_delay_ms)
@@ -159,7 +161,7 @@ def _replay(settings: Settings, source: TopicSource | RowSource, options: Replay
     bar = progress_bar("replaying", TextColumn("{task.fields[rate]:>9,.0f} records/s"), quiet=options.quiet)
     with user_errors(), bar:
         result = plan.run_replay(settings, request, _Bar(bar))
-    _print(result)
+    print_result(result, console, err_console)
     with user_errors():
         paths = write_outputs(result, target)
     console.print(f"result: {paths['json']}\nreport: {paths['html']}")
@@ -179,26 +181,3 @@ class _Bar:
 
     def update(self, done: int, rate: float) -> None:
         self.progress.update(self.task, completed=done, rate=rate)
-
-
-def _print(result: ReplayResult) -> None:
-    """Final metrics, throughput, and what was not scored or was rejected, and why."""
-    from streaming.replay.report import metrics_table
-
-    console.print(metrics_table(result))
-    console.print(
-        f"{result.read:,} records read, {result.records:,} scored in {result.elapsed_s:.1f} s "
-        f"({result.rate:,.0f} records/s)"
-    )
-    refused = {k: v for k, v in result.features.items() if k != "events" and v}
-    if refused or result.skipped:
-        counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in refused.items())
-        skipped = f"{result.skipped:,} records not of their kind" if result.skipped else ""
-        err_console.print(f"[yellow]not scored:[/] {', '.join(x for x in (counts, skipped) if x)}")
-        for reason in result.rejected:
-            err_console.print(f"  {reason}", highlight=False, markup=False)
-    for name, m in result.models.items():  # what the learner's router refused, as the live learner would
-        if m.rejected or m.status != "learning":
-            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.rejected.items()))
-            status = f" [red]{m.status}[/]" if m.status != "learning" else ""
-            err_console.print(f"[yellow]rejected for {escape(name)}:[/] {why}{status}", highlight=False)

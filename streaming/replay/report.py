@@ -11,11 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 import orjson
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streaming.replay.runner import ReplayResult
 
-__all__ = ["html_report", "metrics_table", "new_output_dir", "write_outputs"]
+__all__ = ["html_report", "metrics_table", "new_output_dir", "print_result", "write_outputs"]
 
 
 def metrics_table(result: ReplayResult) -> Table:
@@ -63,6 +65,28 @@ def write_outputs(result: ReplayResult, out: Path) -> dict[str, Path]:
     )
     paths["html"].write_text(html_report(result), encoding="utf-8")
     return paths
+
+
+def print_result(result: ReplayResult, console: Console, err_console: Console) -> None:
+    """Final metrics and throughput on ``console``; what was not scored or was rejected, and why, on
+    ``err_console``."""
+    console.print(metrics_table(result))
+    console.print(
+        f"{result.read:,} records read, {result.records:,} scored in {result.elapsed_s:.1f} s "
+        f"({result.rate:,.0f} records/s)"
+    )
+    refused = {k: v for k, v in result.features.items() if k != "events" and v}
+    if refused or result.skipped:
+        counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in refused.items())
+        skipped = f"{result.skipped:,} records not of their kind" if result.skipped else ""
+        err_console.print(f"[yellow]not scored:[/] {', '.join(x for x in (counts, skipped) if x)}")
+        for reason in result.rejected:
+            err_console.print(f"  {reason}", highlight=False, markup=False)
+    for name, m in result.models.items():  # what the learner's router refused, as the live learner would
+        if m.rejected or m.status != "learning":
+            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.rejected.items()))
+            status = f" [red]{m.status}[/]" if m.status != "learning" else ""
+            err_console.print(f"[yellow]rejected for {escape(name)}:[/] {why}{status}", highlight=False)
 
 
 def new_output_dir(out: Path | None, replays: Path) -> Path:
