@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.embedded import EmbeddedServices, LogProducer
 from streaming.settings import Settings
-from tests.support.api_env import KEYS, Embedded, keyed, serve
+from tests.serving.running import running
+from tests.support.api_env import KEYS, Embedded, keyed
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,7 @@ def test_a_lone_surrogate_is_refused_not_answered_and_lost(emb: Embedded) -> Non
 def test_two_host_headers_are_refused(emb: Embedded) -> None:
     """Before: ``Host: localhost`` then ``Host: evil.example`` was answered (Starlette checks the first one,
     a proxy may route on the last); RFC 9112 requires a 400."""
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         for hosts in ([b"localhost", b"evil.example"], [b"evil.example", b"localhost"], [b"localhost"] * 2):
             head = b"".join(b"Host: %s\r\n" % h for h in hosts)
             answer = raw(url, b"GET /healthz HTTP/1.1\r\n" + head + b"Connection: close\r\n\r\n")
@@ -123,7 +124,7 @@ def test_host_spellings_that_must_not_pass_on_a_real_server(emb: Embedded) -> No
         b"Host: evil.example\r\nX-Forwarded-Host: localhost\r\nForwarded: host=localhost\r\n",
         b"",
     ]
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         for version in (b"1.0", b"1.1"):
             for head in refused:
                 answer = raw(
@@ -210,7 +211,7 @@ def test_body_framing_attacks_on_a_real_server(emb: Embedded) -> None:
     head += b"X-API-Key: " + key + b"\r\n"
     big = b'{"entity": "7", "fields": {"x": "' + b"y" * 6000 + b'"}}'
     small = b'{"entity": "7"}'
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         many = b"".join(b"1\r\n" + bytes([c]) + b"\r\n" for c in big) + b"0\r\n\r\n"
         chunked = raw(url, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + many)
         assert status(chunked) == 413 and b'"too_large"' in chunked
@@ -284,7 +285,7 @@ def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
     services.producer = stalled  # type: ignore[assignment]
     headers = {"X-API-Key": KEYS["score"], "host": "localhost"}
     app = create_app(emb.settings, services)
-    with serve(app) as url, httpx.Client(headers=headers, timeout=10) as client:
+    with running(app) as url, httpx.Client(headers=headers, timeout=10) as client:
         for _ in range(3):
             r = client.post(f"{url}/v1/models/zipm/predict", json={"entity": "7"})
             assert r.status_code == 200, r.text
@@ -444,7 +445,7 @@ def test_a_cross_site_form_or_blob_post_cannot_write_training_data(settings: Set
     )
     body = b'{"events": [{"entity": "victim", "ts": 1700000000000, "fields": {"x": 1}}]}'
     cross = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
-    with serve(emb.app()) as url:
+    with running(emb.app()) as url:
         port = url.rsplit(":", 1)[1].encode()
         for content_type in (b"", b"text/plain;charset=UTF-8", b"application/x-www-form-urlencoded"):
             head = b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:" + port + b"\r\n"
@@ -518,7 +519,7 @@ def test_ingest_validation_runs_off_the_event_loop(emb: Embedded) -> None:
     app = create_app(emb.settings, services)
     answers: dict[str, Any] = {}
     headers = {"host": "localhost"}
-    with serve(app) as url:
+    with running(app) as url:
         services.models.models["gated"] = LoadedModel(
             "gated",
             1,

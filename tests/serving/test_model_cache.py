@@ -8,6 +8,8 @@ against real Redis is covered by the serving integration tests."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +20,14 @@ from streaming.learning.keys import Keyring, generate
 from streaming.learning.registry import RedisRegistry
 
 pytestmark = pytest.mark.unit
+
+
+async def until(done: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+    """Let the event loop run until ``done()``; past the deadline, fail saying ``what``."""
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what} within {within_s:g} s"
+        await asyncio.sleep(0.01)
 
 
 class SwallowingPubSub:
@@ -58,8 +68,7 @@ def test_stop_ends_the_follower_although_the_cancellation_is_swallowed() -> None
 
     async def main() -> None:
         cache.start(poll_s=3600.0, client=client)  # type: ignore[arg-type]
-        while client.ps.calls == 0:
-            await asyncio.sleep(0)
+        await until(lambda: client.ps.calls > 0, "the follower did not listen")
         await asyncio.wait_for(cache.stop(), timeout=60)  # a regression fails here instead of hanging
         assert cache._task is not None and cache._task.done()
 
@@ -118,9 +127,12 @@ def test_the_follower_survives_a_redis_stalled_at_start_and_bad_announcements() 
 
     async def main() -> None:
         cache.start(poll_s=3600.0, client=C())  # type: ignore[arg-type]
-        while not cache.refreshed:
+
+        def refreshed() -> bool:
             assert cache._task is not None and not cache._task.done(), cache._task.exception()
-            await asyncio.sleep(0.05)
+            return bool(cache.refreshed)
+
+        await until(refreshed, "the announced model was not refreshed")
         await asyncio.wait_for(cache.stop(), timeout=60)
 
     asyncio.run(main())

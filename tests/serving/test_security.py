@@ -25,7 +25,8 @@ from features.store import FeatureRow
 from serving.app import create_app
 from serving.metrics import REQUESTS
 from streaming.settings import Settings
-from tests.support.api_env import KEYS, Embedded, keyed, serve
+from tests.serving.running import running
+from tests.support.api_env import KEYS, Embedded, keyed
 
 pytestmark = pytest.mark.integration
 
@@ -471,7 +472,7 @@ def test_a_stalled_registry_does_not_block_the_event_loop(settings: Settings) ->
     )
     done: list[str] = []
     try:
-        with serve(create_app(s)) as url:
+        with running(create_app(s)) as url:
             mark = hole.mark()
 
             def predict() -> None:
