@@ -38,7 +38,7 @@ from tests.support.serving_env import SIGNER, serving_settings
 pytestmark = pytest.mark.integration
 
 SPEC = ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))
-OPS_KEY = "ops-key"  # the score, ingest and read scopes (their separation is tested in test_api_security.py)
+OPS_KEY = "ops-key"  # the score, ingest and read scopes (their separation is tested in test_security.py)
 
 
 def api(app: Any) -> TestClient:
@@ -288,7 +288,8 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
     # the oracle: the same learning steps on exactly the served inputs, in the labels' order
     assert scores(state.model) == pytest.approx(scores(trained(inputs)), rel=1e-12)
     # a model that learned without those features, or with them on the wrong records, scores otherwise
-    for other in ([{} for _ in inputs], inputs[1:] + inputs[:1], inputs[::-1]):
+    others: list[list[dict[str, Any]]] = [[{} for _ in inputs], inputs[1:] + inputs[:1], inputs[::-1]]
+    for other in others:
         gaps = [abs(a - b) for a, b in zip(scores(state.model), scores(trained(other)), strict=True)]
         assert max(gaps) > 1e-3, (other, gaps)
 
