@@ -17,7 +17,8 @@ class _Root(TyperGroup):
     """Notes whether a subcommand's help was asked for: help needs no settings, so bad ones do not stop it."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]  # typer's own click Context
-        ctx.meta["rivulet.help"] = "--help" in args
+        group = self.commands.get(args[0]) if len(args) == 1 else None  # `rivulet models`: its help
+        ctx.meta["rivulet.help"] = "--help" in args or getattr(group, "no_args_is_help", False)
         return super().parse_args(ctx, args)
 
 

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import streaming.cli.keys
 from features.errors import FeaturesError, InvalidEvent
-from streaming.cli import app
 from streaming.cli.common import user_errors
 from streaming.errors import SourceError, StreamingError
 from streaming.learning.errors import LearningError
 from streaming.learning.header import HeaderError
-from streaming.learning.keys import generate
 from streaming.learning.spec import SpecError, load_specs
 from streaming.replay.champion import ChampionError
 from streaming.replay.kafka import RangeError, parse_bound
 from streaming.replay.verify import VerifyError
 from streaming.runtime.stack import StackError
+from tests.streaming.cli.invoke import cli_env, run_cli
 
 pytestmark = pytest.mark.unit
 
@@ -34,20 +33,6 @@ models:
     model:
       - linear_model.LogisticRegression: {}
 """
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    pair = generate()
-    return {
-        "RIVULET_DATA_DIR": str(tmp_path / "data"),
-        "RIVULET_SIGNING_KEY": pair.encoded,
-        "RIVULET_VERIFY_KEYS": pair.public.encoded,
-        **extra,
-    }
-
-
-def _run(args: list[str], env: dict[str, str]) -> Result:
-    return CliRunner().invoke(app, args, env=env)
 
 
 def _one_error_line(res: Result, *expected: str) -> str:
@@ -71,7 +56,7 @@ def test_every_cli_error_is_in_a_package_tree_and_some_stay_value_errors() -> No
 
 
 def test_bad_settings(tmp_path: Path) -> None:
-    res = _run(["topics", "list"], _env(tmp_path, RIVULET_PARTITIONS="0"))
+    res = run_cli(["topics", "list"], cli_env(tmp_path, RIVULET_PARTITIONS="0"))
     _one_error_line(res, "invalid configuration: RIVULET_PARTITIONS: Input should be greater than or equal")
 
 
@@ -91,29 +76,29 @@ def test_a_bad_spec_file(tmp_path: Path, body: str, says: str) -> None:
     spec.write_text(body)
     with pytest.raises(SpecError, match=says):
         load_specs(str(spec))
-    _one_error_line(_run(["learn", "run", "--models", str(spec)], _env(tmp_path)), "model spec", says)
-    res = _run(["replay", "river:Phishing", "--models", str(spec), "--quiet"], _env(tmp_path))
+    _one_error_line(run_cli(["learn", "run", "--models", str(spec)], cli_env(tmp_path)), "model spec", says)
+    res = run_cli(["replay", "river:Phishing", "--models", str(spec), "--quiet"], cli_env(tmp_path))
     _one_error_line(res, "model spec", says)
 
 
 def test_a_bad_spec_module(tmp_path: Path) -> None:
-    res = _run(["learn", "run", "--models", "no_such_module_here"], _env(tmp_path))
+    res = run_cli(["learn", "run", "--models", "no_such_module_here"], cli_env(tmp_path))
     _one_error_line(res, "cannot import 'no_such_module_here'")
 
 
 def test_a_bad_source(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = cli_env(tmp_path)
     out = ["--out", str(tmp_path / "o"), "--quiet"]
-    _one_error_line(_run(["replay", str(tmp_path / "none.csv"), *out], env), "none.csv: no such file")
-    _one_error_line(_run(["replay", "river:NoSuchSet", *out], env), "unknown River dataset 'NoSuchSet'")
+    _one_error_line(run_cli(["replay", str(tmp_path / "none.csv"), *out], env), "none.csv: no such file")
+    _one_error_line(run_cli(["replay", "river:NoSuchSet", *out], env), "unknown River dataset 'NoSuchSet'")
     (tmp_path / "rows.txt").write_text("a\n")
-    _one_error_line(_run(["replay", str(tmp_path / "rows.txt"), *out], env), "unknown file type '.txt'")
-    res = _run(["produce", str(tmp_path / "none.jsonl"), "--quiet"], env)
+    _one_error_line(run_cli(["replay", str(tmp_path / "rows.txt"), *out], env), "unknown file type '.txt'")
+    res = run_cli(["produce", str(tmp_path / "none.jsonl"), "--quiet"], env)
     _one_error_line(res, "none.jsonl: no such file")
 
 
 def test_a_bad_row_mapping(tmp_path: Path) -> None:
-    res = _run(["replay", "river:Phishing", "--start-ts", "yesterday-ish", "--quiet"], _env(tmp_path))
+    res = run_cli(["replay", "river:Phishing", "--start-ts", "yesterday-ish", "--quiet"], cli_env(tmp_path))
     _one_error_line(res, "--start-ts")
 
 
@@ -123,21 +108,21 @@ def test_a_bad_range_option_fails_before_anything_connects(tmp_path: Path, optio
     with pytest.raises(RangeError):
         parse_bound(bound)
     # Kafka at a closed port: the option is refused at once, not after a bootstrap timeout
-    env = _env(tmp_path, RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1")
-    _one_error_line(_run(["replay", "events", option, bound, "--quiet"], env), repr(bound))
+    env = cli_env(tmp_path, RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    _one_error_line(run_cli(["replay", "events", option, bound, "--quiet"], env), repr(bound))
 
 
 def test_bad_keys(tmp_path: Path) -> None:
-    res = _run(["keys", "show"], _env(tmp_path, RIVULET_VERIFY_KEYS="not-a-key"))
+    res = run_cli(["keys", "show"], cli_env(tmp_path, RIVULET_VERIFY_KEYS="not-a-key"))
     _one_error_line(res, "RIVULET_VERIFY_KEYS entry 1 is not valid base64")
-    res = _run(["keys", "show"], _env(tmp_path, RIVULET_SIGNING_KEY="c2hvcnQ="))  # base64 of "short"
+    res = run_cli(["keys", "show"], cli_env(tmp_path, RIVULET_SIGNING_KEY="c2hvcnQ="))  # base64 of "short"
     _one_error_line(res, "RIVULET_SIGNING_KEY")
-    res = _run(["models", "list"], _env(tmp_path, RIVULET_VERIFY_KEYS="", RIVULET_SIGNING_KEY=""))
+    res = run_cli(["models", "list"], cli_env(tmp_path, RIVULET_VERIFY_KEYS="", RIVULET_SIGNING_KEY=""))
     _one_error_line(res, "RIVULET_VERIFY_KEYS is not set")
 
 
 def test_redis_unreachable(tmp_path: Path) -> None:
-    env = _env(tmp_path, RIVULET_REDIS_URL="redis://127.0.0.1:1/0", RIVULET_REDIS_CONNECT_TIMEOUT_S="0.5")
+    env = cli_env(tmp_path, RIVULET_REDIS_URL="redis://127.0.0.1:1/0", RIVULET_REDIS_CONNECT_TIMEOUT_S="0.5")
     for args in (
         ["models", "list"],
         ["models", "versions", "m"],
@@ -145,12 +130,12 @@ def test_redis_unreachable(tmp_path: Path) -> None:
         ["features", "status"],
         ["models", "verify", "m", "1", "--quiet"],
     ):
-        _one_error_line(_run(args, env), "127.0.0.1:1")
+        _one_error_line(run_cli(args, env), "127.0.0.1:1")
 
 
 def test_kafka_unreachable(tmp_path: Path) -> None:
-    env = _env(tmp_path, RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1", RIVULET_KAFKA_REQUEST_TIMEOUT_MS="1000")
-    _one_error_line(_run(["topics", "list"], env), "Kafka is not reachable at 127.0.0.1:1")
+    env = cli_env(tmp_path, RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1", RIVULET_KAFKA_REQUEST_TIMEOUT_MS="1000")
+    _one_error_line(run_cli(["topics", "list"], env), "Kafka is not reachable at 127.0.0.1:1")
 
 
 def test_user_errors_reports_the_roots_and_lets_a_bug_through() -> None:
@@ -172,6 +157,6 @@ def test_a_bug_in_a_command_keeps_its_traceback(tmp_path: Path, monkeypatch: pyt
         raise ValueError("a bug, not a user's mistake")
 
     monkeypatch.setattr(streaming.cli.keys, "keyring", broken)
-    res = _run(["keys", "show"], _env(tmp_path))
+    res = run_cli(["keys", "show"], cli_env(tmp_path))
     assert isinstance(res.exception, ValueError) and "a bug" in str(res.exception)
     assert "error:" not in res.output
