@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -169,7 +170,10 @@ class Mean(Aggregation):
 
 @dataclass(frozen=True)
 class Min(Aggregation):
+    """The smallest numeric value (booleans as 0/1; null and strings skipped); null if none."""
+
     kind: ClassVar[str] = "min"
+    pick: ClassVar[Callable[..., Any]] = min  # Max: max
 
     def empty(self) -> list[Any]:
         return [None]
@@ -179,29 +183,21 @@ class Min(Aggregation):
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = S.number(value)
-        if v is not None and (acc[0] is None or v < acc[0]):
-            acc[0] = v
+        if v is not None:
+            acc[0] = v if acc[0] is None else self.pick(acc[0], v)  # on a tie, the value held
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
         nums = S.numbers(values)
-        return min(nums) if nums else None
+        return self.pick(nums) if nums else None
 
 
 @dataclass(frozen=True)
 class Max(Min):
     kind: ClassVar[str] = "max"
-
-    def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        v = S.number(value)
-        if v is not None and (acc[0] is None or v > acc[0]):
-            acc[0] = v
-
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = S.numbers(values)
-        return max(nums) if nums else None
+    pick: ClassVar[Callable[..., Any]] = max
 
 
 @dataclass(frozen=True)

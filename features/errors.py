@@ -17,6 +17,8 @@ uses ``error`` for any other exception raised while processing one record.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 __all__ = [
     "AggregateOverflow",
     "CorruptState",
@@ -30,7 +32,22 @@ __all__ = [
 
 
 class FeaturesError(Exception):
-    """Root of every error raised by ``features``."""
+    """Root of every error raised by ``features``.
+
+    A subclass that carries context names it in ``context``: the constructor's arguments, kept as
+    attributes of the same names, so that the error pickles (to a process pool, say) with its context.
+
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(LateEvent("v", "u1", 5, 10, 2))).watermark
+    10
+    """
+
+    context: ClassVar[tuple[str, ...]] = ()
+
+    def __reduce__(self) -> tuple[type[FeaturesError], tuple[Any, ...]] | str | tuple[Any, ...]:
+        if not self.context:
+            return super().__reduce__()
+        return (type(self), tuple(getattr(self, name) for name in self.context))
 
 
 class InvalidEvent(FeaturesError):
@@ -46,13 +63,12 @@ class InvalidEvent(FeaturesError):
     'fields.amount: NaN and infinity are not allowed'
     """
 
+    context = ("field", "problem")
+
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}" if field else problem)
-
-    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
-        return (type(self), (self.field, self.problem))
 
 
 class DefinitionError(FeaturesError):
@@ -61,6 +77,8 @@ class DefinitionError(FeaturesError):
 
 class LateEvent(FeaturesError):
     """An event older than its entity's watermark minus the view's allowed lateness; it was not applied."""
+
+    context = ("view", "entity", "ts", "watermark", "lateness_ms")
 
     def __init__(self, view: str, entity: str, ts: int, watermark: int, lateness_ms: int) -> None:
         self.view, self.entity, self.ts, self.watermark, self.lateness_ms = (
@@ -75,9 +93,6 @@ class LateEvent(FeaturesError):
             f"(watermark {watermark}, allowed lateness {lateness_ms} ms)"
         )
 
-    def __reduce__(self) -> tuple[type[LateEvent], tuple[str, str, int, int, int]]:
-        return (type(self), (self.view, self.entity, self.ts, self.watermark, self.lateness_ms))
-
 
 class AggregateOverflow(FeaturesError):
     """Applying the event would take an aggregate of ``field`` past float64 (see :mod:`features.engine`); the
@@ -87,14 +102,13 @@ class AggregateOverflow(FeaturesError):
     "overflow: field 'loan' of entity 'u1' in view 'v': its sum would leave float64"
     """
 
+    context = ("view", "entity", "field", "what")
+
     def __init__(self, view: str, entity: str, field: str, what: str) -> None:
         self.view, self.entity, self.field, self.what = view, entity, field, what
         super().__init__(
             f"overflow: field {field!r} of entity {entity!r} in view {view!r}: its {what} would leave float64"
         )
-
-    def __reduce__(self) -> tuple[type[AggregateOverflow], tuple[str, str, str, str]]:
-        return (type(self), (self.view, self.entity, self.field, self.what))
 
 
 class CorruptState(FeaturesError):
@@ -105,12 +119,11 @@ class CorruptState(FeaturesError):
     "corrupt_state: entity 'u1' of view 'v': total.x_sum_lifetime: not a finite number"
     """
 
+    context = ("view", "entity", "problem")
+
     def __init__(self, view: str, entity: str, problem: str) -> None:
         self.view, self.entity, self.problem = view, entity, problem
         super().__init__(f"corrupt_state: entity {entity!r} of view {view!r}: {problem}")
-
-    def __reduce__(self) -> tuple[type[CorruptState], tuple[str, str, str]]:
-        return (type(self), (self.view, self.entity, self.problem))
 
 
 class RecordTooLarge(FeaturesError):
@@ -122,15 +135,14 @@ class RecordTooLarge(FeaturesError):
     "too_large: the feature record of entity 'u1' in view 'v' is 2000000 bytes, over the limit of 1000000"
     """
 
+    context = ("view", "entity", "size", "limit", "what")
+
     def __init__(self, view: str, entity: str, size: int, limit: int, what: str = "feature record") -> None:
         self.view, self.entity, self.size, self.limit, self.what = view, entity, size, limit, what
         super().__init__(
             f"too_large: the {what} of entity {entity!r} in view {view!r} is {size} bytes, "
             f"over the limit of {limit}"
         )
-
-    def __reduce__(self) -> tuple[type[RecordTooLarge], tuple[str, str, int, int, str]]:
-        return (type(self), (self.view, self.entity, self.size, self.limit, self.what))
 
 
 class StoreError(FeaturesError):

@@ -26,11 +26,11 @@ from typing import Any
 
 import redis
 
-from features.aggregations import Count, Last, Max, Mean, SinceLast, Sum
+from features.aggregations import Last, SinceLast
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from features.events import Event
-from features.windows import sliding, tumbling
+from features.examples import ACTIVITY
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
@@ -45,11 +45,7 @@ from tests.support.workers import Worker  # noqa: E402
 VIEW = FeatureView(
     name="bench",
     aggregations=[
-        Count(),
-        Count(window=sliding("10m")),
-        Mean("salary", window=sliding("10m")),
-        Sum("loan", window=tumbling("1h")),
-        Max("loan", window=sliding("30m")),
+        *ACTIVITY,
         Last("car"),
         SinceLast(),
     ],
