@@ -20,22 +20,19 @@ import statistics
 import sys
 import threading
 import time
-import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 from pydantic import SecretStr
 from river import compose, forest, linear_model, metrics, preprocessing
 from river.datasets import synth
 
+from streaming.clients import redis_client, registry_writer
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
-from streaming.learning.registry import RedisRegistry
 from streaming.learning.snapshot import read_header
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.logs import configure_logging
@@ -44,7 +41,7 @@ from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchkit import drop, fresh  # noqa: E402
+from benchkit import Latencies, drop, fresh, percentiles, scratch_dir, send_paced, wait_until  # noqa: E402
 
 from tests.support.oracle import stream  # noqa: E402
 from tests.support.workers import Worker  # noqa: E402
@@ -87,87 +84,76 @@ def bench_core(n: int, rounds: int) -> None:
     print(f"  ratio rivulet/bare: {med['bare'] / med['rivulet']:.2f}x (goal >= 0.8x)")
 
 
+E2E_SPEC = ModelSpec(
+    "lr",
+    "binary",
+    "all",
+    scaled_lr,
+    metrics=(metrics.LogLoss,),
+    checkpoint=CheckpointPolicy(every_records=10**9, every_seconds=0.25, keep=5),
+)
+
+
+def watch_versions(settings: Settings, channel: str, latencies: Latencies, stop: threading.Event) -> None:
+    """Each version the registry announces makes servable the events up to its ``last_learned_ts``."""
+    client = redis_client(settings)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    while not stop.is_set():
+        msg = pubsub.get_message(timeout=0.1)
+        if not msg:
+            continue
+        seen = time.time()
+        note = orjson.loads(msg["data"])
+        blob = client.get(f"{settings.redis_prefix}model:{{{note['model']}}}:v:{note['version']}")
+        last = read_header(blob).get("last_learned_ts") if blob else None
+        if last is not None:
+            latencies.seen(None, last, seen)
+    pubsub.close()
+
+
 def bench_e2e(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
     defs = "tests.support.feature_defs"
     settings = fresh(base, signing_key=SecretStr(SIGNER.encoded), features_module=defs)
-    client = redis.Redis.from_url(settings.redis_url)
-    registry = RedisRegistry(client, settings.redis_prefix, signer=SIGNER)
-    spec = ModelSpec(
-        "lr",
-        "binary",
-        "all",
-        scaled_lr,
-        metrics=(metrics.LogLoss,),
-        checkpoint=CheckpointPolicy(every_records=10**9, every_seconds=0.25, keep=5),
+    registry = registry_writer(settings)
+    latencies, stop = Latencies(), threading.Event()
+    watcher = threading.Thread(
+        target=watch_versions, args=(settings, registry.channel, latencies, stop), daemon=True
     )
-    sent: deque[tuple[int, float]] = deque()
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def watch() -> None:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(registry.channel)
-        reader = redis.Redis.from_url(settings.redis_url)
-        while not stop.is_set():
-            msg = pubsub.get_message(timeout=0.1)
-            if not msg:
-                continue
-            seen = time.time()
-            note = orjson.loads(msg["data"])
-            blob = reader.get(f"{settings.redis_prefix}model:{{{note['model']}}}:v:{note['version']}")
-            last = read_header(blob).get("last_learned_ts") if blob else None
-            with lock:
-                while sent and last is not None and sent[0][0] <= last:
-                    latencies.append(seen - sent.popleft()[1])
-        pubsub.close()
-
     with TopicAdmin(settings) as admin:
         admin.create()
         features = Worker(settings, "tests.support.feature_defs:DIRECT", tmp / "features.log")
-        learner = LearnerWorker(settings, [spec], registry=registry)
+        learner = LearnerWorker(settings, [E2E_SPEC], registry=registry)
         learner_thread = threading.Thread(target=lambda: learner.run(install_signals=False), daemon=True)
-        watcher = threading.Thread(target=watch, daemon=True)
         try:
             with Producer(settings) as producer:
                 producer.send_many(stream(100, entities=50, seed=5, step_ms=1))  # warm up both workers
                 learner_thread.start()
-                deadline = time.monotonic() + 120
-                while not registry.versions("lr"):
-                    assert features.alive() and time.monotonic() < deadline, "pipeline did not start"
-                    time.sleep(0.1)
+                wait_until(
+                    lambda: bool(registry.versions("lr")), features.alive, 120, "pipeline did not start"
+                )
                 watcher.start()
                 events = stream(int(rate * seconds), entities=200, seed=6, step_ms=1)
-                start = time.monotonic()
-                for i, e in enumerate(events):
-                    if (ahead := start + i / rate - time.monotonic()) > 0:
-                        time.sleep(ahead)
-                    now = time.time()
-                    ev = e.model_copy(update={"ts": int(now * 1000)})
-                    with lock:
-                        sent.append((ev.ts, now))
-                    producer.send(ev)
-                producer.flush()
-            time.sleep(3)
+                send_paced(producer, events, rate, lambda e, at: latencies.sent(None, e.ts, at))
+            time.sleep(3)  # the last events' checkpoint
         finally:
             stop.set()
             learner.stop()
             learner_thread.join(30)
             features.stop()
             drop(settings)
-    lat = sorted(latencies)
-    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    p50, p99 = percentiles(latencies.values, 1000)
     print(
-        f"e2e: {len(lat)} of {int(rate * seconds)} events in a servable checkpoint at {rate:,.0f} events/s, "
-        f"250 ms checkpoints: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (goal p99 <= 1000 ms)"
+        f"e2e: {len(latencies.values)} of {int(rate * seconds)} events in a servable checkpoint at "
+        f"{rate:,.0f} events/s, 250 ms checkpoints: p50 {p50:.0f} ms, p99 {p99:.0f} ms (goal p99 <= 1000 ms)"
     )
 
 
 def bench_checkpoint(base: Settings, rounds: int) -> None:
-    settings = fresh(base)
+    settings = fresh(base, signing_key=SecretStr(SIGNER.encoded))
     prefix = settings.redis_prefix
-    client = redis.Redis.from_url(settings.redis_url)
-    registry = RedisRegistry(client, prefix, signer=SIGNER)
+    client = redis_client(settings)
+    registry = registry_writer(settings, client)
     data = list(itertools.islice(synth.Agrawal(seed=2), 5_000))
     cases: dict[str, Any] = {
         "LogisticRegression": (scaled_lr, (metrics.Accuracy,)),
@@ -208,8 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     configure_logging(settings)
-    tmp = Path("/tmp") / f"rivulet-bench-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir(parents=True)
+    tmp = scratch_dir()
     if args.only in (None, "core"):
         bench_core(args.records, args.rounds)
     if args.only in (None, "checkpoint"):

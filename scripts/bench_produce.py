@@ -16,10 +16,10 @@ import time
 import uuid
 
 import orjson
-from kafka import KafkaProducer
 
 from features.events import Event
-from streaming.ingest.producer import Producer, producer_config
+from streaming.clients import kafka_producer
+from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 
@@ -38,7 +38,7 @@ def make_events(n: int, entities: int) -> list[dict]:
 
 
 def bare(settings: Settings, topic: str, events: list[dict]) -> float:
-    client = KafkaProducer(**producer_config(settings))
+    client = kafka_producer(settings)
     dumps = orjson.dumps
     t0 = time.perf_counter()
     futures = [client.send(topic, value=dumps(e), key=e["entity"].encode()) for e in events]

@@ -3,8 +3,8 @@
 A scratch features topic (3 partitions) gets N features records of River's Agrawal stream with their labels
 inline. Both sides read the whole topic and run ``StandardScaler | LogisticRegression`` with LogLoss:
 
-- bare: a ``KafkaConsumer`` assigned every partition, ``orjson.loads``, ``predict_proba_one``,
-  ``metric.update``, ``learn_one``, in poll order;
+- bare: a ``KafkaConsumer`` (the replay reader's configuration) assigned every partition,
+  ``orjson.loads``, ``predict_proba_one``, ``metric.update``, ``learn_one``, in poll order;
 - bare+: the same, plus what a replay reports besides the final metric, with River's own primitives: a
   rolling window of the metric (``utils.Rolling``, 1,000) and an ADWIN detector on the 0/1 loss;
 - Rivulet: the replay path (range resolution, manual assignment, the deterministic event-time merge of
@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from river import compose, drift, linear_model, metrics, preprocessing, utils
 from river.datasets import synth
 
+from streaming.clients import kafka_consumer, kafka_producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.spec import ModelSpec
 from streaming.logs import configure_logging
@@ -57,7 +58,7 @@ SPEC = ModelSpec("lr", "binary", "agrawal", scaled_lr, metrics=(metrics.LogLoss,
 
 
 def fill(settings: Settings, n: int) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20, batch_size=256_000)
+    producer = kafka_producer(settings, linger_ms=20, batch_size=256_000)
     t0 = 1_767_225_600_000
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=7), n)):
         record = {
@@ -72,12 +73,7 @@ def fill(settings: Settings, n: int) -> None:
 
 
 def bare(settings: Settings, same_outputs: bool = False) -> tuple[int, float]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        max_poll_records=5_000,
-    )
+    consumer = kafka_consumer(settings, client_id="bench-bare")  # the same reader settings as replay
     topic = settings.topics.features
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(tps)

@@ -28,22 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
+from pydantic import SecretStr
 from river import metrics
 from river.datasets import synth
 
-from features.redis_store import RedisStore
 from features.store import FeatureRow
+from streaming.clients import feature_store, registry_writer
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
-from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchkit import drop, fresh  # noqa: E402
+from benchkit import drop, fresh, scratch_dir  # noqa: E402
 
 from tests.support.model_defs import scaled_lr  # noqa: E402
 
@@ -122,6 +121,73 @@ def wrk(
     return rps, pct("50"), pct("99")
 
 
+def trained_state() -> Any:
+    """The benchmark's model: 2,000 Agrawal records mapped onto the ``zip`` view's features."""
+    core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
+    for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 2_000)):
+        core.on_record(
+            str(i),
+            i,
+            {"count_lifetime": x["age"], "salary_mean_10m": x["salary"], "loan_max_lifetime": x["loan"]},
+            label=y,
+        )
+    return core.models["zipm"]
+
+
+def seed(s: Settings, tmp: Path) -> None:
+    """The model in the registry and entity 7's features in Redis (for Rivulet), both in a pickle (for the
+    bare endpoint)."""
+    state = trained_state()
+    online = {"count_lifetime": 41, "salary_mean_10m": 61_000.0, "loan_max_lifetime": 120_000.0}
+    registry_writer(s).save("zipm", state, {"offsets": {}, "view": "zip"})
+
+    async def put() -> None:
+        store = feature_store(s)
+        await store.write([FeatureRow("zip", "7", online, int(time.time() * 1000))])
+        await store.close()
+
+    asyncio.run(put())
+    (tmp / "state.pkl").write_bytes(pickle.dumps((state, {"7": online})))
+
+
+def server_env(s: Settings, tmp: Path, api_key: str | None) -> dict[str, str]:
+    keys = {
+        "RIVULET_SCORING_API_KEYS": api_key,
+        "RIVULET_INGEST_API_KEYS": "bench-ingest",
+        "RIVULET_READ_API_KEYS": "bench-read",
+        "RIVULET_ADMIN_API_KEYS": "bench-admin",
+    }
+    return {
+        **os.environ,
+        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
+        "RIVULET_REDIS_PREFIX": s.redis_prefix,
+        "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
+        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
+        "BENCH_STATE": str(tmp / "state.pkl"),
+        **(keys if api_key else {}),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def measure(ports: dict[str, int], args: argparse.Namespace, tmp: Path) -> None:
+    """The two loads on both servers (warmed up first), printed."""
+    for name in ports:
+        wrk(ports[name], args.connections, 2, tmp, key=args.api_key)  # warm up
+    results = {
+        name: wrk(ports[name], args.connections, args.seconds, tmp, key=args.api_key) for name in ports
+    }
+    print(f"wrk, {args.connections} connections, {args.seconds} s, one uvicorn worker each:")
+    for name, (rps, p50, p99) in results.items():
+        print(f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+    print(f"  ratio rivulet/bare: {results['rivulet'][0] / results['bare'][0]:.2f}x (goal >= 0.7x)")
+    paced = 4
+    delay = paced * 1000 / args.rate
+    print(f"paced near {args.rate:,.0f} requests/s ({paced} connections, {delay:.1f} ms apart):")
+    for name in ports:
+        rps, p50, p99 = wrk(ports[name], paced, args.seconds, tmp, delay_ms=delay, key=args.api_key)
+        print(f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms (goal <= 2 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=8)
@@ -136,91 +202,23 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    s = fresh(Settings())
-    tmp = Path("/tmp") / f"rivulet-{s.topic_prefix.strip('.').replace('.', '-')}"
-    tmp.mkdir(parents=True)
-    core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
-    for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 2_000)):
-        core.on_record(
-            str(i),
-            i,
-            {"count_lifetime": x["age"], "salary_mean_10m": x["salary"], "loan_max_lifetime": x["loan"]},
-            label=y,
-        )
-    state = core.models["zipm"]
-    online = {"count_lifetime": 41, "salary_mean_10m": 61_000.0, "loan_max_lifetime": 120_000.0}
-    client = redis.Redis.from_url(s.redis_url)
-    RedisRegistry(client, s.redis_prefix, signer=SIGNER).save("zipm", state, {"offsets": {}, "view": "zip"})
-
-    async def put() -> None:
-        store = RedisStore.from_url(s.redis_url, s.redis_prefix)
-        await store.write([FeatureRow("zip", "7", online, int(time.time() * 1000))])
-        await store.close()
-
-    asyncio.run(put())
-    (tmp / "state.pkl").write_bytes(pickle.dumps((state, {"7": online})))
-    env = {
-        **os.environ,
-        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
-        "RIVULET_REDIS_PREFIX": s.redis_prefix,
-        "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
-        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-        "BENCH_STATE": str(tmp / "state.pkl"),
-        **(
-            {
-                "RIVULET_SCORING_API_KEYS": args.api_key,
-                "RIVULET_INGEST_API_KEYS": "bench-ingest",
-                "RIVULET_READ_API_KEYS": "bench-read",
-                "RIVULET_ADMIN_API_KEYS": "bench-admin",
-            }
-            if args.api_key
-            else {}
-        ),
-        "PYTHONPATH": str(ROOT),
-    }
+    s = fresh(Settings(), signing_key=SecretStr(SIGNER.encoded))
+    tmp = scratch_dir()
+    seed(s, tmp)
+    env = server_env(s, tmp, args.api_key)
     uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
-    ports = {"rivulet": free_port(), "bare": free_port()}
-    procs = []
+    apps = {"bare": "scripts.bench_serve_bare:app", "rivulet": "serving.app:create_app"}
+    ports = {name: free_port() for name in apps}
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    procs = []
     with TopicAdmin(s) as admin:
         admin.create()
         try:
-            procs.append(
-                start(
-                    [*uv, "--port", str(ports["rivulet"]), "--factory", "serving.app:create_app"],
-                    env,
-                    ports["rivulet"],
-                    tmp / "rivulet.log",
-                    headers,
-                )
-            )
-            procs.append(
-                start(
-                    [*uv, "--port", str(ports["bare"]), "scripts.bench_serve_bare:app"],
-                    env,
-                    ports["bare"],
-                    tmp / "bare.log",
-                    headers,
-                )
-            )
-            results: dict[str, Any] = {}
-            for name in ("bare", "rivulet"):
-                wrk(ports[name], args.connections, 2, tmp, key=args.api_key)  # warm up
-            for name in ("bare", "rivulet"):
-                results[name] = wrk(ports[name], args.connections, args.seconds, tmp, key=args.api_key)
-            print(f"wrk, {args.connections} connections, {args.seconds} s, one uvicorn worker each:")
-            for name in ("bare", "rivulet"):
-                rps, p50, p99 = results[name]
-                print(f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-            print(f"  ratio rivulet/bare: {results['rivulet'][0] / results['bare'][0]:.2f}x (goal >= 0.7x)")
-            paced = 4
-            delay = paced * 1000 / args.rate
-            print(f"paced near {args.rate:,.0f} requests/s ({paced} connections, {delay:.1f} ms apart):")
-            for name in ("bare", "rivulet"):
-                rps, p50, p99 = wrk(ports[name], paced, args.seconds, tmp, delay_ms=delay, key=args.api_key)
-                print(
-                    f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms (goal <= 2 ms)"
-                )
+            for name, app in apps.items():
+                factory = ["--factory"] if name == "rivulet" else []
+                cmd = [*uv, "--port", str(ports[name]), *factory, app]
+                procs.append(start(cmd, env, ports[name], tmp / f"{name}.log", headers))
+            measure(ports, args, tmp)
         finally:
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGTERM)

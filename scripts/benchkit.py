@@ -1,16 +1,24 @@
-"""What the benchmark scripts share: a scratch namespace on the live Kafka and Redis, and its removal."""
+"""What the benchmark scripts share: a scratch namespace on the live Kafka and Redis and its removal, a
+scratch directory, sending events at a fixed rate stamped with the time they are sent, and the latency
+bookkeeping of "sent, then seen" measurements."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
 from typing import Any
 
-import redis
-
+from features.events import Event
+from streaming.clients import redis_client
+from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 
-__all__ = ["drop", "fresh"]
+__all__ = ["Latencies", "drop", "fresh", "percentiles", "scratch_dir", "send_paced", "wait_until"]
 
 
 def fresh(base: Settings, **update: Any) -> Settings:
@@ -24,7 +32,69 @@ def drop(settings: Settings) -> None:
     """Delete the run's topics (repartition topics included) and every Redis key under its prefix."""
     with TopicAdmin(settings) as admin:
         admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
         client.delete(key)
     client.close()
+
+
+def scratch_dir(root: Path = Path("/tmp")) -> Path:
+    """A new directory for a run's logs and files."""
+    path = root / f"rivulet-bench-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def wait_until(done: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``done`` until true; fail with ``what`` if ``alive`` turns false or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert alive() and time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+class Latencies:
+    """Events sent at known wall-clock times, waiting to be seen somewhere (per key: an entity, or one
+    stream for ``None``); seeing a watermark releases every event of its key up to it, and records how long
+    each took. Thread-safe: one thread sends, another sees."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._pending: dict[Hashable, deque[tuple[int, float]]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def sent(self, key: Hashable, ts: int, at: float) -> None:
+        with self._lock:
+            self._pending[key].append((ts, at))
+
+    def seen(self, key: Hashable, upto_ts: int, at: float) -> None:
+        with self._lock:
+            queue = self._pending[key]
+            while queue and queue[0][0] <= upto_ts:
+                self.values.append(at - queue.popleft()[1])
+
+
+def send_paced(
+    producer: Producer, events: Iterable[Event], rate: float, on_send: Callable[[Event, float], None]
+) -> None:
+    """Send ``events`` at ``rate`` per second, each with its time set to the wall clock when it is sent;
+    ``on_send(event, sent_at)`` first (to note it in :class:`Latencies`). Flushes at the end."""
+    start = time.monotonic()
+    for i, e in enumerate(events):
+        if (ahead := start + i / rate - time.monotonic()) > 0:
+            time.sleep(ahead)
+        now = time.time()
+        event = e.model_copy(update={"ts": int(now * 1000)})
+        on_send(event, now)
+        producer.send(event)
+    producer.flush()
+
+
+def percentiles(values: list[float], scale: float = 1.0) -> tuple[float, float]:
+    """p50 and p99 of ``values`` (times ``scale``), nearest rank.
+
+    >>> percentiles([float(v) for v in range(1, 101)])
+    (51.0, 100.0)
+    """
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] * scale, ordered[int(len(ordered) * 0.99)] * scale
