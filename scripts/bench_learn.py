@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -41,7 +40,17 @@ from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchkit import Latencies, drop, fresh, percentiles, scratch_dir, send_paced, wait_until  # noqa: E402
+from benchkit import (  # noqa: E402
+    Latencies,
+    arguments,
+    drop,
+    fresh,
+    median_seconds,
+    percentiles,
+    scratch_dir,
+    send_paced,
+    wait_until,
+)
 
 from tests.support.oracle import stream  # noqa: E402
 from tests.support.workers import Worker  # noqa: E402
@@ -71,13 +80,7 @@ def bench_core(n: int, rounds: int) -> None:
         return float(core.models["lr"].metrics[0].get())
 
     assert bare() == rivulet()  # the same predictions, the same metric
-    times: dict[str, list[float]] = {"bare": [], "rivulet": []}
-    for _ in range(rounds):
-        for name, fn in (("bare", bare), ("rivulet", rivulet)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_seconds(rounds, {"bare": bare, "rivulet": rivulet})
     print(f"core: {n} Agrawal records, StandardScaler | LogisticRegression, Accuracy, {rounds} rounds")
     for k in ("bare", "rivulet"):
         print(f"  {k:>8}: median {med[k] * 1000:8.1f} ms  {n / med[k]:>9,.0f} records/s")
@@ -185,13 +188,9 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--only", choices=["core", "e2e", "checkpoint"])
-    args = parser.parse_args()
+    args = arguments(
+        __doc__, ["core", "e2e", "checkpoint"], records=20_000, rounds=3, rate=500.0, seconds=20.0
+    )
     settings = Settings()
     configure_logging(settings)
     tmp = scratch_dir()

@@ -4,6 +4,8 @@ bookkeeping of "sent, then seen" measurements."""
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import threading
 import time
 import uuid
@@ -18,7 +20,27 @@ from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 
-__all__ = ["Latencies", "drop", "fresh", "percentiles", "scratch_dir", "send_paced", "wait_until"]
+__all__ = [
+    "Latencies",
+    "arguments",
+    "drop",
+    "fresh",
+    "percentiles",
+    "scratch_dir",
+    "send_paced",
+    "wait_until",
+]
+
+
+def arguments(doc: str, only: list[str], **defaults: float) -> argparse.Namespace:
+    """The command line of a benchmark: ``--name value`` for each default (its type from the default's,
+    ``rounds`` as ``--rounds``, ``engine_events`` as ``--engine-events``) and ``--only`` one measurement.
+    The description is the first paragraph of ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    parser.add_argument("--only", choices=only)
+    return parser.parse_args()
 
 
 def fresh(base: Settings, **update: Any) -> Settings:
@@ -88,6 +110,18 @@ def send_paced(
         on_send(event, now)
         producer.send(event)
     producer.flush()
+
+
+def median_seconds(rounds: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """The median wall time of each run over ``rounds`` rounds, interleaved so that drift in the machine
+    hits every run alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def percentiles(values: list[float], scale: float = 1.0) -> tuple[float, float]:
