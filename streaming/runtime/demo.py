@@ -1,6 +1,6 @@
 """``rivulet demo``: the whole pipeline in one process on embedded defaults (see
-:mod:`streaming.runtime.embedded`),
-a drifting synthetic stream, a live terminal view, and the API with the dashboard on localhost."""
+:mod:`streaming.runtime.embedded`), a drifting synthetic stream, a live terminal view, and the API with the
+dashboard on localhost."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,30 +29,53 @@ from streaming.learning.spec import load_specs
 from streaming.runtime.embedded import EmbeddedStack
 from streaming.settings import Settings
 
-__all__ = ["Demo"]
+__all__ = ["Demo", "DemoStream", "demo_events"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoStream:
+    """The demo's stream: ``n`` events (``None``: endless) of the drifting Agrawal stream (``synth:drift``),
+    drifting at ``drift_at`` over ``drift_width`` events, over ``entities`` entities."""
+
+    n: int | None
+    seed: int
+    drift_at: int
+    drift_width: int
+    entities: int = 10_000
+
+    def events(self) -> Iterator[Event]:
+        """The events, stamped with the wall clock as they are emitted (non-decreasing), so the demo is
+        live: freshness is real."""
+        mapping = RowMapping(entities=self.entities, start_ts=0)
+        rows = open_source(
+            "synth:drift", seed=self.seed, drift_at=self.drift_at, drift_width=self.drift_width
+        )
+        last = 0
+        for i, row in enumerate(rows):
+            if self.n is not None and i >= self.n:
+                return
+            try:
+                event = mapping.to_event(row)
+            except InvalidEvent:
+                continue
+            last = max(int(time.time() * 1000), last)  # never ahead of the clock, never backwards
+            yield event.model_copy(update={"ts": last})
+
+    def describe(self) -> dict[str, Any]:
+        """What the summary says about it."""
+        return {k: v for k, v in asdict(self).items() if k != "n"}
 
 
 def demo_events(
     n: int | None, *, seed: int, drift_at: int, drift_width: int, entities: int = 10_000
 ) -> Iterator[Event]:
-    """The drifting Agrawal stream (``synth:drift``) as events stamped with the wall clock as they are
-    emitted (non-decreasing), so the demo is live: freshness is real."""
-    mapping = RowMapping(entities=entities, start_ts=0)
-    last = 0
-    for i, row in enumerate(
-        open_source("synth:drift", seed=seed, drift_at=drift_at, drift_width=drift_width)
-    ):
-        if n is not None and i >= n:
-            return
-        try:
-            event = mapping.to_event(row)
-        except InvalidEvent:
-            continue
-        last = max(int(time.time() * 1000), last)  # never ahead of the clock, never backwards
-        yield event.model_copy(update={"ts": last})
+    """:meth:`DemoStream.events` of these parameters."""
+    return DemoStream(n, seed, drift_at, drift_width, entities).events()
 
 
 class Demo:
+    """`rivulet demo`: the embedded stack fed with a :class:`DemoStream`, the API and a live view."""
+
     def __init__(
         self,
         settings: Settings,
@@ -76,9 +100,11 @@ class Demo:
             v for v in load_views(settings.features_module) if v.name in {s.view for s in self.specs}
         ]
         self.stack = EmbeddedStack(settings, self.views, self.specs, generate())  # an ephemeral key pair
-        self.events, self.rate = events, rate
-        self.seed, self.drift_width, self.entities = seed, drift_width, entities
-        self.drift_at = drift_at if drift_at is not None else (events // 2 if events else 5_000)
+        self.rate = rate
+        default_drift = events // 2 if events else 5_000
+        self.stream = DemoStream(
+            events, seed, default_drift if drift_at is None else drift_at, drift_width, entities
+        )
         self.host, self.port, self.hold = host, port, hold
         self.record = record
         # opened here, so a path that cannot be written is an error before anything runs
@@ -102,14 +128,7 @@ class Demo:
             out.write(event.to_json() + b"\n")
 
         try:
-            stream = demo_events(
-                self.events,
-                seed=self.seed,
-                drift_at=self.drift_at,
-                drift_width=self.drift_width,
-                entities=self.entities,
-            )
-            self.stack.run(stream, rate=self.rate, on_event=write if out else None)
+            self.stack.run(self.stream.events(), rate=self.rate, on_event=write if out else None)
             if self.hold and not self.stack.stopped:
                 self.stack.idle()  # the API may still post predictions and labels
         except BaseException as exc:  # handed to the main thread: the demo fails, it does not hang
@@ -213,10 +232,7 @@ class Demo:
             "learner_dead_letters": self.stack.dead_letters.sent,  # records the learner rejected
             "seconds": time.monotonic() - st.started,
             "events_per_s": st.rate,
-            "seed": self.seed,
-            "drift_at": self.drift_at,
-            "drift_width": self.drift_width,
-            "entities": self.entities,
+            **self.stream.describe(),
             "features_module": self.settings.features_module,
             "models_module": self.settings.models_module,
             "models": self.stack.metrics(),
