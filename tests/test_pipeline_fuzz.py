@@ -35,14 +35,13 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from kafka import KafkaProducer
 from river import evaluate, metrics, tree
 
 from features.events import Event, Label
+from streaming.clients import kafka_producer, redis_client
 from streaming.settings import Settings
 from tests.streaming.runtime.test_feature_worker import read_redis
 from tests.support.feature_defs import ALL
@@ -94,7 +93,7 @@ def produce(s: Settings, hostile: list[tuple[Slot, Hostile]]) -> dict[Position, 
     at: dict[int, list[Hostile]] = defaultdict(list)
     for slot, h in hostile:
         at[slot.index].append(h)
-    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", max_request_size=2_000_000)
+    producer = kafka_producer(s, acks="all", max_request_size=2_000_000)
     placed = []
     try:
         for index in range(len(good) + 1):
@@ -118,7 +117,7 @@ def fresh_pipeline(base: Settings) -> Iterator[Settings]:
     """Rivulet's topics and keys under prefixes of their own (one hypothesis example), removed afterwards."""
     run = uuid.uuid4().hex[:10]
     s = base.model_copy(update={"topic_prefix": f"test.fuzz.{run}.", "redis_prefix": f"test:fuzz:{run}:"})
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis_client(s)
     try:
         with learning_topics(s) as topics:
             yield topics
@@ -307,7 +306,7 @@ def test_hostile_records_on_every_topic_leave_the_good_stream_as_the_oracle(
         check_dead_letters(s, sent, records)
         check_vectors(s, sent, records)
         check_models(s, sent, records)
-        stats = redis.Redis.from_url(s.redis_url).hgetall(f"{s.redis_prefix}stats:features")
+        stats = redis_client(s).hgetall(f"{s.redis_prefix}stats:features")
         counted = {k.decode(): int(v) for k, v in stats.items() if k.startswith(b"dead_letters:")}  # type: ignore[union-attr,arg-type]
         want = Counter(f"dead_letters:{h.reason}" for h in sent.values() if h.stage == "features")
         assert counted == dict(want)

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-import redis
 from pydantic import SecretStr
 
 from features.events import Event
+from streaming.clients import redis_client
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.keys import SigningKey
 from streaming.learning.registry import RedisRegistry
@@ -41,9 +41,7 @@ def learning_topics(settings: Settings) -> Iterator[Settings]:
 
 
 def registry(settings: Settings, prefix: str | None = None) -> RedisRegistry:
-    return RedisRegistry(
-        redis.Redis.from_url(settings.redis_url), prefix or settings.redis_prefix, signer=SIGNER
-    )
+    return RedisRegistry(redis_client(settings), prefix or settings.redis_prefix, signer=SIGNER)
 
 
 def events(n: int, seed: int) -> list[Event]:

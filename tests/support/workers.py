@@ -12,6 +12,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from streaming.clients import kafka_admin, kafka_consumer
 from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,17 +22,6 @@ class Worker:
     """``rivulet features run`` in a child process, logging to a file."""
 
     def __init__(self, settings: Settings, features: str, log: Path) -> None:
-        self.settings, self.features = settings, features
-        self.restarts = 0
-        self._start(log)
-
-    def restart(self) -> None:
-        """What supervisord does for a worker that exited on its own (an agent crash ends the process)."""
-        self.restarts += 1
-        self._start(self.log)
-
-    def _start(self, log: Path) -> None:
-        settings, features = self.settings, self.features
         env = {
             **os.environ,
             "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
@@ -84,20 +74,16 @@ def _lag(settings: Settings, admin: KafkaAdminClient, consumer: KafkaConsumer) -
     return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
 
 
-def wait_caught_up(
-    settings: Settings, workers: list[Worker], timeout_s: float = 180.0, *, supervised: bool = False
-) -> None:
-    """Until the worker group has committed every record of the events (and repartition) topics.
-    ``supervised``: a worker that exits is restarted (at most 3 times), as under supervisord."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float = 180.0) -> None:
+    """Until the worker group has committed every record of the events (and repartition) topics; a worker
+    that exits meanwhile fails the test (with the end of its log)."""
+    admin = kafka_admin(settings, client_id="rivulet-tests")
+    consumer = kafka_consumer(settings, client_id="rivulet-tests", isolation_level="read_uncommitted")
     try:
         deadline = time.monotonic() + timeout_s
         settled = 0
         while settled < 2:  # twice in a row: a repartition topic may still be filling
             for w in workers:
-                if not w.alive() and supervised and w.restarts < 3:
-                    w.restart()
                 assert w.alive(), f"worker exited:\n{w.log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, (
                 f"workers did not catch up; lag {_lag(settings, admin, consumer)}"
@@ -111,7 +97,7 @@ def wait_caught_up(
 
 
 def group_members(settings: Settings) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka_admin(settings, client_id="rivulet-tests")
     try:
         group = f"{settings.topic_prefix}features"
         return len(admin.describe_groups([group])[group]["members"])

@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
 
 from features.engine import EntityState, FeatureEngine
 from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.redis_store import RedisStore, state_key, vector_key
 from features.store import FeatureRow, StateUpdate
+from streaming.clients import kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.features.test_redis_cluster import CLUSTER_URL, cluster  # noqa: F401 (fixture)
@@ -43,7 +43,7 @@ def test_hostile_records_and_tampered_redis_never_stop_the_worker_or_change_good
     tmp_path: Path,
 ) -> None:
     settings = topics
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     good = stream(300, entities=12, seed=31, step_ms=300, grain_ms=1_000)
     t0 = good[0].ts
 
@@ -64,7 +64,7 @@ def test_hostile_records_and_tampered_redis_never_stop_the_worker_or_change_good
     )
     with Producer(settings) as producer:
         producer.send_many([*good[:150], big])
-    raw = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, max_request_size=2_000_000)
+    raw = kafka_producer(settings, max_request_size=2_000_000)
     hostile = [
         (b"c5", b'{"entity": "c5", "ts": "' + b"9" * 900_000 + b'"}'),  # its dead letter: 1.2 MB
         (b"k" * 100_000, b"not json"),  # a 100 kB key

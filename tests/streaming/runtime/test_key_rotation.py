@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from serving.app import create_app
-from streaming.clients import registry_reader
+from streaming.clients import redis_client, registry_reader
 from streaming.ingest.producer import Producer
 from streaming.learning.keys import SigningKey
 from streaming.learning.registry import RedisRegistry
@@ -103,7 +102,7 @@ def test_rotation_drill(topics: Settings, tmp_path: Path) -> None:
     # a version signed by a key outside the ring, now the newest and current, is refused by readers ...
     newest_b = history[0].version
     state = both.load("lr", newest_b).state
-    stranger = RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=C)
+    stranger = RedisRegistry(redis_client(s), s.redis_prefix, signer=C)
     forged = stranger.save("lr", state, {"offsets": {}, "n_learned": 10**6})
     opened, refused = both.load_latest("lr", current=True)
     assert opened.header["version"] == newest_b and opened.header["key_id"] == B.key_id

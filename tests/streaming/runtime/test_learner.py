@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from river import evaluate, metrics
 
+from streaming.clients import redis_client
 from streaming.ingest.feed import LabelPolicy, publish
 from streaming.ingest.producer import Producer
 from streaming.ingest.rows import Row, RowMapping
@@ -130,7 +130,7 @@ def test_a_tampered_newest_version_is_refused_and_the_previous_one_used(topics: 
     reg = registry(topics)
     v1 = reg.save("m", {"w": 1}, {"offsets": {}})
     v2 = reg.save("m", {"w": 2}, {"offsets": {}})
-    client = redis.Redis.from_url(topics.redis_url)
+    client = redis_client(topics)
     key = f"{topics.redis_prefix}model:{{m}}:v:{v2}"
     blob = bytearray(client.get(key))  # type: ignore[arg-type]
     blob[-2] ^= 0x10

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 from river import evaluate, metrics, tree
 from river.datasets import synth
 
+from streaming.clients import kafka_producer
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
@@ -85,7 +85,7 @@ def test_a_hostile_producer_against_the_real_learner(topics: Settings) -> None:
     s = topics
     data, good = good_stream()
     bad = attack(data)
-    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    producer = kafka_producer(s, acks="all")
     positions: dict[tuple[str, int, int], str] = {}
     waiting = list(bad)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 from river import metrics
 from river.datasets import synth
 
+from streaming.clients import kafka_producer
 from streaming.ingest.producer import Producer
 from streaming.learning.deadletters import KafkaSink, learner_letter
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
@@ -44,7 +44,7 @@ def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Set
 def test_a_record_with_a_700_kb_key_is_dead_lettered_and_the_learner_checkpoints(topics: Settings) -> None:
     s = topics
     data = [(x, bool(y)) for x, y in itertools.islice(synth.Agrawal(classification_function=2, seed=5), N)]
-    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", max_request_size=1_048_576)
+    producer = kafka_producer(s, acks="all", max_request_size=1_048_576)
     big_key, big_value = b"k" * 700_000, b"\xff" * 300_000  # fits the broker; not JSON
     bad = producer.send(s.topics.labels, big_value, key=big_key).get(timeout=30)
     for i, (x, y) in enumerate(data):

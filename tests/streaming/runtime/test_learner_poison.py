@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 from river import evaluate, metrics, tree
 from river.datasets import synth
 
+from streaming.clients import kafka_producer
 from streaming.learning.spec import CheckpointPolicy
 from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
@@ -103,7 +103,7 @@ class Stream:
 
     def __init__(self, s: Settings) -> None:
         self.s = s
-        self.producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+        self.producer = kafka_producer(s, acks="all")
         self.positions: dict[tuple[str, int, int], tuple[str, bytes]] = {}  # position -> (reason, bytes)
 
     def send(self, role: str, value: Any, reason: str | None = None) -> None:
