@@ -61,7 +61,7 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_text)]
 
 def _comma_list(description: str) -> list[str]:
     """A :data:`CommaList` field, empty by default."""
-    return Field(default_factory=list, description=description)  # type: ignore[no-any-return]
+    return Field(default_factory=list, description=description)
 
 
 class Settings(BaseSettings):
