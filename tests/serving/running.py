@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +15,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-__all__ = ["free_port", "running"]
+from tests.support.api_env import free_port
+
+__all__ = ["running"]
 
 START_S = 30.0  # uvicorn binds and runs the lifespan (models loaded from the registry) well within this
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -29,7 +29,8 @@ from streaming.learning.core import LearnerCore, predict, select_inputs
 from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
-from tests.serving.running import free_port, running
+from tests.serving.running import running
+from tests.support.api_env import free_port
 from tests.support.feature_defs import ZIP
 from tests.support.kafka_read import read_all
 from tests.support.model_defs import scaled_lr
