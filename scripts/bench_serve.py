@@ -151,12 +151,14 @@ def seed(s: Settings, tmp: Path) -> None:
 
 
 def server_env(s: Settings, tmp: Path, api_key: str | None) -> dict[str, str]:
-    keys = {
-        "RIVULET_SCORING_API_KEYS": api_key,
-        "RIVULET_INGEST_API_KEYS": "bench-ingest",
-        "RIVULET_READ_API_KEYS": "bench-read",
-        "RIVULET_ADMIN_API_KEYS": "bench-admin",
-    }
+    keys = {}
+    if api_key:
+        keys = {
+            "RIVULET_SCORING_API_KEYS": api_key,
+            "RIVULET_INGEST_API_KEYS": "bench-ingest",
+            "RIVULET_READ_API_KEYS": "bench-read",
+            "RIVULET_ADMIN_API_KEYS": "bench-admin",
+        }
     return {
         **os.environ,
         "RIVULET_TOPIC_PREFIX": s.topic_prefix,
@@ -164,7 +166,7 @@ def server_env(s: Settings, tmp: Path, api_key: str | None) -> dict[str, str]:
         "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
         "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
         "BENCH_STATE": str(tmp / "state.pkl"),
-        **(keys if api_key else {}),
+        **keys,
         "PYTHONPATH": str(ROOT),
     }
 
