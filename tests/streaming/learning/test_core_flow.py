@@ -353,6 +353,34 @@ def test_a_model_raising_in_learn_one_is_quarantined_and_told() -> None:
 # ---------------------------------------------------------------- the state helpers
 
 
+@pytest.mark.parametrize(
+    ("learned", "then", "detail"),
+    [
+        (1.0, "x", "s: 'x' where the model learned numbers"),
+        ("x", 2.0, "s: 2.0 where the model learned strings"),
+    ],
+)
+def test_a_declared_feature_keeps_the_kind_it_was_learned_as(learned: Any, then: Any, detail: str) -> None:
+    core = LearnerCore([spec(features=("s",))])
+    told: list[tuple[str, Reason, str]] = []
+    core.on_reject = lambda *a: told.append(a)
+    core.on_record("k1", 1, {"s": learned}, label=True)
+    assert core.on_record("k2", 2, {"s": then}, label=True) == []
+    assert told == [("m", Reason.FEATURE_TYPE, detail)]
+    assert core.models["m"].kinds == {"s": kind_of(learned)} and core.models["m"].n_learned == 1
+
+
+def test_held_labels_expire_by_age_exactly_past_the_limit() -> None:
+    core = LearnerCore([spec()], max_pending_age_ms=100)
+    core.on_label("old", True, 0)
+    core.on_label("edge", True, 1)
+    # its own time (within 100 of the median, 1): the horizon 1 drops "old" and keeps "edge", exactly at it
+    core.on_label("now", True, 101)
+    core.on_label("later", True, 202)  # more than 100 past the median (1): the clock stays, nothing expires
+    state = core.models["m"]
+    assert list(state.early) == ["edge", "now", "later"] and state.counters["unknown_labels"] == 1
+
+
 def test_cost_counts_an_entry_its_values_and_long_strings() -> None:
     assert cost({}) == 1 and cost({"a": 1.0, "b": 2}) == 3
     assert cost({"s": "x" * 64}) == 3 and cost({"s": "x" * 63}) == 2 and cost({"s": "x" * 128}) == 4
@@ -424,6 +452,19 @@ def test_a_state_pickles_and_an_old_one_gets_the_fields_added_since() -> None:
         and restored.clock.order == type(state.clock)().order
     )
     assert isinstance(restored.pending["k"], Pending)
+    # the same attributes as a state made now: re-pickled, it has the shape of a rebuilt one (verify's hash)
+    assert restored.__dict__.keys() == state.__dict__.keys()
+
+
+def test_an_old_state_with_declared_features_counts_their_strings() -> None:
+    core = LearnerCore([spec(features=("s",))])
+    core.on_record("k", 1, {"s": "y" * 640})
+    state = core.models["m"]
+    old = dict(state.__dict__)
+    del old["pending_values"]
+    restored = ModelState.__new__(ModelState)
+    restored.__setstate__(old)
+    assert restored.pending_values == state.pending_values == 1 + 1 + 10
 
 
 def test_recent_keeps_the_latest_keys_and_pickles_its_order_only() -> None:

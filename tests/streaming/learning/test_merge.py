@@ -15,7 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming.learning.merge import MAX_SKEW_MS, NO_TIME, Merger, OrderJournal, Positioned
+from features.events import MAX_TS_MS, MIN_TS_MS
+from streaming.learning.merge import (
+    MAX_ID_CHARS,
+    MAX_SKEW_MS,
+    NO_TIME,
+    Merger,
+    OrderJournal,
+    Positioned,
+    Undecodable,
+    decode,
+    event_time,
+    is_id,
+    is_time,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +213,52 @@ def test_the_journal_of_a_merge_replays_its_order_whatever_the_arrival(
         replayed.append((*tp, heads[tp]))
         heads[tp] += 1
     assert replayed == taken and sorted(taken) == sorted((*tp, o) for tp, o in arrivals)
+
+
+# ---------------------------------------------------------------- what a record's merge time is
+
+
+def test_decode_says_why_a_record_has_no_value() -> None:
+    assert decode(b"") == decode(None) == Undecodable("an empty record")
+    assert decode(b"[1]") == [1]
+    refused = decode(b"{x")
+    assert isinstance(refused, Undecodable) and refused.error.startswith("not JSON: ")
+
+
+def test_an_id_is_a_string_of_1_to_200_characters() -> None:
+    assert is_id("e") and is_id("e" * MAX_ID_CHARS)
+    assert not is_id("") and not is_id("e" * (MAX_ID_CHARS + 1)) and not is_id(7)
+
+
+def test_a_time_is_an_int_within_the_event_schemas_years() -> None:
+    assert is_time(MIN_TS_MS) and is_time(MAX_TS_MS) and is_time(0)
+    assert not is_time(MIN_TS_MS - 1) and not is_time(MAX_TS_MS + 1)
+    assert not is_time(True) and not is_time(5.0) and not is_time("5")
+
+
+@pytest.mark.parametrize(
+    ("data", "ts"),
+    [
+        ({"view": "v", "features": {}, "event": {"event_id": "e", "ts": 5}}, 5),
+        ({"view": "v", "features": {}, "prediction_id": "p", "ts": 6}, 6),
+        ({"event": {"event_id": "e", "ts": 5}, "entity": "u", "ts": 5}, NO_TIME),  # an event key: no view
+        ({"features": {}, "entity": "u", "ts": 5}, NO_TIME),  # a features key: no view
+        ({"view": "v", "features": {}, "event": "e", "ts": 5}, NO_TIME),  # an event that is not a mapping
+        ({"view": "v", "features": {}, "event": {"event_id": "", "ts": 5}}, NO_TIME),
+        ({"view": "v", "features": {}, "prediction_id": "p" * 201, "ts": 6}, NO_TIME),
+        ({"entity": "u", "ts": 9, "fields": {}}, 9),
+        ({"entity": "u", "ts": "9", "fields": {}}, NO_TIME),
+        ({"event_id": "e", "label": True, "ts": 7}, 7),
+        ({"prediction_id": "p", "label": 2.5, "ts": 8}, 8),
+        ([1, 2], NO_TIME),
+    ],
+)
+def test_the_merge_time_of_each_kind_of_record(data: Any, ts: int) -> None:
+    assert event_time(data) == ts
+
+
+def test_a_label_no_models_task_takes_has_no_time() -> None:
+    label = {"event_id": "e", "label": "banana", "ts": 7}
+    assert event_time(label, label_ok=lambda y: isinstance(y, bool)) == NO_TIME
+    assert event_time(label, label_ok=lambda y: True) == 7
+    assert event_time(label, fallback=3, label_ok=lambda y: False) == 3
