@@ -3,7 +3,9 @@
 The feature worker, the learner and the API each run as their own process under supervisord (the
 ``supervisor`` package): restarted when they die, stopped with SIGTERM (each finishes its batch and, for the
 learner, checkpoints), each logging to ``<data dir>/logs/<name>.log``. The supervisor's files live in
-``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit. The stack speaks to supervisord
+``<data dir>/stack/``; ``rivulet down`` asks it to stop everything and exit. If the supervisor is killed
+instead, its programs run on without it until they write to their output (a pipe it read): ``rivulet up``
+refuses to start beside them and ``rivulet down`` stops them. The stack speaks to supervisord
 through its XML-RPC interface (on a unix socket, with supervisor's ``SupervisorTransport``) and finds and
 checks processes with ``psutil``.
 
@@ -237,15 +239,16 @@ class Stack:
         except (OSError, ValueError):
             return None
 
-    def rpc(self) -> Any:
-        """supervisord's XML-RPC interface (``supervisor.*`` methods) on the stack's unix socket."""
+    def call(self, method: str, *args: Any) -> Any:
+        """``supervisor.<method>`` of supervisord's XML-RPC interface, on the stack's unix socket."""
         transport = SupervisorTransport(None, None, f"unix://{self.socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+        with xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport) as proxy:
+            return getattr(proxy.supervisor, method)(*args)
 
     def programs(self) -> dict[str, Program]:
         """Every program's state and pid, from supervisord; StackError when it does not answer."""
         try:
-            infos = self.rpc().getAllProcessInfo()
+            infos = self.call("getAllProcessInfo")
         except (OSError, xmlrpc.client.Error) as exc:
             raise StackError(f"supervisor at {self.socket} does not answer: {exc}") from exc
         return {p.name: p for p in map(Program.from_info, infos)}
@@ -310,7 +313,7 @@ class Stack:
         if not self.running():
             return self._stop_strays(timeout_s)
         try:
-            self.rpc().shutdown()
+            self.call("shutdown")
         except (OSError, xmlrpc.client.Error):  # its socket is gone: SIGTERM shuts it down as well
             pid = self._pid()
             if pid is not None:

@@ -57,26 +57,37 @@ def score(url: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     return r.json() if r.status_code == 200 else None
 
 
-def test_up_scores_a_produced_event_and_down_stops(
-    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
-) -> None:
+def isolated(base: Settings, data_dir: Path, port: int, **extra: str) -> tuple[dict[str, str], Settings]:
+    """The environment of a rivulet command with this test's own topics, keys, data dir and API port, and
+    the same as settings."""
     run = uuid.uuid4().hex[:10]
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
         "RIVULET_TOPIC_PREFIX": f"test.{run}.",
         "RIVULET_REDIS_PREFIX": f"test:{run}:",
-        "RIVULET_DATA_DIR": str(tmp_path / "data"),
-        "RIVULET_SERVE_PORT": str(port),  # no signing key: rivulet up generates and keeps one
-        "RIVULET_LOG_LEVEL": "INFO",
+        "RIVULET_DATA_DIR": str(data_dir),
+        "RIVULET_SERVE_PORT": str(port),
+        **extra,
     }
-    settings = base_settings.model_copy(
-        update={
-            "topic_prefix": env["RIVULET_TOPIC_PREFIX"],
-            "redis_prefix": env["RIVULET_REDIS_PREFIX"],
-            "data_dir": env["RIVULET_DATA_DIR"],
-        }
-    )
+    update = {"topic_prefix": f"test.{run}.", "redis_prefix": f"test:{run}:", "data_dir": str(data_dir)}
+    return env, base.model_copy(update=update)
+
+
+def forget(settings: Settings) -> None:
+    """Delete the test's topics and Redis keys."""
+    with TopicAdmin(settings) as admin:
+        admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
+    client = redis.Redis.from_url(settings.redis_url)
+    for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+        client.delete(key)
+
+
+def test_up_scores_a_produced_event_and_down_stops(
+    base_settings: Settings, kafka_up: str, redis_up: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    # no signing key: rivulet up generates and keeps one
+    env, settings = isolated(base_settings, tmp_path / "data", port, RIVULET_LOG_LEVEL="INFO")
     stack = Stack(settings)
     url = f"http://127.0.0.1:{port}"
     logs = tmp_path / "data" / "logs"
@@ -130,11 +141,7 @@ def test_up_scores_a_produced_event_and_down_stops(
         ]
     finally:
         stopped = rivulet(env, "down")
-        with TopicAdmin(settings) as admin:
-            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-        client = redis.Redis.from_url(settings.redis_url)
-        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
-            client.delete(key)
+        forget(settings)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert not stack.running() and stack.strays() == []
     assert not any(alive(p.pid) for p in programs.values())
@@ -168,23 +175,15 @@ def test_the_supervisor_restarts_a_program_and_down_stops_the_orphans_of_a_kille
 ) -> None:
     """Through supervisord's XML-RPC API: three programs RUNNING, its children by psutil; a killed API is
     started again while the other two keep their pid. kill -9 of supervisord orphans the programs: they
-    keep working, up must not start a second learner beside them, and down must stop them."""
-    run = uuid.uuid4().hex[:10]
+    keep working, up must not start a second learner beside them, and down must stop them.
+
+    An orphan lives until it writes to its output, a pipe whose reader was the dead supervisor: the feature
+    worker then fails on EPIPE and exits (seen with strace some 30 s after the kill). So after the kill
+    the strays are a subset of the programs, and down stops whichever are left."""
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
-        "RIVULET_TOPIC_PREFIX": f"test.{run}.",
-        "RIVULET_REDIS_PREFIX": f"test:{run}:",
-        "RIVULET_DATA_DIR": str(tmp_path / "data dir"),  # a space: every path is quoted for supervisord
-        "RIVULET_SERVE_PORT": str(port),
-        "RIVULET_SIGNING_KEY": generate().encoded,
-    }
-    settings = base_settings.model_copy(
-        update={
-            "topic_prefix": env["RIVULET_TOPIC_PREFIX"],
-            "redis_prefix": env["RIVULET_REDIS_PREFIX"],
-            "data_dir": env["RIVULET_DATA_DIR"],
-        }
+    # a space in the data dir: every path is quoted for supervisord
+    env, settings = isolated(
+        base_settings, tmp_path / "data dir", port, RIVULET_SIGNING_KEY=generate().encoded
     )
     stack = Stack(settings)
     home = tmp_path / "data dir" / "stack"
@@ -213,27 +212,24 @@ def test_the_supervisor_restarts_a_program_and_down_stops_the_orphans_of_a_kille
         supervisor.kill()
         until(lambda: not stack.running(), "supervisord gone", home)
         killed_at = time.time()
-        # the programs outlive it: the stack finds them by its mark, and each still does its work after
+        # the programs outlive it: the stack finds them by its mark; the API and the learner, which write
+        # nothing at this log level, still do their work after it (the feature worker dies at its first
+        # output, whenever Faust writes one)
         assert sorted(stack.strays()) == pids
         until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "the orphaned API answers", home)
-        until(lambda: _answers(f"http://127.0.0.1:{metrics}/metrics"), "the worker's metrics answer", home)
         beat = home / "learner.alive"
         until(lambda: beat.exists() and beat.stat().st_mtime > killed_at, "the learner's heartbeat", home)
 
         again = rivulet(env, "up", "--features-metrics-port", str(metrics))
         assert again.returncode == 1 and "rivulet down first" in again.stderr, again.stdout + again.stderr
-        assert sorted(stack.strays()) == pids  # the refused up started nothing
+        assert set(stack.strays()) <= set(pids)  # the refused up started nothing
         stopped = rivulet(env, "down")
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
         assert stack.strays() == []
     finally:
         rivulet(env, "down")
-        with TopicAdmin(settings) as admin:
-            admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-        client = redis.Redis.from_url(settings.redis_url)
-        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
-            client.delete(key)
+        forget(settings)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the API is still listening after rivulet down"
 
