@@ -3,12 +3,17 @@ data River's evaluator is given."""
 
 from __future__ import annotations
 
+import itertools
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from pydantic import SecretStr
+from river.datasets import synth
 
 from features.events import Event
 from streaming.clients import redis_client
@@ -20,7 +25,7 @@ from streaming.settings import Settings
 from tests.support.kafka_read import read_all
 from tests.support.model_defs import LR
 from tests.support.oracle import stream
-from tests.support.workers import Worker, wait_caught_up
+from tests.support.workers import Worker, rivulet_process, wait_caught_up
 
 SIGNER = SigningKey(bytes(range(32)))  # the learner tests' signing key (fixed: tests restart processes)
 KEY_ENV = {"RIVULET_SIGNING_KEY": SIGNER.encoded, "RIVULET_VERIFY_KEYS": SIGNER.public.encoded}
@@ -38,6 +43,57 @@ def learning_topics(settings: Settings) -> Iterator[Settings]:
             yield s
         finally:
             admin.delete([t for t in admin.list_topics(all_topics=True) if s.topic_prefix in t])
+
+
+T0 = 1_700_000_000_000  # the first record's time in the learner streams below
+
+
+def ts(i: int) -> int:
+    """The time of record ``i``: one second apart from :data:`T0`."""
+    return T0 + 1_000 * i
+
+
+Labelled = list[tuple[dict[str, Any], bool]]
+
+
+def delayed_stream(
+    n: int, delay: int, *, function: int, seed: int
+) -> tuple[Labelled, list[tuple[str, dict[str, Any]]]]:
+    """``n`` features records of River's Agrawal stream (classification ``function``; ts strictly
+    increasing) and their labels, each revealed at the time of the record ``delay`` later (the remaining
+    ones after the last record, in order), as River's ``progressive_val_score(delay=delay)`` does. Returns
+    (River's data, [(topic role, record)] in time order)."""
+    data = [
+        (x, bool(y))
+        for x, y in itertools.islice(synth.Agrawal(classification_function=function, seed=seed), n)
+    ]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, (x, _) in enumerate(data):
+        if i >= delay:
+            out.append(("labels", {"event_id": f"ev{i - delay}", "label": data[i - delay][1], "ts": ts(i)}))
+        event = {"event_id": f"ev{i}", "ts": ts(i), "label": None}
+        out.append(("features", {"view": "all", "entity": f"u{i % 20}", "event": event, "features": x}))
+    for k, j in enumerate(range(n - delay, n)):
+        out.append(("labels", {"event_id": f"ev{j}", "label": data[j][1], "ts": ts(n - 1) + 1 + k}))
+    return data, out
+
+
+@pytest.fixture
+def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
+    """:func:`learning_topics` as a fixture (Kafka and Redis must be up)."""
+    with learning_topics(settings) as s:
+        yield s
+
+
+def learner_process(settings: Settings, models: str, log: Path) -> subprocess.Popen[bytes]:
+    """``rivulet learn run --models <models>`` in a child process, with the test signing key."""
+    return rivulet_process(
+        settings,
+        ["learn", "run", "--models", models],
+        log,
+        RIVULET_FEATURES_MODULE="tests.support.feature_defs",
+        **KEY_ENV,
+    )
 
 
 def registry(settings: Settings, prefix: str | None = None) -> RedisRegistry:

@@ -18,28 +18,39 @@ from streaming.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def rivulet_process(settings: Settings, args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m streaming.cli <args>`` in a session of its own (killed as a group), under the settings'
+    topic and key prefixes plus ``env``, its output appended to ``log``."""
+    full = {
+        **os.environ,
+        "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
+        "RIVULET_REDIS_PREFIX": settings.redis_prefix,
+        "RIVULET_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streaming.cli", *args],
+            cwd=ROOT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class Worker:
     """``rivulet features run`` in a child process, logging to a file."""
 
     def __init__(self, settings: Settings, features: str, log: Path) -> None:
-        env = {
-            **os.environ,
-            "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
-            "RIVULET_REDIS_PREFIX": settings.redis_prefix,
-            "RIVULET_PARTITIONS": str(settings.partitions),
-            "RIVULET_DATA_DIR": str(log.parent / "data"),
-            "RIVULET_LOG_LEVEL": "WARNING",
-        }
         self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streaming.cli", "features", "run", "--features", features],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = rivulet_process(
+            settings,
+            ["features", "run", "--features", features],
+            log,
+            RIVULET_PARTITIONS=str(settings.partitions),
+            RIVULET_DATA_DIR=str(log.parent / "data"),
+        )
 
     def kill(self) -> None:
         """SIGKILL: a crash, no cleanup."""

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from river import evaluate, metrics
@@ -22,24 +18,16 @@ from streaming.ingest.rows import Row, RowMapping
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.settings import Settings
 from tests.support.learning import (
-    KEY_ENV,
     events,
     featurise,
     learn,
-    learning_topics,
+    learner_process,
     registry,
     river_data,
 )
 from tests.support.model_defs import scaled_lr
-from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    with learning_topics(settings) as s:
-        yield s
 
 
 @pytest.mark.parametrize("delay", [None, 25])
@@ -77,32 +65,9 @@ def test_crash_drill_learns_every_event_once(topics: Settings, tmp_path: Path) -
     with Producer(s) as producer:
         producer.send_many(evs)
     featurise(s, tmp_path)
-    env = {
-        **os.environ,
-        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
-        "RIVULET_REDIS_PREFIX": s.redis_prefix,
-        **KEY_ENV,
-        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-    }
     reg = registry(s)
     for crash, target in enumerate((1_000, 2_500, 4_000)):
-        with (tmp_path / f"learn-{crash}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streaming.cli",
-                    "learn",
-                    "run",
-                    "--models",
-                    "tests.support.model_defs",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = learner_process(s, "tests.support.model_defs", tmp_path / f"learn-{crash}.log")
         deadline = time.monotonic() + 120
         while True:
             versions = reg.versions("lr")

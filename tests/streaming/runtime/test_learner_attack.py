@@ -6,14 +6,11 @@ validation on the good stream alone, and the newest version of each model verifi
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from river import evaluate, metrics, tree
-from river.datasets import synth
 
 from streaming.clients import kafka_producer
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
@@ -21,13 +18,12 @@ from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import learning_topics, registry
+from tests.support.learning import Labelled, delayed_stream, registry, ts
 from tests.support.model_defs import scaled_lr
 
 pytestmark = pytest.mark.integration
 
 N, DELAY = 1_500, 25
-T0 = 1_700_000_000_000
 LAST_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z: a valid event time
 FEATURES = ("salary", "age", "loan", "hvalue", "commission")
 POLICY = CheckpointPolicy(every_records=300, every_seconds=1e9, keep=100)
@@ -41,29 +37,8 @@ SPECS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    with learning_topics(settings) as s:
-        yield s
-
-
-def ts(i: int) -> int:
-    return T0 + 1_000 * i
-
-
-def good_stream() -> tuple[list[tuple[dict[str, Any], bool]], list[tuple[str, dict[str, Any]]]]:
-    """Features records and their labels, each revealed at the time of the record DELAY later (as River's
-    progressive_val_score(delay=DELAY)); (River's data, [(topic role, record)] in time order)."""
-    data = [(x, bool(y)) for x, y in itertools.islice(synth.Agrawal(classification_function=2, seed=5), N)]
-    out: list[tuple[str, dict[str, Any]]] = []
-    for i, (x, _) in enumerate(data):
-        if i >= DELAY:
-            out.append(("labels", {"event_id": f"ev{i - DELAY}", "label": data[i - DELAY][1], "ts": ts(i)}))
-        event = {"event_id": f"ev{i}", "ts": ts(i), "label": None}
-        out.append(("features", {"view": "all", "entity": f"u{i % 20}", "event": event, "features": x}))
-    for k, j in enumerate(range(N - DELAY, N)):
-        out.append(("labels", {"event_id": f"ev{j}", "label": data[j][1], "ts": ts(N - 1) + 1 + k}))
-    return data, out
+def good_stream() -> tuple[Labelled, list[tuple[str, dict[str, Any]]]]:
+    return delayed_stream(N, DELAY, function=2, seed=5)
 
 
 def attack(data: list[tuple[dict[str, Any], bool]]) -> list[tuple[int, str, dict[str, Any], str | None]]:

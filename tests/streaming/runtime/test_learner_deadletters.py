@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator
-from typing import Any
 
 import orjson
 import pytest
@@ -21,7 +19,7 @@ from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import learning_topics, registry
+from tests.support.learning import registry
 from tests.support.model_defs import scaled_lr
 
 pytestmark = pytest.mark.integration
@@ -33,12 +31,6 @@ SPECS = [
     ModelSpec("lr", "binary", "all", scaled_lr, features=FEATURES, metrics=(metrics.Accuracy,),
               checkpoint=CheckpointPolicy(every_records=100, every_seconds=1e9, keep=100)),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    with learning_topics(settings) as s:
-        yield s
 
 
 def test_a_record_with_a_700_kb_key_is_dead_lettered_and_the_learner_checkpoints(topics: Settings) -> None:

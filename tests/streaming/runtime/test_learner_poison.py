@@ -11,16 +11,13 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from river import evaluate, metrics, tree
-from river.datasets import synth
 
 from streaming.clients import kafka_producer
 from streaming.learning.spec import CheckpointPolicy
@@ -28,41 +25,17 @@ from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import KEY_ENV, learning_topics, registry
+from tests.support.learning import Labelled, delayed_stream, learner_process, registry, ts
 from tests.support.model_defs import scaled_lr
 from tests.support.poison_models import MODELS
-from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
 
 N, DELAY, HALF = 4_000, 25, 2_000
-T0 = 1_700_000_000_000
 
 
-@pytest.fixture
-def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    with learning_topics(settings) as s:
-        yield s
-
-
-def ts(i: int) -> int:
-    return T0 + 1_000 * i
-
-
-def good_stream() -> tuple[list[tuple[dict[str, Any], bool]], list[tuple[str, dict[str, Any]]]]:
-    """The good stream: features records (ts strictly increasing) and their labels, each revealed at the time
-    of the record ``DELAY`` later (the remaining ones after the last record, in order), as River's
-    ``progressive_val_score(delay=DELAY)`` does. Returns (River's data, [(role, record)] in time order)."""
-    data = [(x, bool(y)) for x, y in itertools.islice(synth.Agrawal(classification_function=1, seed=7), N)]
-    out: list[tuple[str, dict[str, Any]]] = []
-    for i, (x, _) in enumerate(data):
-        if i >= DELAY:
-            out.append(("labels", {"event_id": f"ev{i - DELAY}", "label": data[i - DELAY][1], "ts": ts(i)}))
-        event = {"event_id": f"ev{i}", "ts": ts(i), "label": None}
-        out.append(("features", {"view": "all", "entity": f"u{i % 20}", "event": event, "features": x}))
-    for k, j in enumerate(range(N - DELAY, N)):
-        out.append(("labels", {"event_id": f"ev{j}", "label": data[j][1], "ts": ts(N - 1) + 1 + k}))
-    return data, out
+def good_stream() -> tuple[Labelled, list[tuple[str, dict[str, Any]]]]:
+    return delayed_stream(N, DELAY, function=1, seed=7)
 
 
 def poison(data: list[tuple[dict[str, Any], bool]]) -> list[tuple[str, int, Any, str]]:
@@ -119,34 +92,6 @@ class Stream:
         self.producer.close()
 
 
-def learner(s: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
-        "RIVULET_REDIS_PREFIX": s.redis_prefix,
-        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-        "RIVULET_LOG_LEVEL": "WARNING",
-        **KEY_ENV,
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streaming.cli",
-                "learn",
-                "run",
-                "--models",
-                "tests.support.poison_models",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def kill_when_learned(s: Settings, proc: subprocess.Popen[bytes], log: Path, target: int) -> None:
     """SIGKILL once a checkpoint of both models has learned ``target`` records; the learner must not have
     stopped by itself before."""
@@ -183,11 +128,11 @@ def test_poison_records_across_kill_and_restart(topics: Settings, tmp_path: Path
     produce(good[:cut])
     stream.producer.flush()
     log = tmp_path / "learn.log"
-    first = learner(s, log)
+    first = learner_process(s, "tests.support.poison_models", log)
     kill_when_learned(s, first, log, 1_500)  # past the banana label and the 1e308 record
     produce(good[cut:])
     stream.close()
-    second = learner(s, log)
+    second = learner_process(s, "tests.support.poison_models", log)
     kill_when_learned(s, second, log, 3_000)
 
     final = LearnerWorker(s, MODELS, registry=registry(s))  # restarts from the newest checkpoints
