@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from streaming.clients import kafka_admin, kafka_consumer
+from features.events import Event
+from streaming.clients import kafka_admin, kafka_consumer, kafka_producer
+from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +109,31 @@ def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float =
     finally:
         admin.close()
         consumer.close()
+
+
+def run_worker(
+    settings: Settings,
+    events: Sequence[Event],
+    log: Path,
+    *,
+    raw: Sequence[tuple[bytes, bytes]] = (),
+    features: str = "tests.support.feature_defs",
+) -> list[Any]:
+    """Raw ``(key, value)`` records, then ``events``, onto the events topic, and one feature worker over
+    them until it has caught up (then stopped); returns the raw records' metadata (their positions)."""
+    producer = kafka_producer(settings)
+    try:
+        positions = [producer.send(settings.topics.events, value=v, key=k).get(timeout=30) for k, v in raw]
+    finally:
+        producer.close()
+    with Producer(settings) as sdk:
+        sdk.send_many(events)
+    worker = Worker(settings, features, log)
+    try:
+        wait_caught_up(settings, [worker])
+    finally:
+        worker.stop()
+    return positions
 
 
 def group_members(settings: Settings) -> int:

@@ -22,14 +22,14 @@ from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.redis_store import state_key
 from features.store import FeatureRow, MemoryStore
-from streaming.clients import feature_store, kafka_producer, redis_client
+from streaming.clients import feature_store, redis_client
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.kafka_read import read_all
 from tests.support.oracle import Oracle, diff, stream
-from tests.support.workers import Worker, group_members, wait_caught_up
+from tests.support.workers import Worker, group_members, run_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -119,16 +119,7 @@ def check_rekeyed_view(settings: Settings, events: list[Event]) -> None:
 def test_worker_matches_the_oracle_and_dead_letters_poison(topics: Settings, tmp_path: Path) -> None:
     settings = topics
     events = events_for(seed=11)
-    raw = kafka_producer(settings)
-    positions = [raw.send(settings.topics.events, value=p, key=b"x").get(timeout=30) for p in POISON]
-    raw.close()
-    with Producer(settings) as producer:
-        producer.send_many(events)
-    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "worker.log")
-    try:
-        wait_caught_up(settings, [worker])
-    finally:
-        worker.stop()
+    positions = run_worker(settings, events, tmp_path / "worker.log", raw=[(b"x", p) for p in POISON])
 
     records = check_direct_view(settings, events)
     check_rekeyed_view(settings, events)
@@ -242,16 +233,7 @@ def test_overflow_corrupt_state_and_out_of_range_numbers_are_dead_lettered_and_n
     beyond_int64 = (
         b'{"event_id": "big", "entity": "c1", "ts": 1704067200000, "fields": {"n": 18446744073709551615}}'
     )
-    raw = kafka_producer(settings)
-    raw.send(settings.topics.events, value=beyond_int64, key=b"c1").get(timeout=30)
-    raw.close()
-    with Producer(settings) as producer:
-        producer.send_many(events)
-    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "worker.log")
-    try:
-        wait_caught_up(settings, [worker])
-    finally:
-        worker.stop()
+    run_worker(settings, events, tmp_path / "worker.log", raw=[(b"c1", beyond_int64)])
 
     # the oracle over the accepted events: the corrupt entity starts again after its first record
     oracle = Oracle(ALL).feed([e for e in events if e is not first_c3])
