@@ -112,7 +112,7 @@ def test_a_loss_drift_for_the_worse_starts_challengers_up_to_the_bound() -> None
     core.on_record("k1", 10, {"x": 1.0}, label=False)
     assert list(core.models) == ["m", "m~10"]
     fresh = core.models["m~10"]
-    assert (fresh.spec, fresh.n_learned, fresh.counters["predicted"]) == ("m", 0, 0)  # born after the record
+    assert (fresh.name, fresh.spec, fresh.n_learned, fresh.counters["predicted"]) == ("m~10", "m", 0, 0)
     core.on_record("k2", 20, {"x": 1.0}, label=False)  # m and m~10 drift: one more challenger, then none
     core.on_record("k3", 30, {"x": 1.0}, label=False)
     assert list(core.models) == ["m", "m~10", "m~20"]

@@ -244,6 +244,9 @@ def test_a_time_is_an_int_within_the_event_schemas_years() -> None:
         ({"event": {"event_id": "e", "ts": 5}, "entity": "u", "ts": 5}, NO_TIME),  # an event key: no view
         ({"features": {}, "entity": "u", "ts": 5}, NO_TIME),  # a features key: no view
         ({"view": "v", "features": {}, "event": "e", "ts": 5}, NO_TIME),  # an event that is not a mapping
+        ({"view": "v", "features": {}, "event": "e", "prediction_id": "p", "ts": 5}, NO_TIME),
+        ({"view": "v", "features": {}, "prediction_id": "p", "ts": "6"}, NO_TIME),
+        ({"view": "v", "features": {}, "ts": 6}, NO_TIME),  # a served prediction without its id
         ({"view": "v", "features": {}, "event": {"event_id": "", "ts": 5}}, NO_TIME),
         ({"view": "v", "features": {}, "prediction_id": "p" * 201, "ts": 6}, NO_TIME),
         ({"entity": "u", "ts": 9, "fields": {}}, 9),
