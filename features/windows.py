@@ -6,8 +6,10 @@ Every window is closed on the right at ``t`` (events at exactly ``t`` count) and
 - ``lifetime()``: every event of the entity;
 - ``sliding(L)``: the look-back ``t - L < ts <= t`` from each event;
 - ``tumbling(S)``: the current fixed window, ``floor(t / S) * S <= ts <= t``;
-- ``hopping(S, P)``: of the windows of size ``S`` starting every ``P`` that contain ``t``, the oldest
-  (the one holding the most history): ``floor(t / P) * P + P - S <= ts <= t``.
+- ``hopping(S, P)``: of the windows ``[k * P, k * P + S)`` that contain ``t``, the oldest (the one holding
+  the most history): ``(floor((t - S) / P) + 1) * P <= ts <= t``. When ``P`` divides ``S`` this is
+  ``floor(t / P) * P + P - S``; when it does not, that formula (used until issue 12) reached back to an
+  event time that no window holding ``t`` covers.
 
 Durations are milliseconds or strings such as ``"90s"``, ``"5m"``, ``"1h"``, ``"7d"``.
 
@@ -65,8 +67,8 @@ class Window:
             return t - self.size_ms + 1
         if self.kind == "tumbling":
             return (t // self.size_ms) * self.size_ms
-        if self.kind == "hopping":
-            return (t // self.step_ms) * self.step_ms + self.step_ms - self.size_ms
+        if self.kind == "hopping":  # the start of the oldest window holding t: the first k * step > t - size
+            return ((t - self.size_ms) // self.step_ms + 1) * self.step_ms
         return None
 
     @property
