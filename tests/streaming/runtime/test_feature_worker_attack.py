@@ -23,9 +23,9 @@ import redis
 from features.engine import EntityState, FeatureEngine
 from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
-from features.redis_store import RedisStore, state_key, vector_key
+from features.redis_store import state_key, vector_key
 from features.store import FeatureRow, StateUpdate
-from streaming.clients import kafka_producer, redis_client
+from streaming.clients import feature_store, kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.features.test_redis_cluster import CLUSTER_URL, cluster  # noqa: F401 (fixture)
@@ -155,7 +155,11 @@ def test_a_vector_of_another_shape_is_not_served_and_a_commit_replaces_it(
     """Valid JSON of another shape under a vector (an object, an integer beyond int64) was served as a
     feature value; a ``_ts`` beyond every event time kept the vector from ever changing again."""
     client = request.getfixturevalue("cluster") if on_cluster else redis_client
-    url = CLUSTER_URL if on_cluster else settings.redis_url
+    on = (
+        settings.model_copy(update={"redis_url": CLUSTER_URL, "redis_cluster": True})
+        if on_cluster
+        else settings
+    )
     p = settings.redis_prefix
     client.hset(vector_key(p, "v", "shape"), mapping={"_ts": "5", "x": b'{"a": [1, 2]}'})
     client.hset(vector_key(p, "v", "u64"), mapping={"_ts": "5", "x": b"18446744073709551615"})
@@ -164,7 +168,7 @@ def test_a_vector_of_another_shape_is_not_served_and_a_commit_replaces_it(
     entities = ["shape", "u64", "future", "fine"]
 
     async def go() -> tuple[list[FeatureRow | None], list[FeatureRow | None], list[FeatureRow | None]]:
-        store = RedisStore.from_url(url, p, cluster=on_cluster)
+        store = feature_store(on)  # as a process with these settings builds it
         try:
             before = await store.read("v", entities)
             one = await store.read("v", ["future"])  # the single-entity path
@@ -265,8 +269,8 @@ def test_a_commit_refused_for_a_position_ahead_is_counted(
     events = stream(30, entities=2, seed=61, step_ms=1_000)
     raws = [RawRecord(e.to_json(), "events", 0, 100 + i) for i, e in enumerate(events)]
     client = request.getfixturevalue("cluster") if where == "cluster" else redis_client
-    url = CLUSTER_URL if where == "cluster" else settings.redis_url
-    store = RedisStore.from_url(url, settings.redis_prefix, cluster=where == "cluster")
+    on_cluster = {"redis_url": CLUSTER_URL, "redis_cluster": True}
+    store = feature_store(settings.model_copy(update=on_cluster) if where == "cluster" else settings)
 
     async def go() -> tuple[int, int]:
         try:
