@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Mapping
 
@@ -103,7 +104,39 @@ def test_definitions_are_checked() -> None:
     with pytest.raises(DefinitionError, match="expected milliseconds"):
         sliding("soon")
     assert customer.fingerprint() != site.fingerprint()
-    assert customer.fingerprint() == customer.fingerprint()
+
+
+def test_fingerprint_follows_the_definition_and_nothing_else() -> None:
+    def view(**change: object) -> FeatureView:
+        spec: dict = {"name": "v", "aggregations": [Count(), Mean("x", window=sliding("1m"))]}
+        spec.update(change)
+        return FeatureView(**spec)  # built anew each time: equal definitions, distinct objects
+
+    base = view().fingerprint()
+    # computed here from what the definition says: name, key, lateness, own fields, each aggregation
+    described = [
+        "v",
+        "entity",
+        "60000",  # the default allowed lateness, a minute
+        "True",
+        "Count(None, Window(kind='lifetime', size_ms=0, step_ms=0), 'count_lifetime')",
+        "Mean('x', Window(kind='sliding', size_ms=60000, step_ms=0), 'x_mean_1m')",
+    ]
+    assert base == hashlib.sha256("\n".join(described).encode()).hexdigest()[:16]
+    assert view().fingerprint() == base and len(base) == 16 and int(base, 16) >= 0
+    changed = [
+        view(name="w"),
+        view(entity="zipcode"),
+        view(allowed_lateness="1s"),
+        view(include_fields=False),
+        view(aggregations=[Count(), Mean("x", window=sliding("2m"))]),
+        view(aggregations=[Count(), Mean("y", window=sliding("1m"))]),
+        view(aggregations=[Count(), Sum("x", window=sliding("1m"), name="x_mean_1m")]),
+        view(derived=[Derived("d", lambda f: 1)]),
+        view(expressions=[Expression("e", lambda v: 2)]),
+    ]
+    prints = [v.fingerprint() for v in changed]
+    assert base not in prints and len(set(prints)) == len(prints)
 
 
 def test_pipeline_skips_redelivered_records_and_dead_letters_bad_ones() -> None:
