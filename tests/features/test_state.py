@@ -1,0 +1,177 @@
+"""Stored states: what the checks refuse, with an independent expectation for each case; what derived fields
+become when a function returns something that is not a plain scalar; errors that pickle with their context."""
+
+from __future__ import annotations
+
+import fractions
+import pickle
+from typing import Any
+
+import pytest
+
+from features.aggregations import Count, Last, Mean, Sum, Var
+from features.definitions import Derived, FeatureView
+from features.engine import FeatureEngine
+from features.errors import (
+    AggregateOverflow,
+    CorruptState,
+    FeaturesError,
+    InvalidEvent,
+    LateEvent,
+    RecordTooLarge,
+)
+from features.events import Event
+from features.state import EntityState, Layout, check_state
+from features.windows import sliding
+
+pytestmark = pytest.mark.unit
+
+VIEW = FeatureView("v", aggregations=[Count(), Sum("x"), Var("y"), Mean("x", window=sliding("1m"))])
+LAYOUT = Layout.of(VIEW)
+
+
+def state(**change: Any) -> EntityState:
+    """A consistent state: two events x=2, y=3 and x=4, y=-1 (sums and squares computed by hand)."""
+    base: dict[str, Any] = {
+        "watermark": 20,
+        "seq": 2,
+        "buffer": [[10, 1, [2.0, 3.0]], [20, 2, [4.0, -1.0]]],
+        "settled": {"count_lifetime": [0], "x_sum_lifetime": [0.0], "y_var_lifetime": [0, 0.0, 0.0]},
+        "total": {"count_lifetime": [2], "x_sum_lifetime": [6.0], "y_var_lifetime": [2, 1.0, 8.0]},
+        "bounds": {"x": [6.0, 20.0], "y": [4.0, 10.0]},
+    }
+    base.update(change)
+    return EntityState(**base)
+
+
+def test_layout_of_a_view() -> None:
+    assert LAYOUT.inputs == ["x", "y"] and LAYOUT.index == {"x": 0, "y": 1}
+    assert [a.name for a in LAYOUT.lifetime] == ["count_lifetime", "x_sum_lifetime", "y_var_lifetime"]
+    assert LAYOUT.bounded == {"x": (True, False), "y": (False, True)}
+
+
+def test_a_consistent_state_passes_and_round_trips() -> None:
+    s = state()
+    assert check_state(LAYOUT, s) is None
+    back = EntityState.from_json(s.to_json())
+    assert back == s and back.size == len(s.to_json())
+    # the engine agrees: the same events applied give this state's totals
+    engine = FeatureEngine(VIEW)
+    fresh = engine.new_state()
+    for ts, x, y in ((10, 2.0, 3.0), (20, 4.0, -1.0)):
+        engine.apply(fresh, Event(entity="u", ts=ts, fields={"x": x, "y": y}))
+    assert fresh.total == s.total and fresh.bounds == s.bounds and engine.check_state(fresh) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"watermark": 1.5}, "watermark: not an event time"),
+        ({"seq": -1}, "seq: not a count"),
+        ({"position": {"t": "e", "p": 0}}, "position: not a topic, partition and offset"),
+        ({"buffer": {}}, "buffer: not a list"),
+        ({"buffer": [[10, 1, [2.0]]]}, "buffer: an item is not [ts, seq, [inputs]]"),
+        ({"watermark": None}, "buffer: events without a watermark"),
+        ({"settled": []}, "settled: not a mapping"),
+        ({"total": {"count_lifetime": [2], "x_sum_lifetime": [6.0]}}, "total.y_var_lifetime: missing"),
+        ({"bounds": {"x": [6.0, float("inf")]}}, "bounds: not finite magnitudes"),
+        # two values within the total one by one, beyond it together
+        (
+            {"bounds": {"x": [4.5, 20.0], "y": [4.0, 10.0]}},
+            "buffer: values of 'x' beyond its total magnitude",
+        ),
+        (
+            {"bounds": {"x": [6.0, 20.0], "y": [4.0, 9.5]}},
+            "buffer: values of 'y' beyond its total of squares",
+        ),
+        # a field missing from the bounds has a total of 0: any buffered value is beyond it
+        ({"bounds": {"y": [4.0, 10.0]}}, "buffer: values of 'x' beyond its total magnitude"),
+        ({"bounds": {"x": [6.0, 20.0]}}, "buffer: values of 'y' beyond its total of squares"),
+        (
+            {
+                "buffer": [],
+                "settled": {"count_lifetime": [0], "x_sum_lifetime": [7.0], "y_var_lifetime": [0, 0.0, 0.0]},
+            },
+            "settled.x_sum_lifetime: beyond the total magnitude of 'x'",
+        ),
+        (
+            {
+                "buffer": [],
+                "total": {"count_lifetime": [2], "x_sum_lifetime": [6.0], "y_var_lifetime": [2, 1.0, 11.0]},
+            },
+            "total.y_var_lifetime: beyond the total magnitude of 'y'",
+        ),
+        (
+            {
+                "buffer": [],
+                "total": {"count_lifetime": [2], "x_sum_lifetime": [6.0], "y_var_lifetime": [2, 3.5, 8.0]},
+            },
+            "total.y_var_lifetime: beyond the total magnitude of 'y'",
+        ),
+    ],
+)
+def test_refused_states_say_why(change: dict[str, Any], problem: str) -> None:
+    assert (check_state(LAYOUT, state(**change)) or "").startswith(problem)
+
+
+def test_bounds_of_an_older_state_are_derived_from_its_buffer_and_summaries() -> None:
+    # x: 2 + 4 buffered and 5 pruned (settled sum); y: 9 + 1 buffered, and settled [n=1, mean=2, M2=0]: 4
+    s = state(
+        bounds=None,
+        settled={"count_lifetime": [1], "x_sum_lifetime": [5.0], "y_var_lifetime": [1, 2.0, 0.0]},
+        total={"count_lifetime": [3], "x_sum_lifetime": [11.0], "y_var_lifetime": [3, 4 / 3, 12.67]},
+    )
+    assert check_state(LAYOUT, s) is None
+    assert s.bounds == {"x": [11.0, 20.0], "y": [4.0, 14.0]}
+
+
+class Text(str):
+    pass
+
+
+class Flag(int):
+    pass
+
+
+def derived(value: Any) -> Any:
+    view = FeatureView("d", derived=[Derived("out", lambda f: value)], include_fields=False)
+    return FeatureEngine(view).own({})["out"]
+
+
+def test_derived_values_become_plain_scalars_or_null() -> None:
+    out = derived(Text("abc"))
+    assert out == "abc" and type(out) is str
+    out = derived(Flag(7))
+    assert out == 7 and type(out) is int
+    out = derived(fractions.Fraction(1, 4))
+    assert out == 0.25 and type(out) is float
+    assert derived(Flag(2**70)) is None  # beyond int64
+    assert derived(float("nan")) is None and derived([1]) is None and derived(object()) is None
+    assert derived(True) is True and derived(None) is None
+
+
+ERRORS: list[FeaturesError] = [
+    InvalidEvent("fields.x", "bad"),
+    LateEvent("v", "u1", 5, 10, 2),
+    AggregateOverflow("v", "u1", "loan", "sum"),
+    CorruptState("v", "u1", "seq: not a count"),
+    RecordTooLarge("v", "u1", 20, 10, "state"),
+]
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+def test_errors_pickle_with_their_context(error: FeaturesError) -> None:
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert vars(back) == vars(error) and set(vars(error)) == set(error.context)
+
+
+def test_error_messages() -> None:
+    assert str(LateEvent("v", "u1", 5, 10, 2)) == (
+        "late: event time 5 is 5 ms behind entity 'u1' of view 'v' (watermark 10, allowed lateness 2 ms)"
+    )
+    assert str(InvalidEvent("", "empty")) == "empty"
+    assert str(RecordTooLarge("v", "u", 3, 2)).startswith("too_large: the feature record of entity 'u'")
+    plain = FeaturesError("x")
+    assert str(pickle.loads(pickle.dumps(plain))) == "x"
+    assert Last("x").valid([None, None, None])
