@@ -24,13 +24,12 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from features.aggregations import Last, SinceLast
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from features.events import Event
 from features.examples import ACTIVITY
+from streaming.clients import redis_client
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
@@ -135,7 +134,7 @@ def bench_engine(n: int, rounds: int) -> None:
 
 def bench_worker(base: Settings, n: int, tmp: Path) -> None:
     settings = fresh(base)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     stats = f"{settings.redis_prefix}stats:features"
     with TopicAdmin(settings) as admin:
         admin.create()
@@ -168,66 +167,83 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
             drop(settings)
 
 
-def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
-    settings = fresh(base)
-    client = redis.Redis.from_url(settings.redis_url)
-    client.config_set("notify-keyspace-events", "Kh")
-    pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    stop_flag = threading.Event()
-    prefix = f"__keyspace@0__:{settings.redis_prefix}fv:customer:"
+class Freshness:
+    """Watches the customer view's Redis rows (keyspace notifications) and times each sent event from its
+    send to the first write of its entity's row that reflects it (the row's ``_ts`` at or past it)."""
 
-    def monitor() -> None:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(prefix + "*")
-        reader = redis.Redis.from_url(settings.redis_url)
-        while not stop_flag.is_set():
+    def __init__(self, settings: Settings) -> None:
+        self.client = redis_client(settings)
+        self.client.config_set("notify-keyspace-events", "Kh")
+        self.reader = redis_client(settings)
+        self.pending: dict[str, deque[tuple[int, float]]] = defaultdict(deque)
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.prefix = f"__keyspace@0__:{settings.redis_prefix}fv:customer:"
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def sent(self, entity: str, ts: int, at: float) -> None:
+        with self.lock:
+            self.pending[entity].append((ts, at))
+
+    def _watch(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(self.prefix + "*")
+        while not self.stopping.is_set():
             msg = pubsub.get_message(timeout=0.1)
             if not msg or msg["data"] != b"hset":
                 continue
             seen_at = time.time()
             key = msg["channel"].decode()[len("__keyspace@0__:") :]
             entity = key[key.index("{") + 1 : -1]
-            wm = int(reader.hget(key, "_ts") or 0)
-            with lock:
-                queue = pending[entity]
+            wm = int(self.reader.hget(key, "_ts") or 0)
+            with self.lock:
+                queue = self.pending[entity]
                 while queue and queue[0][0] <= wm:
-                    latencies.append(seen_at - queue.popleft()[1])
+                    self.latencies.append(seen_at - queue.popleft()[1])
         pubsub.close()
 
-    with TopicAdmin(settings) as admin:
+    def __enter__(self) -> Freshness:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def _send_paced(producer: Producer, watch: Freshness, rate: float, seconds: float) -> None:
+    """Send ``rate * seconds`` events at ``rate`` per second, each stamped with the time it is sent."""
+    start = time.monotonic()
+    for i, e in enumerate(stream(int(rate * seconds), entities=1000, seed=10, step_ms=1)):
+        if (ahead := start + i / rate - time.monotonic()) > 0:
+            time.sleep(ahead)
+        now = time.time()
+        ev = e.model_copy(update={"ts": int(now * 1000)})
+        watch.sent(ev.entity, ev.ts, now)
+        producer.send(ev)
+    producer.flush()
+
+
+def bench_freshness(base: Settings, rate: float, seconds: float, tmp: Path) -> None:
+    settings = fresh(base)
+    with TopicAdmin(settings) as admin, Freshness(settings) as watch:
         admin.create()
         worker = Worker(settings, "features.examples:customer", tmp / "fresh.log")
-        watcher = threading.Thread(target=monitor, daemon=True)
-        watcher.start()
         try:
             with Producer(settings) as producer:  # warm up: the worker joins its group and sees records
                 producer.send_many(stream(200, entities=100, seed=9, step_ms=1))
                 stats, deadline = f"{settings.redis_prefix}stats:features", time.monotonic() + 120
-                while int(client.hget(stats, "records:customer") or 0) < 200:
+                while int(watch.reader.hget(stats, "records:customer") or 0) < 200:
                     assert worker.alive() and time.monotonic() < deadline, "worker did not start"
                     time.sleep(0.1)
                 time.sleep(1)
-                base_rng = stream(int(rate * seconds), entities=1000, seed=10, step_ms=1)
-                start = time.monotonic()
-                for i, e in enumerate(base_rng):
-                    due = start + i / rate
-                    if (ahead := due - time.monotonic()) > 0:
-                        time.sleep(ahead)
-                    now = time.time()
-                    ev = e.model_copy(update={"ts": int(now * 1000)})
-                    with lock:
-                        pending[ev.entity].append((ev.ts, now))
-                    producer.send(ev)
-                producer.flush()
+                _send_paced(producer, watch, rate, seconds)
             time.sleep(2)
         finally:
-            stop_flag.set()
-            watcher.join()
             worker.stop()
             drop(settings)
-    lat = sorted(latencies)
+    lat = sorted(watch.latencies)
     p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
     print(
         f"freshness: {len(lat)} of {int(rate * seconds)} events seen in Redis at {rate:,.0f} events/s: "
