@@ -201,12 +201,13 @@ class Merger:
         ``exhausted(tp)`` says whether an empty partition has been read to its end (so it can be skipped).
         """
         queues = self._queues
+        if any(not q and not exhausted(tp) for tp, q in queues.items()):
+            return  # a partition could still deliver an earlier record than any buffered
         # heap entries are plain tuples: compared in C, not through dataclass methods
         heap = [(h.ts, h.rank, h.partition, h.offset, tp) for tp, q in queues.items() if q for h in (q[0],)]
         heapq.heapify(heap)
-        waiting = {tp for tp, q in queues.items() if not q and not exhausted(tp)}
         pop, push = heapq.heappop, heapq.heappush
-        while heap and not waiting:
+        while heap:
             tp = pop(heap)[4]
             q = queues[tp]
             yield q.popleft()
@@ -214,7 +215,7 @@ class Merger:
                 h = q[0]
                 push(heap, (h.ts, h.rank, h.partition, h.offset, tp))
             elif not exhausted(tp):
-                waiting.add(tp)
+                return  # it ran dry and may still deliver: it holds the others back
 
     def buffered(self) -> int:
         return sum(len(q) for q in self._queues.values())

@@ -190,7 +190,7 @@ class ModelState:
                 and self.pending_values <= max_values
                 and pending[oldest].ts >= horizon
             ):
-                break
+                return
             self.pending_values -= cost(pending.pop(oldest).x, self.features is not None)
             self.counters["expired"] += 1
 

@@ -486,3 +486,38 @@ def test_metric_values_name_the_metrics_and_their_rolling_windows() -> None:
         "rolling_Accuracy": 1.0,
         "rolling_LogLoss": pytest.approx(0.2876820724517809),
     }
+
+
+def test_a_label_for_no_selected_model_is_unknown() -> None:
+    core = LearnerCore([spec("a")])
+    assert core.on_label("k", True, 1, only=[]) == "unknown"
+    core.quarantine(core.models["a"], "test")
+    assert core.on_label("k", True, 1) == "unknown"
+
+
+def test_pending_values_count_declared_strings_in_and_out() -> None:
+    core = LearnerCore([spec(features=("s",))], max_pending=2, max_pending_values=1_000)
+    long = "y" * 640  # ten values more than its one
+    for i in range(3):
+        core.on_record(f"k{i}", i, {"s": long})
+    state = core.models["m"]
+    assert list(state.pending) == ["k1", "k2"] and state.pending_values == 2 * 12  # k0 expired: its 12 out
+    core.on_label("k1", True, 5)
+    assert state.pending_values == 12  # learned: its 12 out
+    core.on_label("k2", True, 6)
+    assert state.pending_values == 0
+
+
+def test_pending_values_exactly_at_the_bound_expire_nothing() -> None:
+    core = LearnerCore([spec()], max_pending_values=4)
+    core.on_record("k0", 0, {"x": 1.0})
+    core.on_record("k1", 1, {"x": 1.0})  # 2 + 2: at the bound
+    state = core.models["m"]
+    assert list(state.pending) == ["k0", "k1"] and state.counters["expired"] == 0
+
+
+def test_a_late_label_tells_the_position_of_the_label() -> None:
+    core = LearnerCore([ModelSpec("bad", "binary", "v", Raising)])
+    core.on_record("k", 1, {"x": 1.0}, position=("f", 0, 1))
+    core.on_label("k", True, 2, position=("l", 0, 7))
+    assert core.models["bad"].quarantine == "ValueError in learn_one on 'k' at ('l', 0, 7): no"
