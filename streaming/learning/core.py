@@ -131,7 +131,7 @@ class LearnerCore:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
             x = select_inputs(features, state.features)
-            if not (state.kinds.keys() >= x.keys() and state.features is None) and not self._inputs(state, x):
+            if not self._takes(state, x):
                 continue
             predicted = self._predict(state, x)
             if predicted is None:
@@ -244,6 +244,11 @@ class LearnerCore:
                 return False
         return True  # checks only: the class is registered once learn_one took it (see _learn)
 
+    def _takes(self, state: ModelState, x: dict[str, Any]) -> bool:
+        """:meth:`_inputs`, with a fast path: a model without declared features takes a vector of features
+        it has all learned (the common case) without a look at each."""
+        return (state.features is None and state.kinds.keys() >= x.keys()) or self._inputs(state, x)
+
     def _inputs(self, state: ModelState, x: dict[str, Any]) -> bool:
         """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
         features learned (a model without declared features takes every number of the vector: a producer
@@ -341,12 +346,10 @@ class LearnerCore:
         position: Any,
         late: bool = False,
     ) -> None:
+        if not self._takes(state, x):
+            return
         kinds = state.kinds
         known = kinds.keys() >= x.keys()
-        if not known and not self._inputs(state, x):
-            return
-        if known and state.features is not None and self._kind_changed(state, x):
-            return
         # as River's progressive validation: no prediction (None, or no probabilities), no score
         has_proba = bool(proba)
         has_label = label_pred is not None

@@ -521,3 +521,63 @@ def test_a_late_label_tells_the_position_of_the_label() -> None:
     core.on_record("k", 1, {"x": 1.0}, position=("f", 0, 1))
     core.on_label("k", True, 2, position=("l", 0, 7))
     assert core.models["bad"].quarantine == "ValueError in learn_one on 'k' at ('l', 0, 7): no"
+
+
+# ---------------------------------------------------------------- what a model admits
+
+
+def test_a_multiclass_model_admits_one_class_type_and_a_bounded_number_of_classes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streaming.learning import core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_CLASSES", 2)
+    core = LearnerCore([ModelSpec("m", "multiclass", "v", Fixed)])
+    told: list[tuple[str, Reason, str]] = []
+    core.on_reject = lambda *a: told.append(a)
+    state = core.models["m"]
+    for i, y in enumerate(["a", 7, "b", "c", "a", "b"]):
+        core.on_record(f"k{i}", i, {"x": 1.0}, label=y)
+    assert [y for _, y in state.model.seen] == ["a", "b", "a", "b"]  # type: ignore[attr-defined]
+    assert [(r.value, d) for _, r, d in told] == [
+        ("label_type", "the model learns str classes, got 7"),
+        ("label_class", "'c' would be class 3 of the model"),
+    ]
+    assert list(state.classes) == ["a", "b"]
+
+
+def test_declared_classes_or_another_task_are_not_bounded_by_the_class_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streaming.learning import core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_CLASSES", 1)
+    declared = ModelSpec("d", "multiclass", "v", Fixed, classes=("a", "b", "c"))
+    core = LearnerCore([declared, spec("bin")])
+    for i, y in enumerate(["a", "b", "c"]):
+        core.on_record(f"k{i}", i, {"x": 1.0}, label=y, only=["d"])
+    for i, y in enumerate([True, False]):
+        core.on_record(f"b{i}", i, {"x": 1.0}, label=y, only=["bin"])
+    assert core.models["d"].n_learned == 3 and core.models["bin"].n_learned == 2
+    assert core.models["d"].rejected == core.models["bin"].rejected == {}
+
+
+def test_the_feature_budget_is_checked_again_when_a_late_label_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming.learning import core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_FEATURES", 2)
+    core = LearnerCore([spec()])
+    core.on_record("k1", 1, {"a": 1.0})
+    core.on_record("k2", 2, {"b": 1.0, "c": 1.0})  # nothing learned yet: two new features fit
+    assert core.on_label("k1", True, 3) == "learned"
+    core.on_label("k2", True, 4)  # a, b and c would be three
+    state = core.models["m"]
+    assert state.n_learned == 1 and state.rejected == {"malformed_features": 1} and set(state.kinds) == {"a"}
+
+
+def test_a_label_for_a_record_learned_with_its_label_is_counted_unknown() -> None:
+    """Only late labels are remembered as learned (a record learned at once takes no room there)."""
+    core = LearnerCore([spec()])
+    core.on_record("k", 1, {"x": 1.0}, label=True)
+    assert core.on_label("k", True, 2) == "unknown"
+    assert core.models["m"].learned.keys == set() and core.models["m"].counters["unknown_labels"] == 1
