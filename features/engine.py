@@ -282,8 +282,8 @@ def _coerce(out: Any) -> Any:
     """Subclasses and NumPy scalars as plain Python values; anything else outside the domain is null."""
     if isinstance(out, str):
         return str(out)
-    if isinstance(out, numbers.Integral):
-        out = bool(out) if isinstance(out, bool) else int(out)
+    if isinstance(out, numbers.Integral):  # not a bool: _safe took those, and bool has no subclasses
+        out = int(out)
     elif isinstance(out, numbers.Real):
         out = float(out)
     else:

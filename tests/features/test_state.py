@@ -4,6 +4,7 @@ become when a function returns something that is not a plain scalar; errors that
 from __future__ import annotations
 
 import fractions
+import math
 import pickle
 from typing import Any
 
@@ -20,8 +21,9 @@ from features.errors import (
     LateEvent,
     RecordTooLarge,
 )
-from features.events import Event
-from features.state import EntityState, Layout, check_state
+from features.events import MAX_TS_MS, MIN_TS_MS, Event
+from features.state import _SLACK, _TINY, EntityState, Layout, check_state
+from features.summaries import MAX_COUNT
 from features.windows import sliding
 
 pytestmark = pytest.mark.unit
@@ -112,6 +114,69 @@ def test_a_consistent_state_passes_and_round_trips() -> None:
 )
 def test_refused_states_say_why(change: dict[str, Any], problem: str) -> None:
     assert (check_state(LAYOUT, state(**change)) or "").startswith(problem)
+
+
+def test_the_limits_are_inclusive() -> None:
+    assert check_state(LAYOUT, state(watermark=MAX_TS_MS, seq=MAX_COUNT)) is None
+    low = state(watermark=MIN_TS_MS, buffer=[[MIN_TS_MS, 1, [2.0, 3.0]], [MIN_TS_MS, 2, [4.0, -1.0]]])
+    assert check_state(LAYOUT, low) is None
+
+
+def exactly(total: float) -> float:
+    """The magnitude ``a`` whose slack bound ``a * _SLACK + _TINY`` is exactly ``total``."""
+    a = (total - _TINY) / _SLACK
+    for _ in range(100):
+        bound = a * _SLACK + _TINY
+        if bound == total:
+            return a
+        a = math.nextafter(a, math.inf if bound < total else -math.inf)
+    raise AssertionError(f"no float bound for {total}")
+
+
+def test_totals_exactly_at_the_bound_are_accepted() -> None:
+    # buffered x: 2 + 4 = 6 and y: 9 + 1 = 10; the lifetime summaries: sum 6, var [2, 1.0, 8.0]
+    at = state(bounds={"x": [exactly(6.0), 20.0], "y": [4.0, exactly(10.0)]})
+    assert check_state(LAYOUT, at) is None
+    at = state(
+        buffer=[], total={"count_lifetime": [2], "x_sum_lifetime": [6.0], "y_var_lifetime": [2, 3.0, 8.0]}
+    )
+    at.bounds = {"x": [exactly(6.0), 20.0], "y": [4.0, exactly(9.0)]}  # mean 3: its square 9 at the bound
+    assert check_state(LAYOUT, at) is None
+    at.total["y_var_lifetime"] = [2, 1.0, 9.0]  # M2 = 9 at the bound
+    assert check_state(LAYOUT, at) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"buffer": [[10, 1, [0.5, None]]]}, "buffer: values of 'x' beyond its total magnitude"),
+        ({"buffer": [[10, 1, [None, 0.5]]]}, "buffer: values of 'y' beyond its total of squares"),
+        (
+            {
+                "buffer": [],
+                "total": {"count_lifetime": [1], "x_sum_lifetime": [0.5], "y_var_lifetime": [0, 0.0, 0.0]},
+            },
+            "total.x_sum_lifetime: beyond the total magnitude of 'x'",
+        ),
+        (
+            {
+                "buffer": [],
+                "total": {"count_lifetime": [1], "x_sum_lifetime": [0.0], "y_var_lifetime": [1, 0.5, 0.0]},
+            },
+            "total.y_var_lifetime: beyond the total magnitude of 'y'",
+        ),
+        (
+            {
+                "buffer": [],
+                "total": {"count_lifetime": [2], "x_sum_lifetime": [0.0], "y_var_lifetime": [2, 0.0, 0.5]},
+            },
+            "total.y_var_lifetime: beyond the total magnitude of 'y'",
+        ),
+    ],
+)
+def test_small_values_of_a_field_without_bounds_are_refused(change: dict[str, Any], problem: str) -> None:
+    # a field missing from the bounds has totals of 0: even values far below 1 exceed them
+    assert (check_state(LAYOUT, state(bounds={}, **change)) or "").startswith(problem)
 
 
 def test_bounds_of_an_older_state_are_derived_from_its_buffer_and_summaries() -> None:

@@ -67,9 +67,9 @@ def test_hopping_refuses_a_zero_step_at_definition_time() -> None:
 def test_sized_windows_refuse_zero_and_accept_one_millisecond(make: object) -> None:
     assert callable(make)
     kind = make.__name__
-    with pytest.raises(DefinitionError, match=f"a {kind} window needs a positive size"):
+    with pytest.raises(DefinitionError, match=f"^a {kind} window needs a positive size$"):
         make(0)
-    with pytest.raises(DefinitionError, match=f"a {kind} window needs a positive size"):
+    with pytest.raises(DefinitionError, match=f"^a {kind} window needs a positive size$"):
         make("0m")
     assert make(1) == Window(kind, 1)  # type: ignore[arg-type]
 
