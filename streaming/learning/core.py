@@ -367,16 +367,14 @@ class LearnerCore:
             return
         state.counters["learned"] += 1
         if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
-            state.classes.setdefault(y, None)
+            state.classes[y] = None  # a dict as an ordered set: a class already there keeps its place
         if not known:
             for name, value in x.items():
                 if name not in kinds:  # its first value learned: a declared feature keeps this kind
                     kinds[name] = kind_of(value)
         if late:
             state.learned.add(key, self.max_pending)
-        last_ts = state.last_ts
-        if last_ts is None or ts > last_ts:
-            state.last_ts = ts
+        state.last_ts = ts if state.last_ts is None else max(state.last_ts, ts)
         if drifts.loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
 

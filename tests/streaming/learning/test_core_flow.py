@@ -235,6 +235,8 @@ def test_a_held_label_is_learned_at_the_later_of_the_two_times() -> None:
     core.on_label("k2", True, 50)
     core.on_record("k2", 600, {"x": 1.0})
     assert core.models["m"].last_ts == 600
+    core.on_record("k3", 200, {"x": 1.0}, label=True)  # learned later, at an earlier time
+    assert core.models["m"].last_ts == 600
 
 
 # ---------------------------------------------------------------- late labels
@@ -339,6 +341,8 @@ def test_a_model_raising_in_learn_one_is_quarantined_and_told() -> None:
     core = LearnerCore([ModelSpec("bad", "binary", "v", Raising), spec("ok")])
     told: list[tuple[str, str]] = []
     core.on_quarantine = lambda m, why: told.append((m, why))
+    rejected: list[tuple[str, Reason, str]] = []
+    core.on_reject = lambda *a: rejected.append(a)
     core.on_record("k", 1, {"x": 1.0}, label=True, position=("f", 0, 9))
     bad = core.models["bad"]
     assert bad.quarantined and bad.status == "quarantined" and bad.rejected == {"learn_error": 1}
@@ -581,3 +585,17 @@ def test_a_label_for_a_record_learned_with_its_label_is_counted_unknown() -> Non
     core.on_record("k", 1, {"x": 1.0}, label=True)
     assert core.on_label("k", True, 2) == "unknown"
     assert core.models["m"].learned.keys == set() and core.models["m"].counters["unknown_labels"] == 1
+
+
+def test_every_duplicate_record_is_counted() -> None:
+    core = LearnerCore([spec()])
+    for _ in range(3):
+        core.on_record("k", 1, {"x": 1.0})
+    assert core.models["m"].counters["duplicate_records"] == 2 and core.models["m"].counters["predicted"] == 1
+
+
+def test_a_loss_as_bad_as_before_is_not_a_drift_for_the_worse() -> None:
+    state = new_state(spec(drift=DriftPolicy(lambda: Detector(estimation=1.0))), "m")
+    assert not drifts.loss_drifted(state, True, False)  # loss 1, mean 1: the same, not worse
+    state.loss_detector.estimation = 1.5
+    assert drifts.loss_drifted(state, True, False)
