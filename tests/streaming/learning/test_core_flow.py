@@ -324,6 +324,10 @@ def test_a_prediction_the_metrics_cannot_take_rejects_the_record_for_that_model(
     assert [p.model for p in out] == ["ok"]
     assert core.models["bad"].rejected == {reason: 1} and core.models["bad"].status == "learning"
     assert [(m, r.value) for m, r, _ in told] == [("bad", reason)]
+    assert told[0][2] in (
+        "OverflowError in predict: no",
+        "the model predicted probabilities " + repr(model().proba),
+    )
     assert "k" not in core.models["bad"].seen  # it may come again
 
 
@@ -599,3 +603,10 @@ def test_a_loss_as_bad_as_before_is_not_a_drift_for_the_worse() -> None:
     assert not drifts.loss_drifted(state, True, False)  # loss 1, mean 1: the same, not worse
     state.loss_detector.estimation = 1.5
     assert drifts.loss_drifted(state, True, False)
+
+
+def test_a_record_one_model_refuses_as_input_does_not_stop_the_models_after_it() -> None:
+    core = LearnerCore([spec("d", features=("s",)), spec("a")])
+    core.on_record("k1", 1, {"s": 1.0}, label=True)
+    out = core.on_record("k2", 2, {"s": "text", "x": 1.0})
+    assert [p.model for p in out] == ["a"] and core.models["d"].rejected == {"feature_type": 1}
