@@ -564,8 +564,8 @@ def test_declared_classes_or_another_task_are_not_bounded_by_the_class_budget(
     core = LearnerCore([declared, spec("bin")])
     for i, y in enumerate(["a", "b", "c"]):
         core.on_record(f"k{i}", i, {"x": 1.0}, label=y, only=["d"])
-    for i, y in enumerate([True, False]):
-        core.on_record(f"b{i}", i, {"x": 1.0}, label=y, only=["bin"])
+    for i, flag in enumerate([True, False]):
+        core.on_record(f"b{i}", i, {"x": 1.0}, label=flag, only=["bin"])
     assert core.models["d"].n_learned == 3 and core.models["bin"].n_learned == 2
     assert core.models["d"].rejected == core.models["bin"].rejected == {}
 
