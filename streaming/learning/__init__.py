@@ -1,5 +1,7 @@
-"""Continuous learning: model specs, the pure learner core, signed snapshots, the model registry and the
-learner worker (``rivulet learn run``)."""
+"""Continuous learning: model specs, the pure learner core (``core``: the record flow; ``state``: one
+model's state and prediction; ``drifts``: drift detection), the router and the merge that feed it, signed
+snapshots and the model registry. The learner process (``rivulet learn run``) is
+:mod:`streaming.runtime.learner`."""
 
 from streaming.learning.core import LearnerCore, ModelState, Prediction
 from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySink
