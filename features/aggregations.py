@@ -231,9 +231,9 @@ class Var(Aggregation):
         nums = [float(x) for x in S.numbers(values)]
         n = len(nums)
         if n < 2:
-            return self.value([n, 0.0, 0.0], t)
+            return None
         if min(nums) == max(nums):
-            return self.value([n, 0.0, 0.0], t)
+            return 0.0  # and so is its square root, the Std
         mean = math.fsum(nums) / n
         d = [x - mean for x in nums]
         s = math.fsum(d)

@@ -96,6 +96,21 @@ def test_late_events_change_nothing_and_redelivered_ones_are_recognised() -> Non
     assert not engine.seen(state, e[1])
 
 
+def test_a_rekeyed_view_recognises_each_event_it_holds_among_others_at_the_same_time() -> None:
+    engine = FeatureEngine(ZIP)
+    state = engine.new_state()
+    at = [
+        Event(entity="u", ts=t, event_id=f"e{i}", fields={"zipcode": 1})
+        for i, t in enumerate((5, 9, 9, 9, 12))
+    ]
+    for e in at:
+        engine.apply(state, e)
+    held = {e.event_id for e in at if engine.seen(state, e)}
+    assert held == {"e0", "e1", "e2", "e3", "e4"}
+    others = [e.model_copy(update={"event_id": "new"}) for e in at]  # same times, ids never applied
+    assert not any(engine.seen(state, e) for e in others)
+
+
 def test_definitions_are_checked() -> None:
     with pytest.raises(DefinitionError, match="defined twice"):
         FeatureView("v", aggregations=[Count(), Count()])
