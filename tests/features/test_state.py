@@ -240,3 +240,13 @@ def test_error_messages() -> None:
     plain = FeaturesError("x")
     assert str(pickle.loads(pickle.dumps(plain))) == "x"
     assert Last("x").valid([None, None, None])
+
+
+def test_values_that_add_no_magnitude_leave_the_bounds_as_they_were() -> None:
+    engine = FeatureEngine(VIEW)
+    s = engine.new_state()
+    for ts, fields in enumerate(({"x": 0, "y": 0.0}, {"x": None, "y": "text"}, {"x": False}), start=1):
+        engine.apply(s, Event(entity="u", ts=ts, fields=fields))
+    assert s.bounds == {}  # nothing stored for them (a stored state carries only what counts)
+    engine.apply(s, Event(entity="u", ts=9, fields={"x": -2, "y": True}))
+    assert s.bounds == {"x": [2.0, 4.0], "y": [1.0, 1.0]}
