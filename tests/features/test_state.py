@@ -250,3 +250,50 @@ def test_values_that_add_no_magnitude_leave_the_bounds_as_they_were() -> None:
     assert s.bounds == {}  # nothing stored for them (a stored state carries only what counts)
     engine.apply(s, Event(entity="u", ts=9, fields={"x": -2, "y": True}))
     assert s.bounds == {"x": [2.0, 4.0], "y": [1.0, 1.0]}
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"position": {"t": "events", "p": -1, "o": -1}},  # -1: before the first record
+        {"position": {"t": "events", "p": INT64_MAX, "o": INT64_MAX}},
+        {"buffer": [[MIN_TS_MS, 0, [2.0, 3.0], "id-1"], [20, MAX_COUNT, [4.0, -1.0]]]},
+        {"watermark": MAX_TS_MS, "buffer": [[MAX_TS_MS, 1, [2.0, 3.0]], [MAX_TS_MS, 2, [4.0, -1.0]]]},
+    ],
+)
+def test_states_at_the_edges_of_what_is_valid_pass(change: dict[str, Any]) -> None:
+    assert check_state(LAYOUT, state(**change)) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"position": {"t": "events", "p": -2, "o": 0}}, "position"),
+        ({"position": {"t": "events", "p": 0, "o": -2}}, "position"),
+        ({"position": {"t": "events", "p": INT64_MAX + 1, "o": 0}}, "position"),
+        ({"position": {"t": "events", "p": 0, "o": INT64_MAX + 1}}, "position"),
+        ({"position": {"t": 1, "p": 0, "o": 0}}, "position"),
+        ({"buffer": [[10, 1, [2.0, 3.0], 7]]}, "buffer: an item"),  # an event id is text
+        ({"buffer": [[10, 1, [2.0, 3.0], "id", "more"]]}, "buffer: an item"),
+        ({"buffer": [[10.0, 1, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[MIN_TS_MS - 1, 1, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[MAX_TS_MS + 1, 1, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[10, -1, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[10, MAX_COUNT + 1, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[10, 1.0, [2.0, 3.0]]]}, "buffer: an item"),
+        ({"buffer": [[10, 1, [2.0, math.nan]]]}, "buffer: an item"),
+        ({"watermark": MIN_TS_MS - 1}, "watermark"),
+        ({"watermark": MAX_TS_MS + 1}, "watermark"),
+        ({"seq": MAX_COUNT + 1}, "seq"),
+    ],
+)
+def test_states_just_past_the_edges_are_refused(change: dict[str, Any], problem: str) -> None:
+    assert (check_state(LAYOUT, state(**change)) or "").startswith(problem)
+
+
+def test_a_stored_state_without_the_later_keys_decodes_with_their_defaults() -> None:
+    old = EntityState.from_json(b'{"w": null, "q": 0, "b": [], "s": {}}')
+    assert old.total == {} and old.position is None and old.bounds is None and old.size == 37
