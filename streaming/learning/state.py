@@ -160,7 +160,7 @@ class ModelState:
         self.__dict__.setdefault("early", {})  # snapshots written before labels could be held
         self.__dict__.setdefault("rejected", {})  # ... and before records were rejected
         self.__dict__.setdefault("status", "learning")
-        self.__dict__.setdefault("quarantine", None)
+        self.__dict__.setdefault("quarantine")
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", MedianClock())

@@ -354,6 +354,7 @@ def test_a_model_raising_in_learn_one_is_quarantined_and_told() -> None:
         told == [("bad", "ValueError in learn_one on 'k' at ('f', 0, 9): no")]
         and bad.quarantine == told[0][1]
     )
+    assert rejected == [("bad", Reason.LEARN_ERROR, "ValueError in learn_one: no")]
     assert bad.n_learned == 0 and core.models["ok"].n_learned == 1
     assert [p.model for p in core.on_record("k2", 2, {"x": 1.0})] == ["ok"]  # it no longer predicts
 
@@ -610,3 +611,15 @@ def test_a_record_one_model_refuses_as_input_does_not_stop_the_models_after_it()
     core.on_record("k1", 1, {"s": 1.0}, label=True)
     out = core.on_record("k2", 2, {"s": "text", "x": 1.0})
     assert [p.model for p in out] == ["a"] and core.models["d"].rejected == {"feature_type": 1}
+
+
+def test_every_unknown_and_duplicate_label_is_counted() -> None:
+    core = LearnerCore([spec()], max_pending_values=2)
+    core.on_record("k1", 1, {"x": 1.0})
+    core.on_record("k2", 2, {"x": 1.0})  # k1's prediction expires (the values bound); its record was seen
+    state = core.models["m"]
+    assert core.on_label("k1", True, 3) == "unknown" and core.on_label("k1", True, 4) == "unknown"
+    assert state.counters["unknown_labels"] == 2
+    for ts in (5, 6, 7):
+        core.on_label("k9", True, ts)
+    assert state.counters["duplicate_labels"] == 2 and state.early["k9"] == (True, 7)
