@@ -22,6 +22,7 @@ from features.errors import (
     RecordTooLarge,
 )
 from features.events import MAX_TS_MS, MIN_TS_MS, Event
+from features.numeric import SUM_LIMIT
 from features.state import _SLACK, _TINY, EntityState, Layout, check_state
 from features.summaries import MAX_COUNT
 from features.windows import sliding
@@ -297,3 +298,23 @@ def test_states_just_past_the_edges_are_refused(change: dict[str, Any], problem:
 def test_a_stored_state_without_the_later_keys_decodes_with_their_defaults() -> None:
     old = EntityState.from_json(b'{"w": null, "q": 0, "b": [], "s": {}}')
     assert old.total == {} and old.position is None and old.bounds is None and old.size == 37
+
+
+def test_overflow_refusals_name_their_view_entity_field_and_total() -> None:
+    engine = FeatureEngine(VIEW)
+    s = engine.new_state()
+    engine.apply(s, Event(entity="u1", ts=1, fields={"x": SUM_LIMIT / 2, "y": 0}))
+    engine.apply(s, Event(entity="u1", ts=2, fields={"x": SUM_LIMIT / 2}))  # exactly at the limit: taken
+    assert s.bounds is not None and s.bounds["x"][0] == SUM_LIMIT
+    with pytest.raises(AggregateOverflow) as caught:
+        engine.apply(s, Event(entity="u1", ts=3, fields={"x": -1e300}))
+    assert (caught.value.view, caught.value.entity, caught.value.field) == ("v", "u1", "x")
+    assert caught.value.what == "sum of magnitudes"
+    # squares: four times the total of y*y may reach the limit, not pass it
+    y = math.sqrt(SUM_LIMIT / 4.5)  # 4 * y*y within the limit, 5 * y*y beyond it
+    engine.apply(s, Event(entity="u1", ts=4, fields={"y": y}))
+    with pytest.raises(AggregateOverflow) as caught:
+        engine.apply(s, Event(entity="u1", ts=5, fields={"y": y / 2}))
+    assert (caught.value.view, caught.value.entity, caught.value.field) == ("v", "u1", "y")
+    assert caught.value.what == "sum of squares"
+    assert s.seq == 3  # the refused events changed nothing
