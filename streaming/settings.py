@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["CommaList", "Settings", "Topics", "kafka_address"]
+__all__ = ["CommaList", "Settings", "Topics", "kafka_address", "redis_address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +222,7 @@ class Settings(BaseSettings):
         >>> Settings(redis_url="redis://r1:7001/0").redis_address, Settings(redis_url="redis:///0").redis_address
         (('r1', 7001), ('127.0.0.1', 6379))
         """
-        url = urlparse(self.redis_url)
-        return url.hostname or "127.0.0.1", url.port or 6379
+        return redis_address(self.redis_url)
 
 
 def kafka_address(bootstrap: str) -> tuple[str, int]:
@@ -238,3 +237,13 @@ def kafka_address(bootstrap: str) -> tuple[str, int]:
     if not port.isdigit():  # "broker": Kafka's default port
         host, port = first, "9092"
     return host or "127.0.0.1", int(port)
+
+
+def redis_address(url: str, default_port: int = 6379) -> tuple[str, int]:
+    """(host, port) of a Redis URL: loopback when it names no host, ``default_port`` when no port.
+
+    >>> redis_address("redis://10.0.0.5:6380/0"), redis_address("redis://127.0.0.1", default_port=7001)
+    (('10.0.0.5', 6380), ('127.0.0.1', 7001))
+    """
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port

@@ -1,19 +1,17 @@
 """Probes shared by ``rivulet up`` (:mod:`streaming.runtime.stack`) and ``scripts/services``: where the
-services are (one parse of the Kafka bootstrap and of a Redis URL), whether a port answers, and whether a
-recorded pid is still the process that wrote it (``psutil``, which guards against pid reuse).
+services are (the Kafka bootstrap and the Redis URL as :mod:`streaming.settings` parses them), whether a
+port answers, and whether a recorded pid is still the process that wrote it (``psutil``, which guards against pid reuse).
 """
 
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlparse
 
 import psutil
 
-__all__ = ["kafka_address", "process", "redis_address", "tcp_open"]
+from streaming.settings import kafka_address, redis_address
 
-KAFKA_PORT = 9092
-REDIS_PORT = 6379
+__all__ = ["kafka_address", "process", "redis_address", "tcp_open"]
 
 
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -27,35 +25,6 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def kafka_address(bootstrap: str) -> tuple[str, int]:
-    """The first server of a Kafka bootstrap list as (host, port); Kafka's port when none is given.
-
-    >>> kafka_address("kafka-1:29092, kafka-2:29092")
-    ('kafka-1', 29092)
-    >>> kafka_address("localhost")
-    ('localhost', 9092)
-    >>> kafka_address(":9092")
-    ('127.0.0.1', 9092)
-    """
-    first = bootstrap.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    if not port.isdigit():  # "localhost": Kafka's default port
-        host, port = first, str(KAFKA_PORT)
-    return host or "127.0.0.1", int(port)
-
-
-def redis_address(url: str, default_port: int = REDIS_PORT) -> tuple[str, int]:
-    """(host, port) of a Redis URL.
-
-    >>> redis_address("redis://10.0.0.5:6380/0")
-    ('10.0.0.5', 6380)
-    >>> redis_address("redis://127.0.0.1", default_port=7001)
-    ('127.0.0.1', 7001)
-    """
-    parsed = urlparse(url)
-    return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
 
 def process(pid: int | None, marker: str) -> psutil.Process | None:
