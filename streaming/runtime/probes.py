@@ -1,6 +1,7 @@
 """Probes shared by ``rivulet up`` (:mod:`streaming.runtime.stack`) and ``scripts/services``: where the
 services are (the Kafka bootstrap and the Redis URL as :mod:`streaming.settings` parses them), whether a
-port answers, and whether a recorded pid is still the process that wrote it (``psutil``, which guards against pid reuse).
+port answers, and whether a recorded pid is still the process that wrote it (``psutil``, which guards
+against pid reuse).
 """
 
 from __future__ import annotations
