@@ -623,3 +623,102 @@ def test_every_unknown_and_duplicate_label_is_counted() -> None:
     for ts in (5, 6, 7):
         core.on_label("k9", True, ts)
     assert state.counters["duplicate_labels"] == 2 and state.early["k9"] == (True, 7)
+
+
+# ---------------------------------------------------------------- more edges (mutation survivors)
+
+
+class Echo(base.Classifier):
+    """Probabilities and label read from the record itself."""
+
+    def learn_one(self, x: dict[str, Any], y: Any) -> None:
+        pass
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
+        return {} if x.get("p") is None else {True: x["p"], False: 1 - x["p"]}
+
+    def predict_one(self, x: dict[str, Any], **kw: Any) -> Any:
+        return x.get("label")
+
+
+class Far(base.Regressor):
+    def learn_one(self, x: dict[str, Any], y: Any) -> None:
+        pass
+
+    def predict_one(self, x: dict[str, Any]) -> Any:
+        return x["v"]
+
+
+def test_predict_reads_the_record() -> None:
+    probas = new_state(ModelSpec("m", "binary", "v", Echo, metrics=(metrics.LogLoss,)), "m")
+    assert predict(probas, {"p": 0.2}) == (False, {True: 0.2, False: 0.8})
+    assert predict(probas, {}) == (None, {})
+    labels = new_state(ModelSpec("m", "binary", "v", Echo, metrics=(metrics.Accuracy,)), "m")
+    assert predict(labels, {"label": "own", "p": 0.9}) == ("own", None)
+    assert predict(labels, {"label": "own", "p": 0.9}, serving=True) == (
+        "own",
+        {True: 0.9, False: pytest.approx(0.1)},
+    )
+
+
+def test_a_regression_prediction_out_of_the_domain_is_rejected() -> None:
+    core = LearnerCore([ModelSpec("r", "regression", "v", Far)])
+    told: list[tuple[str, Reason, str]] = []
+    core.on_reject = lambda *a: told.append(a)
+    assert core.on_record("k1", 1, {"v": 1e200}) == []
+    assert told == [("r", Reason.MODEL_ERROR, "the model predicted 1e+200")]
+    assert [p.label for p in core.on_record("k2", 2, {"v": 5.0})] == [5.0]
+
+
+def test_select_inputs_takes_number_subclasses_and_returns_a_dict() -> None:
+    class F(float):
+        pass
+
+    from types import MappingProxyType
+
+    assert select_inputs({"a": F(1.5), "b": "s"}, None) == {"a": 1.5}
+    proxy = MappingProxyType({"a": 1.0})
+    got = select_inputs(proxy, None)
+    assert type(got) is dict and got == {"a": 1.0}
+
+
+def test_the_label_comes_from_the_probabilities_only_when_predict_one_would_compute_it_so() -> None:
+    from river import compose, preprocessing
+
+    def piped() -> Any:
+        return (
+            preprocessing.StandardScaler() | preprocessing.MinMaxScaler() | linear_model.LogisticRegression()
+        )
+
+    assert new_state(ModelSpec("m", "binary", "v", piped), "m").label_from_proba
+    assert not new_state(ModelSpec("m", "binary", "v", Echo), "m").label_from_proba  # its own predict_one
+    with compose.learn_during_predict():
+        assert not new_state(ModelSpec("m", "binary", "v", piped), "m").label_from_proba
+
+
+def test_the_rolling_metrics_take_the_specs_window() -> None:
+    state = new_state(spec(rolling_window=2), "m")
+    assert [r.window_size for r in state.rolling] == [2, 2]
+
+
+def test_the_feature_budget_is_inclusive_and_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming.learning import core as core_module
+
+    monkeypatch.setattr(core_module, "MAX_FEATURES", 2)
+    core = LearnerCore([spec()])
+    told: list[tuple[str, Reason, str]] = []
+    core.on_reject = lambda *a: told.append(a)
+    core.on_record("k1", 1, {"a": 1.0}, label=True)
+    core.on_record("k2", 2, {"a": 1.0, "b": 1.0}, label=True)  # two: at the budget
+    assert core.on_record("k3", 3, {"c": 1.0}, label=True) == []
+    assert core.models["m"].n_learned == 2
+    assert told == [
+        ("m", Reason.MALFORMED_FEATURES, "1 features the model has not learned would make more than 2")
+    ]
+
+
+def test_an_inline_label_wins_over_a_held_one() -> None:
+    core = LearnerCore([spec()])
+    core.on_label("k", False, 1)
+    core.on_record("k", 2, {"x": 1.0}, label=True)
+    assert learned(core, "m") == [({"x": 1.0}, True)]
