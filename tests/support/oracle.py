@@ -31,8 +31,11 @@ def _lower(agg: Aggregation, t: int) -> int:
         return t - w.size_ms + 1
     if w.kind == "tumbling":
         return t - t % w.size_ms
-    if w.kind == "hopping":
-        return (t - t % w.step_ms) + w.step_ms - w.size_ms
+    if w.kind == "hopping":  # by enumeration: the oldest window [k * step, k * step + size) holding t
+        k = t // w.step_ms
+        while (k - 1) * w.step_ms + w.size_ms > t:
+            k -= 1
+        return k * w.step_ms
     return -(10**18)
 
 
