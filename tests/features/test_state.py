@@ -21,7 +21,7 @@ from features.errors import (
     LateEvent,
     RecordTooLarge,
 )
-from features.events import MAX_TS_MS, MIN_TS_MS, Event
+from features.events import MAX_ENTITY_CHARS, MAX_TS_MS, MIN_TS_MS, Event
 from features.numeric import SUM_LIMIT
 from features.state import _SLACK, _TINY, EntityState, Layout, check_state
 from features.summaries import MAX_COUNT
@@ -318,3 +318,35 @@ def test_overflow_refusals_name_their_view_entity_field_and_total() -> None:
     assert (caught.value.view, caught.value.entity, caught.value.field) == ("v", "u1", "y")
     assert caught.value.what == "sum of squares"
     assert s.seq == 3  # the refused events changed nothing
+
+
+def test_late_events_and_long_keys_are_refused_with_their_context() -> None:
+    view = FeatureView("z", entity="zipcode", aggregations=[Count(window=sliding("1m"))], allowed_lateness=5)
+    engine = FeatureEngine(view)
+    s = engine.new_state()
+    engine.apply(s, Event(entity="u", ts=100, fields={"zipcode": 7}))
+    with pytest.raises(LateEvent) as caught:
+        engine.apply(s, Event(entity="u", ts=94, fields={"zipcode": 7}))
+    assert (caught.value.view, caught.value.entity, caught.value.ts) == ("z", "7", 94)
+    assert (caught.value.watermark, caught.value.lateness_ms) == (100, 5)
+    assert (
+        engine.key(Event(entity="u", ts=1, fields={"zipcode": "k" * MAX_ENTITY_CHARS}))
+        == "k" * MAX_ENTITY_CHARS
+    )
+    with pytest.raises(InvalidEvent) as refused:
+        engine.key(Event(entity="u", ts=1, fields={"zipcode": "k" * (MAX_ENTITY_CHARS + 1)}))
+    assert refused.value.field == "fields.zipcode"
+    assert refused.value.problem == (
+        f"{MAX_ENTITY_CHARS + 1} characters: longer than an entity key may be ({MAX_ENTITY_CHARS})"
+    )
+
+
+def test_events_are_pruned_exactly_past_the_horizon() -> None:
+    view = FeatureView("p", aggregations=[Count(), Count(window=sliding(10))], allowed_lateness=0)
+    engine = FeatureEngine(view)  # horizon: 10 ms behind the watermark
+    s = engine.new_state()
+    for ts in (1, 5, 6, 15):
+        engine.apply(s, Event(entity="u", ts=ts, fields={}))
+    assert [item[0] for item in s.buffer] == [5, 6, 15]  # 5 = 15 - 10 is kept, 1 is folded into settled
+    assert s.settled["count_lifetime"] == [1] and s.total["count_lifetime"] == [4] and s.seq == 4
+    assert engine.online(s) == {"count_lifetime": 4, "count_10ms": 2}  # at 15: events in (5, 15]
