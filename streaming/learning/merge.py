@@ -25,6 +25,8 @@ import orjson
 from features.errors import FeaturesError
 from features.events import MAX_TS_MS, MIN_TS_MS, Label
 from streaming.learning.clock import MedianClock
+from streaming.learning.domain import check_vector
+from streaming.learning.errors import OutOfDomain
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -89,14 +91,19 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
 
     A record the router refuses whatever the models' state has no time either, so it never holds back the
     good records behind it (a refused label stamped 23 hours ahead held its partition's records for 23 hours
-    of event time): a features record (``event``) without a view, a vector, an event id or an int time; a
-    served prediction (``features`` without ``event``) without a view, a prediction id or an int time; and
-    anything else (a label) that :meth:`features.events.Label.parse` refuses (not a scalar label, say) or
-    whose id is not an id. These are the router's own checks (:mod:`streaming.learning.router`), on the
-    record alone: the merge order stays a function of the data.
+    of event time), and its time never enters its partition's clock (one stamped in year 1 at the head of a
+    partition made the median of the first two times year 1, and the next good record was merged at year 1,
+    ahead of earlier good records of the other partitions): a features record (``event``) without a view, a
+    vector, an event id or an int time; a served prediction (``features`` without ``event``) without a view,
+    a prediction id or an int time; either with a vector value outside the numeric domain or not a scalar
+    (:func:`streaming.learning.domain.check_vector`); and anything else (a label) that
+    :meth:`features.events.Label.parse` refuses (not a scalar label, say) or whose id is not an id. These
+    are the router's own checks (:mod:`streaming.learning.router`), on the record alone: the merge order
+    stays a function of the data.
 
     ``label_ok`` (:func:`streaming.learning.labels.taken_by_any` of the models' specs): a label no model's
-    task takes (``"banana"`` when every model is binary) has no time either.
+    task takes (``"banana"`` when every model is binary) has no time either, on the labels topic or inline
+    on a features record's event.
 
     A label's time is read as the learner reads the label (:meth:`features.events.Label.parse`: a string of
     digits, an ISO 8601 string or a float too): a label the learner takes is merged at its time, not as a
@@ -109,6 +116,11 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
     1700000001000
     >>> event_time({**f, "event": {"event_id": "e", "ts": "5"}}) == NO_TIME  # a features time is an int
     True
+    >>> event_time({**f, "features": {"loan": 1e308}}) == NO_TIME  # refused: beyond the numeric domain
+    True
+    >>> banana = {**f, "event": {"event_id": "e", "ts": 5, "label": "banana"}}  # no model takes it
+    >>> event_time(banana), event_time(banana, label_ok=lambda y: y in (0, 1)) == NO_TIME
+    (5, True)
     >>> event_time({"event_id": "e", "label": ["banana"], "ts": 7}) == NO_TIME  # refused: not a scalar
     True
     >>> event_time({"event_id": "e", "entity": "u1", "ts": 9, "fields": {}})  # an event, labelled or not
@@ -118,10 +130,13 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
         return fallback
     event = data.get("event")
     if event is not None or "features" in data:  # a features record, or a served prediction
-        if type(data.get("view")) is not str or not isinstance(data.get("features"), dict):
+        vector = data.get("features")
+        if type(data.get("view")) is not str or not isinstance(vector, dict) or not _in_domain(vector):
             return fallback
         if isinstance(event, dict):
-            ts = event.get("ts")
+            ts, label = event.get("ts"), event.get("label")
+            if label is not None and label_ok is not None and not label_ok(label):
+                return fallback  # an inline label every model's task refuses: the record is refused
             return ts if is_id(event.get("event_id")) and is_time(ts) else fallback
         ts = data.get("ts")
         return ts if event is None and is_id(data.get("prediction_id")) and is_time(ts) else fallback
@@ -137,6 +152,15 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
     if label_ok is not None and not label_ok(label.label):  # every model's task refuses it
         return fallback
     return label.ts  # Label.parse bounds it to the event schema's years already
+
+
+def _in_domain(vector: dict[Any, Any]) -> bool:
+    """Does the router's domain check (:func:`~streaming.learning.domain.check_vector`) take the vector?"""
+    try:
+        check_vector(vector)
+    except OutOfDomain:
+        return False
+    return True
 
 
 @dataclass(slots=True)
