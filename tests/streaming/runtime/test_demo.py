@@ -178,17 +178,19 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
         WebDriverWait(driver, 30).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
         )
-        current = httpx.get(f"{url}/v1/dashboard", timeout=2).json()["models"]
+        shown: dict[str, int] = {}
         for name in ("approval-lr", "approval-tree"):
             card = driver.find_element(By.CSS_SELECTOR, f'section[data-model="{name}"]')
             chart = card.find_element(By.CSS_SELECTOR, ".chart.metrics")
             assert int(chart.get_attribute("data-points") or 0) >= 3  # a curve with points
             assert chart.find_elements(By.TAG_NAME, "canvas"), "uPlot drew nothing"
-            shown = int(card.find_element(By.CSS_SELECTOR, ".version").text)
-            assert (
-                shown <= current[name]["current_version"] and shown >= 1
-            )  # the page may be a refresh behind
-            assert "Accuracy" in card.text and f"v{shown}" in card.text
+            shown[name] = int(card.find_element(By.CSS_SELECTOR, ".version").text)
+            assert "Accuracy" in card.text
+        # asked after the page was read: the demo keeps learning and the page keeps polling, so the page
+        # may be a refresh behind the API, never ahead of it (asked before, the page could be ahead)
+        current = httpx.get(f"{url}/v1/dashboard", timeout=2).json()["models"]
+        for name, version in shown.items():
+            assert 1 <= version <= current[name]["current_version"], (name, version, current[name])
         # the page runs under a strict Content-Security-Policy, and nothing of it was refused
         policy = httpx.get(f"{url}/dashboard", timeout=2).headers["content-security-policy"]
         assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
