@@ -123,6 +123,24 @@ def start_local(need: list[str], kafka: KafkaNode, redis_node: RedisNode) -> Non
         say(f"       pid {kafka.pid}, logs {kafka.home / 'logs'}")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _refuse_elsewhere(need: list[str], bootstrap: str, url: str) -> None:
+    """SystemExit when a service that does not answer is configured on another host (or an address that
+    does not parse): a Kafka or Redis started here on loopback would never be the one configured, and would
+    be left running after the wait for the configured one timed out."""
+    hosts = {"kafka": (kafka_address(bootstrap)[0], bootstrap), "redis": (redis_address(url)[0], url)}
+    elsewhere = [
+        f"{name} at {address}" for name in need for host, address in [hosts[name]] if host not in LOOPBACK
+    ]
+    if elsewhere:
+        raise SystemExit(
+            f"services: {'; '.join(elsewhere)} does not answer and is not on this machine: start it there, "
+            "or point RIVULET_KAFKA_BOOTSTRAP / RIVULET_REDIS_URL at 127.0.0.1"
+        )
+
+
 def up() -> None:
     bootstrap, url = _endpoints()
     STATE.mkdir(parents=True, exist_ok=True)
@@ -132,6 +150,7 @@ def up() -> None:
         if ready[label.strip()]:
             say(_state(label, address, True, node))
     need = [name for name, ok in ready.items() if not ok]
+    _refuse_elsewhere(need, bootstrap, url)
     if need and docker_available():
         say(f"starting {', '.join(need)} with docker compose")
         docker_up(need)

@@ -48,7 +48,12 @@ class RedisNode(ServerProcess):
 
     name = "redis"
     pidname = "redis.pid"
-    program = "redis-server"  # it sets its process title to "redis-server 127.0.0.1:<port>"
+
+    @property
+    def marker(self) -> str:
+        """Its process title, "redis-server 127.0.0.1:<port>": any redis-server would match a bare name."""
+        return f"redis-server 127.0.0.1:{self.port}"
+
     database: ClassVar[str] = "/0"
 
     @property

@@ -192,6 +192,35 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        """Every server ``host[:port]`` with a port in 1..65535: a typo is one settings error at start,
+        not a client's traceback (kafka-python's IndexError, ValueError) in whichever command runs."""
+        servers = _split(value)
+        if not servers:
+            raise ValueError("no server given")
+        for server in servers:
+            host, colon, port = server.rpartition(":")
+            if colon and not host.endswith("]") and ":" in host:
+                raise ValueError(f"{server!r}: write an IPv6 address in brackets, [addr]:port")
+            if colon and not (host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{server!r} is not host:port with a port in 1..65535")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        """A URL redis-py takes: redis://, rediss:// or unix://, with a valid port."""
+        parsed = urlparse(value)
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r}: the scheme must be redis://, rediss:// or unix://")
+        try:
+            parsed.port  # noqa: B018  (raises for a port that is no number or out of range)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -234,9 +263,9 @@ def kafka_address(bootstrap: str) -> tuple[str, int]:
     """
     first = (_split(bootstrap) or [""])[0]
     host, _, port = first.rpartition(":")
-    if not port.isdigit():  # "broker": Kafka's default port
+    if not port.isdigit() or host.endswith(":"):  # "broker", "[::1]": Kafka's default port
         host, port = first, "9092"
-    return host or "127.0.0.1", int(port)
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
 
 
 def redis_address(url: str, default_port: int = 6379) -> tuple[str, int]:

@@ -53,10 +53,10 @@ def load_settings(*, signing: bool = False) -> Settings:
 
 def settings_of(ctx: typer.Context) -> Settings:
     """The settings the ``rivulet`` root callback resolved for this invocation."""
-    settings = ctx.find_root().obj
-    if not isinstance(settings, Settings):
-        raise RuntimeError("no settings: a command ran outside the rivulet app")  # a bug, not a user's
-    return settings
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):  # the callback skipped them ("--help" seen as a value): now
+        root.obj = load_settings()
+    return root.obj
 
 
 def read_settings() -> Settings:

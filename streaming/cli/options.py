@@ -75,7 +75,7 @@ class RowTiming:
     entities: Annotated[
         int | None,
         typer.Option(
-            help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."
+            min=1, help="Rows without an entity get one of N synthetic keys (default 100 for river:/synth:)."
         ),
     ] = None
     start_ts: Annotated[
@@ -85,7 +85,7 @@ class RowTiming:
             "with the clock as it is sent, replay starts at 2026-01-01."
         ),
     ] = None
-    step_ms: Annotated[int, typer.Option(help="Event-time step between rows without a time.")] = 1000
+    step_ms: Annotated[int, typer.Option(min=0, help="Event-time step between rows without a time.")] = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,11 @@ class ReplayOptions:
     ] = None
     limit: Annotated[
         int | None,
-        typer.Option(min=1, help="Stop after this many events (or features records); labels do not count."),
+        typer.Option(
+            min=1,
+            max=2**63 - 1,  # the report is JSON (orjson): a larger count cannot be written
+            help="Stop after this many events (or features records); labels do not count.",
+        ),
     ] = None
     quiet: Quiet = False
 

@@ -50,8 +50,29 @@ class _Replay(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]  # typer's own click Context
         if not args or (args[0] not in self.commands and args[0] != "--help"):
-            args = [command_of(args[0]) if args and not args[0].startswith("-") else "topic", *args]
+            source = self._source(args)
+            args = [command_of(source) if source is not None else "topic", *args]
         return super().parse_args(ctx, args)
+
+    def _source(self, args: list[str]) -> str | None:
+        """The old form's SOURCE: the first argument that is neither an option nor an option's value
+        (``rivulet replay --limit 5 rows.csv``, ``rivulet replay -- -odd-name.csv``)."""
+        takes_value = {
+            opt
+            for command in self.commands.values()
+            for param in command.params
+            if param.param_type_name == "option" and not getattr(param, "is_flag", False)
+            for opt in param.opts
+        }
+        rest = iter(args)
+        for arg in rest:
+            if arg == "--":
+                return next(rest, None)
+            if not arg.startswith("-"):
+                return arg
+            if arg in takes_value:  # --limit 5: its value is no source ("--limit=5" carries it)
+                next(rest, None)
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,7 +230,7 @@ class Stack:
     def running(self) -> bool:
         """Is the supervisor of this stack alive? Its pidfile's process must exist and be a supervisord
         (a pid left by a crash can belong to another process by now)."""
-        return process(self._pid(), "supervisord") is not None
+        return process(self._pid(), f"-c {self.conf}") is not None  # this stack's supervisord, no other
 
     def _pid(self) -> int | None:
         path = self.home / "supervisord.pid"

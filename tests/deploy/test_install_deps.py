@@ -155,6 +155,14 @@ def test_a_docker_engine_replaces_java_and_maven(tmp_path: Path) -> None:
     assert installed(idle) == ["openjdk-17-jre-headless", "maven"]
 
 
+def test_the_tests_need_java_and_maven_even_with_a_docker_engine(tmp_path: Path) -> None:
+    """scripts/test starts private brokers (KafkaNode) from the jars, whatever runs the shared Kafka."""
+    result = run(
+        tmp_path, "--test", tools=("python3", "redis-server", "chromium", "chromedriver"), docker_engine=True
+    )
+    assert installed(result) == ["openjdk-17-jre-headless", "maven"]
+
+
 def test_a_user_gets_the_list_and_the_command_and_a_failure(tmp_path: Path) -> None:
     result = run(tmp_path, "--test", tools=("python3", "java", "mvn", "chromium"), uid=1000)
     assert result.returncode == 1 and result.apt == []

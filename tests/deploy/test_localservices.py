@@ -54,4 +54,4 @@ def test_a_node_is_ours_only_by_its_pid_file_and_program(tmp_path) -> None:
         assert not node.running()
         node.stop()  # signals nothing (this process lives on) and forgets the stale pid file
         assert not node.pidfile.exists()
-    assert (kafka.marker, redis_node.marker) == (str(tmp_path / "kafka"), "redis-server")
+    assert (kafka.marker, redis_node.marker) == (str(tmp_path / "kafka"), "redis-server 127.0.0.1:1")

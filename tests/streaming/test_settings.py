@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from streaming.settings import Settings
+from streaming.settings import Settings, kafka_address
 
 pytestmark = pytest.mark.unit
 
@@ -89,8 +89,11 @@ def test_every_list_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch, 
     [
         ("k1:9093,k2:9092", ("k1", 9093)),
         (" broker ", ("broker", 9092)),
-        ("", ("127.0.0.1", 9092)),
     ],
 )
 def test_the_first_kafka_address_is_parsed_once_here(bootstrap: str, address: tuple[str, int]) -> None:
     assert Settings(kafka_bootstrap=bootstrap).kafka_address == address
+
+
+def test_an_ipv6_bootstrap_is_probed_without_brackets() -> None:
+    assert kafka_address("[::1]:9093") == ("::1", 9093)

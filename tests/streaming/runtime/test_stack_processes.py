@@ -62,7 +62,11 @@ def test_a_stack_is_running_only_when_its_pidfile_names_a_live_supervisord(
     assert not stack.running()  # no pidfile
     (stack.home / "supervisord.pid").write_text(f"{sleeper(spawn).pid}\n")
     assert not stack.running()  # a live process, but not a supervisord
-    fake = subprocess.Popen([*SLEEPER, "supervisord"])  # "supervisord" in its command line
+    other = subprocess.Popen([*SLEEPER, "supervisord"])  # a supervisord, but not of this stack
+    spawn.append(other)
+    (stack.home / "supervisord.pid").write_text(f"{other.pid}\n")
+    assert not stack.running()
+    fake = subprocess.Popen([*SLEEPER, "supervisord", "-c", str(stack.conf)])  # this stack's
     spawn.append(fake)
     (stack.home / "supervisord.pid").write_text(f"{fake.pid}\n")
     assert stack.running()
