@@ -25,8 +25,7 @@ import orjson
 from features.errors import FeaturesError
 from features.events import MAX_TS_MS, MIN_TS_MS, Label
 from streaming.learning.clock import MedianClock
-from streaming.learning.domain import check_vector
-from streaming.learning.errors import OutOfDomain
+from streaming.learning.domain import vector_in_domain
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -85,6 +84,7 @@ def is_time(ts: Any) -> TypeGuard[int]:
     return type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
 
 
+# over 60 lines with its docstring: the doctests there are the merge-time rules, one per kind of record
 def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], bool] | None = None) -> int:
     """The merge key: event time of an event or features record, label time of a label (an int within the
     event schema's years 1-9999); else ``fallback`` (:data:`NO_TIME` by default: see there).
@@ -131,7 +131,7 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
     event = data.get("event")
     if event is not None or "features" in data:  # a features record, or a served prediction
         vector = data.get("features")
-        if type(data.get("view")) is not str or not isinstance(vector, dict) or not _in_domain(vector):
+        if type(data.get("view")) is not str or not isinstance(vector, dict) or not vector_in_domain(vector):
             return fallback
         if isinstance(event, dict):
             ts, label = event.get("ts"), event.get("label")
@@ -152,15 +152,6 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
     if label_ok is not None and not label_ok(label.label):  # every model's task refuses it
         return fallback
     return label.ts  # Label.parse bounds it to the event schema's years already
-
-
-def _in_domain(vector: dict[Any, Any]) -> bool:
-    """Does the router's domain check (:func:`~streaming.learning.domain.check_vector`) take the vector?"""
-    try:
-        check_vector(vector)
-    except OutOfDomain:
-        return False
-    return True
 
 
 @dataclass(slots=True)

@@ -30,8 +30,7 @@ from typing import Any
 
 from streaming.errors import StreamingError
 from streaming.learning.core import LearnerCore, ModelState, predict
-from streaming.learning.domain import check_vector
-from streaming.learning.errors import OutOfDomain
+from streaming.learning.domain import vector_in_domain
 from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, RedisRegistry
@@ -223,7 +222,7 @@ class _Rebuild:
             and isinstance(value, dict)
             and value.get("view") == self.spec.view
             and isinstance(value.get("features"), dict)
-            and _valid(value["features"])  # a rejected vector is no probe
+            and vector_in_domain(value["features"])  # a rejected vector is no probe
         ):
             self.recent.append(value["features"])
 
@@ -335,14 +334,6 @@ def _predictions(state: ModelState, vectors: list[dict[str, Any]]) -> list[Any]:
         except Exception as exc:  # the same vector makes the same model raise the same way
             out.append(f"raised {type(exc).__name__}")
     return out
-
-
-def _valid(vector: dict[str, Any]) -> bool:
-    try:
-        check_vector(vector)
-    except OutOfDomain:
-        return False
-    return True
 
 
 def len_journal(journal: dict[str, Any]) -> int:
