@@ -136,9 +136,21 @@ class FeatureView:
         """A hash of the definition: changes whenever what the view computes changes."""
         parts = [self.name, self.entity, str(self.lateness_ms), str(self.include_fields)]
         parts += [f"derived {d.name} {_source(d.fn)}" for d in self.derived]
-        parts += [a.describe() for a in self.aggregations]
+        parts += [a.describe() + _semantics(a.window) for a in self.aggregations]
         parts += [f"expr {e.name} {_source(e.fn)}" for e in self.expressions]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _semantics(window: Window) -> str:
+    """What a window's definition alone does not say about what it computes: a hopping window whose step
+    does not divide its size got a new lower bound in issue 12 (the start of the oldest window holding the
+    event), so its views get a new fingerprint and a checkpoint trained on the old values says so.
+
+    >>> from features.windows import hopping
+    >>> _semantics(hopping("10m", "3m")), _semantics(hopping("10m", "5m"))
+    (' lower=oldest-window', '')
+    """
+    return " lower=oldest-window" if window.kind == "hopping" and window.size_ms % window.step_ms else ""
 
 
 def _source(fn: Callable[..., Any]) -> str:
