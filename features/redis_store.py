@@ -175,28 +175,6 @@ class RedisStore(OnlineStore, StateStore):
         self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_WRITE)
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        prefix: str,
-        *,
-        socket_timeout: float = 2.0,
-        connect_timeout: float = 2.0,
-        cluster: bool = False,
-    ) -> RedisStore:
-        """A store on one Redis, or with ``cluster=True`` on a Redis Cluster (``url``: any of its nodes)."""
-        client: aioredis.Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
-            )
-        else:
-            client = aioredis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
-            )
-        return cls(client, prefix)
-
     def _pipeline(self) -> Any:
         return self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from streaming import clients
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 
@@ -119,11 +120,7 @@ def rivulet_topics(settings: Settings, kafka_up: str) -> Iterator[Settings]:
 @pytest.fixture
 def redis_client(base_settings: Settings, redis_up: str, settings: Settings) -> Iterator[redis.Redis]:
     """A live Redis client; every key under this test's prefix is removed afterwards."""
-    client = redis.Redis.from_url(
-        base_settings.redis_url,
-        socket_timeout=base_settings.redis_socket_timeout_s,
-        socket_connect_timeout=base_settings.redis_connect_timeout_s,
-    )
+    client = clients.redis_client(base_settings)
     yield client
     keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
     if keys:

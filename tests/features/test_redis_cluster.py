@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from features.engine import EntityState
-from features.redis_store import _WRITE, RedisStore, state_key, vector_key
+from features.redis_store import _WRITE, state_key, vector_key
 from features.store import FeatureRow, StateUpdate
+from streaming import clients
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.support.feature_defs import ALL
@@ -48,10 +49,15 @@ ENTITIES = [
 ]
 
 
+def on_cluster(settings: Settings) -> Settings:
+    """``settings`` on the one-node Redis Cluster, in cluster mode (``RIVULET_REDIS_CLUSTER=true``)."""
+    return settings.model_copy(update={"redis_url": CLUSTER_URL, "redis_cluster": True})
+
+
 @pytest.fixture
 def cluster(settings: Settings, redis_cluster_up: str) -> Iterator[redis.Redis]:
     """A plain client on the cluster's only node (it owns every slot); the test's keys removed after."""
-    client = redis.Redis.from_url(CLUSTER_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
+    client = clients.redis_client(on_cluster(settings))  # redis_client: a plain client, whatever the mode
     assert client.cluster("INFO")["cluster_state"] == "ok"
     yield client
     for key in list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000)):
@@ -78,7 +84,7 @@ def test_any_entity_commits_and_reads_back_through_redis_cluster(
     prefix = settings.redis_prefix
 
     async def go() -> tuple[dict[str, Any], list[FeatureRow | None], list[FeatureRow | None]]:
-        store = RedisStore.from_url(CLUSTER_URL, prefix, cluster=True)
+        store = clients.feature_store(on_cluster(settings))
         try:
             await store.commit("v", [_update(e, 1_000 + i, i) for i, e in enumerate(ENTITIES)])
             loaded = await store.load("v", [*ENTITIES, "absent"])
@@ -144,7 +150,7 @@ def test_the_feature_worker_runs_on_redis_cluster_with_any_entity(
         worker.stop()
 
     async def read() -> list[FeatureRow | None]:
-        store = RedisStore.from_url(CLUSTER_URL, settings.redis_prefix, cluster=True)
+        store = clients.feature_store(on_cluster(settings))
         try:
             return await store.read("all", entities)
         finally:

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from features.engine import EntityState
 from features.redis_store import RedisStore, state_key, vector_key
 from features.store import FeatureRow, MemoryStore, StateUpdate, Unreadable
+from streaming import clients
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,7 @@ def with_store(request: pytest.FixtureRequest, settings: Settings) -> Callable[[
                 request.getfixturevalue(
                     "redis_client"
                 )  # live Redis, keys under the prefix removed afterwards
-                store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+                store = clients.feature_store(settings)
 
                 def advance(s: float) -> None:
                     raise NotImplementedError("TTL expiry on Redis is checked through TTL, not by waiting")
@@ -122,7 +123,7 @@ def test_redis_keys_carry_the_entity_hash_tag_and_the_ttl(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     async def go() -> None:
-        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        store = clients.feature_store(settings)
         try:
             await store.commit(
                 "v", [StateUpdate("u:1", EntityState(watermark=5), FeatureRow("v", "u:1", {"x": 1}, 5, 90))]
@@ -153,7 +154,7 @@ def test_bad_bytes_under_an_entitys_keys_never_fail_a_batch(
     good = EntityState(watermark=5, position={"t": "events", "p": 1, "o": 3})
 
     async def go() -> None:
-        store = RedisStore.from_url(settings.redis_url, p)
+        store = clients.feature_store(settings)
         try:
             await store.commit("v", [StateUpdate("good", good, row("good", 5, x=1))])
             loaded = await store.load("v", ["garbage", "wrongtype", "good", "absent"])
@@ -210,7 +211,7 @@ def test_keys_of_the_old_scheme_are_migrated(settings: Settings, redis_client: r
         )
 
     async def go() -> None:
-        store = RedisStore.from_url(settings.redis_url, p)
+        store = clients.feature_store(settings)
         try:
             assert await store.read("v", ["u1"]) == [None]  # the new scheme does not see old keys
             assert await store.migrate_keys() == 6
