@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -25,6 +24,7 @@ from rich.progress import (
 from features.errors import FeaturesError
 from streaming.errors import StreamingError
 from streaming.logs import configure_logging
+from streaming.runtime.stack import kept_keys
 from streaming.settings import Settings
 
 __all__ = [
@@ -79,14 +79,12 @@ def with_stack_keys(settings: Settings, *, signing: bool = False) -> Settings:
     against the stack it runs: without RIVULET_VERIFY_KEYS, the stack's public key
     (``<data dir>/stack/verify-keys``); with ``signing`` (the learner, the migration), without
     RIVULET_SIGNING_KEY, its private key (``<data dir>/stack/signing-key``)."""
-    home = Path(settings.data_dir) / "stack"
+    kept = kept_keys(settings)
     update: dict[str, object] = {}
-    kept = home / "verify-keys"
-    if not settings.verify_keys and kept.is_file():
-        update["verify_keys"] = [k.strip() for k in kept.read_text().split(",") if k.strip()]
-    kept = home / "signing-key"
-    if signing and settings.signing_key is None and kept.is_file():
-        update["signing_key"] = SecretStr(kept.read_text().strip())
+    if not settings.verify_keys and kept.verify_keys:
+        update["verify_keys"] = kept.verify_keys
+    if signing and settings.signing_key is None and kept.signing_key:
+        update["signing_key"] = SecretStr(kept.signing_key)
     return settings.model_copy(update=update) if update else settings
 
 

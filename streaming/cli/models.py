@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -15,6 +14,7 @@ from streaming.cli.specs import checked_specs, registry_of
 from streaming.clients import registry_writer
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import RedisRegistry
+from streaming.runtime.stack import kept_keys
 
 app = typer.Typer(help="The model registry: versions, metrics, rollback, promotion.", no_args_is_help=True)
 
@@ -111,9 +111,7 @@ def resign(
     """Migrate format-1 (HMAC) snapshots: check each with the old secret, sign it again with
     RIVULET_SIGNING_KEY. Payloads are re-signed as they are, never unpickled."""
     settings = with_stack_keys(settings_of(ctx), signing=True)
-    if not legacy_secret:
-        kept = Path(settings.data_dir) / "stack" / "signing-secret"
-        legacy_secret = kept.read_text().strip() if kept.is_file() else None
+    legacy_secret = legacy_secret or kept_keys(settings).legacy_secret
     if not legacy_secret:
         fail("no legacy secret: set RIVULET_SIGNING_SECRET to the secret the old snapshots were signed with")
     with user_errors():

@@ -12,7 +12,8 @@ checks processes with ``psutil``.
 Snapshot keys: without ``RIVULET_SIGNING_KEY``, an Ed25519 key pair is generated on the first ``up`` and
 kept in ``<data dir>/stack/signing-key`` (0600); only the learner's environment gets the private key, every
 program gets the keyring (``RIVULET_VERIFY_KEYS``: the configured keys and the signer's), which is also kept
-in ``<data dir>/stack/verify-keys`` for the CLI to find.
+in ``<data dir>/stack/verify-keys`` for the CLI to find (:func:`kept_keys` reads them back, with the HMAC
+secret an older ``rivulet up`` kept as ``<data dir>/stack/signing-secret``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,26 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import TypeAdapter
 from supervisor.xmlrpc import SupervisorTransport
 
+from streaming.clients import signing_key
 from streaming.errors import StreamingError
 from streaming.learning.keys import generate, parse_keyring, parse_signing_key
 from streaming.runtime.probes import kafka_address, process, redis_address, tcp_open
-from streaming.settings import Settings
+from streaming.settings import CommaList, Settings
 
-__all__ = ["PROGRAMS", "Program", "Stack", "StackError", "services_reachable", "tcp_open"]
+__all__ = [
+    "PROGRAMS",
+    "KeptKeys",
+    "Program",
+    "Stack",
+    "StackError",
+    "kept_keys",
+    "services_reachable",
+    "stack_home",
+    "tcp_open",
+]
 
 # name -> the rivulet subcommand it runs
 PROGRAMS = {
@@ -86,6 +99,45 @@ class Program:
         return cls(info["name"], info["statename"], int(info["pid"]), int(info["start"]), info["description"])
 
 
+def stack_home(settings: Settings) -> Path:
+    """``<data dir>/stack``: supervisord's files and the keys ``rivulet up`` keeps."""
+    return Path(settings.data_dir).resolve() / "stack"
+
+
+# the files of the stack's directory that hold keys
+SIGNING_KEY, VERIFY_KEYS, LEGACY_SECRET = "signing-key", "verify-keys", "signing-secret"
+
+
+@dataclass(frozen=True)
+class KeptKeys:
+    """The keys kept in the stack's directory; ``None`` (or empty) where there is no such file."""
+
+    signing_key: str | None  # the private key ``rivulet up`` generated
+    verify_keys: list[str]  # the keyring it handed its programs
+    legacy_secret: str | None  # the HMAC secret of format-1 snapshots, kept by an older ``rivulet up``
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def kept_keys(settings: Settings) -> KeptKeys:
+    """What ``rivulet up`` kept for ``settings``' data dir, for the commands run against its stack.
+
+    >>> import tempfile
+    >>> kept_keys(Settings(data_dir=tempfile.mkdtemp()))
+    KeptKeys(signing_key=None, verify_keys=[], legacy_secret=None)
+    """
+    home = stack_home(settings)
+    ring = _read(home / VERIFY_KEYS)
+    return KeptKeys(
+        signing_key=_read(home / SIGNING_KEY),
+        # the same comma list as RIVULET_VERIFY_KEYS, read by the settings' own parser
+        verify_keys=TypeAdapter(CommaList).validate_python(ring) if ring else [],
+        legacy_secret=_read(home / LEGACY_SECRET),
+    )
+
+
 def services_reachable(settings: Settings) -> dict[str, bool]:
     return {
         "kafka": tcp_open(*kafka_address(settings.kafka_bootstrap)),
@@ -109,7 +161,7 @@ class Stack:
 
     @property
     def home(self) -> Path:
-        return Path(self.settings.data_dir).resolve() / "stack"
+        return stack_home(self.settings)
 
     @property
     def logs(self) -> Path:
@@ -144,9 +196,9 @@ class Stack:
         directory as ``signing-key``) and the readers' keyring (configured verify keys plus the signer's
         public key), which is also kept as ``verify-keys`` for the CLI to find."""
         if self.settings.signing_key is not None:
-            signer = parse_signing_key(self.settings.signing_key.get_secret_value())
+            signer = signing_key(self.settings)
         else:
-            path = self.home / "signing-key"
+            path = self.home / SIGNING_KEY
             if not path.exists():
                 self.home.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -156,7 +208,7 @@ class Stack:
         ring = parse_keyring(self.settings.verify_keys).with_key(signer.public)
         verify = [k.encoded for k in ring]
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "verify-keys").write_text(",".join(verify) + "\n")
+        (self.home / VERIFY_KEYS).write_text(",".join(verify) + "\n")
         return signer.encoded, verify
 
     @property

@@ -15,7 +15,7 @@ import pytest
 
 from streaming.runtime import stack as stack_module
 from streaming.runtime.probes import process
-from streaming.runtime.stack import Program, Stack
+from streaming.runtime.stack import KeptKeys, Program, Stack, kept_keys
 from streaming.settings import Settings
 from tests.support.workers import ROOT
 
@@ -112,3 +112,18 @@ def test_a_program_reads_supervisors_process_info() -> None:
         "exitstatus": 1,
     }
     assert Program.from_info(info) == Program("learner", "BACKOFF", 0, 1_700_000_000, info["description"])
+
+
+def test_the_keys_rivulet_up_keeps_are_read_back_as_it_wrote_them(tmp_path: Path) -> None:
+    """``kept_keys`` is the one reader of the stack's key files; the kept keyring is the comma list
+    RIVULET_VERIFY_KEYS would be (spaces and empty entries dropped), and the data dir may be relative."""
+    settings = Settings(data_dir=str(tmp_path), signing_key=None, verify_keys=[])
+    assert kept_keys(settings) == KeptKeys(signing_key=None, verify_keys=[], legacy_secret=None)
+    signer, ring = Stack(settings).keys()
+    kept = kept_keys(Settings(data_dir=os.path.relpath(tmp_path)))
+    assert (kept.signing_key, kept.verify_keys, kept.legacy_secret) == (signer, ring, None)
+    assert len(ring) == 1
+    (tmp_path / "stack" / "verify-keys").write_text(f" {ring[0]} ,, b ,\n")
+    (tmp_path / "stack" / "signing-secret").write_text("old-secret\n")
+    assert kept_keys(settings) == KeptKeys(signer, [ring[0], "b"], "old-secret")
+    assert Settings(verify_keys=f" {ring[0]} ,, b ,").verify_keys == [ring[0], "b"]  # the same parser
