@@ -4,11 +4,16 @@ in the root callback, before any subcommand runs, and each command takes them fr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from typer.core import TyperGroup
 
 from streaming.cli import demo, features, keys, learn, models, produce, replay, serve, stack, topics, watch
 from streaming.cli.common import load_settings
+
+if TYPE_CHECKING:
+    from typer._click import Context  # TyperGroup.parse_args's: typer vendors click
 
 __all__ = ["app", "main"]
 
@@ -16,7 +21,7 @@ __all__ = ["app", "main"]
 class _Root(TyperGroup):
     """Notes whether a subcommand's help was asked for: help needs no settings, so bad ones do not stop it."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]  # typer's own click Context
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         group = self.commands.get(args[0]) if len(args) == 1 else None  # `rivulet models`: its help
         ctx.meta["rivulet.help"] = "--help" in args or getattr(group, "no_args_is_help", False)
         return super().parse_args(ctx, args)

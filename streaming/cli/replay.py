@@ -25,6 +25,7 @@ from streaming.settings import Settings
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from typer._click import Context as ClickContext  # TyperGroup.parse_args's: typer vendors click
 
     from streaming.replay.plan import RowSource, TopicSource
 
@@ -48,7 +49,7 @@ class _Replay(TyperGroup):
     """Routes ``rivulet replay SOURCE ...`` (and ``rivulet replay [OPTIONS]``: the features topic) to the
     command of its source."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]  # typer's own click Context
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] != "--help"):
             source = self._source(args)
             args = [command_of(source) if source is not None else "topic", *args]

@@ -18,17 +18,14 @@ def up(
 ) -> None:
     """Run the pipeline on real Kafka and Redis as supervised processes (feature worker, learner, API),
     each with its own log; Kafka and Redis are started with scripts/services when they do not answer."""
-    from streaming.runtime.stack import Stack, StackError
+    from streaming.runtime.stack import Stack
 
     settings = settings_of(ctx)
     stack = Stack(settings, features_metrics_port=features_metrics_port)
-    with user_errors():
-        try:
-            console.print(stack.ensure_services())
-            stack.up()
-            states = stack.wait_running(wait)
-        except StackError as exc:
-            fail(str(exc))
+    with user_errors():  # a StackError is a StreamingError: one error line
+        console.print(stack.ensure_services())
+        stack.up()
+        states = stack.wait_running(wait)
     for name, state in states.items():
         console.print(f"  {name:9s} {state:9s} log: {stack.logs / (name + '.log')}")
     if not states or any(s != "RUNNING" for s in states.values()):
@@ -43,11 +40,9 @@ def up(
 
 def down(ctx: typer.Context) -> None:
     """Stop the processes started by rivulet up (Kafka and Redis keep running: scripts/services down)."""
-    from streaming.runtime.stack import Stack, StackError
+    from streaming.runtime.stack import Stack
 
     stack = Stack(settings_of(ctx))
-    try:
+    with user_errors():
         stopped = stack.down()
-    except StackError as exc:
-        fail(str(exc))
     console.print("stopped" if stopped else "nothing was running")

@@ -21,7 +21,8 @@ from streaming.learning.spec import SpecError, load_specs
 from streaming.replay.champion import ChampionError
 from streaming.replay.kafka import RangeError, parse_bound
 from streaming.replay.verify import VerifyError
-from streaming.runtime.stack import StackError
+from streaming.runtime.stack import Stack, StackError, kept_keys
+from streaming.settings import Settings
 from tests.streaming.cli.invoke import cli_env, run_cli
 
 pytestmark = pytest.mark.unit
@@ -160,3 +161,27 @@ def test_a_bug_in_a_command_keeps_its_traceback(tmp_path: Path, monkeypatch: pyt
     res = run_cli(["keys", "show"], cli_env(tmp_path))
     assert isinstance(res.exception, ValueError) and "a bug" in str(res.exception)
     assert "error:" not in res.output
+
+
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_a_stack_error_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """``rivulet up`` / ``down`` report a :class:`StackError` through ``user_errors`` (no inner catch)."""
+
+    def refuse(self: Stack) -> None:
+        raise StackError("supervisord would not start")
+
+    monkeypatch.setattr(Stack, "ensure_services", refuse)
+    monkeypatch.setattr(Stack, "down", refuse)
+    _one_error_line(run_cli([command], cli_env(tmp_path)), "supervisord would not start")
+
+
+def test_models_resign_takes_the_legacy_secret_an_older_rivulet_up_kept(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, RIVULET_SIGNING_KEY="")  # stops at the signing key, before any Redis
+    _one_error_line(run_cli(["models", "resign"], env), "no legacy secret")
+    home = tmp_path / "data" / "stack"
+    home.mkdir(parents=True)
+    (home / "signing-secret").write_text("old-hmac-secret\n")
+    assert kept_keys(Settings(data_dir=str(tmp_path / "data"))).legacy_secret == "old-hmac-secret"
+    _one_error_line(run_cli(["models", "resign"], env), "RIVULET_SIGNING_KEY")  # past the secret's check
