@@ -100,7 +100,8 @@ def test_up_finds_scripts_services_of_its_checkout_from_any_directory(
 
 
 def test_a_program_reads_supervisors_process_info() -> None:
-    info = {
+    description = "Exited too quickly (process log may have details)"
+    info: dict[str, object] = {
         "name": "learner",
         "group": "learner",
         "statename": "BACKOFF",
@@ -108,10 +109,10 @@ def test_a_program_reads_supervisors_process_info() -> None:
         "pid": 0,
         "start": 1_700_000_000,
         "stop": 0,
-        "description": "Exited too quickly (process log may have details)",
+        "description": description,
         "exitstatus": 1,
     }
-    assert Program.from_info(info) == Program("learner", "BACKOFF", 0, 1_700_000_000, info["description"])
+    assert Program.from_info(info) == Program("learner", "BACKOFF", 0, 1_700_000_000, description)
 
 
 def test_the_keys_rivulet_up_keeps_are_read_back_as_it_wrote_them(tmp_path: Path) -> None:
