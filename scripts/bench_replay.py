@@ -9,7 +9,7 @@ inline. Both sides read the whole topic and run ``StandardScaler | LogisticRegre
   rolling window of the metric (``utils.Rolling``, 1,000) and an ADWIN detector on the 0/1 loss;
 - Rivulet: the replay path (range resolution, manual assignment, the deterministic event-time merge of
   partitions, the router and the learner core with its rolling metric and drift detector, curve samples),
-  as ``rivulet replay features`` runs it, without writing the report.
+  as ``rivulet replay topic features`` runs it, without writing the report.
 
 Rounds alternate; medians are reported with the ratio (goal >= 0.8x), and the median of the ratios
 within each round (the sides of a round run back to back, so it is less sensitive to a noisy machine).

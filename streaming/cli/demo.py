@@ -33,7 +33,8 @@ def demo(
     drift_width: DriftWidth = 500,
     entities: Annotated[int, typer.Option(min=1, help="Customers in the synthetic stream.")] = 10_000,
     record: Annotated[
-        Path | None, typer.Option(help="Write the events as JSONL (replay them with rivulet replay FILE).")
+        Path | None,
+        typer.Option(help="Write the events as JSONL (replay them with rivulet replay file FILE)."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the final summary as JSON.")] = None,
     quiet: Annotated[bool, typer.Option(help="No live view; print the summary at the end.")] = False,
@@ -73,7 +74,9 @@ def demo(
 def _next(record: Path | None) -> None:
     """What to try next."""
     if record is not None:
-        console.print(f"events recorded to {record}: rivulet replay {record} compares other models on them")
+        console.print(
+            f"events recorded to {record}: rivulet replay file {record} compares other models on them"
+        )
     console.print(
         "next: scripts/services up (Kafka and Redis), then rivulet up for the same pipeline as separate "
         "processes; rivulet --help for everything else"
