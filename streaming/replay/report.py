@@ -36,21 +36,26 @@ def metrics_table(result: ReplayResult) -> Table:
     return table
 
 
-def _asset(*parts: str) -> str:
-    return resources.files("serving.assets").joinpath(*parts).read_text(encoding="utf-8")
+OWN = "streaming.replay.assets"
+
+
+def _asset(*parts: str, package: str = "serving.assets") -> str:
+    """A file of the report's own assets (``streaming.replay.assets``) or of the charts it shares with the
+    dashboard (``serving.assets``: the chart helper and uPlot, one copy for both)."""
+    return resources.files(package).joinpath(*parts).read_text(encoding="utf-8")
 
 
 def html_report(result: ReplayResult) -> str:
     data = orjson.dumps(result.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
     data = data.replace("</", "<\\/")  # never closes the script element
     title = html.escape(f"Rivulet replay: {result.source}")
-    page = _asset("replay.html")
+    page = _asset("replay.html", package=OWN)
     for marker, text in (
         ("TITLE", title),
         ("CSS", _asset("uplot", "uPlot.min.css")),
         ("UPLOT", _asset("uplot", "uPlot.iife.min.js")),
         ("CHARTS", _asset("charts.js")),
-        ("REPORT", _asset("replay.js")),
+        ("REPORT", _asset("replay.js", package=OWN)),
         ("DATA", data),
     ):
         page = page.replace(f"@@{marker}@@", text)
