@@ -8,7 +8,7 @@ from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySin
 from streaming.learning.errors import InvalidLabel, LearningError, OutOfDomain, Reason
 from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.labels import LabelCheck, check_label
-from streaming.learning.registry import NoValidVersion, RedisRegistry
+from streaming.learning.registry import MemoryRegistry, NoValidVersion, RedisRegistry, Registry
 from streaming.learning.snapshot import SnapshotRejected, open_snapshot, seal
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec, SpecError, load_specs
 
@@ -23,6 +23,7 @@ __all__ = [
     "LabelCheck",
     "LearnerCore",
     "LearningError",
+    "MemoryRegistry",
     "MemorySink",
     "ModelSpec",
     "ModelState",
@@ -31,6 +32,7 @@ __all__ = [
     "Prediction",
     "Reason",
     "RedisRegistry",
+    "Registry",
     "SnapshotRejected",
     "SpecError",
     "check_label",
