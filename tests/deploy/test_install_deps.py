@@ -1,9 +1,11 @@
 """scripts/install-deps decides what a machine lacks and installs it (as root, with apt-get) or says how.
 
 The script runs with a PATH holding only stubs: each tool it probes is there or not, answers as a given
-version, and ``apt-get`` and ``id`` are fakes that record their calls and play root or a user. So the test
-sees the decision itself (which Debian packages for which missing tool) and what is done with it, and
-installs nothing.
+version, and ``apt-get`` and ``id`` are fakes that record their calls and play root or a user. The fake
+``apt-get install`` puts the tools of the packages it delivers on the PATH (as working versions), so the
+script's check after installing sees what a real install would have left missing. So the test sees the
+decision itself (which Debian packages for which missing tool) and what is done with it, and installs
+nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ SCRIPT = ROOT / "scripts" / "install-deps"
 BASH = "/bin/bash"
 EVERYTHING = ("python3", "java", "mvn", "redis-server", "chromium", "chromedriver")
 JAVA_17 = 'openjdk version "17.0.15" 2025-04-15'
+# a Debian package -> the tool it puts on the PATH and that tool's stub (a working version)
+PROVIDES = {
+    "python3": ("python3", "exit 0"),
+    "openjdk-17-jre-headless": ("java", f"echo '{JAVA_17}' >&2"),
+    "maven": ("mvn", "exit 0"),
+    "redis-server": ("redis-server", "exit 0"),
+    "chromium": ("chromium", "exit 0"),
+    "chromium-driver": ("chromedriver", "exit 0"),
+}
 
 
 @dataclass
@@ -41,11 +52,19 @@ def run(
     python_ok: bool = True,
     docker_engine: bool | None = None,
     apt: bool = True,
+    delivers: tuple[str, ...] = tuple(PROVIDES),
 ) -> Run:
-    """scripts/install-deps with only ``tools`` on PATH (plus ``id`` saying ``uid``, and ``apt-get``)."""
+    """scripts/install-deps with only ``tools`` on PATH (plus ``id`` saying ``uid``, and ``apt-get``, whose
+    install puts the tools of the packages in ``delivers`` on the PATH)."""
     bin_ = tmp_path / "bin"
     bin_.mkdir(parents=True)
     calls = tmp_path / "apt-calls"
+    repo = tmp_path / "repo"
+    for package in delivers:
+        tool, body = PROVIDES[package]
+        (repo / package).mkdir(parents=True)
+        (repo / package / tool).write_text(f"#!{BASH}\n{body}\n")
+        (repo / package / tool).chmod(0o755)
     stubs = {tool: "exit 0" for tool in tools}
     if "java" in tools:
         stubs["java"] = f"echo '{java}' >&2"  # java -version writes to stderr
@@ -55,7 +74,11 @@ def run(
         stubs["docker"] = "exit 0" if docker_engine else "exit 1"  # docker info
     stubs["id"] = f"echo {uid}"
     if apt:
-        stubs["apt-get"] = f'echo "$*" >> {calls}'
+        stubs["apt-get"] = (
+            f'echo "$*" >> {calls}\n'
+            f'if [ "$1" = install ]; then for p in "$@"; do '
+            f'if [ -d {repo}/"$p" ]; then /bin/cp {repo}/"$p"/* {bin_}/; fi; done; fi'
+        )
     for name, body in stubs.items():
         path = bin_ / name
         path.write_text(f"#!{BASH}\n{body}\n")
@@ -181,3 +204,29 @@ def test_check_reports_and_installs_nothing_even_as_root(tmp_path: Path) -> None
     missing = run(tmp_path / "a", "--check", tools=("python3", "java", "redis-server"))
     assert (missing.returncode, missing.apt) == (1, []) and "missing: maven" in missing.stdout
     assert run(tmp_path / "b", "--check").returncode == 0
+
+
+def test_what_apt_get_could_not_provide_is_listed_after_installing(tmp_path: Path) -> None:
+    """A release whose python3 is older than 3.11 (Debian 11, Ubuntu 20.04): apt-get installs python3 and
+    the check after it still fails, so the script says so and fails instead of reporting success."""
+    too_old = run(tmp_path / "a", python_ok=False, delivers=("maven",))
+    assert installed(too_old) == ["python3", "python3-venv"]
+    assert too_old.returncode == 1
+    assert "still missing after apt-get install: python3 python3-venv" in too_old.stderr
+    assert "Python >= 3.11" in too_old.stderr
+    # Ubuntu's chromium snap in a container: the package installs, the browser does not run
+    snap = run(
+        tmp_path / "b", "--test", tools=("python3", "java", "mvn", "redis-server"), delivers=("chromium",)
+    )
+    assert installed(snap) == ["chromium", "chromium-driver"]
+    assert snap.returncode == 1 and "still missing after apt-get install: chromium-driver" in snap.stderr
+    assert "snap" in snap.stderr
+    # what apt-get did provide is not listed again
+    done = run(tmp_path / "c", "--test", tools=("python3", "java", "mvn", "redis-server"))
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_user_is_told_about_ubuntu_s_chromium_snap(tmp_path: Path) -> None:
+    result = run(tmp_path, "--test", tools=("python3", "java", "mvn", "redis-server"), uid=1000)
+    assert result.returncode == 1 and "lacks: chromium chromium-driver" in result.stderr
+    assert "snap" in result.stderr and "containers" in result.stderr
