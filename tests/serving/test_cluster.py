@@ -22,9 +22,9 @@ import redis
 from fastapi.testclient import TestClient
 from redis.asyncio.cluster import RedisCluster
 
-from features.redis_store import RedisStore
 from features.store import FeatureRow
 from serving.app import create_app
+from streaming import clients
 from streaming.learning.core import predict, select_inputs
 from streaming.learning.registry import RedisRegistry
 from streaming.settings import Settings
@@ -57,7 +57,7 @@ def vector(i: int) -> dict[str, Any]:
 
 def write_vectors(s: Settings) -> None:
     async def go() -> None:
-        store = RedisStore.from_url(CLUSTER_URL, s.redis_prefix, cluster=True)
+        store = clients.feature_store(s)
         try:
             rows = [FeatureRow("zip", e, vector(i), 1_700_000_000_000 + i) for i, e in enumerate(HOSTILE)]
             await store.write(rows)

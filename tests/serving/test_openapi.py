@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from river import metrics
 from river.datasets import synth
 
 from serving.app import create_app
+from streaming import clients
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.registry import RedisRegistry
@@ -47,7 +47,7 @@ def test_schemathesis_all_checks(
     core = LearnerCore([ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))])
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=1), 200)):
         core.on_record(str(i), i, {"count_lifetime": x["age"], "salary_mean_10m": x["salary"]}, label=y)
-    RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=SIGNER).save(
+    RedisRegistry(clients.redis_client(s), s.redis_prefix, signer=SIGNER).save(
         "zipm", core.models["zipm"], {"offsets": {}, "view": "zip"}
     )
     with TopicAdmin(s) as admin:

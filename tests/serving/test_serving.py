@@ -14,16 +14,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from localservices import RedisNode
 from river import metrics
 from river.datasets import synth
 
 from features.engine import FeatureEngine
-from features.redis_store import RedisStore
 from features.store import FeatureRow
 from serving.app import create_app
+from streaming import clients
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore, predict, select_inputs
 from streaming.learning.registry import RedisRegistry
@@ -75,14 +74,16 @@ def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settin
 
 
 def registry(s: Settings) -> RedisRegistry:
-    return RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=SIGNER)
+    return RedisRegistry(clients.redis_client(s), s.redis_prefix, signer=SIGNER)
 
 
 def put_vector(s: Settings, entity: str, values: dict[str, Any], ts: int) -> None:
     async def go() -> None:
-        store = RedisStore.from_url(s.redis_url, s.redis_prefix)
-        await store.write([FeatureRow("zip", entity, values, ts)])
-        await store.close()
+        store = clients.feature_store(s)
+        try:
+            await store.write([FeatureRow("zip", entity, values, ts)])
+        finally:
+            await store.close()
 
     asyncio.run(go())
 
@@ -90,11 +91,9 @@ def put_vector(s: Settings, entity: str, values: dict[str, Any], ts: int) -> Non
 def learner_checkpoint(env: Settings, n: int) -> tuple[Any, int]:
     """Feature records on the features topic (as the feature worker writes them), learned by the real
     learner worker, which writes the checkpoint the API then serves."""
-    from kafka import KafkaProducer
-
     from streaming.runtime.learner import LearnerWorker
 
-    producer = KafkaProducer(bootstrap_servers=env.bootstrap_servers)
+    producer = clients.kafka_producer(env)
     for i, (x, y) in enumerate(itertools.islice(synth.Agrawal(seed=5), n)):
         vector = {"count_lifetime": x["age"], "salary_mean_10m": x["salary"], "loan_max_lifetime": x["loan"]}
         event = {"event_id": f"e{i}", "entity": str(x["zipcode"]), "ts": 1_000 * i, "fields": {}, "label": y}
@@ -266,9 +265,7 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
     learner = LearnerWorker(
         env,
         [SPEC],
-        registry=RedisRegistry(
-            redis.Redis.from_url(env.redis_url), f"{env.redis_prefix}learner:", signer=SIGNER
-        ),
+        registry=RedisRegistry(clients.redis_client(env), f"{env.redis_prefix}learner:", signer=SIGNER),
     )
     learner.run(max_idle_s=2.0, install_signals=False)
     state = learner.core.models["zipm"]
