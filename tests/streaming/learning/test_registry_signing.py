@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +22,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from serving.app import create_app
+from streaming import clients
 from streaming.cli import app as cli_app
-from streaming.clients import registry_reader, registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.keys import Keyring, SigningKey
 from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.settings import Settings
+from tests.support.api_env import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +73,12 @@ def s(settings: Settings, redis_client: redis.Redis) -> Settings:
 
 
 def writer(s: Settings, signer: SigningKey = LEARNER) -> RedisRegistry:
-    return RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, signer=signer)
+    return RedisRegistry(clients.redis_client(s), s.redis_prefix, signer=signer)
 
 
 def reader(s: Settings, *keys: SigningKey) -> RedisRegistry:
     ring = Keyring(k.public for k in keys)
-    return RedisRegistry(redis.Redis.from_url(s.redis_url), s.redis_prefix, keyring=ring)
+    return RedisRegistry(clients.redis_client(s), s.redis_prefix, keyring=ring)
 
 
 def api(s: Settings) -> TestClient:
@@ -93,9 +93,9 @@ def test_nothing_that_loads_snapshots_starts_without_keys(s: Settings) -> None:
     with pytest.raises(MissingKey, match="RIVULET_VERIFY_KEYS is not set"):
         create_app(bare)  # at creation, not with a 500 on the first load
     with pytest.raises(MissingKey, match="RIVULET_VERIFY_KEYS"):
-        registry_reader(bare)
+        clients.registry_reader(bare)
     with pytest.raises(MissingKey, match="RIVULET_SIGNING_KEY is not set"):
-        registry_writer(bare)
+        clients.registry_writer(bare)
     with pytest.raises(MissingKey, match="RIVULET_SIGNING_KEY"):
         reader(s, LEARNER).save("m", {"w": 1}, {})  # a reader cannot write a version
 
@@ -110,7 +110,7 @@ def test_a_pickle_signed_with_the_empty_secret_is_not_run_by_the_api(
         assert client.get("/readyz").status_code == 503  # nothing loaded
         assert not marker.exists()
     with pytest.raises(SnapshotRejected, match="rivulet models resign"):
-        registry_reader(s).load("evil", 1)
+        clients.registry_reader(s).load("evil", 1)
     assert not marker.exists()
 
     # the control: the same pickle signed by the learner's key is loaded by the API, and it acts
@@ -248,19 +248,13 @@ def test_the_learner_does_not_restart_afresh_over_versions_it_cannot_verify(
 # ---------------------------------------------------------------- rivulet serve with the stack's keys
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_rivulet_serve_uses_the_keys_rivulet_up_kept(s: Settings, tmp_path: Path, workers: int) -> None:
     writer(s).save("m", {"w": 1}, {"view": "zip"})
     stack = tmp_path / "data" / "stack"
     stack.mkdir(parents=True)
     (stack / "verify-keys").write_text(LEARNER.public.encoded + "\n")  # as rivulet up keeps it
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RIVULET_")},
         "RIVULET_REDIS_PREFIX": s.redis_prefix,
@@ -273,11 +267,14 @@ def test_rivulet_serve_uses_the_keys_rivulet_up_kept(s: Settings, tmp_path: Path
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         status, deadline = 0, time.monotonic() + 60
-        while status != 200 and proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline:
             try:
                 status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
             except httpx.HTTPError:
-                time.sleep(0.3)
+                status = 0  # not listening yet
+            if status == 200:
+                break
+            time.sleep(0.3)  # every round: a 503 (not ready yet) must not spin
         assert status == 200, (tmp_path / "serve.log").read_text()[-3000:]  # the version verified
     finally:
         proc.terminate()
