@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from river import evaluate, metrics
 from typer.testing import CliRunner
 
+from streaming import clients
 from streaming.cli import app
 from streaming.ingest.feed import LabelPolicy, publish
 from streaming.ingest.producer import Producer
@@ -62,9 +62,9 @@ def production_state(settings: Settings) -> dict[str, Any]:
     """Everything a replay must leave alone: every consumer group's committed offsets, every topic with
     its end offsets, and every Redis key with a digest of its value, of this test (its topic and key
     prefixes: other tests may run beside it on the same services)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    client = redis.Redis.from_url(settings.redis_url)
+    admin = clients.kafka_admin(settings, client_id="test-production-state")
+    consumer = clients.kafka_consumer(settings, client_id="test-production-state")
+    client = clients.redis_client(settings)
     try:
         mine = settings.topic_prefix
         groups = sorted(g["group_id"] for g in admin.list_groups() if mine in g["group_id"])
@@ -86,6 +86,16 @@ def production_state(settings: Settings) -> dict[str, Any]:
         client.close()
 
 
+def drop_keys(settings: Settings) -> None:
+    """Remove every Redis key under the settings' prefix (the module's runs have their own prefixes)."""
+    client = clients.redis_client(settings)
+    try:
+        for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def stream_learned(
     base_settings: Settings, kafka_up: str, redis_up: str, tmp_path_factory: Any
@@ -104,9 +114,7 @@ def stream_learned(
         worker = learn(s)
         data = river_data(s, {e.event_id: e for e in evs})
         yield s, worker, data, tmp
-        client = redis.Redis.from_url(s.redis_url)
-        for key in client.scan_iter(match=f"{s.redis_prefix}*"):
-            client.delete(key)
+        drop_keys(s)
 
 
 def test_replay_equals_the_live_learner_and_river(stream_learned: Any) -> None:
@@ -183,7 +191,7 @@ def test_verify_passes_on_real_versions_and_fails_on_tampered_ones(stream_learne
         assert ("(snapshot hash;" in res.output) == fresh, res.output
 
     # re-signed with the right key, but the model is not the one its offsets produce
-    client = redis.Redis.from_url(s.redis_url)
+    client = clients.redis_client(s)
     key = f"{s.redis_prefix}model:{{lr}}:v:{newest}"
     original = client.get(key)
     opened = reg.load("lr", newest)
@@ -216,7 +224,7 @@ def test_verify_follows_the_order_a_tailing_learner_took(
     run = uuid.uuid4().hex[:10]
     base = base_settings.model_copy(update={"topic_prefix": f"test.{run}.", "redis_prefix": f"test:{run}:"})
     with learning_topics(base) as s:
-        producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+        producer = clients.kafka_producer(s)
 
         def features(i: int, partition: int, ts: int) -> None:
             x = {"a": float((i * 7919) % 97) / 10.0, "b": float((i * 104729) % 89) / 10.0}
@@ -252,6 +260,4 @@ def test_verify_follows_the_order_a_tailing_learner_took(
         replayed = orjson.loads((tmp_path / "replay.json").read_bytes())["models"]["lr"]
         assert replayed["counters"]["learned"] == 700
         assert replayed["metrics"]["LogLoss"] != live.metrics[0].get()
-        client = redis.Redis.from_url(s.redis_url)
-        for key in client.scan_iter(match=f"{s.redis_prefix}*"):
-            client.delete(key)
+        drop_keys(s)
