@@ -48,7 +48,6 @@ __all__ = [
     "StackError",
     "kept_keys",
     "services_reachable",
-    "stack_home",
     "tcp_open",
 ]
 
@@ -99,11 +98,6 @@ class Program:
         return cls(info["name"], info["statename"], int(info["pid"]), int(info["start"]), info["description"])
 
 
-def stack_home(settings: Settings) -> Path:
-    """``<data dir>/stack``: supervisord's files and the keys ``rivulet up`` keeps."""
-    return Path(settings.data_dir).resolve() / "stack"
-
-
 # the files of the stack's directory that hold keys
 SIGNING_KEY, VERIFY_KEYS, LEGACY_SECRET = "signing-key", "verify-keys", "signing-secret"
 
@@ -128,12 +122,11 @@ def kept_keys(settings: Settings) -> KeptKeys:
     >>> kept_keys(Settings(data_dir=tempfile.mkdtemp()))
     KeptKeys(signing_key=None, verify_keys=[], legacy_secret=None)
     """
-    home = stack_home(settings)
-    ring = _read(home / VERIFY_KEYS)
+    home = Stack(settings).home
     return KeptKeys(
         signing_key=_read(home / SIGNING_KEY),
         # the same comma list as RIVULET_VERIFY_KEYS, read by the settings' own parser
-        verify_keys=TypeAdapter(CommaList).validate_python(ring) if ring else [],
+        verify_keys=TypeAdapter(CommaList).validate_python(_read(home / VERIFY_KEYS) or ""),
         legacy_secret=_read(home / LEGACY_SECRET),
     )
 
@@ -161,7 +154,7 @@ class Stack:
 
     @property
     def home(self) -> Path:
-        return stack_home(self.settings)
+        return Path(self.settings.data_dir).resolve() / "stack"
 
     @property
     def logs(self) -> Path:
