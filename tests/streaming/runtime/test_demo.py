@@ -30,18 +30,13 @@ from features.events import Event
 from features.examples import customer
 from streaming.learning.core import select_inputs
 from streaming.learning.examples import MODELS
+from tests.support.api_env import free_port
 from tests.support.oracle import Oracle
 from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def demo_env(tmp: Path) -> dict[str, str]:
@@ -156,17 +151,22 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         data: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # until every model has a few checkpoints to plot
+
+        def plottable() -> bool:  # every model has a few checkpoints to plot
+            models = data.get("models", {})
+            return bool(models) and all(len(m["history"]) >= 3 for m in models.values())
+
+        while time.monotonic() < deadline:
             assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
             try:
                 data = httpx.get(f"{url}/v1/dashboard", timeout=2).json()
             except httpx.HTTPError:
                 data = {}
-            models = data.get("models", {})
-            if models and all(len(m["history"]) >= 3 for m in models.values()):
+            if plottable():
                 break
             time.sleep(0.5)
-        assert data.get("models"), "the demo never checkpointed"
+        points = {n: len(m["history"]) for n, m in data.get("models", {}).items()}
+        assert plottable(), f"not every model has 3 checkpoints after 120 s: {points}"
 
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM

@@ -19,21 +19,16 @@ import httpx
 import orjson
 import psutil
 import pytest
-import redis
 
+from streaming import clients
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.keys import generate
 from streaming.runtime.stack import PROGRAMS, Program, Stack
 from streaming.settings import Settings
+from tests.support.api_env import free_port
 from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rivulet(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -77,9 +72,10 @@ def forget(settings: Settings) -> None:
     """Delete the test's topics and Redis keys."""
     with TopicAdmin(settings) as admin:
         admin.delete([t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t])
-    client = redis.Redis.from_url(settings.redis_url)
+    client = clients.redis_client(settings)
     for key in client.scan_iter(match=f"{settings.redis_prefix}*"):
         client.delete(key)
+    client.close()
 
 
 def test_up_scores_a_produced_event_and_down_stops(
