@@ -35,11 +35,38 @@ def _leaves(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ..
 LEAVES = _leaves(typer.main.get_group(app))
 
 
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def _readme_commands() -> list[str]:
+    """Every ``rivulet ...`` line of the README's ``sh`` blocks, from ``rivulet`` on."""
+    lines, block = [], False
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            block = line == "```sh"
+        elif block and "rivulet " in (code := line.split("#")[0]):
+            lines.append(code[code.index("rivulet ") :])
+    return lines
+
+
 def test_the_commands_are_where_the_readme_says() -> None:
+    """Each command the README shows names a command of the app, not a group (an old path, a moved
+    command or a typo would stop at a group or at an unknown word)."""
+    commands = _readme_commands()
+    assert len(commands) >= 15 and any(c.startswith("rivulet replay topic") for c in commands)
+    root = typer.main.get_group(app)
+    for line in commands:
+        node, path = root, []
+        for word in line.split()[1:]:
+            if not isinstance(node, TyperGroup) or word not in node.commands:
+                break
+            node = node.commands[word]
+            path.append(word)
+        assert not isinstance(node, TyperGroup), f"README: {line!r} names no command ({path})"
+        assert tuple(path) in LEAVES, line
     assert {("models", "verify"), ("replay", "topic"), ("replay", "file"), ("replay", "dataset")} <= set(
         LEAVES
     )
-    assert ("replay",) not in LEAVES and len(LEAVES) >= 25
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=" ".join)
