@@ -16,10 +16,10 @@ import pytest
 from streaming.settings import Settings
 from tests.serving.running import running
 from tests.support.api_env import KEYS, Embedded, keyed
+from tests.support.browser import headless_chrome
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 NAME = '<img src=x onerror="window.__pwned=1">'
 DETECTOR = "<script>window.__pwned=2</script>"
 METRIC = "<img src=x onerror=window.__pwned=3>"
@@ -59,15 +59,7 @@ def hostile_registry(settings: Settings, **update: Any) -> Embedded:
 
 @pytest.fixture
 def driver() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    d = headless_chrome()
     yield d
     d.quit()
 

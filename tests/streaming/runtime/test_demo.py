@@ -31,12 +31,11 @@ from features.examples import customer
 from streaming.learning.core import select_inputs
 from streaming.learning.examples import MODELS
 from tests.support.api_env import free_port
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chrome
 from tests.support.oracle import Oracle
 from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 def demo_env(tmp: Path) -> dict[str, str]:
@@ -121,8 +120,6 @@ def test_demo_options_are_honoured_and_bad_ones_refused_before_it_runs(tmp_path:
     reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
 )
 def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -168,12 +165,7 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
         points = {n: len(m["history"]) for n, m in data.get("models", {}).items()}
         assert plottable(), f"not every model has 3 checkpoints after 120 s: {points}"
 
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
-            options.add_argument(arg)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver = headless_chrome()
         driver.get(f"{url}/dashboard")
         WebDriverWait(driver, 30).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
