@@ -43,8 +43,9 @@ REFUSED = [
 ]
 
 
-def merged(stream: list[tuple[str, Any]]) -> list[Any]:
-    """The learner's merge over one partition per topic, every record read (the order the models see)."""
+def merged(stream: list[tuple[str, Any]], label_ok: Any = None) -> list[Any]:
+    """The learner's merge over one partition per topic, every record read (the order the models see);
+    ``label_ok``: the specs' label rules, as the live learner gives them."""
     merger = Merger({"l": 0, "f": 1, "p": 2})
     offsets = {"l": 0, "f": 0, "p": 0}
     for topic in offsets:
@@ -52,7 +53,7 @@ def merged(stream: list[tuple[str, Any]]) -> list[Any]:
     for topic, value in stream:
         raw = orjson.dumps(value)
         data = decode(raw)
-        merger.add(topic, 0, offsets[topic], event_time(data), data, raw)
+        merger.add(topic, 0, offsets[topic], event_time(data, label_ok=label_ok), data, raw)
         offsets[topic] += 1
     return list(merger.ready(lambda tp: True))
 
@@ -85,19 +86,10 @@ def test_a_label_only_the_models_tasks_refuse_holds_back_nothing() -> None:
     assert event_time(banana[1], label_ok=takes) == NO_TIME
     good = good_stream(400)
     stream = [*good[:10], banana, *good[10:]]
-    merger = Merger({"l": 0, "f": 1, "p": 2})
-    offsets = {"l": 0, "f": 0, "p": 0}
-    for topic in offsets:
-        merger.track(topic, 0)
-    for topic, value in stream:
-        raw = orjson.dumps(value)
-        data = decode(raw)
-        merger.add(topic, 0, offsets[topic], event_time(data, label_ok=takes), data, raw)
-        offsets[topic] += 1
     core = LearnerCore(SPECS)
     sink = MemorySink()
     router = Router(core, ROLES, sink=sink)
-    for rec in merger.ready(lambda tp: True):
+    for rec in merged(stream, label_ok=takes):
         router.process(rec)
     assert [(d.reason, d.models) for d in sink.letters] == [("label_type", ("lr", "tree"))]
     want, learned = oracle(scaled_lr(), good)
