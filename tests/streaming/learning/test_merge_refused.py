@@ -58,6 +58,17 @@ def merged(stream: list[tuple[str, Any]], label_ok: Any = None) -> list[Any]:
     return list(merger.ready(lambda tp: True))
 
 
+def assert_as_river(core: LearnerCore, good: list[tuple[str, Any]]) -> None:
+    """``lr`` learned exactly as River's progressive validation on the good stream alone: as many records,
+    the same Accuracy and LogLoss, nothing expired or held early."""
+    want, learned = oracle(scaled_lr(), good)
+    state = core.models["lr"]
+    assert state.n_learned == learned
+    assert state.metric_values()["Accuracy"] == want["Accuracy"]
+    assert state.metric_values()["LogLoss"] == pytest.approx(want["LogLoss"], rel=1e-12)
+    assert state.counters["expired"] == 0 and state.counters["early_labels"] == 0
+
+
 @pytest.mark.parametrize("refused", REFUSED, ids=lambda r: orjson.dumps(r[1])[:40].decode())
 def test_a_refused_record_23_hours_ahead_holds_back_nothing(refused: tuple[str, dict[str, Any]]) -> None:
     assert event_time(refused[1]) == NO_TIME
@@ -69,12 +80,7 @@ def test_a_refused_record_23_hours_ahead_holds_back_nothing(refused: tuple[str, 
     for rec in merged(stream):
         router.process(rec)
     assert len(sink.letters) == 1 and sink.letters[0].record.topic == refused[0]
-    want, learned = oracle(scaled_lr(), good)  # River's progressive validation on the good stream alone
-    state = core.models["lr"]
-    assert state.n_learned == learned
-    assert state.metric_values()["Accuracy"] == want["Accuracy"]
-    assert state.metric_values()["LogLoss"] == pytest.approx(want["LogLoss"], rel=1e-12)
-    assert state.counters["expired"] == 0 and state.counters["early_labels"] == 0
+    assert_as_river(core, good)
 
 
 def test_a_label_only_the_models_tasks_refuse_holds_back_nothing() -> None:
@@ -138,9 +144,4 @@ def test_a_features_record_refused_on_its_values_moves_no_good_record(
     for rec in merger.ready(lambda tp: True):
         router.process(rec)
     assert [(d.reason, d.models, d.record.partition) for d in sink.letters] == [(reason, ("lr", "tree"), 1)]
-    want, learned = oracle(scaled_lr(), good)  # River's progressive validation on the good stream alone
-    state = core.models["lr"]
-    assert state.n_learned == learned
-    assert state.metric_values()["Accuracy"] == want["Accuracy"]
-    assert state.metric_values()["LogLoss"] == pytest.approx(want["LogLoss"], rel=1e-12)
-    assert state.counters["expired"] == 0 and state.counters["early_labels"] == 0
+    assert_as_river(core, good)
