@@ -1,10 +1,14 @@
-"""Per-entity aggregations over an event-time window.
+"""Per-entity aggregations over an event-time window, as mergeable accumulators.
 
-Each aggregation keeps a small JSON-able *summary* (a list, made of the pieces in :mod:`features.summaries`)
-that it grows one value at a time, for the lifetime windows; its value is read from the summary. Bounded
-windows compute their value from the buffered events at once (:meth:`Aggregation.over`), with the same
-result as adding them one by one. Values that are missing (null) are skipped;
-numeric aggregations also skip strings, and count booleans as 0/1.
+Each aggregation keeps a small JSON-able *accumulator* (a list, made of the pieces in
+:mod:`features.summaries`) per tile of its window: ``add`` grows it by one event, ``merge`` adds another
+accumulator's events into it, and ``value`` reads the aggregate at a reference time. Merging the
+accumulators of any split of a sequence of events gives the same value as adding them all to one: exactly
+for every aggregation but the variance and the standard deviation (Chan's parallel formula: relative error
+about 1e-12 on ordinary data, 1e-9 at worst on values such as ``1e15 + small deltas``, and exactly 0.0
+when all the values are equal), and the distinct count beyond 64 values (an estimate, see
+:mod:`features.distinct`). Values that are missing (null) are skipped; numeric aggregations also skip
+strings, and count booleans as 0/1.
 
 >>> from features.windows import sliding
 >>> s = Sum("amount", window=sliding("1h"))
@@ -15,6 +19,11 @@ numeric aggregations also skip strings, and count booleans as 0/1.
 ...     s.add(acc, 0, 0, v)
 >>> s.value(acc, 0)
 3.5
+>>> other = s.copy(acc)
+>>> s.add(other, 0, 0, 1e16)
+>>> s.merge(acc, other)
+>>> s.value(acc, 0), s.value(other, 0)
+(1.0000000000000008e+16, 1.0000000000000004e+16)
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from features import distinct as D
 from features import summaries as S
 from features.summaries import MAX_COUNT, scalar
 from features.windows import Window, lifetime
@@ -71,6 +81,20 @@ class Aggregation:
     def value(self, acc: list[Any], t: int) -> Any:
         raise NotImplementedError
 
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        """Add the events of ``other`` into ``acc`` in place (``other`` unchanged)."""
+        raise NotImplementedError
+
+    def copy(self, acc: list[Any]) -> list[Any]:
+        """A copy of ``acc`` sharing nothing mutable with it (merging into it leaves ``acc`` as it was)."""
+        return acc.copy()
+
+    def from_v1(self, summary: Any) -> list[Any] | None:
+        """The accumulator of a lifetime summary kept by a format-1 state (before issue 13), or None if it
+        is not a valid one (its events are counted the same: only the variance and the distinct count
+        changed formats)."""
+        return self.copy(summary) if self.valid(summary) else None
+
     def valid(self, acc: Any) -> bool:
         """True if ``acc`` is a summary this aggregation can use (a stored state is checked before use)."""
         raise NotImplementedError
@@ -110,12 +134,17 @@ class Count(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        acc[0] += other[0]
+
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
         return len(items) if self.field is None else len(values) - values.count(None)
 
 
 @dataclass(frozen=True)
 class Sum(Aggregation):
+    """The sum of the numeric values (booleans as 0/1), exact: kept as partials, rounded once at the end."""
+
     kind: ClassVar[str] = "sum"
     magnitude: ClassVar[str] = "sum"
 
@@ -136,12 +165,18 @@ class Sum(Aggregation):
     def partials(self, acc: list[Any]) -> list[float]:
         return acc
 
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        for x in other:
+            S.grow(acc, x, 0)
+
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
         return math.fsum(map(float, S.numbers(values)))
 
 
 @dataclass(frozen=True)
 class Mean(Aggregation):
+    """The mean of the numeric values (booleans as 0/1): their exact sum over their number; null if none."""
+
     kind: ClassVar[str] = "mean"
     magnitude: ClassVar[str] = "sum"
 
@@ -162,6 +197,11 @@ class Mean(Aggregation):
 
     def partials(self, acc: list[Any]) -> list[float]:
         return acc[1:]
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        acc[0] += other[0]
+        for x in other[1:]:
+            S.grow(acc, x, 1)
 
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
         nums = S.numbers(values)
@@ -189,6 +229,11 @@ class Min(Aggregation):
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
 
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        v = other[0]
+        if v is not None:
+            acc[0] = v if acc[0] is None else self.pick(acc[0], v)
+
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
         nums = S.numbers(values)
         return self.pick(nums) if nums else None
@@ -202,46 +247,85 @@ class Max(Min):
 
 @dataclass(frozen=True)
 class Var(Aggregation):
-    """Sample variance (``ddof=1``, as River's ``stats.Var``), by Welford's method; null below 2 values."""
+    """Sample variance (``ddof=1``, as River's ``stats.Var``); null below 2 values.
+
+    The accumulator is ``[n, mean, M2, c]``: Welford's running mean and sum of squared deviations, with the
+    mean kept to twice float64's precision as ``mean + c`` (so values like ``1e15 + 0.5`` keep the digits
+    their variance is made of); ``merge`` is Chan's parallel formula. All the values equal: exactly 0.0.
+
+    >>> v = Var("x")
+    >>> a, b = v.empty(), v.empty()
+    >>> for x in (1e15, 1e15 + 1, 1e15 + 2):
+    ...     v.add(a, 0, 0, x)
+    >>> v.add(b, 0, 0, 1e15 + 3)
+    >>> v.merge(a, b)
+    >>> v.value(a, 0)
+    1.6666666666666667
+    """
 
     kind: ClassVar[str] = "var"
     magnitude: ClassVar[str] = "square"
 
     def empty(self) -> list[Any]:
-        return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
+        return [0, 0.0, 0.0, 0.0]  # n, mean, sum of squared deviations, the mean's compensation
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 3 and S.count(acc[0]) and all(map(S.finite, acc[1:]))
+        if type(acc) is not list or len(acc) != 4 or not S.count(acc[0]) or not all(map(S.finite, acc[1:])):
+            return False
+        return acc[2] >= 0 and abs(acc[3]) <= math.ulp(acc[1])
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = S.number(value)
         if v is not None:
-            acc[0] += 1
-            delta = v - acc[1]
-            acc[1] += delta / acc[0]
-            acc[2] += delta * (v - acc[1])
+            n = acc[0] + 1
+            d = (v - acc[1]) - acc[3]
+            hi, lo = _two_sum(acc[1], acc[3] + d / n)
+            acc[0], acc[1], acc[3] = n, hi, lo
+            inc = d * ((v - hi) - lo)
+            if inc > 0:  # never negative in exact arithmetic; rounding may make a tiny negative one
+                acc[2] += inc
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        nb = other[0]
+        if not nb:
+            return
+        na = acc[0]
+        if not na:
+            acc[:] = other
+            return
+        n = na + nb
+        d = (other[1] - acc[1]) + (other[3] - acc[3])  # the first difference is exact for close means
+        hi, lo = _two_sum(acc[1], acc[3] + d * (nb / n))
+        acc[0], acc[1], acc[3] = n, hi, lo
+        acc[2] += other[2] + d * (na * nb / n) * d  # in this order: no overflow below the total of squares
 
     def value(self, acc: list[Any], t: int) -> Any:
         return max(acc[2], 0.0) / (acc[0] - 1) if acc[0] > 1 else None
 
+    def from_v1(self, summary: Any) -> list[Any] | None:
+        if type(summary) is list and len(summary) == 3:
+            acc = [*summary, 0.0]
+            return acc if self.valid(acc) else None
+        return None
+
     def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        """Two passes with exact sums, corrected for the rounding of the mean, and 0 for equal values:
-        three values of -1.78e106 had a variance of 6.2e180 when the squared deviations were taken from
-        a rounded mean. Every term stays within the field's total of squares: nothing overflows."""
-        nums = [float(x) for x in S.numbers(values)]
-        n = len(nums)
-        if n < 2:
-            return None
-        if min(nums) == max(nums):
-            return 0.0  # and so is its square root, the Std
-        mean = math.fsum(nums) / n
-        d = [x - mean for x in nums]
-        s = math.fsum(d)
-        return self.value([n, mean, math.fsum(x * x for x in d) - s * s / n], t)
+        acc = self.empty()
+        for v in values:
+            self.add(acc, 0, 0, v)
+        return self.value(acc, t)
+
+
+def _two_sum(a: float, b: float) -> tuple[float, float]:
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
 
 @dataclass(frozen=True)
 class Std(Var):
+    """Sample standard deviation: the square root of :class:`Var`."""
+
     kind: ClassVar[str] = "std"
 
     def value(self, acc: list[Any], t: int) -> Any:
@@ -265,6 +349,10 @@ class Last(Aggregation):
         if value is not None and (acc[0] is None or (ts, seq) > (acc[0], acc[1])):
             acc[0], acc[1], acc[2] = ts, seq, value
 
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        if other[0] is not None and (acc[0] is None or (other[0], other[1]) > (acc[0], acc[1])):
+            acc[0], acc[1], acc[2] = other[0], other[1], other[2]
+
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[2]
 
@@ -277,30 +365,46 @@ class Last(Aggregation):
 
 @dataclass(frozen=True)
 class DistinctCount(Aggregation):
-    """Number of distinct non-null values (exact; the set is kept in the entity's state)."""
+    """Number of distinct non-null values (``1 == 1.0 == True``, ``"1" != 1``): exact up to 64 distinct
+    values, beyond an estimate by a HyperLogLog sketch (relative standard error about 3.25%; the state keeps
+    at most 64 hashes or a sketch of 1,064 bytes, whatever the cardinality). See :mod:`features.distinct`."""
 
     kind: ClassVar[str] = "distinct"
 
     def empty(self) -> list[Any]:
-        return [[]]
+        return D.empty()
 
     def valid(self, acc: Any) -> bool:
-        return type(acc) is list and len(acc) == 1 and type(acc[0]) is list and all(map(scalar, acc[0]))
+        return D.valid(acc)
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
-        if value is not None and value not in acc[0]:
-            acc[0].append(value)
+        D.add(acc, value)
+
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        D.merge(acc, other)
+
+    def copy(self, acc: list[Any]) -> list[Any]:
+        return D.copy(acc)
 
     def value(self, acc: list[Any], t: int) -> Any:
-        return len(acc[0])
+        return D.value(acc)
 
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        return len({v for v in values if v is not None})
+    def from_v1(self, summary: Any) -> list[Any] | None:
+        """A format-1 summary held the values themselves: ``[[v1, v2, ...]]``; they are hashed."""
+        if type(summary) is not list or len(summary) != 1 or type(summary[0]) is not list:
+            return None
+        if not all(map(scalar, summary[0])):
+            return None
+        acc = D.empty()
+        for v in summary[0]:
+            D.add(acc, v)
+        return acc
 
 
 @dataclass(frozen=True)
 class SinceLast(Aggregation):
-    """Milliseconds from the entity's previous event in the window to the reference time (null if none)."""
+    """Milliseconds from the latest event time in the window to the reference time: ``max(0, t - max_ts)``
+    (0 when an event applied before has a later time), null if none."""
 
     kind: ClassVar[str] = "since_last_ms"
 
@@ -313,7 +417,7 @@ class SinceLast(Aggregation):
             )
 
     def empty(self) -> list[Any]:
-        return [None]
+        return [None]  # the latest event time
 
     def valid(self, acc: Any) -> bool:
         return type(acc) is list and len(acc) == 1 and S.event_time(acc[0])
@@ -322,8 +426,9 @@ class SinceLast(Aggregation):
         if acc[0] is None or ts > acc[0]:
             acc[0] = ts
 
-    def value(self, acc: list[Any], t: int) -> Any:
-        return t - acc[0] if acc[0] is not None else None
+    def merge(self, acc: list[Any], other: list[Any]) -> None:
+        if other[0] is not None and (acc[0] is None or other[0] > acc[0]):
+            acc[0] = other[0]
 
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        return t - items[-1][0] if items else None
+    def value(self, acc: list[Any], t: int) -> Any:
+        return max(0, t - acc[0]) if acc[0] is not None else None

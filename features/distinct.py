@@ -1,0 +1,218 @@
+"""Distinct counts in bounded memory: an exact set of hashes while small, then a HyperLogLog sketch.
+
+A distinct-count accumulator is a one-element list:
+
+- ``[[h1, h2, ...]]``: the sorted, unique signed int64 hashes (:func:`hash_value`) of the values seen, at
+  most ``DISTINCT_EXACT`` (64) of them; its value is their number (exact);
+- ``["<base64>"]``: beyond 64 distinct values, the base64 of the compact serialization of an Apache
+  DataSketches ``hll_sketch(lg_k=10, HLL_8)`` updated with the same hashes (at most 1,064 bytes, 1,420
+  characters whatever the cardinality); its value is the sketch's estimate rounded to an int (relative
+  standard error about 3.25%, so within 10% 99.8% of the time).
+
+Merging two accumulators is the union of their sets (it stays exact while the union holds at most 64
+hashes), or of their sketches. The value depends only on the set of hashes added, not on the order, the
+split or the merges: the estimate is taken from the sketch's registers alone (see :func:`value`).
+
+The hash of a value: None is skipped; equal Python values hash equal (``1 == 1.0 == True``); a string
+never equals a number (``"1" != 1``). Booleans become ints, a float that is an integer within int64 an int,
+then the hash is blake2b (8 bytes) of ``b"n" + repr(number)`` or ``b"s" + utf-8 of the string``
+(surrogates passed through), read as a little-endian signed int64.
+
+>>> acc = empty()
+>>> for v in (1, 1.0, True, "1", None, 2.5):
+...     add(acc, v)
+>>> value(acc), len(acc[0])
+(3, 3)
+>>> other = empty()
+>>> for i in range(100):
+...     add(other, i)
+>>> type(other[0]) is str, len(other[0]) <= 1420, valid(other)
+(True, True, True)
+>>> merge(acc, other)
+>>> 95 <= value(acc) <= 108, 93 <= value(other) <= 107
+(True, True)
+>>> valid([["not a hash"]]), valid(["bm90IGEgc2tldGNo"]), valid([[2, 1]])
+(False, False, False)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from bisect import bisect_left
+from hashlib import blake2b
+from itertools import pairwise
+from typing import Any
+
+from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+from features.numeric import INT64_MAX, INT64_MIN
+
+__all__ = ["DISTINCT_EXACT", "LG_K", "add", "copy", "empty", "hash_value", "merge", "valid", "value"]
+
+DISTINCT_EXACT = 64
+LG_K = 10
+HLL_TYPE = tgt_hll_type.HLL_8
+# A compact HLL_8 sketch of lg_k 10 takes at most 40 + 1024 bytes: 1,420 base64 characters. A stored string
+# longer than this is refused before it is decoded (a hostile state must not make a large allocation).
+MAX_SKETCH_CHARS = 1420
+# Decoded sketches by their base64 text: an in-order event adds to the same tile's sketch again and again,
+# and decoding costs more than the update and the encoding together. Bounded; a miss only decodes again.
+_CACHE: dict[str, Any] = {}
+_CACHE_SIZE = 256
+
+
+def hash_value(v: Any) -> int | None:
+    """The signed int64 hash of a value, or None for None (and for anything not a str, bool or number).
+
+    >>> hash_value(1) == hash_value(1.0) == hash_value(True), hash_value("1") == hash_value(1)
+    (True, False)
+    >>> hash_value(None), hash_value(2.5) == hash_value(2.5), -(2**63) <= hash_value("x") < 2**63
+    (None, True, True)
+    """
+    if isinstance(v, str):
+        data = b"s" + v.encode("utf-8", "surrogatepass")
+    elif isinstance(v, bool | int):
+        data = b"n" + repr(int(v)).encode()
+    elif isinstance(v, float):
+        if v.is_integer() and INT64_MIN <= v <= INT64_MAX:
+            data = b"n" + repr(int(v)).encode()
+        else:
+            data = b"n" + repr(float(v)).encode()
+    else:
+        return None
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def empty() -> list[Any]:
+    return [[]]
+
+
+def copy(acc: list[Any]) -> list[Any]:
+    x = acc[0]
+    return [list(x) if type(x) is list else x]
+
+
+def add(acc: list[Any], v: Any) -> None:
+    """Add a value (None skipped) to ``acc`` in place."""
+    h = hash_value(v)
+    if h is None:
+        return
+    x = acc[0]
+    if type(x) is list:
+        i = bisect_left(x, h)
+        if i == len(x) or x[i] != h:
+            x.insert(i, h)
+            if len(x) > DISTINCT_EXACT:
+                acc[0] = _store(_sketch_of(x))
+        return
+    sketch = _take(x)
+    sketch.update(h)
+    acc[0] = _store(sketch)
+
+
+def merge(acc: list[Any], other: list[Any]) -> None:
+    """Add ``other``'s values into ``acc`` in place (``other`` unchanged)."""
+    x, y = acc[0], other[0]
+    if type(x) is list and type(y) is list:
+        if not y:
+            return
+        union = sorted(set(x).union(y))
+        acc[0] = union if len(union) <= DISTINCT_EXACT else _store(_sketch_of(union))
+        return
+    u = hll_union(LG_K)
+    for side in (x, y):
+        if type(side) is list:
+            for h in side:
+                u.update(h)
+        else:
+            u.update(_peek(side))
+    acc[0] = _store(u.get_result(HLL_TYPE))
+
+
+def value(acc: list[Any]) -> int:
+    """The number of distinct values: exact up to 64, else the sketch's estimate, rounded.
+
+    The estimate is read from a union holding the sketch twice: merging a sketch into a union's sketch marks
+    it out of order, so its estimate is computed from the registers alone (the composite estimator), where the
+    sketch's own (HIP) estimate would depend on the order its values came in; so every split and merge of the
+    same values gives the same value.
+    """
+    x = acc[0]
+    if type(x) is list:
+        return len(x)
+    sketch = _peek(x)
+    u = hll_union(LG_K)
+    u.update(sketch)
+    u.update(sketch)
+    return round(u.get_estimate())
+
+
+def valid(acc: Any) -> bool:
+    """True if ``acc`` is a distinct-count accumulator (checked thoroughly; never raises)."""
+    if type(acc) is not list or len(acc) != 1:
+        return False
+    x = acc[0]
+    if type(x) is list:
+        if len(x) > DISTINCT_EXACT or not all(type(h) is int and INT64_MIN <= h <= INT64_MAX for h in x):
+            return False
+        return all(a < b for a, b in pairwise(x))
+    if type(x) is not str or len(x) > MAX_SKETCH_CHARS:
+        return False
+    sketch = _decode(x)
+    if sketch is None:
+        return False
+    return math.isfinite(sketch.get_estimate())
+
+
+def _sketch_of(hashes: list[int]) -> Any:
+    sketch = hll_sketch(LG_K, HLL_TYPE)
+    for h in hashes:
+        sketch.update(h)
+    return sketch
+
+
+def _decode(text: str) -> Any:
+    """The sketch a base64 text holds, or None if it holds none of lg_k 10 and type HLL_8."""
+    try:
+        sketch = hll_sketch.deserialize(base64.b64decode(text, validate=True))
+    except (ValueError, IndexError, RuntimeError, binascii.Error):
+        return None
+    if sketch.lg_config_k != LG_K or sketch.tgt_type != HLL_TYPE:
+        return None
+    return sketch
+
+
+def _peek(text: str) -> Any:
+    """The sketch of ``text``, not to be changed (it may be the cache's)."""
+    sketch = _CACHE.get(text)
+    if sketch is None:
+        sketch = _decoded(text)
+        _remember(text, sketch)
+    return sketch
+
+
+def _take(text: str) -> Any:
+    """The sketch of ``text``, to change: out of the cache (another holder of ``text`` decodes it again)."""
+    sketch = _CACHE.pop(text, None)
+    return sketch if sketch is not None else _decoded(text)
+
+
+def _decoded(text: str) -> Any:
+    sketch = _decode(text)
+    if sketch is None:
+        raise ValueError("not a distinct-count sketch (check the accumulator with valid())")
+    return sketch
+
+
+def _store(sketch: Any) -> str:
+    text = base64.b64encode(sketch.serialize_compact()).decode("ascii")
+    _remember(text, sketch)
+    return text
+
+
+def _remember(text: str, sketch: Any) -> None:
+    if len(_CACHE) >= _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]
+    _CACHE[text] = sketch
