@@ -30,6 +30,7 @@ from typing import Any
 
 from features.aggregations import Aggregation
 from features.errors import DefinitionError
+from features.tiles import Tiled, lifetime_resolution, tilings
 from features.windows import Window, duration_ms
 
 __all__ = ["Derived", "Expression", "FeatureView", "load_views"]
@@ -69,6 +70,7 @@ class FeatureView:
     _windows: tuple[tuple[Window, tuple[Aggregation, ...]], ...] = field(
         init=False, repr=False, compare=False
     )
+    _tiled: tuple[Tiled, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or ":" in self.name:
@@ -97,6 +99,8 @@ class FeatureView:
         for a in self.aggregations:
             groups.setdefault(a.window, []).append(a)
         object.__setattr__(self, "_windows", tuple((w, tuple(aggs)) for w, aggs in groups.items()))
+        # the tiles of each window (features.tiles); one that could keep too many is refused here
+        object.__setattr__(self, "_tiled", tuple(tilings(self.aggregations, self.lateness_ms)))
 
     # ------------------------------------------------------------------ derived facts
 
@@ -123,6 +127,11 @@ class FeatureView:
         return self._windows
 
     @property
+    def tiled(self) -> tuple[Tiled, ...]:
+        """The view's windows as tiles (lifetime first): what an entity's state keeps."""
+        return self._tiled
+
+    @property
     def feature_names(self) -> list[str]:
         """Names the view adds to a vector (besides the event's own and derived fields)."""
         return [*(a.name for a in self.aggregations), *(e.name for e in self.expressions)]
@@ -136,21 +145,25 @@ class FeatureView:
         """A hash of the definition: changes whenever what the view computes changes."""
         parts = [self.name, self.entity, str(self.lateness_ms), str(self.include_fields)]
         parts += [f"derived {d.name} {_source(d.fn)}" for d in self.derived]
-        parts += [a.describe() + _semantics(a.window) for a in self.aggregations]
+        parts += [a.describe() + _semantics(a.window, self.lateness_ms) for a in self.aggregations]
         parts += [f"expr {e.name} {_source(e.fn)}" for e in self.expressions]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _semantics(window: Window) -> str:
+def _semantics(window: Window, lateness_ms: int) -> str:
     """What a window's definition alone does not say about what it computes: a hopping window whose step
     does not divide its size got a new lower bound in issue 12 (the start of the oldest window holding the
-    event), so its views get a new fingerprint and a checkpoint trained on the old values says so.
+    event), and every window is computed over tiles since issue 13 (a lifetime window's resolution comes
+    from the view's lateness), so views get a new fingerprint and a checkpoint trained on the old values
+    says so.
 
-    >>> from features.windows import hopping
-    >>> _semantics(hopping("10m", "3m")), _semantics(hopping("10m", "5m"))
-    (' lower=oldest-window', '')
+    >>> from features.windows import hopping, lifetime
+    >>> _semantics(hopping("10m", "3m"), 0), _semantics(hopping("10m", "5m"), 0), _semantics(lifetime(), 600)
+    (' lower=oldest-window tiles@180000', ' tiles@300000', ' tiles@10')
     """
-    return " lower=oldest-window" if window.kind == "hopping" and window.size_ms % window.step_ms else ""
+    r = window.resolution_ms or lifetime_resolution(lateness_ms)
+    lower = " lower=oldest-window" if window.kind == "hopping" and window.size_ms % window.step_ms else ""
+    return f"{lower} tiles@{r}"
 
 
 def _source(fn: Callable[..., Any]) -> str:

@@ -6,9 +6,13 @@ Pure and deterministic: no I/O, no clock; the event's timestamp is the only time
 wins on a clash):
 
 1. ``e``'s own fields (unless the view sets ``include_fields=False``), then its derived fields;
-2. every aggregation over the events of ``k`` applied *before* ``e`` whose event time is ``<= t`` and inside
-   the aggregation's window at ``t`` (``e`` itself is not included: the vector is what was known just
-   before ``e``, which is what a model scoring ``e`` may use);
+2. every aggregation over the events of ``k`` applied *before* ``e`` whose *tile* is in the aggregation's
+   window at ``t`` (``e`` itself is not included: the vector is what was known just before ``e``, which
+   is what a model scoring ``e`` may use). Windows are kept as tiles (:mod:`features.windows`): for an
+   event in order (``t`` at or after the entity's watermark) that is every applied event with event time
+   in ``[lower(t), t]``; for an event out of order, the tile holding ``t`` may hold events applied before
+   ``e`` with a later time than ``t``, and they count (a window knows times only to its resolution;
+   ``since_last`` is then 0); tiles after ``t``'s never count;
 3. the view's expressions, computed over 1 and 2.
 
 The label is never part of a vector: it is not a field of the event.
@@ -33,9 +37,11 @@ exactly, which a clamp would not; an entity reaches the bound only with values n
 reset it (see :mod:`features.pipeline`).
 
 **Out-of-order events** are placed by event time: an event older than the entity's watermark minus the
-view's allowed lateness raises :class:`~features.errors.LateEvent` and changes nothing. The state keeps each
-event for ``horizon`` (longest window + lateness) behind the watermark; older events are folded into
-summaries for the lifetime aggregations.
+view's allowed lateness raises :class:`~features.errors.LateEvent` and changes nothing. After the watermark
+moves, each window drops the tiles no acceptable event can need any more (those before its range at
+``watermark - lateness``); the lifetime aggregations fold theirs into settled accumulators instead. So an
+entity's state is bounded by its windows' tiles (:mod:`features.tiles`), whatever its traffic, and an
+event in order costs O(1) per aggregation.
 
 >>> from features.examples import customer
 >>> engine = FeatureEngine(customer)
@@ -53,7 +59,6 @@ summaries for the lifetime aggregations.
 from __future__ import annotations
 
 import numbers
-from bisect import bisect_right, insort
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,15 +66,11 @@ from features.definitions import FeatureView
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import MAX_ENTITY_CHARS, Event
 from features.numeric import SUM_LIMIT, in_domain
-from features.state import EntityState, Layout, check_state
+from features.state import MAX_IDS, EntityState, Layout, check_state, id_hash
 
 __all__ = ["EntityState", "FeatureEngine", "Vector"]
 
 Vector = dict[str, Any]
-
-
-def _ts_of(item: list[Any]) -> int:
-    return item[0]
 
 
 class FeatureEngine:
@@ -79,23 +80,20 @@ class FeatureEngine:
         self.view = view
         self._layout = layout = Layout.of(view)
         self._inputs = layout.inputs
-        self._index = layout.index
-        # Re-keyed views keep event ids, to recognise a record duplicated into the repartition topic by a
-        # crash; direct views recognise redeliveries by their source offset, which is cheaper.
+        # Re-keyed views keep the hashes of their last MAX_IDS event ids, to recognise a record duplicated
+        # into the repartition topic by a crash; direct views recognise redeliveries by their source offset.
         self._ids = view.rekeyed
+        self._tiled = layout.tiled
         self._lifetime = layout.lifetime
-        self._windowed = [(w, aggs) for w, aggs in view.windows if w.kind != "lifetime"]
         self._lateness = view.lateness_ms
-        self._horizon = view.horizon_ms
         self._bounded = layout.bounded  # field -> (bounded by the sum of |x|, bounded by the sum of x*x)
-        # how many times an event's inputs can be added to a state: once in the buffer, once more in each
-        # lifetime summary that keeps values (a string, say), none larger than the event itself
-        self.copies = 1 + sum(1 for a in self._lifetime if a.kind in ("last", "distinct"))
+        # how many copies of an event's values applying it can add to the state: a new tile's accumulators
+        # (none larger than the event), and the value each Last aggregation keeps
+        self.copies = 1 + sum(1 for a in view.aggregations if a.kind == "last")
 
     def new_state(self) -> EntityState:
         return EntityState(
-            settled={a.name: a.empty() for a in self._lifetime},
-            total={a.name: a.empty() for a in self._lifetime},
+            tiles={tw.key: [] for tw in self._tiled}, settled={a.name: a.empty() for a in self._lifetime}
         )
 
     def key(self, event: Event) -> str | None:
@@ -126,38 +124,38 @@ class FeatureEngine:
         return {d.name: values[d.name] for d in self.view.derived}
 
     def aggregates_at(self, state: EntityState, t: int) -> dict[str, Any]:
-        """Every aggregation at reference time ``t`` over the applied events with event time ``<= t``."""
+        """Every aggregation at reference time ``t``: per window, its tiles in range at ``t`` merged.
+
+        The merged accumulators of a window's range are cached on the state (``state.cache``, not stored):
+        an event in the range of the last in-order event reads them as they are (O(1)); an event in order
+        in a new range rebuilds them; an event out of order in another range merges its tiles on its own."""
         out: dict[str, Any] = {}
-        buffer = state.buffer
-        index = self._index
         wm = state.watermark
         in_order = wm is None or t >= wm
-        end = len(buffer) if in_order else bisect_right(buffer, t, key=_ts_of)
-        if in_order:  # every applied event counts: the running totals are the answer
-            for agg in self._lifetime:
-                out[agg.name] = agg.value(state.total[agg.name], t)
-        else:  # an out-of-order event: summaries of pruned events plus the buffered ones up to t
-            for agg in self._lifetime:
-                acc = [list(x) if isinstance(x, list) else x for x in state.settled[agg.name]]
-                add, fld = agg.add, agg.field
-                for item in buffer[:end]:
-                    add(acc, item[0], item[1], item[2][index[fld]] if fld else None)
+        cache = state.cache
+        all_tiles = state.tiles
+        for tw in self._tiled:
+            key = tw.key
+            tiles = all_tiles[key]
+            kt = t // tw.resolution
+            c = cache.get(key)
+            if tw.kind == "lifetime":  # cached: settled + every tile, right unless a later tile exists
+                if c is None or (tiles and kt < tiles[-1][0]):
+                    accs = tw.merged(tiles, None, kt, state.settled)
+                    if in_order:
+                        cache[key] = c = [None, None, accs]
+                else:
+                    accs = c[2]
+            else:
+                lo = tw.first(t)
+                if c is not None and c[0] == lo and c[1] == kt:
+                    accs = c[2]
+                else:
+                    accs = tw.merged(tiles, lo, kt)
+                    if in_order:
+                        cache[key] = [lo, kt, accs]
+            for agg, acc in zip(tw.aggs, accs, strict=True):
                 out[agg.name] = agg.value(acc, t)
-        for window, aggs in self._windowed:
-            lo = window.lower(t)
-            start = bisect_right(buffer, (lo or 0) - 1, key=_ts_of, hi=end)
-            items = buffer[start:end]
-            columns: dict[str | None, list[Any]] = {}
-            for agg in aggs:
-                fld = agg.field
-                values = columns.get(fld)
-                if values is None:
-                    if fld:
-                        i = index[fld]
-                        values = columns[fld] = [item[2][i] for item in items]
-                    else:
-                        values = columns[fld] = []
-                out[agg.name] = agg.over(items, values, t)
         return out
 
     def finish(self, own: dict[str, Any], aggregates: Mapping[str, Any]) -> Vector:
@@ -186,7 +184,8 @@ class FeatureEngine:
         if wm is not None and t < wm - self._lateness:
             raise LateEvent(self.view.name, self.key(event) or "", t, wm, self._lateness)
         own = self.own(event.fields)
-        values = {k: own.get(k, event.fields.get(k)) for k in self._inputs}
+        fields = event.fields
+        values = {k: own.get(k, fields.get(k)) for k in self._inputs}
         bounds = self._bounds(state, values, event) if self._bounded else None
         aggregates = self.aggregates_at(state, t)
         for name, value in aggregates.items():  # cannot happen from a checked state: a last safeguard
@@ -195,24 +194,42 @@ class FeatureEngine:
         vector = self.finish(dict(own), aggregates)
         if check is not None:
             check(vector)
+        # nothing below can fail: the state changes from here on
         if bounds:
             if state.bounds is None:
                 state.bounds = {}
             state.bounds.update(bounds)
-        state.seq += 1
-        item = [t, state.seq, [values[k] for k in self._inputs]]
+        state.seq = seq = state.seq + 1
+        self._add(state, t, seq, values)
         if self._ids:
-            item.append(event.event_id)
-        if not state.buffer or t >= state.buffer[-1][0]:
-            state.buffer.append(item)
-        else:
-            insort(state.buffer, item, key=lambda i: (i[0], i[1]))
-        for agg in self._lifetime:
-            agg.add(state.total[agg.name], t, state.seq, values.get(agg.field) if agg.field else None)
+            ids = state.ids
+            ids.append(id_hash(event.event_id))
+            if len(ids) > MAX_IDS:
+                del ids[: len(ids) - MAX_IDS]
         if wm is None or t > wm:
             state.watermark = t
-            self._prune(state)
+            for tw in self._tiled:
+                tw.retain(state.tiles[tw.key], t, state.settled)
         return vector
+
+    def _add(self, state: EntityState, t: int, seq: int, values: Mapping[str, Any]) -> None:
+        """Add an event to its tile of every window, and to the cached ranges that hold that tile."""
+        cache = state.cache
+        all_tiles = state.tiles
+        for tw in self._tiled:
+            key = tw.key
+            tiles = all_tiles[key]
+            k = t // tw.resolution
+            tile = tiles[-1] if tiles and tiles[-1][0] == k else tw.tile(tiles, k)
+            c = cache.get(key)
+            running = c[2] if c is not None and (c[0] is None or c[0] <= k <= c[1]) else None
+            i = 1
+            for add, fld in zip(tw.adds, tw.fields, strict=True):
+                v = values.get(fld) if fld is not None else None
+                add(tile[i], t, seq, v)
+                if running is not None:
+                    add(running[i - 1], t, seq, v)
+                i += 1
 
     def _bounds(self, state: EntityState, values: Mapping[str, Any], event: Event) -> dict[str, list[float]]:
         """The bounded fields' magnitudes with this event added; ``AggregateOverflow`` past the limit."""
@@ -237,33 +254,13 @@ class FeatureEngine:
         return check_state(self._layout, state)
 
     def seen(self, state: EntityState, event: Event) -> bool:
-        """For re-keyed views: True if this event (by ``event_id``) is among the events the state still
-        holds one by one (anything within the allowed lateness), so a duplicate is not counted twice."""
-        buffer = state.buffer
-        i = bisect_right(buffer, event.ts, key=_ts_of)
-        while i > 0 and buffer[i - 1][0] == event.ts:
-            i -= 1
-            if len(buffer[i]) > 3 and buffer[i][3] == event.event_id:
-                return True
-        return False
+        """For re-keyed views: True if this event (by ``event_id``) is among the entity's last
+        :data:`~features.state.MAX_IDS` applied events, so a duplicate is not counted twice."""
+        return bool(state.ids) and id_hash(event.event_id) in state.ids
 
     def online(self, state: EntityState) -> dict[str, Any]:
         """The entity's aggregates as of its watermark: what the online store serves."""
         return self.aggregates_at(state, state.watermark if state.watermark is not None else 0)
-
-    def _prune(self, state: EntityState) -> None:
-        assert state.watermark is not None
-        cutoff = state.watermark - self._horizon
-        buffer = state.buffer
-        if not buffer or buffer[0][0] >= cutoff:
-            return
-        n = bisect_right(buffer, cutoff - 1, key=_ts_of)
-        index = self._index
-        for agg in self._lifetime:
-            acc, fld = state.settled[agg.name], agg.field
-            for item in buffer[:n]:
-                agg.add(acc, item[0], item[1], item[2][index[fld]] if fld else None)
-        del buffer[:n]
 
 
 def _safe(fn: Any, values: Mapping[str, Any]) -> Any:

@@ -1,28 +1,38 @@
-"""An entity's state in one view, and the checks a stored state passes before the engine uses it.
+"""An entity's state in one view (format 2: tiles), and the checks a stored state passes before use.
+
+A state holds, per window of the view, its tiles (see :mod:`features.tiles`), the lifetime aggregations'
+settled accumulators, and for re-keyed views the hashes of the entity's last :data:`MAX_IDS` event ids.
+Stored as JSON::
+
+    {"v": 2, "w": watermark, "q": seq, "t": {window_key: [[k, acc_1, ...], ...]},
+     "s": {lifetime aggregation: acc}, "i": [id hashes], "p": position, "m": bounds}
 
 A state comes back from a store (Redis, or anything that kept its JSON): :func:`check_state` says why it
 cannot be used, or None. It refuses a state that does not fit the view (a ``null`` where a number must be,
-a missing summary, a wrong type) and one whose sums exceed the magnitude totals that keep every aggregate
-finite (see :mod:`features.engine`); the adapters reset such a state (see :mod:`features.pipeline`).
+a missing accumulator, a tile out of place) and one whose sums exceed the magnitude totals that keep every
+aggregate finite (see :mod:`features.engine`); the adapters reset such a state (see
+:mod:`features.pipeline`). A state of format 1 (before issue 13: buffered events) is migrated to tiles by
+:func:`check_state` (see :mod:`features.migrate`), or refused saying so.
 
 >>> from features.aggregations import Sum
 >>> from features.definitions import FeatureView
->>> layout = Layout.of(FeatureView("v", aggregations=[Sum("x")]))
->>> layout.inputs, layout.bounded
-(['x'], {'x': (True, False)})
->>> state = EntityState(watermark=5, seq=1, buffer=[[5, 1, [2.0]]], settled={"x_sum_lifetime": [0.0]},
-...                     total={"x_sum_lifetime": [2.0]}, bounds={"x": [2.0, 4.0]})
+>>> layout = Layout.of(FeatureView("v", aggregations=[Sum("x")], allowed_lateness=60))
+>>> layout.inputs, layout.bounded, [tw.key for tw in layout.tiled]
+(['x'], {'x': (True, False)}, ['lifetime@1'])
+>>> state = EntityState(watermark=5, seq=1, tiles={"lifetime@1": [[5, [2.0]]]},
+...                     settled={"x_sum_lifetime": [0.0]}, bounds={"x": [2.0, 4.0]})
 >>> check_state(layout, state) is None
 True
->>> state.total["x_sum_lifetime"] = [1e300]
+>>> state.tiles["lifetime@1"][0][1] = [1e300]
 >>> check_state(layout, state)
-"total.x_sum_lifetime: beyond the total magnitude of 'x'"
+"x_sum_lifetime: beyond the total magnitude of 'x'"
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,21 +41,38 @@ import orjson
 from features.aggregations import Aggregation
 from features.definitions import FeatureView
 from features.events import MAX_TS_MS, MIN_TS_MS
-from features.numeric import INT64_MAX, SUM_LIMIT
-from features.summaries import MAX_COUNT, scalar
+from features.numeric import INT64_MAX, INT64_MIN, SUM_LIMIT
+from features.summaries import MAX_COUNT
+from features.tiles import Tiled
 
-__all__ = ["EntityState", "Layout", "check_state"]
+__all__ = ["MAX_IDS", "EntityState", "Layout", "check_state", "id_hash"]
+
+# how many event ids (as int64 hashes) a re-keyed view keeps per entity to recognise a duplicate
+MAX_IDS = 256
+FORMAT = 2
+
+
+def id_hash(event_id: str) -> int:
+    """The signed int64 a re-keyed view keeps of an event id (blake2b, 8 bytes) to recognise duplicates.
+
+    >>> id_hash("e1") == id_hash("e1") != id_hash("e2")
+    True
+    """
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """What of a view shapes its entities' states: the buffered inputs (in this order), the lifetime
-    aggregations (kept as summaries), and per bounded field (bounded by the sum of ``|x|``, by the sum of
-    ``x*x``)."""
+    """What of a view shapes its entities' states: the inputs the aggregations read (in this order), the
+    tiled windows, the lifetime aggregations (settled), per bounded field (bounded by the sum of ``|x|``,
+    by the sum of ``x*x``), and whether event ids are kept (re-keyed views)."""
 
     inputs: list[str]
+    tiled: tuple[Tiled, ...]
     lifetime: list[Aggregation]
     bounded: dict[str, tuple[bool, bool]]
+    rekeyed: bool = False
 
     @property
     def index(self) -> dict[str, int]:
@@ -58,11 +85,12 @@ class Layout:
             if a.magnitude and a.field is not None:
                 by_sum, by_square = bounded.get(a.field, (False, False))
                 bounded[a.field] = (by_sum or a.magnitude == "sum", by_square or a.magnitude == "square")
-        return cls(view.inputs, [a for a in view.aggregations if a.window.kind == "lifetime"], bounded)
+        lifetime = [a for a in view.aggregations if a.window.kind == "lifetime"]
+        return cls(view.inputs, view.tiled, lifetime, bounded, view.rekeyed)
 
 
-# Rounding slack when a stored summary is compared with the magnitude totals that bound it (relative, and
-# absolute for totals in float64's subnormal range, where a relative slack rounds away)
+# Rounding slack when stored accumulators are compared with the magnitude totals that bound them (relative,
+# and absolute for totals in float64's subnormal range, where a relative slack rounds away)
 _SLACK = 1 + 2**-20
 _TINY = 1e-300
 
@@ -74,24 +102,30 @@ class EntityState:
 
     watermark: int | None = None
     seq: int = 0
-    buffer: list[list[Any]] = field(default_factory=list)  # [ts, seq, [inputs], (event_id)], by (ts, seq)
-    settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of pruned events
-    total: dict[str, list[Any]] = field(default_factory=dict)  # lifetime summaries of every applied event
+    tiles: dict[str, list[list[Any]]] = field(default_factory=dict)  # window key -> [[k, accs...], ...]
+    settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime aggregation -> folded tiles
+    ids: list[int] = field(default_factory=list)  # re-keyed views: hashes of the last MAX_IDS event ids
     position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
-    # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None: a state from a version
-    # that did not keep them; check_state derives them)
+    # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None only in a format 1 state
+    # from a version that did not keep them; the migration derives them)
     bounds: dict[str, list[float]] | None = field(default_factory=dict)
     # not stored: an upper bound of the serialised size, kept by the pipeline (features.pipeline)
     size: int = field(default=0, compare=False, repr=False)
+    # not stored: per window key, [first tile, last tile, merged accumulators] of the last range read in
+    # order (features.engine); None for the lifetime window (settled and every tile)
+    cache: dict[str, list[Any]] = field(default_factory=dict, compare=False, repr=False)
+    # not stored: a format 1 state as decoded, until check_state migrates it
+    legacy: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
+                "v": FORMAT,
                 "w": self.watermark,
                 "q": self.seq,
-                "b": self.buffer,
+                "t": self.tiles,
                 "s": self.settled,
-                "a": self.total,
+                "i": self.ids,
                 "p": self.position,
                 "m": self.bounds,
             }
@@ -99,23 +133,40 @@ class EntityState:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> EntityState:
-        """Decode a stored state (any error for bytes that are not one: the stores catch it)."""
+        """Decode a stored state (any error for bytes that are not one: the stores catch it). A format 1
+        state is kept as ``legacy`` for :func:`check_state` to migrate."""
         d = orjson.loads(raw)
+        size = len(raw)
+        if "v" not in d:
+            return cls(watermark=d["w"], seq=d["q"], position=d.get("p"), legacy=d, size=size)
+        if d["v"] != FORMAT:
+            raise ValueError(f"state format {d['v']!r} is not {FORMAT}")
         return cls(
             watermark=d["w"],
             seq=d["q"],
-            buffer=d["b"],
+            tiles=d["t"],
             settled=d["s"],
-            total=d.get("a", {}),
-            position=d.get("p"),
-            bounds=d.get("m"),
-            size=len(raw),
+            ids=d["i"],
+            position=d["p"],
+            bounds=d["m"],
+            size=size,
         )
 
 
 def check_state(layout: Layout, state: EntityState) -> str | None:
-    """Why a stored ``state`` cannot be used by this view (None: it can). Derives the magnitude bounds
-    of a state from a version that did not keep them (from its summaries and buffer)."""
+    """Why a stored ``state`` cannot be used by this view (None: it can). Migrates a format 1 state in
+    place first (the refusal then says why it could not be migrated)."""
+    if state.legacy is not None:
+        from features.migrate import migrate  # the migration builds on this module
+
+        problem = migrate(layout, state)
+        if problem is not None:
+            return f"format 1 state from before issue 13 could not be migrated: {problem}"
+    state.cache = {}  # whatever it held was not checked
+    return _check_header(layout, state) or _check_tiles(layout, state) or _check_magnitudes(layout, state)
+
+
+def _check_header(layout: Layout, state: EntityState) -> str | None:
     wm = state.watermark
     if not (wm is None or (type(wm) is int and MIN_TS_MS <= wm <= MAX_TS_MS)):
         return "watermark: not an event time"
@@ -131,98 +182,96 @@ def check_state(layout: Layout, state: EntityState) -> str | None:
         and -1 <= o <= INT64_MAX
     ):
         return "position: not a topic, partition and offset"
-    width = len(layout.inputs)
-    buffer = state.buffer
-    if type(buffer) is not list:
-        return "buffer: not a list"
-    for item in buffer:
-        if not (
-            type(item) is list
-            and len(item) in (3, 4)
-            and type(item[0]) is int
-            and MIN_TS_MS <= item[0] <= MAX_TS_MS
-            and type(item[1]) is int
-            and 0 <= item[1] <= MAX_COUNT
-            and type(item[2]) is list
-            and len(item[2]) == width
-            and all(map(scalar, item[2]))
-            and (len(item) == 3 or type(item[3]) is str)
-        ):
-            return "buffer: an item is not [ts, seq, [inputs]]"
-    if buffer and state.watermark is None:
-        return "buffer: events without a watermark"
-    for name, summaries in (("settled", state.settled), ("total", state.total)):
-        if type(summaries) is not dict:
-            return f"{name}: not a mapping"
-        for agg in layout.lifetime:
-            if not agg.valid(summaries.get(agg.name)):
-                return f"{name}.{agg.name}: missing or not a valid summary"
-    if state.bounds is None:
-        state.bounds = _derive_bounds(layout, state)
-    elif type(state.bounds) is not dict or not all(
-        type(b) is list and len(b) == 2 and all(type(x) is float and 0 <= x <= SUM_LIMIT for x in b)
-        for b in state.bounds.values()
+    ids = state.ids
+    if not (
+        type(ids) is list
+        and len(ids) <= (MAX_IDS if layout.rekeyed else 0)
+        and all(type(x) is int and INT64_MIN <= x <= INT64_MAX for x in ids)
+    ):
+        return f"ids: not at most {MAX_IDS} event id hashes (none for a view keyed by the entity)"
+    bounds = state.bounds
+    if not (
+        type(bounds) is dict
+        and all(
+            type(b) is list and len(b) == 2 and all(type(x) is float and 0 <= x <= SUM_LIMIT for x in b)
+            for b in bounds.values()
+        )
     ):
         return "bounds: not finite magnitudes"
-    return _check_magnitudes(layout, state)
-
-
-def _check_magnitudes(layout: Layout, state: EntityState) -> str | None:
-    """Summaries and buffered values within the magnitude totals that the overflow rule relies on: a
-    stored sum larger than its field's total of ``|x|`` (tampering) could still overflow to infinity."""
-    bounds = state.bounds or {}
-    index = layout.index
-    for fld, (by_sum, by_square) in layout.bounded.items():
-        a, q = bounds.get(fld) or (0.0, 0.0)
-        if by_sum and not _buffered(state.buffer, index[fld], abs) <= a * _SLACK + _TINY:
-            return f"buffer: values of {fld!r} beyond its total magnitude"
-        if by_square and not _buffered(state.buffer, index[fld], _square) <= q * _SLACK + _TINY:
-            return f"buffer: values of {fld!r} beyond its total of squares"
+    settled = state.settled
+    if type(settled) is not dict or set(settled) != {a.name for a in layout.lifetime}:
+        return "settled: not one accumulator per lifetime aggregation"
     for agg in layout.lifetime:
-        if not agg.magnitude or agg.field is None:
-            continue
-        a, q = bounds.get(agg.field) or (0.0, 0.0)
-        for name, summaries in (("settled", state.settled), ("total", state.total)):
-            acc = summaries[agg.name]
-            if agg.magnitude == "sum":  # every partial of the sum within the field's total of |x|
-                ok = math.fsum(abs(x) for x in agg.partials(acc)) <= a * _SLACK + _TINY
-            else:  # [n, mean, M2]: |mean| <= max |x| <= sqrt(q), and M2 <= sum of x*x = q
-                ok = acc[1] * acc[1] <= q * _SLACK + _TINY and abs(acc[2]) <= q * _SLACK + _TINY
-            if not ok:
-                return f"{name}.{agg.name}: beyond the total magnitude of {agg.field!r}"
+        if not agg.valid(settled[agg.name]):
+            return f"settled.{agg.name}: not a valid accumulator"
     return None
 
 
-def _derive_bounds(layout: Layout, state: EntityState) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    index = layout.index
-    for fld in layout.bounded:
-        a = q = 0.0
-        for item in state.buffer:
-            v = item[2][index[fld]]
-            if type(v) in (int, float, bool):
-                a, q = a + abs(float(v)), q + float(v) * float(v)
-        pruned_a = pruned_q = 0.0  # what was pruned, from the settled summaries (a lower bound)
-        for agg in layout.lifetime:
-            acc = state.settled[agg.name]
-            if agg.field == fld and agg.magnitude == "sum":
-                pruned_a = max(pruned_a, math.fsum(abs(x) for x in agg.partials(acc)))
-            elif agg.field == fld and agg.magnitude == "square":
-                pruned_q = max(pruned_q, acc[2] + acc[0] * acc[1] * acc[1])
-        a, q = a + pruned_a, q + pruned_q
-        out[fld] = [min(a, SUM_LIMIT), min(q, SUM_LIMIT)]
-    return out
+def _check_tiles(layout: Layout, state: EntityState) -> str | None:
+    """Every window's tiles: valid accumulators, sorted by index, within the range retention keeps."""
+    tiles = state.tiles
+    if type(tiles) is not dict or set(tiles) != {tw.key for tw in layout.tiled}:
+        return "tiles: not one list of tiles per window of the view"
+    wm = state.watermark
+    for tw in layout.tiled:
+        found = tiles[tw.key]
+        if type(found) is not list:
+            return f"tiles.{tw.key}: not a list"
+        if not found:
+            continue
+        if wm is None:
+            return f"tiles.{tw.key}: tiles without a watermark"
+        lo, hi = tw.cutoff(wm), wm // tw.resolution
+        width = len(tw.aggs) + 1
+        last = lo - 1
+        for tile in found:
+            if not (type(tile) is list and len(tile) == width and type(k := tile[0]) is int):
+                return f"tiles.{tw.key}: a tile is not [k, accumulators...]"
+            if not last < k <= hi:
+                return f"tiles.{tw.key}: tile {k} is out of order or outside [{lo}, {hi}]"
+            last = k
+            for agg, acc in zip(tw.aggs, tile[1:], strict=True):
+                if not agg.valid(acc):
+                    return f"tiles.{tw.key}: tile {k}: not a valid accumulator of {agg.name}"
+    return None
 
 
-def _square(x: float) -> float:
-    return float(x) * float(x)
+def _accumulators(layout: Layout, state: EntityState) -> Iterable[tuple[Aggregation, list[list[Any]]]]:
+    """Per aggregation, every accumulator it keeps (each event counted in at most one of them)."""
+    for tw in layout.tiled:
+        for i, agg in enumerate(tw.aggs):
+            accs = [tile[i + 1] for tile in state.tiles[tw.key]]
+            if tw.kind == "lifetime":
+                accs.append(state.settled[agg.name])
+            yield agg, accs
 
 
-def _buffered(buffer: list[list[Any]], i: int, term: Callable[[float], float]) -> float:
-    """The total of ``term(x)`` over the buffered values ``x`` of input ``i`` (strings and nulls skipped)."""
-    total = 0.0
-    for item in buffer:
-        v = item[2][i]
-        if type(v) is not str and v:
-            total += term(v)
-    return total
+def _check_magnitudes(layout: Layout, state: EntityState) -> str | None:
+    """Every aggregation's accumulators, together, within what the state's events can have made: counts
+    within the events applied (``seq``), sums within their field's total of ``|x|``, sums of squares
+    within its total of ``x*x``. Merging accumulators that pass can overflow nothing (features.engine)."""
+    bounds = state.bounds or {}
+    for agg, accs in _accumulators(layout, state):
+        kind = agg.kind
+        if kind in ("count", "mean", "var", "std") and sum(acc[0] for acc in accs) > state.seq:
+            return f"{agg.name}: counts more events than the state applied"
+        if kind == "last" and any(acc[1] is not None and acc[1] > state.seq for acc in accs):
+            return f"{agg.name}: a value from an event the state did not apply"
+        if not agg.magnitude or agg.field is None:
+            continue
+        a, q = bounds.get(agg.field) or (0.0, 0.0)
+        if agg.magnitude == "sum":  # every partial of every accumulator within the field's total of |x|
+            ok = _total(abs(x) for acc in accs for x in agg.partials(acc)) <= a * _SLACK + _TINY
+        else:  # [n, mean, M2]: the sum of x*x of a tile's values is M2 + n * mean**2
+            ok = _total(abs(acc[2]) + acc[0] * acc[1] * acc[1] for acc in accs) <= q * _SLACK + _TINY
+        if not ok:
+            return f"{agg.name}: beyond the total magnitude of {agg.field!r}"
+    return None
+
+
+def _total(terms: Iterable[float]) -> float:
+    """The exact total of non-negative terms, infinity when it overflows (a hostile state's)."""
+    try:
+        return math.fsum(terms)
+    except (OverflowError, ValueError):  # fsum's intermediate overflow, or infinities
+        return math.inf

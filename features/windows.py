@@ -1,22 +1,27 @@
-"""Event-time windows. A window answers one question: at reference time ``t``, which event times count?
+"""Event-time windows over tiles. A window answers one question: at reference time ``t``, which events count?
 
-Every window is closed on the right at ``t`` (events at exactly ``t`` count) and bounded on the left by
-:meth:`Window.lower` (inclusive):
+Since issue 13 every window is kept as *tiles* of a resolution ``R`` (ms): an event at time ``ts`` falls in
+tile ``ts // R``, covering ``[k*R, (k+1)*R)``, and a window at reference time ``t`` (in tile ``kt = t // R``)
+is the range of tiles ``[first_tile(t), kt]``:
 
-- ``lifetime()``: every event of the entity;
-- ``sliding(L)``: the look-back ``t - L < ts <= t`` from each event;
-- ``tumbling(S)``: the current fixed window, ``floor(t / S) * S <= ts <= t``;
-- ``hopping(S, P)``: of the windows ``[k * P, k * P + S)`` that contain ``t``, the oldest (the one holding
-  the most history): ``(floor((t - S) / P) + 1) * P <= ts <= t``. When ``P`` divides ``S`` this is
-  ``floor(t / P) * P + P - S``; when it does not, that formula (used until issue 12) reached back to an
-  event time that no window holding ``t`` covers.
+- ``lifetime()``: every tile up to ``kt`` (the engine picks its resolution from the view's lateness);
+- ``tumbling(S)``: ``R = S``, the tile ``kt`` alone (the current fixed window);
+- ``hopping(S, P)``: ``R = P``, from the start of the oldest window ``[j*P, j*P + S)`` holding ``t``
+  (``(t - S) // P + 1``) to ``kt``;
+- ``sliding(L, resolution=R)``: the ``L // R`` tiles ending with ``kt``: for an event in order, the events
+  in ``[(kt+1)*R - L, t]``, never older than ``L`` and up to ``R`` shorter. ``R`` must divide ``L``; by
+  default it is the largest divisor of ``L`` that is at most ``max(1, L // 60)`` (1h -> 1m, 10m -> 10s,
+  90s -> 1.5s, 1s -> 10ms). ``resolution="1ms"`` is the exact window (event times are whole ms).
 
-Durations are milliseconds or strings such as ``"90s"``, ``"5m"``, ``"1h"``, ``"7d"``.
+:meth:`Window.lower` is the smallest event time that counts at ``t`` (the first tile's start). Durations
+are milliseconds or strings such as ``"90s"``, ``"5m"``, ``"1h"``, ``"7d"``.
 
 >>> sliding("1m").lower(120_000), tumbling("1m").lower(119_999), hopping("10m", "1m").lower(600_000)
-(60001, 60000, 60000)
->>> sliding("1h").label, hopping("1h", "5m").label, lifetime().label
-('1h', '1h_every_5m', 'lifetime')
+(61000, 60000, 60000)
+>>> sliding("1h").resolution_ms, sliding("90s").resolution_ms, sliding("1m", resolution=1).lower(120_000)
+(60000, 1500, 60001)
+>>> sliding("1h").label, hopping("1h", "5m").label, lifetime().label, sliding("1h").key
+('1h', '1h_every_5m', 'lifetime', '1h@60000')
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Literal
 
 from features.errors import DefinitionError
 
-__all__ = ["Window", "duration_ms", "hopping", "lifetime", "sliding", "tumbling"]
+__all__ = ["Window", "default_resolution", "duration_ms", "hopping", "lifetime", "sliding", "tumbling"]
 
 _UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
@@ -55,29 +60,66 @@ def _label(ms: int) -> str:
     return f"{ms}ms"
 
 
+def default_resolution(size_ms: int) -> int:
+    """A sliding window's default resolution: the largest divisor of ``size_ms`` that is at most
+    ``max(1, size_ms // 60)`` (about 60 tiles per window).
+
+    >>> [default_resolution(ms) for ms in (3_600_000, 1_800_000, 600_000, 90_000, 60_000, 1_000, 7)]
+    [60000, 30000, 10000, 1500, 1000, 10, 1]
+    """
+    cap = max(1, size_ms // 60)
+    best, d = 1, 1
+    while d * d <= size_ms:  # divisors come in pairs (d, size // d): one of each pair is <= sqrt(size)
+        if size_ms % d == 0:
+            for x in (d, size_ms // d):
+                if best < x <= cap:
+                    best = x
+        d += 1
+    return best
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
+    """A window's kind, size, step and tile resolution (0 for lifetime: the view's lateness decides it)."""
+
     kind: Literal["lifetime", "sliding", "tumbling", "hopping"]
     size_ms: int = 0
     step_ms: int = 0
+    resolution_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind == "lifetime":
+            return
+        fixed = {"tumbling": self.size_ms, "hopping": self.step_ms}.get(self.kind)
+        if self.resolution_ms == 0:
+            object.__setattr__(self, "resolution_ms", fixed or default_resolution(self.size_ms))
+        r = self.resolution_ms
+        if r <= 0 or (self.size_ms % r if fixed is None else r != fixed):
+            raise DefinitionError(f"window {self.label}: resolution {r} ms does not tile it")
+
+    def first_tile(self, t: int) -> int | None:
+        """The oldest tile of the window at reference time ``t`` (None for lifetime: no bound)."""
+        if self.kind == "sliding":
+            return t // self.resolution_ms - self.size_ms // self.resolution_ms + 1
+        if self.kind == "tumbling":
+            return t // self.size_ms
+        if self.kind == "hopping":  # the oldest window holding t: the first j with j * step > t - size
+            return (t - self.size_ms) // self.step_ms + 1
+        return None
 
     def lower(self, t: int) -> int | None:
         """Smallest event time that counts at reference time ``t`` (None: no bound)."""
-        if self.kind == "sliding":
-            return t - self.size_ms + 1
-        if self.kind == "tumbling":
-            return (t // self.size_ms) * self.size_ms
-        if self.kind == "hopping":  # the start of the oldest window holding t: the first k * step > t - size
-            return ((t - self.size_ms) // self.step_ms + 1) * self.step_ms
-        return None
+        k = self.first_tile(t)
+        return None if k is None else k * self.resolution_ms
 
     @property
     def extent_ms(self) -> int:
-        """How far back from ``t`` the window can reach (0 for lifetime, which needs no buffer)."""
+        """How far back from ``t`` the window can reach (0 for lifetime, which keeps a settled summary)."""
         return self.size_ms if self.kind != "lifetime" else 0
 
     @property
     def label(self) -> str:
+        """The window's part of a feature name (the resolution is not part of it)."""
         if self.kind == "lifetime":
             return "lifetime"
         if self.kind == "hopping":
@@ -86,27 +128,40 @@ class Window:
             return f"{_label(self.size_ms)}_tumbling"
         return _label(self.size_ms)
 
+    @property
+    def key(self) -> str:
+        """The key of the window's tiles in a stored state: its label and resolution."""
+        return f"{self.label}@{self.resolution_ms}"
+
 
 def lifetime() -> Window:
     return Window("lifetime")
 
 
-def sliding(size: int | str) -> Window:
+def sliding(size: int | str, resolution: int | str | None = None) -> Window:
+    """A sliding window of ``size`` over tiles of ``resolution`` (which must divide it; see the module)."""
     ms = duration_ms(size)
     if ms <= 0:
         raise DefinitionError("a sliding window needs a positive size")
-    return Window("sliding", ms)
+    if resolution is None:
+        return Window("sliding", ms, 0, default_resolution(ms))
+    r = duration_ms(resolution)
+    if not 0 < r <= ms or ms % r:
+        raise DefinitionError(
+            f"sliding window {size!r}: resolution {resolution!r} must be positive and divide the size"
+        )
+    return Window("sliding", ms, 0, r)
 
 
 def tumbling(size: int | str) -> Window:
     ms = duration_ms(size)
     if ms <= 0:
         raise DefinitionError("a tumbling window needs a positive size")
-    return Window("tumbling", ms)
+    return Window("tumbling", ms, 0, ms)
 
 
 def hopping(size: int | str, step: int | str) -> Window:
     size_ms, step_ms = duration_ms(size), duration_ms(step)
     if not 0 < step_ms <= size_ms:
         raise DefinitionError(f"a hopping window needs 0 < step <= size, got size {size!r} and step {step!r}")
-    return Window("hopping", size_ms, step_ms)
+    return Window("hopping", size_ms, step_ms, step_ms)

@@ -1,0 +1,136 @@
+"""A view's windows as tiles: which tiles a vector merges, where an event goes, and what retention drops.
+
+Each window of a view (all its aggregations share it) keeps a sorted list of sparse tiles
+``[k, acc_1, ..., acc_n]``: ``k`` is the tile index (event time ``// R``) and ``acc_i`` the accumulator of
+the window's ``i``-th aggregation over the events of that tile (see :mod:`features.windows` for the tile
+ranges, and :mod:`features.engine` for the semantics). The lifetime aggregations share one tiled window
+whose resolution comes from the view's allowed lateness (``max(1, ceil(lateness / 60))``), and a
+*settled* accumulator per aggregation, into which retention folds the tiles no acceptable event can need.
+
+A window retains at most ``(extent + lateness) // R + 2`` tiles, and a view whose window could retain more
+than :data:`MAX_TILES` is refused at definition (:func:`tilings`).
+
+>>> from features.aggregations import Count
+>>> from features.windows import sliding
+>>> [tw.key for tw in tilings([Count(), Count(window=sliding("1h"))], lateness_ms=300_000)]
+['lifetime@5000', '1h@60000']
+>>> tilings([Count(window=sliding("1h", resolution="100ms"))], lateness_ms=0)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+features.errors.DefinitionError: window 1h (resolution 100 ms, allowed lateness 0 ms) could keep 36002 ...
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from features.aggregations import Aggregation
+from features.errors import DefinitionError
+from features.windows import Window
+
+__all__ = ["MAX_TILES", "Tiled", "lifetime_resolution", "tilings"]
+
+MAX_TILES = 10_000
+
+
+def lifetime_resolution(lateness_ms: int) -> int:
+    """The tile resolution of the lifetime aggregations: about 60 tiles over the allowed lateness.
+
+    >>> lifetime_resolution(300_000), lifetime_resolution(0), lifetime_resolution(61)
+    (5000, 1, 2)
+    """
+    return max(1, -(-lateness_ms // 60))
+
+
+def _tile_k(tile: list[Any]) -> int:
+    return tile[0]
+
+
+class Tiled:
+    """One window of a view with its aggregations, compiled for the engine (see the module docstring)."""
+
+    __slots__ = ("adds", "aggs", "bound", "fields", "key", "kind", "lateness", "resolution", "span", "window")
+
+    def __init__(self, window: Window, aggs: Sequence[Aggregation], lateness_ms: int) -> None:
+        self.window = window
+        self.kind = window.kind
+        self.aggs = tuple(aggs)
+        self.lateness = lateness_ms
+        r = self.resolution = window.resolution_ms or lifetime_resolution(lateness_ms)
+        self.key = f"{window.label}@{r}"
+        self.fields = tuple(a.field for a in self.aggs)
+        self.adds: tuple[Callable[[list[Any], int, int, Any], None], ...] = tuple(a.add for a in self.aggs)
+        # sliding: the range is [kt - span, kt]; tumbling: span 0; hopping and lifetime: see first()
+        self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
+        self.bound = (window.extent_ms + lateness_ms) // r + 2
+
+    def first(self, t: int) -> int | None:
+        """The oldest tile in the window at reference time ``t`` (None: lifetime, every tile)."""
+        if self.kind == "sliding" or self.kind == "tumbling":
+            return t // self.resolution - self.span
+        return self.window.first_tile(t)
+
+    def cutoff(self, watermark: int) -> int:
+        """Tiles below this index can serve no acceptable event (time >= watermark - lateness)."""
+        x = watermark - self.lateness
+        first = self.first(x)
+        return x // self.resolution if first is None else first
+
+    def empty(self) -> list[Any]:
+        """A tile's accumulators (without its index), all empty."""
+        return [a.empty() for a in self.aggs]
+
+    def merged(
+        self, tiles: list[list[Any]], lo: int | None, hi: int | None, settled: Any = None
+    ) -> list[Any]:
+        """The accumulators of the tiles with ``lo <= k <= hi`` (None: unbounded) merged, on top of
+        copies of ``settled`` (a mapping from the lifetime aggregations' names) when given."""
+        aggs = self.aggs
+        accs = [a.copy(settled[a.name]) for a in aggs] if settled is not None else self.empty()
+        start = 0 if lo is None else bisect_left(tiles, lo, key=_tile_k)
+        end = len(tiles) if hi is None else bisect_right(tiles, hi, key=_tile_k)
+        for tile in tiles[start:end]:
+            for i, agg in enumerate(aggs):
+                agg.merge(accs[i], tile[i + 1])
+        return accs
+
+    def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
+        """The tile ``k``, made (empty, in its place) if the window has none yet."""
+        if not tiles or tiles[-1][0] < k:
+            tiles.append([k, *self.empty()])
+            return tiles[-1]
+        i = bisect_left(tiles, k, key=_tile_k)
+        if tiles[i][0] != k:
+            tiles.insert(i, [k, *self.empty()])
+        return tiles[i]
+
+    def retain(self, tiles: list[list[Any]], watermark: int, settled: dict[str, list[Any]]) -> None:
+        """Drop the tiles no acceptable event can need (lifetime: fold them into ``settled`` first)."""
+        cut = self.cutoff(watermark)
+        if not tiles or tiles[0][0] >= cut:
+            return
+        n = bisect_left(tiles, cut, key=_tile_k)
+        if self.kind == "lifetime":
+            for tile in tiles[:n]:
+                for i, agg in enumerate(self.aggs):
+                    agg.merge(settled[agg.name], tile[i + 1])
+        del tiles[:n]
+
+
+def tilings(aggregations: Sequence[Aggregation], lateness_ms: int) -> list[Tiled]:
+    """The tiled windows of a view's aggregations (lifetime first, then in order of first use); a
+    window that could keep more than :data:`MAX_TILES` tiles raises :class:`DefinitionError`."""
+    groups: dict[Window, list[Aggregation]] = {}
+    for a in sorted(aggregations, key=lambda a: a.window.kind != "lifetime"):
+        groups.setdefault(a.window, []).append(a)
+    out = [Tiled(w, aggs, lateness_ms) for w, aggs in groups.items()]
+    for tw in out:
+        if tw.bound > MAX_TILES:
+            raise DefinitionError(
+                f"window {tw.window.label} (resolution {tw.resolution} ms, allowed lateness {lateness_ms} ms)"
+                f" could keep {tw.bound} tiles per entity, more than {MAX_TILES}: declare a coarser"
+                " resolution (sliding(size, resolution=...)) or a shorter allowed_lateness"
+            )
+    return out
