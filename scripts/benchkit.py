@@ -25,6 +25,8 @@ __all__ = [
     "arguments",
     "drop",
     "fresh",
+    "log_tail",
+    "median_seconds",
     "percentiles",
     "scratch_dir",
     "send_paced",
@@ -67,12 +69,28 @@ def scratch_dir(root: Path = Path("/tmp")) -> Path:
     return path
 
 
-def wait_until(done: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``done`` until true; fail with ``what`` if ``alive`` turns false or ``timeout_s`` passes."""
+def wait_until(
+    done: Callable[[], bool],
+    alive: Callable[[], bool],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    poll_s: float = 0.1,
+) -> None:
+    """Poll ``done`` every ``poll_s`` until true; fail with ``what`` (or what it returns, computed only then:
+    a log's tail, say) if ``alive`` turns false or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while not done():
-        assert alive() and time.monotonic() < deadline, what
-        time.sleep(0.1)
+        if not alive() or time.monotonic() >= deadline:
+            raise AssertionError(what() if callable(what) else what)
+        time.sleep(poll_s)
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The last ``chars`` characters of a log file (what a dead child process said last)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"(no log at {path}: {exc})"
 
 
 class Latencies:
