@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import struct
 from bisect import bisect_left
 from hashlib import blake2b
 from itertools import pairwise
@@ -115,19 +116,25 @@ def add(acc: list[Any], v: Any) -> None:
 def merge(acc: list[Any], other: list[Any]) -> None:
     """Add ``other``'s values into ``acc`` in place (``other`` unchanged)."""
     x, y = acc[0], other[0]
-    if type(x) is list and type(y) is list:
+    if type(y) is list:
         if not y:
             return
-        union = sorted(set(x).union(y))
-        acc[0] = union if len(union) <= DISTINCT_EXACT else _store(_sketch_of(union))
+        if type(x) is list:
+            union = sorted(set(x).union(y))
+            acc[0] = union if len(union) <= DISTINCT_EXACT else _store(_sketch_of(union))
+            return
+        sketch = _take(x)
+        for h in y:
+            sketch.update(h)
+        acc[0] = _store(sketch)
         return
     u = hll_union(LG_K)
-    for side in (x, y):
-        if type(side) is list:
-            for h in side:
-                u.update(h)
-        else:
-            u.update(_peek(side))
+    if type(x) is list:
+        for h in x:
+            u.update(h)
+    else:
+        u.update(_peek(x))
+    u.update(_peek(y))
     acc[0] = _store(u.get_result(HLL_TYPE))
 
 
@@ -140,13 +147,14 @@ def value(acc: list[Any]) -> int:
     same values gives the same value.
     """
     x = acc[0]
-    if type(x) is list:
-        return len(x)
-    sketch = _peek(x)
+    return len(x) if type(x) is list else round(_estimate(_peek(x)))
+
+
+def _estimate(sketch: Any) -> float:
     u = hll_union(LG_K)
     u.update(sketch)
     u.update(sketch)
-    return round(u.get_estimate())
+    return float(u.get_estimate())
 
 
 def valid(acc: Any) -> bool:
@@ -160,10 +168,16 @@ def valid(acc: Any) -> bool:
         return all(a < b for a, b in pairwise(x))
     if type(x) is not str or len(x) > MAX_SKETCH_CHARS:
         return False
+    if x in _CACHE:  # made (or checked) here
+        return True
     sketch = _decode(x)
     if sketch is None:
         return False
-    return math.isfinite(sketch.get_estimate())
+    estimate = _estimate(sketch)  # a sketch made by this module estimates far below 2**62
+    if not (math.isfinite(estimate) and 0 <= estimate <= 2**62):
+        return False
+    _remember(x, sketch)  # the engine reads it next
+    return True
 
 
 def _sketch_of(hashes: list[int]) -> Any:
@@ -173,11 +187,49 @@ def _sketch_of(hashes: list[int]) -> Any:
     return sketch
 
 
+# The compact serialization of the sketches this module makes (lg_k 10, HLL_8), checked byte by byte before
+# DataSketches reads it: it trusts what it reads (a set-mode sketch with a few coupons changed deserialised
+# without complaint, then aborted the process with "double free or corruption" when merged). Set mode (more
+# than 64 but at most 96 coupons, 12 bytes of header then 4 per coupon): unique coupons, each a register
+# value of 1 to 63 above 26 bits of slot. HLL mode: 40 bytes of header (the ``_ORDERED`` flag set or not, the
+# HIP and kxq estimates finite and non-negative, the count of zero registers right, no auxiliary
+# exceptions) then 1,024 one-byte registers of at most 64 - 10 + 1 = 55.
+_SET_HEAD = bytes.fromhex("0301070a07080009")
+_HLL_HEADS = (bytes.fromhex("0a01070a0008000a"), bytes.fromhex("0a01070a0018000a"))
+_SET_MAX = 96
+_REGISTERS = 1 << LG_K
+_HLL_BYTES = 40 + _REGISTERS
+_REGISTER_VALUES = bytes(range(64 - LG_K + 2))  # 0 to 55
+
+
+def _wellformed(raw: bytes) -> bool:
+    head = raw[:8]
+    if head == _SET_HEAD:
+        n = (len(raw) - 12) // 4
+        if not 1 <= n <= _SET_MAX or len(raw) != 12 + 4 * n or struct.unpack_from("<i", raw, 8)[0] != n:
+            return False
+        coupons = struct.unpack_from(f"<{n}I", raw, 12)
+        return len(set(coupons)) == n and all(1 <= c >> 26 <= 63 for c in coupons)
+    if head not in _HLL_HEADS or len(raw) != _HLL_BYTES:
+        return False
+    hip, kxq0, kxq1, zeros, aux = struct.unpack_from("<dddii", raw, 8)
+    registers = raw[40:]
+    if not all(math.isfinite(x) and x >= 0 for x in (hip, kxq0, kxq1)) or aux != 0:
+        return False
+    return zeros == registers.count(0) and not registers.translate(None, _REGISTER_VALUES)
+
+
 def _decode(text: str) -> Any:
-    """The sketch a base64 text holds, or None if it holds none of lg_k 10 and type HLL_8."""
+    """The sketch a base64 text holds, or None if it holds none of lg_k 10 and type HLL_8 as made here."""
     try:
-        sketch = hll_sketch.deserialize(base64.b64decode(text, validate=True))
-    except (ValueError, IndexError, RuntimeError, binascii.Error):
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (ValueError, binascii.Error):
+        return None
+    if not _wellformed(raw):
+        return None
+    try:
+        sketch = hll_sketch.deserialize(raw)
+    except (ValueError, IndexError, RuntimeError):
         return None
     if sketch.lg_config_k != LG_K or sketch.tgt_type != HLL_TYPE:
         return None
