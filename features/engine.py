@@ -150,10 +150,11 @@ class FeatureEngine:
                 lo = tw.first(t)
                 if c is not None and c[0] == lo and c[1] == kt:
                     accs = c[2]
+                elif in_order:
+                    cache[key] = c = tw.advance(c, tiles, lo, kt)  # type: ignore[arg-type]
+                    accs = c[2]
                 else:
                     accs = tw.merged(tiles, lo, kt)
-                    if in_order:
-                        cache[key] = [lo, kt, accs]
             for agg, acc in zip(tw.aggs, accs, strict=True):
                 out[agg.name] = agg.value(acc, t)
         return out
@@ -222,7 +223,12 @@ class FeatureEngine:
             k = t // tw.resolution
             tile = tiles[-1] if tiles and tiles[-1][0] == k else tw.tile(tiles, k)
             c = cache.get(key)
-            running = c[2] if c is not None and (c[0] is None or c[0] <= k <= c[1]) else None
+            running = None
+            if c is not None:
+                if c[0] is None or c[1] == k:  # lifetime: settled + every tile; else the current tile
+                    running = c[2]
+                elif c[0] <= k < c[1]:  # an earlier tile of the cached range: its two stacks are stale
+                    del cache[key]
             i = 1
             for add, fld in zip(tw.adds, tw.fields, strict=True):
                 v = values.get(fld) if fld is not None else None

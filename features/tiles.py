@@ -96,6 +96,51 @@ class Tiled:
                 agg.merge(accs[i], tile[i + 1])
         return accs
 
+    def advance(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
+        """The cached range ``c`` (``[lo, kt, running, front, back, back_acc]``) moved forward to
+        ``[lo, kt]`` for an event in order, or built anew (``c`` None or not behind). ``running`` is what a
+        vector reads (every tile in range merged); the others are a two-stack sliding aggregation of the
+        range's earlier tiles, so a moving range costs O(1) merges amortised, not one per tile in range:
+        ``front`` (oldest last) holds each tile's index with the merge of it and every newer front tile,
+        ``back`` the tiles that left the current position since, merged in ``back_acc``."""
+        aggs = self.aggs
+        if c is None or lo < c[0] or kt < c[1]:
+            front: list[Any] = []
+            back = [t for t in tiles[bisect_left(tiles, lo, key=_tile_k) :] if t[0] < kt]
+            back_acc = None
+        else:
+            _, ckt, _, front, back, back_acc = c
+            if kt > ckt and tiles:
+                i = bisect_left(tiles, ckt, key=_tile_k)
+                if i < len(tiles) and tiles[i][0] == ckt >= lo:  # the tile of the old position leaves it
+                    back.append(tiles[i])
+                    if back_acc is None:
+                        back_acc = [a.copy(acc) for a, acc in zip(aggs, tiles[i][1:], strict=True)]
+                    else:
+                        for j, agg in enumerate(aggs):
+                            agg.merge(back_acc[j], tiles[i][j + 1])
+            while front and front[-1][0] < lo:
+                front.pop()
+        if not front and back:  # flip: the back tiles still in range become the front stack
+            acc = None
+            for tile in reversed([t for t in back if t[0] >= lo]):
+                if acc is None:
+                    acc = [a.copy(x) for a, x in zip(aggs, tile[1:], strict=True)]
+                else:
+                    acc = [a.copy(x) for a, x in zip(aggs, acc, strict=True)]
+                    for j, agg in enumerate(aggs):
+                        agg.merge(acc[j], tile[j + 1])
+                front.append((tile[0], acc))
+            back, back_acc = [], None
+        running = [a.copy(x) for a, x in zip(aggs, front[-1][1], strict=True)] if front else self.empty()
+        current = tiles[-1] if tiles and tiles[-1][0] == kt else None
+        for j, agg in enumerate(aggs):
+            if back_acc is not None:
+                agg.merge(running[j], back_acc[j])
+            if current is not None:
+                agg.merge(running[j], current[j + 1])
+        return [lo, kt, running, front, back, back_acc]
+
     def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
         """The tile ``k``, made (empty, in its place) if the window has none yet."""
         if not tiles or tiles[-1][0] < k:
