@@ -40,10 +40,59 @@ def test_hopping_with_a_step_that_does_not_divide_the_size() -> None:
 
 @given(size=st.integers(1, 10**6), t=st.integers(-(10**9), 10**9))
 def test_sliding_and_tumbling_lower_bounds(size: int, t: int) -> None:
-    assert sliding(size).lower(t) == t - size + 1  # t - size < ts
+    exact = sliding(size, resolution=1)  # 1 ms tiles: the exact window t - size < ts <= t
+    assert exact.lower(t) == t - size + 1
+    tiled = sliding(size)  # the size // R tiles ending with t's: never older than size, up to R shorter
+    r = tiled.resolution_ms
+    lo = tiled.lower(t)
+    assert lo is not None and lo % r == 0 and t - size < lo <= t - size + r
     lo = tumbling(size).lower(t)
     assert lo is not None and lo % size == 0 and lo <= t < lo + size
     assert hopping(size, size).lower(t) == lo  # a hopping window whose step is its size tumbles
+
+
+def brute_default(size: int) -> int:
+    return max(d for d in range(1, max(1, size // 60) + 1) if size % d == 0)
+
+
+@given(size=st.integers(1, 200_000))
+def test_the_default_resolution_is_the_largest_divisor_within_a_sixtieth(size: int) -> None:
+    assert sliding(size).resolution_ms == brute_default(size)
+
+
+def test_resolutions_of_each_kind_and_their_refusals() -> None:
+    assert [sliding(x).resolution_ms for x in ("1h", "30m", "10m", "90s", "1m", "1s")] == [
+        60_000,
+        30_000,
+        10_000,
+        1_500,
+        1_000,
+        10,
+    ]
+    assert (
+        sliding("1h", resolution="5m").resolution_ms == 300_000 and sliding("1h", 1).lower(7) == 7 - 3_599_999
+    )
+    assert tumbling("1h").resolution_ms == 3_600_000 and hopping("10m", "3m").resolution_ms == 180_000
+    assert lifetime().resolution_ms == 0  # from the view's lateness (features.tiles)
+    assert sliding("1h").key == "1h@60000" and sliding("1h", resolution="1s").key == "1h@1000"
+    assert sliding("1h").label == sliding("1h", resolution="1s").label == "1h"  # feature names unchanged
+    assert sliding("1h") != sliding("1h", resolution="1s")  # but two windows: their tiles differ
+    for bad in ("7s", "2h", 0):
+        with pytest.raises(DefinitionError, match="must be positive and divide the size"):
+            sliding("1h", resolution=bad)
+    with pytest.raises(DefinitionError, match="does not tile it"):
+        Window("hopping", 10, 3, 2)
+    with pytest.raises(DefinitionError, match="does not tile it"):
+        Window("sliding", 10, 0, 3)
+
+
+def test_tile_ranges_at_their_edges() -> None:
+    w = sliding(60, resolution=10)  # six tiles of 10 ms
+    assert [w.first_tile(t) for t in (0, 9, 10, 59, 60, 69, -1)] == [-5, -5, -4, 0, 1, 1, -6]
+    assert [w.lower(t) for t in (59, 60, 69)] == [0, 10, 10]  # at 69: 10..69 (60 ms), at 60: 10..60
+    h = hopping(10, 3)  # windows [3j, 3j + 10): at 20 the oldest holding it starts at 12 (tile 4)
+    assert [h.first_tile(t) for t in (20, 21, 22, 23)] == [4, 4, 5, 5]
+    assert tumbling(10).first_tile(-1) == -1 and tumbling(10).first_tile(0) == 0
 
 
 def test_lifetime_has_no_bound_and_no_extent() -> None:
@@ -71,7 +120,7 @@ def test_sized_windows_refuse_zero_and_accept_one_millisecond(make: object) -> N
         make(0)
     with pytest.raises(DefinitionError, match=f"^a {kind} window needs a positive size$"):
         make("0m")
-    assert make(1) == Window(kind, 1)  # type: ignore[arg-type]
+    assert make(1) == Window(kind, 1, 0, 1)  # type: ignore[arg-type]
 
 
 def test_durations() -> None:
