@@ -134,8 +134,11 @@ def test_fingerprint_follows_the_definition_and_nothing_else() -> None:
         "entity",
         "60000",  # the default allowed lateness, a minute
         "True",
-        "Count(None, Window(kind='lifetime', size_ms=0, step_ms=0), 'count_lifetime')",
-        "Mean('x', Window(kind='sliding', size_ms=60000, step_ms=0), 'x_mean_1m')",
+        # and since issue 13 each window's tiles: the lifetime's from the lateness (60 s / 60), the minute's
+        "Count(None, Window(kind='lifetime', size_ms=0, step_ms=0, resolution_ms=0), 'count_lifetime')"
+        " tiles@1000",
+        "Mean('x', Window(kind='sliding', size_ms=60000, step_ms=0, resolution_ms=1000), 'x_mean_1m')"
+        " tiles@1000",
     ]
     assert base == hashlib.sha256("\n".join(described).encode()).hexdigest()[:16]
     assert view().fingerprint() == base and len(base) == 16 and int(base, 16) >= 0
@@ -145,6 +148,7 @@ def test_fingerprint_follows_the_definition_and_nothing_else() -> None:
         view(allowed_lateness="1s"),
         view(include_fields=False),
         view(aggregations=[Count(), Mean("x", window=sliding("2m"))]),
+        view(aggregations=[Count(), Mean("x", window=sliding("1m", resolution="2s"))]),
         view(aggregations=[Count(), Mean("y", window=sliding("1m"))]),
         view(aggregations=[Count(), Sum("x", window=sliding("1m"), name="x_mean_1m")]),
         view(derived=[Derived("d", lambda f: 1)]),
@@ -344,10 +348,12 @@ def test_a_corrupt_stored_state_is_reset_and_its_record_dead_lettered() -> None:
         seeded = engine.new_state()
         engine.apply(seeded, _ev(1, "nulls", loan=3.0))
         tampered = orjson.loads(seeded.to_json())
-        tampered["a"]["loan_mean_lifetime"][1] = None  # what orjson wrote for an infinite mean
+        tampered["s"]["loan_mean_lifetime"][1] = None  # what orjson wrote for an infinite mean
         store.put_raw("big", "nulls", orjson.dumps(tampered))
         store.put_raw("big", "garbage", b"\x00not json")
-        store.put_raw("big", "shape", b'{"w": 1, "q": 1, "b": [[1]], "s": {}, "a": {}}')
+        store.put_raw(
+            "big", "shape", b'{"v": 2, "w": 1, "q": 1, "t": {}, "s": {}, "i": [], "p": null, "m": {}}'
+        )
         events = [
             _ev(2, "nulls", loan=1.0),
             _ev(3, "good", loan=2.0),
@@ -364,7 +370,7 @@ def test_a_corrupt_stored_state_is_reset_and_its_record_dead_lettered() -> None:
         assert dead == {("corrupt_state", 0), ("corrupt_state", 2), ("corrupt_state", 4)}
         assert result.resets == 3
         errors = " | ".join(d.error for d in result.dead_letters)
-        assert "total.loan_mean_lifetime" in errors and "does not decode" in errors and "buffer" in errors
+        assert "settled.loan_mean_lifetime" in errors and "does not decode" in errors and "settled:" in errors
         # each reset entity starts again after its dead-lettered record; the good one is untouched
         kept = [events[i] for i in (1, 3, 5, 6)]
         oracle = Oracle(BIG).feed(kept)
