@@ -117,23 +117,45 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+LIFE = "lifetime@2000"  # ALL's lifetime tiles: its lateness (2m) / 60
+
+
+def _acc(name: str, *path: Any) -> tuple[Any, ...]:
+    """The path to ``name``'s accumulator in the first lifetime tile (the only one: one event applied)."""
+    (tw,) = [tw for tw in ALL.tiled if tw.key == LIFE]
+    return ("t", LIFE, 0, 1 + [a.name for a in tw.aggs].index(name), *path)
+
+
 TAMPER = {
     # the commit raised TypeError (orjson: integer beyond 64 bits) for the whole batch, at every restart
-    "count_u64": _set(("a", "count_lifetime", 0), U64),
+    "count_u64": _set(_acc("count_lifetime", 0), U64),
     "seq_u64": _set(("q",), U64),
     # every later event of the entity was dead-lettered late, forever
     "watermark_u64": _set(("w",), U64),
     # every later event of the entity was dead-lettered 'error' (orjson), forever
-    "buffer_ts_u64": _set(("b", 0, 0), U64),
+    "tile_u64": _set(("t", LIFE, 0, 0), U64),
+    # a tile after the watermark's: the range arithmetic would read it for every later event
+    "tile_in_the_future": _set(("t", LIFE, 0, 0), 2**40),
     # a Last at a time past every event: its value frozen
-    "last_ts_u64": _set(("a", "zipcode_last_lifetime", 0), U64),
+    "last_ts_u64": _set(_acc("zipcode_last_lifetime", 0), U64),
+    # a Last from an event the state never applied (a sequence number past its own)
+    "last_seq_ahead": _set(_acc("zipcode_last_lifetime", 1), 10**6),
     # every later event of the entity silently skipped as 'redelivered'
     "offset_u64": _set(("p",), {"t": "t", "p": 0, "o": U64}),
     # a sum beyond the magnitudes the overflow rule tracks: the next loan took the mean to infinity (null)
-    "sum_beyond_bounds": _set(("a", "loan_mean_lifetime", 1), 1.7976931348623157e308),
-    "m2_beyond_bounds": _set(("a", "hvalue_std_lifetime", 2), 1.7e308),
+    "sum_beyond_bounds": _set(_acc("loan_mean_lifetime", 1), 1.7976931348623157e308),
+    "m2_beyond_bounds": _set(_acc("hvalue_std_lifetime", 2), 1.7e308),
+    # a count far beyond the events applied: merging tiles would count past int64 (and n * mean**2 overflow)
+    "var_count_huge": _set(_acc("hvalue_std_lifetime", 0), 2**62),
+    "settled_count_beyond_seq": _set(("s", "count_lifetime", 0), 7),
     # a Last with a time but no sequence number: comparing positions raised TypeError at that time
-    "last_without_seq": _set(("a", "zipcode_last_lifetime", 1), None),
+    "last_without_seq": _set(_acc("zipcode_last_lifetime", 1), None),
+    # a distinct count that is neither hashes nor a sketch
+    "distinct_not_a_sketch": _set(_acc("elevel_distinct_lifetime", 0), "bm90IGEgc2tldGNo"),
+    "distinct_hashes_not_ints": _set(_acc("elevel_distinct_lifetime", 0), ["a"]),
+    # ids on a view keyed by the entity, a format from the future
+    "ids_on_a_direct_view": _set(("i",), [1, 2]),
+    "format_3": _set(("v",), 3),
 }
 
 
@@ -397,10 +419,10 @@ def test_the_states_kept_between_batches_stay_within_a_byte_budget() -> None:
     """Cached states were bounded by number only (100,000 in the worker), each up to the state limit: a few
     large entities could fill the worker's memory. With a byte budget the least recent go first, and the
     vectors are the same as without a cache."""
-    view = FeatureView(name="d", aggregations=[Count(), DistinctCount("tag")])
+    view = FeatureView(name="d", aggregations=[Count(), DistinctCount("tag"), Last("tag")])
     events = []
-    for i, e in enumerate(stream(300, entities=10, seed=9, step_ms=1_000)):
-        events.append(e.model_copy(update={"fields": {"tag": f"{e.entity}-{i}" * 200}}))
+    for i, e in enumerate(stream(300, entities=10, seed=9, step_ms=1_000)):  # tiles of a minute's lateness
+        events.append(e.model_copy(update={"fields": {"tag": f"{e.entity}-{i}" * 1_000}}))
     raws = [RawRecord(e.to_json(), "t", 0, i) for i, e in enumerate(events)]
     budget = 150_000
     store = MemoryStore()
