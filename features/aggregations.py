@@ -103,14 +103,6 @@ class Aggregation:
         """For a ``magnitude == "sum"`` aggregation: the exact partials of the sum its summary keeps."""
         raise NotImplementedError
 
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        """The value over whole window at once: ``items`` are ``[ts, seq, ...]`` sorted by (ts, seq) and
-        ``values`` the field's value of each. Subclasses compute it with builtins; same result as adding."""
-        acc = self.empty()
-        for item, v in zip(items, values if self.field else [None] * len(items), strict=True):
-            self.add(acc, item[0], item[1], v)
-        return self.value(acc, t)
-
     def describe(self) -> str:
         return f"{type(self).__name__}({self.field!r}, {self.window}, {self.name!r})"
 
@@ -136,9 +128,6 @@ class Count(Aggregation):
 
     def merge(self, acc: list[Any], other: list[Any]) -> None:
         acc[0] += other[0]
-
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        return len(items) if self.field is None else len(values) - values.count(None)
 
 
 @dataclass(frozen=True)
@@ -168,9 +157,6 @@ class Sum(Aggregation):
     def merge(self, acc: list[Any], other: list[Any]) -> None:
         for x in other:
             S.grow(acc, x, 0)
-
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        return math.fsum(map(float, S.numbers(values)))
 
 
 @dataclass(frozen=True)
@@ -203,10 +189,6 @@ class Mean(Aggregation):
         for x in other[1:]:
             S.grow(acc, x, 1)
 
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = S.numbers(values)
-        return math.fsum(map(float, nums)) / len(nums) if nums else None
-
 
 @dataclass(frozen=True)
 class Min(Aggregation):
@@ -233,10 +215,6 @@ class Min(Aggregation):
         v = other[0]
         if v is not None:
             acc[0] = v if acc[0] is None else self.pick(acc[0], v)
-
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        nums = S.numbers(values)
-        return self.pick(nums) if nums else None
 
 
 @dataclass(frozen=True)
@@ -308,12 +286,6 @@ class Var(Aggregation):
             return acc if self.valid(acc) else None
         return None
 
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        acc = self.empty()
-        for v in values:
-            self.add(acc, 0, 0, v)
-        return self.value(acc, t)
-
 
 def _two_sum(a: float, b: float) -> tuple[float, float]:
     """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
@@ -355,12 +327,6 @@ class Last(Aggregation):
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[2]
-
-    def over(self, items: list[list[Any]], values: list[Any], t: int) -> Any:
-        for v in reversed(values):  # items are sorted by (ts, seq): the last non-null is the latest
-            if v is not None:
-                return v
-        return None
 
 
 @dataclass(frozen=True)
