@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import random
 import struct
+from collections.abc import Iterable
 from hashlib import blake2b
 from itertools import pairwise
+from typing import Any
 
 import orjson
 import pytest
@@ -20,9 +22,9 @@ from features import distinct as D
 pytestmark = pytest.mark.unit
 
 
-def filled(values: object) -> list[object]:
+def filled(values: Iterable[Any]) -> list[Any]:
     acc = D.empty()
-    for v in values:  # type: ignore[attr-defined]
+    for v in values:
         D.add(acc, v)
     assert D.valid(acc)
     return acc
