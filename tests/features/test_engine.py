@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import random
 from collections.abc import Mapping
 
 import orjson
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from features.aggregations import Count, Max, Mean, Std, Sum, Var
+from features.aggregations import Count, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
 from features.definitions import Derived, Expression, FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import AggregateOverflow, DefinitionError, LateEvent
@@ -21,7 +22,7 @@ from features.events import Event
 from features.examples import customer, site
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
-from features.windows import hopping, sliding
+from features.windows import hopping, sliding, tumbling
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.oracle import Oracle, diff, stream
 
@@ -405,3 +406,170 @@ def test_any_other_exception_on_one_record_is_dead_lettered_as_error() -> None:
         assert [r.features["d_sum_lifetime"] for r in result.records] == [0.0, 0.0, 1.0]
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------- tiles (issue 13)
+
+TILED = FeatureView(
+    name="tiled",
+    aggregations=[
+        Count(window=sliding(60, resolution=10)),
+        SinceLast(window=sliding(60, resolution=10)),
+        Count(window=tumbling(20)),
+        Count(window=hopping(30, 20)),  # a step that does not divide the size
+        Count(),
+        SinceLast(),
+    ],
+    allowed_lateness=50,
+    include_fields=False,
+)
+
+
+def at(i: int, ts: int) -> Event:
+    return Event(event_id=f"e{i}", entity="u", ts=ts, fields={})
+
+
+def counts(v: Mapping[str, object]) -> tuple[object, ...]:
+    names = ("count_60ms", "since_last_ms_60ms", "count_20ms_tumbling", "count_30ms_every_20ms")
+    return tuple(v[k] for k in (*names, "count_lifetime", "since_last_ms"))
+
+
+def test_tile_ranges_at_their_edges_in_order_and_out_of_order() -> None:
+    """Expectations by hand from the design's table: sliding(60, 10) counts tiles [kt - 5, kt]; tumbling(20)
+    the tile kt; hopping(30, 20) the tiles from (t - 30) // 20 + 1 to kt; lifetime (1 ms tiles: lateness
+    50 / 60) every earlier time. An out-of-order event counts the later events of its own tile (since_last
+    then 0) and never those of a later tile."""
+    engine = FeatureEngine(TILED)
+    s = engine.new_state()
+    events = [at(i, ts) for i, ts in enumerate((5, 9, 9, 59, 60, 69, 75, 62, 40))]
+    got = [counts(engine.apply(s, e)) for e in events]
+    assert got == [
+        (0, None, 0, 0, 0, None),  # 5: nothing before it
+        (1, 4, 1, 1, 1, 4),  # 9: tile 0 of every window (hopping: tiles -1..0)
+        (2, 0, 2, 2, 2, 0),  # 9 again, a tie: both earlier events
+        (3, 50, 0, 0, 3, 50),  # 59: sliding tiles 0..5; tumbling and hopping tile 2, empty
+        (1, 1, 0, 1, 4, 1),  # 60: sliding tiles 1..6 (5, 9, 9 left); tumbling tile 3; hopping 2..3
+        (2, 9, 1, 2, 5, 9),  # 69: same tiles
+        (3, 6, 2, 2, 6, 6),  # 75: sliding 2..7; hopping from (75 - 30) // 20 + 1 = 3
+        (3, 0, 3, 4, 5, 2),  # 62, out of order: tile 6 holds 69 (later, counts), 75 is tile 7 (not)
+        (3, 31, 1, 1, 3, 31),  # 40, out of order: sliding -1..4 (tile 0 is kept: the oldest acceptable
+        # time, 75 - 50 = 25, needs tiles from -3); tumbling tile 2 holds 59; lifetime up to 40 only
+    ]
+    oracle = Oracle(TILED).feed(events)  # written from the design independently: it agrees
+    assert [counts(oracle.vectors[e.event_id]) for e in events] == got
+
+
+SPARSE = FeatureView(
+    name="sparse",
+    aggregations=[
+        Count(window=sliding(600, resolution=20)),
+        Mean("x", window=sliding(600, resolution=20)),
+        Max("x", window=sliding(600, resolution=20)),
+        Var("x", window=hopping(500, 70)),
+        SinceLast(window=hopping(500, 70)),
+        Sum("x", window=sliding(90, resolution=1)),  # the exact mode
+        Count(window=tumbling(250)),
+        Mean("x"),
+        SinceLast(),
+    ],
+    allowed_lateness=300,
+    include_fields=False,
+)
+
+
+@hyp_settings(max_examples=120, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 400),  # how far the time moves on
+            st.integers(0, 350),  # how far back this event is (beyond 300: late)
+            st.one_of(st.none(), st.integers(-50, 50), st.floats(-1e3, 1e3)),
+            st.booleans(),  # round-trip the state through JSON first
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_cached_ranges_give_the_oracle_vectors_on_any_stream(rows: list) -> None:
+    """Sparse and dense stretches, gaps longer than a window, out-of-order events into earlier tiles of the
+    cached range, late ones: the per-window caches (two stacks) must give what recomputing would."""
+    engine = FeatureEngine(SPARSE)
+    state = engine.new_state()
+    events, now, got, late = [], 10_000, {}, set()
+    for i, (step, back, x, trip) in enumerate(rows):
+        now += step
+        e = Event(event_id=f"e{i}", entity="u", ts=now - back, fields={"x": x})
+        events.append(e)
+        if trip:
+            state = EntityState.from_json(state.to_json())
+            assert engine.check_state(state) is None
+        try:
+            got[e.event_id] = engine.apply(state, e)
+        except LateEvent:
+            late.add(e.event_id)
+    oracle = Oracle(SPARSE).feed(events)
+    assert late == oracle.late and got.keys() == oracle.vectors.keys()
+    for k, v in oracle.vectors.items():
+        assert not diff(got[k], v), (k, diff(got[k], v))
+    assert not diff(engine.online(state), oracle.online()["u"][1])
+
+
+def test_a_window_that_could_keep_too_many_tiles_is_refused_at_definition() -> None:
+    with pytest.raises(
+        DefinitionError, match=r"window 1h \(resolution 100 ms, allowed lateness 60000 ms\) could keep"
+    ):
+        FeatureView("v", aggregations=[Count(window=sliding("1h", resolution="100ms"))])
+    with pytest.raises(DefinitionError, match=r"coarser resolution .* or a shorter allowed_lateness"):
+        FeatureView("v", aggregations=[Count(window=tumbling("1s"))], allowed_lateness="3h")
+    # at the bound: (extent + lateness) // R + 2 = 10,000 tiles
+    FeatureView("v", aggregations=[Count(window=sliding(9_998, resolution=1))], allowed_lateness=0)
+    with pytest.raises(DefinitionError, match="10001 tiles"):
+        FeatureView("v", aggregations=[Count(window=sliding(9_999, resolution=1))], allowed_lateness=0)
+
+
+def busy(view: FeatureView, per_hour: int) -> EntityState:
+    engine, rng = FeatureEngine(view), random.Random(5)
+    state = engine.new_state()
+    gap = 3_600_000 // per_hour
+    for i in range(per_hour + per_hour // 10):  # an hour and a tenth: the window and the lateness full
+        x = round(rng.uniform(0, 1e3), 2)
+        engine.apply(
+            state, Event(event_id=f"e{i}", entity="u", ts=1_704_067_200_000 + i * gap, fields={"x": x})
+        )
+    return state
+
+
+def test_the_state_of_a_busy_entity_does_not_grow_with_its_traffic() -> None:
+    """Issue 13: a state grew with the events in the window (234 KB at 10,000 in an hour). Now it holds the
+    window's tiles: the same number of tiles at 100 and 10,000 events an hour, each of a bounded size."""
+    w = sliding("1h")
+    plain = FeatureView(
+        "busy",
+        aggregations=[
+            Count(window=w),
+            Min("x", window=w),
+            Max("x", window=w),
+            Std("x", window=w),
+            Last("x", window=w),
+            SinceLast(window=w),
+        ],
+    )
+    few, many = busy(plain, 100), busy(plain, 10_000)
+    assert len(few.tiles["1h@60000"]) == len(many.tiles["1h@60000"]) == 61
+    assert len(many.to_json()) <= 2 * len(few.to_json())
+    # exact sums keep a few partials per tile (more with more events, at most 64): still bounded
+    sums = FeatureView("sums", aggregations=[Count(window=w), Sum("x", window=w), Mean("x", window=w)])
+    few, many = busy(sums, 100), busy(sums, 10_000)
+    assert len(few.tiles["1h@60000"]) == len(many.tiles["1h@60000"]) == 61
+    assert len(many.to_json()) <= 3 * len(few.to_json())
+
+
+def test_a_rekeyed_view_recognises_its_last_256_event_ids() -> None:
+    engine = FeatureEngine(ZIP)
+    state = engine.new_state()
+    events = [Event(entity="u", ts=1_000 + i, event_id=f"id-{i}", fields={"zipcode": 3}) for i in range(300)]
+    for e in events:
+        engine.apply(state, e)
+    assert len(state.ids) == 256
+    assert [engine.seen(state, e) for e in events] == [False] * 44 + [True] * 256
+    assert not engine.seen(state, events[0].model_copy(update={"event_id": "never"}))
