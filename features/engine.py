@@ -147,7 +147,7 @@ class FeatureEngine:
                 else:
                     accs = c[2]
             else:
-                lo = tw.first(t)
+                lo = kt - tw.span if tw.kind != "hopping" else tw.first(t)
                 if c is not None and c[0] == lo and c[1] == kt:
                     accs = c[2]
                 elif in_order:
@@ -155,8 +155,8 @@ class FeatureEngine:
                     accs = c[2]
                 else:
                     accs = tw.merged(tiles, lo, kt)
-            for agg, acc in zip(tw.aggs, accs, strict=True):
-                out[agg.name] = agg.value(acc, t)
+            for (name, value), acc in zip(tw.values, accs, strict=True):
+                out[name] = value(acc, t)
         return out
 
     def finish(self, own: dict[str, Any], aggregates: Mapping[str, Any]) -> Vector:
@@ -210,7 +210,9 @@ class FeatureEngine:
         if wm is None or t > wm:
             state.watermark = t
             for tw in self._tiled:
-                tw.retain(state.tiles[tw.key], t, state.settled)
+                tiles = state.tiles[tw.key]
+                if tiles and t >= tiles[0][0] * tw.resolution + tw.expiry:  # the oldest tile expired
+                    tw.retain(tiles, t, state.settled)
         return vector
 
     def _add(self, state: EntityState, t: int, seq: int, values: Mapping[str, Any]) -> None:

@@ -59,7 +59,8 @@ def _migrate(layout: Layout, state: EntityState, d: Any) -> str | None:
     if settled is None:
         return "settled: not one valid summary per lifetime aggregation"
     bounds = d.get("m")
-    state.tiles = tiles = {tw.key: [] for tw in layout.tiled}
+    tiles: dict[str, list[list[Any]]] = {tw.key: [] for tw in layout.tiled}
+    state.tiles = tiles
     state.settled = settled
     state.bounds = _derive_bounds(layout, buffer, settled) if bounds is None else bounds
     items = sorted(buffer, key=lambda x: (x[0], x[1]))

@@ -51,7 +51,20 @@ def _tile_k(tile: list[Any]) -> int:
 class Tiled:
     """One window of a view with its aggregations, compiled for the engine (see the module docstring)."""
 
-    __slots__ = ("adds", "aggs", "bound", "fields", "key", "kind", "lateness", "resolution", "span", "window")
+    __slots__ = (
+        "adds",
+        "aggs",
+        "bound",
+        "expiry",
+        "fields",
+        "key",
+        "kind",
+        "lateness",
+        "resolution",
+        "span",
+        "values",
+        "window",
+    )
 
     def __init__(self, window: Window, aggs: Sequence[Aggregation], lateness_ms: int) -> None:
         self.window = window
@@ -65,6 +78,12 @@ class Tiled:
         # sliding: the range is [kt - span, kt]; tumbling: span 0; hopping and lifetime: see first()
         self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
         self.bound = (window.extent_ms + lateness_ms) // r + 2
+        self.values = tuple((a.name, a.value) for a in self.aggs)
+        # tile k can serve no acceptable event once the watermark reaches k * R + expiry (see retain)
+        if window.kind == "hopping":  # first(wm - lateness) > k  <=>  wm - lateness - size >= k * step
+            self.expiry = window.size_ms + lateness_ms
+        else:  # (wm - lateness) // R - span > k  <=>  wm - lateness >= (k + span + 1) * R
+            self.expiry = (self.span + 1) * r + lateness_ms
 
     def first(self, t: int) -> int | None:
         """The oldest tile in the window at reference time ``t`` (None: lifetime, every tile)."""
@@ -111,7 +130,7 @@ class Tiled:
         else:
             _, ckt, _, front, back, back_acc = c
             if kt > ckt and tiles:
-                i = bisect_left(tiles, ckt, key=_tile_k)
+                i = len(tiles) - 1 if tiles[-1][0] == ckt else bisect_left(tiles, ckt, key=_tile_k)
                 if i < len(tiles) and tiles[i][0] == ckt >= lo:  # the tile of the old position leaves it
                     back.append(tiles[i])
                     if back_acc is None:
