@@ -61,6 +61,7 @@ MAX_SKETCH_CHARS = 1420
 # Decoded sketches by their base64 text: an in-order event adds to the same tile's sketch again and again,
 # and decoding costs more than the update and the encoding together. Bounded; a miss only decodes again.
 _CACHE: dict[str, Any] = {}
+_VALUES: dict[str, int] = {}  # and their values (a sketch that did not change is read again)
 _CACHE_SIZE = 256
 
 
@@ -119,14 +120,16 @@ def merge(acc: list[Any], other: list[Any]) -> None:
     if type(y) is list:
         if not y:
             return
-        if type(x) is list:
+        if not x:
+            acc[0] = list(y)
+        elif type(x) is list:
             union = sorted(set(x).union(y))
             acc[0] = union if len(union) <= DISTINCT_EXACT else _store(_sketch_of(union))
-            return
-        sketch = _take(x)
-        for h in y:
-            sketch.update(h)
-        acc[0] = _store(sketch)
+        else:
+            sketch = _take(x)
+            for h in y:
+                sketch.update(h)
+            acc[0] = _store(sketch)
         return
     u = hll_union(LG_K)
     if type(x) is list:
@@ -147,7 +150,14 @@ def value(acc: list[Any]) -> int:
     same values gives the same value.
     """
     x = acc[0]
-    return len(x) if type(x) is list else round(_estimate(_peek(x)))
+    if type(x) is list:
+        return len(x)
+    found = _VALUES.get(x)
+    if found is None:
+        if len(_VALUES) >= _CACHE_SIZE:
+            del _VALUES[next(iter(_VALUES))]
+        found = _VALUES[x] = round(_estimate(_peek(x)))
+    return found
 
 
 def _estimate(sketch: Any) -> float:
