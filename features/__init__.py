@@ -18,12 +18,14 @@ from features.errors import (
 from features.events import Event, Label, new_id, parse_ts
 from features.numeric import FLOAT64_MAX, INT64_MAX, INT64_MIN, SUM_LIMIT, check_number, in_domain
 from features.store import FeatureRow, MemoryStore, OnlineStore, StateStore
+from features.tiles import MAX_TILES
 from features.windows import hopping, lifetime, sliding, tumbling
 
 __all__ = [
     "FLOAT64_MAX",
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_TILES",
     "SUM_LIMIT",
     "AggregateOverflow",
     "CorruptState",
