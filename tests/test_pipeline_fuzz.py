@@ -1,7 +1,10 @@
 """The whole stream pipeline under a hostile producer (issue 11, acceptance): hypothesis generates records
 that are invalid by construction (:mod:`tests.support.hostile`) and interleaves them, as raw bytes, with a
-known good stream on the events, labels and predictions topics of real Kafka. The real feature worker and the
-real learner (``rivulet learn run``) then run until caught up.
+known good stream on the events, labels and predictions topics of real Kafka. The good stream's values are
+what production sends (issue 13: nulls, missing fields, booleans and strings where numbers are expected,
+near-constant values; :func:`tests.support.streams.with_hostile_values`), and so are the fields of the
+hostile records' events. The real feature worker and the real learner (``rivulet learn run``) then run until
+caught up.
 
 Asserted, for each example:
 
@@ -49,14 +52,17 @@ from tests.support.hostile import Hostile, Slot, batch
 from tests.support.kafka_read import read_all
 from tests.support.learning import KEY_ENV, events, learning_topics, registry
 from tests.support.model_defs import scaled_lr
-from tests.support.oracle import Oracle, diff
+from tests.support.oracle import Oracle
+from tests.support.streams import with_hostile_values
 from tests.support.workers import ROOT, Worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
 N, DELAY, SEED = 400, 25, 61
 LATE = frozenset(i for i in range(N) if i % 3 == 1)  # these events' labels come on the labels topic
-GOOD = events(N, seed=SEED)  # strictly increasing event times, 40 entities, a label on each
+# strictly increasing event times, 40 entities, a label on each; values as production sends them (nulls,
+# missing fields, booleans, strings, near-constant values: tests.support.streams)
+GOOD = with_hostile_values(events(N, seed=SEED), seed=SEED)
 MODELS: dict[str, Callable[[], Any]] = {
     "lr": scaled_lr,
     "tree": tree.HoeffdingTreeClassifier,
@@ -216,7 +222,7 @@ def check_vectors(
     assert not oracle.late and not oracle.overflow
     for e in GOOD:
         (_, rec) = records[e.event_id]
-        assert not diff(rec["features"], oracle.vectors[e.event_id]), (e.event_id, rec)
+        assert not oracle.diff(rec["features"], oracle.vectors[e.event_id]), (e.event_id, rec)
     online = oracle.online()
     fresh: dict[str, list[Event]] = defaultdict(list)
     for h in sent.values():  # in the order they were sent on their entity's partition
@@ -230,7 +236,7 @@ def check_vectors(
     entities = sorted(online)
     for entity, row in zip(entities, read_redis(s, "all", entities), strict=True):
         wm, aggs = online[entity]
-        assert row is not None and row.ts == wm and not diff(row.values, aggs), (entity, row, aggs)
+        assert row is not None and row.ts == wm and not oracle.diff(row.values, aggs), (entity, row, aggs)
     good_ids = {e.event_id for e in GOOD}
     hostile_ids = {h.event.event_id for h in sent.values() if h.event and h.reason != "overflow"}
     assert records.keys() == good_ids | hostile_ids

@@ -135,7 +135,8 @@ def _raw(draw: Callable[..., Any], kind: str | None, role: str, stage: str, reas
 
 
 def _fields() -> st.SearchStrategy[dict[str, Any]]:
-    """Plausible fields (any of them may be null: a valid value)."""
+    """Plausible fields, with what production sends too (all valid values): any of them may be null, a
+    boolean or a string where a number is expected, and any but ``salary`` may be missing."""
     numbers = {
         "salary": st.floats(20_000, 150_000),
         "age": st.integers(20, 80),
@@ -143,7 +144,8 @@ def _fields() -> st.SearchStrategy[dict[str, Any]]:
         "loan": st.floats(0, 500_000),
         "zipcode": st.integers(0, 8),
     }
-    return st.fixed_dictionaries({k: st.none() | v for k, v in numbers.items()})
+    values = {k: st.none() | st.booleans() | st.text(max_size=6) | v for k, v in numbers.items()}
+    return st.fixed_dictionaries({"salary": values.pop("salary")}, optional=values)
 
 
 _EVENT_KEYS = {"event_id", "entity", "ts", "fields", "label", "schema_version"}
