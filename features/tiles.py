@@ -62,6 +62,7 @@ class Tiled:
         "lateness",
         "resolution",
         "span",
+        "template",
         "values",
         "window",
     )
@@ -79,6 +80,10 @@ class Tiled:
         self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
         self.bound = (window.extent_ms + lateness_ms) // r + 2
         self.values = tuple((a.name, a.value) for a in self.aggs)
+        # empty accumulators to copy (list.copy, no Python call) when none nests a list (a distinct count's)
+        empties = [a.empty() for a in self.aggs]
+        flat = all(type(x) is not list for acc in empties for x in acc)
+        self.template: list[list[Any]] | None = empties if flat else None
         # tile k can serve no acceptable event once the watermark reaches k * R + expiry (see retain)
         if window.kind == "hopping":  # first(wm - lateness) > k  <=>  wm - lateness - size >= k * step
             self.expiry = window.size_ms + lateness_ms
@@ -99,6 +104,8 @@ class Tiled:
 
     def empty(self) -> list[Any]:
         """A tile's accumulators (without its index), all empty."""
+        if self.template is not None:
+            return [acc.copy() for acc in self.template]
         return [a.empty() for a in self.aggs]
 
     def merged(
@@ -163,8 +170,9 @@ class Tiled:
     def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
         """The tile ``k``, made (empty, in its place) if the window has none yet."""
         if not tiles or tiles[-1][0] < k:
-            tiles.append([k, *self.empty()])
-            return tiles[-1]
+            tile = [k, *self.empty()]
+            tiles.append(tile)
+            return tile
         i = bisect_left(tiles, k, key=_tile_k)
         if tiles[i][0] != k:
             tiles.insert(i, [k, *self.empty()])
