@@ -69,9 +69,8 @@ def _update(entity: str, ts: int, offset: int) -> StateUpdate:
     state = EntityState(
         watermark=ts,
         seq=1,
-        buffer=[[ts, 1, [1.5]]],
+        tiles={"lifetime@1000": [[ts // 1000, [1]]]},
         settled={"n": [0]},
-        total={"n": [1]},
         position={"t": "events", "p": 0, "o": offset},
         bounds={"x": [1.5, 2.25]},
     )

@@ -88,7 +88,7 @@ def test_state_commits_with_its_vector(with_store: Callable[[Body], None]) -> No
         state = EntityState(
             watermark=50,
             seq=2,
-            buffer=[[50, 2, {"x": 1.0}, "e2"]],
+            tiles={"1m@1000": [[0, [2]]]},
             settled={"c": [1]},
             position={"t": "events", "p": 1, "o": 7},
         )
