@@ -53,7 +53,7 @@ def test_hostile_records_and_tampered_redis_never_stop_the_worker_or_change_good
     earlier = engine.new_state()
     engine.apply(earlier, good[0].model_copy(update={"entity": "c2", "ts": t0 - 60_000, "event_id": "old"}))
     stored = orjson.loads(earlier.to_json())
-    stored["a"]["count_lifetime"][0] = 2**64 - 1
+    stored["s"]["count_lifetime"][0] = 2**64 - 1  # a settled count (format 2 since issue 13)
     client.hset(state_key(settings.redis_prefix, "all", "c2"), mapping={"s": orjson.dumps(stored)})
     client.rpush(state_key(settings.redis_prefix, "all", "c3"), b"not a hash")
     client.set(vector_key(settings.redis_prefix, "all", "c4"), b"\xff garbage")
