@@ -217,20 +217,18 @@ class FeatureEngine:
 
     def _add(self, state: EntityState, t: int, seq: int, values: Mapping[str, Any]) -> None:
         """Add an event to its tile of every window, and to the cached ranges that hold that tile."""
-        cache = state.cache
-        all_tiles = state.tiles
+        cache, all_tiles = state.cache, state.tiles
         for tw in self._tiled:
-            key = tw.key
-            tiles = all_tiles[key]
+            tiles = all_tiles[tw.key]  # by key: a stored state's windows may come in any order
             k = t // tw.resolution
             tile = tiles[-1] if tiles and tiles[-1][0] == k else tw.tile(tiles, k)
-            c = cache.get(key)
+            c = cache.get(tw.key)
             running = None
             if c is not None:
                 if c[0] is None or c[1] == k:  # lifetime: settled + every tile; else the current tile
                     running = c[2]
                 elif c[0] <= k < c[1]:  # an earlier tile of the cached range: its two stacks are stale
-                    del cache[key]
+                    del cache[tw.key]
             i = 1
             for add, fld in zip(tw.adds, tw.fields, strict=True):
                 v = values.get(fld) if fld is not None else None
