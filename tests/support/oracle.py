@@ -94,7 +94,8 @@ def _aggregate(agg: Aggregation, items: list[Item], t: int) -> Any:
         return max(0, t - items[-1][0]) if items else None
     if kind == "count" and agg.field is None:
         return len(items)
-    present = [own[agg.field] for _, _, own in items if own.get(agg.field) is not None]  # type: ignore[index]
+    fld = agg.field or ""
+    present = [own[fld] for _, _, own in items if own.get(fld) is not None]
     nums = _numeric(present)
     if kind == "count":
         return len(present)
