@@ -155,8 +155,7 @@ class FeatureEngine:
                     accs = c[2]
                 else:
                     accs = tw.merged(tiles, lo, kt)
-            for (name, value), acc in zip(tw.values, accs, strict=True):
-                out[name] = value(acc, t)
+            tw.code.read(out, accs, t)
         return out
 
     def finish(self, own: dict[str, Any], aggregates: Mapping[str, Any]) -> Vector:
@@ -229,13 +228,7 @@ class FeatureEngine:
                     running = c[2]
                 elif c[0] <= k < c[1]:  # an earlier tile of the cached range: its two stacks are stale
                     del cache[tw.key]
-            i = 1
-            for add, fld in zip(tw.adds, tw.fields, strict=True):
-                v = values.get(fld) if fld is not None else None
-                add(tile[i], t, seq, v)
-                if running is not None:
-                    add(running[i - 1], t, seq, v)
-                i += 1
+            tw.code.add(tile, running, t, seq, values)
 
     def _bounds(self, state: EntityState, values: Mapping[str, Any], event: Event) -> dict[str, list[float]]:
         """The bounded fields' magnitudes with this event added; ``AggregateOverflow`` past the limit."""

@@ -15,12 +15,14 @@ so each kind of entry has a check here (a count, an event time, a finite number,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from features.events import MAX_TS_MS, MIN_TS_MS
 from features.numeric import INT64_MAX, INT64_MIN, in_domain
 
 __all__ = [
+    "KEEP_PARTIALS",
     "MAX_COUNT",
     "MAX_PARTIALS",
     "count",
@@ -31,6 +33,7 @@ __all__ = [
     "numbers",
     "partials",
     "position",
+    "renormalise",
     "scalar",
 ]
 
@@ -100,6 +103,33 @@ def grow(acc: list[Any], x: float, start: int) -> None:
             i += 1
         x = hi
     acc[i:] = [x]
+    if i - start >= KEEP_PARTIALS:
+        renormalise(acc, start)
+
+
+# A sum's partials are renormalised past this many (a busy tile's exact sum kept in few floats: its state
+# does not grow with its traffic; see renormalise).
+KEEP_PARTIALS = 3
+
+
+def renormalise(acc: list[Any], start: int) -> None:
+    """Rewrite the partials ``acc[start:]`` as few as their exact total needs, the total unchanged: the
+    correctly rounded total, then the correctly rounded remainder, and so on (most sums: one or two).
+
+    >>> acc = [0.5, 1e-17, 2.0, 3.0, 1e16]
+    >>> renormalise(acc, 0)
+    >>> acc, math.fsum(acc) == math.fsum([0.5, 1e-17, 2.0, 3.0, 1e16])
+    ([1e-17, -0.5, 1.0000000000000006e+16], True)
+    """
+    parts = acc[start:]
+    out: list[float] = []
+    while len(out) <= MAX_PARTIALS:
+        hi = math.fsum(parts)  # correctly rounded: 0.0 only when the exact remainder is 0
+        if not hi:
+            break
+        out.append(hi)
+        parts.append(-hi)
+    acc[start:] = out[::-1] or [0.0]
 
 
 def partials(acc: Any, start: int) -> bool:

@@ -23,10 +23,11 @@ features.errors.DefinitionError: window 1h (resolution 100 ms, allowed lateness 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from features.aggregations import Aggregation
+from features.compiled import Compiled
 from features.errors import DefinitionError
 from features.windows import Window
 
@@ -52,18 +53,16 @@ class Tiled:
     """One window of a view with its aggregations, compiled for the engine (see the module docstring)."""
 
     __slots__ = (
-        "adds",
         "aggs",
+        "blank",
         "bound",
+        "code",
         "expiry",
-        "fields",
         "key",
         "kind",
         "lateness",
         "resolution",
         "span",
-        "template",
-        "values",
         "window",
     )
 
@@ -74,16 +73,12 @@ class Tiled:
         self.lateness = lateness_ms
         r = self.resolution = window.resolution_ms or lifetime_resolution(lateness_ms)
         self.key = f"{window.label}@{r}"
-        self.fields = tuple(a.field for a in self.aggs)
-        self.adds: tuple[Callable[[list[Any], int, int, Any], None], ...] = tuple(a.add for a in self.aggs)
+        # the aggregations' add, merge, copy and value compiled into one function each (features.compiled)
+        self.code = code = Compiled(self.aggs)
+        self.blank = code.new(0)  # an empty tile to read (never written)
         # sliding: the range is [kt - span, kt]; tumbling: span 0; hopping and lifetime: see first()
         self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
         self.bound = (window.extent_ms + lateness_ms) // r + 2
-        self.values = tuple((a.name, a.value) for a in self.aggs)
-        # empty accumulators to copy (list.copy, no Python call) when none nests a list (a distinct count's)
-        empties = [a.empty() for a in self.aggs]
-        flat = all(type(x) is not list for acc in empties for x in acc)
-        self.template: list[list[Any]] | None = empties if flat else None
         # tile k can serve no acceptable event once the watermark reaches k * R + expiry (see retain)
         if window.kind == "hopping":  # first(wm - lateness) > k  <=>  wm - lateness - size >= k * step
             self.expiry = window.size_ms + lateness_ms
@@ -99,27 +94,26 @@ class Tiled:
     def cutoff(self, watermark: int) -> int:
         """Tiles below this index can serve no acceptable event (time >= watermark - lateness)."""
         x = watermark - self.lateness
-        first = self.first(x)
-        return x // self.resolution if first is None else first
+        if self.kind == "hopping":
+            return self.window.first_tile(x)  # type: ignore[return-value]
+        return x // self.resolution - self.span  # sliding and tumbling: first(x); lifetime: span 0
 
     def empty(self) -> list[Any]:
         """A tile's accumulators (without its index), all empty."""
-        if self.template is not None:
-            return [acc.copy() for acc in self.template]
-        return [a.empty() for a in self.aggs]
+        return self.code.new(0)[1:]
 
     def merged(
         self, tiles: list[list[Any]], lo: int | None, hi: int | None, settled: Any = None
     ) -> list[Any]:
         """The accumulators of the tiles with ``lo <= k <= hi`` (None: unbounded) merged, on top of
         copies of ``settled`` (a mapping from the lifetime aggregations' names) when given."""
-        aggs = self.aggs
-        accs = [a.copy(settled[a.name]) for a in aggs] if settled is not None else self.empty()
+        code = self.code
+        accs = code.copy([settled[a.name] for a in self.aggs]) if settled is not None else self.empty()
         start = 0 if lo is None else bisect_left(tiles, lo, key=_tile_k)
         end = len(tiles) if hi is None else bisect_right(tiles, hi, key=_tile_k)
+        merge_tile = code.merge_tile
         for tile in tiles[start:end]:
-            for i, agg in enumerate(aggs):
-                agg.merge(accs[i], tile[i + 1])
+            merge_tile(accs, tile)
         return accs
 
     def advance(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
@@ -129,7 +123,7 @@ class Tiled:
         range's earlier tiles, so a moving range costs O(1) merges amortised, not one per tile in range:
         ``front`` (oldest last) holds each tile's index with the merge of it and every newer front tile,
         ``back`` the tiles that left the current position since, merged in ``back_acc``."""
-        aggs = self.aggs
+        copy, merge, merge_tile = self.code.copy, self.code.merge, self.code.merge_tile
         if c is None or lo < c[0] or kt < c[1]:
             front: list[Any] = []
             back = [t for t in tiles[bisect_left(tiles, lo, key=_tile_k) :] if t[0] < kt]
@@ -141,41 +135,37 @@ class Tiled:
                 if i < len(tiles) and tiles[i][0] == ckt >= lo:  # the tile of the old position leaves it
                     back.append(tiles[i])
                     if back_acc is None:
-                        back_acc = [a.copy(acc) for a, acc in zip(aggs, tiles[i][1:], strict=True)]
+                        back_acc = copy(tiles[i][1:])
                     else:
-                        for j, agg in enumerate(aggs):
-                            agg.merge(back_acc[j], tiles[i][j + 1])
+                        merge_tile(back_acc, tiles[i])
             while front and front[-1][0] < lo:
                 front.pop()
         if not front and back:  # flip: the back tiles still in range become the front stack
             acc = None
             for tile in reversed([t for t in back if t[0] >= lo]):
                 if acc is None:
-                    acc = [a.copy(x) for a, x in zip(aggs, tile[1:], strict=True)]
+                    acc = copy(tile[1:])
                 else:
-                    acc = [a.copy(x) for a, x in zip(aggs, acc, strict=True)]
-                    for j, agg in enumerate(aggs):
-                        agg.merge(acc[j], tile[j + 1])
+                    acc = copy(acc)
+                    merge_tile(acc, tile)
                 front.append((tile[0], acc))
             back, back_acc = [], None
-        running = [a.copy(x) for a, x in zip(aggs, front[-1][1], strict=True)] if front else self.empty()
-        current = tiles[-1] if tiles and tiles[-1][0] == kt else None
-        for j, agg in enumerate(aggs):
-            if back_acc is not None:
-                agg.merge(running[j], back_acc[j])
-            if current is not None:
-                agg.merge(running[j], current[j + 1])
+        running = copy(front[-1][1]) if front else self.empty()
+        if back_acc is not None:
+            merge(running, back_acc)
+        if tiles and tiles[-1][0] == kt:  # the current tile
+            merge_tile(running, tiles[-1])
         return [lo, kt, running, front, back, back_acc]
 
     def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
         """The tile ``k``, made (empty, in its place) if the window has none yet."""
         if not tiles or tiles[-1][0] < k:
-            tile = [k, *self.empty()]
+            tile = self.code.new(k)
             tiles.append(tile)
             return tile
         i = bisect_left(tiles, k, key=_tile_k)
         if tiles[i][0] != k:
-            tiles.insert(i, [k, *self.empty()])
+            tiles.insert(i, self.code.new(k))
         return tiles[i]
 
     def retain(self, tiles: list[list[Any]], watermark: int, settled: dict[str, list[Any]]) -> None:
@@ -185,9 +175,9 @@ class Tiled:
             return
         n = bisect_left(tiles, cut, key=_tile_k)
         if self.kind == "lifetime":
+            accs = [settled[a.name] for a in self.aggs]  # merged into in place
             for tile in tiles[:n]:
-                for i, agg in enumerate(self.aggs):
-                    agg.merge(settled[agg.name], tile[i + 1])
+                self.code.merge_tile(accs, tile)
         del tiles[:n]
 
 

@@ -1,0 +1,197 @@
+"""A window's aggregations compiled into a few specialised functions, so an event costs one Python call per
+window and step, not one per aggregation (the engine's hot path; see :mod:`features.tiles`).
+
+Like :mod:`dataclasses`, each window's functions are generated Python source, ``exec``'d once when the view
+is loaded: every aggregation class of :mod:`features.aggregations` contributes its code inline, written out
+again here from its methods (the tests run both against each other and against the oracle); any other
+aggregation (a variance, a distinct count, a subclass) is called through its methods, unchanged.
+
+A window's accumulators are a list ``accs`` (one per aggregation, in order); a tile is ``[k, *accs]``.
+
+>>> from features.aggregations import Count, Mean, Max
+>>> code = Compiled([Count(), Mean("x"), Max("x")])
+>>> tile = code.new(7)
+>>> for t, x in ((1, 2.0), (2, None), (3, 5)):
+...     code.add(tile, None, t, t, {"x": x})
+>>> tile
+[7, [3], [2, 7.0], [5]]
+>>> accs = code.copy(tile[1:])
+>>> code.merge_tile(accs, tile)
+>>> out = {}
+>>> code.read(out, accs, 9)
+>>> out
+{'count_lifetime': 6, 'x_mean_lifetime': 3.5, 'x_max_lifetime': 5}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from features import aggregations as A
+from features.summaries import KEEP_PARTIALS, renormalise
+
+__all__ = ["Compiled"]
+
+# x: the event's value as a number to aggregate (features.summaries.number), None for anything else
+_NUMBER = "x = v if (tv := type(v)) is float or tv is int else (float(v) if tv is bool else None)"
+
+
+def _grow(start: int, a: str = "a") -> list[str]:
+    """Grow the partials ``a[start:]`` by the float ``x``: features.summaries.grow written inline."""
+    return [
+        f"i = {start}",
+        f"for j in range({start}, len({a})):",
+        f"    y = {a}[j]",
+        "    if abs(x) < abs(y):",
+        "        x, y = y, x",
+        "    hi = x + y",
+        "    lo = y - (hi - x)",
+        "    if lo:",
+        f"        {a}[i] = lo",
+        "        i += 1",
+        "    x = hi",
+        f"{a}[i:] = [x]",
+        f"if i - {start} >= {KEEP_PARTIALS}:",
+        f"    renormalise({a}, {start})",
+    ]
+
+
+def _sum_add(start: int) -> list[str]:
+    """Grow the partials ``a[start:]`` by the number ``x`` unless None."""
+    return ["if x is not None:", "    x = float(x)", *("    " + line for line in _grow(start))]
+
+
+def _sum_merge(start: int) -> list[str]:
+    """Grow the partials ``d[start:]`` by the partials ``s[start:]``."""
+    return [
+        f"for x in s[{start}:]:" if start else "for x in s:",
+        *("    " + line for line in _grow(start, "d")),
+    ]
+
+
+def _last(a: str, known: str, ts: str, seq: str, value: str) -> list[str]:
+    """Lines keeping in ``a`` the value at the later position: ``(ts, seq)`` after ``(a[0], a[1])``."""
+    later = f"{a}[0] is None or {ts} > {a}[0] or ({ts} == {a}[0] and {seq} > {a}[1])"
+    sets = [f"    {a}[0] = {ts}", f"    {a}[1] = {seq}", f"    {a}[2] = {value}"]
+    return [f"if {known} and ({later}):", *sets]
+
+
+def _add(agg: A.Aggregation, i: int) -> list[str]:
+    """Lines adding the event (value ``v``, time ``t``, sequence ``seq``) to the accumulator ``a``."""
+    kind = type(agg)
+    if kind is A.Count:
+        return ["a[0] += 1"] if agg.field is None else ["if v is not None:", "    a[0] += 1"]
+    if kind is A.Sum:
+        return [_NUMBER, *_sum_add(0)]
+    if kind is A.Mean:
+        return [_NUMBER, "if x is not None:", "    a[0] += 1", *_sum_add(1)[1:]]
+    if kind is A.Min or kind is A.Max:  # min()/max() keep the value held on a tie: so does the comparison
+        op = "<" if kind is A.Min else ">"
+        return [_NUMBER, f"if x is not None and (a[0] is None or x {op} a[0]):", "    a[0] = x"]
+    if kind is A.Last:
+        return _last("a", "v is not None", "t", "seq", "v")
+    if kind is A.SinceLast:
+        return ["if a[0] is None or t > a[0]:", "    a[0] = t"]
+    return [f"add_{i}(a, t, seq, v)"]
+
+
+def _merge(agg: A.Aggregation, i: int) -> list[str]:
+    """Lines merging the accumulator ``s`` into ``d``."""
+    kind = type(agg)
+    if kind is A.Count:
+        return ["d[0] += s[0]"]
+    if kind is A.Sum:
+        return _sum_merge(0)
+    if kind is A.Mean:
+        return ["d[0] += s[0]", *_sum_merge(1)]
+    if kind is A.Min or kind is A.Max:
+        op = "<" if kind is A.Min else ">"
+        return ["y = s[0]", f"if y is not None and (d[0] is None or y {op} d[0]):", "    d[0] = y"]
+    if kind is A.Last:
+        return _last("d", "s[0] is not None", "s[0]", "s[1]", "s[2]")
+    if kind is A.SinceLast:
+        return ["if s[0] is not None and (d[0] is None or s[0] > d[0]):", "    d[0] = s[0]"]
+    return [f"merge_{i}(d, s)"]
+
+
+def _value(agg: A.Aggregation, i: int) -> str:
+    """The aggregate's value from the accumulator ``a`` at reference time ``t``."""
+    kind = type(agg)
+    if kind is A.Count or kind is A.Min or kind is A.Max:
+        return "a[0]"
+    if kind is A.Sum:
+        return "fsum(a)"
+    if kind is A.Mean:
+        return "fsum(a[1:]) / a[0] if a[0] else None"
+    if kind is A.Last:
+        return "a[2]"
+    if kind is A.SinceLast:
+        return "(t - a[0] if t > a[0] else 0) if a[0] is not None else None"
+    return f"value_{i}(a, t)"
+
+
+def _literal(acc: list[Any]) -> bool:
+    """An empty accumulator written as a literal: plain ints, floats and None (no nested list)."""
+    return all(x is None or type(x) is int or type(x) is float for x in acc)
+
+
+class Compiled:
+    """The generated functions of one window's aggregations ``aggs``:
+
+    - ``new(k)``: a new empty tile ``k``; ``copy(accs)``: accumulators sharing nothing mutable with ``accs``;
+    - ``add(tile, run, t, seq, values)``: the event (``values``: field -> value) added to ``tile`` and, unless
+      None, to the accumulators ``run``;
+    - ``merge(d, s)`` / ``merge_tile(d, tile)``: accumulators / a tile's merged into the accumulators ``d``;
+    - ``read(out, accs, t)`` / ``read_tile(out, tile, t)``: every aggregate's value into ``out`` by name."""
+
+    def __init__(self, aggs: Sequence[A.Aggregation]) -> None:
+        self.aggs = tuple(aggs)
+        scope: dict[str, Any] = {"fsum": math.fsum, "renormalise": renormalise}
+        empties = [a.empty() for a in self.aggs]
+        for i, a in enumerate(self.aggs):
+            scope.update({f"add_{i}": a.add, f"merge_{i}": a.merge, f"value_{i}": a.value})
+            scope.update({f"copy_{i}": a.copy, f"empty_{i}": a.empty})
+        fields = sorted({a.field for a in self.aggs if a.field is not None})
+        var = {f: f"v{j}" for j, f in enumerate(fields)}
+        src = [
+            "def new(k):",
+            "    return [k, "
+            + ", ".join(repr(e) if _literal(e) else f"empty_{i}()" for i, e in enumerate(empties))
+            + "]",
+            "def copy(c):",
+            "    return ["
+            + ", ".join(
+                f"c[{i}].copy()" if _literal(e) else f"copy_{i}(c[{i}])" for i, e in enumerate(empties)
+            )
+            + "]",
+        ]
+        src += ["def add(tile, run, t, seq, values):"]
+        src += [f"    {var[f]} = values.get({f!r})" for f in fields]
+        for target, offset in (("tile", 1), ("run", 0)):
+            pad = "    " if target == "tile" else "        "
+            if target == "run":
+                src.append("    if run is not None:")
+            for i, a in enumerate(self.aggs):
+                src.append(f"{pad}a = {target}[{i + offset}]")
+                src.append(f"{pad}v = {var[a.field] if a.field is not None else 'None'}")
+                src += [pad + line for line in _add(a, i)]
+        for name, offset in (("merge", 0), ("merge_tile", 1)):
+            src.append(f"def {name}(d0, s0):")
+            for i, a in enumerate(self.aggs):
+                src += [f"    d = d0[{i}]", f"    s = s0[{i + offset}]"]
+                src += ["    " + line for line in _merge(a, i)]
+        for name, offset in (("read", 0), ("read_tile", 1)):
+            src.append(f"def {name}(out, c, t):")
+            for i, a in enumerate(self.aggs):
+                src += [f"    a = c[{i + offset}]", f"    out[{a.name!r}] = {_value(a, i)}"]
+        exec("\n".join(src), scope)  # the source generated above from the aggregations' classes
+        self.source = "\n".join(src)
+        self.new: Callable[[int], list[Any]] = scope["new"]
+        self.copy: Callable[[list[Any]], list[Any]] = scope["copy"]
+        self.add: Callable[[list[Any], list[Any] | None, int, int, Any], None] = scope["add"]
+        self.merge: Callable[[list[Any], list[Any]], None] = scope["merge"]
+        self.merge_tile: Callable[[list[Any], list[Any]], None] = scope["merge_tile"]
+        self.read: Callable[[dict[str, Any], list[Any], int], None] = scope["read"]
+        self.read_tile: Callable[[dict[str, Any], list[Any], int], None] = scope["read_tile"]
