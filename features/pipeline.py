@@ -39,7 +39,6 @@ record and entity. Reason codes:
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -240,10 +239,7 @@ class FeaturePipeline:
             payload = state.to_json()  # once: the store writes these bytes, and the size is now exact
             state.size = len(payload)
             row = FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, view.ttl_s)
-            # a shallow copy: the update keeps this batch's position while the next batch, computed while
-            # this one is committed (the worker overlaps them), moves the cached state's on
-            snapshot = copy.copy(state)
-            updates[entity] = StateUpdate(entity, snapshot, row, reset=entity in reset, payload=payload)
+            updates[entity] = StateUpdate(entity, state, row, reset=entity in reset, payload=payload)
         self._remember(view.name, touched)
         if updates:
             result._updates[view.name] = updates

@@ -18,14 +18,6 @@ Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
 
-Batches overlap: batch N+1 is computed while batch N is published and committed (its steps 3-5 run in a
-task), which keeps the worker busy while Kafka and Redis answer. Its order is kept: N+1 is published only
-after N is committed and its events acknowledged (``noack_take``: an event is acknowledged to Faust, which
-commits offsets, only after its batch's states are in Redis), a state not in the cache is loaded only after
-the batch in flight is committed (so it holds that batch's effects), and a failure of N ends the process
-before N+1 is published. Faust's consumer is :mod:`streaming.runtime.faust_consumer`'s, without Faust's
-four tasks per message.
-
 One record's problem is never the batch's: whatever raises while one record is processed (decoding,
 keying, applying, serialising its feature record) sends that record to the dead-letter topic with its
 reason (``features.pipeline.REASONS``), stage ``features``, topic, partition, offset and original bytes,
@@ -45,7 +37,6 @@ duplicated into it by a crash is recognised by its ``event_id`` while within the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections import Counter as Tally
@@ -69,7 +60,6 @@ from features.pipeline import (
     RawRecord,
 )
 from features.redis_store import RedisStore
-from features.store import Loaded, StateStore, StateUpdate
 from streaming.clients import feature_store
 from streaming.logs import get_logger
 from streaming.runtime import faust_consumer
@@ -138,7 +128,7 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
 def _faust_app(settings: Settings, app_id: str) -> faust.App:
     datadir = Path(settings.data_dir).resolve() / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust_consumer.App(
+    return faust_consumer.App(  # Faust's, without its four tasks per message
         app_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
         key_serializer="raw",
@@ -192,10 +182,9 @@ class _Worker:
         s = self.settings
         if self._store is None:
             self._store = feature_store(s)
-        store = _AfterCommit(self._store)
         pipeline = FeaturePipeline(
             views,
-            store,
+            self._store,
             report_invalid=report_invalid,
             cache_entities=s.features_cache_entities,
             cache_bytes=MAX_CACHE_BYTES,
@@ -204,51 +193,23 @@ class _Worker:
             max_ahead_ms=s.features_max_ahead_ms,
         )
         self.pipelines.append(pipeline)
-        batches = stream.noack_take(s.features_batch_size, within=s.features_batch_wait_ms / 1000)
+        batches = stream.take_events(s.features_batch_size, within=s.features_batch_wait_ms / 1000)
         try:
             async for batch in batches:
-                await self._batch(stream, batch, pipeline, store)
-            await store.settle()
-        except asyncio.CancelledError:
-            if store.failure is not None:  # the batch in flight failed while the agent waited for events
-                raise store.failure from None
-            raise
+                await self._batch(batch, pipeline, self._store)
         finally:
-            store.abandon()
             if self._publisher is not None:
                 await self._publisher.stop()
 
-    async def _batch(
-        self, stream: Any, batch: Sequence[EventT], pipeline: FeaturePipeline, store: _AfterCommit
-    ) -> None:
-        """Compute the batch, wait for the one before it to be committed, then publish and commit it in a
-        task of its own (the next batch is computed meanwhile)."""
+    async def _batch(self, batch: Sequence[EventT], pipeline: FeaturePipeline, store: RedisStore) -> None:
         started = time.perf_counter()
         try:
             result = await pipeline.process([_raw(e) for e in batch])
             computed = time.perf_counter()
-            await store.settle()  # the batch before: published, committed, acknowledged (or it raises)
+            await self._publish_and_commit(result, store)
         except BaseException:
             pipeline.invalidate()  # cached states may hold effects that were never committed
             raise
-        store.track(asyncio.ensure_future(self._finish(stream, batch, result, pipeline, started, computed)))
-
-    async def _finish(
-        self,
-        stream: Any,
-        batch: Sequence[EventT],
-        result: BatchResult,
-        pipeline: FeaturePipeline,
-        started: float,
-        computed: float,
-    ) -> None:
-        try:
-            await self._publish_and_commit(result, self._store)  # type: ignore[arg-type]
-        except BaseException:
-            pipeline.invalidate()
-            raise
-        for event in batch:  # only now may Faust commit their offsets
-            await stream.ack(event)
         done = time.perf_counter()
         BATCH.observe(done - started)
         log.debug(
@@ -271,52 +232,6 @@ class _Worker:
         counts = _count(result, refused)
         if counts:
             await store.add_counts(stats_key(s), counts)
-
-
-class _AfterCommit(StateStore):
-    """The state store as a pipeline sees it while the batch before is still being committed: a load
-    waits for that commit (a state not in the pipeline's cache must be read back with that batch's
-    effects). ``pending`` is the task publishing and committing the batch in flight."""
-
-    def __init__(self, store: RedisStore) -> None:
-        self.store = store
-        self.pending: asyncio.Future[None] | None = None
-        self.failure: BaseException | None = None
-
-    def track(self, task: asyncio.Future[None]) -> None:
-        """``task`` publishes and commits the batch just computed. If it fails while the agent waits for
-        events (no next batch to notice), the agent is interrupted to fail with its error (see ``run``):
-        a worker that cannot publish or commit exits, as before the overlap."""
-        agent = asyncio.current_task()
-        self.pending = task
-
-        def done(task: asyncio.Future[None]) -> None:
-            if task.cancelled() or task.exception() is None or self.pending is not task:
-                return  # done, or someone awaits it (settle) and gets its error
-            self.failure = task.exception()
-            if agent is not None:
-                agent.cancel()
-
-        task.add_done_callback(done)
-
-    async def settle(self) -> None:
-        """Wait for the batch in flight (its failure raises here)."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            await pending
-
-    def abandon(self) -> None:
-        """On the way out (a stop, a crash): the batch in flight is cancelled (a crash between publishing
-        and committing, which the design recovers from)."""
-        if self.pending is not None and not self.pending.done():
-            self.pending.cancel()
-
-    async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
-        await self.settle()
-        return await self.store.load(view, entities)
-
-    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
-        return await self.store.commit(view, updates)
 
 
 def _count(result: BatchResult, refused: int) -> dict[str, int]:
