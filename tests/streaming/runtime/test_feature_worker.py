@@ -273,7 +273,7 @@ def test_overflow_corrupt_state_and_out_of_range_numbers_are_dead_lettered_and_n
     assert "overflow: field 'loan' of entity 'whale'" in overflow["error"] and overflow["view"] == "all"
     (corrupt,) = by_reason["corrupt_state"]
     assert Event.from_json(base64.b64decode(corrupt["value_b64"])) == first_c3
-    assert "total.loan_mean_lifetime" in corrupt["error"]
+    assert "settled.loan_mean_lifetime" in corrupt["error"]
     (invalid,) = by_reason["invalid"]
     assert base64.b64decode(invalid["value_b64"]) == beyond_int64
     assert "fields.n: integer outside the int64 range" in invalid["error"]
