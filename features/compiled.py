@@ -63,10 +63,11 @@ def _sum_add(start: int) -> list[str]:
     return ["if x is not None:", "    x = float(x)", *("    " + line for line in _grow(start))]
 
 
-def _sum_merge(start: int) -> list[str]:
-    """Grow the partials ``d[start:]`` by the partials ``s[start:]``."""
+def _sum_merge(start: int, sign: str) -> list[str]:
+    """Grow the partials ``d[start:]`` by the partials ``s[start:]`` (``sign`` "-": by their negations)."""
     return [
         f"for x in s[{start}:]:" if start else "for x in s:",
+        *(["    x = -x"] if sign == "-" else []),
         *("    " + line for line in _grow(start, "d")),
     ]
 
@@ -97,15 +98,19 @@ def _add(agg: A.Aggregation, i: int) -> list[str]:
     return [f"add_{i}(a, t, seq, v)"]
 
 
-def _merge(agg: A.Aggregation, i: int) -> list[str]:
-    """Lines merging the accumulator ``s`` into ``d``."""
+# the aggregations whose accumulators can be taken out of a merge exactly (counts, and exact sums)
+INVERTIBLE = (A.Count, A.Sum, A.Mean)
+
+
+def _merge(agg: A.Aggregation, i: int, sign: str = "+") -> list[str]:
+    """Lines merging the accumulator ``s`` into ``d`` (``sign`` "-", INVERTIBLE only: taking it out)."""
     kind = type(agg)
     if kind is A.Count:
-        return ["d[0] += s[0]"]
+        return [f"d[0] {sign}= s[0]"]
     if kind is A.Sum:
-        return _sum_merge(0)
+        return _sum_merge(0, sign)
     if kind is A.Mean:
-        return ["d[0] += s[0]", *_sum_merge(1)]
+        return [f"d[0] {sign}= s[0]", *_sum_merge(1, sign)]
     if kind is A.Min or kind is A.Max:
         op = "<" if kind is A.Min else ">"
         return ["y = s[0]", f"if y is not None and (d[0] is None or y {op} d[0]):", "    d[0] = y"]
@@ -132,6 +137,10 @@ def _value(agg: A.Aggregation, i: int) -> str:
     return f"value_{i}(a, t)"
 
 
+def _no_unmerge(d: list[Any], tile: list[Any]) -> None:
+    raise TypeError("a window with an aggregation that is not INVERTIBLE cannot take a tile out")
+
+
 def _literal(acc: list[Any]) -> bool:
     """An empty accumulator written as a literal: plain ints, floats and None (no nested list)."""
     return all(x is None or type(x) is int or type(x) is float for x in acc)
@@ -144,6 +153,7 @@ class Compiled:
     - ``add(tile, run, t, seq, values)``: the event (``values``: field -> value) added to ``tile`` and, unless
       None, to the accumulators ``run``;
     - ``merge(d, s)`` / ``merge_tile(d, tile)``: accumulators / a tile's merged into the accumulators ``d``;
+    - ``unmerge_tile(d, tile)`` when ``invertible`` (every aggregation in INVERTIBLE): a tile's taken out;
     - ``read(out, accs, t)`` / ``read_tile(out, tile, t)``: every aggregate's value into ``out`` by name."""
 
     def __init__(self, aggs: Sequence[A.Aggregation]) -> None:
@@ -177,11 +187,14 @@ class Compiled:
                 src.append(f"{pad}a = {target}[{i + offset}]")
                 src.append(f"{pad}v = {var[a.field] if a.field is not None else 'None'}")
                 src += [pad + line for line in _add(a, i)]
-        for name, offset in (("merge", 0), ("merge_tile", 1)):
+        # every aggregation INVERTIBLE: a moving range can take its leaving tiles out (unmerge_tile)
+        self.invertible = all(type(a) in INVERTIBLE for a in self.aggs)
+        merges = [("merge", 0, "+"), ("merge_tile", 1, "+")] + [("unmerge_tile", 1, "-")] * self.invertible
+        for name, offset, sign in merges:
             src.append(f"def {name}(d0, s0):")
             for i, a in enumerate(self.aggs):
                 src += [f"    d = d0[{i}]", f"    s = s0[{i + offset}]"]
-                src += ["    " + line for line in _merge(a, i)]
+                src += ["    " + line for line in _merge(a, i, sign)]
         for name, offset in (("read", 0), ("read_tile", 1)):
             src.append(f"def {name}(out, c, t):")
             for i, a in enumerate(self.aggs):
@@ -193,5 +206,6 @@ class Compiled:
         self.add: Callable[[list[Any], list[Any] | None, int, int, Any], None] = scope["add"]
         self.merge: Callable[[list[Any], list[Any]], None] = scope["merge"]
         self.merge_tile: Callable[[list[Any], list[Any]], None] = scope["merge_tile"]
+        self.unmerge_tile: Callable[[list[Any], list[Any]], None] = scope.get("unmerge_tile", _no_unmerge)
         self.read: Callable[[dict[str, Any], list[Any], int], None] = scope["read"]
         self.read_tile: Callable[[dict[str, Any], list[Any], int], None] = scope["read_tile"]

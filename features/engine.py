@@ -191,7 +191,7 @@ class FeatureEngine:
         for name, value in aggregates.items():  # cannot happen from a checked state: a last safeguard
             if type(value) is float and value - value != 0.0:
                 raise ArithmeticError(f"aggregate {name!r} is not finite")
-        vector = self.finish(dict(own), aggregates)
+        vector = self.finish(own, aggregates)  # own is a new dict: no copy
         if check is not None:
             check(vector)
         # nothing below can fail: the state changes from here on

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from features.aggregations import Aggregation
@@ -45,8 +46,7 @@ def lifetime_resolution(lateness_ms: int) -> int:
     return max(1, -(-lateness_ms // 60))
 
 
-def _tile_k(tile: list[Any]) -> int:
-    return tile[0]
+_tile_k = itemgetter(0)  # a tile's index (a C call: bisect calls it at every probe)
 
 
 class Tiled:
@@ -123,6 +123,8 @@ class Tiled:
         range's earlier tiles, so a moving range costs O(1) merges amortised, not one per tile in range:
         ``front`` (oldest last) holds each tile's index with the merge of it and every newer front tile,
         ``back`` the tiles that left the current position since, merged in ``back_acc``."""
+        if self.code.invertible:
+            return self.slide(c, tiles, lo, kt)
         copy, merge, merge_tile = self.code.copy, self.code.merge, self.code.merge_tile
         if c is None or lo < c[0] or kt < c[1]:
             front: list[Any] = []
@@ -157,6 +159,26 @@ class Tiled:
             merge_tile(running, tiles[-1])
         return [lo, kt, running, front, back, back_acc]
 
+    def slide(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
+        """:meth:`advance` for an invertible window (counts and exact sums only): the cached range
+        ``[lo, kt, running]`` moves forward by taking the tiles that leave it out of ``running`` and merging
+        those that enter (O(1) amortised, exact); built anew when ``c`` is None, behind, or disjoint."""
+        if c is None or lo < c[0] or kt < c[1] or lo > c[1]:
+            return [lo, kt, self.merged(tiles, lo, kt)]
+        running = c[2]
+        n = len(tiles)
+        if lo > c[0]:  # the tiles of [c[0], lo) leave the range
+            i = bisect_left(tiles, c[0], key=_tile_k)
+            while i < n and tiles[i][0] < lo:
+                self.code.unmerge_tile(running, tiles[i])
+                i += 1
+        if kt > c[1]:  # the tiles of (c[1], kt] enter it
+            i = n if not tiles or tiles[-1][0] <= c[1] else bisect_right(tiles, c[1], key=_tile_k)
+            while i < n and tiles[i][0] <= kt:
+                self.code.merge_tile(running, tiles[i])
+                i += 1
+        return [lo, kt, running]
+
     def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
         """The tile ``k``, made (empty, in its place) if the window has none yet."""
         if not tiles or tiles[-1][0] < k:
@@ -173,7 +195,7 @@ class Tiled:
         cut = self.cutoff(watermark)
         if not tiles or tiles[0][0] >= cut:
             return
-        n = bisect_left(tiles, cut, key=_tile_k)
+        n = 1 if len(tiles) == 1 or tiles[1][0] >= cut else bisect_left(tiles, cut, key=_tile_k)
         if self.kind == "lifetime":
             accs = [settled[a.name] for a in self.aggs]  # merged into in place
             for tile in tiles[:n]:

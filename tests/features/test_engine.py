@@ -477,9 +477,26 @@ SPARSE = FeatureView(
 )
 
 
+# every window invertible (counts and exact sums only): the cached ranges take leaving tiles out (slide)
+INVERTIBLE = FeatureView(
+    name="invertible",
+    aggregations=[
+        Count(window=sliding(600, resolution=20)),
+        Mean("x", window=sliding(600, resolution=20)),
+        Sum("x", window=hopping(500, 70)),
+        Count("x", window=hopping(500, 70)),
+        Sum("x", window=sliding(90, resolution=1)),
+        Mean("x", window=tumbling(250)),
+    ],
+    allowed_lateness=300,
+    include_fields=False,
+)
+
+
+@pytest.mark.parametrize("view", [SPARSE, INVERTIBLE], ids=["sparse", "invertible"])
 @hyp_settings(max_examples=120, deadline=None, derandomize=True)
 @given(
-    st.lists(
+    rows=st.lists(
         st.tuples(
             st.integers(0, 400),  # how far the time moves on
             st.integers(0, 350),  # how far back this event is (beyond 300: late)
@@ -490,10 +507,11 @@ SPARSE = FeatureView(
         max_size=60,
     )
 )
-def test_the_cached_ranges_give_the_oracle_vectors_on_any_stream(rows: list) -> None:
+def test_the_cached_ranges_give_the_oracle_vectors_on_any_stream(view: FeatureView, rows: list) -> None:
     """Sparse and dense stretches, gaps longer than a window, out-of-order events into earlier tiles of the
-    cached range, late ones: the per-window caches (two stacks) must give what recomputing would."""
-    engine = FeatureEngine(SPARSE)
+    cached range, late ones: the per-window caches (two stacks; invertible windows: tiles taken out) must
+    give what recomputing would."""
+    engine = FeatureEngine(view)
     state = engine.new_state()
     events, now, got, late = [], 10_000, {}, set()
     for i, (step, back, x, trip) in enumerate(rows):
@@ -507,7 +525,7 @@ def test_the_cached_ranges_give_the_oracle_vectors_on_any_stream(rows: list) -> 
             got[e.event_id] = engine.apply(state, e)
         except LateEvent:
             late.add(e.event_id)
-    oracle = Oracle(SPARSE).feed(events)
+    oracle = Oracle(view).feed(events)
     assert late == oracle.late and got.keys() == oracle.vectors.keys()
     for k, v in oracle.vectors.items():
         assert not diff(got[k], v), (k, diff(got[k], v))
