@@ -151,7 +151,7 @@ class FeatureEngine:
                 if c is not None and c[0] == lo and c[1] == kt:
                     accs = c[2]
                 elif in_order:
-                    cache[key] = c = tw.advance(c, tiles, lo, kt)  # type: ignore[arg-type]
+                    cache[key] = c = tw.move(c, tiles, lo, kt)  # type: ignore[arg-type]
                     accs = c[2]
                 else:
                     accs = tw.merged(tiles, lo, kt)
@@ -220,7 +220,14 @@ class FeatureEngine:
         for tw in self._tiled:
             tiles = all_tiles[tw.key]  # by key: a stored state's windows may come in any order
             k = t // tw.resolution
-            tile = tiles[-1] if tiles and tiles[-1][0] == k else tw.tile(tiles, k)
+            last = tiles[-1][0] if tiles else None
+            if last == k:
+                tile = tiles[-1]
+            elif last is None or last < k:  # a new latest tile: the common case of a sparse stream
+                tile = tw.code.new(k)
+                tiles.append(tile)
+            else:
+                tile = tw.tile(tiles, k)
             c = cache.get(tw.key)
             running = None
             if c is not None:

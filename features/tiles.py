@@ -61,6 +61,8 @@ class Tiled:
         "key",
         "kind",
         "lateness",
+        "move",
+        "names",
         "resolution",
         "span",
         "window",
@@ -76,6 +78,9 @@ class Tiled:
         # the aggregations' add, merge, copy and value compiled into one function each (features.compiled)
         self.code = code = Compiled(self.aggs)
         self.blank = code.new(0)  # an empty tile to read (never written)
+        self.names = tuple(a.name for a in self.aggs)
+        # how the engine moves a cached range forward: taking tiles out when every aggregation can
+        self.move = self.slide if code.invertible else self.advance
         # sliding: the range is [kt - span, kt]; tumbling: span 0; hopping and lifetime: see first()
         self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
         self.bound = (window.extent_ms + lateness_ms) // r + 2
@@ -123,8 +128,6 @@ class Tiled:
         range's earlier tiles, so a moving range costs O(1) merges amortised, not one per tile in range:
         ``front`` (oldest last) holds each tile's index with the merge of it and every newer front tile,
         ``back`` the tiles that left the current position since, merged in ``back_acc``."""
-        if self.code.invertible:
-            return self.slide(c, tiles, lo, kt)
         copy, merge, merge_tile = self.code.copy, self.code.merge, self.code.merge_tile
         if c is None or lo < c[0] or kt < c[1]:
             front: list[Any] = []
@@ -197,7 +200,7 @@ class Tiled:
             return
         n = 1 if len(tiles) == 1 or tiles[1][0] >= cut else bisect_left(tiles, cut, key=_tile_k)
         if self.kind == "lifetime":
-            accs = [settled[a.name] for a in self.aggs]  # merged into in place
+            accs = list(map(settled.__getitem__, self.names))  # merged into in place
             for tile in tiles[:n]:
                 self.code.merge_tile(accs, tile)
         del tiles[:n]
