@@ -44,7 +44,7 @@ def _grow(start: int, a: str = "a") -> list[str]:
         f"i = {start}",
         f"for j in range({start}, len({a})):",
         f"    y = {a}[j]",
-        "    if abs(x) < abs(y):",
+        "    if (x if x >= 0.0 else -x) < (y if y >= 0.0 else -y):  # abs() without its call",
         "        x, y = y, x",
         "    hi = x + y",
         "    lo = y - (hi - x)",

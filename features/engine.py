@@ -184,8 +184,11 @@ class FeatureEngine:
         if wm is not None and t < wm - self._lateness:
             raise LateEvent(self.view.name, self.key(event) or "", t, wm, self._lateness)
         own = self.own(event.fields)
-        fields = event.fields
-        values = {k: own.get(k, fields.get(k)) for k in self._inputs}
+        if self.view.include_fields:  # own holds every field: one lookup each
+            values = {k: own.get(k) for k in self._inputs}
+        else:
+            fields = event.fields
+            values = {k: own.get(k, fields.get(k)) for k in self._inputs}
         bounds = self._bounds(state, values, event) if self._bounded else None
         aggregates = self.aggregates_at(state, t)
         for name, value in aggregates.items():  # cannot happen from a checked state: a last safeguard
