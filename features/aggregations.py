@@ -206,7 +206,7 @@ class Min(Aggregation):
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = S.number(value)
         if v is not None:
-            acc[0] = v if acc[0] is None else self.pick(acc[0], v)  # on a tie, the value held
+            acc[0] = _pick(self.pick, acc[0], v)
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]
@@ -214,7 +214,17 @@ class Min(Aggregation):
     def merge(self, acc: list[Any], other: list[Any]) -> None:
         v = other[0]
         if v is not None:
-            acc[0] = v if acc[0] is None else self.pick(acc[0], v)
+            acc[0] = _pick(self.pick, acc[0], v)
+
+
+def _pick(pick: Callable[..., Any], held: Any, v: Any) -> Any:
+    """``pick`` (min or max) of the held value and ``v``; on a tie (``5 == 5.0``) the float, whatever the
+    order: a value computed from tiles merged in another order (after a restart) is the same JSON."""
+    if held is None:
+        return v
+    if v == held:
+        return v if type(v) is float else held
+    return pick(held, v)
 
 
 @dataclass(frozen=True)
@@ -227,9 +237,14 @@ class Max(Min):
 class Var(Aggregation):
     """Sample variance (``ddof=1``, as River's ``stats.Var``); null below 2 values.
 
-    The accumulator is ``[n, mean, M2, c]``: Welford's running mean and sum of squared deviations, with the
-    mean kept to twice float64's precision as ``mean + c`` (so values like ``1e15 + 0.5`` keep the digits
-    their variance is made of); ``merge`` is Chan's parallel formula. All the values equal: exactly 0.0.
+    Exact, so that a variance depends only on the values, never on the order they came in or on how the
+    tiles of a window were merged (a value computed from a cached merge and the same value computed again
+    from the stored tiles after a restart must be the same bits: a re-emitted feature record is identical).
+    The accumulator is ``[n, [partials of the sum of x], [partials of the sum of x*x]]``, both sums exact
+    (``x*x`` split exactly into two floats, Dekker's product); the value is the exact
+    ``(n * sum(x*x) - sum(x)**2) / (n * (n - 1))`` in integers, correctly rounded once: the values of
+    ``1e15 + small deltas`` keep their variance, and equal values have exactly 0.0. (Values below about
+    1e-146 in magnitude lose the low bits of their squares to underflow, the same way in any order.)
 
     >>> v = Var("x")
     >>> a, b = v.empty(), v.empty()
@@ -245,53 +260,111 @@ class Var(Aggregation):
     magnitude: ClassVar[str] = "square"
 
     def empty(self) -> list[Any]:
-        return [0, 0.0, 0.0, 0.0]  # n, mean, sum of squared deviations, the mean's compensation
+        return [0, [0.0], [0.0]]  # n, the exact sum of x, the exact sum of x*x
+
+    def copy(self, acc: list[Any]) -> list[Any]:
+        return [acc[0], acc[1][:], acc[2][:]]
 
     def valid(self, acc: Any) -> bool:
-        if type(acc) is not list or len(acc) != 4 or not S.count(acc[0]) or not all(map(S.finite, acc[1:])):
-            return False
-        return acc[2] >= 0 and abs(acc[3]) <= math.ulp(acc[1])
+        return (
+            type(acc) is list
+            and len(acc) == 3
+            and S.count(acc[0])
+            and type(acc[1]) is list
+            and type(acc[2]) is list
+            and S.partials(acc[1], 0)
+            and S.partials(acc[2], 0)
+            and math.fsum(acc[2]) >= 0.0
+        )
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = S.number(value)
         if v is not None:
-            n = acc[0] + 1
-            d = (v - acc[1]) - acc[3]
-            hi, lo = _two_sum(acc[1], acc[3] + d / n)
-            acc[0], acc[1], acc[3] = n, hi, lo
-            inc = d * ((v - hi) - lo)
-            if inc > 0:  # never negative in exact arithmetic; rounding may make a tiny negative one
-                acc[2] += inc
+            x = float(v)
+            acc[0] += 1
+            S.grow(acc[1], x, 0)
+            hi, lo = _square(x)
+            S.grow(acc[2], hi, 0)
+            if lo:
+                S.grow(acc[2], lo, 0)
 
     def merge(self, acc: list[Any], other: list[Any]) -> None:
-        nb = other[0]
-        if not nb:
+        if not other[0]:
             return
-        na = acc[0]
-        if not na:
-            acc[:] = other
-            return
-        n = na + nb
-        d = (other[1] - acc[1]) + (other[3] - acc[3])  # the first difference is exact for close means
-        hi, lo = _two_sum(acc[1], acc[3] + d * (nb / n))
-        acc[0], acc[1], acc[3] = n, hi, lo
-        acc[2] += other[2] + d * (na * nb / n) * d  # in this order: no overflow below the total of squares
+        acc[0] += other[0]
+        for part, into in ((other[1], acc[1]), (other[2], acc[2])):
+            for x in part:
+                if x:
+                    S.grow(into, x, 0)
 
     def value(self, acc: list[Any], t: int) -> Any:
-        return max(acc[2], 0.0) / (acc[0] - 1) if acc[0] > 1 else None
+        n = acc[0]
+        if n < 2:
+            return None
+        try:
+            a, ea = _exact(acc[1])  # sum of x = a * 2**ea
+            b, eb = _exact(acc[2])  # sum of x*x = b * 2**eb
+        except (OverflowError, ValueError):  # squares past float64: the overflow rule refuses their events
+            return math.nan
+        m = min(eb, 2 * ea)
+        num = (n * b << (eb - m)) - (a * a << (2 * ea - m))  # (n * sum(x*x) - sum(x)**2) / 2**m
+        if num <= 0:
+            return 0.0
+        den = n * (n - 1)
+        return num / (den << -m) if m < 0 else (num << m) / den  # int / int: correctly rounded
+
+    def partials(self, acc: list[Any]) -> list[float]:
+        """The partials of the sum of squares (what the overflow rule bounds)."""
+        return acc[2]
 
     def from_v1(self, summary: Any) -> list[Any] | None:
-        if type(summary) is list and len(summary) == 3:
-            acc = [*summary, 0.0]
-            return acc if self.valid(acc) else None
-        return None
+        """A format 1 Welford summary ``[n, mean, M2]`` as sums (to rounding: format 1 was not exact)."""
+        if not (type(summary) is list and len(summary) == 3 and S.count(summary[0])):
+            return None
+        n, mean, m2 = summary
+        if not (S.finite(mean) and S.finite(m2)):
+            return None
+        try:
+            acc = [n, [float(n * mean)], [float(m2 + n * mean * mean)]]
+        except OverflowError:
+            return None
+        return acc if self.valid(acc) else None
 
 
-def _two_sum(a: float, b: float) -> tuple[float, float]:
-    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
+_SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a float64 into two halves of 26 bits
+
+
+def _square(x: float) -> tuple[float, float]:
+    """``(hi, lo)`` with ``hi = fl(x*x)`` and ``hi + lo == x*x`` exactly (Dekker), for ``|x| < 1e153``
+    (the overflow rule keeps a variance's values there) and squares above float64's subnormals."""
+    hi = x * x
+    if -1e150 < x < 1e150:
+        c = _SPLIT * x
+        xh = c - (c - x)
+        xl = x - xh
+        return hi, ((xh * xh - hi) + 2.0 * xh * xl) + xl * xl
+    y = math.ldexp(x, -600)  # the split would overflow: the same on x scaled by a power of two (exact)
+    h = y * y
+    c = _SPLIT * y
+    yh = c - (c - y)
+    yl = y - yh
+    lo = ((yh * yh - h) + 2.0 * yh * yl) + yl * yl
+    return hi, (math.ldexp(lo, 1200) if hi - hi == 0.0 else 0.0)
+
+
+def _exact(parts: list[float]) -> tuple[int, int]:
+    """The exact total of float partials as ``(m, e)``: ``m * 2**e``."""
+    total, exp = 0, 0
+    for p in parts:
+        if not p:
+            continue
+        num, den = p.as_integer_ratio()  # den is a power of two
+        e = 1 - den.bit_length()
+        if e < exp:
+            total <<= exp - e
+            exp = e
+        total += num << (e - exp)
+    return total, exp
 
 
 @dataclass(frozen=True)

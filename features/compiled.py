@@ -88,9 +88,10 @@ def _add(agg: A.Aggregation, i: int) -> list[str]:
         return [_NUMBER, *_sum_add(0)]
     if kind is A.Mean:
         return [_NUMBER, "if x is not None:", "    a[0] += 1", *_sum_add(1)[1:]]
-    if kind is A.Min or kind is A.Max:  # min()/max() keep the value held on a tie: so does the comparison
+    if kind is A.Min or kind is A.Max:  # on a tie (5 == 5.0) the float, whatever the order (aggregations._pick)
         op = "<" if kind is A.Min else ">"
-        return [_NUMBER, f"if x is not None and (a[0] is None or x {op} a[0]):", "    a[0] = x"]
+        better = f"a[0] is None or x {op} a[0] or (x == a[0] and type(x) is float)"
+        return [_NUMBER, f"if x is not None and ({better}):", "    a[0] = x"]
     if kind is A.Last:
         return _last("a", "v is not None", "t", "seq", "v")
     if kind is A.SinceLast:
@@ -113,7 +114,8 @@ def _merge(agg: A.Aggregation, i: int, sign: str = "+") -> list[str]:
         return [f"d[0] {sign}= s[0]", *_sum_merge(1, sign)]
     if kind is A.Min or kind is A.Max:
         op = "<" if kind is A.Min else ">"
-        return ["y = s[0]", f"if y is not None and (d[0] is None or y {op} d[0]):", "    d[0] = y"]
+        better = f"d[0] is None or y {op} d[0] or (y == d[0] and type(y) is float)"
+        return ["y = s[0]", f"if y is not None and ({better}):", "    d[0] = y"]
     if kind is A.Last:
         return _last("d", "s[0] is not None", "s[0]", "s[1]", "s[2]")
     if kind is A.SinceLast:

@@ -262,8 +262,9 @@ def _check_magnitudes(layout: Layout, state: EntityState) -> str | None:
         a, q = bounds.get(agg.field) or (0.0, 0.0)
         if agg.magnitude == "sum":  # every partial of every accumulator within the field's total of |x|
             ok = _total(abs(x) for acc in accs for x in agg.partials(acc)) <= a * _SLACK + _TINY
-        else:  # [n, mean, M2]: the sum of x*x of a tile's values is M2 + n * mean**2
-            ok = _total(abs(acc[2]) + acc[0] * acc[1] * acc[1] for acc in accs) <= q * _SLACK + _TINY
+        else:  # [n, sum of x, sum of x*x]: sums within the totals of |x| and of x*x
+            ok = _total(abs(x) for acc in accs for x in acc[2]) <= q * _SLACK + _TINY
+            ok = ok and _total(abs(x) for acc in accs for x in acc[1]) <= a * _SLACK + _TINY
         if not ok:
             return f"{agg.name}: beyond the total magnitude of {agg.field!r}"
     return None

@@ -39,12 +39,12 @@ LIFE, MINUTE = "lifetime@1000", "1m@1000"  # the lifetime tiles: 1 s (lateness 1
 
 def state(**change: Any) -> EntityState:
     """A consistent state: two events x=2, y=3 at 10 ms and x=4, y=-1 at 20 ms (by hand: both in tile 0 of
-    each window; sum 6, var of y [n=2, mean=1, M2=8, compensation 0])."""
+    each window; sum 6, var of y [n=2, sum 2, sum of squares 10])."""
     base: dict[str, Any] = {
         "watermark": 20,
         "seq": 2,
-        "tiles": {LIFE: [[0, [2], [6.0], [2, 1.0, 8.0, 0.0]]], MINUTE: [[0, [2, 6.0]]]},
-        "settled": {"count_lifetime": [0], "x_sum_lifetime": [0.0], "y_var_lifetime": [0, 0.0, 0.0, 0.0]},
+        "tiles": {LIFE: [[0, [2], [6.0], [2, [2.0], [10.0]]]], MINUTE: [[0, [2, 6.0]]]},
+        "settled": {"count_lifetime": [0], "x_sum_lifetime": [0.0], "y_var_lifetime": [0, [0.0], [0.0]]},
         "bounds": {"x": [6.0, 20.0], "y": [4.0, 10.0]},
     }
     base.update(change)
@@ -93,7 +93,7 @@ def test_a_consistent_state_passes_and_round_trips() -> None:
                 "settled": {
                     "count_lifetime": [0],
                     "x_sum_lifetime": [None],
-                    "y_var_lifetime": [0, 0.0, 0.0, 0.0],
+                    "y_var_lifetime": [0, [0.0], [0.0]],
                 }
             },
             "settled.x_sum_lifetime: not a valid accumulator",
@@ -119,7 +119,7 @@ def test_a_consistent_state_passes_and_round_trips() -> None:
             {"bounds": {"x": [4.5, 20.0], "y": [4.0, 10.0]}},
             "x_sum_lifetime: beyond the total magnitude of 'x'",
         ),
-        # y's squares are M2 + n * mean**2 = 8 + 2 = 10
+        # the sum of y*y is 9 + 1 = 10
         (
             {"bounds": {"x": [6.0, 20.0], "y": [4.0, 9.5]}},
             "y_var_lifetime: beyond the total magnitude of 'y'",
@@ -131,14 +131,14 @@ def test_a_consistent_state_passes_and_round_trips() -> None:
                 "settled": {
                     "count_lifetime": [0],
                     "x_sum_lifetime": [7.0],
-                    "y_var_lifetime": [0, 0.0, 0.0, 0.0],
+                    "y_var_lifetime": [0, [0.0], [0.0]],
                 }
             },
             "x_sum_lifetime: beyond the total magnitude of 'x'",
         ),
         # the minute's mean holds x too: its tiles are checked against the same total
         (
-            {"tiles": tiles(life=[[0, [2], [6.0], [2, 1.0, 8.0, 0.0]]], minute=[[0, [2, 7.0]]])},
+            {"tiles": tiles(life=[[0, [2], [6.0], [2, [2.0], [10.0]]]], minute=[[0, [2, 7.0]]])},
             "x_mean_1m: beyond",
         ),
     ],
@@ -152,7 +152,7 @@ def test_the_limits_are_inclusive() -> None:
     k = MIN_TS_MS // 1000
     low = state(
         watermark=MIN_TS_MS,
-        tiles=tiles([[k, [2], [6.0], [2, 1.0, 8.0, 0.0]]], [[k, [2, 6.0]]]),
+        tiles=tiles([[k, [2], [6.0], [2, [2.0], [10.0]]]], [[k, [2, 6.0]]]),
     )
     assert check_state(LAYOUT, low) is None
     # a tile at the oldest the minute keeps at watermark 200 s (81) and one at the watermark's (200)
