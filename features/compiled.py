@@ -88,7 +88,7 @@ def _add(agg: A.Aggregation, i: int) -> list[str]:
         return [_NUMBER, *_sum_add(0)]
     if kind is A.Mean:
         return [_NUMBER, "if x is not None:", "    a[0] += 1", *_sum_add(1)[1:]]
-    if kind is A.Min or kind is A.Max:  # on a tie (5 == 5.0) the float, whatever the order (aggregations._pick)
+    if kind is A.Min or kind is A.Max:  # on a tie (5 == 5.0) the float, in any order (aggregations._pick)
         op = "<" if kind is A.Min else ">"
         better = f"a[0] is None or x {op} a[0] or (x == a[0] and type(x) is float)"
         return [_NUMBER, f"if x is not None and ({better}):", "    a[0] = x"]

@@ -40,7 +40,7 @@ def records(views: list[FeatureView], raws: list[RawRecord], *, cache: int, batc
 @pytest.mark.parametrize(
     ("views", "events"),
     [
-        (VIEWS, stream(4_000, entities=40, seed=12, late_every=97, shuffle_every=11, step_ms=300, grain_ms=1_000)),
+        (VIEWS, stream(4_000, 40, 12, late_every=97, shuffle_every=11, step_ms=300, grain_ms=1_000)),
         ([HOSTILE], stream(2_500, entities=4, seed=5, hostile=True)),
     ],
     ids=["feature_defs", "hostile"],
