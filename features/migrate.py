@@ -23,6 +23,7 @@ kept them. A state that does not migrate is refused (:func:`features.state.check
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from features.events import MAX_TS_MS, MIN_TS_MS
@@ -67,7 +68,13 @@ def _migrate(layout: Layout, state: EntityState, d: Any) -> str | None:
     for ts, seq, inputs, *_ in items:
         values = dict(zip(layout.inputs, inputs, strict=True))
         for tw in layout.tiled:
-            tile = tw.tile(tiles[tw.key], ts // tw.resolution)
+            found = tiles[tw.key]
+            # retention as the events come (in time order, so no later one needs a tile it drops, and the
+            # lifetime tiles fold in the same order): a buffer spread over a long time must not make a
+            # tile per event first (an 8 MB format 1 state took 650 MB to migrate)
+            if found and min(ts, wm) >= found[0][0] * tw.resolution + tw.expiry:
+                tw.retain(found, min(ts, wm), settled)
+            tile = tw.tile(found, ts // tw.resolution)
             for i, agg in enumerate(tw.aggs):
                 agg.add(tile[i + 1], ts, seq, values.get(agg.field) if agg.field is not None else None)
     if layout.rekeyed:
@@ -127,6 +134,6 @@ def _derive_bounds(
             if agg.field == fld and agg.magnitude == "sum":
                 pruned_a = max(pruned_a, sum(abs(x) for x in agg.partials(acc)))
             elif agg.field == fld and agg.magnitude == "square":
-                pruned_q = max(pruned_q, abs(acc[2]) + acc[0] * acc[1] * acc[1])
+                pruned_q = max(pruned_q, math.fsum(acc[2]))  # [n, sum of x, sum of x*x] (exact partials)
         out[fld] = [min(a + pruned_a, SUM_LIMIT), min(q + pruned_q, SUM_LIMIT)]
     return out

@@ -31,26 +31,43 @@ from dataclasses import dataclass
 from typing import Literal
 
 from features.errors import DefinitionError
+from features.events import MAX_TS_MS, MIN_TS_MS
 
 __all__ = ["Window", "default_resolution", "duration_ms", "hopping", "lifetime", "sliding", "tumbling"]
 
 _UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# the span of event times (features.events: 0001-01-01 to 9999-12-31): no duration can be longer
+MAX_DURATION_MS = MAX_TS_MS - MIN_TS_MS
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 
 
 def duration_ms(value: int | str) -> int:
-    """``"5m"`` -> 300000; integers are milliseconds already.
+    """``"5m"`` -> 300000; integers are milliseconds already. At most :data:`MAX_DURATION_MS`, the span of
+    event times (a longer window, lateness or ttl means nothing, and made a definition hang in
+    :func:`default_resolution`, or every commit fail on Redis's EXPIRE).
 
     >>> duration_ms("90s"), duration_ms(250), duration_ms("2h")
     (90000, 250, 7200000)
+    >>> duration_ms("200000000000d")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    features.errors.DefinitionError: duration '200000000000d': longer than the span of event times ...
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
+        ms = value
+        if ms < 0:
             raise DefinitionError(f"duration {value} must not be negative")
-        return value
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return int(m.group(1)) * _UNITS[m.group(2)]
-    raise DefinitionError(f"duration {value!r}: expected milliseconds or a string such as '30s', '5m', '1h'")
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        ms = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise DefinitionError(
+            f"duration {value!r}: expected milliseconds or a string such as '30s', '5m', '1h'"
+        )
+    if ms > MAX_DURATION_MS:
+        raise DefinitionError(
+            f"duration {value!r}: longer than the span of event times ({MAX_DURATION_MS} ms)"
+        )
+    return ms
 
 
 def _label(ms: int) -> str:
