@@ -23,11 +23,12 @@ features.errors.DefinitionError: window 1h (resolution 100 ms, allowed lateness 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-from features.aggregations import Aggregation
+from features.aggregations import Aggregation, Max, Min
 from features.compiled import Compiled
 from features.errors import DefinitionError
 from features.windows import Window
@@ -63,6 +64,7 @@ class Tiled:
         "lateness",
         "move",
         "names",
+        "picks",
         "resolution",
         "span",
         "window",
@@ -81,6 +83,12 @@ class Tiled:
         self.names = tuple(a.name for a in self.aggs)
         # how the engine moves a cached range forward: taking tiles out when every aggregation can
         self.move = self.slide if code.invertible else self.advance
+        # min and max only: a monotonic queue of the range's tiles per aggregation (select)
+        self.picks = (
+            tuple(type(a) is Max for a in self.aggs) if all(type(a) in (Min, Max) for a in aggs) else ()
+        )
+        if self.picks:
+            self.move = self.select
         # sliding: the range is [kt - span, kt]; tumbling: span 0; hopping and lifetime: see first()
         self.span = window.size_ms // r - 1 if window.kind == "sliding" else 0
         self.bound = (window.extent_ms + lateness_ms) // r + 2
@@ -181,6 +189,34 @@ class Tiled:
                 self.code.merge_tile(running, tiles[i])
                 i += 1
         return [lo, kt, running]
+
+    def select(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
+        """:meth:`advance` for a window of min and max only: ``[lo, kt, running, queues]``, each queue the
+        ``(k, value)`` of the range's tiles before ``kt`` whose value no later tile beats (a monotonic
+        queue: its first is the range's extreme), so a moving range costs O(1) amortised."""
+        if c is None or lo < c[0] or kt < c[1]:
+            queues: list[deque[tuple[int, Any]]] = [deque() for _ in self.picks]
+            start = bisect_left(tiles, lo, key=_tile_k)
+        else:
+            queues, start = c[3], bisect_left(tiles, max(c[1], lo), key=_tile_k)
+        n = len(tiles)
+        while start < n and tiles[start][0] < kt:  # the tiles that joined the range's earlier part
+            tile = tiles[start]
+            for j, (q, top) in enumerate(zip(queues, self.picks, strict=True)):
+                v = tile[j + 1][0]
+                if v is not None:
+                    while q and (q[-1][1] <= v if top else q[-1][1] >= v):
+                        q.pop()
+                    q.append((tile[0], v))
+            start += 1
+        running = []
+        for q in queues:
+            while q and q[0][0] < lo:
+                q.popleft()
+            running.append([q[0][1] if q else None])
+        if tiles and tiles[-1][0] == kt:  # the current tile
+            self.code.merge_tile(running, tiles[-1])
+        return [lo, kt, running, queues]
 
     def tile(self, tiles: list[list[Any]], k: int) -> list[Any]:
         """The tile ``k``, made (empty, in its place) if the window has none yet."""

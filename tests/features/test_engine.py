@@ -493,7 +493,22 @@ INVERTIBLE = FeatureView(
 )
 
 
-@pytest.mark.parametrize("view", [SPARSE, INVERTIBLE], ids=["sparse", "invertible"])
+# every window of min and max only: the cached ranges keep monotonic queues of their tiles (select)
+SELECTIVE = FeatureView(
+    name="selective",
+    aggregations=[
+        Max("x", window=sliding(600, resolution=20)),
+        Min("x", window=sliding(600, resolution=20)),
+        Min("x", window=hopping(500, 70)),
+        Max("x", window=tumbling(250)),
+        Max("x", window=sliding(90, resolution=1)),
+    ],
+    allowed_lateness=300,
+    include_fields=False,
+)
+
+
+@pytest.mark.parametrize("view", [SPARSE, INVERTIBLE, SELECTIVE], ids=["sparse", "invertible", "selective"])
 @hyp_settings(max_examples=120, deadline=None, derandomize=True)
 @given(
     rows=st.lists(
