@@ -205,7 +205,7 @@ class Tiled:
             for j, (q, top) in enumerate(zip(queues, self.picks, strict=True)):
                 v = tile[j + 1][0]
                 if v is not None:
-                    while q and (q[-1][1] <= v if top else q[-1][1] >= v):
+                    while q and _beaten(q[-1][1], v, top):
                         q.pop()
                     q.append((tile[0], v))
             start += 1
@@ -240,6 +240,14 @@ class Tiled:
             for tile in tiles[:n]:
                 self.code.merge_tile(accs, tile)
         del tiles[:n]
+
+
+def _beaten(held: Any, v: Any, top: bool) -> bool:
+    """True if a later tile's ``v`` makes ``held`` useless to a max (``top``) or min queue: beyond it, or
+    equal to it and not an int beside a float (on a tie the float wins, whatever the order: Min/Max)."""
+    if held == v:
+        return type(v) is float or type(held) is not float
+    return held < v if top else held > v
 
 
 def tilings(aggregations: Sequence[Aggregation], lateness_ms: int) -> list[Tiled]:
