@@ -23,30 +23,11 @@ from features.examples import customer, site
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from features.windows import hopping, sliding, tumbling
+from tests.support.engine_run import run_engine
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.oracle import Oracle, diff, stream
 
 pytestmark = pytest.mark.unit
-
-
-def run_engine(view: FeatureView, events: list[Event]) -> tuple[dict, set, dict]:
-    engine = FeatureEngine(view)
-    states: dict[str, EntityState] = {}
-    vectors, late = {}, set()
-    for e in events:
-        key = engine.key(e)
-        if key is None:
-            continue
-        state = states.setdefault(key, engine.new_state())
-        # round-trip the state through JSON now and then, as the worker does through Redis
-        if len(vectors) % 7 == 0:
-            state = states[key] = EntityState.from_json(state.to_json())
-        try:
-            vectors[e.event_id] = engine.apply(state, e)
-        except LateEvent:
-            late.add(e.event_id)
-    online = {k: (s.watermark, engine.online(s)) for k, s in states.items()}
-    return vectors, late, online
 
 
 @pytest.mark.parametrize("view", [ALL, customer, site], ids=lambda v: v.name)

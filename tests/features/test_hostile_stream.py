@@ -18,37 +18,15 @@ from datasketches import hll_sketch, tgt_hll_type
 
 from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Sum, Var
 from features.definitions import FeatureView
-from features.engine import EntityState, FeatureEngine
+from features.engine import FeatureEngine
 from features.errors import LateEvent
 from features.events import Event
 from features.windows import hopping, lifetime, sliding, tumbling
+from tests.support.engine_run import run_engine
 from tests.support.feature_defs import EXACT, HOSTILE, HOSTILE_KEYED
 from tests.support.oracle import DISTINCT_EXACT, Oracle, resolution, same, stream
 
 pytestmark = pytest.mark.unit
-
-
-def run_engine(view: FeatureView, events: list[Event]) -> tuple[dict[str, Any], set[str], dict[str, Any]]:
-    """Every event through the engine in order, each entity's state through its JSON now and then (as the
-    worker keeps it in Redis); the vectors, the late events and the online aggregates."""
-    engine = FeatureEngine(view)
-    states: dict[str, EntityState] = {}
-    vectors: dict[str, Any] = {}
-    late: set[str] = set()
-    for i, e in enumerate(events):
-        key = engine.key(e)
-        if key is None:
-            continue
-        state = states.setdefault(key, engine.new_state())
-        if i % 5 == 0:
-            state = states[key] = EntityState.from_json(state.to_json())
-            assert engine.check_state(state) is None
-        try:
-            vectors[e.event_id] = engine.apply(state, e)
-        except LateEvent:
-            late.add(e.event_id)
-    online = {k: (s.watermark, engine.online(s)) for k, s in states.items()}
-    return vectors, late, online
 
 
 def zero_variances_exact(view: FeatureView, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
