@@ -9,7 +9,9 @@
    aggregates (issue 13's design: tiles of each window's resolution, evicted when they leave the range) on
    the same in-order events; the loop's output is checked equal to the engine's first. Goal >= 0.8x.
 3. ``worker``: events/s through one feature worker on real Kafka and Redis (``rivulet features run``, view
-   ``customer``), from its first record to its last. Goal >= 10,000 per worker.
+   ``customer``), from its first record to its last. Goal >= 10,000 per worker. Then the bare loop of
+   ``scripts/bench_worker_bare.py`` (the same I/O with aiokafka, orjson and redis-py, no Faust and no
+   engine) over the same events, and the worker's ratio to it: the limit of this machine.
 4. ``freshness``: events produced at ``--rate`` per second; time from the producer's send to the entity's
    vector in Redis reflecting the event (Redis keyspace notifications), p50/p99. Goals: p99 <= 100 ms at
    2,000/s, p99 <= 250 ms at 5,000/s, every event seen.
@@ -40,6 +42,7 @@ from streaming.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench_features_engine import bench_engine, bench_occupancy  # noqa: E402
+from bench_worker_bare import run_bare  # noqa: E402
 from benchkit import (  # noqa: E402
     arguments,
     drop,
@@ -85,12 +88,15 @@ def bench_worker(base: Settings, n: int, tmp: Path) -> None:
                 wait_until(done, worker.alive, 600, failed, poll_s=0.01)
                 (t1, c1), (t2, c2) = seen[0], seen[-1]
                 rate = (c2 - c1) / (t2 - t1) if t2 > t1 else float("nan")
-                print(
-                    f"worker: {c2:,} of {n:,} events seen (1,000 entities, view 'customer', one worker): "
-                    f"{rate:,.0f} events/s (goal >= 10,000)"
-                )
             finally:
                 worker.stop()
+            bare = run_bare(settings, n)  # the same events, read again by a group of its own
+            print(
+                f"worker: {c2:,} of {n:,} events seen (1,000 entities, view 'customer', one worker): "
+                f"{rate:,.0f} events/s (goal >= 10,000); the bare loop (aiokafka + orjson + one Redis "
+                f"pipeline per batch, no Faust, no engine: scripts/bench_worker_bare.py): {bare:,.0f} "
+                f"events/s; worker/bare {rate / bare:.2f}x"
+            )
         finally:
             client.close()
             drop(settings)
