@@ -120,8 +120,8 @@ async def bare_loop(settings: Settings, n: int, *, batch: int = 2000, wait_ms: i
             await _produce(producer, out, partitions, values)
             pipe = redis.pipeline(transaction=False)
             for entity, vector in touched.items():
-                mapping = {k: orjson.dumps(v) for k, v in vector.items()}
-                pipe.hset(f"{prefix}bare:v:{{{entity}}}", mapping={"_ts": aggregates[entity]["ts"], **mapping})
+                mapping = {"_ts": aggregates[entity]["ts"], **{k: orjson.dumps(v) for k, v in vector.items()}}
+                pipe.hset(f"{prefix}bare:v:{{{entity}}}", mapping=mapping)
                 pipe.hset(f"{prefix}bare:s:{{{entity}}}", mapping={"s": state, "t": out, "p": 0, "o": done})
             await pipe.execute()
             await consumer.commit()
