@@ -32,7 +32,7 @@ from typing import Any
 from features import aggregations as A
 from features.summaries import KEEP_PARTIALS, renormalise
 
-__all__ = ["Compiled"]
+__all__ = ["INVERTIBLE", "Compiled", "add_lines", "literal", "merge_lines", "value_expr"]
 
 # x: the event's value as a number to aggregate (features.summaries.number), None for anything else
 _NUMBER = "x = v if (tv := type(v)) is float or tv is int else (float(v) if tv is bool else None)"
@@ -79,7 +79,7 @@ def _last(a: str, known: str, ts: str, seq: str, value: str) -> list[str]:
     return [f"if {known} and ({later}):", *sets]
 
 
-def _add(agg: A.Aggregation, i: int) -> list[str]:
+def add_lines(agg: A.Aggregation, i: int | str) -> list[str]:
     """Lines adding the event (value ``v``, time ``t``, sequence ``seq``) to the accumulator ``a``."""
     kind = type(agg)
     if kind is A.Count:
@@ -103,7 +103,7 @@ def _add(agg: A.Aggregation, i: int) -> list[str]:
 INVERTIBLE = (A.Count, A.Sum, A.Mean)
 
 
-def _merge(agg: A.Aggregation, i: int, sign: str = "+") -> list[str]:
+def merge_lines(agg: A.Aggregation, i: int | str, sign: str = "+") -> list[str]:
     """Lines merging the accumulator ``s`` into ``d`` (``sign`` "-", INVERTIBLE only: taking it out)."""
     kind = type(agg)
     if kind is A.Count:
@@ -123,7 +123,7 @@ def _merge(agg: A.Aggregation, i: int, sign: str = "+") -> list[str]:
     return [f"merge_{i}(d, s)"]
 
 
-def _value(agg: A.Aggregation, i: int) -> str:
+def value_expr(agg: A.Aggregation, i: int | str) -> str:
     """The aggregate's value from the accumulator ``a`` at reference time ``t``."""
     kind = type(agg)
     if kind is A.Count or kind is A.Min or kind is A.Max:
@@ -143,7 +143,7 @@ def _no_unmerge(d: list[Any], tile: list[Any]) -> None:
     raise TypeError("a window with an aggregation that is not INVERTIBLE cannot take a tile out")
 
 
-def _literal(acc: list[Any]) -> bool:
+def literal(acc: list[Any]) -> bool:
     """An empty accumulator written as a literal: plain ints, floats and None (no nested list)."""
     return all(x is None or type(x) is int or type(x) is float for x in acc)
 
@@ -170,12 +170,12 @@ class Compiled:
         src = [
             "def new(k):",
             "    return [k, "
-            + ", ".join(repr(e) if _literal(e) else f"empty_{i}()" for i, e in enumerate(empties))
+            + ", ".join(repr(e) if literal(e) else f"empty_{i}()" for i, e in enumerate(empties))
             + "]",
             "def copy(c):",
             "    return ["
             + ", ".join(
-                f"c[{i}].copy()" if _literal(e) else f"copy_{i}(c[{i}])" for i, e in enumerate(empties)
+                f"c[{i}].copy()" if literal(e) else f"copy_{i}(c[{i}])" for i, e in enumerate(empties)
             )
             + "]",
         ]
@@ -188,7 +188,7 @@ class Compiled:
             for i, a in enumerate(self.aggs):
                 src.append(f"{pad}a = {target}[{i + offset}]")
                 src.append(f"{pad}v = {var[a.field] if a.field is not None else 'None'}")
-                src += [pad + line for line in _add(a, i)]
+                src += [pad + line for line in add_lines(a, i)]
         # every aggregation INVERTIBLE: a moving range can take its leaving tiles out (unmerge_tile)
         self.invertible = all(type(a) in INVERTIBLE for a in self.aggs)
         merges = [("merge", 0, "+"), ("merge_tile", 1, "+")] + [("unmerge_tile", 1, "-")] * self.invertible
@@ -196,11 +196,11 @@ class Compiled:
             src.append(f"def {name}(d0, s0):")
             for i, a in enumerate(self.aggs):
                 src += [f"    d = d0[{i}]", f"    s = s0[{i + offset}]"]
-                src += ["    " + line for line in _merge(a, i, sign)]
+                src += ["    " + line for line in merge_lines(a, i, sign)]
         for name, offset in (("read", 0), ("read_tile", 1)):
             src.append(f"def {name}(out, c, t):")
             for i, a in enumerate(self.aggs):
-                src += [f"    a = c[{i + offset}]", f"    out[{a.name!r}] = {_value(a, i)}"]
+                src += [f"    a = c[{i + offset}]", f"    out[{a.name!r}] = {value_expr(a, i)}"]
         exec("\n".join(src), scope)  # the source generated above from the aggregations' classes
         self.source = "\n".join(src)
         self.new: Callable[[int], list[Any]] = scope["new"]

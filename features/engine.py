@@ -65,6 +65,7 @@ from typing import Any
 from features.definitions import FeatureView
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import MAX_ENTITY_CHARS, Event
+from features.fused import Fused
 from features.numeric import SUM_LIMIT, in_domain
 from features.state import MAX_IDS, EntityState, Layout, check_state, id_hash
 
@@ -76,9 +77,9 @@ Vector = dict[str, Any]
 class FeatureEngine:
     """Computes one :class:`~features.definitions.FeatureView` (see the module docstring for semantics)."""
 
-    def __init__(self, view: FeatureView) -> None:
+    def __init__(self, view: FeatureView, fused: bool = True) -> None:
         self.view = view
-        self._layout = layout = Layout.of(view)
+        self.layout = self._layout = layout = Layout.of(view)
         self._inputs = layout.inputs
         # Re-keyed views keep the hashes of their last MAX_IDS event ids, to recognise a record duplicated
         # into the repartition topic by a crash; direct views recognise redeliveries by their source offset.
@@ -90,6 +91,11 @@ class FeatureEngine:
         # how many copies of an event's values applying it can add to the state: a new tile's accumulators
         # (none larger than the event), and the value each Last aggregation keeps
         self.copies = 1 + sum(1 for a in view.aggregations if a.kind == "last")
+        # events in order through one generated function (features.fused); fused=False: the generic path
+        # below only (the reference, which the fused function calls for events out of order)
+        self.fused = Fused(self, self.apply_generic) if fused else None
+        if self.fused is not None:
+            self.apply = self.fused.apply  # type: ignore[method-assign]
 
     def new_state(self) -> EntityState:
         return EntityState(
@@ -173,6 +179,13 @@ class FeatureEngine:
     # ------------------------------------------------------------------ applying events
 
     def apply(
+        self, state: EntityState, event: Event, check: Callable[[Vector], object] | None = None
+    ) -> Vector:
+        """Return ``event``'s point-in-time vector and add it to ``state`` (:meth:`apply_generic`; unless
+        ``fused=False``, replaced by the view's generated function, :mod:`features.fused`)."""
+        return self.apply_generic(state, event, check)
+
+    def apply_generic(
         self, state: EntityState, event: Event, check: Callable[[Vector], object] | None = None
     ) -> Vector:
         """Return ``event``'s point-in-time vector and add it to ``state``; raises ``LateEvent`` or

@@ -33,7 +33,7 @@ from features.compiled import Compiled
 from features.errors import DefinitionError
 from features.windows import Window
 
-__all__ = ["MAX_TILES", "Tiled", "lifetime_resolution", "tilings"]
+__all__ = ["MAX_TILES", "Tiled", "lifetime_resolution", "tile_k", "tilings"]
 
 MAX_TILES = 10_000
 
@@ -47,7 +47,7 @@ def lifetime_resolution(lateness_ms: int) -> int:
     return max(1, -(-lateness_ms // 60))
 
 
-_tile_k = itemgetter(0)  # a tile's index (a C call: bisect calls it at every probe)
+tile_k = itemgetter(0)  # a tile's index (a C call: bisect calls it at every probe)
 
 
 class Tiled:
@@ -122,8 +122,8 @@ class Tiled:
         copies of ``settled`` (a mapping from the lifetime aggregations' names) when given."""
         code = self.code
         accs = code.copy([settled[a.name] for a in self.aggs]) if settled is not None else self.empty()
-        start = 0 if lo is None else bisect_left(tiles, lo, key=_tile_k)
-        end = len(tiles) if hi is None else bisect_right(tiles, hi, key=_tile_k)
+        start = 0 if lo is None else bisect_left(tiles, lo, key=tile_k)
+        end = len(tiles) if hi is None else bisect_right(tiles, hi, key=tile_k)
         merge_tile = code.merge_tile
         for tile in tiles[start:end]:
             merge_tile(accs, tile)
@@ -139,12 +139,12 @@ class Tiled:
         copy, merge, merge_tile = self.code.copy, self.code.merge, self.code.merge_tile
         if c is None or lo < c[0] or kt < c[1]:
             front: list[Any] = []
-            back = [t for t in tiles[bisect_left(tiles, lo, key=_tile_k) :] if t[0] < kt]
+            back = [t for t in tiles[bisect_left(tiles, lo, key=tile_k) :] if t[0] < kt]
             back_acc = None
         else:
             _, ckt, _, front, back, back_acc = c
             if kt > ckt and tiles:
-                i = len(tiles) - 1 if tiles[-1][0] == ckt else bisect_left(tiles, ckt, key=_tile_k)
+                i = len(tiles) - 1 if tiles[-1][0] == ckt else bisect_left(tiles, ckt, key=tile_k)
                 if i < len(tiles) and tiles[i][0] == ckt >= lo:  # the tile of the old position leaves it
                     back.append(tiles[i])
                     if back_acc is None:
@@ -179,16 +179,21 @@ class Tiled:
         running = c[2]
         n = len(tiles)
         if lo > c[0]:  # the tiles of [c[0], lo) leave the range
-            i = bisect_left(tiles, c[0], key=_tile_k)
+            i = bisect_left(tiles, c[0], key=tile_k)
             while i < n and tiles[i][0] < lo:
                 self.code.unmerge_tile(running, tiles[i])
                 i += 1
         if kt > c[1]:  # the tiles of (c[1], kt] enter it
-            i = n if not tiles or tiles[-1][0] <= c[1] else bisect_right(tiles, c[1], key=_tile_k)
-            while i < n and tiles[i][0] <= kt:
-                self.code.merge_tile(running, tiles[i])
-                i += 1
+            self.slide_in(c, tiles, kt)
         return [lo, kt, running]
+
+    def slide_in(self, c: list[Any], tiles: list[list[Any]], kt: int) -> None:
+        """The tiles of ``(c[1], kt]`` merged into the cached range ``c`` (:meth:`slide`'s second half)."""
+        n = len(tiles)
+        i = n if not tiles or tiles[-1][0] <= c[1] else bisect_right(tiles, c[1], key=tile_k)
+        while i < n and tiles[i][0] <= kt:
+            self.code.merge_tile(c[2], tiles[i])
+            i += 1
 
     def select(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
         """:meth:`advance` for a window of min and max only: ``[lo, kt, running, queues]``, each queue the
@@ -196,9 +201,9 @@ class Tiled:
         queue: its first is the range's extreme), so a moving range costs O(1) amortised."""
         if c is None or lo < c[0] or kt < c[1]:
             queues: list[deque[tuple[int, Any]]] = [deque() for _ in self.picks]
-            start = bisect_left(tiles, lo, key=_tile_k)
+            start = bisect_left(tiles, lo, key=tile_k)
         else:
-            queues, start = c[3], bisect_left(tiles, max(c[1], lo), key=_tile_k)
+            queues, start = c[3], bisect_left(tiles, max(c[1], lo), key=tile_k)
         n = len(tiles)
         while start < n and tiles[start][0] < kt:  # the tiles that joined the range's earlier part
             tile = tiles[start]
@@ -224,7 +229,7 @@ class Tiled:
             tile = self.code.new(k)
             tiles.append(tile)
             return tile
-        i = bisect_left(tiles, k, key=_tile_k)
+        i = bisect_left(tiles, k, key=tile_k)
         if tiles[i][0] != k:
             tiles.insert(i, self.code.new(k))
         return tiles[i]
@@ -234,7 +239,7 @@ class Tiled:
         cut = self.cutoff(watermark)
         if not tiles or tiles[0][0] >= cut:
             return
-        n = 1 if len(tiles) == 1 or tiles[1][0] >= cut else bisect_left(tiles, cut, key=_tile_k)
+        n = 1 if len(tiles) == 1 or tiles[1][0] >= cut else bisect_left(tiles, cut, key=tile_k)
         if self.kind == "lifetime":
             accs = list(map(settled.__getitem__, self.names))  # merged into in place
             for tile in tiles[:n]:

@@ -1,0 +1,158 @@
+"""The fused in-order path (features.fused) against the generic engine, side by side: every vector (with its
+keys' order and its values' types) and every state's JSON equal after every event, and refusals
+(LateEvent, AggregateOverflow, a check that raises) leaving both states unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from features import distinct
+from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
+from features.definitions import Derived, Expression, FeatureView
+from features.engine import EntityState, FeatureEngine
+from features.errors import AggregateOverflow, LateEvent
+from features.events import Event
+from features.examples import ACTIVITY, customer, site
+from features.windows import hopping, sliding, tumbling
+from tests.support.feature_defs import ALL, EXACT, HOSTILE, HOSTILE_KEYED, ZIP
+from tests.support.streams import stream, with_hostile_values
+
+pytestmark = pytest.mark.unit
+
+BENCH = FeatureView(name="bench", aggregations=[*ACTIVITY, Last("car"), SinceLast()], allowed_lateness=0)
+# lateness 0 (lifetime tiles of 1 ms), every kind of window, explicit and default resolutions
+ZERO = FeatureView(
+    name="zero",
+    derived=[Derived("sal_k", lambda f: f["salary"] / 1000)],
+    aggregations=[
+        Count(),
+        Mean("salary"),
+        Min("age"),
+        Max("loan", window=sliding("10m", resolution="1m")),
+        Min("age", window=sliding("2m")),
+        Sum("loan", window=sliding("5m", resolution="1s")),
+        Mean("sal_k", window=tumbling("1h")),
+        Max("hvalue", window=hopping("30m", "5m")),
+        Sum("hvalue", window=hopping("10m", "3m")),
+        Var("hvalue", window=sliding("30m")),
+        Std("salary"),
+        DistinctCount("zipcode", window=sliding("10m")),
+        Last("car", window=sliding("5s", resolution=1)),
+        SinceLast(window=sliding("90s")),
+    ],
+    expressions=[Expression("r", lambda v: v["salary_mean_lifetime"] / v["count_lifetime"])],
+    allowed_lateness=0,
+)
+# no own fields, derived ones only; min/max windows with lateness > 0
+NARROW = FeatureView(
+    name="narrow",
+    derived=[Derived("ratio", lambda f: f["loan"] / f["salary"])],
+    aggregations=[Max("ratio", window=sliding("5m")), Min("loan", window=sliding("10m")), Count()],
+    include_fields=False,
+    allowed_lateness="1m",
+)
+BARE = FeatureView(name="bare", aggregations=[Sum("loan", window=sliding("1m"))], include_fields=False)
+
+
+class Refuse(Exception):
+    pass
+
+
+def refuse_some(vector: dict[str, Any]) -> None:
+    """A check refusing about one vector in 13 (the pipeline refuses a record too large this way)."""
+    if len(repr(vector)) % 13 == 0:
+        raise Refuse
+
+
+def _outcome(engine: FeatureEngine, state: EntityState, e: Event, check: Any) -> tuple[str, str]:
+    # a distinct sketch serialises from the process's cache of live sketches (features.distinct) or decoded
+    # anew, and the bytes may differ: each path starts from an empty cache, or one would take the other's
+    distinct._CACHE.clear()
+    before = state.to_json()
+    try:
+        return "vector", repr(engine.apply(state, e, check))  # repr: keys' order and values' types
+    except (LateEvent, AggregateOverflow, Refuse, ArithmeticError) as exc:
+        assert state.to_json() == before, "a refused event changed the state"
+        return type(exc).__name__, str(exc)
+
+
+def side_by_side(view: FeatureView, events: list[Event], check: Any = None, every: int = 7) -> dict[str, int]:
+    """Both paths over ``events``: equal outcomes and states after every event; the kinds of outcomes."""
+    fused, generic = FeatureEngine(view), FeatureEngine(view, fused=False)
+    assert fused.fused is not None and generic.fused is None
+    states: dict[str, tuple[EntityState, EntityState]] = {}
+    kinds: dict[str, int] = {}
+    for i, e in enumerate(events):
+        key = generic.key(e)
+        if key is None:
+            continue
+        a, b = states.setdefault(key, (fused.new_state(), generic.new_state()))
+        if i % every == 0:  # through the JSON, as the worker keeps states: the caches start again
+            a, b = states[key] = (EntityState.from_json(a.to_json()), EntityState.from_json(b.to_json()))
+            assert fused.check_state(a) is None and generic.check_state(b) is None
+        got, want = _outcome(fused, a, e, check), _outcome(generic, b, e, check)
+        assert got == want, f"event {i} ({e.event_id}, ts {e.ts})"
+        assert a.to_json() == b.to_json(), f"event {i} ({e.event_id}, ts {e.ts}): states differ"
+        assert repr(fused.online(a)) == repr(generic.online(b))
+        kinds[got[0]] = kinds.get(got[0], 0) + 1
+    return kinds
+
+
+VIEWS = [BENCH, ZERO, NARROW, BARE, customer, site, ALL, ZIP, HOSTILE, HOSTILE_KEYED]
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+def test_the_hostile_stream_gives_the_same_vectors_and_states(view: FeatureView) -> None:
+    events = stream(
+        2_500, entities=12, seed=5, hostile=True, step_ms=3_000, lateness_ms=view.lateness_ms or 60_000
+    )
+    kinds = side_by_side(view, events)
+    assert kinds["vector"] > 1_000
+    if view.lateness_ms < 3_600_000:
+        assert kinds.get("LateEvent", 0) > 10  # refusals compared too
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+@pytest.mark.parametrize("step_ms", [500, 7_000, 100_000])
+def test_the_oracle_streams_give_the_same_vectors_and_states(view: FeatureView, step_ms: int) -> None:
+    events = stream(1_500, entities=6, seed=step_ms, step_ms=step_ms, shuffle_every=9, late_every=50)
+    side_by_side(view, with_hostile_values(events, seed=3))
+    in_order = sorted(stream(1_500, entities=30, seed=1, step_ms=step_ms), key=lambda e: e.ts)
+    assert side_by_side(view, in_order) == {"vector": 1_500}
+
+
+def test_exact_windows_and_refusing_checks() -> None:
+    events = stream(2_000, entities=5, seed=9, hostile=True, step_ms=700, lateness_ms=EXACT.lateness_ms)
+    side_by_side(EXACT, events)
+    kinds = side_by_side(customer, stream(2_000, entities=4, seed=2, step_ms=20_000), check=refuse_some)
+    assert kinds["Refuse"] > 20 and kinds["vector"] > 1_000
+
+
+def test_overflow_refusals_leave_both_states_unchanged() -> None:
+    huge = [
+        Event(
+            event_id=f"h{i}",
+            entity="u",
+            ts=1_000 + i * 61_000,
+            fields={
+                "salary": 8e307,
+                "loan": 9e307,
+                "hvalue": 1e154 * (i % 3),
+                "car": i,
+                "age": 30,
+                "zipcode": 1,
+            },
+        )
+        for i in range(12)
+    ]
+    for view in (customer, BENCH, ZERO):
+        kinds = side_by_side(view, huge, every=5)
+        assert kinds.get("AggregateOverflow", 0) >= 5, (view.name, kinds)
+
+
+def test_the_generated_source_is_kept_and_the_generic_path_can_be_chosen() -> None:
+    engine = FeatureEngine(BENCH)
+    assert engine.fused is not None and "def apply(state, event, check=None):" in engine.fused.source
+    assert FeatureEngine(BENCH, fused=False).apply.__func__ is FeatureEngine.apply  # type: ignore[attr-defined]
