@@ -14,8 +14,10 @@ has no braces, so Redis hashes exactly the tag. (Before, the tag was the raw ent
 :meth:`RedisStore.migrate_keys` moves keys of that scheme to this one.) The key prefix and view names may
 not hold braces.
 
-Every write is a Lua script per entity, so it is atomic for that entity and idempotent by event time: a
-vector older than the stored ``_ts`` is not written. A batch is one pipeline: one round trip. The script
+Every write is a Lua script, atomic for each entity and idempotent by event time: a vector older than the
+stored ``_ts`` is not written. A batch is one pipeline: one round trip. The feature worker's commit sends
+many entities per script call, each entity's meta as one JSON argument (``_COMMIT``); on a cluster, one
+entity per call. The script
 and the reads tolerate anything stored under the keys (a wrong type, a non-numeric position): one entity's
 bad data never fails a batch.
 """
@@ -38,41 +40,71 @@ from features.summaries import scalar
 
 __all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
 
-# KEYS[1] vector key, KEYS[2] state key (optional: a hash with the state and its source position)
-# ARGV[1] ts, ARGV[2] ttl seconds (0: none), ARGV[3] state JSON, ARGV[4] topic, ARGV[5] partition,
-# ARGV[6] offset, ARGV[7] "1" to replace the vector whatever its time (a reset), ARGV[8..] field, value, ...
-# A state whose stored position is ahead on the same topic-partition is not overwritten (-1): a zombie
-# writer that lost its partition in a rebalance cannot roll an entity back (an offset beyond int64 is not a
-# position: ignored). A key of another type than a hash, or a position that is not a number, is replaced
-# rather than failing the script.
-_WRITE = """
+# One entity's write: vector key, state key (nil: none), its meta as strings (ts, ttl seconds (0: none),
+# topic, partition, offset, "1" to replace the vector whatever its time (a reset), then field, value, ...)
+# and its state JSON. A state whose stored position is ahead on the same topic-partition is not overwritten
+# (-1): a zombie writer that lost its partition in a rebalance cannot roll an entity back (an offset beyond
+# int64 is not a position: ignored). A key of another type than a hash, or a position that is not a number,
+# is replaced rather than failing the script. Returns 1 (written), 0 (the vector was older) or -1.
+_ONE = """
 local function as_hash(key)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'hash' and t ~= 'none' then redis.call('DEL', key) end
 end
-if KEYS[2] then
-  as_hash(KEYS[2])
-  local pos = redis.call('HMGET', KEYS[2], 't', 'p', 'o')
-  local o = tonumber(pos[3])
-  -- an offset no Kafka partition can have (beyond int64: tampering) protects nothing
-  if o and o <= 9223372036854775807 and pos[1] == ARGV[4] and pos[2] == ARGV[5] and o > tonumber(ARGV[6]) then
-    return -1
+local function write_one(vkey, skey, m, state)
+  local ttl = tonumber(m[2])
+  if skey then
+    as_hash(skey)
+    local pos = redis.call('HMGET', skey, 't', 'p', 'o')
+    local o = tonumber(pos[3])
+    -- an offset no Kafka partition can have (beyond int64: tampering) protects nothing
+    if o and o <= 9223372036854775807 and pos[1] == m[3] and pos[2] == m[4] and o > tonumber(m[5]) then
+      return -1
+    end
+    redis.call('DEL', skey)
+    redis.call('HSET', skey, 's', state, 't', m[3], 'p', m[4], 'o', m[5])
+    if ttl > 0 then redis.call('EXPIRE', skey, ttl) end
   end
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 's', ARGV[3], 't', ARGV[4], 'p', ARGV[5], 'o', ARGV[6])
-  if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+  as_hash(vkey)
+  local current = tonumber(redis.call('HGET', vkey, '_ts'))
+  -- a time beyond any event time (9999-12-31) is not one: it would keep the vector from changing, forever
+  if m[6] ~= '1' and current and current <= 253402300799999 and current > tonumber(m[1]) then
+    return 0
+  end
+  redis.call('DEL', vkey)
+  redis.call('HSET', vkey, '_ts', m[1], unpack(m, 7))
+  if ttl > 0 then redis.call('EXPIRE', vkey, ttl) end
+  return 1
 end
-as_hash(KEYS[1])
-local current = tonumber(redis.call('HGET', KEYS[1], '_ts'))
--- a time beyond any event time (9999-12-31) is not one: it would keep the vector from changing, forever
-if ARGV[7] ~= '1' and current and current <= 253402300799999 and current > tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 8))
-if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1
 """
+# One entity, its arguments flat: KEYS[1] vector key, KEYS[2] state key (optional); ARGV[1] ts, ARGV[2] ttl,
+# ARGV[3] state JSON, ARGV[4] topic, ARGV[5] partition, ARGV[6] offset, ARGV[7] reset, ARGV[8..] field,
+# value, ... Returns write_one's answer.
+_WRITE = (
+    _ONE
+    + """
+local m = {ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], unpack(ARGV, 8)}
+return write_one(KEYS[1], KEYS[2], m, ARGV[3])
+"""
+)
+# Many entities in one call (the feature worker's commit: ~35 arguments an entity cost redis-py more to pack
+# than the engine took to compute them): KEYS vector key, state key of each entity; ARGV per entity its meta
+# as one JSON array of strings (decoded by cjson: strings come back exact), then its state JSON. Every
+# entity's write is atomic (the whole call is). Returns how many were refused (-1).
+_COMMIT = (
+    _ONE
+    + """
+local refused = 0
+for i = 1, #KEYS / 2 do
+  if write_one(KEYS[2 * i - 1], KEYS[2 * i], cjson.decode(ARGV[2 * i - 1]), ARGV[2 * i]) == -1 then
+    refused = refused + 1
+  end
+end
+return refused
+"""
+)
+# entities per _COMMIT call (one Redis, not a cluster): Redis runs a script alone, so not too many at once
+COMMIT_CHUNK = 200
 
 
 def entity_tag(entity: str) -> str:
@@ -146,6 +178,25 @@ def _args(row: FeatureRow, state: Any, reset: bool = False, payload: bytes | Non
     return args
 
 
+def _meta(u: StateUpdate) -> bytes:
+    """An entity's arguments to ``_COMMIT`` but its state: one JSON array of strings, the same strings
+    ``_args`` gives redis-py to send (an int as its decimal digits, a value as its JSON).
+
+    >>> from features.engine import EntityState
+    >>> state = EntityState(position={"t": "ev", "p": 0, "o": 7})
+    >>> orjson.loads(_meta(StateUpdate("e", state, FeatureRow("v", "e", {"n": 1.5, "w": "x"}, 5, 60))))
+    ['5', '60', 'ev', '0', '7', '0', 'n', '1.5', 'w', '"x"']
+    """
+    pos = u.state.position or {}
+    row, dumps = u.row, orjson.dumps
+    meta = [str(row.ts), str(row.ttl_s or 0), str(pos.get("t", "")), str(pos.get("p", -1))]
+    meta += [str(pos.get("o", -1)), "1" if u.reset else "0"]
+    for name, value in row.values.items():
+        meta.append(name)
+        meta.append(dumps(value).decode())
+    return dumps(meta)
+
+
 def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
     """A stored vector, or None if absent or not one: a wrong type, bytes that do not decode, a value that
     is not a scalar in the numeric domain (JSON of another shape, an integer beyond int64), a time that is
@@ -174,6 +225,7 @@ class RedisStore(OnlineStore, StateStore):
         self._prefix = prefix
         self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_WRITE)
+        self._commit_script = client.register_script(_COMMIT)
 
     def _pipeline(self) -> Any:
         return self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
@@ -226,10 +278,19 @@ class RedisStore(OnlineStore, StateStore):
         if not updates:
             return 0
         pipe = self._pipeline()
-        for u in updates:
-            keys = [vector_key(self._prefix, view, u.entity), state_key(self._prefix, view, u.entity)]
-            await self._write(pipe, keys, _args(u.row, u.state, u.reset, u.payload))
-        return sum(1 for r in await pipe.execute() if r == -1)  # -1: the stored position is ahead
+        # one entity a call on a cluster (its two keys share a slot; the batch's do not), else many
+        chunk = 1 if self._cluster else COMMIT_CHUNK
+        for i in range(0, len(updates), chunk):
+            keys: list[str] = []
+            args: list[bytes] = []
+            for u in updates[i : i + chunk]:
+                keys += (vector_key(self._prefix, view, u.entity), state_key(self._prefix, view, u.entity))
+                args += (_meta(u), u.state_json())
+            if self._cluster:  # EVAL: a cluster pipeline does not load scripts on the nodes it reaches
+                pipe.eval(_COMMIT, len(keys), *keys, *args)
+            else:
+                await self._commit_script(keys=keys, args=args, client=pipe)
+        return sum(int(r) for r in await pipe.execute())  # refused: the stored position was ahead
 
     async def migrate_keys(self, batch: int = 500) -> int:
         """Move every vector and state key of the scheme before :func:`entity_tag` (``{<entity>}``) to the

@@ -244,3 +244,33 @@ def test_a_key_prefix_with_braces_is_refused() -> None:
         with pytest.raises(StoreError, match="braces"):
             RedisStore(client, prefix)
     assert RedisStore(client, "rivulet:")._prefix == "rivulet:"
+
+
+def test_a_commit_of_many_entities_refuses_only_the_stale_one_and_keeps_every_value_exact(
+    with_store: Callable[[Body], None],
+) -> None:
+    """The worker's commit sends many entities per script call (their meta as one JSON argument each, more
+    than one call's worth here): one entity whose stored position is ahead is refused and counted, the
+    others in the same call and the next are written, and what is stored reads back exactly (a 15-digit
+    time, a 63-bit offset and integer, a float's last bits, quotes, unicode and a line separator)."""
+    n = 450  # more than RedisStore's COMMIT_CHUNK entities: three script calls
+    odd = 'q"u\\o\u2028té'
+    values = {"big": 2**62 + 1, "f": 0.1 + 0.2, odd: odd, "none": None}
+    ts = 253_402_300_799_999
+
+    def update(i: int, offset: int) -> StateUpdate:
+        state = EntityState(watermark=ts, position={"t": "events", "p": 2, "o": offset})
+        return StateUpdate(f"e{i}", state, FeatureRow("v", f"e{i}", {**values, "i": i}, ts, ttl_s=60))
+
+    async def body(store: Any, advance: Any) -> None:
+        ahead = update(321, 2**62)
+        assert await store.commit("v", [ahead]) == 0
+        assert await store.commit("v", [update(i, 1_000 + i) for i in range(n)]) == 1
+        loaded = await store.load("v", [f"e{i}" for i in range(n)])
+        assert loaded["e321"] == ahead.state
+        assert all(loaded[f"e{i}"].position["o"] == 1_000 + i for i in range(n) if i != 321)
+        rows = await store.read("v", [f"e{i}" for i in range(n)])
+        for i, r in enumerate(rows):
+            assert r is not None and (r.ts, r.values) == (ts, {**values, "i": i})
+
+    with_store(body)
