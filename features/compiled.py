@@ -39,22 +39,35 @@ _NUMBER = "x = v if (tv := type(v)) is float or tv is int else (float(v) if tv i
 
 
 def _grow(start: int, a: str = "a") -> list[str]:
-    """Grow the partials ``a[start:]`` by the float ``x``: features.summaries.grow written inline."""
+    """Grow the partials ``a[start:]`` by the float ``x``: features.summaries.grow written inline (its loop's
+    one step written out when there is one partial, the common case)."""
+    # abs() without its call
+    swap = ["if (x if x >= 0.0 else -x) < (y if y >= 0.0 else -y):", "    x, y = y, x"]
     return [
-        f"i = {start}",
-        f"for j in range({start}, len({a})):",
-        f"    y = {a}[j]",
-        "    if (x if x >= 0.0 else -x) < (y if y >= 0.0 else -y):  # abs() without its call",
-        "        x, y = y, x",
+        f"if len({a}) == {start + 1}:",
+        f"    y = {a}[{start}]",
+        *("    " + line for line in swap),
         "    hi = x + y",
         "    lo = y - (hi - x)",
         "    if lo:",
-        f"        {a}[i] = lo",
-        "        i += 1",
-        "    x = hi",
-        f"{a}[i:] = [x]",
-        f"if i - {start} >= {KEEP_PARTIALS}:",
-        f"    renormalise({a}, {start})",
+        f"        {a}[{start}] = lo",
+        f"        {a}.append(hi)",
+        "    else:",
+        f"        {a}[{start}] = hi",
+        "else:",
+        f"    i = {start}",
+        f"    for j in range({start}, len({a})):",
+        f"        y = {a}[j]",
+        *("        " + line for line in swap),
+        "        hi = x + y",
+        "        lo = y - (hi - x)",
+        "        if lo:",
+        f"            {a}[i] = lo",
+        "            i += 1",
+        "        x = hi",
+        f"    {a}[i:] = [x]",
+        f"    if i - {start} >= {KEEP_PARTIALS}:",
+        f"        renormalise({a}, {start})",
     ]
 
 
@@ -65,10 +78,15 @@ def _sum_add(start: int) -> list[str]:
 
 def _sum_merge(start: int, sign: str) -> list[str]:
     """Grow the partials ``d[start:]`` by the partials ``s[start:]`` (``sign`` "-": by their negations)."""
+    grow = _grow(start, "d")
     return [
-        f"for x in s[{start}:]:" if start else "for x in s:",
-        *(["    x = -x"] if sign == "-" else []),
-        *("    " + line for line in _grow(start, "d")),
+        f"if len(s) == {start + 1}:  # one partial: the loop's one step",
+        f"    x = {'-' if sign == '-' else ''}s[{start}]",
+        *("    " + line for line in grow),
+        "else:",
+        f"    for x in s[{start}:]:" if start else "    for x in s:",
+        *(["        x = -x"] if sign == "-" else []),
+        *("        " + line for line in grow),
     ]
 
 
@@ -128,10 +146,10 @@ def value_expr(agg: A.Aggregation, i: int | str) -> str:
     kind = type(agg)
     if kind is A.Count or kind is A.Min or kind is A.Max:
         return "a[0]"
-    if kind is A.Sum:
-        return "fsum(a)"
+    if kind is A.Sum:  # fsum of one partial p is p + 0.0 (-0.0 becomes 0.0)
+        return "a[0] + 0.0 if len(a) == 1 else fsum(a)"
     if kind is A.Mean:
-        return "fsum(a[1:]) / a[0] if a[0] else None"
+        return "((a[1] + 0.0 if len(a) == 2 else fsum(a[1:])) / a[0]) if a[0] else None"
     if kind is A.Last:
         return "a[2]"
     if kind is A.SinceLast:

@@ -190,27 +190,27 @@ class _Window:
         ]
 
     def retain(self) -> list[str]:
-        """Lines dropping the oldest tile once it expired (lifetime: folded into settled); Tiled.retain when
-        more than one tile goes."""
-        tw, T, w = self.tw, self.T, self.w
+        """Lines dropping the tiles that expired (lifetime: folded into settled first): Tiled.retain."""
+        tw, T = self.tw, self.T
         x = f"t - {tw.lateness}" if tw.lateness else "t"
-        if tw.kind == "hopping":
+        if tw.kind == "hopping":  # Window.first_tile
             cut = f"({x} - {tw.window.size_ms}) // {tw.window.step_ms} + 1"
         else:
             cut = f"({x}) // {tw.resolution} - {tw.span}"
         fold: list[str] = []
         if tw.kind == "lifetime":
-            fold = ["s_ = " + T + "[0]"]
+            fold = [f"s_ = {T}[p_]"]
             for i, (ref, a) in enumerate(zip(self.refs, tw.aggs, strict=True)):
                 fold += [f"d = settled[{a.name!r}]", f"s = s_[{i + 1}]", *merge_lines(a, ref)]
         return [
             f"if {T} and t >= {T}[0][0] * {tw.resolution} + {tw.expiry}:  # the oldest tile expired",
             f"    cut_ = {cut}",
-            f"    if {T}[0][0] < cut_ and (len({T}) == 1 or {T}[1][0] >= cut_):",
+            "    p_ = 0",
+            f"    n_ = len({T})",
+            f"    while p_ < n_ and {T}[p_][0] < cut_:",
             *_indent(fold, 2),
-            f"        del {T}[0]",
-            "    else:",
-            f"        tw{w}_.retain({T}, t, settled)",
+            "        p_ += 1",
+            f"    del {T}[:p_]",
         ]
 
 
@@ -293,15 +293,16 @@ def _bounds(engine: FeatureEngine, inputs: dict[str, str]) -> list[str]:
     name = repr(engine.view.name)
     for j, (f, (by_sum, by_square)) in enumerate(engine.layout.bounded.items()):
         out += [f"v = {inputs[f]}", f"b{j}_ = None", "if not (type(v) is str or v is None or not v):"]
-        out += ["    x = float(v)", f"    p_ = sb_.get({f!r}) or ZERO_", "    a_ = p_[0] + abs(x)"]
-        out += ["    q_ = p_[1] + x * x"]
+        out += ["    x = v if type(v) is float else float(v)", f"    p_ = sb_.get({f!r}) or ZERO_"]
+        out += ["    a_ = p_[0] + (x if x >= 0.0 else -x)", "    q_ = p_[1] + x * x"]
         if by_sum:
             out += [f"    if not a_ <= {SUM_LIMIT!r}:"]
             out += [f"        raise AggregateOverflow({name}, key(event) or '', {f!r}, 'sum of magnitudes')"]
         if by_square:
             out += [f"    if not 4.0 * q_ <= {SUM_LIMIT!r}:"]
             out += [f"        raise AggregateOverflow({name}, key(event) or '', {f!r}, 'sum of squares')"]
-        out += [f"    b{j}_ = [min(a_, {SUM_LIMIT!r}), min(q_, {SUM_LIMIT!r})]"]
+        lim = repr(SUM_LIMIT)  # min(a_, lim) without its call (neither can be NaN)
+        out += [f"    b{j}_ = [a_ if a_ <= {lim} else {lim}, q_ if q_ <= {lim} else {lim}]"]
     return out
 
 

@@ -155,3 +155,13 @@ def test_a_busy_tiles_sum_stays_small() -> None:
     assert len(acc) - 1 <= S.KEEP_PARTIALS
     assert sum(map(Fraction, acc[1:]), Fraction(0)) == sum(map(Fraction, xs), Fraction(0))
     assert mean.value(acc, 0) == math.fsum(xs) / len(xs)
+
+
+@pytest.mark.parametrize("p", [-0.0, 0.0, 5e-324, -2.5, 1.7e308])
+def test_a_sum_of_one_partial_reads_as_its_fsum(p: float) -> None:
+    """The read's shortcut for one partial (``p + 0.0``) is fsum's value: -0.0 reads 0.0, as the methods."""
+    aggs = [Sum("x"), Mean("x")]
+    out: dict[str, Any] = {}
+    Compiled(aggs).read(out, [[p], [1, p]], 0)
+    want = [aggs[0].value([p], 0), aggs[1].value([1, p], 0)]
+    assert repr(list(out.values())) == repr(want) == repr([math.fsum([p]), math.fsum([p])])
