@@ -62,6 +62,7 @@ from features.pipeline import (
 from features.redis_store import RedisStore
 from streaming.clients import feature_store
 from streaming.logs import get_logger
+from streaming.runtime.feature_batches import batches
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
 
@@ -192,9 +193,8 @@ class _Worker:
             max_ahead_ms=s.features_max_ahead_ms,
         )
         self.pipelines.append(pipeline)
-        batches = stream.take_events(s.features_batch_size, within=s.features_batch_wait_ms / 1000)
         try:
-            async for batch in batches:
+            async for batch in batches(stream, s.features_batch_size, s.features_batch_wait_ms / 1000):
                 await self._batch(batch, pipeline, self._store)
         finally:
             if self._publisher is not None:
@@ -235,10 +235,9 @@ class _Worker:
 
 def _count(result: BatchResult, refused: int) -> dict[str, int]:
     """A batch's outcome into the metrics and the log; returns the counts for the stats hash."""
-    counts: Tally[str] = Tally()
-    for r in result.records:
-        EVENTS.labels(r.view).inc()
-        counts[f"records:{r.view}"] += 1
+    counts: Tally[str] = Tally(f"records:{r.view}" for r in result.records)
+    for view in {r.view for r in result.records}:
+        EVENTS.labels(view).inc(counts[f"records:{view}"])
     for d in result.dead_letters:
         DEAD.labels(d.reason).inc()
         counts[f"dead_letters:{d.reason}"] += 1
