@@ -32,7 +32,10 @@ from typing import Any
 from features import aggregations as A
 from features.summaries import KEEP_PARTIALS, renormalise
 
-__all__ = ["INVERTIBLE", "Compiled", "add_lines", "literal", "merge_lines", "value_expr"]
+# what the generated lines call
+HELPERS: dict[str, Any] = {"fsum": math.fsum, "renormalise": renormalise, "square": A._square}
+
+__all__ = ["HELPERS", "INVERTIBLE", "Compiled", "add_lines", "literal", "merge_lines", "value_expr"]
 
 # x: the event's value as a number to aggregate (features.summaries.number), None for anything else
 _NUMBER = "x = v if (tv := type(v)) is float or tv is int else (float(v) if tv is bool else None)"
@@ -90,6 +93,41 @@ def _sum_merge(start: int, sign: str) -> list[str]:
     ]
 
 
+def _var_add() -> list[str]:
+    """Lines adding the number ``x`` (unless None) to a variance's ``a = [n, sum of x, sum of x*x]``:
+    aggregations.Var.add written out (the square split exactly, as aggregations._square)."""
+    return [
+        "if x is not None:",
+        "    x = float(x)",
+        "    a[0] += 1",
+        "    if -1e150 < x < 1e150:",
+        "        h2 = x * x",
+        "        c2 = 134217729.0 * x",
+        "        xh = c2 - (c2 - x)",
+        "        xl = x - xh",
+        "        l2 = ((xh * xh - h2) + 2.0 * xh * xl) + xl * xl",
+        "    else:",
+        "        h2, l2 = square(x)",
+        "    p = a[1]",
+        *("    " + line for line in _grow(0, "p")),
+        "    p = a[2]",
+        "    x = h2",
+        *("    " + line for line in _grow(0, "p")),
+        "    if l2:",
+        "        x = l2",
+        *("        " + line for line in _grow(0, "p")),
+    ]
+
+
+def _var_merge() -> list[str]:
+    """Lines merging a variance's ``s`` into ``d``: aggregations.Var.merge written out."""
+    lines = ["if s[0]:", "    d[0] += s[0]"]
+    for k in (1, 2):
+        lines += [f"    p = d[{k}]", f"    for x in s[{k}]:", "        if x:"]
+        lines += ["            " + line for line in _grow(0, "p")]
+    return lines
+
+
 def _last(a: str, known: str, ts: str, seq: str, value: str) -> list[str]:
     """Lines keeping in ``a`` the value at the later position: ``(ts, seq)`` after ``(a[0], a[1])``."""
     later = f"{a}[0] is None or {ts} > {a}[0] or ({ts} == {a}[0] and {seq} > {a}[1])"
@@ -114,6 +152,8 @@ def add_lines(agg: A.Aggregation, i: int | str) -> list[str]:
         return _last("a", "v is not None", "t", "seq", "v")
     if kind is A.SinceLast:
         return ["if a[0] is None or t > a[0]:", "    a[0] = t"]
+    if kind is A.Var or kind is A.Std:
+        return [_NUMBER, *_var_add()]
     return [f"add_{i}(a, t, seq, v)"]
 
 
@@ -138,6 +178,8 @@ def merge_lines(agg: A.Aggregation, i: int | str, sign: str = "+") -> list[str]:
         return _last("d", "s[0] is not None", "s[0]", "s[1]", "s[2]")
     if kind is A.SinceLast:
         return ["if s[0] is not None and (d[0] is None or s[0] > d[0]):", "    d[0] = s[0]"]
+    if kind is A.Var or kind is A.Std:
+        return _var_merge()
     return [f"merge_{i}(d, s)"]
 
 
@@ -178,7 +220,7 @@ class Compiled:
 
     def __init__(self, aggs: Sequence[A.Aggregation]) -> None:
         self.aggs = tuple(aggs)
-        scope: dict[str, Any] = {"fsum": math.fsum, "renormalise": renormalise}
+        scope: dict[str, Any] = dict(HELPERS)
         empties = [a.empty() for a in self.aggs]
         for i, a in enumerate(self.aggs):
             scope.update({f"add_{i}": a.add, f"merge_{i}": a.merge, f"value_{i}": a.value})

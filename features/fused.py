@@ -20,17 +20,15 @@ True
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from features import aggregations as A
-from features.compiled import add_lines, literal, merge_lines, value_expr
+from features.compiled import HELPERS, add_lines, literal, merge_lines, value_expr
 from features.errors import AggregateOverflow
 from features.numeric import SUM_LIMIT
 from features.state import MAX_IDS, id_hash
-from features.summaries import renormalise
 from features.tiles import Tiled, tile_k
 
 if TYPE_CHECKING:
@@ -224,8 +222,7 @@ class Fused:
             "generic": generic,
             "key": engine.key,
             "safe": _safe_fn(),
-            "fsum": math.fsum,
-            "renormalise": renormalise,
+            **HELPERS,
             "bisect_left": bisect_left,
             "bisect_right": bisect_right,
             "tile_k": tile_k,
