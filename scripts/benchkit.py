@@ -5,6 +5,7 @@ bookkeeping of "sent, then seen" measurements."""
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -23,6 +24,7 @@ from streaming.settings import Settings
 __all__ = [
     "Latencies",
     "arguments",
+    "cpu_seconds",
     "drop",
     "fresh",
     "log_tail",
@@ -30,6 +32,7 @@ __all__ = [
     "percentiles",
     "scratch_dir",
     "send_paced",
+    "service_pids",
     "wait_until",
 ]
 
@@ -150,3 +153,35 @@ def percentiles(values: list[float], scale: float = 1.0) -> tuple[float, float]:
     """
     ordered = sorted(values)
     return ordered[len(ordered) // 2] * scale, ordered[int(len(ordered) * 0.99)] * scale
+
+
+def service_pids(proc: Path = Path("/proc")) -> dict[str, list[int]]:
+    """The processes of the Kafka broker (``kafka.Kafka``) and of the Redis servers on this machine, by
+    their command lines: to measure their own CPU during a benchmark."""
+    found: dict[str, list[int]] = {"kafka broker": [], "redis servers": []}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmdline:
+            found["kafka broker"].append(int(entry.name))
+        elif cmdline.startswith(b"redis-server") or b"/redis-server" in cmdline.split(b" ")[0]:
+            found["redis servers"].append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds used so far by the processes ``pids`` and their waited-for children
+    (``/proc/<pid>/stat``); a process gone counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return total

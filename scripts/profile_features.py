@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchkit import drop, fresh  # noqa: E402
+from benchkit import cpu_seconds, drop, fresh, service_pids  # noqa: E402
 
 from streaming.clients import redis_client  # noqa: E402
 from streaming.ingest.producer import Producer  # noqa: E402
@@ -32,30 +32,45 @@ from streaming.ingest.topics import TopicAdmin  # noqa: E402
 from streaming.settings import Settings  # noqa: E402
 from tests.support.oracle import stream  # noqa: E402
 
-# a stack is charged to the first of these (in this order) that one of its frames names: Kafka's and
-# Redis's clients first (whoever calls them), then the engine, decoding and serialising, then the rest
+# a stack is charged to the seam of its frame nearest the leaf (who was running: the engine called by the
+# pipeline is the engine's, Faust called by the worker's batches is Faust's); within one frame, the first of
+# these that names it
 SEAMS = (
     ("kafka client (aiokafka)", ("(aiokafka/",)),
     ("redis client (redis-py)", ("(redis/",)),
     ("engine", ("features/engine", "features/aggregations", "features/windows", "features/tiles")),
-    ("engine", ("features/summaries", "features/distinct", "features/accumulators")),
+    ("engine", ("features/summaries", "features/distinct", "features/accumulators", "features/compiled")),
+    ("engine", ("features/fused", "(<string>:")),  # the engine's generated code has no file
     ("state to/from JSON", ("features/state", "features/store")),
     ("decode (Event.from_json)", ("features/events.py",)),
     ("pipeline (records, dead letters, batching)", ("features/pipeline.py", "features/records.py")),
     ("store (Lua arguments)", ("features/redis_store.py",)),
     ("worker and publisher", ("streaming/runtime/",)),
     ("faust stream and consumer machinery", ("(faust/", "(mode/")),
-    ("event loop (select, callbacks)", ("asyncio/", "selectors")),
+    ("event loop (select, callbacks)", ("asyncio/", "selectors")),  # last: see charge
 )
 
 
 def charge(stack: str) -> str:
-    if stack.rpartition(";")[2].startswith(("EpollSelector.select", "select (selectors")):
-        return "idle (the event loop waiting in select)"
-    for name, marks in SEAMS:
-        if any(m in stack for m in marks):
-            return name
+    idle = stack.rpartition(";")[2].startswith(("EpollSelector.select", "select (selectors"))
+    if "WorkerThread.run (mode/threads" in stack:  # Faust runs its aiokafka consumer in a thread of its own
+        return "idle: faust's consumer thread waiting" if idle else "faust's consumer thread (aiokafka)"
+    if idle:
+        return "idle: the worker's event loop waiting in select (on Kafka, Redis)"
+    for frame in reversed(stack.split(";")):  # the seam nearest the leaf: who was running
+        for name, marks in SEAMS[:-1]:  # asyncio's own frames count for whoever called them
+            if any(m in frame for m in marks):
+                return name
+    if any(m in stack for m in SEAMS[-1][1]):
+        return SEAMS[-1][0]
     return "other (imports, start-up)"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def main() -> None:
@@ -89,18 +104,27 @@ def main() -> None:
                 proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
             started = time.monotonic()
             first = None
+            pids = {**service_pids(), "py-spy": [proc.pid], "worker": []}
+            cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
             while (done := int(client.hget(stats, "records:customer") or 0)) < args.events:
                 if done and first is None:
                     first = (time.monotonic(), done)
+                    pids["worker"] = _children(proc.pid)  # py-spy's child: started by now
+                    cpu_before["worker"] = cpu_seconds(pids["worker"])
                 assert proc.poll() is None and time.monotonic() < started + 900, log.read_text()[-2000:]
                 time.sleep(0.01)
             end = time.monotonic()
+            cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
             proc.send_signal(signal.SIGINT)  # py-spy writes its output and stops the worker
             proc.wait(timeout=60)
         finally:
             drop(settings)
     if first is not None:
         print(f"{(args.events - first[1]) / (end - first[0]):,.0f} events/s under the profiler")
+    total = sum(cpu.values())
+    print(f"CPU seconds during the run ({end - started:.1f} s of wall time, 2 cores shared with other work):")
+    for name, used in cpu.items():
+        print(f"  {used:6.1f} s  {used / total:6.1%}  {name}")
     report(args.out)
 
 
