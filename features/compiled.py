@@ -119,11 +119,13 @@ def _var_add() -> list[str]:
     ]
 
 
-def _var_merge() -> list[str]:
-    """Lines merging a variance's ``s`` into ``d``: aggregations.Var.merge written out."""
-    lines = ["if s[0]:", "    d[0] += s[0]"]
+def _var_merge(sign: str) -> list[str]:
+    """Lines merging a variance's ``s`` into ``d``: aggregations.Var.merge written out (``sign`` "-": taking
+    it out, exact: both sums are exact, and the value depends on their totals only)."""
+    lines = ["if s[0]:", f"    d[0] {sign}= s[0]"]
     for k in (1, 2):
         lines += [f"    p = d[{k}]", f"    for x in s[{k}]:", "        if x:"]
+        lines += ["            x = -x"] if sign == "-" else []
         lines += ["            " + line for line in _grow(0, "p")]
     return lines
 
@@ -157,8 +159,9 @@ def add_lines(agg: A.Aggregation, i: int | str) -> list[str]:
     return [f"add_{i}(a, t, seq, v)"]
 
 
-# the aggregations whose accumulators can be taken out of a merge exactly (counts, and exact sums)
-INVERTIBLE = (A.Count, A.Sum, A.Mean)
+# the aggregations whose accumulators can be taken out of a merge exactly (counts, and exact sums: a
+# variance's too)
+INVERTIBLE = (A.Count, A.Sum, A.Mean, A.Var, A.Std)
 
 
 def merge_lines(agg: A.Aggregation, i: int | str, sign: str = "+") -> list[str]:
@@ -179,7 +182,7 @@ def merge_lines(agg: A.Aggregation, i: int | str, sign: str = "+") -> list[str]:
     if kind is A.SinceLast:
         return ["if s[0] is not None and (d[0] is None or s[0] > d[0]):", "    d[0] = s[0]"]
     if kind is A.Var or kind is A.Std:
-        return _var_merge()
+        return _var_merge(sign)
     return [f"merge_{i}(d, s)"]
 
 

@@ -171,7 +171,7 @@ class Tiled:
         return [lo, kt, running, front, back, back_acc]
 
     def slide(self, c: list[Any] | None, tiles: list[list[Any]], lo: int, kt: int) -> list[Any]:
-        """:meth:`advance` for an invertible window (counts and exact sums only): the cached range
+        """:meth:`advance` for an invertible window (counts and exact sums, variances too): the cached range
         ``[lo, kt, running]`` moves forward by taking the tiles that leave it out of ``running`` and merging
         those that enter (O(1) amortised, exact); built anew when ``c`` is None, behind, or disjoint."""
         if c is None or lo < c[0] or kt < c[1] or lo > c[1]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features import distinct
 from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
@@ -17,6 +19,7 @@ from features.events import Event
 from features.examples import ACTIVITY, customer, site
 from features.windows import hopping, sliding, tumbling
 from tests.support.feature_defs import ALL, EXACT, HOSTILE, HOSTILE_KEYED, ZIP
+from tests.support.oracle import Oracle, diff
 from tests.support.streams import stream, with_hostile_values
 
 pytestmark = pytest.mark.unit
@@ -156,3 +159,57 @@ def test_the_generated_source_is_kept_and_the_generic_path_can_be_chosen() -> No
     engine = FeatureEngine(BENCH)
     assert engine.fused is not None and "def apply(state, event, check=None):" in engine.fused.source
     assert FeatureEngine(BENCH, fused=False).apply.__func__ is FeatureEngine.apply  # type: ignore[attr-defined]
+
+
+# variances are invertible (exact sums): their cached ranges take the leaving tiles out (Tiled.slide)
+SPREAD = FeatureView(
+    name="spread",
+    aggregations=[
+        Var("x", window=sliding(600, resolution=20)),
+        Std("x", window=sliding(600, resolution=20)),
+        Count(window=sliding(600, resolution=20)),
+        Std("x", window=hopping(500, 70)),
+        Var("x", window=sliding(90, resolution=1)),
+        Std("x", window=tumbling(250)),
+    ],
+    allowed_lateness=300,
+    include_fields=False,
+)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 400),  # how far the time moves on
+            st.integers(0, 350),  # how far back this event is (beyond 300: late)
+            st.one_of(st.none(), st.integers(-50, 50), st.floats(-1e3, 1e3), st.sampled_from([1e15, 0.1])),
+            st.booleans(),  # round-trip the state through JSON first
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_variances_taken_out_of_a_range_give_the_oracle_vectors(fused: bool, rows: list[Any]) -> None:
+    engine = FeatureEngine(SPREAD, fused=fused)
+    assert all(tw.code.invertible for tw in SPREAD.tiled)
+    state = engine.new_state()
+    events, now, got, late = [], 10_000, {}, set()
+    for i, (step, back, x, trip) in enumerate(rows):
+        now += step
+        e = Event(event_id=f"e{i}", entity="u", ts=now - back, fields={"x": x})
+        events.append(e)
+        if trip:
+            state = EntityState.from_json(state.to_json())
+            assert engine.check_state(state) is None
+        try:
+            got[e.event_id] = engine.apply(state, e)
+        except LateEvent:
+            late.add(e.event_id)
+        fresh = EntityState.from_json(state.to_json())  # its ranges merged anew from the tiles: the same bits
+        assert engine.check_state(fresh) is None and repr(engine.online(fresh)) == repr(engine.online(state))
+    oracle = Oracle(SPREAD).feed(events)
+    assert late == oracle.late and got.keys() == oracle.vectors.keys()
+    for k, v in oracle.vectors.items():
+        assert not diff(got[k], v), (k, diff(got[k], v))
