@@ -13,7 +13,8 @@ Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs
 3. feature records and dead letters are produced and their acknowledgements awaited;
 4. states and vectors are committed to Redis, atomically per entity (a Lua script per entity, one
    pipeline per batch), refusing to move an entity's position backwards (a zombie after a rebalance);
-5. only then does Faust commit the consumer offsets.
+5. only then does Faust commit the consumer offsets: the batches of :mod:`streaming.runtime.feature_batches`
+   acknowledge a batch's events when the agent asks for the next batch, never after a failed one.
 
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
