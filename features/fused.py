@@ -132,7 +132,12 @@ class _Window:
             ]
         if not tw.picks:
             return [f"{c} = cache[{key}] = tw{w}_.move({c}, {T}, {lo}, {k})"]
-        out = [  # Tiled.select
+        return self.select()
+
+    def select(self) -> list[str]:
+        """Lines moving the cached range of a min/max window: Tiled.select written out."""
+        tw, T, k, c, lo, key, w = self.tw, self.T, self.k, self.c, self.lo, repr(self.tw.key), self.w
+        out = [
             f"if {c} is None or {lo} < {c}[0] or {k} < {c}[1]:",
             f"    {c} = cache[{key}] = tw{w}_.select({c}, {T}, {lo}, {k})",
             "else:",
