@@ -33,11 +33,15 @@ class AsyncPublisher:
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._started = False
+        # the worker's agents share this publisher and may publish their first batches at once: the second
+        # producer.start() made aiokafka set its producer id twice (InvalidStateError, the agent crashed)
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        if not self._started:
-            await self._producer.start()
-            self._started = True
+        async with self._starting:
+            if not self._started:
+                await self._producer.start()
+                self._started = True
 
     async def stop(self) -> None:
         if self._started:
