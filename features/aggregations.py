@@ -205,8 +205,8 @@ class Min(Aggregation):
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
         v = S.number(value)
-        if v is not None:
-            acc[0] = _pick(self.pick, acc[0], v)
+        if v is not None:  # -0.0 as 0.0: a tie of the two zeros must not depend on the merge order
+            acc[0] = _pick(self.pick, acc[0], v + 0.0 if type(v) is float else v)
 
     def value(self, acc: list[Any], t: int) -> Any:
         return acc[0]

@@ -39,6 +39,12 @@ __all__ = ["HELPERS", "INVERTIBLE", "Compiled", "add_lines", "literal", "merge_l
 
 # x: the event's value as a number to aggregate (features.summaries.number), None for anything else
 _NUMBER = "x = v if (tv := type(v)) is float or tv is int else (float(v) if tv is bool else None)"
+# the same for min and max, -0.0 made 0.0 (x + 0.0 is x for any other float): the two zeros are equal, and
+# which one a tie kept depended on the order tiles were merged in (a state reloaded from JSON gave -0.0
+# where the cached one gave 0.0)
+_PICKED = (
+    "x = v + 0.0 if (tv := type(v)) is float else (v if tv is int else (float(v) if tv is bool else None))"
+)
 
 
 def _grow(start: int, a: str = "a") -> list[str]:
@@ -149,7 +155,7 @@ def add_lines(agg: A.Aggregation, i: int | str) -> list[str]:
     if kind is A.Min or kind is A.Max:  # on a tie (5 == 5.0) the float, in any order (aggregations._pick)
         op = "<" if kind is A.Min else ">"
         better = f"a[0] is None or x {op} a[0] or (x == a[0] and type(x) is float)"
-        return [_NUMBER, f"if x is not None and ({better}):", "    a[0] = x"]
+        return [_PICKED, f"if x is not None and ({better}):", "    a[0] = x"]
     if kind is A.Last:
         return _last("a", "v is not None", "t", "seq", "v")
     if kind is A.SinceLast:
