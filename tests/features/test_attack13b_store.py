@@ -65,13 +65,14 @@ def _commit_and_read_back(settings: Settings) -> None:
             rows = await store.read("v", ENTITIES)
             loaded = await store.load("v", ENTITIES)
             for e, row in zip(ENTITIES, rows, strict=True):
-                assert row is not None, e
+                state = loaded[e]
+                assert row is not None and isinstance(state, EntityState) and state.position, e
                 if e == "e7":
-                    assert row.values == {} and loaded[e].position["o"] == 2**52 + 1
+                    assert row.values == {} and state.position["o"] == 2**52 + 1
                     continue
                 want = {**VALUES, "huge": '\x00"' * 500_000} if e == ENTITIES[3] else VALUES
                 assert _exact(row.values) == _exact(want), e
-                assert loaded[e].position == POSITION
+                assert state.position == POSITION
         finally:
             await store.close()
 
