@@ -4,7 +4,11 @@ For each record, in order: decode and validate it (a bad one becomes a :class:`D
 original bytes, the error and its position), then for each view compute its vector with the engine.
 Effects are idempotent: each entity's state carries the source position (partition, offset) of the last
 event applied to it, and is committed with the entity's vector, so a redelivered record is recognised
-and skipped; an event whose ``event_id`` the state still holds is skipped too.
+and skipped. A re-keyed view's records come through a repartition topic, where a crash of the forwarder
+re-forwards records at new positions: their :attr:`RawRecord.source` (the position they were read at
+before it) is kept per source partition in the state (``sources``, the highest offset applied), and a
+record at or below it is skipped; one without a source is skipped when the state still holds its
+``event_id`` (the last ``MAX_IDS``).
 
 The adapter publishes the :class:`FeatureRecord` s and dead letters, *then* calls :meth:`BatchResult.commit`.
 If it dies in between, the redelivered records are applied again to the same committed state and yield
@@ -48,6 +52,7 @@ from features.engine import EntityState, FeatureEngine, Vector
 from features.errors import AggregateOverflow, CorruptState, InvalidEvent, LateEvent, RecordTooLarge
 from features.events import Event
 from features.records import REASONS, STAGE, DeadLetter, FeatureRecord, RawRecord, describe
+from features.state import MAX_SOURCES, source_key
 from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadable
 
 __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
@@ -233,6 +238,8 @@ class FeaturePipeline:
                     continue
                 self._apply_one(engine, state, _Keyed(raw, event, entity), result)
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
+            if raw.source is not None:
+                _remember_source(state, raw.source)
             touched[entity] = state
         updates: dict[str, StateUpdate] = {}
         for entity, state in touched.items():
@@ -304,5 +311,25 @@ class FeaturePipeline:
 
 
 def _redelivered(state: EntityState, raw: RawRecord) -> bool:
+    """At or before the entity's stored position, or (a re-keyed view's record) at or before the highest
+    offset the entity applied of its source partition: a duplicate re-forwarded into the repartition topic
+    at a new position."""
     pos = state.position
-    return pos is not None and pos["t"] == raw.topic and pos["p"] == raw.partition and raw.offset <= pos["o"]
+    if pos is not None and pos["t"] == raw.topic and pos["p"] == raw.partition and raw.offset <= pos["o"]:
+        return True
+    src = raw.source
+    if src is None or not state.sources:
+        return False
+    done = state.sources.get(source_key(src[0], src[1]))
+    return done is not None and src[2] <= done
+
+
+def _remember_source(state: EntityState, src: tuple[str, int, int]) -> None:
+    """Record ``src`` as the highest offset applied of its source partition (the oldest entry makes room
+    when MAX_SOURCES are kept: records of that source fall back to the ``event_id`` ring)."""
+    sources = state.sources
+    key = source_key(src[0], src[1])
+    if key not in sources and len(sources) >= MAX_SOURCES:
+        del sources[next(iter(sources))]
+    if src[2] > sources.get(key, -1):
+        sources[key] = src[2]

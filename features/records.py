@@ -38,6 +38,9 @@ class RawRecord:
     offset: int
     key: bytes | None = None
     timestamp_ms: int | None = None  # the Kafka record's timestamp, when known
+    # a re-keyed view's record: where the event was read before the repartition topic (topic, partition,
+    # offset), from the feature worker's header; None when unknown (features.pipeline)
+    source: tuple[str, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

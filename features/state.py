@@ -1,11 +1,16 @@
 """An entity's state in one view (format 2: tiles), and the checks a stored state passes before use.
 
 A state holds, per window of the view, its tiles (see :mod:`features.tiles`), the lifetime aggregations'
-settled accumulators, and for re-keyed views the hashes of the entity's last :data:`MAX_IDS` event ids.
+settled accumulators, and for re-keyed views the hashes of the entity's last :data:`MAX_IDS` event ids
+and the highest source offset applied per source partition (``sources``, at most :data:`MAX_SOURCES`).
 Stored as JSON::
 
     {"v": 2, "w": watermark, "q": seq, "t": {window_key: [[k, acc_1, ...], ...]},
-     "s": {lifetime aggregation: acc}, "i": [id hashes], "p": position, "m": bounds}
+     "s": {lifetime aggregation: acc}, "i": [id hashes], "p": position, "m": bounds,
+     "r": {source_key(topic, partition): offset}}
+
+``"r"`` is optional (left out when empty: states written before it load as they are, and states of views
+keyed by the entity are the bytes they were).
 
 A state comes back from a store (Redis, or anything that kept its JSON): :func:`check_state` says why it
 cannot be used, or None. It refuses a state that does not fit the view (a ``null`` where a number must be,
@@ -45,10 +50,25 @@ from features.numeric import INT64_MAX, INT64_MIN, SUM_LIMIT
 from features.summaries import MAX_COUNT
 from features.tiles import Tiled
 
-__all__ = ["MAX_IDS", "EntityState", "Layout", "check_state", "id_hash"]
+__all__ = ["MAX_IDS", "MAX_SOURCES", "EntityState", "Layout", "check_state", "id_hash", "source_key"]
 
 # how many event ids (as int64 hashes) a re-keyed view keeps per entity to recognise a duplicate
 MAX_IDS = 256
+# how many source partitions a re-keyed view keeps the highest applied offset of, per entity
+MAX_SOURCES = 4096
+# the longest key of ``sources`` (a Kafka topic name is at most 249 characters)
+_MAX_SOURCE_KEY = 300
+
+
+def source_key(topic: str, partition: int) -> str:
+    """The key of a source partition in a state's ``sources``.
+
+    >>> source_key("events", 3)
+    '3:events'
+    """
+    return f"{partition}:{topic}"
+
+
 FORMAT = 2
 
 
@@ -106,6 +126,8 @@ class EntityState:
     settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime aggregation -> folded tiles
     ids: list[int] = field(default_factory=list)  # re-keyed views: hashes of the last MAX_IDS event ids
     position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
+    # re-keyed views: per source partition (source_key), the highest source offset applied (features.pipeline)
+    sources: dict[str, int] = field(default_factory=dict)
     # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None only in a format 1 state
     # from a version that did not keep them; the migration derives them)
     bounds: dict[str, list[float]] | None = field(default_factory=dict)
@@ -118,18 +140,19 @@ class EntityState:
     legacy: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": FORMAT,
-                "w": self.watermark,
-                "q": self.seq,
-                "t": self.tiles,
-                "s": self.settled,
-                "i": self.ids,
-                "p": self.position,
-                "m": self.bounds,
-            }
-        )
+        d = {
+            "v": FORMAT,
+            "w": self.watermark,
+            "q": self.seq,
+            "t": self.tiles,
+            "s": self.settled,
+            "i": self.ids,
+            "p": self.position,
+            "m": self.bounds,
+        }
+        if self.sources:
+            d["r"] = self.sources
+        return orjson.dumps(d)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> EntityState:
@@ -149,6 +172,7 @@ class EntityState:
             ids=d["i"],
             position=d["p"],
             bounds=d["m"],
+            sources=d.get("r", {}),
             size=size,
         )
 
@@ -189,6 +213,16 @@ def _check_header(layout: Layout, state: EntityState) -> str | None:
         and all(type(x) is int and INT64_MIN <= x <= INT64_MAX for x in ids)
     ):
         return f"ids: not at most {MAX_IDS} event id hashes (none for a view keyed by the entity)"
+    sources = state.sources
+    if not (
+        type(sources) is dict
+        and len(sources) <= (MAX_SOURCES if layout.rekeyed else 0)
+        and all(
+            type(k) is str and len(k) <= _MAX_SOURCE_KEY and type(o) is int and 0 <= o <= INT64_MAX
+            for k, o in sources.items()
+        )
+    ):
+        return f"sources: not at most {MAX_SOURCES} source offsets (none for a view keyed by the entity)"
     bounds = state.bounds
     if not (
         type(bounds) is dict

@@ -32,21 +32,33 @@ Every record it publishes fits the topics' ``max.message.bytes`` (``max_event_by
 and SHA-256 instead; the position finds them). Before, one such record failed every batch forever.
 
 Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
-repartition topic) and run in an agent of their own, with positions on the repartition topic. A record
-duplicated into it by a crash is recognised by its ``event_id`` while within the view's allowed lateness.
+repartition topic) and run in an agent of their own, with positions on the repartition topic. A crash
+re-forwards into it the records forwarded but not committed on the events topic, at new positions, so
+each repartition record carries the position it was read at on the events topic (header
+``rivulet-src``: ``[topic, partition, offset]``, set by the key function just before Faust forwards the
+message, replacing any header of that name the producer sent: a forged one would make real events look
+like duplicates). Per entity the state keeps the highest source offset applied per source partition, and
+a record at or below it is a duplicate, skipped (``features.pipeline``). This is exact: Faust forwards one
+source partition's records in offset order (one agent, concurrency 1); aiokafka keeps one request in
+flight per broker, so a repartition partition receives them in that order; and one entity's records all
+go to one repartition partition (its key's). So an entity sees each source partition's records in offset
+order, and the first record it sees at or below its stored offset was already applied. A record without
+a valid header falls back to the entity's last ``MAX_IDS`` event ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 import mode
+import orjson
 from faust.types import EventT, StreamT
 from prometheus_client import Counter, Histogram
 
@@ -87,13 +99,56 @@ def stats_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}stats:features"
 
 
-def _rekey(view: FeatureView) -> Any:
-    """Key function for ``group_by``: the view's key field (a placeholder when absent or invalid). A value
-    longer than an entity may be is keyed by its hash: the repartition record must fit the topic (a 600 kB
-    key and its event were refused by the broker, and Faust dropped the record with a log line); the
-    pipeline dead-letters it as invalid for the view."""
+# the repartition record's header with the source position of its event (see the module docstring)
+SOURCE_HEADER = "rivulet-src"
+
+
+def _mark_source(stream: StreamT) -> None:
+    """Set the current event's ``rivulet-src`` header to its own position (Faust forwards the message with
+    its headers after the key function returns), dropping any of that name the producer sent."""
+    event = stream.current_event
+    if event is None:
+        return
+    m = event.message
+    ours = (SOURCE_HEADER, orjson.dumps([m.topic, m.partition, m.offset]))
+    headers = m.headers or ()
+    try:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        kept = [(k, v) for k, v in pairs if k not in (SOURCE_HEADER, SOURCE_HEADER.encode())]
+    except Exception:  # headers of a shape Faust would not send anyway: forward ours alone
+        kept = []
+    m.headers = [*kept, ours]
+
+
+def _source(headers: Any) -> tuple[str, int, int] | None:
+    """The source position of a repartition record, from its header (None: absent or malformed).
+
+    >>> _source([("rivulet-src", b'["events", 2, 41]')])
+    ('events', 2, 41)
+    >>> _source([("rivulet-src", b'["events", 2]')]), _source(None)
+    (None, None)
+    """
+    for k, v in headers or ():
+        if k != SOURCE_HEADER:
+            continue
+        with contextlib.suppress(Exception):
+            t, p, o = orjson.loads(v)
+            if type(t) is str and type(p) is int and type(o) is int and p >= 0 and o >= 0:
+                return t, p, o
+        return None
+    return None
+
+
+def _rekey(view: FeatureView, stream: StreamT) -> Any:
+    """Key function for ``group_by`` on ``stream``: the view's key field (a placeholder when absent or
+    invalid). A value longer than an entity may be is keyed by its hash: the repartition record must fit the
+    topic (a 600 kB key and its event were refused by the broker, and Faust dropped the record with a log
+    line); the pipeline dead-letters it as invalid for the view. It first marks the event's source position
+    (:func:`_mark_source`)."""
 
     def key(value: bytes) -> bytes:
+        with contextlib.suppress(Exception):  # never: a key function that raises drops the record
+            _mark_source(stream)
         try:
             event = Event.from_json(value)
         except Exception:
@@ -159,7 +214,8 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
 
 def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, worker: _Worker) -> None:
     async def agent(stream: StreamT) -> None:
-        await worker.run(stream.group_by(_rekey(view), name=f"by-{view.name}"), [view], report_invalid=False)
+        rekeyed = stream.group_by(_rekey(view, stream), name=f"by-{view.name}")
+        await worker.run(rekeyed, [view], report_invalid=False, sourced=True)
 
     agent.__name__ = f"features_{view.name}"
     app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
@@ -179,8 +235,11 @@ class _Worker:
         for p in self.pipelines:  # another worker may own these entities now: Redis is the truth again
             p.invalidate()
 
-    async def run(self, stream: Any, views: Sequence[FeatureView], *, report_invalid: bool = True) -> None:
-        """Process the stream in batches until it ends; the publisher is stopped on the way out."""
+    async def run(
+        self, stream: Any, views: Sequence[FeatureView], *, report_invalid: bool = True, sourced: bool = False
+    ) -> None:
+        """Process the stream in batches until it ends; the publisher is stopped on the way out. ``sourced``:
+        a repartition topic's stream, whose records carry their source position (``rivulet-src``)."""
         s = self.settings
         if self._store is None:
             self._store = feature_store(s)
@@ -197,15 +256,17 @@ class _Worker:
         self.pipelines.append(pipeline)
         try:
             async for batch in batches(stream, s.features_batch_size, s.features_batch_wait_ms / 1000):
-                await self._batch(batch, pipeline, self._store)
+                await self._batch(batch, pipeline, self._store, sourced)
         finally:
             if self._publisher is not None:
                 await self._publisher.stop()
 
-    async def _batch(self, batch: Sequence[EventT], pipeline: FeaturePipeline, store: RedisStore) -> None:
+    async def _batch(
+        self, batch: Sequence[EventT], pipeline: FeaturePipeline, store: RedisStore, sourced: bool
+    ) -> None:
         started = time.perf_counter()
         try:
-            result = await pipeline.process([_raw(e) for e in batch])
+            result = await pipeline.process([_raw(e, sourced) for e in batch])
             computed = time.perf_counter()
             await self._publish_and_commit(result, store)
         except BaseException:
@@ -287,7 +348,8 @@ def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
     return out
 
 
-def _raw(event: EventT) -> RawRecord:
+def _raw(event: EventT, sourced: bool = False) -> RawRecord:
     m = event.message
     timestamp = int(m.timestamp * 1000) if m.timestamp else None  # faust: seconds
-    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key, timestamp)
+    source = _source(m.headers) if sourced else None  # the events topic's headers are the producer's
+    return RawRecord(m.value, m.topic, m.partition, m.offset, m.key, timestamp, source)

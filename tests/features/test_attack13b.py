@@ -259,3 +259,57 @@ def test_a_min_of_two_zeros_is_the_same_after_a_reload(fused: bool) -> None:
         assert repr(engine.apply(cached, e)) == repr(engine.apply(reloaded, e)), i
         assert cached.to_json() == reloaded.to_json()
     assert repr(engine.online(cached)["x_min_10m"]) == "0.0"
+
+
+def _rekeyed_run(gap: int, *, sourced: bool = True) -> tuple[int, int]:
+    """A view re-keyed by ``zipcode`` (its records come through a repartition topic): ``gap + 1`` events of
+    one zipcode, then the first one again at a later offset of the repartition topic, as a crash of the
+    forwarder re-forwards what it had forwarded but not committed: the same source position (topic
+    ``events``, partition 0, the event's offset) when ``sourced``, else none (a record without the worker's
+    header). Returns (records, skipped) of that last batch."""
+    import asyncio
+
+    from features.pipeline import FeaturePipeline, RawRecord
+    from features.store import MemoryStore
+    from tests.support.feature_defs import ZIP
+
+    events = [
+        Event(event_id=f"z{i}", entity=f"c{i}", ts=1_704_067_200_000 + i * 1_000, fields={"zipcode": 1})
+        for i in range(gap + 1)
+    ]
+
+    def src(i: int) -> tuple[str, int, int] | None:
+        return ("events", 0, 500 + i) if sourced else None
+
+    raws = [RawRecord(e.to_json(), "by-zip", 0, i, source=src(i)) for i, e in enumerate(events)]
+
+    async def go() -> tuple[int, int]:
+        store = MemoryStore()
+        pipeline = FeaturePipeline([ZIP], store)
+        first = await pipeline.process(raws)
+        await first.commit(store)
+        again = await pipeline.process([RawRecord(events[0].to_json(), "by-zip", 0, len(raws), source=src(0))])
+        return len(again.records), again.skipped
+
+    return asyncio.run(go())
+
+
+def test_a_duplicate_in_the_repartition_topic_is_recognised_close_behind() -> None:
+    assert _rekeyed_run(100) == (0, 1)
+    assert _rekeyed_run(100, sourced=False) == (0, 1)  # by its event id
+
+
+def test_a_duplicate_in_the_repartition_topic_is_recognised_within_the_lateness() -> None:
+    """Finding (attack-13b, high): a re-keyed view recognised a duplicate only among the entity's last
+    MAX_IDS (256) event ids, and a crash re-forwards up to a commit interval of records (in a failed run of
+    test_feature_worker_attack13b, a duplicate 330 records of its zipcode behind the original): the event
+    was counted twice. ZIP's allowed lateness is a day; the duplicate comes 300 events (5 minutes of event
+    time) later, with the source position of the first: recognised by it."""
+    assert _rekeyed_run(300) == (0, 1)
+    assert _rekeyed_run(3_000) == (0, 1)
+
+
+def test_without_a_source_position_a_far_duplicate_is_beyond_the_id_ring() -> None:
+    """The fallback's limit, stated: a record without the worker's header (not from its repartition) is
+    recognised by its event id only among the last MAX_IDS."""
+    assert _rekeyed_run(300, sourced=False) == (1, 0)

@@ -24,7 +24,7 @@ from features.errors import (
 )
 from features.events import MAX_ENTITY_CHARS, MAX_TS_MS, MIN_TS_MS, Event
 from features.numeric import SUM_LIMIT
-from features.state import _SLACK, _TINY, EntityState, Layout, check_state
+from features.state import _SLACK, _TINY, MAX_SOURCES, EntityState, Layout, check_state, source_key
 from features.store import Unreadable, decode_state
 from features.summaries import MAX_COUNT
 from features.windows import hopping, sliding, tumbling
@@ -249,6 +249,51 @@ def test_position_edges() -> None:
         assert (check_state(LAYOUT, state(position=bad)) or "").startswith("position")
     assert (check_state(LAYOUT, state(seq=MAX_COUNT + 1)) or "").startswith("seq")
     assert (check_state(LAYOUT, state(watermark=MAX_TS_MS + 1)) or "").startswith("watermark")
+
+
+REKEYED = Layout.of(FeatureView("v", entity="zipcode", aggregations=VIEW.aggregations))
+
+
+def test_the_source_offsets_of_a_rekeyed_view_round_trip_and_are_optional() -> None:
+    sources = {source_key("events", 0): 41, source_key("events", 11): 2**63 - 1, "7:other": 0}
+    s = state(sources=sources)
+    assert check_state(REKEYED, s) is None
+    raw = s.to_json()
+    assert orjson.loads(raw)["r"] == {"0:events": 41, "11:events": 2**63 - 1, "7:other": 0}
+    back = EntityState.from_json(raw)
+    assert back == s and back.sources == sources and back.to_json() == raw
+    # without any, "r" is left out: the bytes of a state written before it, which loads as it was
+    plain = state().to_json()
+    assert b'"r"' not in plain and EntityState.from_json(plain).sources == {}
+    assert check_state(REKEYED, EntityState.from_json(plain)) is None
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        [["events", 0, 41]],  # not a mapping
+        {"0:events": -1},
+        {"0:events": 2**63},
+        {"0:events": 1.0},
+        {"0:events": True},
+        {"0:events": None},
+        {"x" * 301: 1},
+        {f"{p}:events": 1 for p in range(MAX_SOURCES + 1)},
+    ],
+)
+def test_a_state_with_bad_source_offsets_is_refused(sources: Any) -> None:
+    raw = orjson.loads(state().to_json())
+    raw["r"] = sources
+    loaded = decode_state(orjson.dumps(raw))
+    assert isinstance(loaded, EntityState)
+    problem = check_state(REKEYED, loaded) or ""
+    assert problem.startswith("sources: not at most 4096 source offsets"), problem
+
+
+def test_the_source_offsets_bound_is_inclusive_and_a_direct_view_keeps_none() -> None:
+    full = {f"{p}:events": p for p in range(MAX_SOURCES)}
+    assert check_state(REKEYED, state(sources=full)) is None
+    assert (check_state(LAYOUT, state(sources={"0:events": 1})) or "").startswith("sources")
 
 
 def test_a_state_of_an_unknown_format_does_not_decode() -> None:
