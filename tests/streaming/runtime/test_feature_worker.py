@@ -22,7 +22,7 @@ from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.redis_store import state_key
 from features.store import FeatureRow, MemoryStore
-from streaming.clients import feature_store, redis_client
+from streaming.clients import feature_store, kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
@@ -292,3 +292,72 @@ def test_overflow_corrupt_state_and_out_of_range_numbers_are_dead_lettered_and_n
     assert int(stats[b"dead_letters:corrupt_state"]) == 1
     assert int(stats[b"dead_letters:invalid"]) == 1
     assert int(stats[b"state_resets"]) == 1
+
+
+def test_a_forged_source_header_cannot_make_a_real_event_a_duplicate(
+    topics: Settings, tmp_path: Path
+) -> None:
+    """The re-keyed view recognises a crash's duplicates by the source position the worker writes on each
+    repartition record (header ``rivulet-src``). A producer's own ``rivulet-src`` header, claiming offset
+    10**12 of the very partition its events are in, is replaced: every later event of that zipcode still
+    counts, and every repartition record carries the position of its own event on the events topic."""
+    settings = topics
+    events = [
+        Event(event_id=f"f{i}", entity="forger", ts=1_704_067_200_000 + i * 1_000, fields={"zipcode": "z-f"})
+        for i in range(6)
+    ]
+    forged = orjson.dumps([settings.topics.events, 0, 10**12])
+    producer = kafka_producer(settings)
+    try:
+        sent = []
+        for i, e in enumerate(events):
+            # the first and fourth claim the furthest position; the others carry no header or another one
+            headers = (
+                [("rivulet-src", forged), ("other", b"kept")]
+                if i % 3 == 0
+                else [("other", b"kept")] * (i % 2)
+            )
+            sent.append(
+                producer.send(
+                    settings.topics.events, e.to_json(), key=b"forger", partition=0, headers=headers
+                )
+            )
+        positions = [f.get(timeout=30) for f in sent]
+    finally:
+        producer.close()
+    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "worker.log")
+    try:
+        wait_caught_up(settings, [worker])
+    finally:
+        worker.stop()
+    zips = [
+        orjson.loads(r.value)["event"]["event_id"]
+        for r in read_all(settings.kafka_bootstrap, settings.topics.features)
+        if orjson.loads(r.value)["view"] == "zip"
+    ]
+    assert sorted(set(zips)) == [e.event_id for e in events]
+    (row,) = read_redis(settings, "zip", ["z-f"])
+    wm, aggs = Oracle(ZIP).feed(events).online()["z-f"]
+    assert (
+        row is not None and row.ts == wm and not diff(row.values, aggs) and row.values["count_lifetime"] == 6
+    )
+    stored = redis_client(settings).hget(state_key(settings.redis_prefix, "zip", "z-f"), "s")
+    assert orjson.loads(stored)["r"] == {f"0:{settings.topics.events}": positions[-1].offset}
+    # the repartition records: exactly one rivulet-src each, its own event's position; other headers kept
+    by_position = {
+        (r.topic, r.partition, r.offset): r.value
+        for r in read_all(settings.kafka_bootstrap, settings.topics.events)
+    }
+    with TopicAdmin(settings) as admin:
+        (repartition,) = [
+            t for t in admin.list_topics(all_topics=True) if settings.topic_prefix in t and "by-zip" in t
+        ]
+    records = read_all(settings.kafka_bootstrap, repartition)
+    assert len(records) == len(events)
+    for r in records:
+        src = [v for k, v in r.headers if k == "rivulet-src"]
+        assert len(src) == 1, r.headers
+        topic, partition, offset = orjson.loads(src[0])
+        assert by_position[(topic, partition, offset)] == r.value and offset < 10**12
+        event_index = int(orjson.loads(r.value)["event_id"][1:])
+        assert [k for k, _ in r.headers].count("other") == (1 if event_index % 3 == 0 else event_index % 2)
