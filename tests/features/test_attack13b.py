@@ -288,7 +288,9 @@ def _rekeyed_run(gap: int, *, sourced: bool = True) -> tuple[int, int]:
         pipeline = FeaturePipeline([ZIP], store)
         first = await pipeline.process(raws)
         await first.commit(store)
-        again = await pipeline.process([RawRecord(events[0].to_json(), "by-zip", 0, len(raws), source=src(0))])
+        again = await pipeline.process(
+            [RawRecord(events[0].to_json(), "by-zip", 0, len(raws), source=src(0))]
+        )
         return len(again.records), again.skipped
 
     return asyncio.run(go())
