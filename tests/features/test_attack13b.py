@@ -261,12 +261,13 @@ def test_a_min_of_two_zeros_is_the_same_after_a_reload(fused: bool) -> None:
     assert repr(engine.online(cached)["x_min_10m"]) == "0.0"
 
 
-def _rekeyed_run(gap: int, *, sourced: bool = True) -> tuple[int, int]:
+def _rekeyed_run(gap: int, *, sourced: bool = True, cache: int = 0) -> tuple[int, int]:
     """A view re-keyed by ``zipcode`` (its records come through a repartition topic): ``gap + 1`` events of
     one zipcode, then the first one again at a later offset of the repartition topic, as a crash of the
     forwarder re-forwards what it had forwarded but not committed: the same source position (topic
     ``events``, partition 0, the event's offset) when ``sourced``, else none (a record without the worker's
-    header). Returns (records, skipped) of that last batch."""
+    header). ``cache``: the pipeline's cached entities (0: each batch loads the stored JSON). Returns
+    (records, skipped) of that last batch."""
     import asyncio
 
     from features.pipeline import FeaturePipeline, RawRecord
@@ -285,7 +286,7 @@ def _rekeyed_run(gap: int, *, sourced: bool = True) -> tuple[int, int]:
 
     async def go() -> tuple[int, int]:
         store = MemoryStore()
-        pipeline = FeaturePipeline([ZIP], store)
+        pipeline = FeaturePipeline([ZIP], store, cache_entities=cache)
         first = await pipeline.process(raws)
         await first.commit(store)
         again = await pipeline.process(
@@ -308,6 +309,7 @@ def test_a_duplicate_in_the_repartition_topic_is_recognised_within_the_lateness(
     was counted twice. ZIP's allowed lateness is a day; the duplicate comes 300 events (5 minutes of event
     time) later, with the source position of the first: recognised by it."""
     assert _rekeyed_run(300) == (0, 1)
+    assert _rekeyed_run(300, cache=10) == (0, 1)
     assert _rekeyed_run(3_000) == (0, 1)
 
 
