@@ -75,7 +75,7 @@ from features.pipeline import (
 from features.redis_store import RedisStore
 from streaming.clients import feature_store
 from streaming.logs import get_logger
-from streaming.runtime import faust_consumer
+from streaming.runtime import faust_fetch
 from streaming.runtime.feature_batches import batches
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
@@ -185,8 +185,9 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
 def _faust_app(settings: Settings, app_id: str) -> faust.App:
     datadir = Path(settings.data_dir).resolve() / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust_consumer.App(  # Faust's, without its four tasks per message
+    return faust_fetch.App(  # Faust's, without its four tasks per message, with a short fetch wait
         app_id,
+        fetch_max_wait_ms=settings.features_fetch_wait_ms,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
         key_serializer="raw",
         value_serializer="raw",
