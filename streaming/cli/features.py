@@ -36,7 +36,7 @@ def run(
     from faust import Worker
     from prometheus_client import start_http_server
 
-    from streaming.runtime.feature_worker import create_app
+    from streaming.runtime.feature_worker import create_app, tune_gc
 
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
@@ -45,6 +45,7 @@ def run(
     worker = Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False
     )
+    tune_gc(settings)
     worker.execute_from_commandline()
 
 

@@ -49,6 +49,7 @@ a valid header falls back to the entity's last ``MAX_IDS`` event ids.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import time
 from collections import Counter as Tally
@@ -80,7 +81,7 @@ from streaming.runtime.feature_batches import batches
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
 
-__all__ = ["create_app", "stats_key"]
+__all__ = ["create_app", "stats_key", "tune_gc"]
 
 log = get_logger("rivulet.features")
 
@@ -180,6 +181,19 @@ def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str 
     for view in (v for v in views if v.rekeyed):
         _rekeyed_agent(app, events_topic, view, worker)
     return app
+
+
+def tune_gc(settings: Settings) -> None:
+    """Once the worker is built (imports, Faust, views): freeze what exists (it lives as long as the process,
+    so no collection need walk it again) and run the full collection only every
+    ``features_gc_full_every`` middle-generation ones. A full pass walks every cached entity state (about
+    250 ms with 1,000 ``customer`` entities); at Python's default (10) it ran every few seconds at 2,000
+    events/s and made the freshness p99 (263 ms; 109 ms at 1,000). Young cycles are still collected as
+    before; older cyclic garbage waits longer (the states themselves hold no cycles: refcounting frees them).
+    Not in :func:`create_app`: freezing belongs to the worker's process, not to whoever builds an app."""
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, settings.features_gc_full_every)
 
 
 def _faust_app(settings: Settings, app_id: str) -> faust.App:
