@@ -23,7 +23,7 @@ from features.examples import customer, site
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from features.windows import hopping, sliding, tumbling
-from tests.support.engine_run import run_engine
+from tests.support.engine_run import row_lists, run_engine, run_rows
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.oracle import Oracle, diff, stream
 
@@ -491,36 +491,13 @@ SELECTIVE = FeatureView(
 
 @pytest.mark.parametrize("view", [SPARSE, INVERTIBLE, SELECTIVE], ids=["sparse", "invertible", "selective"])
 @hyp_settings(max_examples=120, deadline=None, derandomize=True)
-@given(
-    rows=st.lists(
-        st.tuples(
-            st.integers(0, 400),  # how far the time moves on
-            st.integers(0, 350),  # how far back this event is (beyond 300: late)
-            st.one_of(st.none(), st.integers(-50, 50), st.floats(-1e3, 1e3)),
-            st.booleans(),  # round-trip the state through JSON first
-        ),
-        min_size=1,
-        max_size=60,
-    )
-)
+@given(rows=row_lists())
 def test_the_cached_ranges_give_the_oracle_vectors_on_any_stream(view: FeatureView, rows: list) -> None:
     """Sparse and dense stretches, gaps longer than a window, out-of-order events into earlier tiles of the
     cached range, late ones: the per-window caches (two stacks; invertible windows: tiles taken out) must
     give what recomputing would."""
     engine = FeatureEngine(view)
-    state = engine.new_state()
-    events, now, got, late = [], 10_000, {}, set()
-    for i, (step, back, x, trip) in enumerate(rows):
-        now += step
-        e = Event(event_id=f"e{i}", entity="u", ts=now - back, fields={"x": x})
-        events.append(e)
-        if trip:
-            state = EntityState.from_json(state.to_json())
-            assert engine.check_state(state) is None
-        try:
-            got[e.event_id] = engine.apply(state, e)
-        except LateEvent:
-            late.add(e.event_id)
+    state, events, got, late = run_rows(engine, rows)
     oracle = Oracle(view).feed(events)
     assert late == oracle.late and got.keys() == oracle.vectors.keys()
     for k, v in oracle.vectors.items():

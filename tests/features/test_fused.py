@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from features import distinct
 from features.aggregations import Count, DistinctCount, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
@@ -18,6 +17,7 @@ from features.errors import AggregateOverflow, LateEvent
 from features.events import Event
 from features.examples import ACTIVITY, customer, site
 from features.windows import hopping, sliding, tumbling
+from tests.support.engine_run import row_lists, run_rows
 from tests.support.feature_defs import ALL, EXACT, HOSTILE, HOSTILE_KEYED, ZIP
 from tests.support.oracle import Oracle, diff
 from tests.support.streams import stream, with_hostile_values
@@ -179,36 +179,16 @@ SPREAD = FeatureView(
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(
-    rows=st.lists(
-        st.tuples(
-            st.integers(0, 400),  # how far the time moves on
-            st.integers(0, 350),  # how far back this event is (beyond 300: late)
-            st.one_of(st.none(), st.integers(-50, 50), st.floats(-1e3, 1e3), st.sampled_from([1e15, 0.1])),
-            st.booleans(),  # round-trip the state through JSON first
-        ),
-        min_size=1,
-        max_size=60,
-    )
-)
+@given(rows=row_lists(1e15, 0.1))
 def test_variances_taken_out_of_a_range_give_the_oracle_vectors(fused: bool, rows: list[Any]) -> None:
     engine = FeatureEngine(SPREAD, fused=fused)
     assert all(tw.code.invertible for tw in SPREAD.tiled)
-    state = engine.new_state()
-    events, now, got, late = [], 10_000, {}, set()
-    for i, (step, back, x, trip) in enumerate(rows):
-        now += step
-        e = Event(event_id=f"e{i}", entity="u", ts=now - back, fields={"x": x})
-        events.append(e)
-        if trip:
-            state = EntityState.from_json(state.to_json())
-            assert engine.check_state(state) is None
-        try:
-            got[e.event_id] = engine.apply(state, e)
-        except LateEvent:
-            late.add(e.event_id)
-        fresh = EntityState.from_json(state.to_json())  # its ranges merged anew from the tiles: the same bits
+
+    def same_bits_merged_anew(state: EntityState) -> None:
+        fresh = EntityState.from_json(state.to_json())  # its ranges merged anew from the tiles
         assert engine.check_state(fresh) is None and repr(engine.online(fresh)) == repr(engine.online(state))
+
+    _, events, got, late = run_rows(engine, rows, same_bits_merged_anew)
     oracle = Oracle(SPREAD).feed(events)
     assert late == oracle.late and got.keys() == oracle.vectors.keys()
     for k, v in oracle.vectors.items():
