@@ -310,6 +310,12 @@ class Var(Aggregation):
         num = (n * b << (eb - m)) - (a * a << (2 * ea - m))  # (n * sum(x*x) - sum(x)**2) / 2**m
         if num <= 0:
             return 0.0
+        # below float64's normal range a square's low part rounds (at most 2**-1070 per value, generously):
+        # n * sum(x*x) - sum(x)**2 within n * n * 2**-1070 is that noise, not spread (equal values of about
+        # 1e-153 gave 5e-324, not 0.0). Out of reach of any data above the subnormals (num >= 1 there).
+        s = m + 1070
+        if (num << s if s >= 0 else num) <= (n * n if s >= 0 else n * n << -s):
+            return 0.0
         den = n * (n - 1)
         return num / (den << -m) if m < 0 else (num << m) / den  # int / int: correctly rounded
 
