@@ -77,7 +77,7 @@ Vector = dict[str, Any]
 class FeatureEngine:
     """Computes one :class:`~features.definitions.FeatureView` (see the module docstring for semantics)."""
 
-    def __init__(self, view: FeatureView, fused: bool = True) -> None:
+    def __init__(self, view: FeatureView, fused: bool = True, native: bool | None = None) -> None:
         self.view = view
         self.layout = self._layout = layout = Layout.of(view)
         self._inputs = layout.inputs
@@ -96,6 +96,21 @@ class FeatureEngine:
         self.fused = Fused(self, self.apply_generic) if fused else None
         if self.fused is not None:
             self.apply = self.fused.apply  # type: ignore[method-assign]
+        # and, where the extension was built, through its compiled twin (features._native: the same lines,
+        # the same states); native=None: when built, True: required (ImportError if not), False: never
+        self.native: Any = None
+        if fused and native is not False:
+            step = _native_step()
+            if step is None and native:
+                raise ImportError("features._native was not built: pip install -e . with a C compiler")
+            if step is not None:
+                self.native = step(self, self.apply_generic, _safe)
+                self.apply = self.native.apply  # type: ignore[method-assign]
+
+    @property
+    def path(self) -> str:
+        """Which path applies events in order: "native", "fused" or "generic"."""
+        return "native" if self.native is not None else ("fused" if self.fused is not None else "generic")
 
     def new_state(self) -> EntityState:
         return EntityState(
@@ -283,6 +298,15 @@ class FeatureEngine:
     def online(self, state: EntityState) -> dict[str, Any]:
         """The entity's aggregates as of its watermark: what the online store serves."""
         return self.aggregates_at(state, state.watermark if state.watermark is not None else 0)
+
+
+def _native_step() -> Any:
+    """The compiled step class (features._native.Step), or None where the extension was not built."""
+    try:
+        from features._native import Step
+    except ImportError:
+        return None
+    return Step
 
 
 def _safe(fn: Any, values: Mapping[str, Any]) -> Any:

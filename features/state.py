@@ -115,7 +115,7 @@ _SLACK = 1 + 2**-20
 _TINY = 1e-300
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the engine reads and writes its attributes for every event
 class EntityState:
     """One entity's state in one view. ``position`` is for adapters: the source partition and offset of the
     last event applied, stored together with the state so that a redelivered event is recognised."""

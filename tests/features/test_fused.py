@@ -1,6 +1,8 @@
-"""The fused in-order path (features.fused) against the generic engine, side by side: every vector (with its
-keys' order and its values' types) and every state's JSON equal after every event, and refusals
-(LateEvent, AggregateOverflow, a check that raises) leaving both states unchanged."""
+"""The in-order paths, compiled (features._native) and generated (features.fused), against the generic
+engine, side by side: every vector (with its keys' order and its values' types) and every state's JSON equal
+after every event, and refusals (LateEvent, AggregateOverflow, a check that raises) leaving every state
+unchanged. The compiled path must be built (``native=True`` raises ImportError otherwise): a test run
+without it fails, never skips."""
 
 from __future__ import annotations
 
@@ -82,24 +84,30 @@ def _outcome(engine: FeatureEngine, state: EntityState, e: Event, check: Any) ->
 
 
 def side_by_side(view: FeatureView, events: list[Event], check: Any = None, every: int = 7) -> dict[str, int]:
-    """Both paths over ``events``: equal outcomes and states after every event; the kinds of outcomes."""
-    fused, generic = FeatureEngine(view), FeatureEngine(view, fused=False)
-    assert fused.fused is not None and generic.fused is None
-    states: dict[str, tuple[EntityState, EntityState]] = {}
+    """The three paths over ``events``: equal outcomes and states after every event; the kinds of outcomes."""
+    native, fused, generic = (
+        FeatureEngine(view, native=True),
+        FeatureEngine(view, native=False),
+        FeatureEngine(view, fused=False),
+    )
+    assert (native.path, fused.path, generic.path) == ("native", "fused", "generic")
+    engines = (native, fused, generic)
+    states: dict[str, list[EntityState]] = {}
     kinds: dict[str, int] = {}
     for i, e in enumerate(events):
         key = generic.key(e)
         if key is None:
             continue
-        a, b = states.setdefault(key, (fused.new_state(), generic.new_state()))
+        held = states.setdefault(key, [en.new_state() for en in engines])
         if i % every == 0:  # through the JSON, as the worker keeps states: the caches start again
-            a, b = states[key] = (EntityState.from_json(a.to_json()), EntityState.from_json(b.to_json()))
-            assert fused.check_state(a) is None and generic.check_state(b) is None
-        got, want = _outcome(fused, a, e, check), _outcome(generic, b, e, check)
-        assert got == want, f"event {i} ({e.event_id}, ts {e.ts})"
-        assert a.to_json() == b.to_json(), f"event {i} ({e.event_id}, ts {e.ts}): states differ"
-        assert repr(fused.online(a)) == repr(generic.online(b))
-        kinds[got[0]] = kinds.get(got[0], 0) + 1
+            held[:] = [EntityState.from_json(s.to_json()) for s in held]
+            assert all(en.check_state(s) is None for en, s in zip(engines, held, strict=True))
+        want = _outcome(generic, held[2], e, check)
+        for en, s in zip(engines[:2], held[:2], strict=True):
+            assert _outcome(en, s, e, check) == want, f"{en.path}: event {i} ({e.event_id}, ts {e.ts})"
+            assert s.to_json() == held[2].to_json(), f"{en.path}: event {i} ({e.event_id}): states differ"
+            assert repr(en.online(s)) == repr(generic.online(held[2]))
+        kinds[want[0]] = kinds.get(want[0], 0) + 1
     return kinds
 
 
@@ -158,6 +166,9 @@ def test_overflow_refusals_leave_both_states_unchanged() -> None:
 def test_the_generated_source_is_kept_and_the_generic_path_can_be_chosen() -> None:
     engine = FeatureEngine(BENCH)
     assert engine.fused is not None and "def apply(state, event, check=None):" in engine.fused.source
+    assert engine.path == "native" and engine.apply == engine.native.apply  # built: the default
+    py = FeatureEngine(BENCH, native=False)
+    assert py.path == "fused" and py.fused is not None and py.apply == py.fused.apply
     assert FeatureEngine(BENCH, fused=False).apply.__func__ is FeatureEngine.apply  # type: ignore[attr-defined]
 
 
@@ -177,11 +188,12 @@ SPREAD = FeatureView(
 )
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
+@pytest.mark.parametrize("path", ["native", "fused", "generic"])
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(rows=row_lists(1e15, 0.1))
-def test_variances_taken_out_of_a_range_give_the_oracle_vectors(fused: bool, rows: list[Any]) -> None:
-    engine = FeatureEngine(SPREAD, fused=fused)
+def test_variances_taken_out_of_a_range_give_the_oracle_vectors(path: str, rows: list[Any]) -> None:
+    engine = FeatureEngine(SPREAD, fused=path != "generic", native=path == "native")
+    assert engine.path == path
     assert all(tw.code.invertible for tw in SPREAD.tiled)
 
     def same_bits_merged_anew(state: EntityState) -> None:

@@ -1,0 +1,639 @@
+# cython: language_level=3, boundscheck=True, wraparound=True, nonecheck=True, cdivision=False
+# cython: infer_types=False
+"""The in-order path of :mod:`features.fused`, compiled (Cython): one generic step over the view's windows and
+aggregations, whose every line is the generated function's, so the states it leaves and the vectors it
+returns are the same (tests/features/test_fused.py runs the three paths side by side).
+
+It works on the state as it is (the lists of :mod:`features.state`: no conversion, nothing to keep in
+step), with the floats as C doubles inside the exact sums. What the generated function calls in Python,
+this calls too: the generic ``apply`` for an event out of order, ``Tiled.merged`` / ``select`` / ``move`` /
+``tile`` for a range rebuilt or an earlier tile, ``math.fsum`` for a sum of several partials,
+``renormalise``, the variance's value, derived fields and expressions, and every aggregation that is not
+one of the built-in classes (a distinct count, a subclass) through its methods.
+
+Floating point: built with ``-ffp-contract=off`` (setup.py) so that no multiply-add is fused; every
+operation is the IEEE double operation Python performs.
+"""
+
+from libc.math cimport fabs
+
+import math
+
+from features import aggregations as A
+from features.errors import AggregateOverflow
+from features.numeric import SUM_LIMIT
+from features.state import MAX_IDS, id_hash
+from features.summaries import KEEP_PARTIALS, renormalise
+
+cdef object _fsum = math.fsum
+cdef object _square = A._square
+cdef object _renormalise = renormalise
+cdef object _id_hash = id_hash
+cdef double _LIMIT = SUM_LIMIT
+cdef Py_ssize_t _KEEP = KEEP_PARTIALS
+cdef Py_ssize_t _MAX_IDS = MAX_IDS
+
+# aggregation kinds (exact classes only; anything else is OTHER, called through its methods)
+cdef enum:
+    OTHER = 0
+    COUNT = 1
+    COUNT_FIELD = 2
+    SUM = 3
+    MEAN = 4
+    MIN = 5
+    MAX = 6
+    LAST = 7
+    SINCE = 8
+    VAR = 9
+
+# window kinds and how a cached range moves
+cdef enum:
+    LIFETIME = 0
+    SLIDING = 1  # sliding and tumbling: the range is [k - span, k]
+    HOPPING = 2
+cdef enum:
+    SLIDE = 0  # invertible: tiles taken out and merged in
+    SELECT = 1  # min and max only: monotonic queues
+    MOVE = 2  # anything else: Tiled.move
+
+
+cdef class _Agg:
+    cdef int kind
+    cdef Py_ssize_t inp  # index of the input read, -1: none
+    cdef bint domain  # values in the numeric domain by construction (no finiteness safeguard)
+    cdef object name, add, merge, value, empty, blank, bad
+    cdef bint literal  # ``blank`` is a flat list: a new tile's accumulator is a copy of it
+
+
+cdef class _Win:
+    cdef int kind, mode
+    cdef long long r, span, size, step, expiry, lateness
+    cdef object key, tw, picks
+    cdef tuple aggs
+    cdef Py_ssize_t n
+
+
+cdef inline object _number(object v):
+    """features.summaries.number: floats and ints as they are, booleans as 0/1, anything else None."""
+    cdef type tv = type(v)
+    if tv is float or tv is int:
+        return v
+    if tv is bool:
+        return 1.0 if v else 0.0
+    return None
+
+
+cdef inline object _picked(object v):
+    """The value a min or max keeps: -0.0 as 0.0 (fused._PICKED)."""
+    cdef type tv = type(v)
+    if tv is float:
+        return <double>v + 0.0
+    if tv is int:
+        return v
+    if tv is bool:
+        return 1.0 if v else 0.0
+    return None
+
+
+cdef int _grow(list a, Py_ssize_t start, double x) except -1:
+    """features.summaries.grow: add ``x`` exactly to the partials ``a[start:]``."""
+    cdef Py_ssize_t n = len(a), i, j
+    cdef double y, hi, lo, tmp
+    if n == start + 1:
+        y = a[start]
+        if fabs(x) < fabs(y):
+            tmp = x
+            x = y
+            y = tmp
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            a[start] = lo
+            a.append(hi)
+        else:
+            a[start] = hi
+        return 0
+    i = start
+    for j in range(start, n):
+        y = a[j]
+        if fabs(x) < fabs(y):
+            tmp = x
+            x = y
+            y = tmp
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            a[i] = lo
+            i += 1
+        x = hi
+    a[i:] = [x]
+    if i - start >= _KEEP:
+        _renormalise(a, start)
+    return 0
+
+
+cdef int _grow_all(list d, Py_ssize_t start, list s, Py_ssize_t sstart, bint minus) except -1:
+    """Grow the partials ``d[start:]`` by every partial of ``s[sstart:]`` (negated with ``minus``)."""
+    cdef Py_ssize_t j
+    cdef double x
+    for j in range(sstart, len(s)):
+        x = s[j]
+        _grow(d, start, -x if minus else x)
+    return 0
+
+
+cdef int _var_add(list a, double x) except -1:
+    """aggregations.Var.add (the square split exactly, as aggregations._square)."""
+    cdef double h2, l2, c2, xh, xl
+    a[0] = <long long>a[0] + 1
+    if -1e150 < x < 1e150:
+        h2 = x * x
+        c2 = 134217729.0 * x
+        xh = c2 - (c2 - x)
+        xl = x - xh
+        l2 = ((xh * xh - h2) + 2.0 * xh * xl) + xl * xl
+    else:
+        h2, l2 = _square(x)
+    _grow(<list?>a[1], 0, x)
+    _grow(<list?>a[2], 0, h2)
+    if l2 != 0.0:
+        _grow(<list?>a[2], 0, l2)
+    return 0
+
+
+cdef inline bint _better_min(object x, object held):
+    return held is None or x < held or (x == held and type(x) is float)
+
+
+cdef inline bint _better_max(object x, object held):
+    return held is None or x > held or (x == held and type(x) is float)
+
+
+cdef int _add(_Agg g, list a, object v, long long t, long long seq) except -1:
+    """compiled.add_lines: the event (value ``v``, time ``t``, sequence ``seq``) added to ``a``."""
+    cdef int kind = g.kind
+    cdef object x
+    if kind == COUNT:
+        a[0] = <long long>a[0] + 1
+    elif kind == COUNT_FIELD:
+        if v is not None:
+            a[0] = <long long>a[0] + 1
+    elif kind == SUM:
+        x = _number(v)
+        if x is not None:
+            _grow(a, 0, <double>x)
+    elif kind == MEAN:
+        x = _number(v)
+        if x is not None:
+            a[0] = <long long>a[0] + 1
+            _grow(a, 1, <double>x)
+    elif kind == MIN:
+        x = _picked(v)
+        if x is not None and _better_min(x, a[0]):
+            a[0] = x
+    elif kind == MAX:
+        x = _picked(v)
+        if x is not None and _better_max(x, a[0]):
+            a[0] = x
+    elif kind == LAST:
+        if v is not None:
+            x = a[0]
+            if x is None or t > <long long>x or (t == <long long>x and seq > <long long>a[1]):
+                a[0] = t
+                a[1] = seq
+                a[2] = v
+    elif kind == SINCE:
+        x = a[0]
+        if x is None or t > <long long>x:
+            a[0] = t
+    elif kind == VAR:
+        x = _number(v)
+        if x is not None:
+            _var_add(a, <double>x)
+    else:
+        g.add(a, t, seq, v)
+    return 0
+
+
+cdef int _merge(_Agg g, list d, list s, bint minus) except -1:
+    """compiled.merge_lines: the accumulator ``s`` merged into ``d`` (``minus``, invertible kinds only:
+    taken out)."""
+    cdef int kind = g.kind
+    cdef object y
+    cdef long long n
+    if kind == COUNT or kind == COUNT_FIELD:
+        n = s[0]
+        d[0] = <long long>d[0] - n if minus else <long long>d[0] + n
+    elif kind == SUM:
+        _grow_all(d, 0, s, 0, minus)
+    elif kind == MEAN:
+        n = s[0]
+        d[0] = <long long>d[0] - n if minus else <long long>d[0] + n
+        _grow_all(d, 1, s, 1, minus)
+    elif kind == MIN:
+        y = s[0]
+        if y is not None and _better_min(y, d[0]):
+            d[0] = y
+    elif kind == MAX:
+        y = s[0]
+        if y is not None and _better_max(y, d[0]):
+            d[0] = y
+    elif kind == LAST:
+        y = s[0]
+        if y is not None and (
+            d[0] is None or y > d[0] or (y == d[0] and s[1] > d[1])
+        ):
+            d[0] = y
+            d[1] = s[1]
+            d[2] = s[2]
+    elif kind == SINCE:
+        y = s[0]
+        if y is not None and (d[0] is None or y > d[0]):
+            d[0] = y
+    elif kind == VAR:
+        n = s[0]
+        if n:
+            d[0] = <long long>d[0] - n if minus else <long long>d[0] + n
+            _var_merge_sums(<list?>d[1], <list?>s[1], minus)
+            _var_merge_sums(<list?>d[2], <list?>s[2], minus)
+    else:
+        if minus:
+            raise TypeError("a window with an aggregation that is not INVERTIBLE cannot take a tile out")
+        g.merge(d, s)
+    return 0
+
+
+cdef int _var_merge_sums(list p, list s, bint minus) except -1:
+    cdef Py_ssize_t j
+    cdef double x
+    for j in range(len(s)):
+        x = s[j]
+        if x != 0.0:
+            _grow(p, 0, -x if minus else x)
+    return 0
+
+
+cdef object _value(_Agg g, list a, long long t):
+    """compiled.value_expr: the aggregate's value at reference time ``t``."""
+    cdef int kind = g.kind
+    cdef object x
+    cdef long long n, last
+    if kind == COUNT or kind == COUNT_FIELD or kind == MIN or kind == MAX:
+        return a[0]
+    if kind == SUM:
+        if len(a) == 1:
+            return <double>a[0] + 0.0
+        return _fsum(a)
+    if kind == MEAN:
+        n = a[0]
+        if not n:
+            return None
+        if len(a) == 2:
+            return (<double>a[1] + 0.0) / <double>n
+        return <double>_fsum(a[1:]) / <double>n
+    if kind == LAST:
+        return a[2]
+    if kind == SINCE:
+        x = a[0]
+        if x is None:
+            return None
+        last = x
+        return t - last if t > last else 0
+    return g.value(a, t)
+
+
+cdef inline long long _k(list tile):
+    return tile[0]
+
+
+cdef Py_ssize_t _bisect_left(list T, long long x, Py_ssize_t lo, Py_ssize_t hi) except -1:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _k(<list?>T[mid]) < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef Py_ssize_t _bisect_right(list T, long long x, Py_ssize_t lo, Py_ssize_t hi) except -1:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < _k(<list?>T[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef list _new_tile(_Win w, long long k):
+    """A new empty tile ``[k, accs...]`` (compiled.Compiled.new)."""
+    cdef list tile = [k]
+    cdef _Agg g
+    cdef Py_ssize_t i
+    for i in range(w.n):
+        g = <_Agg?>w.aggs[i]
+        tile.append((<list?>g.blank).copy() if g.literal else g.empty())
+    return tile
+
+
+cdef int _merge_tile(_Win w, list accs, list tile, bint minus) except -1:
+    cdef Py_ssize_t i
+    for i in range(w.n):
+        _merge(<_Agg?>w.aggs[i], <list?>accs[i], <list?>tile[i + 1], minus)
+    return 0
+
+
+cdef inline bint _beaten(object h, object v, bint top):
+    """tiles._beaten: a later tile's ``v`` makes ``h`` useless to the max (``top``) or min queue."""
+    if top:
+        if h < v:
+            return True
+    elif h > v:
+        return True
+    return h == v and (type(v) is float or type(h) is not float)
+
+
+cdef class Step:
+    """The compiled in-order ``apply(state, event, check=None)`` of one engine's view (module docstring);
+    events out of order go to ``generic``."""
+
+    cdef object generic, key, view_name, safe, check_none
+    cdef tuple wins, inputs, derived, expressions, bounded
+    cdef bint include_fields, plain, rekeyed, has_bounds
+    cdef Py_ssize_t n_inputs
+
+    def __init__(self, engine, generic, safe):
+        from features.compiled import literal
+
+        cdef _Win w
+        cdef _Agg g
+        view = engine.view
+        layout = engine.layout
+        self.generic = generic
+        self.key = engine.key
+        self.view_name = view.name
+        self.safe = safe
+        self.inputs = tuple(layout.inputs)
+        self.n_inputs = len(self.inputs)
+        index = {f: j for j, f in enumerate(self.inputs)}
+        self.derived = tuple((d.name, d.fn) for d in view.derived)
+        self.expressions = tuple((e.name, e.fn) for e in view.expressions)
+        self.include_fields = view.include_fields
+        self.plain = not view.derived and not view.include_fields
+        self.rekeyed = view.rekeyed
+        self.bounded = tuple(
+            (index[f], f, by_sum, by_square) for f, (by_sum, by_square) in layout.bounded.items()
+        )
+        self.has_bounds = bool(self.bounded)
+        kinds = {A.Count: COUNT, A.Sum: SUM, A.Mean: MEAN, A.Min: MIN, A.Max: MAX, A.Last: LAST,
+                 A.SinceLast: SINCE, A.Var: VAR, A.Std: VAR}
+        domain = (A.Count, A.Min, A.Max, A.Last, A.SinceLast)
+        wins = []
+        for tw in layout.tiled:
+            w = _Win()
+            w.tw, w.key, w.picks = tw, tw.key, tuple(tw.picks)
+            w.kind = {"lifetime": LIFETIME, "hopping": HOPPING}.get(tw.kind, SLIDING)
+            w.mode = SLIDE if tw.code.invertible else (SELECT if tw.picks else MOVE)
+            w.r, w.span, w.expiry, w.lateness = tw.resolution, tw.span, tw.expiry, tw.lateness
+            w.size = tw.window.size_ms if tw.kind == "hopping" else 0
+            w.step = tw.window.step_ms if tw.kind == "hopping" else 1
+            aggs = []
+            for a in tw.aggs:
+                g = _Agg()
+                g.kind = kinds.get(type(a), OTHER)
+                if g.kind == COUNT and a.field is not None:
+                    g.kind = COUNT_FIELD
+                g.inp = index[a.field] if a.field is not None else -1
+                g.domain = type(a) in domain
+                g.name, g.add, g.merge, g.value, g.empty = a.name, a.add, a.merge, a.value, a.empty
+                g.blank = a.empty()
+                g.literal = literal(g.blank)
+                g.bad = f"aggregate {a.name!r} is not finite"
+                aggs.append(g)
+            w.aggs = tuple(aggs)
+            w.n = len(aggs)
+            wins.append(w)
+        self.wins = tuple(wins)
+
+    def apply(self, state, event, check=None):
+        cdef long long t = event.ts, lo, k, c0, c1, cut, mm
+        cdef object wm = state.watermark
+        cdef object full
+        cdef dict vector, cache, tiles, settled, sb
+        cdef list ins, T, c, A_, tile, r_, s_, bnew, ids, q_
+        cdef tuple pair
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j, p, n, nw = len(self.wins)
+        cdef object v, x, q, h, p_, picks
+        cdef double xv, a_, qq
+        cdef long long seq
+        cdef bint top
+        if wm is not None and t < <long long>wm:
+            return self.generic(state, event, check)
+        # the event's own part (FeatureEngine.own) and the inputs
+        if self.plain:
+            full = event.fields
+            vector = {}
+        else:
+            full = dict(event.fields)
+            for name, fn in self.derived:
+                full[name] = self.safe(fn, full)
+            if self.include_fields:
+                vector = full
+            else:
+                vector = {}
+                for name, fn in self.derived:
+                    vector[name] = full[name]
+        ins = [full.get(f) for f in self.inputs]
+        # the bounded fields' new magnitudes (FeatureEngine._bounds)
+        bnew = None
+        if self.has_bounds:
+            sb = state.bounds or {}
+            bnew = []
+            for j, f, by_sum, by_square in self.bounded:
+                v = ins[j]
+                if type(v) is str or v is None or not v:
+                    continue
+                xv = v  # float(v): an int or a bool (not 0) as a double
+                pair_ = sb.get(f)
+                if pair_:
+                    a_ = <double>pair_[0] + fabs(xv)
+                    qq = <double>pair_[1] + xv * xv
+                else:
+                    a_ = 0.0 + fabs(xv)
+                    qq = 0.0 + xv * xv
+                if by_sum and not a_ <= _LIMIT:
+                    raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of magnitudes")
+                if by_square and not 4.0 * qq <= _LIMIT:
+                    raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of squares")
+                bnew.append((f, [a_ if a_ <= _LIMIT else _LIMIT, qq if qq <= _LIMIT else _LIMIT]))
+        cache = state.cache
+        tiles = state.tiles
+        accs = []
+        # every window's range at t (its cache moved) and its aggregates
+        for i in range(nw):
+            w = <_Win?>self.wins[i]
+            T = tiles[w.key]
+            k = t // w.r
+            n = len(T)
+            c = cache.get(w.key)
+            if w.kind == LIFETIME:
+                if c is None or (n and k < _k(<list?>T[n - 1])):
+                    c = [None, None, w.tw.merged(T, None, k, state.settled)]
+                    cache[w.key] = c
+            else:
+                if w.kind == HOPPING:
+                    lo = (t - w.size) // w.step + 1
+                else:
+                    lo = k - w.span
+                if c is None or <long long>c[0] != lo or <long long>c[1] != k:
+                    c = self._move(w, c, cache, T, lo, k)
+            A_ = c[2]
+            accs.append(A_)
+            for j in range(w.n):
+                g = <_Agg?>w.aggs[j]
+                x = _value(g, <list?>A_[j], t)
+                if not g.domain and type(x) is float and (<double>x - <double>x) != 0.0:
+                    raise ArithmeticError(g.bad)
+                vector[g.name] = x
+        for name, fn in self.expressions:
+            vector[name] = self.safe(fn, vector)
+        if check is not None:
+            check(vector)
+        # nothing below can fail
+        if bnew:
+            if state.bounds is None:
+                state.bounds = {}
+            sb = state.bounds
+            for f, b in bnew:
+                sb[f] = b
+        seq = <long long>state.seq + 1
+        state.seq = seq
+        for i in range(nw):
+            w = <_Win?>self.wins[i]
+            T = tiles[w.key]
+            k = t // w.r
+            n = len(T)
+            if n and _k(<list?>T[n - 1]) == k:
+                tile = T[n - 1]
+            elif not n or _k(<list?>T[n - 1]) < k:
+                tile = _new_tile(w, k)
+                T.append(tile)
+            else:
+                tile = w.tw.tile(T, k)
+            for j in range(w.n):
+                g = <_Agg?>w.aggs[j]
+                _add(g, <list?>tile[j + 1], ins[g.inp] if g.inp >= 0 else None, t, seq)
+            A_ = accs[i]  # in order, the cached range ends with the event's tile
+            for j in range(w.n):
+                g = <_Agg?>w.aggs[j]
+                _add(g, <list?>A_[j], ins[g.inp] if g.inp >= 0 else None, t, seq)
+        if self.rekeyed:
+            ids = state.ids
+            ids.append(_id_hash(event.event_id))
+            if len(ids) > _MAX_IDS:
+                del ids[: len(ids) - _MAX_IDS]
+        if wm is None or t > <long long>wm:
+            state.watermark = t
+            settled = state.settled
+            for i in range(nw):
+                w = <_Win?>self.wins[i]
+                T = tiles[w.key]
+                n = len(T)
+                if n and t >= _k(<list?>T[0]) * w.r + w.expiry:  # the oldest tile expired
+                    if w.kind == HOPPING:
+                        cut = (t - w.lateness - w.size) // w.step + 1
+                    else:
+                        cut = (t - w.lateness) // w.r - w.span
+                    p = 0
+                    while p < n and _k(<list?>T[p]) < cut:
+                        if w.kind == LIFETIME:
+                            s_ = T[p]
+                            for j in range(w.n):
+                                g = <_Agg?>w.aggs[j]
+                                _merge(g, <list?>settled[g.name], <list?>s_[j + 1], False)
+                        p += 1
+                    del T[:p]
+        return vector
+
+    cdef list _move(self, _Win w, object c_obj, dict cache, list T, long long lo, long long k):
+        """The cached range moved to ``[lo, k]`` (fused._Window.move / select)."""
+        cdef list c, r_, s_, q_
+        cdef Py_ssize_t n = len(T), p, j
+        cdef long long c0, c1, m
+        cdef object q, v, h
+        cdef bint top
+        if w.mode == SLIDE:
+            if c_obj is None:
+                c = [lo, k, w.tw.merged(T, lo, k)]
+                cache[w.key] = c
+                return c
+            c = c_obj
+            c0 = c[0]
+            c1 = c[1]
+            if lo < c0 or k < c1 or lo > c1:
+                c = [lo, k, w.tw.merged(T, lo, k)]
+                cache[w.key] = c
+                return c
+            if lo > c0 and n:  # the tiles of [c0, lo) leave the range
+                p = 0 if _k(<list?>T[0]) >= c0 else _bisect_left(T, c0, 0, n)
+                r_ = c[2]
+                while p < n and _k(<list?>T[p]) < lo:
+                    _merge_tile(w, r_, <list?>T[p], True)
+                    p += 1
+            if k > c1 and n and _k(<list?>T[n - 1]) > c1:  # the tiles of (c1, k] enter it
+                p = _bisect_right(T, c1, 0, n)
+                r_ = c[2]
+                while p < n and _k(<list?>T[p]) <= k:
+                    _merge_tile(w, r_, <list?>T[p], False)
+                    p += 1
+            c[0] = lo
+            c[1] = k
+            return c
+        if w.mode == MOVE:
+            c = w.tw.move(c_obj, T, lo, k)
+            cache[w.key] = c
+            return c
+        # SELECT
+        if c_obj is None:
+            c = w.tw.select(c_obj, T, lo, k)
+            cache[w.key] = c
+            return c
+        c = c_obj
+        c0 = c[0]
+        c1 = c[1]
+        if lo < c0 or k < c1:
+            c = w.tw.select(c, T, lo, k)
+            cache[w.key] = c
+            return c
+        q_ = c[3]
+        m = c1 if c1 > lo else lo
+        if n and _k(<list?>T[n - 1]) >= m:
+            p = n - 1 if n == 1 or _k(<list?>T[n - 2]) < m else _bisect_left(T, m, 0, n)
+            while p < n and _k(<list?>T[p]) < k:  # the tiles that joined the range's earlier part
+                s_ = T[p]
+                for j in range(len(w.picks)):
+                    top = w.picks[j]
+                    q = q_[j]
+                    v = (<list?>s_[j + 1])[0]
+                    if v is not None:
+                        while q and _beaten(q[-1][1], v, top):
+                            q.pop()
+                        q.append((s_[0], v))
+                p += 1
+        r_ = []
+        for j in range(len(w.picks)):
+            q = q_[j]
+            while q and q[0][0] < lo:
+                q.popleft()
+            r_.append([q[0][1] if q else None])
+        if n and _k(<list?>T[n - 1]) == k:  # the current tile
+            _merge_tile(w, r_, <list?>T[n - 1], False)
+        c[0] = lo
+        c[1] = k
+        c[2] = r_
+        return c

@@ -1,0 +1,20 @@
+"""The compiled part of Rivulet: ``features._native`` (Cython), the in-order path of the feature engine.
+
+Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no C compiler,
+no Python headers), the install goes on without it and the engine runs its generated Python path
+(features.fused), with the same results; ``rivulet features check`` and the engine say which path runs.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+native = Extension(
+    "features._native",
+    ["features/_native.pyx"],
+    # no fused multiply-add: every floating-point operation is the one Python performs (the exact sums and
+    # the square split depend on it), so the compiled path's states are the same bytes as the Python one's
+    extra_compile_args=["-O2", "-ffp-contract=off"],
+    optional=True,
+)
+
+setup(ext_modules=cythonize([native], quiet=True))
