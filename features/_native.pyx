@@ -15,6 +15,7 @@ Floating point: built with ``-ffp-contract=off`` (setup.py) so that no multiply-
 operation is the IEEE double operation Python performs.
 """
 
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.math cimport fabs
 
 import math
@@ -302,15 +303,18 @@ cdef object _value(_Agg g, list a, long long t):
     return g.value(a, t)
 
 
-cdef inline long long _k(list tile):
-    return tile[0]
+cdef inline long long _k(object tile) except? -1:
+    """A tile's index: its first item (a list of at least one item, or TypeError)."""
+    if type(tile) is not list or PyList_GET_SIZE(tile) == 0:
+        raise TypeError("a tile is not a non-empty list")
+    return <long long><object>PyList_GET_ITEM(tile, 0)
 
 
 cdef Py_ssize_t _bisect_left(list T, long long x, Py_ssize_t lo, Py_ssize_t hi) except -1:
     cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) // 2
-        if _k(<list?>T[mid]) < x:
+        if _k(T[mid]) < x:
             lo = mid + 1
         else:
             hi = mid
@@ -321,7 +325,7 @@ cdef Py_ssize_t _bisect_right(list T, long long x, Py_ssize_t lo, Py_ssize_t hi)
     cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) // 2
-        if x < _k(<list?>T[mid]):
+        if x < _k(T[mid]):
             hi = mid
         else:
             lo = mid + 1
@@ -474,6 +478,7 @@ cdef class Step:
         cache = state.cache
         tiles = state.tiles
         accs = []
+        Ts = []
         # every window's range at t (its cache moved) and its aggregates
         for i in range(nw):
             w = <_Win?>self.wins[i]
@@ -482,7 +487,7 @@ cdef class Step:
             n = len(T)
             c = cache.get(w.key)
             if w.kind == LIFETIME:
-                if c is None or (n and k < _k(<list?>T[n - 1])):
+                if c is None or (n and k < _k(T[n - 1])):
                     c = [None, None, w.tw.merged(T, None, k, state.settled)]
                     cache[w.key] = c
             else:
@@ -494,6 +499,7 @@ cdef class Step:
                     c = self._move(w, c, cache, T, lo, k)
             A_ = c[2]
             accs.append(A_)
+            Ts.append(T)
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
                 x = _value(g, <list?>A_[j], t)
@@ -515,12 +521,12 @@ cdef class Step:
         state.seq = seq
         for i in range(nw):
             w = <_Win?>self.wins[i]
-            T = tiles[w.key]
+            T = Ts[i]
             k = t // w.r
             n = len(T)
-            if n and _k(<list?>T[n - 1]) == k:
+            if n and _k(T[n - 1]) == k:
                 tile = T[n - 1]
-            elif not n or _k(<list?>T[n - 1]) < k:
+            elif not n or _k(T[n - 1]) < k:
                 tile = _new_tile(w, k)
                 T.append(tile)
             else:
@@ -542,15 +548,15 @@ cdef class Step:
             settled = state.settled
             for i in range(nw):
                 w = <_Win?>self.wins[i]
-                T = tiles[w.key]
+                T = Ts[i]
                 n = len(T)
-                if n and t >= _k(<list?>T[0]) * w.r + w.expiry:  # the oldest tile expired
+                if n and t >= _k(T[0]) * w.r + w.expiry:  # the oldest tile expired
                     if w.kind == HOPPING:
                         cut = (t - w.lateness - w.size) // w.step + 1
                     else:
                         cut = (t - w.lateness) // w.r - w.span
                     p = 0
-                    while p < n and _k(<list?>T[p]) < cut:
+                    while p < n and _k(T[p]) < cut:
                         if w.kind == LIFETIME:
                             s_ = T[p]
                             for j in range(w.n):
@@ -580,15 +586,15 @@ cdef class Step:
                 cache[w.key] = c
                 return c
             if lo > c0 and n:  # the tiles of [c0, lo) leave the range
-                p = 0 if _k(<list?>T[0]) >= c0 else _bisect_left(T, c0, 0, n)
+                p = 0 if _k(T[0]) >= c0 else _bisect_left(T, c0, 0, n)
                 r_ = c[2]
-                while p < n and _k(<list?>T[p]) < lo:
+                while p < n and _k(T[p]) < lo:
                     _merge_tile(w, r_, <list?>T[p], True)
                     p += 1
-            if k > c1 and n and _k(<list?>T[n - 1]) > c1:  # the tiles of (c1, k] enter it
+            if k > c1 and n and _k(T[n - 1]) > c1:  # the tiles of (c1, k] enter it
                 p = _bisect_right(T, c1, 0, n)
                 r_ = c[2]
-                while p < n and _k(<list?>T[p]) <= k:
+                while p < n and _k(T[p]) <= k:
                     _merge_tile(w, r_, <list?>T[p], False)
                     p += 1
             c[0] = lo
@@ -612,9 +618,9 @@ cdef class Step:
             return c
         q_ = c[3]
         m = c1 if c1 > lo else lo
-        if n and _k(<list?>T[n - 1]) >= m:
-            p = n - 1 if n == 1 or _k(<list?>T[n - 2]) < m else _bisect_left(T, m, 0, n)
-            while p < n and _k(<list?>T[p]) < k:  # the tiles that joined the range's earlier part
+        if n and _k(T[n - 1]) >= m:
+            p = n - 1 if n == 1 or _k(T[n - 2]) < m else _bisect_left(T, m, 0, n)
+            while p < n and _k(T[p]) < k:  # the tiles that joined the range's earlier part
                 s_ = T[p]
                 for j in range(len(w.picks)):
                     top = w.picks[j]
@@ -631,7 +637,7 @@ cdef class Step:
             while q and q[0][0] < lo:
                 q.popleft()
             r_.append([q[0][1] if q else None])
-        if n and _k(<list?>T[n - 1]) == k:  # the current tile
+        if n and _k(T[n - 1]) == k:  # the current tile
             _merge_tile(w, r_, <list?>T[n - 1], False)
         c[0] = lo
         c[1] = k
