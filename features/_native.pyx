@@ -97,37 +97,26 @@ cdef inline object _picked(object v):
 
 
 cdef int _grow(list a, Py_ssize_t start, double x) except -1:
-    """features.summaries.grow: add ``x`` exactly to the partials ``a[start:]``."""
-    cdef Py_ssize_t n = len(a), i, j
-    cdef double y, hi, lo, tmp
-    if n == start + 1:
-        y = a[start]
-        if fabs(x) < fabs(y):
-            tmp = x
-            x = y
-            y = tmp
-        hi = x + y
-        lo = y - (hi - x)
-        if lo != 0.0:
-            a[start] = lo
-            a.append(hi)
-        else:
-            a[start] = hi
-        return 0
-    i = start
+    """features.summaries.grow: add ``x`` exactly to the partials ``a[start:]`` (its ``a[i:] = [x]`` written
+    without the new list)."""
+    cdef Py_ssize_t n = len(a), i = start, j
+    cdef double y, hi, lo
     for j in range(start, n):
         y = a[j]
         if fabs(x) < fabs(y):
-            tmp = x
-            x = y
-            y = tmp
+            x, y = y, x
         hi = x + y
         lo = y - (hi - x)
         if lo != 0.0:
             a[i] = lo
             i += 1
         x = hi
-    a[i:] = [x]
+    if i < n:
+        a[i] = x
+        if i + 1 < n:
+            del a[i + 1 :]
+    else:
+        a.append(x)
     if i - start >= _KEEP:
         _renormalise(a, start)
     return 0
@@ -643,3 +632,9 @@ cdef class Step:
         c[1] = k
         c[2] = r_
         return c
+
+
+def grow(list a, Py_ssize_t start, double x):
+    """The compiled :func:`features.summaries.grow` (what the step runs), for the tests to hold it to the
+    Python one."""
+    _grow(a, start, x)
