@@ -109,6 +109,7 @@ class FeaturePipeline:
         max_record_bytes: int | None = None,
         max_state_bytes: int | None = None,
         max_ahead_ms: int | None = None,
+        native: bool | None = None,
     ) -> None:
         self.views = list(views)
         # the largest feature record (serialised, with its key: the entity) an event may make; one over it
@@ -119,7 +120,8 @@ class FeaturePipeline:
         self.max_state_bytes = max_state_bytes
         # how far an event's time may be ahead of its record's timestamp (None: any); see "future" above
         self.max_ahead_ms = max_ahead_ms
-        self.engines = [FeatureEngine(v) for v in self.views]
+        # the in-order path (FeatureEngine's native: None, compiled where built; False, generated Python)
+        self.engines = [FeatureEngine(v, native=native) for v in self.views]
         self.store = store
         self.report_invalid = report_invalid  # False where another pipeline sees the same records
         # States of recently seen entities, kept between batches so they need not be read back from the

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         "at 2,000 events/s left a standing 1.4 s delay; see streaming/runtime/faust_fetch.py). An idle "
         "worker makes one empty fetch per wait.",
     )
+    features_native: bool | None = Field(
+        None,
+        description="Whether feature workers apply events in order through the compiled engine path "
+        "(features._native): unset, where the install built it; false, never (the generated Python path, "
+        "the same results); true, required (a worker without it refuses to start).",
+    )
     features_gc_full_every: int = Field(
         1_000,
         ge=1,

@@ -267,7 +267,9 @@ class _Worker:
             max_record_bytes=s.max_event_bytes,
             max_state_bytes=MAX_STATE_BYTES,
             max_ahead_ms=s.features_max_ahead_ms,
+            native=s.features_native,
         )
+        log.info("feature_engine", path=pipeline.engines[0].path if pipeline.engines else None)
         self.pipelines.append(pipeline)
         try:
             async for batch in batches(stream, s.features_batch_size, s.features_batch_wait_ms / 1000):

@@ -10,7 +10,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features import _native
+from features.examples import customer, site
+from features.pipeline import FeaturePipeline
+from features.store import MemoryStore
 from features.summaries import grow
+from streaming.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +36,19 @@ def test_the_compiled_grow_keeps_the_same_partials(xs: list[float], start: int) 
         _native.grow(c, start, x)
         assert [repr(v) for v in c] == [repr(v) for v in py]
     assert math.fsum(c[start:]) == math.fsum(xs)
+
+
+def test_the_workers_path_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RIVULET_FEATURES_NATIVE=false: the generated Python path (an operator's switch for a suspected fault
+    in the compiled one); unset: compiled, where built (the tests require it built)."""
+    monkeypatch.setenv("RIVULET_FEATURES_NATIVE", "false")
+    off = Settings().features_native
+    assert off is False
+    assert [e.path for e in FeaturePipeline([customer, site], MemoryStore(), native=off).engines] == [
+        "fused",
+        "fused",
+    ]
+    monkeypatch.delenv("RIVULET_FEATURES_NATIVE")
+    default = Settings().features_native
+    assert default is None
+    assert FeaturePipeline([customer], MemoryStore(), native=default).engines[0].path == "native"
