@@ -1,17 +1,23 @@
 # The Rivulet image: the `rivulet` command with its three packages; docker-compose.yml runs the feature
-# worker, the learner and the API from it.
-FROM python:3.11-slim
-
+# worker, the learner and the API from it. Built in two stages: the first has a C compiler and builds the
+# wheel with the compiled engine path (features._native, setup.py); the image itself installs that wheel
+# and has no compiler. RIVULET_FEATURES_NATIVE=true: a worker whose wheel lacks it refuses to start.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY features features
 COPY streaming streaming
 COPY serving serving
-RUN pip install --no-cache-dir . && rm -rf /src
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 
 RUN useradd --system --home /data rivulet && mkdir -p /data && chown rivulet /data
 USER rivulet
 WORKDIR /data
-ENV RIVULET_DATA_DIR=/data PYTHONUNBUFFERED=1
+ENV RIVULET_DATA_DIR=/data PYTHONUNBUFFERED=1 RIVULET_FEATURES_NATIVE=true
 ENTRYPOINT ["rivulet"]
 CMD ["--help"]

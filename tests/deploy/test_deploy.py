@@ -78,6 +78,8 @@ def test_the_image_installs_the_three_packages() -> None:
     for package in ("features", "streaming", "serving"):
         assert f"COPY {package} {package}" in text
     assert 'ENTRYPOINT ["rivulet"]' in text
+    # the compiled engine path: built where a compiler is (the first stage), required where it runs
+    assert "COPY pyproject.toml setup.py" in text and "gcc" in text and "RIVULET_FEATURES_NATIVE=true" in text
 
 
 def test_the_learner_alone_gets_the_signing_key_and_nothing_starts_without_keys() -> None:
