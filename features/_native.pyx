@@ -415,7 +415,7 @@ cdef class Step:
         cdef long long t = event.ts, lo, k, c0, c1, cut, mm
         cdef object wm = state.watermark
         cdef object full
-        cdef dict vector, cache, tiles, settled, sb
+        cdef dict vector, settled, sb
         cdef list ins, T, c, A_, tile, r_, s_, bnew, ids, q_
         cdef tuple pair
         cdef _Win w
@@ -464,37 +464,10 @@ cdef class Step:
                 if by_square and not 4.0 * qq <= _LIMIT:
                     raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of squares")
                 bnew.append((f, [a_ if a_ <= _LIMIT else _LIMIT, qq if qq <= _LIMIT else _LIMIT]))
-        cache = state.cache
-        tiles = state.tiles
         accs = []
         Ts = []
         # every window's range at t (its cache moved) and its aggregates
-        for i in range(nw):
-            w = <_Win?>self.wins[i]
-            T = tiles[w.key]
-            k = t // w.r
-            n = len(T)
-            c = cache.get(w.key)
-            if w.kind == LIFETIME:
-                if c is None or (n and k < _k(T[n - 1])):
-                    c = [None, None, w.tw.merged(T, None, k, state.settled)]
-                    cache[w.key] = c
-            else:
-                if w.kind == HOPPING:
-                    lo = (t - w.size) // w.step + 1
-                else:
-                    lo = k - w.span
-                if c is None or <long long>c[0] != lo or <long long>c[1] != k:
-                    c = self._move(w, c, cache, T, lo, k)
-            A_ = c[2]
-            accs.append(A_)
-            Ts.append(T)
-            for j in range(w.n):
-                g = <_Agg?>w.aggs[j]
-                x = _value(g, <list?>A_[j], t)
-                if not g.domain and type(x) is float and (<double>x - <double>x) != 0.0:
-                    raise ArithmeticError(g.bad)
-                vector[g.name] = x
+        self._read(state, t, vector, accs, Ts, True)
         for name, fn in self.expressions:
             vector[name] = self.safe(fn, vector)
         if check is not None:
@@ -554,6 +527,53 @@ cdef class Step:
                         p += 1
                     del T[:p]
         return vector
+
+    def online(self, state):
+        """FeatureEngine.online: the entity's aggregates as of its watermark (the cached ranges moved)."""
+        cdef dict out = {}
+        wm = state.watermark
+        self._read(state, wm if wm is not None else 0, out, None, None, False)
+        return out
+
+    cdef int _read(self, object state, long long t, dict vector, list accs, list Ts, bint finite) except -1:
+        """Every window's range at ``t`` (its cache moved forward, or rebuilt) and its aggregates into
+        ``vector``; each window's accumulators and tiles appended to ``accs`` and ``Ts`` unless None;
+        ``finite``: the generic path's last safeguard (ArithmeticError for an aggregate not finite)."""
+        cdef dict cache = state.cache, tiles = state.tiles
+        cdef list T, c, A_
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j, n
+        cdef long long k, lo
+        cdef object x
+        for i in range(len(self.wins)):
+            w = <_Win?>self.wins[i]
+            T = tiles[w.key]
+            k = t // w.r
+            n = len(T)
+            c = cache.get(w.key)
+            if w.kind == LIFETIME:
+                if c is None or (n and k < _k(T[n - 1])):
+                    c = [None, None, w.tw.merged(T, None, k, state.settled)]
+                    cache[w.key] = c
+            else:
+                if w.kind == HOPPING:
+                    lo = (t - w.size) // w.step + 1
+                else:
+                    lo = k - w.span
+                if c is None or <long long>c[0] != lo or <long long>c[1] != k:
+                    c = self._move(w, c, cache, T, lo, k)
+            A_ = c[2]
+            if accs is not None:
+                accs.append(A_)
+                Ts.append(T)
+            for j in range(w.n):
+                g = <_Agg?>w.aggs[j]
+                x = _value(g, <list?>A_[j], t)
+                if finite and not g.domain and type(x) is float and (<double>x - <double>x) != 0.0:
+                    raise ArithmeticError(g.bad)
+                vector[g.name] = x
+        return 0
 
     cdef list _move(self, _Win w, object c_obj, dict cache, list T, long long lo, long long k):
         """The cached range moved to ``[lo, k]`` (fused._Window.move / select)."""
