@@ -298,7 +298,7 @@ class FeatureEngine:
     def online(self, state: EntityState) -> dict[str, Any]:
         """The entity's aggregates as of its watermark: what the online store serves."""
         if self.native is not None:  # the same ranges and values, compiled (features._native)
-            return self.native.online(state)  # type: ignore[no-any-return]
+            return self.native.online(state)
         return self.aggregates_at(state, state.watermark if state.watermark is not None else 0)
 
 
