@@ -27,6 +27,7 @@ from features.state import MAX_IDS, id_hash
 from features.summaries import KEEP_PARTIALS, renormalise
 
 cdef object _fsum = math.fsum
+cdef object _float = float  # the builtin, called: Cython's inlined float() parses strings its own way
 cdef object _square = A._square
 cdef object _renormalise = renormalise
 cdef object _id_hash = id_hash
@@ -159,10 +160,16 @@ cdef inline bint _better_max(object x, object held):
     return held is None or x > held or (x == held and type(x) is float)
 
 
-cdef int _add(_Agg g, list a, object v, long long t, long long seq) except -1:
-    """compiled.add_lines: the event (value ``v``, time ``t``, sequence ``seq``) added to ``a``."""
+cdef int _add(_Agg g, object acc, object v, long long t, long long seq) except -1:
+    """compiled.add_lines: the event (value ``v``, time ``t``, sequence ``seq``) added to ``acc`` (a list for
+    the built-in kinds; any object for another aggregation, called through its methods)."""
     cdef int kind = g.kind
     cdef object x
+    cdef list a
+    if kind == OTHER:
+        g.add(acc, t, seq, v)
+        return 0
+    a = acc
     if kind == COUNT:
         a[0] = <long long>a[0] + 1
     elif kind == COUNT_FIELD:
@@ -200,17 +207,23 @@ cdef int _add(_Agg g, list a, object v, long long t, long long seq) except -1:
         x = _number(v)
         if x is not None:
             _var_add(a, <double>x)
-    else:
-        g.add(a, t, seq, v)
     return 0
 
 
-cdef int _merge(_Agg g, list d, list s, bint minus) except -1:
-    """compiled.merge_lines: the accumulator ``s`` merged into ``d`` (``minus``, invertible kinds only:
+cdef int _merge(_Agg g, object d_, object s_, bint minus) except -1:
+    """compiled.merge_lines: the accumulator ``s_`` merged into ``d_`` (``minus``, invertible kinds only:
     taken out)."""
     cdef int kind = g.kind
     cdef object y
     cdef long long n
+    cdef list d, s
+    if kind == OTHER:
+        if minus:
+            raise TypeError("a window with an aggregation that is not INVERTIBLE cannot take a tile out")
+        g.merge(d_, s_)
+        return 0
+    d = d_
+    s = s_
     if kind == COUNT or kind == COUNT_FIELD:
         n = s[0]
         d[0] = <long long>d[0] - n if minus else <long long>d[0] + n
@@ -246,10 +259,6 @@ cdef int _merge(_Agg g, list d, list s, bint minus) except -1:
             d[0] = <long long>d[0] - n if minus else <long long>d[0] + n
             _var_merge_sums(<list?>d[1], <list?>s[1], minus)
             _var_merge_sums(<list?>d[2], <list?>s[2], minus)
-    else:
-        if minus:
-            raise TypeError("a window with an aggregation that is not INVERTIBLE cannot take a tile out")
-        g.merge(d, s)
     return 0
 
 
@@ -263,11 +272,15 @@ cdef int _var_merge_sums(list p, list s, bint minus) except -1:
     return 0
 
 
-cdef object _value(_Agg g, list a, long long t):
+cdef object _value(_Agg g, object acc, long long t):
     """compiled.value_expr: the aggregate's value at reference time ``t``."""
     cdef int kind = g.kind
     cdef object x
     cdef long long n, last
+    cdef list a
+    if kind == OTHER or kind == VAR:
+        return g.value(acc, t)
+    a = acc
     if kind == COUNT or kind == COUNT_FIELD or kind == MIN or kind == MAX:
         return a[0]
     if kind == SUM:
@@ -289,7 +302,7 @@ cdef object _value(_Agg g, list a, long long t):
             return None
         last = x
         return t - last if t > last else 0
-    return g.value(a, t)
+    return g.value(a, t)  # not reached
 
 
 cdef inline long long _k(object tile) except? -1:
@@ -335,7 +348,7 @@ cdef list _new_tile(_Win w, long long k):
 cdef int _merge_tile(_Win w, list accs, list tile, bint minus) except -1:
     cdef Py_ssize_t i
     for i in range(w.n):
-        _merge(<_Agg?>w.aggs[i], <list?>accs[i], <list?>tile[i + 1], minus)
+        _merge(<_Agg?>w.aggs[i], accs[i], tile[i + 1], minus)
     return 0
 
 
@@ -354,7 +367,7 @@ cdef class Step:
     events out of order go to ``generic``."""
 
     cdef object generic, key, view_name, safe, check_none
-    cdef tuple wins, inputs, derived, expressions, bounded
+    cdef tuple wins, inputs, from_fields, derived, expressions, bounded
     cdef bint include_fields, plain, rekeyed, has_bounds
     cdef Py_ssize_t n_inputs
 
@@ -371,6 +384,8 @@ cdef class Step:
         self.safe = safe
         self.inputs = tuple(layout.inputs)
         self.n_inputs = len(self.inputs)
+        derived = {d.name for d in view.derived}
+        self.from_fields = tuple(not view.include_fields and f not in derived for f in self.inputs)
         index = {f: j for j, f in enumerate(self.inputs)}
         self.derived = tuple((d.name, d.fn) for d in view.derived)
         self.expressions = tuple((e.name, e.fn) for e in view.expressions)
@@ -403,7 +418,8 @@ cdef class Step:
                 g.domain = type(a) in domain
                 g.name, g.add, g.merge, g.value, g.empty = a.name, a.add, a.merge, a.value, a.empty
                 g.blank = a.empty()
-                g.literal = literal(g.blank)
+                # a flat list copied for a new tile; any other empty accumulator (a dict, a tuple) made anew
+                g.literal = type(g.blank) is list and literal(g.blank)
                 g.bad = f"aggregate {a.name!r} is not finite"
                 aggs.append(g)
             w.aggs = tuple(aggs)
@@ -441,7 +457,10 @@ cdef class Step:
                 vector = {}
                 for name, fn in self.derived:
                     vector[name] = full[name]
-        ins = [full.get(f) for f in self.inputs]
+        # each input where the generic path reads it (fused.Fused: the fields and derived ones, or a derived
+        # field's value or the event's own field when the view leaves the fields out)
+        fields = event.fields
+        ins = [(fields if own else full).get(f) for f, own in zip(self.inputs, self.from_fields)]
         # the bounded fields' new magnitudes (FeatureEngine._bounds)
         bnew = None
         if self.has_bounds:
@@ -451,7 +470,10 @@ cdef class Step:
                 v = ins[j]
                 if type(v) is str or v is None or not v:
                     continue
-                xv = v  # float(v): an int or a bool (not 0) as a double
+                if type(v) is float or type(v) is int or type(v) is bool:
+                    xv = v  # float(v): an int or a bool (not 0) as a double
+                else:  # what float(v) makes of anything else (an event built without validation)
+                    xv = _float(v)
                 pair_ = sb.get(f)
                 if pair_:
                     a_ = <double>pair_[0] + fabs(xv)
@@ -495,11 +517,11 @@ cdef class Step:
                 tile = w.tw.tile(T, k)
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
-                _add(g, <list?>tile[j + 1], ins[g.inp] if g.inp >= 0 else None, t, seq)
+                _add(g, tile[j + 1], ins[g.inp] if g.inp >= 0 else None, t, seq)
             A_ = accs[i]  # in order, the cached range ends with the event's tile
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
-                _add(g, <list?>A_[j], ins[g.inp] if g.inp >= 0 else None, t, seq)
+                _add(g, A_[j], ins[g.inp] if g.inp >= 0 else None, t, seq)
         if self.rekeyed:
             ids = state.ids
             ids.append(_id_hash(event.event_id))
@@ -523,7 +545,7 @@ cdef class Step:
                             s_ = T[p]
                             for j in range(w.n):
                                 g = <_Agg?>w.aggs[j]
-                                _merge(g, <list?>settled[g.name], <list?>s_[j + 1], False)
+                                _merge(g, settled[g.name], s_[j + 1], False)
                         p += 1
                     del T[:p]
         return vector
@@ -569,7 +591,7 @@ cdef class Step:
                 Ts.append(T)
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
-                x = _value(g, <list?>A_[j], t)
+                x = _value(g, A_[j], t)
                 if finite and not g.domain and type(x) is float and (<double>x - <double>x) != 0.0:
                     raise ArithmeticError(g.bad)
                 vector[g.name] = x

@@ -245,7 +245,14 @@ class Fused:
             "    if wm is not None and t < wm:",
             "        return generic(state, event, check)",
         ]
-        body = _own(view, scope) + [f"{v} = full.get({f!r})" for f, v in inputs.items()]
+        # an input is read where the generic path reads it (FeatureEngine.apply_generic): the fields and
+        # derived fields (``full``) when the view includes the fields, else a derived field's value, or the
+        # event's own field (a derived function that changes the mapping it is given changes neither)
+        derived = {d.name for d in view.derived}
+        body = _own(view, scope) + [
+            f"{v} = {'full' if view.include_fields or f in derived else 'event.fields'}.get({f!r})"
+            for f, v in inputs.items()
+        ]
         body += _bounds(engine, inputs)
         body += ["cache = state.cache", "tiles = state.tiles"]
         for win in windows:
