@@ -32,6 +32,8 @@ PROVIDES = {
     "redis-server": ("redis-server", "exit 0"),
     "chromium": ("chromium", "exit 0"),
     "chromium-driver": ("chromedriver", "exit 0"),
+    "gcc": ("gcc", "exit 0"),
+    "python3-dev": ("python3", "exit 0"),  # a python3 whose headers are there
 }
 
 
@@ -50,12 +52,15 @@ def run(
     uid: int = 0,
     java: str = JAVA_17,
     python_ok: bool = True,
+    compiler: bool = True,
+    headers: bool = True,
     docker_engine: bool | None = None,
     apt: bool = True,
     delivers: tuple[str, ...] = tuple(PROVIDES),
 ) -> Run:
-    """scripts/install-deps with only ``tools`` on PATH (plus ``id`` saying ``uid``, and ``apt-get``, whose
-    install puts the tools of the packages in ``delivers`` on the PATH)."""
+    """scripts/install-deps with only ``tools`` on PATH (plus ``id`` saying ``uid``, ``gcc`` unless not
+    ``compiler``, and ``apt-get``, whose install puts the tools of the packages in ``delivers`` on the PATH);
+    ``headers``: whether python3's probe for Python.h succeeds."""
     bin_ = tmp_path / "bin"
     bin_.mkdir(parents=True)
     calls = tmp_path / "apt-calls"
@@ -70,6 +75,10 @@ def run(
         stubs["java"] = f"echo '{java}' >&2"  # java -version writes to stderr
     if "python3" in tools:
         stubs["python3"] = "exit 0" if python_ok else "exit 1"  # the version/venv probe's verdict
+        if python_ok and not headers:  # the Python.h probe fails, the others pass
+            stubs["python3"] = 'case "$*" in *Python.h*) exit 1 ;; esac\nexit 0'
+    if compiler:
+        stubs["gcc"] = "exit 0"
     if docker_engine is not None:
         stubs["docker"] = "exit 0" if docker_engine else "exit 1"  # docker info
     stubs["id"] = f"echo {uid}"
@@ -109,7 +118,7 @@ def test_a_complete_machine_installs_nothing(tmp_path: Path) -> None:
 
 
 def test_a_fresh_machine_as_root_gets_everything_with_one_update(tmp_path: Path) -> None:
-    result = run(tmp_path, "--test", tools=())
+    result = run(tmp_path, "--test", tools=(), compiler=False)
     assert result.returncode == 0, result.stderr
     assert installed(result) == [
         "python3",
@@ -117,6 +126,7 @@ def test_a_fresh_machine_as_root_gets_everything_with_one_update(tmp_path: Path)
         "openjdk-17-jre-headless",
         "maven",
         "redis-server",
+        "gcc",
         "chromium",
         "chromium-driver",
     ]
@@ -157,6 +167,15 @@ def test_java_older_than_17_is_replaced(tmp_path: Path, version: str, enough: bo
     assert (result.apt == []) == enough
     if not enough:
         assert installed(result) == ["openjdk-17-jre-headless"]
+
+
+def test_the_compiled_engine_path_needs_a_compiler_and_python_s_headers(tmp_path: Path) -> None:
+    """features._native is built at install (setup.py): gcc, and Python.h of the Python bootstrap picks
+    (Debian's: python3-dev); a Python too old or without venv is replaced first, so not probed."""
+    assert installed(run(tmp_path / "a", compiler=False)) == ["gcc"]
+    assert installed(run(tmp_path / "b", headers=False)) == ["python3-dev"]
+    assert installed(run(tmp_path / "c", "--test", compiler=False, headers=False)) == ["gcc", "python3-dev"]
+    assert "python3-dev" not in installed(run(tmp_path / "d", python_ok=False, headers=False))
 
 
 def test_a_python_without_venv_or_too_old_needs_python3_venv(tmp_path: Path) -> None:
