@@ -274,7 +274,7 @@ class Var(Aggregation):
             and type(acc[2]) is list
             and S.partials(acc[1], 0)
             and S.partials(acc[2], 0)
-            and math.fsum(acc[2]) >= 0.0
+            and _total(acc[2]) >= 0.0
         )
 
     def add(self, acc: list[Any], ts: int, seq: int, value: Any) -> None:
@@ -335,6 +335,15 @@ class Var(Aggregation):
         except OverflowError:
             return None
         return acc if self.valid(acc) else None
+
+
+def _total(parts: list[float]) -> float:
+    """The correctly rounded total of stored partials; NaN (no valid total) when it is beyond float64
+    (math.fsum raises OverflowError: a stored state made check_state raise, not say why it is refused)."""
+    try:
+        return math.fsum(parts)
+    except OverflowError:
+        return math.nan
 
 
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a float64 into two halves of 26 bits

@@ -136,6 +136,18 @@ def test_a_consistent_state_passes_and_round_trips() -> None:
             },
             "x_sum_lifetime: beyond the total magnitude of 'x'",
         ),
+        # a sum of squares whose partials total beyond float64: math.fsum raised OverflowError out of
+        # check_state (the pipeline caught it as corrupt; an attacker's finding): now refused, saying why
+        (
+            {
+                "settled": {
+                    "count_lifetime": [0],
+                    "x_sum_lifetime": [0.0],
+                    "y_var_lifetime": [0, [0.0], [1.7e308, 1.7e308]],
+                }
+            },
+            "settled.y_var_lifetime: not a valid accumulator",
+        ),
         # the minute's mean holds x too: its tiles are checked against the same total
         (
             {"tiles": tiles(life=[[0, [2], [6.0], [2, [2.0], [10.0]]]], minute=[[0, [2, 7.0]]])},
