@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streaming.errors import StreamingError
 from streaming.runtime import faust_consumer
 
-__all__ = ["App"]
+__all__ = ["App", "Consumer", "Transport"]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -39,13 +39,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(faust_consumer.Consumer):
+class Consumer(faust_consumer.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _Transport(faust_consumer.Transport):
-    Consumer = _Consumer
+class Transport(faust_consumer.Transport):
+    Consumer = Consumer
 
 
 class App(faust_consumer.App):
@@ -57,4 +57,4 @@ class App(faust_consumer.App):
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)

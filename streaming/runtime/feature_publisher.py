@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from streaming.clients import async_kafka_producer
 from streaming.settings import Settings
 
-__all__ = ["AsyncPublisher"]
+__all__ = ["AsyncPublisher", "Outgoing"]
+
+# (key, value, headers, timestamp in ms): what AsyncPublisher.send sends
+Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None, int | None]
 
 
 class AsyncPublisher:
@@ -50,6 +54,11 @@ class AsyncPublisher:
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
         """Send ``(key, value)`` records and wait until Kafka has acknowledged every one (or raise)."""
+        await self.send(topic, [(key, value, None, None) for key, value in records])
+
+    async def send(self, topic: str, records: Sequence[Outgoing]) -> None:
+        """Send ``(key, value, headers, timestamp in ms)`` records (None: no headers, the send time) and
+        wait until Kafka has acknowledged every one (or raise)."""
         if not records:
             return
         await self.start()
@@ -57,17 +66,17 @@ class AsyncPublisher:
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
-        batches: dict[int, object] = {}
+        batches: dict[int, Any] = {}
         futures = []
-        for key, value in records:
+        for key, value, headers, timestamp in records:
             p = self._partitioner(key, partitions, partitions)
             batch = batches.get(p)
             if batch is None:
                 batch = batches[p] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
+            if batch.append(key=key, value=value, timestamp=timestamp, headers=headers or []) is None:
                 futures.append(await producer.send_batch(batch, topic, partition=p))
                 batch = batches[p] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=timestamp, headers=headers or [])
         for p, batch in batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=p))
         await asyncio.gather(*futures)

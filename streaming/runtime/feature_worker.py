@@ -13,8 +13,12 @@ Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs
 3. feature records and dead letters are produced and their acknowledgements awaited;
 4. states and vectors are committed to Redis, atomically per entity (a Lua script per entity, one
    pipeline per batch), refusing to move an entity's position backwards (a zombie after a rebalance);
-5. only then does Faust commit the consumer offsets: the batches of :mod:`streaming.runtime.feature_batches`
-   acknowledge a batch's events when the agent asks for the next batch, never after a failed one.
+5. only then are the batch's records acknowledged (``consumer.ack``), and Faust's committer commits the
+   consumer offsets acknowledged; a failed batch is never acknowledged.
+
+Records reach the agents in bulk (:mod:`streaming.runtime.faust_bulk`): Faust's consumer hands each fetch of
+the agent's topic to its inbox (:mod:`streaming.runtime.feature_batches`), not record by record through a
+Faust stream; group membership, assignment, rebalances and commits stay Faust's.
 
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
@@ -31,40 +35,35 @@ Every record it publishes fits the topics' ``max.message.bytes`` (``max_event_by
 ``too_large`` and not applied, and a dead letter leaves out original bytes that would not fit (their size
 and SHA-256 instead; the position finds them). Before, one such record failed every batch forever.
 
-Views keyed by a field other than the event's entity are re-keyed with Faust's ``group_by`` (a
-repartition topic) and run in an agent of their own, with positions on the repartition topic. A crash
-re-forwards into it the records forwarded but not committed on the events topic, at new positions, so
-each repartition record carries the position it was read at on the events topic (header
-``rivulet-src``: ``[topic, partition, offset]``, set by the key function just before Faust forwards the
-message, replacing any header of that name the producer sent: a forged one would make real events look
+Views keyed by a field other than the event's entity are re-keyed through a repartition topic
+(:mod:`streaming.runtime.feature_forward`) and run in an agent of their own, with positions on the
+repartition topic. The worker forwards each batch of the events topic there before it acknowledges it, so
+a crash re-forwards the records forwarded but not acknowledged, at new positions; each repartition record
+carries the position it was read at on the events topic (header ``rivulet-src``: ``[topic, partition,
+offset]``, replacing any header of that name the producer sent: a forged one would make real events look
 like duplicates). Per entity the state keeps the highest source offset applied per source partition, and
-a record at or below it is a duplicate, skipped (``features.pipeline``). This is exact: Faust forwards one
-source partition's records in offset order (one agent, concurrency 1); aiokafka keeps one request in
-flight per broker, so a repartition partition receives them in that order; and one entity's records all
-go to one repartition partition (its key's). So an entity sees each source partition's records in offset
-order, and the first record it sees at or below its stored offset was already applied. A record without
-a valid header falls back to the entity's last ``MAX_IDS`` event ids.
+a record at or below it is a duplicate, skipped (``features.pipeline``). This is exact: the worker forwards
+one source partition's records in offset order (one agent, concurrency 1, a batch forwarded and
+acknowledged by Kafka before the next), and one entity's records all go to one repartition partition (its
+key's). So an entity sees each source partition's records in offset order, and the first record it sees at
+or below its stored offset was already applied. A record without a valid header falls back to the entity's
+last ``MAX_IDS`` event ids.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import hashlib
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faust
 import mode
-import orjson
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 from prometheus_client import Counter, Histogram
 
 from features.definitions import FeatureView
-from features.events import MAX_ENTITY_CHARS, Event
 from features.pipeline import (
     MAX_CACHE_BYTES,
     MAX_STATE_BYTES,
@@ -76,8 +75,10 @@ from features.pipeline import (
 from features.redis_store import RedisStore
 from streaming.clients import feature_store
 from streaming.logs import get_logger
-from streaming.runtime import faust_fetch
-from streaming.runtime.feature_batches import batches
+from streaming.runtime import faust_bulk
+from streaming.runtime import feature_forward as forward
+from streaming.runtime.feature_batches import Inbox, batches
+from streaming.runtime.feature_forward import forwarded, repartition_topic
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
 
@@ -100,87 +101,54 @@ def stats_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}stats:features"
 
 
-# the repartition record's header with the source position of its event (see the module docstring)
-SOURCE_HEADER = "rivulet-src"
-
-
-def _mark_source(stream: StreamT) -> None:
-    """Set the current event's ``rivulet-src`` header to its own position (Faust forwards the message with
-    its headers after the key function returns), dropping any of that name the producer sent."""
-    event = stream.current_event
-    if event is None:
-        return
-    m = event.message
-    ours = (SOURCE_HEADER, orjson.dumps([m.topic, m.partition, m.offset]))
-    headers = m.headers or ()
-    try:
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
-        kept = [(k, v) for k, v in pairs if k not in (SOURCE_HEADER, SOURCE_HEADER.encode())]
-    except Exception:  # headers of a shape Faust would not send anyway: forward ours alone
-        kept = []
-    m.headers = [*kept, ours]
-
-
-def _source(headers: Any) -> tuple[str, int, int] | None:
-    """The source position of a repartition record, from its header (None: absent or malformed).
-
-    >>> _source([("rivulet-src", b'["events", 2, 41]')])
-    ('events', 2, 41)
-    >>> _source([("rivulet-src", b'["events", 2]')]), _source(None)
-    (None, None)
-    """
-    for k, v in headers or ():
-        if k != SOURCE_HEADER:
-            continue
-        with contextlib.suppress(Exception):
-            t, p, o = orjson.loads(v)
-            if type(t) is str and type(p) is int and type(o) is int and p >= 0 and o >= 0:
-                return t, p, o
-        return None
-    return None
-
-
-def _rekey(view: FeatureView, stream: StreamT) -> Any:
-    """Key function for ``group_by`` on ``stream``: the view's key field (a placeholder when absent or
-    invalid). A value longer than an entity may be is keyed by its hash: the repartition record must fit the
-    topic (a 600 kB key and its event were refused by the broker, and Faust dropped the record with a log
-    line); the pipeline dead-letters it as invalid for the view. It first marks the event's source position
-    (:func:`_mark_source`)."""
-
-    def key(value: bytes) -> bytes:
-        with contextlib.suppress(Exception):  # never: a key function that raises drops the record
-            _mark_source(stream)
-        try:
-            event = Event.from_json(value)
-        except Exception:
-            return b"\x00invalid"
-        found = event.fields.get(view.entity)
-        if found is None:
-            return b"\x00missing"
-        text = str(found).encode("utf-8", "surrogatepass")
-        if len(text) > 4 * MAX_ENTITY_CHARS:
-            return b"\x00long:" + hashlib.sha256(text).hexdigest().encode()
-        return text
-
-    return key
-
-
-def create_app(settings: Settings, views: Sequence[FeatureView], *, app_id: str | None = None) -> faust.App:
+def create_app(
+    settings: Settings, views: Sequence[FeatureView], *, app_id: str | None = None
+) -> faust_bulk.App:
     """The feature processor app. Workers started with the same ``app_id`` form one consumer group."""
-    app = _faust_app(settings, app_id or f"{settings.topic_prefix}features")
-    worker = _Worker(settings)
+    app_id = app_id or f"{settings.topic_prefix}features"
+    app = _faust_app(settings, app_id)
+    worker = _Worker(settings, app)
     app.on_partitions_revoked.connect(worker.on_rebalance)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(worker.on_rebalance)  # type: ignore[arg-type]
-    events_topic = app.topic(settings.topics.events, key_type=bytes, value_type=bytes)
+    events = settings.topics.events
     direct = [v for v in views if not v.rekeyed]
-
-    async def features_agent(stream: StreamT) -> None:
-        await worker.run(stream, direct)
-
-    app.agent(events_topic, name="features", concurrency=1)(features_agent)
-    for view in (v for v in views if v.rekeyed):
-        _rekeyed_agent(app, events_topic, view, worker)
+    forwards = []
+    for view in (v for v in views if v.rekeyed):  # each re-keyed view: its repartition topic and agent
+        name = repartition_topic(app_id, events, view)
+        forwards.append((view, name))
+        _agent(app, name, f"features-{view.name}", worker, [view], sourced=True, internal=True)
+    _agent(app, events, "features", worker, direct, forwards=forwards)
     return app
+
+
+def _agent(
+    app: faust_bulk.App,
+    topic: str,
+    name: str,
+    worker: _Worker,
+    views: Sequence[FeatureView],
+    *,
+    sourced: bool = False,
+    internal: bool = False,
+    forwards: Sequence[tuple[FeatureView, str]] = (),
+) -> None:
+    """An agent of ``topic`` that reads its records from the topic's inbox (:mod:`faust_bulk`: the Faust
+    stream it is given is only its subscription, and never receives a record)."""
+    s = worker.settings
+    channel = app.topic(
+        topic,
+        key_type=bytes,
+        value_type=bytes,
+        internal=internal,
+        partitions=s.partitions if internal else None,
+    )
+    inbox = app.inbox(topic, 2 * s.features_batch_size)
+
+    async def agent(stream: StreamT) -> None:
+        await worker.run(inbox, views, report_invalid=not sourced, sourced=sourced, forwards=forwards)
+
+    agent.__name__ = name.replace("-", "_")
+    app.agent(channel, name=name, concurrency=1)(agent)
 
 
 def tune_gc(settings: Settings) -> None:
@@ -196,10 +164,10 @@ def tune_gc(settings: Settings) -> None:
     gc.set_threshold(young, middle, settings.features_gc_full_every)
 
 
-def _faust_app(settings: Settings, app_id: str) -> faust.App:
+def _faust_app(settings: Settings, app_id: str) -> faust_bulk.App:
     datadir = Path(settings.data_dir).resolve() / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust_fetch.App(  # Faust's, without its four tasks per message, with a short fetch wait
+    return faust_bulk.App(  # Faust's, handing records over in bulk, with a short fetch wait
         app_id,
         fetch_max_wait_ms=settings.features_fetch_wait_ms,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
@@ -227,21 +195,14 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
     )
 
 
-def _rekeyed_agent(app: faust.App, topic: Any, view: FeatureView, worker: _Worker) -> None:
-    async def agent(stream: StreamT) -> None:
-        rekeyed = stream.group_by(_rekey(view, stream), name=f"by-{view.name}")
-        await worker.run(rekeyed, [view], report_invalid=False, sourced=True)
-
-    agent.__name__ = f"features_{view.name}"
-    app.agent(topic, name=f"features-{view.name}", concurrency=1)(agent)
-
-
 class _Worker:
     """What the agents of one process share: the Redis store and the publisher (made on first use, on the
     agents' event loop), and their pipelines (whose cached states a rebalance invalidates)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: faust_bulk.App) -> None:
         self.settings = settings
+        self.app = app
+        self.inboxes: list[Inbox] = []
         self._store: RedisStore | None = None
         self._publisher: AsyncPublisher | None = None
         self.pipelines: list[FeaturePipeline] = []
@@ -249,12 +210,21 @@ class _Worker:
     def on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
         for p in self.pipelines:  # another worker may own these entities now: Redis is the truth again
             p.invalidate()
+        for inbox in self.inboxes:  # Faust seeks back to the committed offsets: read again from there
+            inbox.clear()
 
     async def run(
-        self, stream: Any, views: Sequence[FeatureView], *, report_invalid: bool = True, sourced: bool = False
+        self,
+        inbox: Inbox,
+        views: Sequence[FeatureView],
+        *,
+        report_invalid: bool = True,
+        sourced: bool = False,
+        forwards: Sequence[tuple[FeatureView, str]] = (),
     ) -> None:
-        """Process the stream in batches until it ends; the publisher is stopped on the way out. ``sourced``:
-        a repartition topic's stream, whose records carry their source position (``rivulet-src``)."""
+        """Process the inbox's records in batches, forever (the publisher is stopped on the way out).
+        ``sourced``: a repartition topic's records, which carry their source position (``rivulet-src``);
+        ``forwards``: the re-keyed views and their repartition topics, where each batch is forwarded."""
         s = self.settings
         if self._store is None:
             self._store = feature_store(s)
@@ -271,19 +241,32 @@ class _Worker:
         )
         log.info("feature_engine", path=pipeline.engines[0].path if pipeline.engines else None)
         self.pipelines.append(pipeline)
+        self.inboxes.append(inbox)
         try:
-            async for batch in batches(stream, s.features_batch_size, s.features_batch_wait_ms / 1000):
-                await self._batch(batch, pipeline, self._store, sourced)
+            async for batch in batches(inbox, s.features_batch_size, s.features_batch_wait_ms / 1000):
+                await self._batch(batch, pipeline, self._store, sourced, forwards)
+                ack = self.app.consumer.ack  # committed: Faust's committer may commit these offsets
+                for message in batch:
+                    ack(message)
         finally:
             if self._publisher is not None:
                 await self._publisher.stop()
 
     async def _batch(
-        self, batch: Sequence[EventT], pipeline: FeaturePipeline, store: RedisStore, sourced: bool
+        self,
+        batch: Sequence[Any],
+        pipeline: FeaturePipeline,
+        store: RedisStore,
+        sourced: bool,
+        forwards: Sequence[tuple[FeatureView, str]],
     ) -> None:
         started = time.perf_counter()
         try:
-            result = await pipeline.process([_raw(e, sourced) for e in batch])
+            if forwards:  # acknowledged by Kafka before the batch is
+                publisher = self._publisher_()
+                for view, topic in forwards:
+                    await publisher.send(topic, forwarded(view, batch))
+            result = await pipeline.process([_raw(m, sourced) for m in batch])
             computed = time.perf_counter()
             await self._publish_and_commit(result, store)
         except BaseException:
@@ -298,13 +281,17 @@ class _Worker:
             publish_commit_ms=round((done - computed) * 1000, 1),
         )
 
+    def _publisher_(self) -> AsyncPublisher:
+        if self._publisher is None:
+            self._publisher = AsyncPublisher(self.settings)
+        return self._publisher
+
     async def _publish_and_commit(self, result: BatchResult, store: RedisStore) -> None:
         s = self.settings
-        if self._publisher is None:
-            self._publisher = AsyncPublisher(s)
+        publisher = self._publisher_()
         # acknowledged by Kafka before the state moves on
-        await self._publisher.publish(s.topics.features, _feature_records(result))
-        await self._publisher.publish(
+        await publisher.publish(s.topics.features, _feature_records(result))
+        await publisher.publish(
             s.topics.dead_letters, [d.encode(s.max_event_bytes) for d in result.dead_letters]
         )
         refused = await result.commit(store)
@@ -365,8 +352,8 @@ def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:
     return out
 
 
-def _raw(event: EventT, sourced: bool = False) -> RawRecord:
-    m = event.message
-    timestamp = int(m.timestamp * 1000) if m.timestamp else None  # faust: seconds
-    source = _source(m.headers) if sourced else None  # the events topic's headers are the producer's
+def _raw(m: Any, sourced: bool = False) -> RawRecord:
+    """A Faust consumer message as the pipeline's record."""
+    timestamp = round(m.timestamp * 1000) if m.timestamp else None  # faust: seconds
+    source = forward.source(m.headers) if sourced else None  # the events topic's headers are the producer's
     return RawRecord(m.value, m.topic, m.partition, m.offset, m.key, timestamp, source)

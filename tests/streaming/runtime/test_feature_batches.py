@@ -1,48 +1,18 @@
-"""The feature worker's batches (streaming.runtime.feature_batches) over a stand-in for a Faust stream:
-reading goes on while a batch is processed, a batch is acknowledged only when the next is asked for,
-never after a failure, and the stream's end or error reaches the caller."""
+"""The feature worker's inbox and batches (streaming.runtime.feature_batches): records put in bulk while a
+batch is processed join the next batch, a batch holds at most ``max_events``, the consumer waits while the
+inbox is full and gives up when the flow is suspended, and a rebalance's clear drops what waits."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from streaming.runtime.feature_batches import batches
+from streaming.runtime.feature_batches import STRETCH, Inbox, batches
 
 pytestmark = pytest.mark.unit
-
-
-class Stream:
-    """What ``batches`` uses of a Faust stream: ``events()``, ``ack()`` and ``enable_acks``. Events are
-    put in by the test; ``None`` ends the stream, an exception is raised by it."""
-
-    def __init__(self) -> None:
-        self.enable_acks = True
-        self.incoming: asyncio.Queue[Any] = asyncio.Queue()
-        self.read: list[Any] = []
-        self.acked: list[Any] = []
-
-    async def events(self) -> AsyncIterator[Any]:
-        while True:
-            item = await self.incoming.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            self.read.append(item)
-            yield item
-
-    async def ack(self, event: Any) -> bool:
-        self.acked.append(event)
-        return True
-
-    def put(self, *items: Any) -> None:
-        for item in items:
-            self.incoming.put_nowait(item)
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -52,74 +22,96 @@ async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_events_are_read_while_a_batch_is_processed_and_acked_only_when_the_next_is_asked_for() -> None:
+def test_records_put_while_a_batch_is_processed_join_the_next_batch() -> None:
     async def go() -> None:
-        stream = Stream()
-        stream.put(*range(3))
-        it = batches(stream, 100, 0.01)
-        first = await it.__anext__()
-        assert first == [0, 1, 2] and stream.enable_acks is False
-        stream.put(*range(3, 8))  # arrive while the caller "processes" the first batch
-        await until(lambda: len(stream.read) == 8)  # read meanwhile, not when the caller asks again
-        assert stream.acked == []  # the first batch is not committed yet
-        second = await it.__anext__()
-        assert stream.acked == [0, 1, 2] and second == [3, 4, 5, 6, 7]
-        stream.put(None)
-        assert [b async for b in it] == []  # the end of the stream ends the batches...
-        assert stream.acked == list(range(8))  # ...and the last batch was acked when more was asked for
+        inbox, never = Inbox(100), asyncio.Event()
+        assert await inbox.put([0, 1, 2], never)
+        it = batches(inbox, 100, 0.01)
+        assert await it.__anext__() == [0, 1, 2]
+        assert await inbox.put([3, 4], never) and await inbox.put([5], never)  # while "processing"
+        assert await it.__anext__() == [3, 4, 5]
 
     asyncio.run(go())
 
 
-def test_a_batch_holds_at_most_max_events_and_the_reader_stays_at_most_max_ahead() -> None:
+def test_a_batch_holds_at_most_max_events_in_order() -> None:
     async def go() -> None:
-        stream = Stream()
-        stream.put(*range(35))
-        it = batches(stream, 10, 0.01)
-        first = await it.__anext__()
-        await until(lambda: len(stream.read) >= 20)
-        for _ in range(20):  # the reader, given every chance, reads one batch ahead and then waits
+        inbox = Inbox(1000)
+        await inbox.put(list(range(35)), asyncio.Event())
+        it = batches(inbox, 10, 0.01)
+        got = [await it.__anext__() for _ in range(4)]
+        assert got == [list(range(10)), list(range(10, 20)), list(range(20, 30)), list(range(30, 35))]
+        assert not inbox.queue and not inbox.arrived.is_set()
+
+    asyncio.run(go())
+
+
+def test_a_full_inbox_makes_the_consumer_wait_until_a_batch_is_taken() -> None:
+    async def go() -> None:
+        inbox, never = Inbox(4), asyncio.Event()
+        assert await inbox.put(list(range(5)), never)  # a fetch may take it past its capacity once
+        blocked = asyncio.ensure_future(inbox.put([5, 6], never))
+        for _ in range(20):
             await asyncio.sleep(0)
-        assert first == list(range(10)) and len(stream.read) == 20
-        stream.put(None)
-        rest = [b async for b in it]
-        assert rest == [list(range(10, 20)), list(range(20, 30)), list(range(30, 35))]
-        assert stream.acked == list(range(35))
+        assert not blocked.done() and list(inbox.queue) == list(range(5))
+        assert inbox.take(3) == [0, 1, 2]  # room again: the waiting fetch goes in, after what was there
+        assert await blocked is True
+        assert list(inbox.queue) == [3, 4, 5, 6]
 
     asyncio.run(go())
 
 
-def test_a_batch_whose_processing_failed_is_not_acknowledged() -> None:
+def test_a_fetch_waiting_for_room_is_dropped_when_the_flow_is_suspended() -> None:
     async def go() -> None:
-        stream = Stream()
-        stream.put(*range(4))
-        seen = []
-
-        async def process() -> None:
-            async for batch in batches(stream, 100, 0.01):
-                seen.append(batch)
-                raise RuntimeError("redis down")
-
-        with pytest.raises(RuntimeError, match="redis down"):
-            await process()
-        assert seen == [[0, 1, 2, 3]]
-        assert stream.acked == []  # Faust's take_events acked them on the way out
+        inbox, suspended = Inbox(2), asyncio.Event()
+        await inbox.put([0, 1], suspended)
+        blocked = asyncio.ensure_future(inbox.put([2, 3], suspended))
+        await asyncio.sleep(0)
+        suspended.set()  # a rebalance: Faust seeks back to the committed offsets
+        assert await blocked is False
+        assert list(inbox.queue) == [0, 1]
 
     asyncio.run(go())
 
 
-def test_an_error_reading_the_stream_reaches_the_caller_after_what_was_read() -> None:
+def test_clear_drops_what_waits_and_frees_the_consumer() -> None:
     async def go() -> None:
-        stream = Stream()
-        stream.put(1, 2, OSError("broker gone"))
-        got = []
+        inbox, never = Inbox(2), asyncio.Event()
+        await inbox.put([0, 1, 2], never)
+        blocked = asyncio.ensure_future(inbox.put([3], never))
+        await asyncio.sleep(0)
+        inbox.clear()
+        assert await blocked is True and list(inbox.queue) == [3]
+        assert await batches(inbox, 10, 0.001).__anext__() == [3]
 
-        async def process() -> None:
-            async for batch in batches(stream, 100, 0.01):
-                got.append(batch)
+    asyncio.run(go())
 
-        with pytest.raises(OSError, match="broker gone"):
-            await process()
-        assert got == [[1, 2]] and stream.acked == [1, 2]
+
+def test_a_batch_keeps_filling_while_records_keep_coming_up_to_the_stretch() -> None:
+    async def go() -> None:
+        inbox, never, within = Inbox(10_000), asyncio.Event(), 0.2
+        await inbox.put([0], never)
+        it = batches(inbox, 1000, within)
+        first = asyncio.ensure_future(it.__anext__())
+
+        async def trickle() -> None:  # a record every within/10, for ten times the stretch
+            for i in range(1, 10 * STRETCH * 10):
+                await asyncio.sleep(within / 10)
+                await inbox.put([i], never)
+
+        feeder = asyncio.ensure_future(trickle())
+        batch = await first
+        feeder.cancel()
+        # more than one wait's worth joined (it kept filling), and it ended at the stretch, not the feed's end
+        assert len(batch) > 5 and batch == list(range(len(batch))) and len(batch) < 10 * STRETCH * 10 - 1
+
+    asyncio.run(go())
+
+
+def test_a_batch_of_a_quiet_stream_is_not_kept_waiting_for_more() -> None:
+    async def go() -> None:
+        inbox = Inbox(100)
+        await inbox.put([7, 8], asyncio.Event())
+        assert await asyncio.wait_for(batches(inbox, 100, 0.01).__anext__(), 5) == [7, 8]
 
     asyncio.run(go())
