@@ -12,17 +12,17 @@ alone taking 1,500 ms one after another and a standing delay of 1.0-1.6 s betwee
 vector in Redis, with the worker half idle (notes: fresh-13b.md). With a short wait such a request returns
 within it; an idle worker pays one empty fetch per wait.
 
-:class:`App` is :class:`streaming.runtime.faust_consumer.App` whose consumer waits ``fetch_max_wait_ms``.
+:class:`App` is a ``faust.App`` whose consumer waits ``fetch_max_wait_ms`` (brokers ``kafka://`` only).
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streaming.errors import StreamingError
-from streaming.runtime import faust_consumer
 
 __all__ = ["App", "Consumer", "Transport"]
 
@@ -39,17 +39,17 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class Consumer(faust_consumer.Consumer):
+class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_consumer.Transport):
+class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
-class App(faust_consumer.App):
-    """A :class:`streaming.runtime.faust_consumer.App` whose Kafka consumer waits at most
+class App(faust.App):
+    """A ``faust.App`` whose Kafka consumer waits at most
     ``fetch_max_wait_ms`` for a fetch (module docstring)."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:

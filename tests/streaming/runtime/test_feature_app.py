@@ -42,3 +42,23 @@ def test_a_feature_record_that_cannot_be_serialised_becomes_a_dead_letter_not_a_
     (dead,) = result.dead_letters
     assert (dead.reason, dead.stage, dead.record, dead.view) == ("error", "features", source, "v")
     assert "not serialisable" in dead.error
+
+
+def test_the_worker_reads_its_topics_in_bulk_through_inboxes(tmp_path: Path) -> None:
+    """Every topic the worker's agents read (the events topic, each re-keyed view's repartition topic) has an
+    inbox, and the app's consumer is the one that fills them (streaming.runtime.faust_bulk): no record of
+    them goes through Faust's per-message stream."""
+    import asyncio
+
+    from features.examples import VIEWS
+    from streaming.runtime import faust_bulk
+
+    settings = Settings(data_dir=str(tmp_path))
+
+    async def made() -> tuple[type, set[str]]:
+        app = create_app(settings, VIEWS, app_id="app")
+        return type(app.consumer), set(app.inboxes)  # type: ignore[attr-defined]
+
+    consumer, topics = asyncio.run(made())
+    assert issubclass(consumer, faust_bulk.Consumer)
+    assert topics == {settings.topics.events, f"app-{settings.topics.events}-by-site-repartition"}
