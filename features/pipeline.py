@@ -44,8 +44,9 @@ record and entity. Reason codes:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine, Vector
@@ -81,6 +82,9 @@ class BatchResult:
     missing_key: int = 0  # events without the field a re-keyed view is keyed by
     resets: int = 0  # entities whose corrupt stored state was reset
     _updates: dict[str, dict[str, StateUpdate]] = field(default_factory=dict)
+    # the (view, entity) states pinned for this batch, and who unpins them (FeaturePipeline._pins)
+    _pinned: list[tuple[str, str]] = field(default_factory=list)
+    _release: Callable[[BatchResult], None] | None = None
 
     @property
     def rows(self) -> list[FeatureRow]:
@@ -90,8 +94,12 @@ class BatchResult:
         """Store every touched entity's state and vector (call after publishing the records). Returns how
         many the store refused because its stored position was further along (see StateStore.commit)."""
         refused = 0
-        for view, updates in self._updates.items():
-            refused += await store.commit(view, list(updates.values())) or 0
+        try:
+            for view, updates in self._updates.items():
+                refused += await store.commit(view, list(updates.values())) or 0
+        finally:  # committed, or the batch failed (its process goes down): the states need no pin
+            if self._release is not None:
+                self._release(self)
         return refused
 
 
@@ -134,21 +142,43 @@ class FeaturePipeline:
         self._cache: dict[tuple[str, str], EntityState] = {}
         self._sizes: dict[tuple[str, str], int] = {}  # of each cached state when it was cached
         self._cached_bytes = 0
+        # The states a processed batch touched, until its commit is done (_unpin): the next batch may be
+        # applied before then, and must not read such an entity's state back from the store (the stored
+        # one may still be from before the batch, if the cache dropped the entity meanwhile). [state, how
+        # many batches not yet committed touched it]
+        self._pins: dict[tuple[str, str], list[Any]] = {}
 
     def invalidate(self) -> None:
-        """Forget cached states (after a rebalance or a failure): the store is the truth again."""
+        """Forget cached states (after a rebalance or a failure): the store is the truth again, once the
+        batches processed and not yet committed are (their states stay pinned until then)."""
         self._cache.clear()
         self._sizes.clear()
         self._cached_bytes = 0
 
+    def _unpin(self, result: BatchResult) -> None:
+        """``result``'s commit is done (or failed: its process goes down): its states need no pin."""
+        pins = self._pins
+        for key in result._pinned:
+            pin = pins.get(key)
+            if pin is not None:
+                pin[1] -= 1
+                if pin[1] <= 0:
+                    del pins[key]
+        result._pinned = []
+
     async def _states(
         self, view: str, entities: list[str]
     ) -> tuple[dict[str, EntityState], dict[str, Loaded]]:
-        """Cached states (checked when they were loaded) and states loaded from the store now."""
+        """Pinned and cached states (checked when they were loaded) and states loaded from the store now."""
+        pins = self._pins
+        states = {e: pin[0] for e in entities if (pin := pins.get((view, e))) is not None}
         if not self.cache_entities:
-            return {}, await self.store.load(view, entities)
+            missing = [e for e in entities if e not in states]
+            return states, (await self.store.load(view, missing) if missing else {})
         cache = self._cache
-        states = {e: s for e in entities if (s := cache.get((view, e))) is not None}
+        for e in entities:
+            if e not in states and (s := cache.get((view, e))) is not None:
+                states[e] = s
         missing = [e for e in entities if e not in states]
         return states, (await self.store.load(view, missing) if missing else {})
 
@@ -176,7 +206,7 @@ class FeaturePipeline:
                 self._cached_bytes -= sizes.pop(key, 0)
 
     async def process(self, batch: Sequence[RawRecord]) -> BatchResult:
-        result = BatchResult()
+        result = BatchResult(_release=self._unpin)
         parsed: list[tuple[RawRecord, Event]] = []
         for raw in batch:
             try:
@@ -244,11 +274,17 @@ class FeaturePipeline:
                 _remember_source(state, raw.source)
             touched[entity] = state
         updates: dict[str, StateUpdate] = {}
+        ttl = view.ttl_s  # parsed from the view's duration: once a batch, not once an entity
         for entity, state in touched.items():
             payload = state.to_json()  # once: the store writes these bytes, and the size is now exact
             state.size = len(payload)
-            row = FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, view.ttl_s)
-            updates[entity] = StateUpdate(entity, state, row, reset=entity in reset, payload=payload)
+            row = FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, ttl)
+            position = dict(state.position) if state.position is not None else None
+            updates[entity] = StateUpdate(entity, state, row, entity in reset, payload, position)
+            pin = self._pins.setdefault((view.name, entity), [state, 0])
+            pin[0] = state
+            pin[1] += 1
+            result._pinned.append((view.name, entity))
         self._remember(view.name, touched)
         if updates:
             result._updates[view.name] = updates

@@ -187,7 +187,7 @@ def _meta(u: StateUpdate) -> bytes:
     >>> orjson.loads(_meta(StateUpdate("e", state, FeatureRow("v", "e", {"n": 1.5, "w": "x"}, 5, 60))))
     ['5', '60', 'ev', '0', '7', '0', 'n', '1.5', 'w', '"x"']
     """
-    pos = u.state.position or {}
+    pos = u.at or {}
     row, dumps = u.row, orjson.dumps
     meta = [str(row.ts), str(row.ttl_s or 0), str(pos.get("t", "")), str(pos.get("p", -1))]
     meta += [str(pos.get("o", -1)), "1" if u.reset else "0"]

@@ -48,16 +48,23 @@ class FeatureRow:
 class StateUpdate:
     """New state for an entity, and the vector to publish with it (written only if not older). ``reset``:
     the stored state was corrupt and this one starts again, so the vector replaces the stored one whatever
-    its event time."""
+    its event time. ``payload`` and ``position``, when given, are the state's bytes and position as of the
+    update: the feature worker commits a batch while the next one is applied to the same state objects."""
 
     entity: str
     state: EntityState
     row: FeatureRow
     reset: bool = False
     payload: bytes | None = None  # state.to_json(), when the pipeline has it already
+    position: dict[str, Any] | None = None  # state.position as of payload (None: the state's own)
 
     def state_json(self) -> bytes:
         return self.payload if self.payload is not None else self.state.to_json()
+
+    @property
+    def at(self) -> dict[str, Any] | None:
+        """The source position this update commits."""
+        return self.position if self.position is not None else self.state.position
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +161,7 @@ class MemoryStore(OnlineStore, StateStore):
         for u in updates:
             stored = self._states.get((view, u.entity))
             # a reset replaces a state found unusable, its position included (one process: no zombies)
-            if stored is not None and not u.reset and _behind(u.state, decode_state(stored)):
+            if stored is not None and not u.reset and _behind(u.at, decode_state(stored)):
                 refused += 1
                 continue  # a stale writer must not roll the entity back
             self._states[(view, u.entity)] = u.state_json()  # serialised, as Redis would
@@ -164,10 +171,10 @@ class MemoryStore(OnlineStore, StateStore):
         return refused
 
 
-def _behind(new: EntityState, stored: Loaded) -> bool:
+def _behind(a: dict[str, Any] | None, stored: Loaded) -> bool:
     if isinstance(stored, Unreadable):
         return False
-    a, b = new.position, stored.position
+    b = stored.position
     try:
         return a is not None and b is not None and (a["t"], a["p"]) == (b["t"], b["p"]) and a["o"] < b["o"]
     except (TypeError, KeyError):  # a stored position that is not one: nothing to protect

@@ -11,6 +11,11 @@ records makes the consumer wait before it puts more (it stops fetching: Kafka ke
 
 Acknowledgements are the caller's (the feature worker's module docstring, point 5): a batch is acknowledged
 once its Redis commit is done, never when its processing raised.
+
+:func:`overlapped` runs the worker's two halves of a batch: computing it (CPU: the engine) and finishing it
+(publishing, committing, acknowledging: mostly waiting on Kafka and Redis, which run on the machine's other
+core) so that a batch is computed while the previous one finishes. Finishes run one at a time, in order,
+and the first error of either half ends the run at once.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["STRETCH", "Inbox", "batches"]
+__all__ = ["STRETCH", "Inbox", "batches", "overlapped"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # the longest a batch waits to fill, in ``within``s (the worker's RIVULET_FEATURES_BATCH_WAIT_MS, 2 ms: 8 ms)
 STRETCH = 4
@@ -99,3 +107,41 @@ async def _fill(inbox: Inbox, max_events: int, within_s: float) -> None:
             await asyncio.wait_for(inbox.grown.wait(), min(within_s, until - loop.time()))
         if not inbox.grown.is_set() or loop.time() >= until:
             return
+
+
+async def overlapped(
+    items: AsyncIterator[T],
+    compute: Callable[[T], Awaitable[R]],
+    finish: Callable[[T, R], Awaitable[None]],
+) -> None:
+    """For each item of ``items``: ``out = await compute(item)``, then ``finish(item, out)`` in the
+    background while the next item is awaited and computed. One finish at a time, in the items' order (the
+    next waits for the previous before it starts); an error of either ends the run at once, raised here
+    (a finish's too, without waiting for another item), and what is still running is cancelled. Returns
+    when ``items`` ends and the last finish is done."""
+    pending: asyncio.Future[Any] | None = None
+    upcoming: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            upcoming = asyncio.ensure_future(anext(items))
+            if pending is not None:
+                await asyncio.wait([upcoming, pending], return_when=asyncio.FIRST_COMPLETED)
+                if pending.done():
+                    pending.result()  # its error ends the run, now
+                    pending = None
+            try:
+                item = await upcoming
+            except StopAsyncIteration:
+                break
+            out = await compute(item)
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(finish(item, out))
+        if pending is not None:
+            await pending
+    finally:
+        for future in (upcoming, pending):
+            if future is not None and not future.done():
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    await future

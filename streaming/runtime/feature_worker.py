@@ -18,7 +18,11 @@ Delivery and state, per batch (mind faust #606, #316 and the table-recovery bugs
 
 Records reach the agents in bulk (:mod:`streaming.runtime.faust_bulk`): Faust's consumer hands each fetch of
 the agent's topic to its inbox (:mod:`streaming.runtime.feature_batches`), not record by record through a
-Faust stream; group membership, assignment, rebalances and commits stay Faust's.
+Faust stream; group membership, assignment, rebalances and commits stay Faust's. A batch is computed while
+the previous one goes through 3 to 5 (:func:`~streaming.runtime.feature_batches.overlapped`; one at a time,
+in order): the states the previous batch touched stay pinned in the pipeline until its commit is done, so
+the next never reads one back from Redis from before it, and each commit writes the state bytes and
+position of its own batch (``features.pipeline``, ``StateUpdate.position``).
 
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
@@ -56,6 +60,7 @@ import gc
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +82,7 @@ from streaming.clients import feature_store
 from streaming.logs import get_logger
 from streaming.runtime import faust_bulk
 from streaming.runtime import feature_forward as forward
-from streaming.runtime.feature_batches import Inbox, batches
+from streaming.runtime.feature_batches import Inbox, batches, overlapped
 from streaming.runtime.feature_forward import forwarded, repartition_topic
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
@@ -195,6 +200,15 @@ def _faust_app(settings: Settings, app_id: str) -> faust_bulk.App:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Computed:
+    """A batch applied, not yet published: its result and when its computing started and ended."""
+
+    result: BatchResult
+    started: float
+    computed: float
+
+
 class _Worker:
     """What the agents of one process share: the Redis store and the publisher (made on first use, on the
     agents' event loop), and their pipelines (whose cached states a rebalance invalidates)."""
@@ -242,43 +256,63 @@ class _Worker:
         log.info("feature_engine", path=pipeline.engines[0].path if pipeline.engines else None)
         self.pipelines.append(pipeline)
         self.inboxes.append(inbox)
-        try:
-            async for batch in batches(inbox, s.features_batch_size, s.features_batch_wait_ms / 1000):
-                await self._batch(batch, pipeline, self._store, sourced, forwards)
-                ack = self.app.consumer.ack  # committed: Faust's committer may commit these offsets
-                for message in batch:
-                    ack(message)
+        store = self._store
+
+        async def compute(batch: list[Any]) -> _Computed:
+            return await self._compute(batch, pipeline, sourced, forwards)
+
+        async def finish(batch: list[Any], computed: _Computed) -> None:
+            await self._finish(batch, computed, pipeline, store)
+
+        try:  # a batch is computed while the previous one is published, committed and acknowledged
+            await overlapped(
+                batches(inbox, s.features_batch_size, s.features_batch_wait_ms / 1000), compute, finish
+            )
         finally:
             if self._publisher is not None:
                 await self._publisher.stop()
 
-    async def _batch(
+    async def _compute(
         self,
         batch: Sequence[Any],
         pipeline: FeaturePipeline,
-        store: RedisStore,
         sourced: bool,
         forwards: Sequence[tuple[FeatureView, str]],
-    ) -> None:
+    ) -> _Computed:
+        """Forward the batch to the re-keyed views' topics (acknowledged by Kafka before the batch is) and
+        apply it: the records and states to publish and commit."""
         started = time.perf_counter()
         try:
-            if forwards:  # acknowledged by Kafka before the batch is
+            if forwards:
                 publisher = self._publisher_()
                 for view, topic in forwards:
                     await publisher.send(topic, forwarded(view, batch))
             result = await pipeline.process([_raw(m, sourced) for m in batch])
-            computed = time.perf_counter()
-            await self._publish_and_commit(result, store)
         except BaseException:
             pipeline.invalidate()  # cached states may hold effects that were never committed
             raise
+        return _Computed(result, started, time.perf_counter())
+
+    async def _finish(
+        self, batch: Sequence[Any], computed: _Computed, pipeline: FeaturePipeline, store: RedisStore
+    ) -> None:
+        """Publish and commit a computed batch, then acknowledge its records (never after a failure)."""
+        begun = time.perf_counter()
+        try:
+            await self._publish_and_commit(computed.result, store)
+        except BaseException:
+            pipeline.invalidate()
+            raise
+        ack = self.app.consumer.ack  # committed: Faust's committer may commit these offsets
+        for message in batch:
+            ack(message)
         done = time.perf_counter()
-        BATCH.observe(done - started)
+        BATCH.observe(done - computed.started)
         log.debug(
             "batch",
             size=len(batch),
-            compute_ms=round((computed - started) * 1000, 1),
-            publish_commit_ms=round((done - computed) * 1000, 1),
+            compute_ms=round((computed.computed - computed.started) * 1000, 1),
+            publish_commit_ms=round((done - begun) * 1000, 1),
         )
 
     def _publisher_(self) -> AsyncPublisher:

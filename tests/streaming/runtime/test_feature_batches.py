@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from streaming.runtime.feature_batches import STRETCH, Inbox, batches
+from streaming.runtime.feature_batches import STRETCH, Inbox, batches, overlapped
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +116,87 @@ def test_a_batch_of_a_quiet_stream_is_not_kept_waiting_for_more() -> None:
         assert await asyncio.wait_for(batches(inbox, 100, 0.01).__anext__(), 5) == [7, 8]
 
     asyncio.run(go())
+
+
+async def _items(values: list[Any], gate: asyncio.Event | None = None) -> AsyncIterator[Any]:
+    for v in values:
+        yield v
+    if gate is not None:
+        await gate.wait()  # a stream with no further record for now
+
+
+def test_a_batch_is_computed_while_the_previous_one_finishes_and_finishes_run_in_order() -> None:
+    log: list[str] = []
+
+    async def go() -> None:
+        finishing = {i: asyncio.Event() for i in range(3)}
+
+        async def compute(i: int) -> int:
+            log.append(f"compute {i}")
+            if i > 0:  # the previous finish has started and waits on Kafka/Redis: computing overlaps it
+                assert log[-2] == f"finish {i - 1} begins"
+                finishing[i - 1].set()
+            return i * 10
+
+        async def finish(i: int, out: int) -> None:
+            log.append(f"finish {i} begins")
+            await asyncio.sleep(0)
+            if i < 2:
+                await finishing[i].wait()
+            log.append(f"finish {i} ends {out}")
+
+        await overlapped(_items([0, 1, 2]), compute, finish)
+
+    asyncio.run(go())
+    assert log == [
+        "compute 0",
+        "finish 0 begins",
+        "compute 1",
+        "finish 0 ends 0",
+        "finish 1 begins",
+        "compute 2",
+        "finish 1 ends 10",
+        "finish 2 begins",
+        "finish 2 ends 20",
+    ]
+
+
+def test_a_failed_finish_ends_the_run_at_once_even_when_no_further_batch_comes() -> None:
+    async def go() -> list[int]:
+        finished: list[int] = []
+
+        async def compute(i: int) -> int:
+            return i
+
+        async def finish(i: int, out: int) -> None:
+            if i == 1:
+                raise ConnectionError("redis down")
+            finished.append(i)
+
+        with pytest.raises(ConnectionError, match="redis down"):  # the stream then stays silent forever
+            await asyncio.wait_for(overlapped(_items([0, 1], asyncio.Event()), compute, finish), 10)
+        return finished
+
+    assert asyncio.run(go()) == [0]
+
+
+def test_a_failed_compute_ends_the_run_and_nothing_after_it_is_finished() -> None:
+    async def go() -> list[int]:
+        finished: list[int] = []
+
+        async def compute(i: int) -> int:
+            if i == 1:
+                raise ValueError("bug")
+            return i
+
+        async def finish(i: int, out: int) -> None:
+            finished.append(i)
+
+        with pytest.raises(ValueError, match="bug"):
+            await overlapped(_items([0, 1, 2]), compute, finish)
+        return finished
+
+    assert asyncio.run(go()) in (
+        [],
+        [0],
+    )  # the batch before may have finished (or been cancelled): never 1, 2

@@ -80,15 +80,18 @@ class _App:
 
 
 class _Failing(feature_worker._Worker):
-    """The worker with its batch processing replaced: the second batch fails (Redis down, say)."""
+    """The worker with its batch processing replaced: the second batch's commit fails (Redis down, say)."""
 
     def __init__(self, settings: Settings, app: Any) -> None:
         super().__init__(settings, app)
         self.processed: list[list[Any]] = []
 
-    async def _batch(self, batch: Any, *args: Any) -> None:
+    async def _compute(self, batch: Any, *args: Any) -> Any:
         self.processed.append(list(batch))
-        if len(self.processed) == 2:
+        return feature_worker._Computed(list(batch), 0.0, 0.0)  # type: ignore[arg-type]
+
+    async def _publish_and_commit(self, result: Any, store: Any) -> None:
+        if result == ["d", "e"]:  # the second batch
             raise RuntimeError("redis down")
 
 
