@@ -15,7 +15,11 @@ Floating point: built with ``-ffp-contract=off`` (setup.py) so that no multiply-
 operation is the IEEE double operation Python performs.
 """
 
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SetSlice
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_REFCNT
 from libc.math cimport fabs
 
 import math
@@ -34,6 +38,15 @@ cdef object _id_hash = id_hash
 cdef double _LIMIT = SUM_LIMIT
 cdef Py_ssize_t _KEEP = KEEP_PARTIALS
 cdef Py_ssize_t _MAX_IDS = MAX_IDS
+
+cdef extern from "Python.h":
+    int _del_slice "PyList_SetSlice"(object a, Py_ssize_t lo, Py_ssize_t hi, PyObject *none) except -1
+    dict _presized "_PyDict_NewPresized"(Py_ssize_t n)  # a dict with room for n items (CPython 3.11)
+    Py_ssize_t _refs "Py_REFCNT"(PyObject *o)  # on a borrowed pointer: no reference of its own counted
+
+cdef enum:
+    _MAX_BOUNDED = 64  # bounded fields a view may have for the step (more: the fused path, engine.py)
+    _SPARE = 4  # spare tiles a window keeps (_spare)
 
 # aggregation kinds (exact classes only; anything else is OTHER, called through its methods)
 cdef enum:
@@ -73,6 +86,8 @@ cdef class _Win:
     cdef object key, tw, picks
     cdef tuple aggs
     cdef Py_ssize_t n
+    cdef bint recycle  # every accumulator a flat literal: an expired tile nobody else holds is reused
+    cdef list spare  # such tiles, emptied, for the next new tile (features of no state: nothing sees them)
 
 
 cdef inline object _number(object v):
@@ -334,11 +349,72 @@ cdef Py_ssize_t _bisect_right(list T, long long x, Py_ssize_t lo, Py_ssize_t hi)
     return lo
 
 
+cdef inline object _get(object mapping, object key):
+    """``mapping.get(key)`` (a dict's read without the method call)."""
+    cdef PyObject *v
+    if type(mapping) is dict:
+        v = PyDict_GetItem(mapping, key)
+        return None if v is NULL else <object>v
+    return mapping.get(key)
+
+
+cdef int _set_bounds(dict sb, tuple bounded, Py_ssize_t *bidx, double *bnew, Py_ssize_t nb) except -1:
+    """The bounded fields' new magnitudes into the state's ``bounds``: ``sb[f] = [a, q]``, written into the
+    list already there when nothing but ``sb`` holds it (the same contents; nobody can tell)."""
+    cdef Py_ssize_t m
+    cdef PyObject *held
+    cdef list pair
+    for m in range(nb):
+        f = (<tuple>bounded[bidx[m]])[1]
+        held = PyDict_GetItem(sb, f)
+        if held is not NULL and type(<object>held) is list and _refs(held) == 1:
+            pair = <list>held
+            if PyList_GET_SIZE(pair) == 2:
+                pair[0] = bnew[2 * m]
+                pair[1] = bnew[2 * m + 1]
+                continue
+        sb[f] = [bnew[2 * m], bnew[2 * m + 1]]
+    return 0
+
+
+cdef int _spare(_Win w, list T, Py_ssize_t p) except -1:
+    """Keep the expiring tiles ``T[:p]`` that nothing but ``T`` holds (nor their accumulators) as the
+    window's spare tiles, emptied: ``_new_tile`` takes one instead of making one. Counted references make
+    this safe: an object nobody else holds cannot be seen changing."""
+    cdef Py_ssize_t q, j
+    cdef PyObject *tile
+    cdef PyObject *a
+    cdef _Agg g
+    for q in range(p):
+        if PyList_GET_SIZE(w.spare) >= _SPARE:
+            return 0
+        tile = PyList_GET_ITEM(T, q)
+        if type(<object>tile) is not list or _refs(tile) != 1 or PyList_GET_SIZE(<list>tile) != w.n + 1:
+            continue
+        for j in range(w.n):
+            a = PyList_GET_ITEM(<list>tile, j + 1)
+            if type(<object>a) is not list or _refs(a) != 1:
+                break
+        else:
+            for j in range(w.n):
+                g = <_Agg>w.aggs[j]
+                a = PyList_GET_ITEM(<list>tile, j + 1)
+                PyList_SetSlice(<list>a, 0, PyList_GET_SIZE(<list>a), g.blank)
+            w.spare.append(<object>tile)
+    return 0
+
+
 cdef list _new_tile(_Win w, long long k):
-    """A new empty tile ``[k, accs...]`` (compiled.Compiled.new)."""
-    cdef list tile = [k]
+    """A new empty tile ``[k, accs...]`` (compiled.Compiled.new): a spare one (see ``_spare``) when there
+    is one."""
+    cdef list tile
     cdef _Agg g
     cdef Py_ssize_t i
+    if PyList_GET_SIZE(w.spare):
+        tile = w.spare.pop()
+        tile[0] = k
+        return tile
+    tile = [k]
     for i in range(w.n):
         g = <_Agg?>w.aggs[i]
         tile.append((<list?>g.blank).copy() if g.literal else g.empty())
@@ -368,8 +444,9 @@ cdef class Step:
 
     cdef object generic, key, view_name, safe, check_none
     cdef tuple wins, inputs, from_fields, derived, expressions, bounded
-    cdef bint include_fields, plain, rekeyed, has_bounds
-    cdef Py_ssize_t n_inputs
+    cdef bint include_fields, plain, rekeyed, has_bounds, busy
+    cdef Py_ssize_t n_inputs, n_out
+    cdef list ins, accs, Ts  # the buffers of a call (apply)
 
     def __init__(self, engine, generic, safe):
         from features.compiled import literal
@@ -384,6 +461,8 @@ cdef class Step:
         self.safe = safe
         self.inputs = tuple(layout.inputs)
         self.n_inputs = len(self.inputs)
+        self.n_out = len(view.aggregations) + len(view.derived) + len(view.expressions)
+        self.ins, self.accs, self.Ts, self.busy = [None] * self.n_inputs, [], [], False
         derived = {d.name for d in view.derived}
         self.from_fields = tuple(not view.include_fields and f not in derived for f in self.inputs)
         index = {f: j for j, f in enumerate(self.inputs)}
@@ -424,49 +503,90 @@ cdef class Step:
                 aggs.append(g)
             w.aggs = tuple(aggs)
             w.n = len(aggs)
+            w.recycle = True
+            for g in aggs:
+                w.recycle = w.recycle and g.literal
+            w.spare = []
             wins.append(w)
         self.wins = tuple(wins)
 
     def apply(self, state, event, check=None):
-        cdef long long t = event.ts, lo, k, c0, c1, cut, mm
+        cdef long long t = event.ts
         cdef object wm = state.watermark
-        cdef object full
-        cdef dict vector, settled, sb
-        cdef list ins, T, c, A_, tile, r_, s_, bnew, ids, q_
-        cdef tuple pair
-        cdef _Win w
-        cdef _Agg g
-        cdef Py_ssize_t i, j, p, n, nw = len(self.wins)
-        cdef object v, x, q, h, p_, picks
-        cdef double xv, a_, qq
-        cdef long long seq
-        cdef bint top
+        cdef list ins, accs, Ts
         if wm is not None and t < <long long>wm:
             return self.generic(state, event, check)
+        # the buffers of one call (reused, so that an event allocates none; a call made from inside one,
+        # through a derived field, an expression or ``check``, has its own)
+        if self.busy:
+            return self._apply(state, event, check, t, wm, [None] * self.n_inputs, [], [])
+        self.busy = True
+        ins, accs, Ts = self.ins, self.accs, self.Ts
+        try:
+            return self._apply(state, event, check, t, wm, ins, accs, Ts)
+        finally:
+            del accs[:]
+            del Ts[:]
+            self.busy = False
+
+    cdef dict _apply(self, object state, object event, object check, long long t, object wm, list ins,
+                     list accs, list Ts):
+        """``apply`` for an event in order, with its buffers: ``ins`` (the inputs' values, one slot each)
+        and ``accs`` and ``Ts`` (empty: each window's range and tiles)."""
+        cdef double bstack[2 * _MAX_BOUNDED]
+        cdef Py_ssize_t istack[_MAX_BOUNDED]
+        cdef double *bnew = bstack
+        cdef Py_ssize_t *bidx = istack
+        if len(self.bounded) > _MAX_BOUNDED:  # the magnitudes on the heap
+            bnew = <double *>PyMem_Malloc(len(self.bounded) * 2 * sizeof(double))
+            bidx = <Py_ssize_t *>PyMem_Malloc(len(self.bounded) * sizeof(Py_ssize_t))
+            if bnew is NULL or bidx is NULL:
+                PyMem_Free(bnew)
+                PyMem_Free(bidx)
+                raise MemoryError()
+            try:
+                return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx)
+            finally:
+                PyMem_Free(bnew)
+                PyMem_Free(bidx)
+        return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx)
+
+    # its length: the generated function's (features.fused), of which it is the compiled twin
+    cdef dict _event(self, object state, object event, object check, long long t, object wm, list ins,
+                     list accs, list Ts, double *bnew, Py_ssize_t *bidx):
+        """``_apply`` with room for the bounded fields' magnitudes (``bnew``: two each, ``bidx``: which)."""
+        cdef long long k, cut, seq
+        cdef object full, fields, v, pair_
+        cdef dict vector, settled, sb
+        cdef list T, A_, tile, s_
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j, p, n, nw = len(self.wins), nb = 0
+        cdef double xv, a_, qq
         # the event's own part (FeatureEngine.own) and the inputs
+        fields = event.fields
         if self.plain:
-            full = event.fields
-            vector = {}
+            full = fields
+            vector = _presized(self.n_out)
         else:
-            full = dict(event.fields)
+            full = dict(fields)
             for name, fn in self.derived:
                 full[name] = self.safe(fn, full)
             if self.include_fields:
                 vector = full
             else:
-                vector = {}
+                vector = _presized(self.n_out)
                 for name, fn in self.derived:
                     vector[name] = full[name]
         # each input where the generic path reads it (fused.Fused: the fields and derived ones, or a derived
         # field's value or the event's own field when the view leaves the fields out)
-        fields = event.fields
-        ins = [(fields if own else full).get(f) for f, own in zip(self.inputs, self.from_fields)]
+        for j in range(self.n_inputs):
+            ins[j] = _get(fields if self.from_fields[j] else full, self.inputs[j])
         # the bounded fields' new magnitudes (FeatureEngine._bounds)
-        bnew = None
         if self.has_bounds:
             sb = state.bounds or {}
-            bnew = []
-            for j, f, by_sum, by_square in self.bounded:
+            for i in range(len(self.bounded)):
+                j, f, by_sum, by_square = self.bounded[i]
                 v = ins[j]
                 if type(v) is str or v is None or not v:
                     continue
@@ -485,9 +605,10 @@ cdef class Step:
                     raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of magnitudes")
                 if by_square and not 4.0 * qq <= _LIMIT:
                     raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of squares")
-                bnew.append((f, [a_ if a_ <= _LIMIT else _LIMIT, qq if qq <= _LIMIT else _LIMIT]))
-        accs = []
-        Ts = []
+                bidx[nb] = i
+                bnew[2 * nb] = a_ if a_ <= _LIMIT else _LIMIT
+                bnew[2 * nb + 1] = qq if qq <= _LIMIT else _LIMIT
+                nb += 1
         # every window's range at t (its cache moved) and its aggregates
         self._read(state, t, vector, accs, Ts, True)
         for name, fn in self.expressions:
@@ -495,12 +616,10 @@ cdef class Step:
         if check is not None:
             check(vector)
         # nothing below can fail
-        if bnew:
+        if nb:
             if state.bounds is None:
                 state.bounds = {}
-            sb = state.bounds
-            for f, b in bnew:
-                sb[f] = b
+            _set_bounds(state.bounds, self.bounded, bidx, bnew, nb)
         seq = <long long>state.seq + 1
         state.seq = seq
         for i in range(nw):
@@ -515,13 +634,12 @@ cdef class Step:
                 T.append(tile)
             else:
                 tile = w.tw.tile(T, k)
-            for j in range(w.n):
-                g = <_Agg?>w.aggs[j]
-                _add(g, tile[j + 1], ins[g.inp] if g.inp >= 0 else None, t, seq)
             A_ = accs[i]  # in order, the cached range ends with the event's tile
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
-                _add(g, A_[j], ins[g.inp] if g.inp >= 0 else None, t, seq)
+                v = ins[g.inp] if g.inp >= 0 else None
+                _add(g, tile[j + 1], v, t, seq)
+                _add(g, A_[j], v, t, seq)
         if self.rekeyed:
             ids = state.ids
             ids.append(_id_hash(event.event_id))
@@ -547,7 +665,9 @@ cdef class Step:
                                 g = <_Agg?>w.aggs[j]
                                 _merge(g, settled[g.name], s_[j + 1], False)
                         p += 1
-                    del T[:p]
+                    if w.recycle:
+                        _spare(w, T, p)
+                    _del_slice(T, 0, p, NULL)  # del T[:p]
         return vector
 
     def online(self, state):
