@@ -11,6 +11,14 @@ this calls too: the generic ``apply`` for an event out of order, ``Tiled.merged`
 ``renormalise``, the variance's value, derived fields and expressions, and every aggregation that is not
 one of the built-in classes (a distinct count, a subclass) through its methods.
 
+An event in order allocates as little as the state's lists let it: the call's buffers (inputs, ranges,
+tiles) are the step's own, reused (a call from inside a call, through a derived field, an expression or
+``check``, gets new ones); an expired tile that nothing but its window's list holds (nor its accumulators:
+counted references) is emptied and kept as the window's spare for its next new tile; a bounded field's
+magnitudes go into the list already in ``bounds`` when only the state holds it. Nobody can see any of it:
+an object no one else references cannot be seen changing (tests/features/test_native_reuse.py holds each
+from outside).
+
 Floating point: built with ``-ffp-contract=off`` (setup.py) so that no multiply-add is fused; every
 operation is the IEEE double operation Python performs.
 """
