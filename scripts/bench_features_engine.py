@@ -4,6 +4,7 @@ issue 13's tiles). Run them through ``bench_features.py --only occupancy`` and `
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import statistics
@@ -158,6 +159,11 @@ def bench_engine(n: int, rounds: int) -> None:
         if a.keys() != b.keys() or not all(same(a[k], b[k]) for k in a):
             wrong = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if not same(a.get(k), b.get(k))}
             raise SystemExit(f"engine: event {i} ({checked[i].ts}): loop and engine differ: {wrong}")
+    # the 60,000 events and the check's vectors belong to neither side: frozen, no full collection walks
+    # them (one did in every round, ~150-200 ms, and the ratio measured which timed call it landed in;
+    # the feature worker freezes what it starts with too, streaming.runtime.feature_worker.tune_gc)
+    gc.collect()
+    gc.freeze()
     med = median_seconds(rounds, {"loop": lambda: hand_loop(events), "rivulet": lambda: rivulet(events)})
     print(
         f"engine: {n:,} in-order events, 200 entities, view {[a.name for a in VIEW.aggregations]} "
