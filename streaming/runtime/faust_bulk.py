@@ -36,10 +36,15 @@ class Consumer(faust_fetch.Consumer):
 
     async def getmany(self, timeout: float) -> AsyncIterator[Any]:
         inboxes: dict[str, Inbox] = getattr(self.app, "inboxes", {})
-        generation = self.app.consumer_generation_id
+        # the generation of the records, read once Faust's getmany has them: it waits for a stopped flow to
+        # resume, and a rebalance that ends meanwhile brings records of the new generation, read from the
+        # committed offsets (read before the wait, they were dropped, positions past them: never read again)
+        generation: int | None = None
         taken: dict[Inbox, list[Any]] = defaultdict(list)
         read_offset = self._read_offset
         async for tp, message in super().getmany(timeout):
+            if generation is None:
+                generation = self.app.consumer_generation_id
             inbox = inboxes.get(tp.topic)
             if inbox is None:
                 yield tp, message
