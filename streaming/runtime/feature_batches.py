@@ -47,9 +47,12 @@ class Inbox:
         self.room.set()
 
     async def put(self, records: Sequence[Any], abandon: Any) -> bool:
-        """Add ``records`` once there is room; False (nothing added) when ``abandon`` (an event with an
-        awaitable ``wait()``: the consumer's suspended flow) is set first."""
-        if not self.room.is_set():
+        """Add ``records`` once there is room; False (nothing added) when ``abandon`` (an event with
+        ``is_set()`` and an awaitable ``wait()``: the consumer's suspended flow) is set, before or while it
+        waits. Those records are a fetch of before a rebalance, which Faust reads again from the committed
+        offsets; the rebalance's clear makes room, and records put then were processed before the records
+        read again, of lower offsets: an entity further along skipped those as redelivered (lost)."""
+        if not self.room.is_set() and not abandon.is_set():
             room = asyncio.ensure_future(self.room.wait())
             stop = asyncio.ensure_future(abandon.wait())
             try:
@@ -57,8 +60,8 @@ class Inbox:
             finally:
                 room.cancel()
                 stop.cancel()
-            if not self.room.is_set():
-                return False
+        if abandon.is_set() or not self.room.is_set():
+            return False
         self.queue.extend(records)
         if self.queue:
             self.arrived.set()
