@@ -30,12 +30,14 @@ __all__ = ["App", "Consumer", "Transport"]
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_consumer(self, loop: Any) -> Any:
         consumer = super()._create_consumer(loop)
-        if not hasattr(consumer, "_fetch_max_wait_ms"):  # aiokafka renamed it: fail, do not stall silently
-            raise StreamingError(
-                "aiokafka's consumer has no _fetch_max_wait_ms: update streaming.runtime.faust_fetch"
-            )
+        for name in ("_fetch_max_wait_ms", "_isolation_level"):  # aiokafka renamed it: fail, not silently
+            if not hasattr(consumer, name):
+                raise StreamingError(f"aiokafka's consumer has no {name}: update {__name__}")
         # read by its fetcher, which start() makes
         consumer._fetch_max_wait_ms = cast(App, self.app).fetch_max_wait_ms
+        # committed records only, as every other consumer of Rivulet's (Faust reads uncommitted ones unless
+        # exactly-once): the events of an aborted transaction are not events
+        consumer._isolation_level = "read_committed"
         return consumer
 
 
