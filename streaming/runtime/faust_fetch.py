@@ -23,6 +23,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streaming.errors import StreamingError
+from streaming.runtime import kafka_records
 
 __all__ = ["App", "Consumer", "Transport"]
 
@@ -38,6 +39,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # committed records only, as every other consumer of Rivulet's (Faust reads uncommitted ones unless
         # exactly-once): the events of an aborted transaction are not events
         consumer._isolation_level = "read_committed"
+        kafka_records.install()  # a record whose header name is not UTF-8 is read, not fatal
         return consumer
 
 

@@ -80,7 +80,9 @@ def _kept_headers(headers: Any) -> list[tuple[str, bytes]]:
     with contextlib.suppress(Exception):
         pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
         for k, v in pairs:
-            name = k.decode("utf-8", "surrogatepass") if isinstance(k, bytes) else str(k)
+            name = k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else str(k)
+            if not name.isascii():  # a name read leniently (kafka_records) cannot be encoded as it is
+                name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             if name != SOURCE_HEADER:
                 kept.append((name, bytes(v) if v is not None else b""))
         return kept

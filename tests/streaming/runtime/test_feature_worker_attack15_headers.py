@@ -1,9 +1,8 @@
 """Attack 15: an events record whose header name is not UTF-8 (Kafka's header names are bytes to the broker;
 Java's clients decode them leniently). aiokafka decodes them strictly while it iterates a fetch, so the
 worker's fetch raises UnicodeDecodeError ("Drain messages raised", "Fetcher crashed"), the worker exits, and
-every restart meets the same record: one record stops every partition of the worker for good.
-
-FAILS on the code of attack 15 (no fix here: the decode is inside aiokafka's compiled record batch)."""
+every restart meets the same record: one record stops every partition of the worker for good. Fixed by
+streaming.runtime.kafka_records (the batch read again leniently from that record; unit tests there)."""
 
 from __future__ import annotations
 
