@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from features.events import Event
-from streaming.clients import kafka_admin, kafka_consumer, kafka_producer
+from streaming.clients import kafka_admin, kafka_consumer, kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 
@@ -46,7 +46,7 @@ def rivulet_process(settings: Settings, args: list[str], log: Path, **env: str) 
 class Worker:
     """``rivulet features run`` in a child process, logging to a file."""
 
-    def __init__(self, settings: Settings, features: str, log: Path) -> None:
+    def __init__(self, settings: Settings, features: str, log: Path, **env: str) -> None:
         self.log = log
         self.proc = rivulet_process(
             settings,
@@ -54,6 +54,7 @@ class Worker:
             log,
             RIVULET_PARTITIONS=str(settings.partitions),
             RIVULET_DATA_DIR=str(log.parent / "data"),
+            **env,
         )
 
     def kill(self) -> None:
@@ -143,3 +144,15 @@ def group_members(settings: Settings) -> int:
         return len(admin.describe_groups([group])[group]["members"])
     finally:
         admin.close()
+
+
+def wait_records(settings: Settings, target: int, live: list[Worker], timeout_s: float = 180.0) -> None:
+    """Until the workers have produced ``target`` feature records in all (the stats hash's
+    ``records:all``); a worker of ``live`` that exits meanwhile fails the test (with the end of its log)."""
+    client = redis_client(settings)
+    deadline = time.monotonic() + timeout_s
+    while int(client.hget(f"{settings.redis_prefix}stats:features", "records:all") or 0) < target:
+        for w in live:
+            assert w.alive(), w.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the workers made no progress"
+        time.sleep(0.05)

@@ -87,18 +87,7 @@ def test_a_fetch_while_the_flow_is_still_stopped_is_dropped(tmp_path: Path) -> N
 def test_the_worker_consumer_reads_committed_records_only(tmp_path: Path) -> None:
     """Faust's at-least-once consumer read uncommitted records: the events of an aborted transaction were
     counted (test_feature_worker_attack15), where the learner reads committed ones only."""
-    from features.examples import customer
-    from streaming.runtime.feature_worker import create_app
     from streaming.settings import Settings
+    from tests.streaming.runtime.test_faust_fetch import made_consumer
 
-    async def made() -> str:
-        app = create_app(Settings(data_dir=str(tmp_path)), [customer], app_id="attack15-isolation")
-        thread = app.consumer._thread  # type: ignore[attr-defined]
-        consumer = thread._create_consumer(loop=asyncio.get_running_loop())
-        try:
-            return str(consumer._isolation_level)
-        finally:
-            await consumer.stop()
-            thread.thread_loop.close()  # made with the thread, never run: the thread was not started
-
-    assert asyncio.run(made()) == "read_committed"
+    assert made_consumer(Settings(data_dir=str(tmp_path)), "_isolation_level") == "read_committed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,19 +17,24 @@ from streaming.settings import Settings
 pytestmark = pytest.mark.unit
 
 
-def _consumer_fetch_wait(settings: Settings) -> int:
-    async def made() -> int:
-        app = create_app(settings, [customer], app_id="rivulet-test-fetch-wait")
-        # the consumer thread Faust would start; its consumer is made here, never started
+def made_consumer(settings: Settings, attribute: str) -> Any:
+    """An attribute of the aiokafka consumer the worker's app would start (made here, never started)."""
+
+    async def made() -> Any:
+        app = create_app(settings, [customer], app_id="rivulet-test-consumer")
         thread = app.consumer._thread  # type: ignore[attr-defined]
         consumer = thread._create_consumer(loop=asyncio.get_running_loop())
         try:
-            return int(consumer._fetch_max_wait_ms)
+            return getattr(consumer, attribute)
         finally:
             await consumer.stop()
             thread.thread_loop.close()  # made with the thread, never run: the thread was not started
 
     return asyncio.run(made())
+
+
+def _consumer_fetch_wait(settings: Settings) -> int:
+    return int(made_consumer(settings, "_fetch_max_wait_ms"))
 
 
 @pytest.mark.parametrize("wait_ms", [20, 7])

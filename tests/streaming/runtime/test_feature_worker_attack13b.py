@@ -23,7 +23,6 @@ import orjson
 import pytest
 
 from features.events import Event
-from streaming.clients import redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics: a fixture)
@@ -33,7 +32,7 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     topics,
 )
 from tests.support.kafka_read import read_all
-from tests.support.workers import Worker, rivulet_process, wait_caught_up
+from tests.support.workers import Worker, wait_caught_up, wait_records
 
 pytestmark = pytest.mark.integration
 
@@ -95,29 +94,10 @@ class Proxy:
             self.loop.close()
 
 
-class ProxiedWorker(Worker):
+def proxied_worker(settings: Settings, log: Path, proxy: Proxy) -> Worker:
     """A feature worker whose Redis is behind ``proxy``."""
-
-    def __init__(self, settings: Settings, log: Path, proxy: Proxy) -> None:
-        self.log = log
-        self.proc = rivulet_process(
-            settings,
-            ["features", "run", "--features", "tests.support.feature_defs"],
-            log,
-            RIVULET_PARTITIONS=str(settings.partitions),
-            RIVULET_DATA_DIR=str(log.parent / "data"),
-            RIVULET_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
-        )
-
-
-def _wait_records(settings: Settings, target: int, live: list[Worker], timeout_s: float = 180.0) -> None:
-    client = redis_client(settings)
-    deadline = time.monotonic() + timeout_s
-    while int(client.hget(f"{settings.redis_prefix}stats:features", "records:all") or 0) < target:
-        for w in live:
-            assert w.alive(), w.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the workers made no progress"
-        time.sleep(0.05)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    return Worker(settings, "tests.support.feature_defs", log, RIVULET_REDIS_URL=url)
 
 
 def _repartition_duplicates(settings: Settings) -> dict[str, Any]:
@@ -168,23 +148,23 @@ def test_kills_a_redis_outage_and_rebalances_count_every_event_once_and_reemit_i
     proxy = Proxy(settings.redis_address)
     workers: list[Worker] = []
     try:
-        behind = ProxiedWorker(settings, tmp_path / "proxied-0.log", proxy)
+        behind = proxied_worker(settings, tmp_path / "proxied-0.log", proxy)
         direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-0.log")
         workers += [behind, direct]
-        _wait_records(settings, 1_500, [behind, direct])
+        wait_records(settings, 1_500, [behind, direct])
         direct.kill()  # SIGKILL mid-batch: its partitions move to the proxied worker, then back
         direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-1.log")
         workers.append(direct)
-        _wait_records(settings, 3_500, [behind, direct])
+        wait_records(settings, 3_500, [behind, direct])
         proxy.cut()  # Redis unreachable for one worker: its batch fails, the process exits
         deadline = time.monotonic() + 60
         while behind.alive():
             assert time.monotonic() < deadline, "a worker without Redis kept running"
             time.sleep(0.1)
         proxy.restore()
-        behind = ProxiedWorker(settings, tmp_path / "proxied-1.log", proxy)  # what a supervisor does
+        behind = proxied_worker(settings, tmp_path / "proxied-1.log", proxy)  # what a supervisor does
         workers.append(behind)
-        _wait_records(settings, 5_500, [behind, direct])
+        wait_records(settings, 5_500, [behind, direct])
         direct.kill()
         direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-2.log")
         workers.append(direct)

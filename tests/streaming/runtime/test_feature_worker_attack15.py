@@ -3,13 +3,11 @@ room in a full inbox, and the consumer offsets a worker leaves behind."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from features.events import Event
-from streaming.clients import redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics: a fixture)
@@ -18,34 +16,14 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     events_for,
     topics,
 )
-from tests.support.workers import Worker, rivulet_process, wait_caught_up
+from tests.support.workers import Worker, wait_caught_up, wait_records
 
 pytestmark = pytest.mark.integration
 
 
-class SmallBatchWorker(Worker):
+def small_batch_worker(settings: Settings, log: Path, batch: int) -> Worker:
     """A feature worker with small batches (a small inbox: the consumer often waits for room in it)."""
-
-    def __init__(self, settings: Settings, log: Path, batch: int) -> None:
-        self.log = log
-        self.proc = rivulet_process(
-            settings,
-            ["features", "run", "--features", "tests.support.feature_defs"],
-            log,
-            RIVULET_PARTITIONS=str(settings.partitions),
-            RIVULET_DATA_DIR=str(log.parent / "data"),
-            RIVULET_FEATURES_BATCH_SIZE=str(batch),
-        )
-
-
-def _wait_records(settings: Settings, target: int, live: list[Worker], timeout_s: float = 180.0) -> None:
-    client = redis_client(settings)
-    deadline = time.monotonic() + timeout_s
-    while int(client.hget(f"{settings.redis_prefix}stats:features", "records:all") or 0) < target:
-        for w in live:
-            assert w.alive(), w.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the workers made no progress"
-        time.sleep(0.05)
+    return Worker(settings, "tests.support.feature_defs", log, RIVULET_FEATURES_BATCH_SIZE=str(batch))
 
 
 def test_workers_joining_and_leaving_mid_stream_count_every_event_once(
@@ -64,15 +42,15 @@ def test_workers_joining_and_leaving_mid_stream_count_every_event_once(
         producer.send_many(events)
     workers: list[Worker] = []
     try:
-        first = SmallBatchWorker(settings, tmp_path / "w0.log", 20)
+        first = small_batch_worker(settings, tmp_path / "w0.log", 20)
         workers.append(first)
-        _wait_records(settings, 3_000, [first])
-        second = SmallBatchWorker(settings, tmp_path / "w1.log", 20)
+        wait_records(settings, 3_000, [first])
+        second = small_batch_worker(settings, tmp_path / "w1.log", 20)
         workers.append(second)
-        _wait_records(settings, 8_000, [first, second])
+        wait_records(settings, 8_000, [first, second])
         second.stop()
-        _wait_records(settings, 11_000, [first])
-        third = SmallBatchWorker(settings, tmp_path / "w2.log", 20)
+        wait_records(settings, 11_000, [first])
+        third = small_batch_worker(settings, tmp_path / "w2.log", 20)
         workers.append(third)
         wait_caught_up(settings, [first, third], timeout_s=150)
     finally:
