@@ -15,7 +15,8 @@ An event in order allocates as little as the state's lists let it: the call's bu
 tiles) are the step's own, reused (a call from inside a call, through a derived field, an expression or
 ``check``, gets new ones); an expired tile that nothing but its window's list holds (nor its accumulators:
 counted references) is emptied and kept as the window's spare for its next new tile; a bounded field's
-magnitudes go into the list already in ``bounds`` when only the state holds it. Nobody can see any of it:
+magnitudes go into the list already in ``bounds`` when only the state holds it; a min/max range's
+accumulators are rewritten when only its cache holds them. Nobody can see any of it:
 an object no one else references cannot be seen changing (tests/features/test_native_reuse.py holds each
 from outside).
 
@@ -330,9 +331,13 @@ cdef object _value(_Agg g, object acc, long long t):
 
 cdef inline long long _k(object tile) except? -1:
     """A tile's index: its first item (a list of at least one item, or TypeError)."""
-    if type(tile) is not list or PyList_GET_SIZE(tile) == 0:
-        raise TypeError("a tile is not a non-empty list")
-    return <long long><object>PyList_GET_ITEM(tile, 0)
+    if type(tile) is list and PyList_GET_SIZE(tile):
+        return <long long><object>PyList_GET_ITEM(tile, 0)
+    return _not_tile()
+
+
+cdef long long _not_tile() except? -1:
+    raise TypeError("a tile is not a non-empty list")
 
 
 cdef Py_ssize_t _bisect_left(list T, long long x, Py_ssize_t lo, Py_ssize_t hi) except -1:
@@ -410,6 +415,24 @@ cdef int _spare(_Win w, list T, Py_ssize_t p) except -1:
                 PyList_SetSlice(<list>a, 0, PyList_GET_SIZE(<list>a), g.blank)
             w.spare.append(<object>tile)
     return 0
+
+
+cdef list _running(list c, Py_ssize_t n):
+    """``n`` accumulators ``[v]`` for the min/max range ``c`` (its values then written anew): its previous
+    ones, ``c[2]``, when nothing but ``c`` holds them (counted references, as ``_spare``), else new lists."""
+    cdef Py_ssize_t j
+    cdef PyObject *held
+    cdef PyObject *a
+    if PyList_GET_SIZE(c) > 2:
+        held = PyList_GET_ITEM(c, 2)
+        if type(<object>held) is list and _refs(held) == 1 and PyList_GET_SIZE(<list>held) == n:
+            for j in range(n):
+                a = PyList_GET_ITEM(<list>held, j)
+                if type(<object>a) is not list or _refs(a) != 1 or PyList_GET_SIZE(<list>a) != 1:
+                    break
+            else:
+                return <list>held
+    return [[None] for j in range(n)]
 
 
 cdef list _new_tile(_Win w, long long k):
@@ -790,12 +813,12 @@ cdef class Step:
                             q.pop()
                         q.append((s_[0], v))
                 p += 1
-        r_ = []
+        r_ = _running(c, len(w.picks))  # the range's accumulators, written anew
         for j in range(len(w.picks)):
             q = q_[j]
             while q and q[0][0] < lo:
                 q.popleft()
-            r_.append([q[0][1] if q else None])
+            (<list>r_[j])[0] = q[0][1] if q else None
         if n and _k(T[n - 1]) == k:  # the current tile
             _merge_tile(w, r_, <list?>T[n - 1], False)
         c[0] = lo
