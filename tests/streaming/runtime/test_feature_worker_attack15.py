@@ -60,6 +60,36 @@ def test_workers_joining_and_leaving_mid_stream_count_every_event_once(
     check_rekeyed_view(settings, events)
 
 
+def test_a_worker_killed_while_its_inbox_is_full_loses_and_double_counts_nothing(
+    topics: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Small batches (the consumer mostly waits for room in the inbox) and SIGKILL: a member killed with
+    its inbox full, batches forwarded to the repartition topic and not acknowledged; its partitions move
+    when its session lapses, and a new worker joins meanwhile."""
+    settings = topics
+    events: list[Event] = events_for(seed=154, n=12_000)
+    with Producer(settings) as producer:
+        producer.send_many(events)
+    workers: list[Worker] = []
+    try:
+        first = SmallBatchWorker(settings, tmp_path / "k0.log", 20)
+        second = SmallBatchWorker(settings, tmp_path / "k1.log", 20)
+        workers += [first, second]
+        _wait_records(settings, 3_000, [first, second])
+        first.kill()
+        third = SmallBatchWorker(settings, tmp_path / "k2.log", 20)
+        workers.append(third)
+        _wait_records(settings, 7_000, [second, third])
+        second.kill()
+        wait_caught_up(settings, [third], timeout_s=150)
+    finally:
+        for w in workers:
+            w.stop()
+    check_direct_view(settings, events)
+    check_rekeyed_view(settings, events)
+
+
 def _transactional(settings: Settings, events: list[Event], *, abort: bool, tid: str) -> None:
     """``events`` onto the events topic (keyed by entity) in one transaction, committed or aborted."""
     import asyncio
