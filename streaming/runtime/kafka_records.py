@@ -9,8 +9,8 @@ same record, for every partition of the worker (attack 15, finding 5).
 aiokafka's compiled reader as before, and, from the first record of a batch whose header name does not
 decode, by its Python reader with header names decoded with ``surrogateescape`` (the bytes kept, as lone
 surrogates). :func:`install` makes aiokafka's fetcher use it; the worker's consumer thread installs it
-(:mod:`streaming.runtime.faust_fetch`). Such a name cannot be encoded back to UTF-8: the worker leaves it
-out of what it forwards (:mod:`streaming.runtime.feature_forward`).
+(:mod:`streaming.runtime.faust_fetch`). Such a name cannot be encoded back to UTF-8: what the worker forwards
+carries it with U+FFFD for each byte that did not decode (:mod:`streaming.runtime.feature_forward`).
 """
 
 from __future__ import annotations
