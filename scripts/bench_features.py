@@ -7,7 +7,8 @@
    at 10,000 >= 0.8x events/s at 10; state at 10,000 <= 2x state at 100.
 2. ``engine``: events/s of ``FeatureEngine.apply`` against a hand-written loop computing the same tiled
    aggregates (issue 13's design: tiles of each window's resolution, evicted when they leave the range) on
-   the same in-order events; the loop's output is checked equal to the engine's first. Goal >= 0.8x.
+   the same in-order events; the loop's output is checked equal to the engine's first, then the events are
+   frozen (``gc.freeze``: no full collection walks them inside either timed call). Goal >= 0.8x.
 3. ``worker``: events/s through one feature worker on real Kafka and Redis (``rivulet features run``, view
    ``customer``), from its first record to its last. Goal >= 10,000 per worker. Then the bare loop of
    ``scripts/bench_worker_bare.py`` (the same I/O with aiokafka, orjson and redis-py, no Faust and no
