@@ -73,14 +73,14 @@ def test_a_worker_killed_while_its_inbox_is_full_loses_and_double_counts_nothing
         producer.send_many(events)
     workers: list[Worker] = []
     try:
-        first = SmallBatchWorker(settings, tmp_path / "k0.log", 20)
-        second = SmallBatchWorker(settings, tmp_path / "k1.log", 20)
+        first = small_batch_worker(settings, tmp_path / "k0.log", 20)
+        second = small_batch_worker(settings, tmp_path / "k1.log", 20)
         workers += [first, second]
-        _wait_records(settings, 3_000, [first, second])
+        wait_records(settings, 3_000, [first, second])
         first.kill()
-        third = SmallBatchWorker(settings, tmp_path / "k2.log", 20)
+        third = small_batch_worker(settings, tmp_path / "k2.log", 20)
         workers.append(third)
-        _wait_records(settings, 7_000, [second, third])
+        wait_records(settings, 7_000, [second, third])
         second.kill()
         wait_caught_up(settings, [third], timeout_s=150)
     finally:
