@@ -119,6 +119,7 @@ def run_worker(
     *,
     raw: Sequence[tuple[bytes, bytes]] = (),
     features: str = "tests.support.feature_defs",
+    timeout_s: float = 180.0,
 ) -> list[Any]:
     """Raw ``(key, value)`` records, then ``events``, onto the events topic, and one feature worker over
     them until it has caught up (then stopped); returns the raw records' metadata (their positions)."""
@@ -127,14 +128,19 @@ def run_worker(
         positions = [producer.send(settings.topics.events, value=v, key=k).get(timeout=30) for k, v in raw]
     finally:
         producer.close()
-    with Producer(settings) as sdk:
-        sdk.send_many(events)
+    produce(settings, events)
     worker = Worker(settings, features, log)
     try:
-        wait_caught_up(settings, [worker])
+        wait_caught_up(settings, [worker], timeout_s)
     finally:
         worker.stop()
     return positions
+
+
+def produce(settings: Settings, events: Sequence[Event]) -> None:
+    """``events`` onto the events topic, through the producer Rivulet's users have."""
+    with Producer(settings) as sdk:
+        sdk.send_many(events)
 
 
 def group_members(settings: Settings) -> int:

@@ -3,12 +3,13 @@ room in a full inbox, and the consumer offsets a worker leaves behind."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from features.events import Event
-from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics: a fixture)
     check_direct_view,
@@ -16,14 +17,27 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     events_for,
     topics,
 )
-from tests.support.workers import Worker, wait_caught_up, wait_records
+from tests.support.workers import Worker, produce, run_worker, wait_caught_up, wait_records
 
 pytestmark = pytest.mark.integration
 
 
-def small_batch_worker(settings: Settings, log: Path, batch: int) -> Worker:
-    """A feature worker with small batches (a small inbox: the consumer often waits for room in it)."""
-    return Worker(settings, "tests.support.feature_defs", log, RIVULET_FEATURES_BATCH_SIZE=str(batch))
+@contextlib.contextmanager
+def small_batch_workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], Worker]]:
+    """Starts feature workers with batches of 20 (a small inbox: the consumer often waits for room in it),
+    each logging to a file of its own; every one started is stopped on the way out."""
+    workers: list[Worker] = []
+
+    def start() -> Worker:
+        log = tmp_path / f"w{len(workers)}.log"
+        workers.append(Worker(settings, "tests.support.feature_defs", log, RIVULET_FEATURES_BATCH_SIZE="20"))
+        return workers[-1]
+
+    try:
+        yield start
+    finally:
+        for w in workers:
+            w.stop()
 
 
 def test_workers_joining_and_leaving_mid_stream_count_every_event_once(
@@ -38,24 +52,16 @@ def test_workers_joining_and_leaving_mid_stream_count_every_event_once(
     first (test_feature_batches_attack15)."""
     settings = topics
     events: list[Event] = events_for(seed=151, n=20_000)
-    with Producer(settings) as producer:
-        producer.send_many(events)
-    workers: list[Worker] = []
-    try:
-        first = small_batch_worker(settings, tmp_path / "w0.log", 20)
-        workers.append(first)
+    produce(settings, events)
+    with small_batch_workers(settings, tmp_path) as start:
+        first = start()
         wait_records(settings, 3_000, [first])
-        second = small_batch_worker(settings, tmp_path / "w1.log", 20)
-        workers.append(second)
+        second = start()
         wait_records(settings, 8_000, [first, second])
         second.stop()
         wait_records(settings, 11_000, [first])
-        third = small_batch_worker(settings, tmp_path / "w2.log", 20)
-        workers.append(third)
+        third = start()
         wait_caught_up(settings, [first, third], timeout_s=150)
-    finally:
-        for w in workers:
-            w.stop()
     check_direct_view(settings, events)
     check_rekeyed_view(settings, events)
 
@@ -69,23 +75,15 @@ def test_a_worker_killed_while_its_inbox_is_full_loses_and_double_counts_nothing
     when its session lapses, and a new worker joins meanwhile."""
     settings = topics
     events: list[Event] = events_for(seed=154, n=12_000)
-    with Producer(settings) as producer:
-        producer.send_many(events)
-    workers: list[Worker] = []
-    try:
-        first = small_batch_worker(settings, tmp_path / "k0.log", 20)
-        second = small_batch_worker(settings, tmp_path / "k1.log", 20)
-        workers += [first, second]
+    produce(settings, events)
+    with small_batch_workers(settings, tmp_path) as start:
+        first, second = start(), start()
         wait_records(settings, 3_000, [first, second])
         first.kill()
-        third = small_batch_worker(settings, tmp_path / "k2.log", 20)
-        workers.append(third)
+        third = start()
         wait_records(settings, 7_000, [second, third])
         second.kill()
         wait_caught_up(settings, [third], timeout_s=150)
-    finally:
-        for w in workers:
-            w.stop()
     check_direct_view(settings, events)
     check_rekeyed_view(settings, events)
 
@@ -127,16 +125,9 @@ def test_events_of_an_aborted_transaction_are_not_counted(
     events: list[Event] = events_for(seed=152, n=800)
     # of the first event's entity: its partition holds the first event at offset 0, then the aborted ones
     aborted = [events[0].model_copy(update={"event_id": f"aborted-{i}"}) for i in range(50)]
-    with Producer(settings) as producer:
-        producer.send_many(events[:1])
+    produce(settings, events[:1])
     _transactional(settings, aborted, abort=True, tid=f"{settings.topic_prefix}t1")
     _transactional(settings, events[1:600], abort=False, tid=f"{settings.topic_prefix}t2")
-    with Producer(settings) as producer:
-        producer.send_many(events[600:])
-    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "w.log")
-    try:
-        wait_caught_up(settings, [worker], timeout_s=120)
-    finally:
-        worker.stop()
+    run_worker(settings, events[600:], tmp_path / "w.log", timeout_s=120)
     check_direct_view(settings, events)
     check_rekeyed_view(settings, events)

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics: a fixture)
     check_direct_view,
     events_for,
     topics,
 )
-from tests.support.workers import Worker, wait_caught_up
+from tests.support.workers import run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +42,5 @@ def test_a_header_name_that_is_not_utf8_does_not_stop_the_worker(topics: Setting
         ).get(timeout=30)
     finally:
         raw.close()
-    with Producer(settings) as producer:
-        producer.send_many(events[1:])
-    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "w.log")
-    try:
-        wait_caught_up(settings, [worker], timeout_s=90)
-    finally:
-        worker.stop()
+    run_worker(settings, events[1:], tmp_path / "w.log", timeout_s=90)
     check_direct_view(settings, events)
