@@ -90,6 +90,8 @@ from streaming.settings import Settings
 __all__ = ["create_app", "stats_key", "tune_gc"]
 
 log = get_logger("rivulet.features")
+# the youngest generation's collection threshold in a worker (tune_gc; Python's default: 700)
+GC_YOUNG = 50_000
 
 EVENTS = Counter("rivulet_features_events_total", "Feature records produced", ["view"])
 DEAD = Counter("rivulet_features_dead_letters_total", "Records sent to dead letters", ["reason"])
@@ -157,16 +159,17 @@ def _agent(
 
 
 def tune_gc(settings: Settings) -> None:
-    """Once the worker is built (imports, Faust, views): freeze what exists (it lives as long as the process,
-    so no collection need walk it again) and run the full collection only every
-    ``features_gc_full_every`` middle-generation ones. A full pass walks every cached entity state (about
-    250 ms with 1,000 ``customer`` entities); at Python's default (10) it ran every few seconds at 2,000
-    events/s and made the freshness p99 (263 ms; 109 ms at 1,000). Young cycles are still collected as
-    before; older cyclic garbage waits longer (the states themselves hold no cycles: refcounting frees them).
-    Not in :func:`create_app`: freezing belongs to the worker's process, not to whoever builds an app."""
+    """Once the worker is built (imports, Faust, views): freeze what exists (it lives as long as the process),
+    collect the youngest generation every :data:`GC_YOUNG` allocations instead of 700, and the full one
+    only every ``features_gc_full_every`` middle ones. A full pass walks every cached state (about 250 ms
+    with 1,000 ``customer`` entities: at Python's default it made the freshness p99). A batch allocates
+    hundreds of thousands of containers that reference counting frees: at 700 the young and middle passes
+    took 15.6 us an event of ``customer``, 2.2 us at 50,000 (BENCHMARKS.md), as replays do
+    (streaming.replay.collect). The states hold no cycles. Not in :func:`create_app`: freezing belongs to
+    the worker's process, not to whoever builds an app."""
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, settings.features_gc_full_every)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, middle, settings.features_gc_full_every)
 
 
 def _faust_app(settings: Settings, app_id: str) -> faust_bulk.App:

@@ -1,5 +1,6 @@
-"""The feature worker's garbage collection (``tune_gc``): what exists at start is frozen, and the full
-collection runs only every ``RIVULET_FEATURES_GC_FULL_EVERY`` middle-generation ones. Run in a child
+"""The feature worker's garbage collection (``tune_gc``): what exists at start is frozen, the youngest
+generation is collected every 50,000 allocations, and the full collection runs only every
+``RIVULET_FEATURES_GC_FULL_EVERY`` middle-generation ones. Run in a child
 interpreter: freezing the test process would keep its objects forever."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def test_the_full_collection_runs_at_the_setting_and_the_start_up_objects_are_fr
     got = probe(RIVULET_FEATURES_GC_FULL_EVERY="1234")
     before, after = got["before"], got["after"]
     assert isinstance(before, list) and isinstance(after, list)
-    assert after == [before[0], before[1], 1234]  # the young generations as Python has them
+    assert before[0] == 700 and after == [50_000, before[1], 1234]  # the middle one as Python has it
     assert isinstance(got["frozen"], int) and got["frozen"] > 1_000  # the imports' objects, at least
 
 
