@@ -280,9 +280,9 @@ class FeaturePipeline:
             if state is not None:
                 self._finish(batch, entity, state)
         for outcome in batch.outcomes:
-            if type(outcome) is FeatureRecord:
+            if isinstance(outcome, FeatureRecord):
                 result.records.append(outcome)
-            elif outcome is not None:
+            elif isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
         self._remember(view.name, batch.touched)
         if batch.updates:
