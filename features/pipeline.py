@@ -59,15 +59,6 @@ from features.store import FeatureRow, Loaded, StateStore, StateUpdate, Unreadab
 __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "FeatureRecord", "RawRecord"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Keyed:
-    """A decoded record and its entity in one view."""
-
-    raw: RawRecord
-    event: Event
-    entity: str
-
-
 @dataclass
 class _ViewBatch:
     """One view's part of a batch while it is applied: its keyed records, its entities' states, and what
@@ -308,7 +299,7 @@ class FeaturePipeline:
                 if _redelivered(state, raw):
                     result.skipped += 1  # applied before a crash or rebalance: already in the stored state
                     continue
-                batch.outcomes[i] = self._apply_one(engine, state, _Keyed(raw, event, entity), result)
+                batch.outcomes[i] = self._apply_one(engine, state, raw, event, entity, result)
             state.position = {"t": raw.topic, "p": raw.partition, "o": raw.offset}
             if raw.source is not None:
                 _remember_source(state, raw.source)
@@ -330,10 +321,16 @@ class FeaturePipeline:
         batch.result._pinned.append((view.name, entity))
 
     def _apply_one(
-        self, engine: FeatureEngine, state: EntityState, item: _Keyed, out: BatchResult
+        self,
+        engine: FeatureEngine,
+        state: EntityState,
+        raw: RawRecord,
+        event: Event,
+        entity: str,
+        out: BatchResult,
     ) -> FeatureRecord | DeadLetter | None:
-        """Apply one event to its entity's state (or dead-letter it, the state unchanged)."""
-        raw, event, entity = item.raw, item.event, item.entity
+        """Apply one event to its entity's state: its record, or its dead letter (the state unchanged), or
+        None (a duplicate of a re-keyed view)."""
         limit, state_limit = self.max_record_bytes, self.max_state_bytes
         view = engine.view.name
         payload: list[bytes] = []
@@ -342,7 +339,7 @@ class FeaturePipeline:
         def check(vector: Vector) -> None:
             """Serialise the record before the state changes: one that cannot be written, or is too large
             for the features topic, is refused with nothing applied."""
-            data = FeatureRecord(view, entity, event, vector).to_json()
+            data = FeatureRecord.encode(view, entity, event, vector)
             size = len(data) + len(entity.encode("utf-8", "surrogatepass"))
             if limit is not None and size > limit:
                 raise RecordTooLarge(view, entity, size, limit)

@@ -57,14 +57,12 @@ class FeatureRecord:
     def to_json(self) -> bytes:
         if self.payload is not None:
             return self.payload
-        return orjson.dumps(
-            {
-                "view": self.view,
-                "entity": self.entity,
-                "event": self.event.to_dict(),
-                "features": self.features,
-            }
-        )
+        return self.encode(self.view, self.entity, self.event, self.features)
+
+    @staticmethod
+    def encode(view: str, entity: str, event: Event, features: Vector) -> bytes:
+        """The record's JSON, without making the record (the pipeline checks it before applying)."""
+        return orjson.dumps({"view": view, "entity": entity, "event": event.to_dict(), "features": features})
 
 
 @dataclass(frozen=True, slots=True)
