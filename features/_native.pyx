@@ -7,9 +7,10 @@ returns are the same (tests/features/test_fused.py runs the three paths side by 
 It works on the state as it is (the lists of :mod:`features.state`: no conversion, nothing to keep in
 step), with the floats as C doubles inside the exact sums. What the generated function calls in Python,
 this calls too: the generic ``apply`` for an event out of order, ``Tiled.merged`` / ``select`` / ``move`` /
-``tile`` for a range rebuilt or an earlier tile, ``math.fsum`` for a sum of several partials,
-``renormalise``, the variance's value, derived fields and expressions, and every aggregation that is not
-one of the built-in classes (a distinct count, a subclass) through its methods.
+``tile`` for a range rebuilt or an earlier tile, ``math.fsum`` for a sum of several partials, the
+variance's value, derived fields and expressions, and every aggregation that is not one of the built-in
+classes (a distinct count, a subclass) through its methods. ``renormalise`` is compiled
+(features/_native_exact.pxi, included), and calls the Python one for what it leaves to it.
 
 An event in order allocates as little as the state's lists let it: the call's buffers (inputs, ranges,
 tiles) are the step's own, reused (a call from inside a call, through a derived field, an expression or
@@ -52,6 +53,8 @@ cdef extern from "Python.h":
     int _del_slice "PyList_SetSlice"(object a, Py_ssize_t lo, Py_ssize_t hi, PyObject *none) except -1
     dict _presized "_PyDict_NewPresized"(Py_ssize_t n)  # a dict with room for n items (CPython 3.11)
     Py_ssize_t _refs "Py_REFCNT"(PyObject *o)  # on a borrowed pointer: no reference of its own counted
+
+include "_native_exact.pxi"
 
 cdef enum:
     _MAX_BOUNDED = 64  # bounded fields a view may have for the step (more: the fused path, engine.py)
@@ -143,7 +146,7 @@ cdef int _grow(list a, Py_ssize_t start, double x) except -1:
     else:
         a.append(x)
     if i - start >= _KEEP:
-        _renormalise(a, start)
+        _renorm(a, start)
     return 0
 
 
