@@ -7,10 +7,10 @@ returns are the same (tests/features/test_fused.py runs the three paths side by 
 It works on the state as it is (the lists of :mod:`features.state`: no conversion, nothing to keep in
 step), with the floats as C doubles inside the exact sums. What the generated function calls in Python,
 this calls too: the generic ``apply`` for an event out of order, ``Tiled.merged`` / ``select`` / ``move`` /
-``tile`` for a range rebuilt or an earlier tile, ``math.fsum`` for a sum of several partials, the
-variance's value, derived fields and expressions, and every aggregation that is not one of the built-in
-classes (a distinct count, a subclass) through its methods. ``renormalise`` is compiled
-(features/_native_exact.pxi, included), and calls the Python one for what it leaves to it.
+``tile`` for a range rebuilt or an earlier tile, ``math.fsum`` for a sum of several partials, derived fields
+and expressions, and every aggregation that is not one of the built-in classes (a distinct count, a
+subclass) through its methods. ``renormalise`` and the variance's value are compiled
+(features/_native_exact.pxi, included), and call the Python ones for what they leave to them.
 
 An event in order allocates as little as the state's lists let it: the call's buffers (inputs, ranges,
 tiles) are the step's own, reused (a call from inside a call, through a derived field, an expression or
@@ -90,6 +90,7 @@ cdef class _Agg:
     cdef bint domain  # values in the numeric domain by construction (no finiteness safeguard)
     cdef object name, add, merge, value, empty, blank, bad
     cdef bint literal  # ``blank`` is a flat list: a new tile's accumulator is a copy of it
+    cdef bint root  # VAR: a standard deviation (the square root of the variance)
 
 
 cdef class _Win:
@@ -305,7 +306,9 @@ cdef object _value(_Agg g, object acc, long long t):
     cdef object x
     cdef long long n, last
     cdef list a
-    if kind == OTHER or kind == VAR:
+    if kind == VAR:
+        return _var_value(g, acc, t)
+    if kind == OTHER:
         return g.value(acc, t)
     a = acc
     if kind == COUNT or kind == COUNT_FIELD or kind == MIN or kind == MAX:
@@ -529,6 +532,7 @@ cdef class Step:
                     g.kind = COUNT_FIELD
                 g.inp = index[a.field] if a.field is not None else -1
                 g.domain = type(a) in domain
+                g.root = type(a) is A.Std
                 g.name, g.add, g.merge, g.value, g.empty = a.name, a.add, a.merge, a.value, a.empty
                 g.blank = a.empty()
                 # a flat list copied for a new tile; any other empty accumulator (a dict, a tuple) made anew
