@@ -17,4 +17,12 @@ native = Extension(
     optional=True,
 )
 
-setup(ext_modules=cythonize([native], quiet=True))
+# the exact-set path of the distinct count (features.distinct uses it where it is built)
+distinct = Extension(
+    "features._distinct",
+    ["features/_distinct.pyx"],
+    extra_compile_args=["-O2", "-ffp-contract=off"],
+    optional=True,
+)
+
+setup(ext_modules=cythonize([native, distinct], quiet=True))

@@ -18,6 +18,10 @@ never equals a number (``"1" != 1``). Booleans become ints, a float that is an i
 then the hash is blake2b (8 bytes) of ``b"n" + repr(number)`` or ``b"s" + utf-8 of the string``
 (surrogates passed through), read as a little-endian signed int64.
 
+Where the optional extension ``features._distinct`` is built (setup.py), ``hash_value``, ``add``, ``merge``,
+``copy`` and ``value`` are its compiled twins of the exact-set path, with the same results to the bit; the
+Python functions stay as ``python_hash_value`` etc., the reference and the fallback.
+
 >>> acc = empty()
 >>> for v in (1, 1.0, True, "1", None, 2.5):
 ...     add(acc, v)
@@ -98,9 +102,13 @@ def copy(acc: list[Any]) -> list[Any]:
 
 def add(acc: list[Any], v: Any) -> None:
     """Add a value (None skipped) to ``acc`` in place."""
-    h = hash_value(v)
-    if h is None:
-        return
+    h = python_hash_value(v)  # the reference's own (the public name may be the compiled one)
+    if h is not None:
+        _insert(acc, h)
+
+
+def _insert(acc: list[Any], h: int) -> None:
+    """Add a hash to ``acc`` in place (the compiled ``add`` hands over here what is not a plain list)."""
     x = acc[0]
     if type(x) is list:
         i = bisect_left(x, h)
@@ -278,3 +286,21 @@ def _remember(text: str, sketch: Any) -> None:
     if len(_CACHE) >= _CACHE_SIZE:
         del _CACHE[next(iter(_CACHE))]
     _CACHE[text] = sketch
+
+
+# The Python functions above are the reference. Where the compiled module is built (features._distinct:
+# the exact-set path, which hands sketches and anything odd back to these), its functions take the public
+# names; they give the same results bit for bit (tests/features/test_native_distinct.py runs both).
+python_hash_value, python_add, python_merge, python_copy, python_value = hash_value, add, merge, copy, value
+try:
+    import features._distinct as _compiled
+except ImportError:  # not built (no C compiler at install): the Python functions
+    _compiled = None
+if _compiled is not None and _compiled.EXACT == DISTINCT_EXACT:
+    hash_value, add, merge, copy, value = (
+        _compiled.hash_value,
+        _compiled.add,
+        _compiled.merge,
+        _compiled.copy,
+        _compiled.value,
+    )
