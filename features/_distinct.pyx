@@ -25,7 +25,6 @@ from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_AsEncodedString
 from libc.math cimport floor, isfinite
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdio cimport snprintf
 from libc.string cimport memcpy, strlen
 
 import hashlib
@@ -69,9 +68,24 @@ cdef inline bytes _tagged(char tag, const char *s, Py_ssize_t n):
 
 
 cdef inline bytes _number(long long x):
-    cdef char buf[24]
-    cdef int n = snprintf(buf, sizeof(buf), b"n%lld", x)
-    return PyBytes_FromStringAndSize(buf, n)
+    """b"n" + repr(x) for an int64 x: its decimal digits (snprintf's "%lld", without the format parsing)."""
+    cdef char buf[24]  # "n", a sign and at most 19 digits
+    cdef int i = 24
+    cdef unsigned long long u = <unsigned long long>x
+    if x < 0:
+        u = 0ULL - u  # the magnitude, INT64_MIN's included
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + u % 10)
+        u = u // 10
+        if u == 0:
+            break
+    if x < 0:
+        i -= 1
+        buf[i] = 45  # "-"
+    i -= 1
+    buf[i] = 110  # "n"
+    return PyBytes_FromStringAndSize(buf + i, 24 - i)
 
 
 cdef object _blake(bytes data):
