@@ -135,5 +135,5 @@ async def bare_loop(settings: Settings, n: int, *, batch: int = 2000, wait_ms: i
 
 def run_bare(settings: Settings, n: int) -> float:
     """Events per second of the bare loop over ``n`` events already in ``settings.topics.events``."""
-    done, seconds = asyncio.run(bare_loop(settings, n))
+    done, seconds = asyncio.run(bare_loop(settings, n, batch=settings.features_batch_size))  # the worker's
     return done / seconds if seconds > 0 else float("nan")

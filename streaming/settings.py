@@ -139,7 +139,13 @@ class Settings(BaseSettings):
     features_module: str = Field(
         "features.examples", description="Module with the feature views (`pkg.module` or `pkg.module:ATTR`)."
     )
-    features_batch_size: int = Field(2000, ge=1, description="Events per batch in the feature worker.")
+    features_batch_size: int = Field(
+        5000,
+        ge=1,
+        description="Most events per batch in the feature worker (was 2,000). Only a backlog fills a batch: "
+        "larger ones serialise each busy entity's state once for more of its events (BENCHMARKS.md); the "
+        "worker holds up to twice this many records read ahead.",
+    )
     features_cache_entities: int = Field(
         100_000, ge=0, description="Entity states a feature worker keeps in memory between batches (0: none)."
     )
