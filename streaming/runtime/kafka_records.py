@@ -15,6 +15,7 @@ carries it with U+FFFD for each byte that did not decode (:mod:`streaming.runtim
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.consumer import fetcher as aiokafka_fetcher
@@ -45,35 +46,23 @@ class _LenientBatch(default_records._DefaultRecordBatchPy):
 
 
 class _Batch:
-    """A v2 batch read by aiokafka's compiled reader, and by the lenient one from the first record the
-    compiled one cannot decode (the records already given are not given again)."""
+    """A v2 batch read by aiokafka's compiled reader (whole, in C: no Python call per record), or, if one of
+    its records has a header name that does not decode, again from its start by the lenient one."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self._batch: Any = default_records.DefaultRecordBatch(raw)
-        self._records: Any = None
-        self._last: int | None = None  # the offset of the last record given
 
     def __getattr__(self, name: str) -> Any:  # base_offset, is_control_batch, validate_crc, ...
         return getattr(self._batch, name)
 
-    def __iter__(self) -> _Batch:
-        return self
-
-    def __next__(self) -> Any:
-        if self._records is None:
-            self._records = iter(self._batch)
-        while True:
-            try:
-                record = next(self._records)
-            except UnicodeDecodeError:
-                self._batch = _LenientBatch(self._raw)
-                self._records = iter(self._batch)
-                continue
-            if self._last is not None and record.offset <= self._last:
-                continue  # given before the lenient reader took over
-            self._last = record.offset
-            return record
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            records = list(self._batch)
+        except UnicodeDecodeError:
+            self._batch = _LenientBatch(self._raw)
+            records = list(self._batch)
+        return iter(records)
 
 
 class MemoryRecords(memory_records._MemoryRecordsPy):
