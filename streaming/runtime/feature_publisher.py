@@ -20,6 +20,7 @@ __all__ = ["AsyncPublisher", "Outgoing"]
 
 # (key, value, headers, timestamp in ms): what AsyncPublisher.send sends
 Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None, int | None]
+KEYS_KEPT = 100_000  # keys whose partition a publisher remembers, per topic
 
 
 class AsyncPublisher:
@@ -36,6 +37,9 @@ class AsyncPublisher:
         )
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        # per topic, the partition of each key seen (murmur2 in Python costs about 2 us a record; an
+        # entity's key comes back batch after batch); at most KEYS_KEPT a topic, then no more are kept
+        self._keys: dict[str, dict[bytes, int]] = {}
         self._started = False
         # the worker's agents share this publisher and may publish their first batches at once: the second
         # producer.start() made aiokafka set its producer id twice (InvalidStateError, the agent crashed)
@@ -68,8 +72,13 @@ class AsyncPublisher:
             partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
         batches: dict[int, Any] = {}
         futures = []
+        known = self._keys.setdefault(topic, {})
         for key, value, headers, timestamp in records:
-            p = self._partitioner(key, partitions, partitions)
+            p = known.get(key) if key is not None else None
+            if p is None:
+                p = self._partitioner(key, partitions, partitions)
+                if key is not None and len(known) < KEYS_KEPT:  # no key: a random partition each time
+                    known[key] = p
             batch = batches.get(p)
             if batch is None:
                 batch = batches[p] = producer.create_batch()

@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from kafka.partitioner.default import murmur2
 
 from streaming.ingest.topics import TopicAdmin
+from streaming.runtime import feature_publisher
 from streaming.runtime.feature_publisher import AsyncPublisher
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
@@ -43,3 +45,38 @@ def test_the_first_publishes_of_two_agents_at_once_start_the_producer_once(topic
     assert sorted(r.value for r in read_all(topics.kafka_bootstrap, topic)) == [
         f"v{i}".encode() for i in range(4)
     ]
+
+
+def test_each_key_goes_to_the_partition_murmur2_gives_it_remembered_or_not(
+    topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publisher remembers a key's partition (at most ``KEYS_KEPT`` keys a topic): a key sent again, or
+    sent once the memory is full, lands where kafka-python's murmur2 partitioner (the Java client's) puts
+    it, and a record without a key is still sent."""
+    monkeypatch.setattr(feature_publisher, "KEYS_KEPT", 3)
+    topic = topics.topics.features
+    keys = [f"entity-{i}".encode() for i in range(12)]
+
+    async def go() -> None:
+        publisher = AsyncPublisher(topics)
+        try:
+            for round_ in range(3):  # the first sends, then the remembered and the forgotten keys again
+                await publisher.publish(topic, [(k, b"%d" % round_) for k in keys] + [(None, b"none")])
+        finally:
+            await publisher.stop()
+
+    asyncio.run(go())
+    got = read_all(topics.kafka_bootstrap, topic)
+    partitions = sorted({r.partition for r in got})
+    assert len(partitions) > 1 and sum(r.key is None for r in got) == 3
+    want = {k: murmur2_partition(k, partitions) for k in keys}
+    assert len(set(want.values())) > 1  # the keys are spread: a wrong partition cannot pass by chance
+    for r in got:
+        if r.key is not None:
+            assert r.partition == want[r.key], r.key
+    assert sorted(r.value for r in got if r.key == keys[0]) == [b"0", b"1", b"2"]
+
+
+def murmur2_partition(key: bytes, partitions: list[int]) -> int:
+    """kafka-python's DefaultPartitioner (the Java client's: murmur2 of the key, positive, modulo)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
