@@ -61,12 +61,12 @@ __all__ = ["REASONS", "STAGE", "BatchResult", "DeadLetter", "FeaturePipeline", "
 
 @dataclass
 class _ViewBatch:
-    """One view's part of a batch while it is applied: its keyed records, its entities' states, and what
-    each record came to (``outcomes``, by index: the batch's order is kept whatever order entities run in)."""
+    """One view's part of a batch while it is applied: its records, its entities' states, and what each
+    record came to (``outcomes``, by index: the batch's order is kept whatever order entities run in)."""
 
     engine: FeatureEngine
     ttl: int | None  # the view's, parsed from its duration once a batch
-    keyed: list[tuple[RawRecord, Event, str | None]]
+    parsed: list[tuple[RawRecord, Event]]
     states: dict[str, EntityState]
     corrupt: dict[str, str]
     result: BatchResult
@@ -245,16 +245,18 @@ class FeaturePipeline:
         self, engine: FeatureEngine, parsed: list[tuple[RawRecord, Event]], result: BatchResult
     ) -> None:
         view = engine.view
-        keyed: list[tuple[RawRecord, Event, str | None]] = []
-        for raw, event in parsed:
+        # what each record came to, by index into parsed: a key's dead letter too keeps the batch's order
+        outcomes: list[FeatureRecord | DeadLetter | None] = [None] * len(parsed)
+        groups: dict[str, list[int]] = {}  # an entity's events (indices into parsed), in their order
+        for i, (raw, event) in enumerate(parsed):
             try:
-                keyed.append((raw, event, engine.key(event)))
+                entity = engine.key(event)
             except InvalidEvent as exc:  # e.g. a key field's value too long to be an entity
-                result.dead_letters.append(DeadLetter("invalid", str(exc), raw, view.name))
+                outcomes[i] = DeadLetter("invalid", str(exc), raw, view.name)
+                continue
             except Exception as exc:
-                result.dead_letters.append(DeadLetter("error", describe(exc), raw, view.name))
-        groups: dict[str, list[int]] = {}  # an entity's events (indices into keyed), in their order
-        for i, (_, _, entity) in enumerate(keyed):
+                outcomes[i] = DeadLetter("error", describe(exc), raw, view.name)
+                continue
             if entity is None:
                 result.missing_key += 1
             else:
@@ -262,7 +264,7 @@ class FeaturePipeline:
         cached, loaded = await self._states(view.name, sorted(groups))
         states, corrupt = self._usable(engine, loaded)
         states.update(cached)
-        batch = _ViewBatch(engine, view.ttl_s, keyed, states, corrupt, result, [None] * len(keyed))
+        batch = _ViewBatch(engine, view.ttl_s, parsed, states, corrupt, result, outcomes)
         # Entity by entity, each one's events in their order (entities are independent): its state stays
         # in the CPU's cache for its events and for serialising it (1,000 busy entities: about 20% of the
         # batch's time, BENCHMARKS.md). The records and dead letters keep the batch's order.
@@ -280,12 +282,12 @@ class FeaturePipeline:
             result._updates[view.name] = batch.updates
 
     def _apply_entity(self, batch: _ViewBatch, entity: str, indices: list[int]) -> EntityState | None:
-        """Apply an entity's events of the batch (indices into ``batch.keyed``); its state, or None if
+        """Apply an entity's events of the batch (indices into ``batch.parsed``); its state, or None if
         every one of them was applied before (redelivered)."""
         engine, view, result = batch.engine, batch.engine.view.name, batch.result
         touched: EntityState | None = None
         for i in indices:
-            raw, event, _ = batch.keyed[i]
+            raw, event = batch.parsed[i]
             problem = batch.corrupt.pop(entity, None)
             if problem is not None:  # reset: this record is dead-lettered, the entity starts again after it
                 state = batch.states[entity] = engine.new_state()
