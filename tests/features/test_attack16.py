@@ -4,17 +4,25 @@ by entity), kept as regression tests.
 - A batch's dead letters keep the batch's order: a re-keyed view's key error (a key field's value too long
   to be an entity) was dead-lettered while the records were keyed, ahead of the dead letters of the records
   before it (a late event, say); applied one at a time they come in the records' order.
-"""
+- The compiled variance's division rounds as CPython's int / int on quotients built to be exact ties at 53
+  bits (and one unit on either side of a tie), for any count up to 2**32 - 1 and any exponent; and sums
+  whose partials spread over exactly the width the 64-bit limbs hold (and one bit past it) give the Python
+  value. The oracle is aggregations.Var.value."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from features import _native
+from features.aggregations import Var
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from tests.support.feature_defs import HOSTILE, HOSTILE_KEYED
@@ -86,3 +94,79 @@ def test_a_batch_with_key_errors_gives_what_its_records_give_one_at_a_time(seed:
     assert len(one[3]) > 30
     for size in (len(raws), 17):
         assert _run(raws, size) == one, size
+
+
+# ---------------------------------------------------------------- the compiled variance: ties and spans
+
+V = Var("x")
+
+
+def _split(b: int, e: int) -> list[float]:
+    """Exact float partials (smallest first) of ``b * 2**e``."""
+    out: list[float] = []
+    while b:
+        hi = float(b)
+        out.append(math.ldexp(hi, e))
+        b -= int(hi)
+    return out[::-1] or [0.0]
+
+
+def _outcome(f: Any, acc: list[Any]) -> tuple[bool, str]:
+    """``f``'s (compiled, value's repr) of a copy of ``acc``, or (False, its error): sums of squares beyond
+    float64 (not valid states) make Python's division raise OverflowError."""
+    try:
+        compiled, value = f([acc[0], acc[1][:], acc[2][:]])
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return compiled, repr(value)
+
+
+def _same(acc: list[Any]) -> bool:
+    """The compiled value of ``acc`` is the Python one (repr: the bits, None, NaN, the error); and whether
+    the compiled code took it."""
+    _, want = _outcome(lambda a: (False, V.value(a, 0)), acc)
+    compiled, got = _outcome(lambda a: _native._var_value_for_test(a, False), acc)
+    assert got == want, acc
+    return compiled
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=2**32 - 1) | st.sampled_from([2, 3, 6, 7, 65_537, 2**32 - 1]),
+    mant=st.integers(min_value=2**53, max_value=2**54 - 1).map(lambda m: m | 1),  # 54 bits, odd: a tie
+    e=st.integers(min_value=-900, max_value=900),
+    a=st.integers(min_value=-(2**60), max_value=2**60) | st.just(0),
+    ea=st.integers(min_value=-500, max_value=400),
+    below=st.integers(min_value=0, max_value=5),
+    off=st.sampled_from([0, 0, 1, -1]),
+)
+def test_the_variance_rounds_ties_as_python(
+    n: int, mant: int, e: int, a: int, ea: int, below: int, off: int
+) -> None:
+    """(n * B - A**2) / (n * (n - 1)) made a tie at 53 bits (or a unit off one): B solved from it."""
+    m = min(e, 2 * ea) - below
+    num = (mant << (e - m)) * n * (n - 1) + off
+    nb = num + ((a * a) << (2 * ea - m))
+    b = nb // n
+    try:
+        acc = [n, _split(a, ea), _split(b, m)]
+    except OverflowError:  # B beyond float64
+        return
+    _same(acc)
+
+
+@pytest.mark.parametrize("span", range(318, 328))
+def test_partials_spread_to_the_limbs_width(span: int) -> None:
+    """Partials of full 53-bit mantissas spread over ``span`` bits (the compiled limit: 323), of every sign
+    pattern and count, as a sum and as a sum of squares: the Python value, compiled up to the limit."""
+    top = (1 << 53) - 1
+    compiled = 0
+    for base in (-1074, -600, 0, 971 - span):  # from the smallest normal: every mantissa exact
+        for k in (2, 3, 64):
+            es = [base + span * i // (k - 1) for i in range(k)]
+            for signs in ((1, 1), (1, -1), (-1, 1)):
+                parts = [math.ldexp(signs[i % 2] * top, x) for i, x in enumerate(es)]
+                for n in (2, 3, 2**32 - 1):
+                    for acc in ([n, parts, [1.0]], [n, [1.0], [abs(p) for p in parts]], [n, parts, parts]):
+                        compiled += _same(acc)
+    assert (compiled > 0) == (span <= 323)
