@@ -46,23 +46,33 @@ class _LenientBatch(default_records._DefaultRecordBatchPy):
 
 
 class _Batch:
-    """A v2 batch read by aiokafka's compiled reader (whole, in C: no Python call per record), or, if one of
-    its records has a header name that does not decode, again from its start by the lenient one."""
+    """A v2 batch read by aiokafka's compiled reader (whole, in C: no Python call per record when iterated),
+    or, if one of its records has a header name that does not decode, again from its start by the lenient
+    one. aiokafka both iterates a batch and calls ``next`` on it (a control batch's marker)."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self._batch: Any = default_records.DefaultRecordBatch(raw)
+        self._records: Iterator[Any] | None = None
 
     def __getattr__(self, name: str) -> Any:  # base_offset, is_control_batch, validate_crc, ...
         return getattr(self._batch, name)
 
+    def _read(self) -> Iterator[Any]:
+        if self._records is None:
+            try:
+                records = list(self._batch)
+            except UnicodeDecodeError:
+                self._batch = _LenientBatch(self._raw)
+                records = list(self._batch)
+            self._records = iter(records)
+        return self._records
+
     def __iter__(self) -> Iterator[Any]:
-        try:
-            records = list(self._batch)
-        except UnicodeDecodeError:
-            self._batch = _LenientBatch(self._raw)
-            records = list(self._batch)
-        return iter(records)
+        return self._read()
+
+    def __next__(self) -> Any:
+        return next(self._read())
 
 
 class MemoryRecords(memory_records._MemoryRecordsPy):

@@ -94,3 +94,18 @@ def test_install_makes_aiokafkas_fetcher_read_through_it(monkeypatch: pytest.Mon
     monkeypatch.setattr(aiokafka_fetcher, "MemoryRecords", AiokafkaRecords)
     kafka_records.install()
     assert aiokafka_fetcher.MemoryRecords is kafka_records.MemoryRecords
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_a_batch_can_be_read_with_next_as_aiokafka_reads_a_control_batch(bad: bool) -> None:
+    """aiokafka's fetcher calls ``next`` on a batch (the marker of a control batch, read committed) as well
+    as iterating one: both give the records in order, from where the other stopped (a batch that is not an
+    iterator stopped the worker's fetch at the first transaction marker)."""
+    headers = [[("a", b"1")], [(_NotUtf8("x") if bad else "x", b"2")], [("c", b"4")]]
+    batch = kafka_records.MemoryRecords(_batch(0, headers)).next_batch()
+    first = next(batch)
+    rest = list(batch)
+    assert [r.offset for r in [first, *rest]] == [40, 41, 42]
+    assert [r.value for r in [first, *rest]] == [b"v0", b"v1", b"v2"]
+    with pytest.raises(StopIteration):
+        next(batch)
