@@ -62,15 +62,22 @@ def test_a_full_inbox_makes_the_consumer_wait_until_a_batch_is_taken() -> None:
     asyncio.run(go())
 
 
-def test_a_fetch_waiting_for_room_is_dropped_when_the_flow_is_suspended() -> None:
+@pytest.mark.parametrize("cleared", [False, True])
+def test_a_fetch_waiting_for_room_is_dropped_when_the_flow_is_suspended(cleared: bool) -> None:
+    """A rebalance: Faust seeks back to the committed offsets. ``cleared``: the worker is told in the same
+    turn of the loop and clears its inbox at once (attack 15: the blocked fetch must not land in it then)."""
+
     async def go() -> None:
         inbox, suspended = Inbox(2), asyncio.Event()
         await inbox.put([0, 1], suspended)
         blocked = asyncio.ensure_future(inbox.put([2, 3], suspended))
         await asyncio.sleep(0)
-        suspended.set()  # a rebalance: Faust seeks back to the committed offsets
+        suspended.set()  # partitions revoked, the flow stopped
+        if cleared:
+            inbox.clear()
         assert await blocked is False
-        assert list(inbox.queue) == [0, 1]
+        assert list(inbox.queue) == ([] if cleared else [0, 1])
+        assert inbox.arrived.is_set() is not cleared
 
     asyncio.run(go())
 

@@ -7,7 +7,8 @@ and put the old fetch in the cleared inbox. Seen in workers going through rebala
 4,648 such records put after the clear, a batch of them processed before the records read again from the
 committed offsets, of lower offsets, and those skipped as redelivered by the entities already past them:
 events with no feature record and missing from Redis
-(tests/streaming/runtime/test_feature_worker_attack15.py).
+(tests/streaming/runtime/test_feature_worker_attack15.py). The fetch waiting for room when the inbox is
+cleared is the ``cleared`` case of test_feature_batches.py's suspended-flow test.
 """
 
 from __future__ import annotations
@@ -19,20 +20,6 @@ import pytest
 from streaming.runtime.feature_batches import Inbox
 
 pytestmark = pytest.mark.unit
-
-
-def test_a_fetch_waiting_for_room_is_dropped_when_the_flow_stops_and_the_inbox_is_cleared_at_once() -> None:
-    async def go() -> None:
-        inbox, suspended = Inbox(2), asyncio.Event()
-        await inbox.put([0, 1], suspended)
-        blocked = asyncio.ensure_future(inbox.put([2, 3], suspended))
-        await asyncio.sleep(0)
-        suspended.set()  # a rebalance: partitions revoked, the flow stopped ...
-        inbox.clear()  # ... and the worker told, in the same turn of the loop
-        assert await blocked is False
-        assert list(inbox.queue) == [] and not inbox.arrived.is_set()
-
-    asyncio.run(go())
 
 
 def test_a_fetch_put_while_the_flow_is_stopped_is_dropped_even_with_room() -> None:
