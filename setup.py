@@ -11,7 +11,8 @@ from setuptools import Extension, setup
 native = Extension(
     "features._native",
     ["features/_native.pyx"],
-    depends=["features/_native_exact.pxi"],  # included by the .pyx: a change rebuilds it
+    # included by the .pyx: a change rebuilds it
+    depends=["features/_native_exact.pxi", "features/_native_mirror.pxi"],
     # no fused multiply-add: every floating-point operation is the one Python performs (the exact sums and
     # the square split depend on it), so the compiled path's states are the same bytes as the Python one's
     extra_compile_args=["-O2", "-ffp-contract=off"],

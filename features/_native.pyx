@@ -88,7 +88,7 @@ cdef class _Agg:
     cdef int kind
     cdef Py_ssize_t inp  # index of the input read, -1: none
     cdef bint domain  # values in the numeric domain by construction (no finiteness safeguard)
-    cdef object name, add, merge, value, empty, blank, bad
+    cdef object name, add, merge, value, empty, blank, bad, copy
     cdef bint literal  # ``blank`` is a flat list: a new tile's accumulator is a copy of it
     cdef bint root  # VAR: a standard deviation (the square root of the variance)
 
@@ -482,10 +482,11 @@ cdef class Step:
     cdef object generic, key, view_name, safe, check_none
     cdef tuple wins, inputs, from_fields, derived, expressions, bounded
     cdef bint include_fields, plain, rekeyed, has_bounds, busy
-    cdef Py_ssize_t n_inputs, n_out
+    cdef readonly bint mirrorable  # states held in C between events (hold=True and a view it can hold)
+    cdef Py_ssize_t n_inputs, n_out, n_settled
     cdef list ins, accs, Ts  # the buffers of a call (apply)
 
-    def __init__(self, engine, generic, safe):
+    def __init__(self, engine, generic, safe, hold=True):
         from features.compiled import literal
 
         cdef _Win w
@@ -534,6 +535,7 @@ cdef class Step:
                 g.domain = type(a) in domain
                 g.root = type(a) is A.Std
                 g.name, g.add, g.merge, g.value, g.empty = a.name, a.add, a.merge, a.value, a.empty
+                g.copy = a.copy
                 g.blank = a.empty()
                 # a flat list copied for a new tile; any other empty accumulator (a dict, a tuple) made anew
                 g.literal = type(g.blank) is list and literal(g.blank)
@@ -547,6 +549,13 @@ cdef class Step:
             w.spare = []
             wins.append(w)
         self.wins = tuple(wins)
+        # states held in C between events (_native_mirror.pxi): every window but the lifetime one moves its
+        # range by taking tiles out or by queues, with built-in aggregations only
+        self.n_settled = len(layout.lifetime)
+        self.mirrorable = bool(hold) and len(self.bounded) <= _MAX_BOUNDED
+        for w in wins:
+            if w.kind != LIFETIME and (w.mode == MOVE or any((<_Agg>g).kind == OTHER for g in w.aggs)):
+                self.mirrorable = False
 
     def apply(self, state, event, check=None):
         cdef long long t = event.ts
@@ -554,6 +563,18 @@ cdef class Step:
         cdef list ins, accs, Ts
         if wm is not None and t < <long long>wm:
             return self.generic(state, event, check)
+        if self.mirrorable:
+            m = state.native
+            if type(m) is not _Mirror or (<_Mirror>m).step is not self:
+                m = _take_up(self, state)
+            if m is not None:
+                if self.busy:
+                    return self._held(state, <_Mirror>m, event, check, t, wm, [None] * self.n_inputs)
+                self.busy = True
+                try:
+                    return self._held(state, <_Mirror>m, event, check, t, wm, self.ins)
+                finally:
+                    self.busy = False
         # the buffers of one call (reused, so that an event allocates none; a call made from inside one,
         # through a derived field, an expression or ``check``, has its own)
         if self.busy:
@@ -589,19 +610,11 @@ cdef class Step:
                 PyMem_Free(bidx)
         return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx)
 
-    # its length: the generated function's (features.fused), of which it is the compiled twin
-    cdef dict _event(self, object state, object event, object check, long long t, object wm, list ins,
-                     list accs, list Ts, double *bnew, Py_ssize_t *bidx):
-        """``_apply`` with room for the bounded fields' magnitudes (``bnew``: two each, ``bidx``: which)."""
-        cdef long long k, cut, seq
-        cdef object full, fields, v, pair_
-        cdef dict vector, settled, sb
-        cdef list T, A_, tile, s_
-        cdef _Win w
-        cdef _Agg g
-        cdef Py_ssize_t i, j, p, n, nw = len(self.wins), nb = 0
-        cdef double xv, a_, qq
-        # the event's own part (FeatureEngine.own) and the inputs
+    cdef dict _own(self, object event, list ins):
+        """The event's own part of its vector (FeatureEngine.own), and each input's value into ``ins``."""
+        cdef object full, fields
+        cdef dict vector
+        cdef Py_ssize_t j
         fields = event.fields
         if self.plain:
             full = fields
@@ -620,6 +633,21 @@ cdef class Step:
         # field's value or the event's own field when the view leaves the fields out)
         for j in range(self.n_inputs):
             ins[j] = _get(fields if self.from_fields[j] else full, self.inputs[j])
+        return vector
+
+    # its length: the generated function's (features.fused), of which it is the compiled twin
+    cdef dict _event(self, object state, object event, object check, long long t, object wm, list ins,
+                     list accs, list Ts, double *bnew, Py_ssize_t *bidx):
+        """``_apply`` with room for the bounded fields' magnitudes (``bnew``: two each, ``bidx``: which)."""
+        cdef long long k, cut, seq
+        cdef object full, fields, v, pair_
+        cdef dict vector, settled, sb
+        cdef list T, A_, tile, s_
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j, p, n, nw = len(self.wins), nb = 0
+        cdef double xv, a_, qq
+        vector = self._own(event, ins)
         # the bounded fields' new magnitudes (FeatureEngine._bounds)
         if self.has_bounds:
             sb = state.bounds or {}
@@ -712,8 +740,134 @@ cdef class Step:
         """FeatureEngine.online: the entity's aggregates as of its watermark (the cached ranges moved)."""
         cdef dict out = {}
         wm = state.watermark
+        m = state.native
+        if type(m) is _Mirror and (<_Mirror>m).step is self:
+            self._held_read(<_Mirror>m, wm if wm is not None else 0, out, False)
+            return out
         self._read(state, wm if wm is not None else 0, out, None, None, False)
         return out
+
+    cdef dict _held(self, object state, _Mirror m, object event, object check, long long t, object wm,
+                    list ins):
+        """``_event`` on a state held in C (_native_mirror.pxi): the same vector, the same state."""
+        cdef double bnew[2 * _MAX_BOUNDED]
+        cdef Py_ssize_t bidx[_MAX_BOUNDED]
+        cdef long long k, cut, seq
+        cdef object v, f
+        cdef dict vector
+        cdef _Held h
+        cdef _Win w
+        cdef _Agg g
+        cdef Acc *tile
+        cdef Py_ssize_t i, j, nw = len(m.held), nb = 0
+        cdef double xv, a_, qq
+        vector = self._own(event, ins)
+        if self.has_bounds:
+            for i in range(len(self.bounded)):
+                j, f, by_sum, by_square = self.bounded[i]
+                v = ins[j]
+                if type(v) is str or v is None or not v:
+                    continue
+                if type(v) is float or type(v) is int or type(v) is bool:
+                    xv = v
+                else:
+                    xv = _float(v)
+                if m.bp[i]:
+                    a_ = m.ba[i] + fabs(xv)
+                    qq = m.bq[i] + xv * xv
+                else:
+                    a_ = 0.0 + fabs(xv)
+                    qq = 0.0 + xv * xv
+                if by_sum and not a_ <= _LIMIT:
+                    raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of magnitudes")
+                if by_square and not 4.0 * qq <= _LIMIT:
+                    raise AggregateOverflow(self.view_name, self.key(event) or "", f, "sum of squares")
+                bidx[nb] = i
+                bnew[2 * nb] = a_ if a_ <= _LIMIT else _LIMIT
+                bnew[2 * nb + 1] = qq if qq <= _LIMIT else _LIMIT
+                nb += 1
+        self._held_read(m, t, vector, True)
+        for name, fn in self.expressions:
+            vector[name] = self.safe(fn, vector)
+        if check is not None:
+            check(vector)
+        # nothing below can fail (but memory)
+        if state.native is not m:  # written back meanwhile (``check`` read the lists): held again
+            state.native = m
+        for j in range(nb):
+            i = bidx[j]
+            if not m.bp[i]:  # the field's first magnitudes: its key in bounds now, as the list path
+                if m.bounds is None:
+                    m.bounds = {}
+                f = (<tuple>self.bounded[i])[1]
+                if not m.bounds.get(f):
+                    m.bounds[f] = None  # the key's place (export writes the values)
+                m.bp[i] = True
+            m.ba[i] = bnew[2 * j]
+            m.bq[i] = bnew[2 * j + 1]
+        seq = <long long>state.seq + 1
+        state.seq = seq
+        for i in range(nw):
+            h = <_Held>m.held[i]
+            w = h.w
+            k = t // w.r
+            if h.count and h.k(h.count - 1) == k:
+                tile = h.tile(h.count - 1)
+            elif not h.count or h.k(h.count - 1) < k:
+                tile = h.push(k)
+            else:  # not reached: an event in order is in the last tile or after it (_take_up checks)
+                raise RuntimeError("a held window's tile after the watermark")
+            for j in range(h.n):
+                g = <_Agg>w.aggs[j]
+                v = ins[g.inp] if g.inp >= 0 else None
+                _acc_add(g, &tile[j], v, t, seq)
+                _acc_add(g, &h.run[j], v, t, seq)
+        if self.rekeyed:
+            ids = state.ids
+            ids.append(_id_hash(event.event_id))
+            if len(ids) > _MAX_IDS:
+                del ids[: len(ids) - _MAX_IDS]
+        if wm is None or t > <long long>wm:
+            state.watermark = t
+            for i in range(nw):
+                h = <_Held>m.held[i]
+                w = h.w
+                if h.count and t >= h.k(0) * w.r + w.expiry:  # the oldest tile expired
+                    if w.kind == HOPPING:
+                        cut = (t - w.lateness - w.size) // w.step + 1
+                    else:
+                        cut = (t - w.lateness) // w.r - w.span
+                    while h.count and h.k(0) < cut:
+                        if w.kind == LIFETIME:
+                            tile = h.tile(0)
+                            for j in range(h.n):
+                                _acc_merge(<_Agg>w.aggs[j], &h.settled[j], &tile[j], False)
+                        h.pop()
+        return vector
+
+    cdef int _held_read(self, _Mirror m, long long t, dict vector, bint finite) except -1:
+        """``_read`` on a held state: every window's range at ``t`` and its aggregates into ``vector``."""
+        cdef _Held h
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j
+        cdef long long k, lo
+        cdef object x
+        for i in range(len(m.held)):
+            h = <_Held>m.held[i]
+            w = h.w
+            if w.kind != LIFETIME:
+                k = t // w.r
+                lo = (t - w.size) // w.step + 1 if w.kind == HOPPING else k - w.span
+                if not h.valid or h.lo != lo or h.hi != k:
+                    h.move(lo, k)
+            for j in range(h.n):
+                g = <_Agg>w.aggs[j]
+                x = _acc_value(g, &h.run[j], t)
+                if finite and not g.domain and type(x) is float and (<double>x - <double>x) != 0.0:
+                    raise ArithmeticError(g.bad)
+                vector[g.name] = x
+        return 0
 
     cdef int _read(self, object state, long long t, dict vector, list accs, list Ts, bint finite) except -1:
         """Every window's range at ``t`` (its cache moved forward, or rebuilt) and its aggregates into
@@ -838,3 +992,6 @@ def grow(list a, Py_ssize_t start, double x):
     """The compiled :func:`features.summaries.grow` (what the step runs), for the tests to hold it to the
     Python one."""
     _grow(a, start, x)
+
+
+include "_native_mirror.pxi"

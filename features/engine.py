@@ -77,7 +77,9 @@ Vector = dict[str, Any]
 class FeatureEngine:
     """Computes one :class:`~features.definitions.FeatureView` (see the module docstring for semantics)."""
 
-    def __init__(self, view: FeatureView, fused: bool = True, native: bool | None = None) -> None:
+    def __init__(
+        self, view: FeatureView, fused: bool = True, native: bool | None = None, hold: bool = True
+    ) -> None:
         self.view = view
         self.layout = self._layout = layout = Layout.of(view)
         self._inputs = layout.inputs
@@ -97,14 +99,16 @@ class FeatureEngine:
         if self.fused is not None:
             self.apply = self.fused.apply  # type: ignore[method-assign]
         # and, where the extension was built, through its compiled twin (features._native: the same lines,
-        # the same states); native=None: when built, True: required (ImportError if not), False: never
+        # the same states); native=None: when built, True: required (ImportError if not), False: never;
+        # hold: the compiled step keeps the states of a view it can in C between events (EntityState.native,
+        # features/_native_mirror.pxi), else it works on their lists
         self.native: Any = None
         if fused and native is not False:
             step = _native_step()
             if step is None and native:
                 raise ImportError("features._native was not built: pip install -e . with a C compiler")
             if step is not None:
-                self.native = step(self, self.apply_generic, _safe)
+                self.native = step(self, self.apply_generic, _safe, hold)
                 self.apply = self.native.apply  # type: ignore[method-assign]
 
     @property

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -109,47 +109,160 @@ class Layout:
         return cls(view.inputs, view.tiled, lifetime, bounded, view.rekeyed)
 
 
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()  # bounds not given (None is a value: a format 1 state without them)
+
 # Rounding slack when stored accumulators are compared with the magnitude totals that bound them (relative,
 # and absolute for totals in float64's subnormal range, where a relative slack rounds away)
 _SLACK = 1 + 2**-20
 _TINY = 1e-300
 
 
-@dataclass(slots=True)  # slots: the engine reads and writes its attributes for every event
 class EntityState:
     """One entity's state in one view. ``position`` is for adapters: the source partition and offset of the
-    last event applied, stored together with the state so that a redelivered event is recognised."""
+    last event applied, stored together with the state so that a redelivered event is recognised.
 
-    watermark: int | None = None
-    seq: int = 0
-    tiles: dict[str, list[list[Any]]] = field(default_factory=dict)  # window key -> [[k, accs...], ...]
-    settled: dict[str, list[Any]] = field(default_factory=dict)  # lifetime aggregation -> folded tiles
-    ids: list[int] = field(default_factory=list)  # re-keyed views: hashes of the last MAX_IDS event ids
-    position: dict[str, Any] | None = None  # {"t": topic, "p": partition, "o": offset}
-    # re-keyed views: per source partition (source_key), the highest source offset applied (features.pipeline)
-    sources: dict[str, int] = field(default_factory=dict)
-    # per bounded field, [sum of |x|, sum of x*x] over the entity's lifetime (None only in a format 1 state
-    # from a version that did not keep them; the migration derives them)
-    bounds: dict[str, list[float]] | None = field(default_factory=dict)
-    # not stored: an upper bound of the serialised size, kept by the pipeline (features.pipeline)
-    size: int = field(default=0, compare=False, repr=False)
-    # not stored: per window key, [first tile, last tile, merged accumulators] of the last range read in
-    # order (features.engine); None for the lifetime window (settled and every tile)
-    cache: dict[str, list[Any]] = field(default_factory=dict, compare=False, repr=False)
-    # not stored: a format 1 state as decoded, until check_state migrates it
-    legacy: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    Attributes: ``watermark``, ``seq``, ``tiles`` (window key -> ``[[k, accs...], ...]``), ``settled``
+    (lifetime aggregation -> folded tiles), ``ids`` (re-keyed views: hashes of the last ``MAX_IDS`` event
+    ids), ``position`` (``{"t": topic, "p": partition, "o": offset}``), ``sources`` (re-keyed views: per
+    source partition, :func:`source_key`, the highest source offset applied; features.pipeline),
+    ``bounds`` (per bounded field, ``[sum of |x|, sum of x*x]`` over the entity's lifetime; None only in a
+    format 1 state from a version that did not keep them: the migration derives them); and, not stored
+    nor compared: ``size`` (an upper bound of the serialised size, kept by the pipeline), ``cache`` (per
+    window key, the merged accumulators of the last range read in order, features.engine) and ``legacy``
+    (a format 1 state as decoded, until check_state migrates it).
+
+    **Held natively.** The compiled step (features._native) may hold the tiles, the settled accumulators,
+    the bounds and the cache in C between events (``native``): reading or setting any of them from Python
+    first writes them back as the lists above (the same lists the Python paths would hold), and the
+    state is the lists again until the step takes it up at its next event. ``to_json`` reads the native
+    state without giving it up. A plain class with slots, not a dataclass: those four are properties."""
+
+    __slots__ = (
+        "_bounds",
+        "_cache",
+        "_settled",
+        "_tiles",
+        "ids",
+        "legacy",
+        "native",
+        "position",
+        "seq",
+        "size",
+        "sources",
+        "watermark",
+    )
+
+    def __init__(
+        self,
+        watermark: int | None = None,
+        seq: int = 0,
+        tiles: dict[str, list[list[Any]]] | None = None,
+        settled: dict[str, list[Any]] | None = None,
+        ids: list[int] | None = None,
+        position: dict[str, Any] | None = None,
+        sources: dict[str, int] | None = None,
+        bounds: dict[str, list[float]] | _Unset | None = _UNSET,
+        size: int = 0,
+        cache: dict[str, list[Any]] | None = None,
+        legacy: dict[str, Any] | None = None,
+    ) -> None:
+        self.watermark = watermark
+        self.seq = seq
+        self._tiles = {} if tiles is None else tiles
+        self._settled = {} if settled is None else settled
+        self.ids = [] if ids is None else ids
+        self.position = position
+        self.sources = {} if sources is None else sources
+        self._bounds: dict[str, list[float]] | None = {} if isinstance(bounds, _Unset) else bounds
+        self.size = size
+        self._cache = {} if cache is None else cache
+        self.legacy = legacy
+        self.native: Any = None  # the compiled step's hold of the state (features._native), or None
+
+    def release(self) -> None:
+        """Write a natively held state back into its lists (the four properties do it before reading)."""
+        held = self.native
+        if held is not None:
+            self.native = None
+            held.release(self)
+
+    @property
+    def tiles(self) -> dict[str, list[list[Any]]]:
+        if self.native is not None:
+            self.release()
+        return self._tiles
+
+    @tiles.setter
+    def tiles(self, value: dict[str, list[list[Any]]]) -> None:
+        if self.native is not None:
+            self.release()
+        self._tiles = value
+
+    @property
+    def settled(self) -> dict[str, list[Any]]:
+        if self.native is not None:
+            self.release()
+        return self._settled
+
+    @settled.setter
+    def settled(self, value: dict[str, list[Any]]) -> None:
+        if self.native is not None:
+            self.release()
+        self._settled = value
+
+    @property
+    def bounds(self) -> dict[str, list[float]] | None:
+        if self.native is not None:
+            self.release()
+        return self._bounds
+
+    @bounds.setter
+    def bounds(self, value: dict[str, list[float]] | None) -> None:
+        if self.native is not None:
+            self.release()
+        self._bounds = value
+
+    @property
+    def cache(self) -> dict[str, list[Any]]:
+        if self.native is not None:
+            self.release()
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: dict[str, list[Any]]) -> None:
+        if self.native is not None:
+            self.release()
+        self._cache = value
+
+    def _stored(self) -> tuple[Any, ...]:
+        return (self.watermark, self.seq, self.tiles, self.settled, self.ids, self.position, self.sources,
+                self.bounds)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, EntityState)
+        return self._stored() == other._stored()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        names = ("watermark", "seq", "tiles", "settled", "ids", "position", "sources", "bounds")
+        pairs = zip(names, self._stored(), strict=True)
+        return "EntityState(" + ", ".join(f"{n}={v!r}" for n, v in pairs) + ")"
 
     def to_json(self) -> bytes:
-        d = {
-            "v": FORMAT,
-            "w": self.watermark,
-            "q": self.seq,
-            "t": self.tiles,
-            "s": self.settled,
-            "i": self.ids,
-            "p": self.position,
-            "m": self.bounds,
-        }
+        held = self.native
+        if held is not None:  # the lists it would write back, made for this call only
+            tiles, settled, bounds = held.export(self)
+        else:
+            tiles, settled, bounds = self._tiles, self._settled, self._bounds
+        d = {"v": FORMAT, "w": self.watermark, "q": self.seq, "t": tiles, "s": settled, "i": self.ids,
+             "p": self.position, "m": bounds}  # fmt: skip
         if self.sources:
             d["r"] = self.sources
         return orjson.dumps(d)

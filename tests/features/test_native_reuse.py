@@ -43,7 +43,8 @@ def events(n: int, gap: int = 7_000, entity: str = "u") -> list[Event]:
 
 
 def both(view: FeatureView = VIEW) -> tuple[FeatureEngine, FeatureEngine]:
-    native, fused = FeatureEngine(view, native=True), FeatureEngine(view, native=False)
+    """The compiled step on the states' lists (hold=False: what these tests are about), and fused."""
+    native, fused = FeatureEngine(view, native=True, hold=False), FeatureEngine(view, native=False)
     assert (native.path, fused.path) == ("native", "fused")
     return native, fused
 
