@@ -46,6 +46,7 @@ cdef object _square = A._square
 cdef object _renormalise = renormalise
 cdef object _id_hash = id_hash
 cdef double _LIMIT = SUM_LIMIT
+cdef long long _MAX_LL = 9223372036854775807
 cdef Py_ssize_t _KEEP = KEEP_PARTIALS
 cdef Py_ssize_t _MAX_IDS = MAX_IDS
 
@@ -331,7 +332,11 @@ cdef object _value(_Agg g, object acc, long long t):
         if x is None:
             return None
         last = x
-        return t - last if t > last else 0
+        if t <= last:
+            return 0
+        if last < 0 and t > last + _MAX_LL:  # past int64 (a hand-built time): Python's integers
+            return <object>t - x
+        return t - last
     return g.value(a, t)  # not reached
 
 
@@ -563,9 +568,9 @@ cdef class Step:
         cdef list ins, accs, Ts
         if wm is not None and t < <long long>wm:
             return self.generic(state, event, check)
-        if self.mirrorable:
+        if self.mirrorable and not state.unheld:
             m = state.native
-            if type(m) is not _Mirror or (<_Mirror>m).step is not self:
+            if type(m) is not _Mirror or (<_Mirror>m).step is not self or not _left(<_Mirror>m, wm):
                 m = _take_up(self, state)
             if m is not None:
                 if self.busy:
@@ -741,7 +746,7 @@ cdef class Step:
         cdef dict out = {}
         wm = state.watermark
         m = state.native
-        if type(m) is _Mirror and (<_Mirror>m).step is self:
+        if type(m) is _Mirror and (<_Mirror>m).step is self and _left(<_Mirror>m, wm):
             self._held_read(<_Mirror>m, wm if wm is not None else 0, out, False)
             return out
         self._read(state, wm if wm is not None else 0, out, None, None, False)
@@ -828,7 +833,7 @@ cdef class Step:
             if len(ids) > _MAX_IDS:
                 del ids[: len(ids) - _MAX_IDS]
         if wm is None or t > <long long>wm:
-            state.watermark = t
+            state.watermark = m.wm = t
             for i in range(nw):
                 h = <_Held>m.held[i]
                 w = h.w

@@ -15,14 +15,21 @@
 #
 # A state is taken up (``_Mirror`` built from its lists) at the first event in order a step applies to it,
 # and given back (``release``) when Python reads its lists (EntityState's properties), when an event out of
-# order comes (the generic path applies it to the lists), or when another step takes it up. A state whose
-# lists are not what the step's views make (a hand-built one: the stored ones are checked) is not taken up:
-# the list path applies its events, as before.
+# order comes (the generic path applies it to the lists), when another step takes it up, or when its
+# watermark is not the one the step left (set by hand: taken up anew). A state whose lists are not what the
+# step's views make (a hand-built one: the stored ones are checked), with a partial not finite, a tile before
+# any event time, or counts or magnitudes that could take a range past MAX_COUNT or SUM_LIMIT (C integers
+# and doubles would wrap or overflow where the list path's do not), is not taken up, then or later
+# (``EntityState.unheld``): the list path applies its events, as before, its cache included (check_state
+# refuses all of these in a stored state; tests/features/test_native_mirror.py hands them to both paths).
 
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdlib cimport calloc, free, realloc
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from libc.string cimport memcpy, memmove, memset
+
+cdef long long _MIN_K = -4611686018427387904  # -2**62: no tile's start time (k * r) nears int64's
+cdef double _MAX_HELD_COUNT = 4611686018427387904.0  # 2**62 (features.summaries.MAX_COUNT)
 
 cdef enum:
     _INL = 2  # partials held inline; more go to the heap
@@ -208,7 +215,19 @@ cdef int _part_load(Part *p, object parts, Py_ssize_t start) except -1:
         if type(x) is not float:
             raise TypeError("partials")
         buf[j] = x
+        if not (buf[j] - buf[j] == 0.0):  # a NaN or an infinity: the list path keeps its own way with them
+            raise TypeError("partials")
     return _part_set(p, buf, <int>n)
+
+
+cdef double _part_size(Part *p) noexcept:
+    """The sum of the partials' magnitudes."""
+    cdef double *a = _pp(p)
+    cdef double out = 0.0
+    cdef int j
+    for j in range(p.n):
+        out += fabs(a[j])
+    return out
 
 
 cdef inline void _obj_set(PyObject **slot, object v) noexcept:
@@ -399,7 +418,11 @@ cdef object _acc_value(_Agg g, Acc *a, long long t):
     if kind == SINCE:
         if not a.has:
             return None
-        return t - a.n if t > a.n else 0
+        if t <= a.n:
+            return 0
+        if a.n < 0 and t > a.n + _MAX_LL:  # past int64 (a hand-built time): Python's integers
+            return <object>t - <object>a.n
+        return t - a.n
     if kind == VAR:
         return _var_value(g, _acc_list(g, a), t)
     return g.value(<object>a.o, t)
@@ -730,6 +753,33 @@ cdef class _Held:
             _acc_reset(<_Agg>self.w.aggs[p], &self.run[p])
         return self._fronts(k)
 
+    cdef bint fits(self) noexcept:
+        """Whether no range of this window can take a count past MAX_COUNT or a sum past SUM_LIMIT: every
+        tile's and the settled accumulators' counts, and their partials' magnitudes, summed per aggregation
+        (a hand-built state past them stays on the list path, whose integers do not wrap)."""
+        cdef Py_ssize_t i, j
+        cdef double c, m
+        cdef Acc *a
+        cdef int kind
+        for j in range(self.n):
+            kind = (<_Agg>self.w.aggs[j]).kind
+            if kind == OTHER or kind == MIN or kind == MAX or kind == LAST or kind == SINCE:
+                continue
+            c = 0.0
+            m = 0.0
+            for i in range(-1, self.count):
+                if i < 0:
+                    if self.settled == NULL:
+                        continue
+                    a = &self.settled[j]
+                else:
+                    a = &self.tile(i)[j]
+                c += fabs(<double>a.n)
+                m += _part_size(&a.s) + _part_size(&a.q)
+            if not (c <= _MAX_HELD_COUNT and m <= _LIMIT):
+                return False
+        return True
+
     cdef list tiles_list(self):
         cdef list out = PyList_New(self.count)
         cdef list tile
@@ -754,10 +804,12 @@ cdef class _Held:
 cdef class _Mirror:
     """An entity's state held by one step (module comment): the windows (``_Held``, in the step's order),
     the bounded fields' magnitudes (``ba``, ``bq``; ``bp``: held, else absent or empty in ``bounds``), and
-    the state's dicts (their keys' order is kept: the lists go back into them)."""
+    the state's dicts (their keys' order is kept: the lists go back into them), and the watermark the step
+    left (``wm``)."""
     cdef object step
     cdef tuple held
     cdef object tiles, settled, bounds
+    cdef object wm  # the state's watermark as the step left it (one set by hand since: taken up anew)
     cdef double ba[_MAX_BOUNDED]
     cdef double bq[_MAX_BOUNDED]
     cdef bint bp[_MAX_BOUNDED]
@@ -809,9 +861,27 @@ cdef class _Mirror:
         state._cache = {}
 
 
+cdef inline bint _left(_Mirror m, object wm):
+    """Whether ``wm`` is the watermark the step left on the state (one lowered or set by hand since: the
+    state is taken up anew, or refused for the list path, as a stored one)."""
+    if m.wm is wm:
+        return True
+    if m.wm is None or type(wm) is not int:
+        return False
+    return m.wm == wm
+
+
 cdef _Mirror _take_up(Step s, object state):
     """The state held by the step ``s`` (module comment), or None where its lists are not what the view
-    makes (the list path then applies the event)."""
+    makes: the list path then applies the event, and every later one (``unheld``: what the list path
+    computed from such a state, in its cache, would not be what the held path computes anew)."""
+    m = _load(s, state)
+    if m is None:
+        state.unheld = True
+    return m
+
+
+cdef _Mirror _load(Step s, object state):
     cdef _Mirror m = _Mirror()
     cdef _Held h
     cdef _Win w
@@ -857,8 +927,8 @@ cdef _Mirror _take_up(Step s, object state):
                 if type(tile) is not list or len(tile) != w.n + 1:
                     return None
                 k = _int(tile[0])
-                if (i_ and k <= last) or wm is None or k > <long long>wm // w.r:
-                    return None  # out of order, or after the watermark's tile
+                if (i_ and k <= last) or wm is None or k > <long long>wm // w.r or k < _MIN_K // w.r:
+                    return None  # out of order, after the watermark's tile, or before any event time
                 last = k
                 a = h.push(k)
                 for j in range(w.n):
@@ -878,6 +948,9 @@ cdef _Mirror _take_up(Step s, object state):
                 for j in range(w.n):
                     g = <_Agg>w.aggs[j]
                     _acc_copy(g, &h.run[j], &h.settled[j])
+            if not h.fits():
+                return None
+            if w.kind == LIFETIME:
                 for i_ in range(h.count):
                     h._merge_in(h.tile(i_), False)
                 h.valid = True
@@ -893,5 +966,6 @@ cdef _Mirror _take_up(Step s, object state):
     except (TypeError, OverflowError):
         return None
     m.held = tuple(held)
+    m.wm = wm
     state.native = m
     return m

@@ -139,7 +139,9 @@ class EntityState:
     the bounds and the cache in C between events (``native``): reading or setting any of them from Python
     first writes them back as the lists above (the same lists the Python paths would hold), and the
     state is the lists again until the step takes it up at its next event. ``to_json`` reads the native
-    state without giving it up. A plain class with slots, not a dataclass: those four are properties."""
+    state without giving it up; pickling and ``copy.deepcopy`` copy the lists. A state the step refuses
+    to hold (a hand-built one check_state would refuse) is marked ``unheld`` and stays on the lists until
+    check_state passes it. A plain class with slots, not a dataclass: those four are properties."""
 
     __slots__ = (
         "_bounds",
@@ -153,6 +155,7 @@ class EntityState:
         "seq",
         "size",
         "sources",
+        "unheld",
         "watermark",
     )
 
@@ -182,6 +185,7 @@ class EntityState:
         self._cache = {} if cache is None else cache
         self.legacy = legacy
         self.native: Any = None  # the compiled step's hold of the state (features._native), or None
+        self.unheld = False  # the compiled step refused to hold it (a state check_state would refuse)
 
     def release(self) -> None:
         """Write a natively held state back into its lists (the four properties do it before reading)."""
@@ -189,6 +193,13 @@ class EntityState:
         if held is not None:
             self.native = None
             held.release(self)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """Pickling and ``copy.deepcopy``: the lists (a held state written back first; the hold itself is
+        not copied)."""
+        if self.native is not None:
+            self.release()
+        return None, {name: getattr(self, name) for name in self.__slots__}
 
     @property
     def tiles(self) -> dict[str, list[list[Any]]]:
@@ -300,7 +311,10 @@ def check_state(layout: Layout, state: EntityState) -> str | None:
         if problem is not None:
             return f"format 1 state from before issue 13 could not be migrated: {problem}"
     state.cache = {}  # whatever it held was not checked
-    return _check_header(layout, state) or _check_tiles(layout, state) or _check_magnitudes(layout, state)
+    problem = _check_header(layout, state) or _check_tiles(layout, state) or _check_magnitudes(layout, state)
+    if problem is None:
+        state.unheld = False  # a state the step refused to hold (EntityState) is one it can hold once checked
+    return problem
 
 
 def _check_header(layout: Layout, state: EntityState) -> str | None:
