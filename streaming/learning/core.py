@@ -47,11 +47,13 @@ position and, if the spec says so, starts a fresh challenger model from that poi
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streaming.learning import drifts
 from streaming.learning.errors import Reason
+from streaming.learning.evidence import Decision, Evidence, PromotionPolicy, paired_loss
 from streaming.learning.spec import ModelSpec
 from streaming.learning.state import (
     MAX_CLASSES,
@@ -73,7 +75,9 @@ from streaming.learning.state import (
 
 __all__ = [
     "MAX_CLASSES",
+    "MAX_DECISIONS",
     "MAX_FEATURES",
+    "Decision",
     "DriftEvent",
     "LearnerCore",
     "ModelState",
@@ -84,6 +88,7 @@ __all__ = [
 
 # snapshots pickled before the per-model state moved to streaming.learning.state name these classes here
 _Pending, _Recent = Pending, Recent
+MAX_DECISIONS = 1_000  # the lifecycle decisions the core keeps (each model keeps its own latest too)
 
 
 class LearnerCore:
@@ -108,6 +113,11 @@ class LearnerCore:
         # 10,000 features a model may take would be some 100 GB
         self.max_pending_values = max_pending_values
         self.models: dict[str, ModelState] = {s.name: self.new_state(s, s.name) for s in specs}
+        # the champion/challenger lifecycle (module docstring): every decision, the latest MAX_DECISIONS,
+        # and who is told of each as it is taken
+        self.decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
+        self.on_decision: Callable[[Decision], None] | None = None
+        self._round: dict[str, tuple[Any, Any]] = {}  # this call's models that learned: (label, prediction)
 
     def new_state(self, spec: ModelSpec, name: str) -> ModelState:
         return new_state(spec, name)
@@ -144,6 +154,8 @@ class LearnerCore:
                 for detector in drifts.drifted_features(state, x):
                     self._drift(state, detector, ts, position)
             self._settle(state, key, x, label, label_pred, proba, ts, position)
+        if self._round:
+            self._pair(ts, position)
         return out
 
     def _predict(self, state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None] | None:
@@ -330,6 +342,8 @@ class LearnerCore:
             state.counters["pending"] = len(state.pending)
             if i == 0:
                 outcome = result
+        if self._round:
+            self._pair(ts, position)
         return outcome
 
     # ------------------------------------------------------------------ internals
@@ -366,6 +380,7 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
+        self._round[state.name] = (y, label_pred)
         if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
             state.classes[y] = None  # a dict as an ordered set: a class already there keeps its place
         if not known:
@@ -379,12 +394,18 @@ class LearnerCore:
             self._drift(state, "loss", ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
-        """Record a drift, tell ``on_drift``, and if the spec says so start a challenger (on a loss drift)."""
+        """Record a drift, tell ``on_drift``, and if the spec says so start a challenger: on a loss drift of
+        any of its models; with a promotion policy, on a drift of the champion only, of its loss or a
+        watched feature (the worst challenger retires to make room)."""
         event = drifts.record(state, detector, ts, position)
         if self.on_drift is not None:
             self.on_drift(event)
         spec = self.specs[state.spec]
-        if spec.drift.reaction == "challenger" and detector == "loss":
+        if spec.drift.reaction != "challenger":
+            return
+        if spec.promotion is None:
+            if detector != "loss":
+                return
             name = f"{spec.name}~{ts}"
             # at most max_challengers beside the champion: labels that flip back and forth (anyone who may
             # send labels can) made a drift, so a new model predicting on every record, every few hundred
@@ -393,3 +414,145 @@ class LearnerCore:
             )
             if name not in self.models and challengers < spec.drift.max_challengers:
                 self.models[name] = self.new_state(spec, name)
+            return
+        if state.role == "champion":
+            self.challenge(spec.name, ts, position, f"drift:{detector}")
+
+    # ------------------------------------------------------------------ champion and challengers
+
+    def champion(self, spec: str) -> ModelState | None:
+        """The model of ``spec`` that serves: the one whose role is ``champion``."""
+        for st in self.models.values():
+            if st.spec == spec and st.role == "champion":
+                return st
+        return None
+
+    def challengers(self, spec: str) -> list[ModelState]:
+        return [
+            st
+            for st in self.models.values()
+            if st.spec == spec and st.role == "challenger" and st.status == "learning"
+        ]
+
+    def challenge(self, spec_name: str, ts: int, position: Any = None, why: str = "by hand") -> str | None:
+        """Start a fresh challenger of ``spec_name`` (a spec with a promotion policy) named ``<spec>~<ts>``;
+        at ``max_challengers``, the oldest of the others retires first (it had the longest to prove itself,
+        and a newer one started on later evidence). Its name, or None (none allowed, or the name taken)."""
+        spec = self.specs[spec_name]
+        limit = spec.drift.max_challengers
+        name = f"{spec.name}~{ts}"
+        champion = self.champion(spec.name)
+        if limit < 1 or name in self.models or champion is None:
+            return None
+        running = self.challengers(spec.name)
+        if len(running) >= limit:
+            self._retire(running[0], champion, ts, position, f"made room for {name}")
+        state = self.new_state(spec, name)
+        state.role = "challenger"
+        state.evidence = Evidence(since={"champion": champion.name})
+        self.models[name] = state
+        self._decide(Decision("challenger", spec.name, champion.name, name, ts, position, why), state)
+        return name
+
+    def promote(self, name: str, ts: int, position: Any = None, why: str = "by hand") -> Decision:
+        """Make the challenger ``name`` its spec's champion now, whatever its evidence (``rivulet models
+        promote``): the former champion shadows it on probation, and the policy's test rolls it back if it
+        does worse. KeyError: no such model; ValueError: not a running challenger of a spec with a
+        promotion policy."""
+        st = self.models[name]
+        policy = self.specs[st.spec].promotion
+        champion = self.champion(st.spec)
+        if policy is None or champion is None or st.role != "challenger" or st.status != "learning":
+            raise ValueError(f"{name!r} is not a running challenger of a spec with a promotion policy")
+        if st.evidence is None:
+            st.evidence = Evidence(since={"champion": champion.name})
+        return self._promote(policy, champion, st, ts, position, why)
+
+    def _pair(self, ts: int, position: Any) -> None:
+        """The paired losses of this call's record (``_round``): each challenger of a spec with a promotion
+        policy against its champion, and a former champion on probation against its successor; a
+        decision when the evidence is enough (at most one per spec and record)."""
+        learned, self._round = self._round, {}
+        for spec_name in dict.fromkeys(self.models[n].spec for n in learned):
+            spec = self.specs.get(spec_name)
+            policy = spec.promotion if spec is not None else None
+            if policy is None:
+                continue
+            champion = self.champion(spec_name)
+            if champion is None or champion.name not in learned:
+                continue
+            y, champion_pred = learned[champion.name]
+            for name, (label, pred) in learned.items():
+                st = self.models[name]
+                if st.spec != spec_name or st is champion or st.role not in ("challenger", "probation"):
+                    continue
+                if label != y:  # not the same label: nothing to compare
+                    continue
+                if st.evidence is None:  # a challenger from before the lifecycle
+                    st.evidence = Evidence(since={"champion": champion.name})
+                incumbent, candidate = paired_loss(st.task, y, champion_pred, pred)
+                st.evidence.add(incumbent, candidate, position)
+                if st.evidence.decided(policy):
+                    if st.role == "challenger":
+                        self._promote(policy, champion, st, ts, position)
+                    else:
+                        self._roll_back(policy, champion, st, ts, position)
+                    break
+                if st.role == "probation" and st.evidence.n >= policy.probation:
+                    self._retire(st, champion, ts, position, "its probation passed")
+
+    def _promote(
+        self,
+        policy: PromotionPolicy,
+        champion: ModelState,
+        st: ModelState,
+        ts: int,
+        position: Any,
+        why: str = "evidence",
+    ) -> Decision:
+        """``st`` replaces ``champion``, which shadows it on probation (or retires: no probation); the other
+        challengers' evidence starts again against the new champion."""
+        assert st.evidence is not None
+        decision = Decision(
+            "promotion", st.spec, champion.name, st.name, ts, position, why, st.evidence.summary(policy)
+        )
+        for other in self.models.values():
+            if other.spec == st.spec and other.role == "probation":
+                self._retire(other, champion, ts, position, f"{st.name} was promoted")
+        st.role, st.evidence = "champion", None
+        if policy.probation > 0:
+            champion.role = "probation"
+            champion.evidence = Evidence(since={"champion": st.name})
+        else:
+            champion.role, champion.status, champion.evidence = "retired", "retired", None
+        for other in self.challengers(st.spec):
+            other.evidence = Evidence(since={"champion": st.name})
+        self._decide(decision, st, champion)
+        return decision
+
+    def _roll_back(
+        self, policy: PromotionPolicy, champion: ModelState, former: ModelState, ts: int, position: Any
+    ) -> None:
+        """The former champion ``former`` did better on probation: it serves again, ``champion`` retires."""
+        assert former.evidence is not None
+        decision = Decision(
+            "rollback", former.spec, champion.name, former.name, ts, position, "evidence",
+            former.evidence.summary(policy),
+        )  # fmt: skip
+        former.role, former.evidence = "champion", None
+        champion.role, champion.status, champion.evidence = "retired", "retired", None
+        for other in self.challengers(former.spec):
+            other.evidence = Evidence(since={"champion": former.name})
+        self._decide(decision, former, champion)
+
+    def _retire(self, st: ModelState, champion: ModelState, ts: int, position: Any, why: str) -> None:
+        st.role, st.status = "retired", "retired"
+        self._decide(Decision("retirement", st.spec, champion.name, st.name, ts, position, why), st)
+
+    def _decide(self, decision: Decision, *states: ModelState) -> None:
+        self.decisions.append(decision)
+        for st in states:
+            st.decisions.append(decision)
+            del st.decisions[: -drifts.KEPT]
+        if self.on_decision is not None:
+            self.on_decision(decision)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from river import base, metrics
 
 from streaming.learning.errors import LearningError
+from streaming.learning.evidence import PromotionPolicy
 
 __all__ = ["CheckpointPolicy", "DriftPolicy", "ModelSpec", "SpecError", "load_specs"]
 
@@ -56,7 +57,8 @@ class DriftPolicy:
     """River drift detectors on the model's loss and on input features.
 
     ``reaction``: ``alert`` records the drift; ``challenger`` also starts a fresh model from that point, while
-    fewer than ``max_challengers`` challengers of the spec exist.
+    fewer than ``max_challengers`` challengers of the spec exist (with a promotion policy: on the champion's
+    drifts only, of its loss or a watched feature, and the worst challenger retires to make room).
     """
 
     detector: Callable[[], Any] | None = None  # default: drift.ADWIN()
@@ -79,6 +81,8 @@ class ModelSpec:
     # the class labels a classifier may learn (binary: exactly two); None: any label the task takes
     # (streaming.learning.labels.check_label says which)
     classes: tuple[Any, ...] | None = None
+    # the champion/challenger lifecycle (streaming.learning.evidence): None, no challenger is ever promoted
+    promotion: PromotionPolicy | None = None
 
     def check_label(self, label: Any) -> Any:
         """``label`` normalised for this model, or :class:`~streaming.learning.errors.InvalidLabel`.
@@ -136,6 +140,12 @@ class ModelSpec:
             raise SpecError(self.name, "rolling_window must be at least 1")
         if type(self.drift.max_challengers) is not int or self.drift.max_challengers < 0:
             raise SpecError(self.name, "drift.max_challengers is a count (0 or more)")
+        if self.promotion is not None:
+            if not isinstance(self.promotion, PromotionPolicy):
+                raise SpecError(self.name, "promotion is a PromotionPolicy")
+            problem = self.promotion.check()
+            if problem is not None:
+                raise SpecError(self.name, problem)
         self._check_classes()
         self._check_learns_classes()
 
@@ -241,6 +251,7 @@ def _from_yaml(path: str) -> list[ModelSpec]:
         checkpoint: {every_records: 1000, every_seconds: 5, keep: 10}
         classes: [approved, refused]     # optional: the only labels the model learns
         drift: {features: [salary], reaction: alert}
+        promotion: {min_labelled: 500, margin: 0.0, confidence: 0.99, horizon: 2000, probation: 2000}
     """
     import yaml
 
@@ -297,7 +308,18 @@ def _yaml_entry(entry: dict[str, Any]) -> ModelSpec:
         ),
         checkpoint=CheckpointPolicy(**(entry.get("checkpoint") or {})),
         classes=_classes(entry.get("classes"), name),
+        promotion=_promotion(entry.get("promotion"), name),
     )
+
+
+def _promotion(value: Any, spec: str) -> PromotionPolicy | None:
+    if value is None:
+        return None
+    if value is True:
+        return PromotionPolicy()
+    if not isinstance(value, dict):
+        raise SpecError(spec, f"promotion is a mapping, got {value!r}")
+    return PromotionPolicy(**value)
 
 
 def _classes(value: Any, spec: str) -> tuple[Any, ...] | None:

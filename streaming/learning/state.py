@@ -26,6 +26,7 @@ from river import base, compose, drift, metrics, utils
 
 from streaming.learning.clock import MedianClock
 from streaming.learning.domain import in_domain
+from streaming.learning.evidence import Decision, Evidence
 from streaming.learning.spec import ModelSpec
 
 __all__ = [
@@ -130,7 +131,8 @@ class ModelState:
     learned: Recent = field(default_factory=lambda: Recent())  # keys already learned
     drifts: list[DriftEvent] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> records rejected for this model
-    status: str = "learning"  # or "quarantined": it raised in learn_one and stopped (see ``quarantine``)
+    # or "quarantined": it raised in learn_one and stopped (see ``quarantine``); or "retired" (``role``)
+    status: str = "learning"
     # what the model has taken so far, so that a record cannot change it (see ``LearnerCore.admits``): the
     # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
     # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
@@ -138,6 +140,13 @@ class ModelState:
     kinds: dict[str, int] = field(default_factory=dict)  # feature learned -> the kind it was learned as
     clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
     quarantine: str | None = None  # why it was quarantined
+    # the champion/challenger lifecycle of a spec with a promotion policy (streaming.learning.core): the
+    # model's role ("champion", "challenger", "probation": a former champion shadowing the one that replaced
+    # it, "retired": no longer learning), the paired evidence of a challenger against the champion (or of a
+    # former champion against its successor), and the decisions it took part in (the latest KEPT)
+    role: str = "champion"
+    evidence: Evidence | None = None
+    decisions: list[Decision] = field(default_factory=list)
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -164,6 +173,10 @@ class ModelState:
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", MedianClock())
+        # ... and before the champion/challenger lifecycle (a challenger was named <spec>~<ts>)
+        self.__dict__.setdefault("role", "challenger" if "~" in self.__dict__.get("name", "") else "champion")
+        self.__dict__.setdefault("evidence", None)
+        self.__dict__.setdefault("decisions", [])
         self.__dict__.setdefault(
             "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())
         )

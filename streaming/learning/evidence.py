@@ -1,0 +1,184 @@
+"""Paired evidence between two models that predict on and learn the same records, and the test that decides
+a promotion or a rollback on it (issue 14). Pure: the learner core feeds it, the registry records what it
+decides.
+
+**Paired losses.** For every record both models predicted on before learning its label, the difference of
+their losses ``d = loss(incumbent) - loss(candidate)``, in ``[-1, 1]``: the 0/1 errors for a classifier, and
+the sign of the difference of the absolute errors for a regressor (a paired sign test: bounded whatever the
+errors' scale, so one huge error cannot decide). The candidate is better by more than the policy's
+``margin`` when the mean of ``d`` is above it.
+
+**An anytime-valid test.** The learner looks at the evidence after every record, so a fixed-sample test (a
+t-test at each look) would promote a model that is no better far more often than its level says. Here
+``S_n = sum(d_i - margin)`` is a sum of increments in an interval of width 2, each 1-sub-Gaussian
+(Hoeffding's lemma); while the candidate is no better than the margin (``E[d_i - margin | past] <= 0``) the
+normal-mixture process ``M_n = sqrt(rho / (n + rho)) * exp(S_n**2 / (2 * (n + rho)))`` is a nonnegative
+supermartingale, so by Ville's inequality it ever reaches ``1 / alpha`` with probability at most ``alpha``
+(Robbins 1970; Howard, Ramdas, McAuliffe and Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic
+confidence sequences", the normal mixture boundary). The test decides once ``n >= min_labelled`` and
+``S_n >= sqrt((n + rho) * log((n + rho) / (rho * alpha**2)))``, the same event as ``M_n >= 1 / alpha`` with
+``S_n > 0``: whenever it is looked at, a candidate no better than the margin is promoted with probability at
+most ``alpha = 1 - confidence``. ``rho`` makes the boundary tightest near ``horizon`` paired records. The
+p-value reported, ``min(1, 1 / M_n)`` (1 while ``S_n <= 0``), is valid at any stopping time.
+
+>>> policy = PromotionPolicy(min_labelled=100, confidence=0.99)
+>>> ev = Evidence()
+>>> for i in range(400):  # the candidate right on 3 records in 4 the incumbent got wrong, never worse
+...     ev.add(1.0 if i % 4 else 0.0, 0.0)
+>>> ev.n, round(ev.mean, 2), ev.decided(policy)
+(400, 0.75, True)
+>>> even = Evidence()
+>>> for i in range(400):
+...     even.add(float(i % 2), float((i + 1) % 2))  # as often right as the other
+>>> even.decided(policy), even.summary(policy)["p_value"]
+(False, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Decision", "Evidence", "PromotionPolicy", "paired_loss"]
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """When a challenger replaces the champion, and when a promotion is undone.
+
+    ``min_labelled``: paired records before any decision; ``margin``: how much better (in mean paired loss:
+    accuracy points for a classifier, net share of records with the smaller error for a regressor) the
+    candidate must be; ``confidence``: ``1 - alpha`` of the test (module docstring); ``horizon``: the paired
+    records the boundary is tuned for; ``probation``: paired records the former champion keeps running as
+    a shadow of the new one after a promotion (the same test, roles swapped, rolls the promotion back)."""
+
+    min_labelled: int = 500
+    margin: float = 0.0
+    confidence: float = 0.99
+    horizon: int = 2_000
+    probation: int = 2_000
+
+    def check(self) -> str | None:
+        """Why the policy cannot work (None: it can)."""
+        if type(self.min_labelled) is not int or self.min_labelled < 1:
+            return "promotion.min_labelled is a count (1 or more)"
+        if type(self.horizon) is not int or self.horizon < 1:
+            return "promotion.horizon is a count (1 or more)"
+        if type(self.probation) is not int or self.probation < 0:
+            return "promotion.probation is a count (0 or more)"
+        if not isinstance(self.margin, int | float) or not 0.0 <= self.margin < 1.0:
+            return "promotion.margin is a number in [0, 1)"
+        if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
+            return "promotion.confidence is a number in [0.5, 1)"
+        return None
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - float(self.confidence)
+
+    @property
+    def rho(self) -> float:
+        """The mixture's precision, tuned so the boundary is tightest near ``horizon`` records (Howard et
+        al. 2021, the choice of rho for a target intrinsic time)."""
+        a = 2.0 * math.log(1.0 / self.alpha)
+        return self.horizon / (a + math.log(1.0 + a))
+
+    def bound(self, n: int) -> float:
+        """The value ``S_n`` must reach after ``n`` paired records."""
+        rho = self.rho
+        return math.sqrt((n + rho) * math.log((n + rho) / (rho * self.alpha**2)))
+
+
+def paired_loss(task: str, y: Any, incumbent: Any, candidate: Any) -> tuple[float, float]:
+    """The two models' losses on one record, as the test compares them (module docstring): 0/1 errors for a
+    classifier; for a regressor 1.0 to the one with the larger absolute error, 0.5 each on a tie (a model
+    without a prediction yet has the larger error).
+
+    >>> paired_loss("binary", True, False, True), paired_loss("regression", 10.0, 7.0, 12.0)
+    ((1.0, 0.0), (1.0, 0.0))
+    """
+    if task != "regression":
+        return (0.0 if incumbent == y else 1.0), (0.0 if candidate == y else 1.0)
+    a = abs(y - incumbent) if incumbent is not None else math.inf
+    b = abs(y - candidate) if candidate is not None else math.inf
+    if a == b:
+        return 0.5, 0.5
+    return (1.0, 0.0) if a > b else (0.0, 1.0)
+
+
+@dataclass
+class Evidence:
+    """The paired losses of a candidate against an incumbent since the candidate started (picklable: it is
+    checkpointed with the candidate's state). ``first`` and ``last``: the source positions of the first and
+    latest paired records."""
+
+    n: int = 0
+    incumbent_loss: float = 0.0
+    candidate_loss: float = 0.0
+    first: Any = None
+    last: Any = None
+    since: dict[str, Any] = field(default_factory=dict)  # what the evidence is of (the incumbent's name...)
+
+    def add(self, incumbent: float, candidate: float, position: Any = None) -> None:
+        self.n += 1
+        self.incumbent_loss += incumbent
+        self.candidate_loss += candidate
+        if self.first is None:
+            self.first = position
+        self.last = position
+
+    @property
+    def mean(self) -> float:
+        """The mean paired difference (incumbent's loss minus candidate's)."""
+        return (self.incumbent_loss - self.candidate_loss) / self.n if self.n else 0.0
+
+    def statistic(self, policy: PromotionPolicy) -> float:
+        return self.incumbent_loss - self.candidate_loss - policy.margin * self.n
+
+    def decided(self, policy: PromotionPolicy) -> bool:
+        """Is the candidate better than the incumbent by more than the margin, at the policy's confidence?"""
+        return self.n >= policy.min_labelled and self.statistic(policy) >= policy.bound(self.n)
+
+    def p_value(self, policy: PromotionPolicy) -> float:
+        s = self.statistic(policy)
+        if s <= 0.0:
+            return 1.0
+        v = self.n + policy.rho
+        log_m = 0.5 * math.log(policy.rho / v) + s * s / (2.0 * v)
+        return 1.0 if log_m <= 0.0 else math.exp(-log_m)
+
+    def summary(self, policy: PromotionPolicy) -> dict[str, Any]:
+        """What a decision records: n, both models' mean losses, the statistic, its bound, the p-value, the
+        confidence and margin, and the positions of the first and latest paired records."""
+        n = self.n
+        return {
+            "n": n,
+            "incumbent_loss": self.incumbent_loss / n if n else None,
+            "candidate_loss": self.candidate_loss / n if n else None,
+            "statistic": self.statistic(policy),
+            "bound": policy.bound(n),
+            "p_value": self.p_value(policy),
+            "confidence": policy.confidence,
+            "margin": policy.margin,
+            "first": self.first,
+            "last": self.last,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A step of a spec's champion/challenger lifecycle. ``kind``: ``challenger`` (``model`` started, ``why``
+    says by what), ``promotion`` (``model`` replaced ``champion``), ``rollback`` (``model``, the former
+    champion, replaced ``champion`` again during its probation) or ``retirement`` (``model`` stopped: its
+    probation passed, or a newer challenger took its place); at event time ``ts``, after the record at
+    ``position``; ``evidence``: :meth:`Evidence.summary` for a promotion or a rollback."""
+
+    kind: str
+    spec: str
+    champion: str
+    model: str
+    ts: int
+    position: Any = None
+    why: str = ""
+    evidence: dict[str, Any] | None = None
