@@ -594,9 +594,10 @@ cdef class Step:
             self.busy = False
 
     cdef dict _apply(self, object state, object event, object check, long long t, object wm, list ins,
-                     list accs, list Ts):
+                     list accs, list Ts, dict own=None):
         """``apply`` for an event in order, with its buffers: ``ins`` (the inputs' values, one slot each)
-        and ``accs`` and ``Ts`` (empty: each window's range and tiles)."""
+        and ``accs`` and ``Ts`` (empty: each window's range and tiles); ``own``: the event's own part of its
+        vector, made already (by the held path, whose derived fields wrote the state back: ``_held``)."""
         cdef double bstack[2 * _MAX_BOUNDED]
         cdef Py_ssize_t istack[_MAX_BOUNDED]
         cdef double *bnew = bstack
@@ -609,11 +610,11 @@ cdef class Step:
                 PyMem_Free(bidx)
                 raise MemoryError()
             try:
-                return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx)
+                return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx, own)
             finally:
                 PyMem_Free(bnew)
                 PyMem_Free(bidx)
-        return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx)
+        return self._event(state, event, check, t, wm, ins, accs, Ts, bnew, bidx, own)
 
     cdef dict _own(self, object event, list ins):
         """The event's own part of its vector (FeatureEngine.own), and each input's value into ``ins``."""
@@ -642,17 +643,13 @@ cdef class Step:
 
     # its length: the generated function's (features.fused), of which it is the compiled twin
     cdef dict _event(self, object state, object event, object check, long long t, object wm, list ins,
-                     list accs, list Ts, double *bnew, Py_ssize_t *bidx):
+                     list accs, list Ts, double *bnew, Py_ssize_t *bidx, dict own):
         """``_apply`` with room for the bounded fields' magnitudes (``bnew``: two each, ``bidx``: which)."""
-        cdef long long k, cut, seq
-        cdef object full, fields, v, pair_
-        cdef dict vector, settled, sb
-        cdef list T, A_, tile, s_
-        cdef _Win w
-        cdef _Agg g
-        cdef Py_ssize_t i, j, p, n, nw = len(self.wins), nb = 0
+        cdef object v, pair_
+        cdef dict vector, sb
+        cdef Py_ssize_t i, j, nb = 0
         cdef double xv, a_, qq
-        vector = self._own(event, ins)
+        vector = self._own(event, ins) if own is None else own
         # the bounded fields' new magnitudes (FeatureEngine._bounds)
         if self.has_bounds:
             sb = state.bounds or {}
@@ -687,6 +684,22 @@ cdef class Step:
         if check is not None:
             check(vector)
         # nothing below can fail
+        self._commit(state, event, t, wm, ins, accs, Ts, bnew, bidx, nb)
+        return vector
+
+    cdef int _commit(self, object state, object event, long long t, object wm, list ins, list accs, list Ts,
+                     double *bnew, Py_ssize_t *bidx, Py_ssize_t nb) except -1:
+        """``_event``'s changes to the state's lists, once everything that can fail has run: the bounded
+        fields' magnitudes (``bnew``, ``bidx``, ``nb``), seq, the event added to its tile of every window
+        (``Ts``: their tiles) and to the cached ranges (``accs``, or None where the cache is empty), the ids,
+        the watermark and the tiles expired."""
+        cdef long long k, cut, seq
+        cdef object v
+        cdef dict settled
+        cdef list T, A_, tile, s_
+        cdef _Win w
+        cdef _Agg g
+        cdef Py_ssize_t i, j, p, n, nw = len(self.wins)
         if nb:
             if state.bounds is None:
                 state.bounds = {}
@@ -705,12 +718,13 @@ cdef class Step:
                 T.append(tile)
             else:
                 tile = w.tw.tile(T, k)
-            A_ = accs[i]  # in order, the cached range ends with the event's tile
+            A_ = accs[i] if accs is not None else None  # in order, the range ends with the event's tile
             for j in range(w.n):
                 g = <_Agg?>w.aggs[j]
                 v = ins[g.inp] if g.inp >= 0 else None
                 _add(g, tile[j + 1], v, t, seq)
-                _add(g, A_[j], v, t, seq)
+                if A_ is not None:
+                    _add(g, A_[j], v, t, seq)
         if self.rekeyed:
             ids = state.ids
             ids.append(_id_hash(event.event_id))
@@ -739,7 +753,7 @@ cdef class Step:
                     if w.recycle:
                         _spare(w, T, p)
                     _del_slice(T, 0, p, NULL)  # del T[:p]
-        return vector
+        return 0
 
     def online(self, state):
         """FeatureEngine.online: the entity's aggregates as of its watermark (the cached ranges moved)."""
@@ -747,6 +761,7 @@ cdef class Step:
         wm = state.watermark
         m = state.native
         if type(m) is _Mirror and (<_Mirror>m).step is self and _left(<_Mirror>m, wm):
+            (<_Mirror>m).gen += 1  # its cached ranges moved (an apply this is called from cannot add to them)
             self._held_read(<_Mirror>m, wm if wm is not None else 0, out, False)
             return out
         self._read(state, wm if wm is not None else 0, out, None, None, False)
@@ -766,7 +781,12 @@ cdef class Step:
         cdef Acc *tile
         cdef Py_ssize_t i, j, nw = len(m.held), nb = 0
         cdef double xv, a_, qq
+        cdef unsigned long long gen = m.gen
+        cdef object seq0 = state.seq, tiles, x
+        cdef list Ts
         vector = self._own(event, ins)
+        if not _kept(state, m, gen, seq0, wm):  # a derived field changed the state: the list path's turn
+            return self._apply(state, event, check, t, wm, ins, [], [], vector)
         if self.has_bounds:
             for i in range(len(self.bounded)):
                 j, f, by_sum, by_square = self.bounded[i]
@@ -796,9 +816,16 @@ cdef class Step:
             vector[name] = self.safe(fn, vector)
         if check is not None:
             check(vector)
+        if not _kept(state, m, gen, seq0, wm):  # an expression or check changed the state: on its lists
+            if state.native is not None:
+                state.release()
+            state.cache = {}  # the ranges the list path would have moved are not made: none
+            tiles = state.tiles
+            Ts = [tiles[(<_Win>x).key] for x in self.wins]
+            self._commit(state, event, t, wm, ins, None, Ts, bnew, bidx, nb)
+            return vector
         # nothing below can fail (but memory)
-        if state.native is not m:  # written back meanwhile (``check`` read the lists): held again
-            state.native = m
+        m.gen += 1
         for j in range(nb):
             i = bidx[j]
             if not m.bp[i]:  # the field's first magnitudes: its key in bounds now, as the list path

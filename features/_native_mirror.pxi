@@ -810,6 +810,7 @@ cdef class _Mirror:
     cdef tuple held
     cdef object tiles, settled, bounds
     cdef object wm  # the state's watermark as the step left it (one set by hand since: taken up anew)
+    cdef unsigned long long gen  # counts the events applied and the ranges moved by online (Step._held)
     cdef double ba[_MAX_BOUNDED]
     cdef double bq[_MAX_BOUNDED]
     cdef bint bp[_MAX_BOUNDED]
@@ -871,6 +872,23 @@ cdef inline bint _left(_Mirror m, object wm):
     return m.wm == wm
 
 
+cdef bint _kept(object state, _Mirror m, unsigned long long gen, object seq, object wm) except -1:
+    """Whether the state is as ``Step._held`` found it, from a derived field, an expression or ``check``
+    (which may read the lists, apply another event to the state, or call online): ``m`` holds it still,
+    with no event applied nor range moved (``gen``), or it was only written back (``seq``, the watermark and
+    the lists' dicts as they were: held again); else the event goes to the lists, as the list path's."""
+    if m.gen != gen:
+        return False
+    if state.native is m:
+        return True
+    if state.native is not None or state.seq is not seq or state.watermark is not wm:
+        return False
+    if state._tiles is not m.tiles or state._settled is not m.settled or state._bounds is not m.bounds:
+        return False
+    state.native = m
+    return True
+
+
 cdef _Mirror _take_up(Step s, object state):
     """The state held by the step ``s`` (module comment), or None where its lists are not what the view
     makes: the list path then applies the event, and every later one (``unheld``: what the list path
@@ -896,8 +914,9 @@ cdef _Mirror _load(Step s, object state):
     wm = state.watermark
     if type(tiles) is not dict or type(settled) is not dict or not (bounds is None or type(bounds) is dict):
         return None
-    if wm is not None and type(wm) is not int:
-        return None
+    # a watermark not an int (a NumPy integer, a float, an int subclass set by hand) is read as the step reads
+    # it (``<long long>wm``, as Step.apply just did): refusing it would leave a state the list path keeps
+    # exact on the lists for good (``unheld``), though its watermark is an int again at its next event
     if len(tiles) != len(s.wins) or len(settled) != s.n_settled:
         return None
     m.step = s

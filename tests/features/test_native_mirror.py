@@ -248,3 +248,71 @@ def test_any_leaf_of_a_hand_built_state_replaced_by_a_hostile_value() -> None:
         taken += held.native is not None
         assert _lists(held) == _lists(lists)
     assert taken > 30  # some hostile states are still the step's to hold (a -0.0 partial, a 0 count...)
+
+
+# ------------------------------------------------------------------ the state changed from inside an apply
+
+
+def _twice(state: EntityState, inner: Callable[[FeatureEngine, EntityState], object]) -> list[str]:
+    """EVENTS[100:140] through both engines, each with a check that calls ``inner`` (on its own engine and
+    state) at every fourth event: the same outcomes, lists and states as the list path."""
+    held, lists = copy.deepcopy(state), copy.deepcopy(state)
+    kinds = []
+    for i, e in enumerate(EVENTS[100:140]):
+        outs = []
+        for engine, s in ((HELD, held), (LISTS, lists)):
+
+            def check(
+                vector: dict[str, Any], engine: FeatureEngine = engine, s: EntityState = s, i: int = i
+            ) -> None:
+                if i % 4 == 0:
+                    inner(engine, s)
+
+            outs.append(_checked(engine, s, e, check))
+        assert outs[0] == outs[1], f"event {i}"
+        assert _json(held) == _json(lists), f"event {i}: states differ"
+        kinds.append(outs[1][0])
+    assert _lists(held) == _lists(lists)
+    return kinds
+
+
+def _checked(engine: FeatureEngine, state: EntityState, e: Event, check: Any) -> tuple[str, str]:
+    try:
+        return "vector", repr(engine.apply(state, e, check))
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _apply(e: Event) -> Callable[[FeatureEngine, EntityState], object]:
+    return lambda engine, s: _outcome(engine, s, e.model_copy(update={"event_id": f"in{s.seq}"}))
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        _apply(EVENTS[170]),  # a later tile than the outer event's: the held path raised RuntimeError
+        lambda engine, s: (s.tiles, _apply(EVENTS[170])(engine, s)),  # written back, then an event
+        lambda engine, s: _outcome(engine, s, EVENTS[0].model_copy(update={"ts": s.watermark - 5_000})),
+        lambda engine, s: engine.online(s),  # the held ranges moved to the watermark's
+        lambda engine, s: (copy.deepcopy(s), pickle.dumps(s), s.to_json()),  # written back only
+    ],
+    ids=["later", "read-then-apply", "late", "online", "copies"],
+)
+def test_a_check_that_changes_the_state_gives_the_list_paths_outcome(
+    inner: Callable[[FeatureEngine, EntityState], object],
+) -> None:
+    kinds = _twice(warm(100), inner)
+    assert kinds.count("vector") > 30, kinds
+
+
+def test_a_watermark_not_an_int_does_not_leave_the_state_unheld() -> None:
+    """A NumPy integer (or float) watermark set by hand is read as the step reads it: the state is held again
+    (it was refused for good, though its watermark is an int again at the next event)."""
+    np = pytest.importorskip("numpy")
+    for convert in (np.int64, float):
+        held, lists = warm(100), warm(100)
+        run_both(held, lists, EVENTS[100:101], release=False)
+        held.watermark = lists.watermark = convert(held.watermark)
+        run_both(held, lists, EVENTS[101:120], release=False)
+        assert not held.unheld and held.native is not None
+        assert _lists(held) == _lists(lists)
