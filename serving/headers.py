@@ -94,6 +94,7 @@ class VersionHeader:
     rejected: dict[str, int] | None = None
     drifts: tuple[Drift, ...] = ()
     offsets: dict[str, dict[str, int]] | None = None
+    role: str | None = None
 
     @classmethod
     def of(cls, header: Mapping[str, Any] | CheckpointHeader) -> VersionHeader:
@@ -114,6 +115,7 @@ class VersionHeader:
             rejected=_counts(h.rejected),
             drifts=tuple(Drift.bounded(d) for d in h.drifts[-_MAX_ITEMS:]),
             offsets=offsets,
+            role=text(h.role),
         )
 
 

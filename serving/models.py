@@ -3,6 +3,12 @@
 A new version is loaded when the registry announces it (Redis pub/sub) or, as a fallback, when a periodic
 poll sees the current version move. Loading happens off the event loop; the swap is one dict assignment,
 so a request in flight finishes on the version it started with and every response names its version.
+
+A spec with a promotion policy is served by its champion (issue 14): the registry's champion pointer names
+the model (the spec's own, or a challenger ``<spec>~<ts>`` it promoted), and a request for the spec is
+scored by that model once its loaded version's signed header names the spec and the role ``champion``;
+until then, or for a pointer that does not check out, by the spec's own model. Responses name the model
+that scored.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class ModelCache:
         self.engines = {name: FeatureEngine(v) for name, v in views.items()}
         self.models: dict[str, LoadedModel] = {}
         self.known: set[str] = set()  # names the registry listed or announced (loaded or not)
+        self.champions: dict[str, str] = {}  # spec -> the model its champion pointer names
         self._names_lookup: asyncio.Future[list[str]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -72,10 +79,20 @@ class ModelCache:
     def get(self, name: str) -> LoadedModel | None:
         return self.models.get(name)
 
+    def serving(self, name: str) -> LoadedModel | None:
+        """The model that scores requests for ``name``: its champion (module docstring), else its own."""
+        target = self.champions.get(name)
+        if target is not None and target != name:
+            champion = self.models.get(target)
+            if champion is not None and champion.header.spec == name and champion.header.role == "champion":
+                return champion
+        return self.models.get(name)
+
     async def require(self, name: str) -> LoadedModel:
-        """The loaded model, or :class:`ModelNotFound` / :class:`NoModelLoaded`. A name this replica has not
-        seen is looked up in the registry off the event loop (it may be new since the last poll)."""
-        loaded = self.models.get(name)
+        """The model scoring ``name`` (:meth:`serving`), or :class:`ModelNotFound` / :class:`NoModelLoaded`. A
+        name this replica has not seen is looked up in the registry off the event loop (it may be new since
+        the last poll)."""
+        loaded = self.serving(name)
         if loaded is not None:
             return loaded
         if name not in self.known:
@@ -128,9 +145,23 @@ class ModelCache:
         self.known = set(names) | set(self.models)
         for name in names:
             try:
+                if "~" not in name:
+                    await self.follow_champion(name)
                 await self.refresh(name)
             except (SnapshotRejected, NoValidVersion, OSError, RedisError) as exc:
                 log.error("model refresh failed", model=name, error=str(exc))
+
+    async def follow_champion(self, spec: str, announced: str | None = None) -> None:
+        """Read (or take the ``announced``) champion pointer of ``spec`` and load the model it names."""
+        target = announced if announced is not None else await asyncio.to_thread(self.registry.champion, spec)
+        if target is None or not _champion_name(spec, target):
+            self.champions.pop(spec, None)
+            return
+        if self.champions.get(spec) != target:
+            log.info("champion", spec=spec, model=target)
+        self.champions[spec] = target
+        if target != spec:
+            await self.refresh(target)
 
     async def follow(self, client: aioredis.Redis, poll_s: float) -> None:
         """Reload on each registry notification; poll every ``poll_s`` in case a notification was missed.
@@ -157,10 +188,13 @@ class ModelCache:
                     await asyncio.sleep(1.0)  # Redis away: try again; the poll below catches up
                     msg = None
                 if msg is not None:
-                    name = _announced(msg.get("data"))
+                    name, champion = _announced(msg.get("data"))
                     if name is not None:
                         with contextlib.suppress(Exception):
-                            await self.refresh(name)
+                            if champion is not None:
+                                await self.follow_champion(name, champion)
+                            else:
+                                await self.refresh(name)
                 if loop.time() >= next_poll:
                     with contextlib.suppress(Exception):
                         await self.refresh_all()
@@ -194,11 +228,21 @@ class ModelCache:
                 log.error("model follower failed", error=repr(exc))
 
 
-def _announced(data: object) -> str | None:
-    """The model named by a registry announcement (``{"model": name, ...}``); None for anything else."""
+def _announced(data: object) -> tuple[str | None, str | None]:
+    """The model named by a registry announcement (``{"model": name, ...}``) and the champion it names
+    (``{"model": spec, "champion": model}``); None for anything else."""
     try:
         message = orjson.loads(data) if isinstance(data, bytes | str) else None
     except orjson.JSONDecodeError:
-        return None
-    name = message.get("model") if isinstance(message, dict) else None
-    return name if isinstance(name, str) else None
+        return None, None
+    if not isinstance(message, dict):
+        return None, None
+    name, champion = message.get("model"), message.get("champion")
+    if not isinstance(name, str):
+        return None, None
+    return name, champion if isinstance(champion, str) else None
+
+
+def _champion_name(spec: str, model: str) -> bool:
+    """A pointer the spec's champion can take: the spec itself, or one of its challengers (``<spec>~...``)."""
+    return model == spec or (model.startswith(f"{spec}~") and len(model) <= len(spec) + 64)

@@ -193,10 +193,32 @@ class VersionInfoOut(_Listed):
     saved_at: float | None = None
 
 
+class DecisionOut(BaseModel):
+    """A step of a spec's champion/challenger lifecycle (streaming.learning.evidence.Decision)."""
+
+    kind: str = Field(description="challenger, promotion, rollback or retirement.")
+    model: str = Field(description="The model started, promoted, restored or retired.")
+    champion: str = Field(description="The champion when it was decided.")
+    ts: int = Field(description="Event time of the record after which it was decided.")
+    position: list[str | int] | None = Field(None, description="That record's topic, partition and offset.")
+    why: str = ""
+    evidence: dict[str, Any] | None = Field(
+        None,
+        description="For a promotion or a rollback: paired records n, both models' mean losses, the "
+        "statistic, its bound, the p-value, the confidence and margin.",
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     current_version: int | None
     loaded_version: int | None
+    role: str | None = Field(None, description="In its spec's lifecycle: champion, challenger, probation...")
+    champion: str | None = Field(
+        None, description="For a spec with a promotion policy: the model that scores its requests."
+    )
+    challengers: list[str] = Field(default_factory=list, description="Its spec's running challengers.")
+    decisions: list[DecisionOut] = Field(default_factory=list, description="The latest lifecycle decisions.")
     view: str | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)

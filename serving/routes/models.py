@@ -4,13 +4,16 @@ headers through :class:`serving.headers.VersionHeader`, never a raw header."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from serving.auth import Scope, scoped_route
 from serving.errors import Conflict, ModelNotFound, RegistryUnavailable
 from serving.headers import ListedVersion, VersionHeader
-from serving.schemas import DriftOut, ModelInfo, VersionInfoOut, errors
+from serving.schemas import DecisionOut, DriftOut, ModelInfo, VersionInfoOut, errors
 from serving.services import Services, ServicesDep, registry_call
 from streaming.learning.registry import NoValidVersion
 from streaming.learning.snapshot import SnapshotRejected
@@ -20,6 +23,7 @@ __all__ = ["admin", "model_info", "read"]
 read = APIRouter(route_class=scoped_route(Scope.READ), tags=["read"])
 admin = APIRouter(route_class=scoped_route(Scope.ADMIN), tags=["admin"])
 ADMIN = errors(401, 403, 404, 409, 413, 422, 503)
+MAX_DECISIONS = 50  # the latest decisions a model's details show
 
 
 def model_info(svc: Services, name: str) -> ModelInfo:
@@ -29,10 +33,13 @@ def model_info(svc: Services, name: str) -> ModelInfo:
     if loaded is None and not versions:
         raise ModelNotFound(f"no model named {name!r}")
     header = VersionHeader.of(loaded.header if loaded else (versions[0].header if versions else {}))
+    lifecycle = _lifecycle(svc, name) if "~" not in name else {}
     return ModelInfo(
         name=name,
         current_version=svc.registry.current_version(name),
         loaded_version=loaded.version if loaded else None,
+        role=header.role,
+        **lifecycle,
         view=header.view,
         metrics=header.metrics or {},
         counters=header.counters or {},
@@ -40,6 +47,27 @@ def model_info(svc: Services, name: str) -> ModelInfo:
         drifts=[DriftOut.of(d) for d in header.drifts],
         versions=[VersionInfoOut.model_validate(ListedVersion.of(v)) for v in versions],
     )
+
+
+def _lifecycle(svc: Services, spec: str) -> dict[str, Any]:
+    """A spec's champion, running challengers and latest decisions (what the registry holds is checked:
+    a decision that is not one is left out)."""
+    champion = svc.registry.champion(spec)
+    decisions = []
+    for d in svc.registry.decisions(spec)[-MAX_DECISIONS:]:
+        try:
+            decisions.append(DecisionOut.model_validate(d))
+        except ValidationError:
+            continue
+    if champion is None and not decisions:
+        return {}
+    challengers = []
+    for name in svc.registry.names():
+        if name.startswith(f"{spec}~"):
+            current = next((v for v in svc.registry.versions(name) if v.current), None)
+            if current is not None and VersionHeader.of(current.header).role == "challenger":
+                challengers.append(name)
+    return {"champion": champion, "challengers": challengers, "decisions": decisions}
 
 
 def _all(svc: Services) -> list[ModelInfo]:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from streaming.learning import drifts
@@ -447,7 +448,11 @@ class LearnerCore:
         running = self.challengers(spec.name)
         if len(running) >= limit:
             self._retire(running[0], champion, ts, position, f"made room for {name}")
-        state = self.new_state(spec, name)
+        policy = spec.promotion
+        built = (
+            spec if policy is None or policy.challenger is None else replace(spec, model=policy.challenger)
+        )
+        state = self.new_state(built, name)
         state.role = "challenger"
         state.evidence = Evidence(since={"champion": champion.name})
         self.models[name] = state

@@ -37,10 +37,11 @@ p-value reported, ``min(1, 1 / M_n)`` (1 while ``S_n <= 0``), is valid at any st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Decision", "Evidence", "PromotionPolicy", "paired_loss"]
+__all__ = ["Decision", "Evidence", "PromotionPolicy", "decision_record", "paired_loss"]
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,17 @@ class PromotionPolicy:
     accuracy points for a classifier, net share of records with the smaller error for a regressor) the
     candidate must be; ``confidence``: ``1 - alpha`` of the test (module docstring); ``horizon``: the paired
     records the boundary is tuned for; ``probation``: paired records the former champion keeps running as
-    a shadow of the new one after a promotion (the same test, roles swapped, rolls the promotion back)."""
+    a shadow of the new one after a promotion (the same test, roles swapped, rolls the promotion back);
+    ``challenger``: the model a challenger starts as (another model class, or the same one otherwise
+    configured), fresh; by default the spec's own."""
 
     min_labelled: int = 500
     margin: float = 0.0
     confidence: float = 0.99
     horizon: int = 2_000
     probation: int = 2_000
+    # what a challenger is: a factory of River models of the spec's task (None: the spec's own model, fresh)
+    challenger: Callable[[], Any] | None = None
 
     def check(self) -> str | None:
         """Why the policy cannot work (None: it can)."""
@@ -182,3 +187,23 @@ class Decision:
     position: Any = None
     why: str = ""
     evidence: dict[str, Any] | None = None
+
+
+def decision_record(d: Decision) -> dict[str, Any]:
+    """A decision as the registry keeps it and the API shows it (``id``: one per kind, model and time, so
+    the same decision taken again after a restart replaces itself).
+
+    >>> decision_record(Decision("promotion", "m", "m", "m~5", 9, ("t", 0, 8)))["id"]
+    'promotion:m~5:9'
+    """
+    return {
+        "id": f"{d.kind}:{d.model}:{d.ts}",
+        "kind": d.kind,
+        "spec": d.spec,
+        "champion": d.champion,
+        "model": d.model,
+        "ts": d.ts,
+        "position": d.position,
+        "why": d.why,
+        "evidence": d.evidence,
+    }

@@ -1,10 +1,12 @@
-"""Model specs for the bundled demo streams: a champion and a challenger on the ``customer`` view of
-``features.examples`` (Agrawal loan applications, label: approved or not)."""
+"""Model specs for the bundled demo streams: two models on the ``customer`` view of ``features.examples``
+(Agrawal loan applications, label: approved or not); the logistic regression's drifts start challengers
+that paired evidence can promote (issue 14)."""
 
 from __future__ import annotations
 
 from river import compose, linear_model, metrics, preprocessing, tree
 
+from streaming.learning.evidence import PromotionPolicy
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
 
 __all__ = ["MODELS"]
@@ -21,7 +23,10 @@ MODELS = [
         view="customer",
         model=scaled_logistic_regression,
         metrics=(metrics.Accuracy, metrics.LogLoss, metrics.ROCAUC),
-        drift=DriftPolicy(features=("salary",)),
+        # a drift of its loss or of salary starts a challenger (a Hoeffding tree, fresh) that predicts on the
+        # same records; paired evidence promotes it, and /v1/models/approval-lr/predict follows
+        drift=DriftPolicy(features=("salary",), reaction="challenger", max_challengers=2),
+        promotion=PromotionPolicy(challenger=tree.HoeffdingTreeClassifier),
         checkpoint=CheckpointPolicy(every_records=2_000, every_seconds=2.0),
     ),
     ModelSpec(

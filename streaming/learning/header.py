@@ -227,6 +227,7 @@ _DESCRIPTIVE: dict[str, Callable[[Any], Any]] = {
             "feature_hash",
             "status",
             "quarantine",
+            "role",
             "key_id",
             "payload_sha256",
             "river",
@@ -262,6 +263,7 @@ class CheckpointHeader:
     classes: tuple[Scalar, ...] | None = None  # the spec's declared classes (None: any label of its task)
     status: str | None = None
     quarantine: str | None = None
+    role: str | None = None  # in its spec's lifecycle: champion, challenger, probation, retired
     key_id: str | None = None  # stamped by the seal:
     payload_sha256: str | None = None
     payload_bytes: int | None = None
@@ -283,7 +285,7 @@ class CheckpointHeader:
 
     def to_dict(self) -> dict[str, Any]:
         """What the learner writes (JSON-ready; partitions become strings in JSON). The identity, the seal's
-        stamps, ``classes``, ``status`` and ``quarantine`` are written only when set."""
+        stamps, ``classes``, ``status``, ``quarantine`` and ``role`` are written only when set."""
         out: dict[str, Any] = {
             "offsets": self.offsets,
             "base": self.base.to_dict() if self.base is not None else None,
@@ -303,7 +305,9 @@ class CheckpointHeader:
             out["model"], out["version"] = self.model, self.version
         if self.classes is not None:
             out["classes"] = list(self.classes)
-        for name in ("status", "quarantine", "key_id", "payload_sha256", "payload_bytes", "river", "python"):
+        for name in (
+            "status", "quarantine", "role", "key_id", "payload_sha256", "payload_bytes", "river", "python"
+        ):  # fmt: skip
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         return out

@@ -8,7 +8,12 @@ Keys (hash tag on the model name, so one model's keys share a Redis Cluster slot
 - ``<prefix>model:{<name>}:versions``: a sorted set of versions (score = version);
 - ``<prefix>model:{<name>}:current``: the version serving traffic (moved by promote and rollback);
 - ``<prefix>models``: the set of model names;
-- ``<prefix>model:{<name>}:history``: a capped stream of monitoring samples (one per checkpoint).
+- ``<prefix>model:{<name>}:history``: a capped stream of monitoring samples (one per checkpoint);
+- ``<prefix>model:{<spec>}:champion``: the model serving a spec with a promotion policy (the spec's own
+  name or one of its challengers ``<spec>~<ts>``), set by the learner's checkpoints; a hint only: serving
+  follows it to a model whose signed header names the spec and the role ``champion``;
+- ``<prefix>model:{<spec>}:decisions``: the spec's lifecycle decisions (challenger, promotion, rollback,
+  retirement; :class:`~streaming.learning.evidence.Decision`), by id, the latest ``DECISIONS``.
 
 A new version is written in one MULTI/EXEC transaction (snapshot, header, version index, current pointer)
 and older ones are trimmed (snapshot and header together) to the last ``keep``; the new version is then
@@ -73,6 +78,7 @@ class Registry(ABC):
     (:class:`MemoryRegistry`, the embedded demo's)."""
 
     HISTORY = 2_000  # samples kept per model
+    DECISIONS = 1_000  # lifecycle decisions kept per spec
 
     def __init__(self, *, signer: SigningKey | None = None, keyring: Keyring | None = None) -> None:
         ring = keyring if keyring is not None else Keyring()
@@ -131,6 +137,21 @@ class Registry(ABC):
     @abstractmethod
     def history(self, name: str, limit: int = HISTORY) -> list[dict[str, Any]]:
         """The newest ``limit`` samples, oldest first."""
+
+    @abstractmethod
+    def set_champion(self, spec: str, model: str) -> None:
+        """Point the spec's champion at ``model`` and announce it."""
+
+    @abstractmethod
+    def champion(self, spec: str) -> str | None: ...
+
+    @abstractmethod
+    def record_decision(self, spec: str, decision: dict[str, Any]) -> None:
+        """Keep a lifecycle decision (JSON-able, with an ``id``: recording one again replaces it)."""
+
+    @abstractmethod
+    def decisions(self, spec: str) -> list[dict[str, Any]]:
+        """The spec's kept decisions, oldest first (by event time, then id)."""
 
     # ------------------------------------------------------------------ shared logic
 
@@ -297,6 +318,25 @@ class RedisRegistry(Registry):
         entries = self._r.xrevrange(self._k(name, "history"), count=limit)
         return [orjson.loads(fields[b"s"]) for _, fields in reversed(entries)]
 
+    def set_champion(self, spec: str, model: str) -> None:
+        self._r.set(self._k(spec, "champion"), model)
+        self._r.publish(self.channel, orjson.dumps({"model": spec, "champion": model}))
+
+    def champion(self, spec: str) -> str | None:
+        raw = self._r.get(self._k(spec, "champion"))
+        return raw.decode(errors="replace") if raw is not None else None
+
+    def record_decision(self, spec: str, decision: dict[str, Any]) -> None:
+        key = self._k(spec, "decisions")
+        self._r.hset(key, str(decision["id"]), _dumps(decision))
+        if self._r.hlen(key) > self.DECISIONS:
+            dropped = _beyond(self._r.hgetall(key), self.DECISIONS)
+            if dropped:
+                self._r.hdel(key, *dropped)
+
+    def decisions(self, spec: str) -> list[dict[str, Any]]:
+        return _in_order(self._r.hgetall(self._k(spec, "decisions")).values())
+
 
 class MemoryRegistry(Registry):
     """The registry in this process (the embedded demo): same snapshots, same signatures, no Redis.
@@ -324,6 +364,8 @@ class MemoryRegistry(Registry):
         self._seq: dict[str, int] = {}
         self._current: dict[str, int] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
+        self._champions: dict[str, str] = {}
+        self._decisions: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[str, int], None]] = []
 
     def _store(self, name: str, blob_of: Callable[[int], bytes], keep: int) -> int:
@@ -386,3 +428,55 @@ class MemoryRegistry(Registry):
     def history(self, name: str, limit: int = Registry.HISTORY) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._history.get(name, ()))[-limit:]
+
+    def set_champion(self, spec: str, model: str) -> None:
+        with self._lock:
+            self._champions[spec] = model
+        self._announce(spec, self.current_version(spec) or 0)
+
+    def champion(self, spec: str) -> str | None:
+        with self._lock:
+            return self._champions.get(spec)
+
+    def record_decision(self, spec: str, decision: dict[str, Any]) -> None:
+        raw = _dumps(decision)
+        with self._lock:
+            kept = self._decisions.setdefault(spec, {})
+            kept[str(decision["id"])] = raw
+            if len(kept) > self.DECISIONS:
+                for field in _beyond(kept, self.DECISIONS):
+                    kept.pop(field.decode() if isinstance(field, bytes) else field, None)
+
+    def decisions(self, spec: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return _in_order(self._decisions.get(spec, {}).values())
+
+
+def _dumps(decision: dict[str, Any]) -> bytes:
+    return orjson.dumps(decision, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _decoded(raw: Any) -> dict[str, Any] | None:
+    """A stored decision, or None for a malformed one (Redis holds what anyone with access wrote)."""
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(d, dict) and type(d.get("ts")) is int:
+        return d
+    return None
+
+
+def _in_order(raws: Any) -> list[dict[str, Any]]:
+    """Stored decisions decoded (a malformed one skipped), oldest first."""
+    out = [d for raw in raws if (d := _decoded(raw)) is not None]
+    return sorted(out, key=lambda d: (d["ts"], str(d.get("id"))))
+
+
+def _beyond(stored: dict[Any, Any], keep: int) -> list[Any]:
+    """The fields to drop from ``stored`` (field -> raw decision) to keep the newest ``keep``: the malformed
+    ones, then the oldest."""
+    good = [(d["ts"], str(d.get("id")), field) for field, raw in stored.items() if (d := _decoded(raw))]
+    bad = [field for field, raw in stored.items() if _decoded(raw) is None]
+    good.sort()
+    return bad + [field for _, _, field in good[: max(0, len(good) - keep)]]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from river import base, metrics
@@ -146,6 +146,8 @@ class ModelSpec:
             problem = self.promotion.check()
             if problem is not None:
                 raise SpecError(self.name, problem)
+            if self.promotion.challenger is not None:  # the challengers' model, checked as the spec's own
+                replace(self, model=self.promotion.challenger, promotion=None).check(known_features)
         self._check_classes()
         self._check_learns_classes()
 
@@ -281,23 +283,13 @@ def _from_yaml(path: str) -> list[ModelSpec]:
 
 def _yaml_entry(entry: dict[str, Any]) -> ModelSpec:
     """One entry of a YAML spec file (TypeError, ValueError... on a malformed one)."""
-    import functools
 
     name = str(entry.get("name", ""))
-    steps = entry.get("model")
-    if isinstance(steps, dict | str):
-        steps = [steps]
-    if not isinstance(steps, list) or not steps:
-        raise SpecError(name, "'model' must list River classes, e.g. - linear_model.LogisticRegression: {}")
-    built = []
-    for step in steps:
-        cls_path, params = (step, {}) if isinstance(step, str) else next(iter(step.items()))
-        built.append((_river(cls_path, name), params or {}))
     return ModelSpec(
         name=name,
         task=entry.get("task", "binary"),
         view=entry.get("view", ""),
-        model=functools.partial(_build, tuple((c, tuple(sorted(p.items()))) for c, p in built)),
+        model=_pipeline(entry.get("model"), name, "model"),
         metrics=tuple(_river(f"metrics.{m}", name) for m in entry.get("metrics", [])),
         features=tuple(entry["features"]) if entry.get("features") else None,
         rolling_window=int(entry.get("rolling_window", 1_000)),
@@ -319,7 +311,27 @@ def _promotion(value: Any, spec: str) -> PromotionPolicy | None:
         return PromotionPolicy()
     if not isinstance(value, dict):
         raise SpecError(spec, f"promotion is a mapping, got {value!r}")
-    return PromotionPolicy(**value)
+    options = dict(value)
+    if "challenger" in options:  # steps, as ``model``
+        options["challenger"] = _pipeline(options["challenger"], spec, "promotion.challenger")
+    return PromotionPolicy(**options)
+
+
+def _pipeline(steps: Any, spec: str, what: str) -> Any:
+    """A model factory from YAML steps (River class -> parameters)."""
+    import functools
+
+    if isinstance(steps, dict | str):
+        steps = [steps]
+    if not isinstance(steps, list) or not steps:
+        raise SpecError(
+            spec, f"'{what}' must list River classes, e.g. - linear_model.LogisticRegression: {{}}"
+        )
+    built = []
+    for step in steps:
+        cls_path, params = (step, {}) if isinstance(step, str) else next(iter(step.items()))
+        built.append((_river(cls_path, spec), params or {}))
+    return functools.partial(_build, tuple((c, tuple(sorted(p.items()))) for c, p in built))
 
 
 def _classes(value: Any, spec: str) -> tuple[Any, ...] | None:

@@ -80,6 +80,16 @@ def print_result(result: ReplayResult, console: Console, err_console: Console) -
         f"{result.read:,} records read, {result.records:,} scored in {result.elapsed_s:.1f} s "
         f"({result.rate:,.0f} records/s)"
     )
+    for d in result.decisions:  # the lifecycle, as the live learner would have decided it
+        if d["kind"] in ("promotion", "rollback"):
+            ev = d.get("evidence") or {}
+            losses = f"{ev.get('incumbent_loss', 0):.4f} -> {ev.get('candidate_loss', 0):.4f}"
+            test = f"paired n {ev.get('n')}, losses {losses}, p {ev.get('p_value', 1):.2g}"
+            console.print(
+                f"{d['kind']}: {escape(str(d['model']))} replaced {escape(str(d['champion']))} after "
+                f"{d['records']:,} records ({test})",
+                highlight=False,
+            )
     refused = {k: v for k, v in result.features.items() if k != "events" and v}
     if refused or result.skipped:
         counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in refused.items())
@@ -88,7 +98,7 @@ def print_result(result: ReplayResult, console: Console, err_console: Console) -
         for reason in result.rejected:
             err_console.print(f"  {reason}", highlight=False, markup=False)
     for name, m in result.models.items():  # what the learner's router refused, as the live learner would
-        if m.rejected or m.status != "learning":
+        if m.rejected or m.status not in ("learning", "retired"):
             why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.rejected.items()))
             status = f" [red]{m.status}[/]" if m.status != "learning" else ""
             err_console.print(f"[yellow]rejected for {escape(name)}:[/] {why}{status}", highlight=False)

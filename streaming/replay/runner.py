@@ -21,8 +21,9 @@ from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import Event
-from streaming.learning.core import DriftEvent, LearnerCore, ModelState
+from streaming.learning.core import MAX_DECISIONS, DriftEvent, LearnerCore, ModelState
 from streaming.learning.deadletters import MemorySink
+from streaming.learning.evidence import Decision, decision_record
 from streaming.learning.merge import Positioned, is_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
@@ -117,7 +118,8 @@ class ModelResult:
     curve: list[list[Any]]  # [records, event ts, {metric: value}]
     champion_version: int | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> records the router rejected
-    status: str = "learning"  # "quarantined": it raised in learn_one and stopped
+    status: str = "learning"  # "quarantined": it raised in learn_one and stopped; or "retired"
+    role: str = "champion"  # in its spec's lifecycle (a spec with a promotion policy)
 
 
 @dataclass
@@ -138,6 +140,9 @@ class ReplayResult:
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> records the router rejected
     first_ts: int | None = None
     last_ts: int | None = None
+    # the lifecycle's decisions (streaming.learning.evidence.decision_record), each with ``records``: the
+    # features records replayed when it was taken
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -190,6 +195,8 @@ class Replay:
         self.curves: dict[str, list[list[Any]]] = {}
         self.drifts: dict[str, list[dict[str, Any]]] = {}
         self.core.on_drift = self._on_drift
+        self.decisions: list[dict[str, Any]] = []
+        self.core.on_decision = self._on_decision
         self.n = 0  # features records
         self.read = 0
         self.labels_before = 0
@@ -322,6 +329,11 @@ class Replay:
         if len(drifts) < MAX_DRIFTS:
             drifts.append({"detector": d.detector, "ts": d.ts, "n_learned": d.n_learned, "records": self.n})
 
+    def _on_decision(self, d: Decision) -> None:
+        """A lifecycle decision where it was taken: after ``records`` features records of the replay."""
+        if len(self.decisions) < MAX_DECISIONS:
+            self.decisions.append({**decision_record(d), "records": self.n})
+
     def sample(self) -> None:
         for name, state in self.core.models.items():
             # a model that has learned nothing has no metric yet (River would say 0): a gap, not a point
@@ -354,6 +366,7 @@ class Replay:
             dead_letters=dict(self.dead_letters.counts),
             first_ts=self.first_ts,
             last_ts=self.last_ts,
+            decisions=list(self.decisions),
         )
         for name, state in self.core.models.items():
             ch = self.champions.get(name)
@@ -368,6 +381,7 @@ class Replay:
                 champion_version=ch.version if ch else None,
                 rejected=dict(state.rejected),
                 status=state.status,
+                role=state.role,
             )
         return result
 

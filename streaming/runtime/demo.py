@@ -151,12 +151,13 @@ class Demo:
         table = Table(expand=False)
         models = self.stack.metrics()
         names = sorted({k for m in models.values() for k in m["metrics"] if not k.startswith("rolling_")})
-        for col in ("model", "version", "learned", *names, "drifts", "last drift (event time)"):
-            table.add_column(col, justify="left" if col == "model" else "right")
+        for col in ("model", "role", "version", "learned", *names, "drifts", "last drift (event time)"):
+            table.add_column(col, justify="left" if col in ("model", "role") else "right")
         for name, m in models.items():
             last = m["last_drift"]
             table.add_row(
                 name,
+                m["role"] or "",
                 f"v{m['version']}" if m["version"] else "-",
                 f"{m['learned']:,}",
                 *(f"{m['metrics'].get(k, 0.0):.4f}" for k in names),
@@ -164,7 +165,8 @@ class Demo:
                 time.strftime("%H:%M:%S", time.localtime(last / 1000)) if last else "-",
             )
         where = Text(f"API {self.url}/docs · dashboard {self.url}/dashboard · Ctrl-C to stop", style="dim")
-        return Group(head, table, where)
+        lines = [_decision_line(d) for d in self.stack.decisions()[-6:]]
+        return Group(head, table, *([Text("\n".join(lines))] if lines else []), where)
 
     # ------------------------------------------------------------------ running it
 
@@ -236,7 +238,30 @@ class Demo:
             "features_module": self.settings.features_module,
             "models_module": self.settings.models_module,
             "models": self.stack.metrics(),
+            **lifecycle(self.stack.decisions()),
         }
+
+
+def lifecycle(decisions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The summary's ``promotions`` and ``rollbacks``: the model (spec), from, to, the record after which
+    (its topic, partition and offset, and event time) and the evidence; ``challengers``: those started."""
+    out: dict[str, list[dict[str, Any]]] = {"promotions": [], "rollbacks": [], "challengers": []}
+    for d in decisions:
+        key = {"promotion": "promotions", "rollback": "rollbacks", "challenger": "challengers"}.get(d["kind"])
+        if key is not None:
+            out[key].append(
+                {
+                    "model": d["spec"], "from": d["champion"], "to": d["model"], "at": d["position"],
+                    "ts": d["ts"], "why": d["why"], "evidence": d["evidence"],
+                }
+            )  # fmt: skip
+    return out
+
+
+def _decision_line(d: dict[str, Any]) -> str:
+    ev = d.get("evidence") or {}
+    test = f" (paired n {ev['n']}, p {ev['p_value']:.2g})" if ev else ""
+    return f"{d['kind']}: {d['model']} (champion {d['champion']}){test} {d['why']}"
 
 
 def _check_port(host: str, port: int) -> None:

@@ -27,6 +27,7 @@ from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.store import MemoryStore
 from streaming.learning.deadletters import DeadLetter
+from streaming.learning.evidence import decision_record
 from streaming.learning.keys import SigningKey
 from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Merger, decode, event_time
@@ -235,8 +236,13 @@ class EmbeddedStack:
                 "drifts": state.counters["drifts"],
                 "rejected": dict(state.rejected),
                 "status": state.status,
+                "role": state.role if self.learner.core.specs[state.spec].promotion is not None else None,
                 "version": self.registry.current_version(name),
                 "last_drift": state.drifts[-1].ts if state.drifts else None,
             }
             for name, state in list(self.learner.core.models.items())
         }
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The learner's lifecycle decisions so far (streaming.learning.evidence.decision_record)."""
+        return [decision_record(d) for d in list(self.learner.core.decisions)]

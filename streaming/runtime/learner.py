@@ -35,6 +35,7 @@ from streaming.clients import kafka_consumer, registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
+from streaming.learning.evidence import Decision, decision_record
 from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
 from streaming.learning.labels import taken_by_any
 from streaming.learning.merge import Merger, Positioned, decode, event_time
@@ -67,6 +68,8 @@ class Learner:
         self.specs = list(specs)
         self.core = LearnerCore(self.specs)
         self.core.on_quarantine = self._quarantined
+        self.core.on_decision = self._decided
+        self._decisions: list[Decision] = []  # taken since the last checkpoint (written with it)
         self.registry = registry
         self.clock = clock
         self.sink: DeadLetterSink = sink if sink is not None else MemorySink()
@@ -76,6 +79,7 @@ class Learner:
         self._last_checkpoint = clock()
         self._last_sample: dict[str, tuple[float, int, int]] = {}  # model -> (time, learned, drifts)
         self.rejected: list[str] = []
+        self._retired: set[str] = set()  # retired models whose last version is written
 
     @property
     def offsets(self) -> dict[str, Offsets]:
@@ -100,6 +104,8 @@ class Learner:
                 log.error("checkpoint refused, using an older one", model=name, reason=reason)
             state: ModelState = opened.state
             self.core.models[name] = state
+            if state.status == "retired":
+                self._retired.add(name)
             header = CheckpointHeader.of(opened.header).require("offsets")  # positions are never guessed
             self.router.start(name, header.offsets, header.version)
             # the next monitoring sample counts from here: the restored drifts were reported already
@@ -133,6 +139,32 @@ class Learner:
         }
         self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
 
+    def _decided(self, decision: Decision) -> None:
+        log.info(
+            f"lifecycle: {decision.kind}",
+            spec=decision.spec,
+            model=decision.model,
+            champion=decision.champion,
+            why=decision.why,
+            position=decision.position,
+        )
+        self._decisions.append(decision)
+
+    def _publish_lifecycle(self) -> None:
+        """After the models' versions: the decisions taken since the last checkpoint, then each spec's
+        champion pointer where it moved (serving follows it once the champion's version is there). A crash
+        before this point takes the same decisions again on the same records after the restart (the
+        restored states are those of before them), and recording one again replaces it."""
+        for d in self._decisions:
+            self.registry.record_decision(d.spec, decision_record(d))
+        self._decisions.clear()
+        for spec in self.specs:
+            if spec.promotion is None:
+                continue
+            champion = self.core.champion(spec.name)
+            if champion is not None and self.registry.champion(spec.name) != champion.name:
+                self.registry.set_champion(spec.name, champion.name)
+
     def checkpoint(self) -> dict[str, int]:
         """Save every model that moved since the last checkpoint (a quarantined one is not saved: its last
         good version stays current); returns the new version numbers. Dead letters are flushed first."""
@@ -142,7 +174,7 @@ class Learner:
         self.sink.flush()  # the letters of every rejected record are durable before the positions move on
         saved_at = time.time()
         for name, state in self.core.models.items():
-            if state.quarantined:
+            if state.quarantined or name in self._retired:
                 continue
             spec = self.core.specs[state.spec]
             base = self.router.bases.get(name, {"version": None, "offsets": {}})
@@ -165,10 +197,15 @@ class Learner:
                     HeaderDrift(d.detector, d.ts, d.n_learned, d.position) for d in state.drifts[-10:]
                 ),
                 classes=spec.classes,  # the API checks labels against them
+                status=state.status if state.status == "retired" else None,
+                role=state.role if spec.promotion is not None else None,
             )
             saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
             self.router.rebase(name, saved[name])
             self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+            if state.status == "retired":  # its last version says so; it learns nothing more
+                self._retired.add(name)
+        self._publish_lifecycle()
         self._since_checkpoint = 0
         self._last_checkpoint = self.clock()
         log.info("checkpoint", versions=saved)

@@ -317,3 +317,42 @@ def test_a_promotion_by_hand_is_refused_for_what_is_not_a_running_challenger() -
     assert plain.specs["p"].promotion is None
     with pytest.raises(ValueError, match="not a running challenger"):
         plain.promote("p", 0)
+
+
+def test_a_challenger_of_another_model_class_from_the_policy() -> None:
+    """The challenger the logistic regression's drift starts is the policy's Hoeffding tree, promoted on
+    evidence; served after the change, it is within 2 points of a logistic regression trained after it."""
+    stream = synth.ConceptDriftStream(
+        stream=synth.Agrawal(classification_function=0, seed=4),
+        drift_stream=synth.Agrawal(classification_function=4, seed=4),
+        position=P,
+        width=100,
+        seed=4,
+    )
+    core = LearnerCore([spec(model=logistic, policy=PromotionPolicy(challenger=hoeffding_tree))])
+    accuracy, decisions = run(core, stream, 20_000)
+    promotion = next(d for d in decisions if d.kind == "promotion")
+    assert type(core.models[promotion.model].model).__name__ == "HoeffdingTreeClassifier"
+    assert type(core.models["m"].model).__name__ == "Pipeline"
+    assert P <= promotion.position <= P + 5_000 and accuracy["served"] >= accuracy["oracle"] - 0.02, accuracy
+
+
+def test_the_challengers_model_from_yaml(tmp_path: Any) -> None:
+    path = tmp_path / "specs.yaml"
+    path.write_text(
+        "models:\n  - name: m\n    view: v\n"
+        "    model: [preprocessing.StandardScaler: {}, linear_model.LogisticRegression: {}]\n"
+        "    drift: {reaction: challenger}\n"
+        "    promotion: {challenger: [tree.HoeffdingTreeClassifier: {grace_period: 50}]}\n"
+    )
+    (m,) = load_specs(str(path))
+    m.check()
+    assert m.promotion is not None and m.promotion.challenger is not None
+    built = m.promotion.challenger()
+    assert type(built).__name__ == "HoeffdingTreeClassifier" and built.grace_period == 50
+    path.write_text(
+        "models:\n  - name: m\n    view: v\n    model: [linear_model.LogisticRegression: {}]\n"
+        "    promotion: {challenger: [linear_model.LinearRegression: {}]}\n"
+    )
+    with pytest.raises(SpecError, match="needs a classifier"):
+        load_specs(str(path))[0].check()

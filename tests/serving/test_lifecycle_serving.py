@@ -1,0 +1,166 @@
+"""The champion/challenger lifecycle end to end on real Kafka and Redis (issue 14): a concept change in the
+features topic, the real learner worker starting a challenger on the champion's drift and promoting it on
+paired evidence, the registry's decisions and champion pointer, the scoring API following the pointer (the
+response names the model that scored), a replay of the topic taking the same decisions, and a restarted
+learner taking no decision twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from river import metrics, tree
+from river.datasets import synth
+from typer.testing import CliRunner
+
+from features.store import FeatureRow
+from serving.app import create_app
+from streaming import clients
+from streaming.cli import app
+from streaming.ingest.topics import TopicAdmin
+from streaming.learning.evidence import PromotionPolicy
+from streaming.learning.header import CheckpointHeader
+from streaming.learning.registry import RedisRegistry
+from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
+from streaming.runtime.learner import LearnerWorker
+from streaming.settings import Settings
+from tests.support.serving_env import SIGNER, serving_settings
+
+pytestmark = pytest.mark.integration
+
+P, N = 6_000, 12_000  # the concept changes at record P
+T0 = 1_700_000_000_000
+KEY = "ops-key"
+
+
+def tree_model() -> Any:
+    return tree.HoeffdingTreeClassifier()
+
+
+SPEC = ModelSpec(
+    "m",
+    "binary",
+    "all",
+    tree_model,
+    metrics=(metrics.Accuracy,),
+    drift=DriftPolicy(reaction="challenger", max_challengers=2),
+    promotion=PromotionPolicy(),
+    checkpoint=CheckpointPolicy(every_records=500, every_seconds=1e9, keep=20),
+)
+
+
+@pytest.fixture
+def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
+    s = serving_settings(
+        settings, serve_poll_s=0.5, scoring_api_keys=[KEY], ingest_api_keys=[KEY], read_api_keys=[KEY]
+    )
+    with TopicAdmin(s) as admin:
+        admin.create()
+        yield s
+        admin.delete(s.topics.all())
+
+
+def registry(s: Settings) -> RedisRegistry:
+    return RedisRegistry(clients.redis_client(s), s.redis_prefix, signer=SIGNER)
+
+
+def publish_drifting_stream(s: Settings) -> dict[str, Any]:
+    """Agrawal function 0, then 4 from record P, labels inline, one second apart; the last record's x."""
+    stream = synth.ConceptDriftStream(
+        stream=synth.Agrawal(classification_function=0, seed=3),
+        drift_stream=synth.Agrawal(classification_function=4, seed=3),
+        position=P,
+        width=100,
+        seed=3,
+    )
+    producer = clients.kafka_producer(s)
+    x: dict[str, Any] = {}
+    for i, (x, y) in enumerate(stream.take(N)):
+        entity = f"u{i % 20}"
+        event = {"event_id": f"ev{i}", "entity": entity, "ts": T0 + 1_000 * i, "fields": {}, "label": bool(y)}
+        record = {"view": "all", "entity": entity, "event": event, "features": x}
+        producer.send(s.topics.features, orjson.dumps(record), key=entity.encode())
+    producer.flush()
+    producer.close()
+    return x
+
+
+def learn(s: Settings) -> LearnerWorker:
+    worker = LearnerWorker(s, [SPEC], registry=registry(s))
+    worker.run(max_idle_s=2.0, install_signals=False)
+    return worker
+
+
+def put_vector(s: Settings, entity: str, values: dict[str, Any]) -> None:
+    async def go() -> None:
+        store = clients.feature_store(s)
+        try:
+            await store.write([FeatureRow("all", entity, values, T0 + 1_000 * N)])
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_drift_promotes_a_challenger_that_serving_follows(env: Settings, tmp_path: Path) -> None:
+    x = publish_drifting_stream(env)
+    worker = learn(env)
+    reg = registry(env)
+    decisions = reg.decisions("m")
+    kinds = [d["kind"] for d in decisions]
+    assert kinds[:2] == ["challenger", "promotion"], kinds
+    promotion = decisions[1]
+    at = (promotion["ts"] - T0) // 1_000  # the record after which it was promoted
+    assert P <= at <= P + 5_000, at
+    assert promotion["champion"] == "m" and promotion["model"] == decisions[0]["model"]
+    ev = promotion["evidence"]
+    assert ev["n"] >= SPEC.promotion.min_labelled and ev["statistic"] >= ev["bound"]  # type: ignore[union-attr]
+    assert ev["candidate_loss"] < ev["incumbent_loss"] and ev["p_value"] < 0.01
+    champion = promotion["model"]
+    assert reg.champion("m") == champion == worker.core.champion("m").name  # type: ignore[union-attr]
+    newest = CheckpointHeader.of(next(v for v in reg.versions(champion) if v.current).header)
+    assert (newest.role, newest.spec) == ("champion", "m")
+    assert CheckpointHeader.of(next(v for v in reg.versions("m") if v.current).header).role in (
+        "probation", "retired"
+    )  # fmt: skip
+
+    put_vector(env, "u1", x)
+    with TestClient(create_app(env), base_url="http://localhost", headers={"X-API-Key": KEY}) as client:
+        r = client.post("/v1/models/m/predict", json={"entity": "u1"})
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] == champion and r.json()["features_found"] is True
+        info = client.get("/v1/models/m").json()
+        assert info["champion"] == champion
+        assert [d["kind"] for d in info["decisions"]] == kinds
+        assert info["decisions"][1]["evidence"]["n"] == ev["n"]
+        assert client.get(f"/v1/models/{champion}").json()["role"] == "champion"
+
+    # the replay of the topic takes the same decisions on the same records, with the same evidence
+    out = tmp_path / "replay"
+    res = CliRunner().invoke(
+        app,
+        ["replay", "features", "--out", str(out), "--quiet"],
+        env={
+            "RIVULET_TOPIC_PREFIX": env.topic_prefix,
+            "RIVULET_REDIS_PREFIX": env.redis_prefix,
+            "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
+            "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
+            "RIVULET_MODELS_MODULE": "tests.serving.test_lifecycle_serving:SPEC",
+        },
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    replayed = orjson.loads((out / "replay.json").read_bytes())["decisions"]
+    fields = ("id", "kind", "champion", "model", "ts", "position", "evidence")
+    assert [{k: d[k] for k in fields} for d in replayed] == [{k: d[k] for k in fields} for d in decisions]
+    assert "promotion: " in res.output
+
+    # a restarted learner resumes from the checkpoints: no decision taken again, the same champion
+    again = learn(env)
+    assert again.core.champion("m").name == champion  # type: ignore[union-attr]
+    assert [d["id"] for d in reg.decisions("m")] == [d["id"] for d in decisions]
