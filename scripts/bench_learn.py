@@ -1,8 +1,10 @@
-"""Benchmark the learner. Three measurements:
+"""Benchmark the learner. Four measurements:
 
 1. ``core``: records/s of ``LearnerCore`` (predict, metrics overall and rolling, drift detector, learn) vs
    a bare River loop (``predict_one``, ``metric.update``, ``learn_one``) on the same data and model.
    Goal >= 0.8x.
+1b. ``lifecycle``: the same with a champion and two challengers, paired evidence on every record, against
+   a bare loop running the three models. Goal >= 0.8x (issue 14).
 2. ``e2e``: on real Kafka and Redis, an event produced at a fixed rate until a servable checkpoint contains
    it (the registry's notification of a version whose ``last_learned_ts`` covers the event), with the
    feature worker in between and a 250 ms checkpoint interval; p50/p99. Goal p99 <= 1 s.
@@ -31,9 +33,10 @@ from streaming.clients import redis_client, registry_writer
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
+from streaming.learning.evidence import PromotionPolicy
 from streaming.learning.keys import generate
 from streaming.learning.snapshot import read_header
-from streaming.learning.spec import CheckpointPolicy, ModelSpec
+from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
 from streaming.logs import configure_logging
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
@@ -60,6 +63,47 @@ SIGNER = generate()  # signs this run's snapshots
 
 def scaled_lr() -> compose.Pipeline:
     return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+def bench_lifecycle(n: int, rounds: int) -> None:
+    """One champion and two challengers (a spec with a promotion policy: paired evidence on every record)
+    against a bare River loop running the three models on the same records (issue 14)."""
+    data = list(itertools.islice(synth.Agrawal(seed=1), n))
+    spec = ModelSpec(
+        "lr",
+        "binary",
+        "v",
+        scaled_lr,
+        metrics=(metrics.Accuracy,),
+        drift=DriftPolicy(reaction="challenger", max_challengers=2),
+        promotion=PromotionPolicy(),
+    )
+
+    def bare() -> list[float]:
+        models = [(scaled_lr(), metrics.Accuracy()) for _ in range(3)]
+        for x, y in data:
+            for model, metric in models:
+                metric.update(y, model.predict_one(x))
+                model.learn_one(x, y)
+        return [float(m.get()) for _, m in models]
+
+    def rivulet() -> list[float]:
+        core = LearnerCore([spec])
+        core.challenge("lr", -2)
+        core.challenge("lr", -1)
+        for i, (x, y) in enumerate(data):
+            core.on_record(str(i), i, x, label=y)
+        assert len(core.models) == 3 and len(core.decisions) == 2, core.decisions  # no promotion, no drift
+        return [float(st.metrics[0].get()) for st in core.models.values()]
+
+    assert bare() == rivulet()  # the same predictions, the same metrics, three times
+    med = median_seconds(rounds, {"bare": bare, "rivulet": rivulet})
+    print(
+        f"lifecycle: {n} Agrawal records, a champion and 2 challengers, each StandardScaler | LogisticRegression"
+    )
+    for k in ("bare", "rivulet"):
+        print(f"  {k:>8}: median {med[k] * 1000:8.1f} ms  {n / med[k]:>9,.0f} records/s")
+    print(f"  ratio rivulet/bare: {med['bare'] / med['rivulet']:.2f}x (goal >= 0.8x)")
 
 
 def bench_core(n: int, rounds: int) -> None:
@@ -188,14 +232,15 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
 
 
 def main() -> None:
-    args = arguments(
-        __doc__, ["core", "e2e", "checkpoint"], records=20_000, rounds=3, rate=500.0, seconds=20.0
-    )
+    only = ["core", "lifecycle", "e2e", "checkpoint"]
+    args = arguments(__doc__, only, records=20_000, rounds=3, rate=500.0, seconds=20.0)
     settings = Settings()
     configure_logging(settings)
     tmp = scratch_dir()
     if args.only in (None, "core"):
         bench_core(args.records, args.rounds)
+    if args.only in (None, "lifecycle"):
+        bench_lifecycle(args.records, args.rounds)
     if args.only in (None, "checkpoint"):
         bench_checkpoint(settings, 5)
     if args.only in (None, "e2e"):

@@ -381,7 +381,8 @@ class LearnerCore:
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
             return
         state.counters["learned"] += 1
-        self._round[state.name] = (y, label_pred)
+        if self.specs[state.spec].promotion is not None:  # paired with its spec's others (_pair)
+            self._round[state.name] = (y, label_pred)
         if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
             state.classes[y] = None  # a dict as an ordered set: a class already there keeps its place
         if not known:

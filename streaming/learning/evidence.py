@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 __all__ = ["Decision", "Evidence", "PromotionPolicy", "decision_record", "paired_loss"]
@@ -78,11 +79,11 @@ class PromotionPolicy:
             return "promotion.confidence is a number in [0.5, 1)"
         return None
 
-    @property
+    @cached_property
     def alpha(self) -> float:
         return 1.0 - float(self.confidence)
 
-    @property
+    @cached_property
     def rho(self) -> float:
         """The mixture's precision, tuned so the boundary is tightest near ``horizon`` records (Howard et
         al. 2021, the choice of rho for a target intrinsic time)."""
@@ -143,7 +144,10 @@ class Evidence:
 
     def decided(self, policy: PromotionPolicy) -> bool:
         """Is the candidate better than the incumbent by more than the margin, at the policy's confidence?"""
-        return self.n >= policy.min_labelled and self.statistic(policy) >= policy.bound(self.n)
+        if self.n < policy.min_labelled:
+            return False
+        s = self.statistic(policy)
+        return s > 0.0 and s >= policy.bound(self.n)
 
     def p_value(self, policy: PromotionPolicy) -> float:
         s = self.statistic(policy)

@@ -202,11 +202,12 @@ def test_a_concept_change_is_followed_by_a_promotion_and_the_served_accuracy_of_
 
 
 def test_no_promotion_on_a_stationary_stream() -> None:
-    """50,000 records of one concept (Agrawal function 4, perturbed) with a fresh challenger started every
-    5,000: none is promoted (each is no better than the champion, which learned from more records)."""
+    """30,000 records of one concept (Agrawal function 4, perturbed) with a fresh challenger started every
+    3,000: none is promoted (each is no better than the champion, which learned from more records).
+    scripts/bench_lifecycle.py measures 50,000 records, two streams, three seeds."""
     core = LearnerCore([spec(max_challengers=2)])
     _, decisions = run(
-        core, synth.Agrawal(classification_function=4, seed=7, perturbation=0.1), 50_000, 5_000
+        core, synth.Agrawal(classification_function=4, seed=7, perturbation=0.1), 30_000, 3_000
     )
     kinds = [d.kind for d in decisions]
     assert kinds.count("challenger") == 9 and "promotion" not in kinds, kinds

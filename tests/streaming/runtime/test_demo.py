@@ -76,17 +76,34 @@ def test_demo_in_a_fresh_virtualenv_matches_progressive_val_score(tmp_path: Path
     events = [Event.from_json(line) for line in recorded.read_bytes().splitlines()]
     assert len(events) == result["events"] == 50_000
 
-    # the oracle: features recomputed by brute force from the raw events, then River's own evaluator
+    # the oracle: features recomputed by brute force from the raw events, then River's own evaluator, for
+    # every model on the records it learned: a spec's own model from the first record (until it retired),
+    # a challenger from the record after the one whose drift started it (issue 14)
     vectors = Oracle(customer).feed(events).vectors
-    for spec in MODELS:
+    specs = {spec.name: spec for spec in MODELS}
+    started = {c["to"]: c["at"][2] + 1 for c in result["challengers"]}  # features offsets: one per event
+    assert set(result["models"]) == set(specs) | set(started)
+    for name, got in result["models"].items():
+        spec = specs[name.split("~")[0]]
+        first = started.get(name, 0)
+        factory = spec.promotion.challenger if name in started and spec.promotion else None
+        model = (factory or spec.model)()
         data = [(select_inputs(vectors[e.event_id], spec.features), e.label) for e in events]
-        got = result["models"][spec.name]
-        assert got["learned"] == 50_000
-        for factory in spec.metric_factories():
-            metric = evaluate.progressive_val_score(data, spec.new_model(), factory())
-            name = type(metric).__name__
-            assert got["metrics"][name] == pytest.approx(metric.get(), rel=1e-9), (spec.name, name)
-            assert f"{got['metrics'][name]:.6f}" in run.stdout  # the printed table says the same
+        data = data[first : first + got["learned"]]
+        assert got["learned"] == 50_000 - first or got["status"] == "retired", (name, got["learned"])
+        for metric_factory in spec.metric_factories():
+            metric = evaluate.progressive_val_score(data, model.clone(), metric_factory())
+            metric_name = type(metric).__name__
+            assert got["metrics"][metric_name] == pytest.approx(metric.get(), rel=1e-9), (name, metric_name)
+            assert f"{got['metrics'][metric_name]:.6f}" in run.stdout  # the printed table says the same
+    # the logistic regression's drift started a challenger (a Hoeffding tree), promoted on paired evidence
+    # and serving approval-lr at the end
+    assert result["promotions"] and result["rollbacks"] == []
+    for promotion in result["promotions"]:
+        assert promotion["model"] == "approval-lr" and promotion["to"] in started
+        assert promotion["evidence"]["p_value"] < 0.01 and promotion["evidence"]["n"] >= 500
+    assert {c["why"] for c in result["challengers"]} <= {"drift:loss", "drift:feature:salary"}
+    assert result["models"][result["promotions"][-1]["to"]]["role"] == "champion"
 
 
 def test_demo_options_are_honoured_and_bad_ones_refused_before_it_runs(tmp_path: Path) -> None:
@@ -149,9 +166,10 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         data: dict[str, Any] = {}
 
-        def plottable() -> bool:  # every model has a few checkpoints to plot
-            models = data.get("models", {})
-            return bool(models) and all(len(m["history"]) >= 3 for m in models.values())
+        def plottable() -> bool:  # both specs' models have a few checkpoints to plot (a challenger its
+            models = data.get("models", {})  # drift started may have fewer)
+            names = ("approval-lr", "approval-tree")
+            return all(len(models.get(n, {}).get("history", ())) >= 3 for n in names)
 
         while time.monotonic() < deadline:
             assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
@@ -163,7 +181,7 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         points = {n: len(m["history"]) for n, m in data.get("models", {}).items()}
-        assert plottable(), f"not every model has 3 checkpoints after 120 s: {points}"
+        assert plottable(), f"not both models have 3 checkpoints after 120 s: {points}"
 
         driver = headless_chrome()
         driver.get(f"{url}/dashboard")
