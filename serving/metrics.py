@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["FEATURE_AGE", "LATENCY", "PREDICTIONS", "REJECTED", "REQUESTS", "UNPUBLISHED", "VERSION"]
+__all__ = [
+    "CHAMPION",
+    "DECISIONS",
+    "FEATURE_AGE",
+    "LATENCY",
+    "PREDICTIONS",
+    "REJECTED",
+    "REQUESTS",
+    "UNPUBLISHED",
+    "VERSION",
+]
 
 REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram(
@@ -28,4 +38,12 @@ REJECTED = Gauge(
     "rivulet_learner_rejected_records",
     "Records the learner rejected, per reason, as of the served version's checkpoint",
     ["model", "reason"],
+)
+CHAMPION = Gauge(
+    "rivulet_champion", "1: the model its champion pointer names for a spec (issue 14)", ["spec", "model"]
+)
+DECISIONS = Gauge(
+    "rivulet_lifecycle_decisions",
+    "A spec's kept lifecycle decisions, per kind (challenger, promotion, rollback, retirement)",
+    ["spec", "kind"],
 )

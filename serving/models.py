@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
-from serving.metrics import REJECTED, VERSION
+from serving.metrics import CHAMPION, DECISIONS, REJECTED, VERSION
 from streaming.learning.core import ModelState
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import NoValidVersion, RedisRegistry, Registry
@@ -154,12 +154,21 @@ class ModelCache:
     async def follow_champion(self, spec: str, announced: str | None = None) -> None:
         """Read (or take the ``announced``) champion pointer of ``spec`` and load the model it names."""
         target = announced if announced is not None else await asyncio.to_thread(self.registry.champion, spec)
+        before = self.champions.get(spec)
         if target is None or not _champion_name(spec, target):
             self.champions.pop(spec, None)
+            if before is not None:
+                CHAMPION.remove(spec, before)
             return
-        if self.champions.get(spec) != target:
+        if before != target:
             log.info("champion", spec=spec, model=target)
+            if before is not None:
+                CHAMPION.remove(spec, before)
+            CHAMPION.labels(spec, target).set(1)
         self.champions[spec] = target
+        kinds = [d.get("kind") for d in await asyncio.to_thread(self.registry.decisions, spec)]
+        for kind in ("challenger", "promotion", "rollback", "retirement"):
+            DECISIONS.labels(spec, kind).set(kinds.count(kind))
         if target != spec:
             await self.refresh(target)
 

@@ -394,6 +394,8 @@ class LearnerCore:
         state.last_ts = ts if state.last_ts is None else max(state.last_ts, ts)
         if drifts.loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
+        if state.role == "champion" and (policy := self.specs[state.spec].promotion) is not None:
+            self._scheduled(state, policy, ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
         """Record a drift, tell ``on_drift``, and if the spec says so start a challenger: on a loss drift of
@@ -473,6 +475,19 @@ class LearnerCore:
         if st.evidence is None:
             st.evidence = Evidence(since={"champion": champion.name})
         return self._promote(policy, champion, st, ts, position, why)
+
+    def _scheduled(self, champion: ModelState, policy: PromotionPolicy, ts: int, position: Any) -> None:
+        """A challenger on the policy's schedule: every ``every_records`` records the champion learned, or
+        once ``every_ms`` of event time passed since the last scheduled one (or the champion's first)."""
+        due = bool(policy.every_records) and champion.n_learned % policy.every_records == 0  # type: ignore[operator]
+        if policy.every_ms:
+            if champion.scheduled_at is None:
+                champion.scheduled_at = ts  # the schedule starts with the champion's first record
+            elif ts - champion.scheduled_at >= policy.every_ms:
+                due = True
+        if due:
+            champion.scheduled_at = ts
+            self.challenge(champion.spec, ts, position, "schedule")
 
     def _pair(self, ts: int, position: Any) -> None:
         """The paired losses of this call's record (``_round``): each challenger of a spec with a promotion

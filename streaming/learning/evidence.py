@@ -55,7 +55,9 @@ class PromotionPolicy:
     records the boundary is tuned for; ``probation``: paired records the former champion keeps running as
     a shadow of the new one after a promotion (the same test, roles swapped, rolls the promotion back);
     ``challenger``: the model a challenger starts as (another model class, or the same one otherwise
-    configured), fresh; by default the spec's own."""
+    configured), fresh; by default the spec's own; ``every_records``, ``every_ms``: start one on a schedule
+    too (every N records the champion learns, or T ms of event time), as a batch system retrains
+    periodically, beside those the champion's drifts start."""
 
     min_labelled: int = 500
     margin: float = 0.0
@@ -64,6 +66,9 @@ class PromotionPolicy:
     probation: int = 2_000
     # what a challenger is: a factory of River models of the spec's task (None: the spec's own model, fresh)
     challenger: Callable[[], Any] | None = None
+    # challengers on a schedule too: every N records the champion learns, or every T ms of event time
+    every_records: int | None = None
+    every_ms: int | None = None
 
     def check(self) -> str | None:
         """Why the policy cannot work (None: it can)."""
@@ -77,6 +82,10 @@ class PromotionPolicy:
             return "promotion.margin is a number in [0, 1)"
         if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
             return "promotion.confidence is a number in [0.5, 1)"
+        for name in ("every_records", "every_ms"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                return f"promotion.{name} is a count (1 or more) or null"
         return None
 
     @cached_property

@@ -147,6 +147,7 @@ class ModelState:
     role: str = "champion"
     evidence: Evidence | None = None
     decisions: list[Decision] = field(default_factory=list)
+    scheduled_at: int | None = None  # a champion: the event time its last scheduled challenger started
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -177,6 +178,7 @@ class ModelState:
         self.__dict__.setdefault("role", "challenger" if "~" in self.__dict__.get("name", "") else "champion")
         self.__dict__.setdefault("evidence", None)
         self.__dict__.setdefault("decisions", [])
+        self.__dict__.setdefault("scheduled_at", None)
         self.__dict__.setdefault(
             "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())
         )

@@ -78,3 +78,22 @@ def test_decisions_are_kept_by_id_in_order_and_capped() -> None:
     assert [d["ts"] for d in kept] == [7, 8, 9] and kept[1]["position"] == ["t", 0, 3]
     assert set(reg._decisions["m"]) == {"challenger:m~7:7", "p", "challenger:m~9:9"}
     assert reg.decisions("other") == [] and reg.champion("other") is None
+
+
+def test_the_champion_and_the_decisions_on_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    reg = registry()
+    reg.set_champion("m", "m~5")
+    reg.record_decision("m", {"id": "a", "kind": "challenger", "ts": 1})
+    reg.record_decision("m", {"id": "b", "kind": "promotion", "ts": 2})
+    cache = ModelCache(reg, {})
+    asyncio.run(cache.refresh_all())
+    value = REGISTRY.get_sample_value
+    assert value("rivulet_champion", {"spec": "m", "model": "m~5"}) == 1
+    assert value("rivulet_lifecycle_decisions", {"spec": "m", "kind": "promotion"}) == 1
+    assert value("rivulet_lifecycle_decisions", {"spec": "m", "kind": "rollback"}) == 0
+    reg.set_champion("m", "m")  # rolled back: the old label goes
+    asyncio.run(cache.follow_champion("m"))
+    assert value("rivulet_champion", {"spec": "m", "model": "m~5"}) is None
+    assert value("rivulet_champion", {"spec": "m", "model": "m"}) == 1

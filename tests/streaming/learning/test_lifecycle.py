@@ -357,3 +357,22 @@ def test_the_challengers_model_from_yaml(tmp_path: Any) -> None:
     )
     with pytest.raises(SpecError, match="needs a classifier"):
         load_specs(str(path))[0].check()
+
+
+def test_challengers_on_a_schedule() -> None:
+    """Every 1,000 records the champion learns, or every 90 s of event time; a drift never needed."""
+    by_count = LearnerCore(
+        [spec(reaction="alert", policy=PromotionPolicy(every_records=1_000), max_challengers=9)]
+    )
+    by_time = LearnerCore(
+        [spec(reaction="alert", policy=PromotionPolicy(every_ms=90_000), max_challengers=9)]
+    )
+    for i, (x, y) in enumerate(synth.Agrawal(classification_function=0, seed=2).take(3_500)):
+        by_count.on_record(f"k{i}", 1_000 * i, x, label=bool(y), position=i)
+        by_time.on_record(f"k{i}", 1_000 * i, x, label=bool(y), position=i)
+    started = [(d.position, d.why) for d in by_count.decisions if d.kind == "challenger"]
+    assert started == [(999, "schedule"), (1_999, "schedule"), (2_999, "schedule")]
+    # one second a record: the first at 90 s after the champion's first record, then every 90 s
+    assert [d.position for d in by_time.decisions if d.kind == "challenger"] == list(range(90, 3_500, 90))
+    assert len(by_time.challengers("m")) == 9  # the oldest retired for each one past nine
+    assert PromotionPolicy(every_records=0).check() and PromotionPolicy(every_ms=True).check()
