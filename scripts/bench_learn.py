@@ -98,9 +98,7 @@ def bench_lifecycle(n: int, rounds: int) -> None:
 
     assert bare() == rivulet()  # the same predictions, the same metrics, three times
     med = median_seconds(rounds, {"bare": bare, "rivulet": rivulet})
-    print(
-        f"lifecycle: {n} Agrawal records, a champion and 2 challengers, each StandardScaler | LogisticRegression"
-    )
+    print(f"lifecycle: {n} Agrawal records, a champion and 2 challengers (each a scaled LogisticRegression)")
     for k in ("bare", "rivulet"):
         print(f"  {k:>8}: median {med[k] * 1000:8.1f} ms  {n / med[k]:>9,.0f} records/s")
     print(f"  ratio rivulet/bare: {med['bare'] / med['rivulet']:.2f}x (goal >= 0.8x)")
