@@ -395,6 +395,11 @@ class LearnerCore:
         if drifts.loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
         if state.role == "champion" and (policy := self.specs[state.spec].promotion) is not None:
+            if policy.warm_records:
+                recent = state.recent_xy
+                if recent is None or recent.maxlen != policy.warm_records:
+                    recent = state.recent_xy = deque(recent or (), maxlen=policy.warm_records)
+                recent.append((x, y))
             self._scheduled(state, policy, ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
@@ -439,9 +444,10 @@ class LearnerCore:
         ]
 
     def challenge(self, spec_name: str, ts: int, position: Any = None, why: str = "by hand") -> str | None:
-        """Start a fresh challenger of ``spec_name`` (a spec with a promotion policy) named ``<spec>~<ts>``;
-        at ``max_challengers``, the oldest of the others retires first (it had the longest to prove itself,
-        and a newer one started on later evidence). Its name, or None (none allowed, or the name taken)."""
+        """Start a challenger of ``spec_name`` (a spec with a promotion policy) named ``<spec>~<ts>``: fresh,
+        or retrained on the champion's last records (``warm_records``). At ``max_challengers``, the oldest
+        of the others retires first (it had the longest to prove itself, and a newer one started on later
+        evidence). Its name, or None (none allowed, or the name taken)."""
         spec = self.specs[spec_name]
         limit = spec.drift.max_challengers
         name = f"{spec.name}~{ts}"
@@ -458,9 +464,34 @@ class LearnerCore:
         state = self.new_state(built, name)
         state.role = "challenger"
         state.evidence = Evidence(since={"champion": champion.name})
+        warm = self._warm(state, champion)
         self.models[name] = state
+        why = f"{why}, warm {warm}" if warm else why
         self._decide(Decision("challenger", spec.name, champion.name, name, ts, position, why), state)
         return name
+
+    def _warm(self, state: ModelState, champion: ModelState) -> int:
+        """A retrained challenger: ``state``'s model learns the champion's last records (their inputs and
+        labels, in order) before it predicts; its metrics and evidence start with the next record. Returns
+        the records learned (a model that raises on one stops there: it starts from what it learned)."""
+        recent = champion.recent_xy
+        if not recent:
+            return 0
+        model: Any = state.model
+        kinds = state.kinds
+        n = 0
+        for x, y in list(recent):
+            try:
+                model.learn_one(x, y)
+            except Exception:  # a fresh model and records the champion took: not expected; not fatal
+                break
+            n += 1
+            for key, value in x.items():
+                if key not in kinds:
+                    kinds[key] = kind_of(value)
+            if state.task == "multiclass":
+                state.classes[y] = None
+        return n
 
     def promote(self, name: str, ts: int, position: Any = None, why: str = "by hand") -> Decision:
         """Make the challenger ``name`` its spec's champion now, whatever its evidence (``rivulet models
@@ -541,6 +572,7 @@ class LearnerCore:
             if other.spec == st.spec and other.role == "probation":
                 self._retire(other, champion, ts, position, f"{st.name} was promoted")
         st.role, st.evidence = "champion", None
+        st.recent_xy, champion.recent_xy = champion.recent_xy, None  # the same records: both learned them
         if policy.probation > 0:
             champion.role = "probation"
             champion.evidence = Evidence(since={"champion": st.name})
@@ -561,6 +593,7 @@ class LearnerCore:
             former.evidence.summary(policy),
         )  # fmt: skip
         former.role, former.evidence = "champion", None
+        former.recent_xy, champion.recent_xy = champion.recent_xy, None
         champion.role, champion.status, champion.evidence = "retired", "retired", None
         for other in self.challengers(former.spec):
             other.evidence = Evidence(since={"champion": former.name})

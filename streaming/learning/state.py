@@ -148,6 +148,8 @@ class ModelState:
     evidence: Evidence | None = None
     decisions: list[Decision] = field(default_factory=list)
     scheduled_at: int | None = None  # a champion: the event time its last scheduled challenger started
+    # a champion of a policy with warm_records: the last records it learned, (inputs, label), oldest first
+    recent_xy: deque[tuple[dict[str, Any], Any]] | None = None
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -179,6 +181,7 @@ class ModelState:
         self.__dict__.setdefault("evidence", None)
         self.__dict__.setdefault("decisions", [])
         self.__dict__.setdefault("scheduled_at", None)
+        self.__dict__.setdefault("recent_xy", None)
         self.__dict__.setdefault(
             "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())
         )

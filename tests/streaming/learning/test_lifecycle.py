@@ -376,3 +376,28 @@ def test_challengers_on_a_schedule() -> None:
     assert [d.position for d in by_time.decisions if d.kind == "challenger"] == list(range(90, 3_500, 90))
     assert len(by_time.challengers("m")) == 9  # the oldest retired for each one past nine
     assert PromotionPolicy(every_records=0).check() and PromotionPolicy(every_ms=True).check()
+
+
+def test_a_challenger_retrained_on_the_champions_last_records() -> None:
+    """``warm_records``: the challenger's model is the spec's model trained on the champion's last N records
+    (an oracle trained on the same slice predicts the same), its metrics and evidence start after; the
+    records are kept with the champion's checkpoint, so a restored core starts the same challenger."""
+    records = [(x, bool(y)) for x, y in synth.Agrawal(classification_function=2, seed=9).take(3_000)]
+    core = LearnerCore([spec(reaction="alert", policy=PromotionPolicy(warm_records=1_000))])
+    for i, (x, y) in enumerate(records[:2_500]):
+        core.on_record(f"k{i}", i, x, label=y, position=i)
+    restored = LearnerCore([spec(reaction="alert", policy=PromotionPolicy(warm_records=1_000))])
+    restored.models = {n: pickle.loads(pickle.dumps(st)) for n, st in core.models.items()}
+    name = core.challenge("m", 2_500, 2_499)
+    assert name is not None and restored.challenge("m", 2_500, 2_499) == name
+    assert core.decisions[-1].why == "by hand, warm 1000"
+    oracle = hoeffding_tree()
+    for x, y in records[1_500:2_500]:
+        oracle.learn_one(x, y)
+    warm, again = core.models[name], restored.models[name]
+    probes = [x for x, _ in records[2_500:]]
+    assert [warm.model.predict_proba_one(x) for x in probes] == [oracle.predict_proba_one(x) for x in probes]
+    assert [again.model.predict_proba_one(x) for x in probes] == [oracle.predict_proba_one(x) for x in probes]
+    assert warm.n_learned == 0 and warm.evidence is not None and warm.evidence.n == 0
+    assert len(core.models["m"].recent_xy or ()) == 1_000
+    assert PromotionPolicy(warm_records=10**6).check() is not None
