@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from streaming.cli.common import console, fail, progress_bar, settings_of, user_errors, with_stack_keys
@@ -26,22 +27,43 @@ def list_(ctx: typer.Context) -> None:
     """Every model with its current version, newest version, learned count and metrics."""
     reg = registry_of(settings_of(ctx))
     table = Table()
-    for col in ("model", "current", "newest", "learned", "metrics"):
+    for col in ("model", "role", "current", "newest", "learned", "metrics"):
         table.add_column(col)
     with user_errors():  # Redis unreachable
-        for name in reg.names():
+        names = reg.names()
+        champions = {n: reg.champion(n) for n in names if "~" not in n}
+        for name in names:
             versions = reg.versions(name)
             newest = versions[0] if versions else None
             h = CheckpointHeader.of(newest.header if newest else {})
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in h.metrics.items() if v is not None)
+            serving = champions.get(h.spec or name) == name
             table.add_row(
-                name,
+                escape(name),
+                escape((h.role or "") + (" (serving)" if serving and h.role else "")),
                 str(reg.current_version(name)),
                 str(newest.version if newest else "-"),
                 str(h.n_learned if h.n_learned is not None else "-"),
                 metrics,
             )
     console.print(table)
+    with user_errors():
+        for spec in champions:
+            for d in reg.decisions(spec)[-10:]:
+                console.print(_decision(d), highlight=False, markup=False)
+
+
+def _decision(d: dict[str, Any]) -> str:
+    """One line of a spec's lifecycle: when, what, and the evidence of a promotion or a rollback."""
+    ev = d.get("evidence") if isinstance(d.get("evidence"), dict) else None
+    test = ""
+    if ev:
+        test = (
+            f" (paired n {ev.get('n')}, losses {ev.get('incumbent_loss')} -> {ev.get('candidate_loss')}, "
+            f"p {ev.get('p_value')})"
+        )
+    what = f"{d.get('kind')} {d.get('model')} (champion {d.get('champion')})"
+    return f"{d.get('spec')}: {what} {d.get('why')}{test}"
 
 
 @app.command()
@@ -53,7 +75,17 @@ def show(ctx: typer.Context, name: str, version: Annotated[int | None, typer.Arg
         if v is None:
             fail(f"model {name!r} has no versions")
         opened = reg.load(name, v)
-    console.print(orjson.dumps(opened.header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+        lifecycle = (
+            {"champion": reg.champion(name), "decisions": reg.decisions(name)[-50:]}
+            if "~" not in name
+            else {}
+        )
+    shown = {**opened.header, **({"lifecycle": lifecycle} if lifecycle.get("champion") else {})}
+    console.print(
+        orjson.dumps(shown, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode(),
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()

@@ -142,23 +142,28 @@ def test_a_drift_promotes_a_challenger_that_serving_follows(env: Settings, tmp_p
 
     # the replay of the topic takes the same decisions on the same records, with the same evidence
     out = tmp_path / "replay"
+    cli_env = {
+        "RIVULET_TOPIC_PREFIX": env.topic_prefix,
+        "RIVULET_REDIS_PREFIX": env.redis_prefix,
+        "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
+        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
+        "RIVULET_MODELS_MODULE": "tests.serving.test_lifecycle_serving:SPEC",
+    }
     res = CliRunner().invoke(
-        app,
-        ["replay", "features", "--out", str(out), "--quiet"],
-        env={
-            "RIVULET_TOPIC_PREFIX": env.topic_prefix,
-            "RIVULET_REDIS_PREFIX": env.redis_prefix,
-            "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
-            "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-            "RIVULET_MODELS_MODULE": "tests.serving.test_lifecycle_serving:SPEC",
-        },
-        catch_exceptions=False,
+        app, ["replay", "features", "--out", str(out), "--quiet"], env=cli_env, catch_exceptions=False
     )
     assert res.exit_code == 0, res.output
     replayed = orjson.loads((out / "replay.json").read_bytes())["decisions"]
     fields = ("id", "kind", "champion", "model", "ts", "position", "evidence")
     assert [{k: d[k] for k in fields} for d in replayed] == [{k: d[k] for k in fields} for d in decisions]
     assert "promotion: " in res.output
+
+    listed = CliRunner().invoke(app, ["models", "list"], env=cli_env, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    assert "(serving)" in listed.output, listed.output
+    assert f"m: promotion {champion} (champion m) evidence (paired n {ev['n']}" in listed.output
+    shown = CliRunner().invoke(app, ["models", "show", "m"], env=cli_env, catch_exceptions=False)
+    assert shown.exit_code == 0 and f'"champion": "{champion}"' in shown.output, shown.output
 
     # a restarted learner resumes from the checkpoints: no decision taken again, the same champion
     again = learn(env)

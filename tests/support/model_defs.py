@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from river import compose, linear_model, metrics, preprocessing
+from river import compose, linear_model, metrics, preprocessing, tree
 
-from streaming.learning.spec import CheckpointPolicy, ModelSpec
+from streaming.learning.evidence import PromotionPolicy
+from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
 
 
 def scaled_lr() -> compose.Pipeline:
@@ -21,3 +22,20 @@ LR = ModelSpec(
     checkpoint=CheckpointPolicy(every_records=300, every_seconds=0.5, keep=50),
 )
 MODELS = [LR]
+
+
+def hoeffding_tree() -> tree.HoeffdingTreeClassifier:
+    return tree.HoeffdingTreeClassifier()
+
+
+# the champion/challenger lifecycle (issue 14): a tree whose loss drift starts a fresh challenger
+LIFECYCLE = ModelSpec(
+    name="m",
+    task="binary",
+    view="all",
+    model=hoeffding_tree,
+    metrics=(metrics.Accuracy,),
+    drift=DriftPolicy(reaction="challenger", max_challengers=2),
+    promotion=PromotionPolicy(),
+    checkpoint=CheckpointPolicy(every_records=500, every_seconds=1e9, keep=50),
+)
