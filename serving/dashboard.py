@@ -20,10 +20,11 @@ import re
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -31,7 +32,14 @@ from starlette.types import Scope as ASGIScope
 
 from serving.auth import Scope, scoped_route
 from serving.headers import ListedVersion, Sample, VersionHeader
-from serving.schemas import Dashboard, DashboardModel, DashboardSample, DashboardVersion, errors
+from serving.schemas import (
+    Dashboard,
+    DashboardModel,
+    DashboardSample,
+    DashboardVersion,
+    DecisionOut,
+    errors,
+)
 from serving.services import Services, ServicesDep, registry_call
 
 __all__ = ["ASSETS", "Assets", "csp", "page", "page_html", "read"]
@@ -66,6 +74,7 @@ def csp(html: str) -> str:
     ).replace("  ", " ")
 
 
+MAX_DECISIONS = 50  # the latest lifecycle decisions drawn per spec
 read = APIRouter(route_class=scoped_route(Scope.READ), tags=["read"])
 page = APIRouter(route_class=scoped_route(Scope.PUBLIC))
 
@@ -78,7 +87,10 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
     samples = [s for s in (Sample.of(raw) for raw in registry.history(name, points)) if s is not None]
     # quarantined until the learner checkpoints the model again (a restart resumes from its last good version)
     quarantined = bool(samples) and samples[-1].status == "quarantined"
+    lifecycle = _lifecycle(svc, name) if "~" not in name else {}
     return DashboardModel(
+        role=newest.role,
+        **lifecycle,
         current_version=registry.current_version(name),
         loaded_version=loaded.version if loaded else None,
         view=newest.view,
@@ -92,6 +104,20 @@ def _model(svc: Services, name: str, points: int) -> DashboardModel:
         versions=[DashboardVersion.model_validate(ListedVersion.of(v)) for v in versions],
         history=[DashboardSample.model_validate(s) for s in samples],
     )
+
+
+def _lifecycle(svc: Services, spec: str) -> dict[str, Any]:
+    """A spec's champion and latest decisions (a stored decision that is not one is left out)."""
+    champion = svc.registry.champion(spec)
+    if champion is None:
+        return {}
+    decisions = []
+    for d in svc.registry.decisions(spec)[-MAX_DECISIONS:]:
+        try:
+            decisions.append(DecisionOut.model_validate(d))
+        except ValidationError:
+            continue
+    return {"champion": champion, "decisions": decisions}
 
 
 def _snapshot(svc: Services, points: int) -> Dashboard:

@@ -202,6 +202,7 @@ class DecisionOut(BaseModel):
     ts: int = Field(description="Event time of the record after which it was decided.")
     position: list[str | int] | None = Field(None, description="That record's topic, partition and offset.")
     why: str = ""
+    saved_at: float | None = Field(None, description="When the learner's checkpoint recorded it (Unix s).")
     evidence: dict[str, Any] | None = Field(
         None,
         description="For a promotion or a rollback: paired records n, both models' mean losses, the "
@@ -267,6 +268,9 @@ class DashboardModel(BaseModel):
     quarantine: str | None = Field(description="Why the model was quarantined.")
     versions: list[DashboardVersion]
     history: list[DashboardSample]
+    role: str | None = Field(None, description="In its spec's lifecycle: champion, challenger, probation...")
+    champion: str | None = Field(None, description="A spec with a promotion policy: the model serving it.")
+    decisions: list[DecisionOut] = Field(default_factory=list, description="Its spec's latest decisions.")
 
 
 class Dashboard(BaseModel):

@@ -1,5 +1,5 @@
 // The live dashboard: polls /v1/dashboard and draws, per model, metric curves, throughput, freshness,
-// versions and drifts. Charts are rebuilt on each refresh (a few hundred points: cheap).
+// versions and drifts, and per spec with a promotion policy its champion and challengers. Charts are rebuilt on each refresh (a few hundred points: cheap).
 // Everything from the API is shown as text (textContent, DOM nodes): no HTML is ever built from data.
 // With API keys configured, the data need a read key: the page asks for one on a 401/403 and keeps it in
 // this tab's sessionStorage.
@@ -52,6 +52,10 @@
           node("div", { class: "drifts" }),
         ]),
       ]),
+      node("div", { class: "lifecycle", hidden: "" }, [
+        node("div", { class: "chart champions" }),
+        node("div", {}, [node("h3", {}, ["Champion and challengers"]), node("div", { class: "decisions" })]),
+      ]),
     ]);
     el.dataset.model = String(name); // an attribute value set through the DOM: never parsed as HTML
     cards.set(name, el);
@@ -93,13 +97,45 @@
     );
   }
 
-  function draw(name, m) {
+  // a spec's lifecycle (issue 14): its own model and its challengers (<spec>~...) on one chart, the metric
+  // each learned on the same records, promotions and rollbacks marked where the learner recorded them
+  function lifecycle(name, m, all, el) {
+    const box = el.querySelector(".lifecycle");
+    box.hidden = !m.champion;
+    if (!m.champion) return;
+    const names = [name, ...Object.keys(all).filter((n) => n.startsWith(name + "~")).sort()];
+    const metric = [...new Set(m.history.flatMap((s) => Object.keys(s.metrics)))].sort().find((k) => k.startsWith("rolling_"))
+      || [...new Set(m.history.flatMap((s) => Object.keys(s.metrics)))].sort()[0];
+    const xs = [...new Set(names.flatMap((n) => all[n].history.map((s) => s.t)))].sort((a, b) => a - b);
+    const series = names.map((n) => {
+      const at = new Map(all[n].history.map((s) => [s.t, metric && own(s.metrics, metric) ? s.metrics[metric] : null]));
+      return { label: n === m.champion ? `${n} (serving)` : n, values: xs.map((t) => num(at.get(t) ?? null)) };
+    });
+    const marked = m.decisions.filter((d) => d.kind === "promotion" || d.kind === "rollback");
+    const markers = marked
+      .filter((d) => num(d.saved_at) !== null)
+      .map((d) => ({ x: d.saved_at, label: `${d.kind} ${d.model}` }));
+    chart(name + ":champions", box.querySelector(".champions"), {
+      title: `${metric ?? "metric"}: champion and challengers`, x: xs, series: series, markers: markers,
+    });
+    box.querySelector(".champions").dataset.markers = String(markers.length);
+    const items = m.decisions.slice(-10).reverse().map((d) => {
+      const ev = d.evidence;
+      const test = ev ? ` (paired n ${num(ev.n) ?? "-"}, p ${fmt(ev.p_value)})` : "";
+      return node("li", { class: "decision" }, [`${d.kind} ${d.model} (champion ${d.champion}) ${d.why}${test}`]);
+    });
+    box.querySelector(".decisions").replaceChildren(items.length ? node("ul", {}, items) : node("p", { class: "meta" }, ["none yet"]));
+  }
+
+  function draw(name, m, all) {
     const el = card(name);
     el.querySelector(".version").textContent = String(num(m.current_version) ?? "-");
     el.dataset.version = String(num(m.current_version) ?? "");
     const metrics = Object.entries(m.metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
+    const role = m.role ? ` · ${m.role}` : "";
+    const serving = m.champion ? ` · requests scored by ${m.champion}` : "";
     el.querySelector(".summary").textContent =
-      `view ${m.view ?? "-"} · learned ${num(m.learned) ?? 0} · serving v${num(m.loaded_version) ?? "-"} · ${metrics}`;
+      `view ${m.view ?? "-"} · learned ${num(m.learned) ?? 0} · serving v${num(m.loaded_version) ?? "-"}${role}${serving} · ${metrics}`;
     const q = el.querySelector(".quarantine");
     q.hidden = m.status !== "quarantined";
     q.textContent = m.status === "quarantined" ? `quarantined: stopped learning, its last good version serving (${m.quarantine ?? "?"})` : "";
@@ -120,6 +156,7 @@
     });
     el.querySelector(".versions").replaceChildren(versionsTable(m.versions));
     el.querySelector(".drifts").replaceChildren(driftsList(h));
+    lifecycle(name, m, all, el);
   }
 
   function askKey(status) {
@@ -137,7 +174,7 @@
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
       const data = await r.json();
       const names = Object.keys(data.models).sort();
-      for (const name of names) draw(name, data.models[name]);
+      for (const name of names) draw(name, data.models[name], data.models);
       document.getElementById("status").textContent =
         `${names.length} model(s), updated ${new Date(data.now * 1000).toLocaleTimeString()}`;
       document.body.dataset.ready = "true";

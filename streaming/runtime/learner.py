@@ -155,8 +155,9 @@ class Learner:
         champion pointer where it moved (serving follows it once the champion's version is there). A crash
         before this point takes the same decisions again on the same records after the restart (the
         restored states are those of before them), and recording one again replaces it."""
+        now = time.time()
         for d in self._decisions:
-            self.registry.record_decision(d.spec, decision_record(d))
+            self.registry.record_decision(d.spec, {**decision_record(d), "saved_at": now})
         self._decisions.clear()
         for spec in self.specs:
             if spec.promotion is None:

@@ -191,3 +191,50 @@ def test_metric_names_of_objects_own_properties_chart_as_missing_values(
     assert charted["Accuracy"] == ["number"] * 3
     for name in inherited:
         assert charted[name] == [None, None, "number"], (name, charted[name])
+
+
+WHY = "<img src=x onerror=window.__pwned=8>"
+
+
+def test_a_specs_champion_and_challengers_on_one_chart(settings: Settings, driver: Any) -> None:
+    """Issue 14: the spec's own model and its challenger on one chart (the metric each learned on the same
+    records, the serving one labelled), the promotion marked, the decisions listed as text (a hostile
+    ``why`` included: shown literally, run nowhere)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emb = Embedded(
+        keyed(settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[])
+    )
+    now = time.time()
+    for name, role in (("m", "probation"), ("m~5", "champion")):
+        emb.save(name, header={"spec": "m", "role": role, "saved_at": now, "metrics": {"Accuracy": 0.8}})
+        for i in range(4):
+            value = 0.6 + 0.05 * i if name == "m" else 0.5 + 0.1 * i
+            sample = {"t": now - 40 + 10 * i, "version": 1, "learned": 100 * i, "rate": 1.0,
+                      "metrics": {"Accuracy": value}, "freshness_ms": 5, "drifts": []}  # fmt: skip
+            emb.registry.record(name, sample)
+    emb.registry.set_champion("m", "m~5")
+    base = {"spec": "m", "champion": "m", "model": "m~5"}
+    emb.registry.record_decision(
+        "m", {**base, "id": "c", "kind": "challenger", "ts": 5, "why": "drift:loss", "saved_at": now - 30}
+    )
+    emb.registry.record_decision(
+        "m",
+        {**base, "id": "p", "kind": "promotion", "ts": 9, "why": WHY, "saved_at": now - 15,
+         "evidence": {"n": 600, "p_value": 0.001}},
+    )  # fmt: skip
+    with running(emb.app()) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(lambda d: renders(d) >= 2)
+        page = driver.execute_script(
+            """const box = document.querySelector('section[data-model="m"] .lifecycle');
+            const chart = box.querySelector('.champions');
+            return {hidden: box.hidden, points: chart.dataset.points, markers: chart.dataset.markers,
+                    canvas: chart.querySelectorAll('canvas').length, text: box.textContent,
+                    other: document.querySelector('section[data-model="m~5"] .lifecycle').hidden,
+                    markup: box.querySelectorAll('img, script').length}"""
+        )
+        assert page["hidden"] is False and page["other"] is True  # the spec's card only
+        assert page["points"] == "4" and page["markers"] == "1" and page["canvas"] >= 1
+        assert "m~5 (serving)" in page["text"] and f"promotion m~5 (champion m) {WHY}" in page["text"]
+        assert page["markup"] == 0 and driver.execute_script("return typeof window.__pwned") == "undefined"
