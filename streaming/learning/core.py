@@ -395,11 +395,14 @@ class LearnerCore:
         if drifts.loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
         if state.role == "champion" and (policy := self.specs[state.spec].promotion) is not None:
-            if policy.warm_records:
+            if policy.warm:
                 recent = state.recent_xy
-                if recent is None or recent.maxlen != policy.warm_records:
-                    recent = state.recent_xy = deque(recent or (), maxlen=policy.warm_records)
-                recent.append((x, y))
+                if recent is None or recent.maxlen != policy.warm:
+                    recent = state.recent_xy = deque(recent or (), maxlen=policy.warm)
+                recent.append((x, y, ts))
+                if policy.warm_ms:  # only the last T of event time (the records come in event-time order)
+                    while recent and recent[0][2] < ts - policy.warm_ms:
+                        recent.popleft()
             self._scheduled(state, policy, ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
@@ -480,7 +483,7 @@ class LearnerCore:
         model: Any = state.model
         kinds = state.kinds
         n = 0
-        for x, y in list(recent):
+        for x, y, *_ in list(recent):
             try:
                 model.learn_one(x, y)
             except Exception:  # a fresh model and records the champion took: not expected; not fatal

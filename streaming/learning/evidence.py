@@ -59,10 +59,11 @@ class PromotionPolicy:
     ``challenger``: the model a challenger starts as (another model class, or the same one otherwise
     configured), fresh; by default the spec's own; ``every_records``, ``every_ms``: start one on a schedule
     too (every N records the champion learns, or T ms of event time), as a batch system retrains
-    periodically, beside those the champion's drifts start; ``warm_records``: a challenger first learns
-    the last N records the champion learned (their features and labels, in order; kept with the
-    champion's checkpoint, so a restart starts the same challenger), then predicts and is compared from
-    the next record on."""
+    periodically, beside those the champion's drifts start; ``warm_records`` (or ``warm_ms``): a
+    challenger first learns the last N records the champion learned (or those of the last T ms of event
+    time, at most :data:`MAX_WARM`; their features and labels, in order; kept with the champion's
+    checkpoint, so a restart starts the same challenger), then predicts and is compared from the next
+    record on."""
 
     min_labelled: int = 500
     margin: float = 0.0
@@ -74,8 +75,10 @@ class PromotionPolicy:
     # challengers on a schedule too: every N records the champion learns, or every T ms of event time
     every_records: int | None = None
     every_ms: int | None = None
-    # a challenger retrained rather than fresh: it learns the champion's last N labelled records first
+    # a challenger retrained rather than fresh: it learns the champion's last N labelled records first, or
+    # those of the last T ms of event time (at most MAX_WARM of them)
     warm_records: int | None = None
+    warm_ms: int | None = None
 
     def check(self) -> str | None:
         """Why the policy cannot work (None: it can)."""
@@ -89,13 +92,20 @@ class PromotionPolicy:
             return "promotion.margin is a number in [0, 1)"
         if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
             return "promotion.confidence is a number in [0.5, 1)"
-        for name in ("every_records", "every_ms", "warm_records"):
+        for name in ("every_records", "every_ms", "warm_records", "warm_ms"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 return f"promotion.{name} is a count (1 or more) or null"
         if self.warm_records is not None and self.warm_records > MAX_WARM:
             return f"promotion.warm_records is at most {MAX_WARM:,} (they are kept with the champion)"
         return None
+
+    @property
+    def warm(self) -> int:
+        """The records a champion keeps for warm starts (0: none)."""
+        if self.warm_records:
+            return min(self.warm_records, MAX_WARM)
+        return MAX_WARM if self.warm_ms else 0
 
     @cached_property
     def alpha(self) -> float:

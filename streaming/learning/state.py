@@ -148,8 +148,9 @@ class ModelState:
     evidence: Evidence | None = None
     decisions: list[Decision] = field(default_factory=list)
     scheduled_at: int | None = None  # a champion: the event time its last scheduled challenger started
-    # a champion of a policy with warm_records: the last records it learned, (inputs, label), oldest first
-    recent_xy: deque[tuple[dict[str, Any], Any]] | None = None
+    # a champion of a policy with warm_records or warm_ms: the last records it learned, (inputs, label,
+    # event time), oldest first
+    recent_xy: deque[tuple[dict[str, Any], Any, int]] | None = None
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (

@@ -401,3 +401,19 @@ def test_a_challenger_retrained_on_the_champions_last_records() -> None:
     assert warm.n_learned == 0 and warm.evidence is not None and warm.evidence.n == 0
     assert len(core.models["m"].recent_xy or ()) == 1_000
     assert PromotionPolicy(warm_records=10**6).check() is not None
+
+
+def test_a_challenger_retrained_on_the_champions_last_event_time() -> None:
+    """``warm_ms``: the records of the last T ms of event time (here 800 ms, one record a millisecond)."""
+    records = [(x, bool(y)) for x, y in synth.Agrawal(classification_function=2, seed=9).take(2_600)]
+    core = LearnerCore([spec(reaction="alert", policy=PromotionPolicy(warm_ms=800))])
+    for i, (x, y) in enumerate(records[:2_500]):
+        core.on_record(f"k{i}", i, x, label=y, position=i)
+    name = core.challenge("m", 2_500, 2_499)
+    assert name is not None and core.decisions[-1].why == "by hand, warm 801"  # event times 1,699 to 2,499
+    oracle = hoeffding_tree()
+    for x, y in records[1_699:2_500]:
+        oracle.learn_one(x, y)
+    probes = [x for x, _ in records[2_500:]]
+    warm = core.models[name].model
+    assert [warm.predict_proba_one(x) for x in probes] == [oracle.predict_proba_one(x) for x in probes]
