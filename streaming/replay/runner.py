@@ -314,7 +314,8 @@ class Replay:
             return
         for ch in self._champions(ts):
             name = f"{ch.name}@v{ch.version}"
-            spec = dataclasses.replace(ch.spec, name=name)
+            # a baseline: the registry's version as it was, learning on; no lifecycle of its own
+            spec = dataclasses.replace(ch.spec, name=name, promotion=None)
             state = self.core.new_state(spec, name)
             state.model = ch.state.model  # its learning so far; metrics and detectors start with the range
             self.core.specs[name] = spec
