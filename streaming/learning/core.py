@@ -136,6 +136,8 @@ class LearnerCore:
     ) -> list[Prediction]:
         """Predict for every model (or those named in ``only``); learn at once if ``label`` is given, else
         keep the prediction pending."""
+        if self._round:  # left by a call that raised half-way (the router quarantines its models)
+            self._round = {}
         out = []
         for state in self._selected(only):
             if key in state.seen.keys:
@@ -315,6 +317,8 @@ class LearnerCore:
         (the model cannot take it: :meth:`admits`; the prediction waits on), for the first model; all
         models see the same ids."""
         outcome = "unknown"
+        if self._round:  # left by a call that raised half-way
+            self._round = {}
         for i, state in enumerate(self._selected(only)):
             p = state.pending.get(key)
             if p is not None and not self.admits(state, label):

@@ -417,3 +417,17 @@ def test_a_challenger_retrained_on_the_champions_last_event_time() -> None:
     probes = [x for x, _ in records[2_500:]]
     warm = core.models[name].model
     assert [warm.predict_proba_one(x) for x in probes] == [oracle.predict_proba_one(x) for x in probes]
+
+
+def test_a_call_that_raised_half_way_pairs_nothing_later() -> None:
+    """A record whose processing raised after a model learned (the router quarantines its models) leaves
+    no paired loss behind for the next record to take."""
+    core = LearnerCore([spec(model=logistic)])
+    name = core.challenge("m", 0)
+    assert name is not None
+    core.on_record("a", 1, {"x": 1.0}, label=True)
+    core._round["m"] = (True, False)  # what a call that raised after the champion learned leaves
+    core.on_record("b", 3, {"x": 2.0}, label=True, only=[name])  # the challenger alone learns this one
+    core._round["m"] = (True, False)
+    core.on_label("nope", True, 4)  # a label for nothing
+    assert core.models[name].evidence is not None and core.models[name].evidence.n == 1
