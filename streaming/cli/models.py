@@ -39,8 +39,8 @@ def list_(ctx: typer.Context) -> None:
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in h.metrics.items() if v is not None)
             serving = champions.get(h.spec or name) == name
             table.add_row(
-                escape(name),
-                escape((h.role or "") + (" (serving)" if serving and h.role else "")),
+                escape(_printable(name)),
+                escape(_printable((h.role or "") + (" (serving)" if serving and h.role else ""))),
                 str(reg.current_version(name)),
                 str(newest.version if newest else "-"),
                 str(h.n_learned if h.n_learned is not None else "-"),
@@ -63,7 +63,14 @@ def _decision(d: dict[str, Any]) -> str:
             f"p {ev.get('p_value')})"
         )
     what = f"{d.get('kind')} {d.get('model')} (champion {d.get('champion')})"
-    return f"{d.get('spec')}: {what} {d.get('why')}{test}"
+    return _printable(f"{d.get('spec')}: {what} {d.get('why')}{test}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control and format characters escaped (``\\x1b``...): what the registry holds
+    (anyone who can write Redis wrote it) never reaches the terminal as an escape sequence (rich keeps ESC
+    with markup off) or reorders the line (bidi controls)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @app.command()

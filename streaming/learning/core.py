@@ -148,6 +148,7 @@ class LearnerCore:
                 continue
             predicted = self._predict(state, x)
             if predicted is None:
+                self._abstained(state, key, label)
                 continue
             label_pred, proba = predicted
             state.seen.add(key, self.max_pending)
@@ -160,6 +161,25 @@ class LearnerCore:
         if self._round:
             self._pair(ts, position)
         return out
+
+    def _abstained(self, state: ModelState, key: str, label: Any) -> None:
+        """A model of a spec with a promotion policy that gave no prediction on a record (it raised, or
+        predicted what the metrics cannot take): the paired evidence counts it as a record without a
+        prediction (the larger loss) when the label is known, now or later; left out, a challenger that
+        fails on every record it would lose was compared on the others only, and promoted."""
+        if self.specs[state.spec].promotion is None or state.role not in (
+            "champion",
+            "challenger",
+            "probation",
+        ):
+            return
+        if label is not None:
+            self._round.setdefault(state.name, (label, None))
+            return
+        abstained = state.abstained
+        abstained[key] = None
+        while len(abstained) > self.max_pending:
+            del abstained[next(iter(abstained))]
 
     def _predict(self, state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None] | None:
         """The model's prediction on ``x`` (:func:`~streaming.learning.state.predict`), or ``None`` when it
@@ -328,6 +348,10 @@ class LearnerCore:
                 state.pending_values -= cost(p.x, state.features is not None)
                 self._learn(state, key, p.x, label, p.label, p.proba, max(ts, p.ts), position, late=True)
                 result = "learned"
+            elif key in state.abstained:  # no prediction on its record: paired as such (_abstained)
+                del state.abstained[key]
+                self._round.setdefault(state.name, (label, None))
+                result = "rejected"
             elif key in state.learned:
                 result = "duplicate"
                 state.counters["duplicate_labels"] += 1
@@ -383,6 +407,8 @@ class LearnerCore:
         except Exception as exc:  # the state may be half-updated: stop the model (see the docstring)
             self.quarantine(state, f"{type(exc).__name__} in learn_one on {key!r} at {position}: {exc}")
             self.reject(state, Reason.LEARN_ERROR, f"{type(exc).__name__} in learn_one: {exc}")
+            if state.role == "champion":
+                self._champion_lost(state, ts, position)
             return
         state.counters["learned"] += 1
         if self.specs[state.spec].promotion is not None:  # paired with its spec's others (_pair)
@@ -605,6 +631,87 @@ class LearnerCore:
         for other in self.challengers(former.spec):
             other.evidence = Evidence(since={"champion": former.name})
         self._decide(decision, former, champion)
+
+    def _champion_lost(self, champion: ModelState, ts: int, position: Any) -> None:
+        """The champion was quarantined: the former champion on probation serves again (a rollback; without
+        one, the quarantined champion's last good version serves until a challenger is promoted by hand).
+        Every pairing waits for the champion to learn the record: left in place, a quarantined champion
+        was never rolled back and no challenger was ever compared again."""
+        policy = self.specs[champion.spec].promotion
+        if policy is None:
+            return
+        former = next(
+            (
+                st
+                for st in self.models.values()
+                if st.spec == champion.spec and st.role == "probation" and st.status == "learning"
+            ),
+            None,
+        )
+        if former is None:
+            return
+        decision = Decision(
+            "rollback", former.spec, champion.name, former.name, ts, position, "the champion was quarantined",
+            former.evidence.summary(policy) if former.evidence is not None else None,
+        )  # fmt: skip
+        former.role, former.evidence = "champion", None
+        former.recent_xy, champion.recent_xy = champion.recent_xy, None
+        champion.role, champion.evidence = "retired", None  # its status stays "quarantined"
+        for other in self.challengers(former.spec):
+            other.evidence = Evidence(since={"champion": former.name})
+        self._decide(decision, former, champion)
+
+    def reconcile(self) -> list[Decision]:
+        """After a restore: one champion per spec with a promotion policy. A checkpoint writes the models
+        one by one, so a crash between two of them can leave the former champion's new version (on
+        probation) beside the promoted challenger's previous one (still a challenger: no champion at all),
+        or a rolled-back model's previous version still a champion (two). No champion: the challenger the
+        probation model's evidence names is promoted again (else the probation model serves again). Two or
+        more: the one with the latest promotion or rollback serves, the others retire. Returns the
+        decisions taken."""
+        taken: list[Decision] = []
+        for spec in self.specs.values():
+            policy = spec.promotion
+            if policy is None:
+                continue
+            mine = [st for st in self.models.values() if st.spec == spec.name]
+            ts = max((st.last_ts for st in mine if st.last_ts is not None), default=0)
+            champions = [st for st in mine if st.role == "champion"]
+            if not champions:
+                former = next((st for st in mine if st.role == "probation" and st.status == "learning"), None)
+                if former is None:
+                    continue
+                since = former.evidence.since.get("champion") if former.evidence is not None else None
+                st = self.models.get(since) if isinstance(since, str) else None
+                if (
+                    st is not None
+                    and st.spec == spec.name
+                    and st.role == "challenger"
+                    and st.status == "learning"
+                ):
+                    st.evidence = st.evidence or Evidence(since={"champion": former.name})
+                    former.role = "champion"  # the champion that st replaces (and not a probation to retire)
+                    self._promote(policy, former, st, ts, None, "restored: promoted before a crash")
+                    taken.append(self.decisions[-1])
+                    continue
+                former.role, former.evidence = "champion", None
+                champions = [former]
+            if len(champions) > 1:
+
+                def latest(st: ModelState) -> int:
+                    won = [
+                        d.ts
+                        for d in st.decisions
+                        if d.model == st.name and d.kind in ("promotion", "rollback")
+                    ]
+                    return max(won, default=-(2**63))
+
+                keep = max(champions, key=latest)
+                for st in champions:
+                    if st is not keep:
+                        self._retire(st, keep, ts, None, "restored: a later champion serves")
+                        taken.append(self.decisions[-1])
+        return taken
 
     def _retire(self, st: ModelState, champion: ModelState, ts: int, position: Any, why: str) -> None:
         st.role, st.status = "retired", "retired"

@@ -106,8 +106,10 @@ class ModelSpec:
 
     def check(self, known_features: Collection[str] | None = None) -> None:
         """Raise :class:`SpecError` if the spec cannot work (see the module docstring)."""
-        if not self.name or "/" in self.name or ":" in self.name:
-            raise SpecError(self.name, "a name needs letters or digits and no '/' or ':'")
+        if not self.name or "/" in self.name or ":" in self.name or "~" in self.name:
+            # '~' separates a spec's name from its challengers' (<spec>~<ts>): the learner's restore, the
+            # champion pointer, serving and the API tell a challenger from a spec by it
+            raise SpecError(self.name, "a name needs letters or digits and no '/', ':' or '~'")
         try:
             model = self.new_model()
         except Exception as exc:

@@ -148,6 +148,8 @@ class ModelState:
     evidence: Evidence | None = None
     decisions: list[Decision] = field(default_factory=list)
     scheduled_at: int | None = None  # a champion: the event time its last scheduled challenger started
+    # records it gave no prediction on, their label to come: paired as such (LearnerCore._abstained)
+    abstained: dict[str, None] = field(default_factory=dict)
     # a champion of a policy with warm_records or warm_ms: the last records it learned, (inputs, label,
     # event time), oldest first
     recent_xy: deque[tuple[dict[str, Any], Any, int]] | None = None
@@ -177,11 +179,15 @@ class ModelState:
         self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
         self.__dict__.setdefault("kinds", {})
         self.__dict__.setdefault("clock", MedianClock())
-        # ... and before the champion/challenger lifecycle (a challenger was named <spec>~<ts>)
-        self.__dict__.setdefault("role", "challenger" if "~" in self.__dict__.get("name", "") else "champion")
+        # ... and before the champion/challenger lifecycle (a challenger was named <spec>~<ts>: any model that
+        # is not the spec's own)
+        if "role" not in self.__dict__:
+            name, spec = self.__dict__.get("name", ""), self.__dict__.get("spec")
+            self.role = "champion" if name == spec or (spec is None and "~" not in name) else "challenger"
         self.__dict__.setdefault("evidence", None)
         self.__dict__.setdefault("decisions", [])
         self.__dict__.setdefault("scheduled_at", None)
+        self.__dict__.setdefault("abstained", {})
         self.__dict__.setdefault("recent_xy", None)
         self.__dict__.setdefault(
             "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())

@@ -91,7 +91,10 @@ class Learner:
         """Each model from its newest valid checkpoint (refused ones are logged and skipped)."""
         names = {s.name for s in self.specs}
         challengers = [n for n in self.registry.names() if n.split("~")[0] in names and n not in names]
-        for name in [*names, *challengers]:
+        # in the order they started, as in the core that never stopped (the registry sorts names as strings:
+        # 'm~1000' before 'm~900'); the core retires the first as the oldest and pairs in this order
+        challengers.sort(key=started)
+        for name in [*[s.name for s in self.specs], *challengers]:
             try:
                 opened, rejected = self.registry.load_latest(name)
             except NoValidVersion as exc:
@@ -110,6 +113,8 @@ class Learner:
             self.router.start(name, header.offsets, header.version)
             # the next monitoring sample counts from here: the restored drifts were reported already
             self._last_sample[name] = (time.time(), state.n_learned, state.counters["drifts"])
+        for decision in self.core.reconcile():  # a crash between two models' versions of one checkpoint
+            log.error("lifecycle reconciled after a restart", spec=decision.spec, model=decision.model)
 
     def process(self, rec: Positioned) -> None:
         self._since_checkpoint += 1
@@ -376,3 +381,13 @@ def _fingerprints(settings: Settings) -> dict[str, str]:
         return {v.name: v.fingerprint() for v in load_views(settings.features_module)}
     except FeaturesError:
         return {}
+
+
+def started(name: str) -> tuple[int, str, int]:
+    """A challenger's place among its spec's: by the event time in its name ``<spec>~<ts>`` (a name without
+    one last, as a string)."""
+    spec, _, ts = name.rpartition("~")
+    try:
+        return (0, spec, int(ts))
+    except ValueError:
+        return (1, name, 0)
