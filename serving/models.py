@@ -201,7 +201,10 @@ class ModelCache:
                     if name is not None:
                         with contextlib.suppress(Exception):
                             if champion is not None:
-                                await self.follow_champion(name, champion)
+                                # only for a spec this replica serves (anyone who can PUBLISH on the
+                                # channel could name others without end); the poll reads the registry's own
+                                if name in self.models and "~" not in name:
+                                    await self.follow_champion(name, champion)
                             else:
                                 await self.refresh(name)
                 if loop.time() >= next_poll:
