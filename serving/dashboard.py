@@ -24,7 +24,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -74,7 +73,6 @@ def csp(html: str) -> str:
     ).replace("  ", " ")
 
 
-MAX_DECISIONS = 50  # the latest lifecycle decisions drawn per spec
 read = APIRouter(route_class=scoped_route(Scope.READ), tags=["read"])
 page = APIRouter(route_class=scoped_route(Scope.PUBLIC))
 
@@ -111,13 +109,7 @@ def _lifecycle(svc: Services, spec: str) -> dict[str, Any]:
     champion = svc.registry.champion(spec)
     if champion is None:
         return {}
-    decisions = []
-    for d in svc.registry.decisions(spec)[-MAX_DECISIONS:]:
-        try:
-            decisions.append(DecisionOut.model_validate(d))
-        except ValidationError:
-            continue
-    return {"champion": champion, "decisions": decisions}
+    return {"champion": champion, "decisions": DecisionOut.kept(svc.registry, spec)}
 
 
 def _snapshot(svc: Services, points: int) -> Dashboard:

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
 )
 
 from features.events import MAX_TS_MS, MIN_TS_MS
@@ -208,6 +209,18 @@ class DecisionOut(BaseModel):
         description="For a promotion or a rollback: paired records n, both models' mean losses, the "
         "statistic, its bound, the p-value, the confidence and margin.",
     )
+
+    @classmethod
+    def kept(cls, registry: Any, spec: str, limit: int = 50) -> list[DecisionOut]:
+        """A spec's latest ``limit`` decisions in the registry (anyone who can write Redis wrote them: one
+        that is not a decision is left out)."""
+        out = []
+        for d in registry.decisions(spec)[-limit:]:
+            try:
+                out.append(cls.model_validate(d))
+            except ValidationError:
+                continue
+        return out
 
 
 class ModelInfo(BaseModel):

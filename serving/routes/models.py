@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from serving.auth import Scope, scoped_route
@@ -23,7 +22,6 @@ __all__ = ["admin", "model_info", "read"]
 read = APIRouter(route_class=scoped_route(Scope.READ), tags=["read"])
 admin = APIRouter(route_class=scoped_route(Scope.ADMIN), tags=["admin"])
 ADMIN = errors(401, 403, 404, 409, 413, 422, 503)
-MAX_DECISIONS = 50  # the latest decisions a model's details show
 
 
 def model_info(svc: Services, name: str) -> ModelInfo:
@@ -53,12 +51,7 @@ def _lifecycle(svc: Services, spec: str) -> dict[str, Any]:
     """A spec's champion, running challengers and latest decisions (what the registry holds is checked:
     a decision that is not one is left out)."""
     champion = svc.registry.champion(spec)
-    decisions = []
-    for d in svc.registry.decisions(spec)[-MAX_DECISIONS:]:
-        try:
-            decisions.append(DecisionOut.model_validate(d))
-        except ValidationError:
-            continue
+    decisions = DecisionOut.kept(svc.registry, spec)
     if champion is None and not decisions:
         return {}
     challengers = []

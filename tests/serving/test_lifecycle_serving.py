@@ -15,7 +15,6 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from river import metrics, tree
-from river.datasets import synth
 from typer.testing import CliRunner
 
 from features.store import FeatureRow
@@ -29,6 +28,7 @@ from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
+from tests.support.drifting import agrawal_drift
 from tests.support.serving_env import SIGNER, serving_settings
 
 pytestmark = pytest.mark.integration
@@ -71,13 +71,7 @@ def registry(s: Settings) -> RedisRegistry:
 
 def publish_drifting_stream(s: Settings) -> dict[str, Any]:
     """Agrawal function 0, then 4 from record P, labels inline, one second apart; the last record's x."""
-    stream = synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=3),
-        drift_stream=synth.Agrawal(classification_function=4, seed=3),
-        position=P,
-        width=100,
-        seed=3,
-    )
+    stream = agrawal_drift(3, P)
     producer = clients.kafka_producer(s)
     x: dict[str, Any] = {}
     for i, (x, y) in enumerate(stream.take(N)):

@@ -19,6 +19,7 @@ from river.datasets import synth
 from streaming.learning.core import LearnerCore
 from streaming.learning.evidence import Decision, Evidence, PromotionPolicy, paired_loss
 from streaming.learning.spec import DriftPolicy, ModelSpec, SpecError, load_specs
+from tests.support.drifting import agrawal_drift
 
 pytestmark = pytest.mark.unit
 
@@ -177,13 +178,7 @@ def test_a_concept_change_is_followed_by_a_promotion_and_the_served_accuracy_of_
     """Agrawal function 0, then 4 from record P (River's ConceptDriftStream): the champion's loss drifts, a
     challenger starts, and the evidence promotes it within 5,000 records of P; over the records after P
     the served model is within 2 points of a model trained on them alone."""
-    stream = synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=seed),
-        drift_stream=synth.Agrawal(classification_function=4, seed=seed),
-        position=P,
-        width=100,
-        seed=seed,
-    )
+    stream = agrawal_drift(seed, P)
     core = LearnerCore([spec(max_challengers=2)])
     accuracy, decisions = run(core, stream, 20_000)
     kinds = [d.kind for d in decisions]
@@ -246,13 +241,7 @@ def test_a_bad_promotion_is_rolled_back_on_probation() -> None:
 
 
 def test_alert_never_starts_a_challenger_and_only_the_champions_drifts_do() -> None:
-    stream = synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=1),
-        drift_stream=synth.Agrawal(classification_function=4, seed=1),
-        position=3_000,
-        width=100,
-        seed=1,
-    )
+    stream = agrawal_drift(1, 3_000)
     records = list(stream.take(8_000))
     alert = LearnerCore([spec(reaction="alert")])
     for i, (x, y) in enumerate(records):
@@ -323,13 +312,7 @@ def test_a_promotion_by_hand_is_refused_for_what_is_not_a_running_challenger() -
 def test_a_challenger_of_another_model_class_from_the_policy() -> None:
     """The challenger the logistic regression's drift starts is the policy's Hoeffding tree, promoted on
     evidence; served after the change, it is within 2 points of a logistic regression trained after it."""
-    stream = synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=4),
-        drift_stream=synth.Agrawal(classification_function=4, seed=4),
-        position=P,
-        width=100,
-        seed=4,
-    )
+    stream = agrawal_drift(4, P)
     core = LearnerCore([spec(model=logistic, policy=PromotionPolicy(challenger=hoeffding_tree))])
     accuracy, decisions = run(core, stream, 20_000)
     promotion = next(d for d in decisions if d.kind == "promotion")

@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-from river.datasets import synth
 
 from streaming import clients
 from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
+from tests.support.drifting import agrawal_drift
 from tests.support.learning import learner_process, registry, ts
 from tests.support.model_defs import LIFECYCLE
 
@@ -30,13 +30,7 @@ P, N = 5_000, 10_000
 
 def publish(s: Settings) -> list[dict[str, Any]]:
     """Agrawal 0, then 4 from record P; labels inline; one second apart. The inputs, for probes."""
-    stream = synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=6),
-        drift_stream=synth.Agrawal(classification_function=4, seed=6),
-        position=P,
-        width=100,
-        seed=6,
-    )
+    stream = agrawal_drift(6, P)
     producer = clients.kafka_producer(s)
     xs = []
     for i, (x, y) in enumerate(stream.take(N)):
