@@ -95,6 +95,9 @@ class Learner:
         # 'm~1000' before 'm~900'); the core retires the first as the oldest and pairs in this order
         challengers.sort(key=started)
         for name in [*[s.name for s in self.specs], *challengers]:
+            if name not in names and self._retired_version(name):  # a retired challenger: nothing to do
+                self._retired.add(name)
+                continue
             try:
                 opened, rejected = self.registry.load_latest(name)
             except NoValidVersion as exc:
@@ -115,6 +118,13 @@ class Learner:
             self._last_sample[name] = (time.time(), state.n_learned, state.counters["drifts"])
         for decision in self.core.reconcile():  # a crash between two models' versions of one checkpoint
             log.error("lifecycle reconciled after a restart", spec=decision.spec, model=decision.model)
+
+    def _retired_version(self, name: str) -> bool:
+        """Whether the current version of ``name`` (its verified header, not its snapshot) is of a retired
+        model: a challenger that retired learns nothing more, so a restart does not load it (they add up,
+        one per drift or schedule)."""
+        current = next((v for v in self.registry.versions(name) if v.current), None)
+        return current is not None and CheckpointHeader.of(current.header).status == "retired"
 
     def process(self, rec: Positioned) -> None:
         self._since_checkpoint += 1

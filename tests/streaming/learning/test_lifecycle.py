@@ -414,3 +414,29 @@ def test_a_call_that_raised_half_way_pairs_nothing_later() -> None:
     core._round["m"] = (True, False)
     core.on_label("nope", True, 4)  # a label for nothing
     assert core.models[name].evidence is not None and core.models[name].evidence.n == 1
+
+
+def test_a_restart_does_not_load_retired_challengers() -> None:
+    """Retired challengers add up (one per drift or schedule) and learn nothing more: the learner restores
+    the spec's own model and the running challengers, not them (their signed header says retired)."""
+    from streaming.learning.keys import generate
+    from streaming.learning.registry import MemoryRegistry
+    from streaming.learning.router import TopicRoles
+    from streaming.runtime.learner import Learner
+
+    the_spec = spec()
+    registry = MemoryRegistry(signer=generate())
+    core = LearnerCore([the_spec])
+    old, new = core.challenge("m", 5), core.challenge("m", 7)
+    assert old is not None and new is not None
+    core._retire(core.models[old], core.models["m"], 8, None, "made room")
+    for name, state in core.models.items():
+        header = {"offsets": {}, "spec": "m", **({"status": "retired"} if state.status == "retired" else {})}
+        registry.save(name, state, header)
+    learner = Learner([the_spec], registry, TopicRoles("f", "l", "p"))
+    learner.restore()
+    assert set(learner.core.models) == {"m", new}
+    assert (
+        learner.core.champion("m") is learner.core.models["m"]
+        and learner.core.challengers("m")[0].name == new
+    )
