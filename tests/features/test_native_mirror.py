@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np  # River's own dependency: always there
 import pytest
 
 from features.aggregations import Count, Last, Max, Mean, Min, SinceLast, Std, Sum, Var
@@ -308,7 +309,6 @@ def test_a_check_that_changes_the_state_gives_the_list_paths_outcome(
 def test_a_watermark_not_an_int_does_not_leave_the_state_unheld() -> None:
     """A NumPy integer (or float) watermark set by hand is read as the step reads it: the state is held again
     (it was refused for good, though its watermark is an int again at the next event)."""
-    np = pytest.importorskip("numpy")
     for convert in (np.int64, float):
         held, lists = warm(100), warm(100)
         run_both(held, lists, EVENTS[100:101], release=False)

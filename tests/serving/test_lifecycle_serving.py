@@ -7,62 +7,34 @@ learner taking no decision twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from river import metrics, tree
 from typer.testing import CliRunner
 
 from features.store import FeatureRow
 from serving.app import create_app
 from streaming import clients
 from streaming.cli import app
-from streaming.ingest.topics import TopicAdmin
-from streaming.learning.evidence import PromotionPolicy
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import RedisRegistry
-from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
+from tests.serving.conftest import OPS_KEY as KEY
 from tests.support.drifting import agrawal_drift
-from tests.support.serving_env import SIGNER, serving_settings
+from tests.support.model_defs import LIFECYCLE
+from tests.support.serving_env import SIGNER
 
 pytestmark = pytest.mark.integration
 
 P, N = 6_000, 12_000  # the concept changes at record P
 T0 = 1_700_000_000_000
-KEY = "ops-key"
 
 
-def tree_model() -> Any:
-    return tree.HoeffdingTreeClassifier()
-
-
-SPEC = ModelSpec(
-    "m",
-    "binary",
-    "all",
-    tree_model,
-    metrics=(metrics.Accuracy,),
-    drift=DriftPolicy(reaction="challenger", max_challengers=2),
-    promotion=PromotionPolicy(),
-    checkpoint=CheckpointPolicy(every_records=500, every_seconds=1e9, keep=20),
-)
-
-
-@pytest.fixture
-def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    s = serving_settings(
-        settings, serve_poll_s=0.5, scoring_api_keys=[KEY], ingest_api_keys=[KEY], read_api_keys=[KEY]
-    )
-    with TopicAdmin(s) as admin:
-        admin.create()
-        yield s
-        admin.delete(s.topics.all())
+SPEC = LIFECYCLE  # a Hoeffding tree whose loss drift starts a fresh challenger, the default policy
 
 
 def registry(s: Settings) -> RedisRegistry:
@@ -141,7 +113,7 @@ def test_a_drift_promotes_a_challenger_that_serving_follows(env: Settings, tmp_p
         "RIVULET_REDIS_PREFIX": env.redis_prefix,
         "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
         "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-        "RIVULET_MODELS_MODULE": "tests.serving.test_lifecycle_serving:SPEC",
+        "RIVULET_MODELS_MODULE": "tests.support.model_defs:LIFECYCLE",
     }
     res = CliRunner().invoke(
         app, ["replay", "features", "--out", str(out), "--quiet"], env=cli_env, catch_exceptions=False

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,21 @@ from features.engine import FeatureEngine
 from features.store import FeatureRow
 from serving.app import create_app
 from streaming import clients
-from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore, predict, select_inputs
 from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
 from streaming.settings import Settings
+from tests.serving.conftest import OPS_KEY
 from tests.serving.running import running
 from tests.support.api_env import free_port
 from tests.support.feature_defs import ZIP
 from tests.support.kafka_read import read_all
 from tests.support.model_defs import scaled_lr
-from tests.support.serving_env import SIGNER, serving_settings
+from tests.support.serving_env import SIGNER
 
 pytestmark = pytest.mark.integration
 
 SPEC = ModelSpec("zipm", "binary", "zip", scaled_lr, metrics=(metrics.Accuracy,))
-OPS_KEY = "ops-key"  # the score, ingest and read scopes (their separation is tested in test_security.py)
 
 
 def api(app: Any) -> TestClient:
@@ -56,21 +54,6 @@ def trained_state(n: int, seed: int = 1) -> Any:
             label=y,
         )
     return core.models["zipm"]
-
-
-@pytest.fixture
-def env(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
-    s = serving_settings(
-        settings,
-        serve_poll_s=0.5,
-        scoring_api_keys=[OPS_KEY],
-        ingest_api_keys=[OPS_KEY],
-        read_api_keys=[OPS_KEY],
-    )
-    with TopicAdmin(s) as admin:
-        admin.create()
-        yield s
-        admin.delete(s.topics.all())
 
 
 def registry(s: Settings) -> RedisRegistry:
