@@ -1,4 +1,5 @@
-"""``rivulet models list | show | versions | rollback | promote | resign | verify``: the model registry."""
+"""``rivulet models list | show | versions | rollback | promote | resign | verify``: the model registry;
+``rivulet models challenge | promote-challenger | retire``: the lifecycle by hand, through the log."""
 
 from __future__ import annotations
 
@@ -132,6 +133,99 @@ def _set(reg: RedisRegistry, name: str, version: int) -> None:
     with user_errors():  # a refused snapshot, no valid version, Redis unreachable
         reg.set_current(name, version)
     console.print(f"{name}: serving version {version}")
+
+
+@app.command()
+def challenge(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="The spec (with a promotion policy) to start a challenger of.")],
+    warm: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Retrain it on the champion's last N records (at most those it keeps; 0: fresh)."
+        ),
+    ] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option(
+            help="Its model as YAML steps, as a spec's promotion.challenger: "
+            "'[tree.HoeffdingTreeClassifier: {grace_period: 100}]' (default: the policy's, or the spec's)."
+        ),
+    ] = None,
+    models_module: ModelsModule = None,
+) -> None:
+    """Start a challenger of SPEC in the live learner: a signed control record in the features topic, applied
+    where the learner reads it (so a restart and a replay take the same decision there)."""
+    steps = _steps(challenger)
+    _control(ctx, "challenge", spec, models_module, warm=warm, challenger=steps)
+
+
+@app.command("promote-challenger")
+def promote_challenger(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The running challenger, <spec>~<ts>.")],
+    models_module: ModelsModule = None,
+) -> None:
+    """Make a running challenger its spec's champion now, whatever its evidence: the former champion shadows
+    it on probation, and the policy's test rolls the promotion back if it does worse."""
+    _control(ctx, "promote", name.partition("~")[0], models_module, model=name)
+
+
+@app.command()
+def retire(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The running challenger, <spec>~<ts>.")],
+    models_module: ModelsModule = None,
+) -> None:
+    """Retire a running challenger (it stops learning; its versions stay in the registry)."""
+    _control(ctx, "retire", name.partition("~")[0], models_module, model=name)
+
+
+def _steps(text: str | None) -> Any:
+    if text is None:
+        return None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        fail(f"--challenger is not YAML: {exc}")
+
+
+def _control(ctx: typer.Context, action: str, spec_name: str, module: str | None, **fields: Any) -> None:
+    """Check the control as the learner will, sign it (RIVULET_SIGNING_KEY: a key in the learner's keyring)
+    and publish it to the features topic, keyed by its spec."""
+    from streaming.clients import signing_key
+    from streaming.ingest.producer import Producer
+    from streaming.learning.controls import ControlRefused, challenger_model, sign_control
+
+    settings = with_stack_keys(settings_of(ctx), signing=True)
+    with user_errors():  # a bad spec module, no key
+        specs = {s.name: s for s in checked_specs(settings, module)}
+        spec = specs.get(spec_name)
+        if spec is None or spec.promotion is None:
+            fail(f"no spec {spec_name!r} with a promotion policy (specs: {', '.join(sorted(specs))})")
+        key = signing_key(settings)
+        try:
+            challenger_model(spec, fields.get("challenger"))
+            record = sign_control(key, action, spec.name, **fields)
+        except ControlRefused as exc:
+            fail(str(exc))
+        producer = Producer(settings)
+        try:
+            future = producer.send_record(settings.topics.features, orjson.dumps(record), spec.name.encode())
+            producer.flush()
+            meta = future.get(timeout=30)
+        finally:
+            producer.close()
+    body = orjson.loads(record["control"])
+    console.print(
+        f"control {body['id']} ({action} {fields.get('model') or spec.name}) sent to "
+        f"{meta.topic}[{meta.partition}] at offset {meta.offset}: the learner applies it when it reads it "
+        f"(`rivulet models show {spec.name}` lists the decision)",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

@@ -53,6 +53,7 @@ from dataclasses import replace
 from typing import Any
 
 from streaming.learning import drifts
+from streaming.learning.controls import Control, ControlRefused, challenger_model
 from streaming.learning.errors import Reason
 from streaming.learning.evidence import Decision, Evidence, PromotionPolicy, paired_loss
 from streaming.learning.spec import ModelSpec
@@ -90,6 +91,7 @@ __all__ = [
 # snapshots pickled before the per-model state moved to streaming.learning.state name these classes here
 _Pending, _Recent = Pending, Recent
 MAX_DECISIONS = 1_000  # the lifecycle decisions the core keeps (each model keeps its own latest too)
+CONTROLS_KEPT = 1_000  # the ids of hand controls each model of a spec remembers (applied once)
 
 
 class LearnerCore:
@@ -476,11 +478,21 @@ class LearnerCore:
             if st.spec == spec and st.role == "challenger" and st.status == "learning"
         ]
 
-    def challenge(self, spec_name: str, ts: int, position: Any = None, why: str = "by hand") -> str | None:
+    def challenge(
+        self,
+        spec_name: str,
+        ts: int,
+        position: Any = None,
+        why: str = "by hand",
+        *,
+        model: Callable[[], Any] | None = None,
+        warm: int | None = None,
+    ) -> str | None:
         """Start a challenger of ``spec_name`` (a spec with a promotion policy) named ``<spec>~<ts>``: fresh,
-        or retrained on the champion's last records (``warm_records``). At ``max_challengers``, the oldest
-        of the others retires first (it had the longest to prove itself, and a newer one started on later
-        evidence). Its name, or None (none allowed, or the name taken)."""
+        or retrained on the champion's last records (``warm_records``; ``warm``: at most this many of them).
+        ``model``: its model (default: the policy's ``challenger``, or the spec's own). At
+        ``max_challengers``, the oldest of the others retires first (it had the longest to prove itself, and
+        a newer one started on later evidence). Its name, or None (none allowed, or the name taken)."""
         spec = self.specs[spec_name]
         limit = spec.drift.max_challengers
         name = f"{spec.name}~{ts}"
@@ -491,29 +503,31 @@ class LearnerCore:
         if len(running) >= limit:
             self._retire(running[0], champion, ts, position, f"made room for {name}")
         policy = spec.promotion
-        built = (
-            spec if policy is None or policy.challenger is None else replace(spec, model=policy.challenger)
-        )
+        if model is None and policy is not None:
+            model = policy.challenger
+        built = spec if model is None else replace(spec, model=model)
         state = self.new_state(built, name)
         state.role = "challenger"
         state.evidence = Evidence(since={"champion": champion.name})
-        warm = self._warm(state, champion)
+        warm = self._warm(state, champion, warm)
         self.models[name] = state
         why = f"{why}, warm {warm}" if warm else why
         self._decide(Decision("challenger", spec.name, champion.name, name, ts, position, why), state)
         return name
 
-    def _warm(self, state: ModelState, champion: ModelState) -> int:
+    def _warm(self, state: ModelState, champion: ModelState, most: int | None = None) -> int:
         """A retrained challenger: ``state``'s model learns the champion's last records (their inputs and
-        labels, in order) before it predicts; its metrics and evidence start with the next record. Returns
-        the records learned (a model that raises on one stops there: it starts from what it learned)."""
+        labels, in order; the last ``most`` of them) before it predicts; its metrics and evidence start
+        with the next record. Returns the records learned (a model that raises on one stops there: it
+        starts from what it learned)."""
         recent = champion.recent_xy
-        if not recent:
+        if not recent or most == 0:
             return 0
         model: Any = state.model
         kinds = state.kinds
         n = 0
-        for x, y, *_ in list(recent):
+        records = list(recent)
+        for x, y, *_ in records if most is None else records[-most:]:
             try:
                 model.learn_one(x, y)
             except Exception:  # a fresh model and records the champion took: not expected; not fatal
@@ -539,6 +553,56 @@ class LearnerCore:
         if st.evidence is None:
             st.evidence = Evidence(since={"champion": champion.name})
         return self._promote(policy, champion, st, ts, position, why)
+
+    def retire(self, name: str, ts: int, position: Any = None, why: str = "by hand") -> Decision:
+        """Retire the running challenger ``name`` now (it stops learning; its last version stays in the
+        registry). KeyError: no such model; ValueError: not a running challenger with a champion."""
+        st = self.models[name]
+        champion = self.champion(st.spec)
+        if champion is None or st.role != "challenger" or st.status != "learning":
+            raise ValueError(f"{name!r} is not a running challenger")
+        self._retire(st, champion, ts, position, why)
+        return self.decisions[-1]
+
+    def apply_control(self, ctl: Control, position: Any = None) -> Decision:
+        """A hand control (:mod:`streaming.learning.controls`, its signature checked by the router): a
+        challenger started, promoted or retired at this record, as by :meth:`challenge`, :meth:`promote`
+        or :meth:`retire`. Each control id is applied once (the spec's models remember the last
+        :data:`CONTROLS_KEPT`). ControlRefused: why nothing was done."""
+        spec = self.specs.get(ctl.spec)
+        if spec is None or spec.promotion is None:
+            raise ControlRefused(f"no spec {ctl.spec!r} with a promotion policy in this learner")
+        mine = [st for st in self.models.values() if st.spec == ctl.spec]
+        if any(ctl.id in st.controls for st in mine):
+            raise ControlRefused(f"control {ctl.id!r} was applied already")
+        why = f"by hand (control {ctl.id})"
+        if ctl.action == "challenge":
+            model = challenger_model(spec, ctl.challenger)
+            warm = ctl.warm
+            if warm and not (spec.promotion.warm_records or spec.promotion.warm_ms):
+                raise ControlRefused("warm: the spec's policy keeps no records to retrain on (warm_records)")
+            name = self.challenge(spec.name, ctl.ts, position, why, model=model, warm=warm)
+            if name is None:
+                raise ControlRefused(
+                    f"no challenger started (max_challengers 0, or {spec.name}~{ctl.ts} exists)"
+                )
+            decision = self.decisions[-1]
+        else:
+            assert ctl.model is not None  # the control checked it
+            if ctl.model not in self.models:
+                raise ControlRefused(f"no model {ctl.model!r}")
+            try:
+                if ctl.action == "promote":
+                    decision = self.promote(ctl.model, ctl.ts, position, why)
+                else:
+                    decision = self.retire(ctl.model, ctl.ts, position, why)
+            except ValueError as exc:
+                raise ControlRefused(str(exc)) from None
+        for st in self.models.values():
+            if st.spec == ctl.spec:
+                st.controls.append(ctl.id)
+                del st.controls[:-CONTROLS_KEPT]
+        return decision
 
     def _scheduled(self, champion: ModelState, policy: PromotionPolicy, ts: int, position: Any) -> None:
         """A challenger on the policy's schedule: every ``every_records`` records the champion learned, or

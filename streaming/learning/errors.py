@@ -47,6 +47,7 @@ class Reason(StrEnum):
     FEATURE_TYPE = "feature_type"  # a declared feature that was a number is a string, or the other way
     MODEL_ERROR = "model_error"  # the model raised while predicting on the record (or predicted inf/NaN)
     LEARN_ERROR = "learn_error"  # the model raised in learn_one on the record: it is quarantined
+    CONTROL = "control"  # a control record the learner does not apply (unsigned, unknown key, refused)
     ERROR = "error"  # anything else raised while routing the record (a defect): its models are quarantined
 
 

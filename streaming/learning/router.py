@@ -25,6 +25,9 @@ model and reason in ``ModelState.rejected`` and sent to the dead-letter sink wit
 - ``value_domain``: a vector value outside the numeric domain (:mod:`streaming.learning.domain`) or not a
   scalar;
 - ``model_error`` / ``learn_error``: the model raised on the record (see :mod:`streaming.learning.core`);
+- ``control``: a control record (:mod:`streaming.learning.controls`) the learner does not apply: not
+  signed by a key of its keyring, or refused (an unknown spec, a challenger that is not running, an id
+  applied already); a control it applies starts, promotes or retires a challenger at this record;
 - ``error``: anything else raised while routing the record (a defect on an input nobody foresaw): the
   models it was routed to are quarantined, since their state may be partly updated.
 
@@ -43,10 +46,12 @@ import orjson
 
 from features.errors import FeaturesError
 from features.events import Label
+from streaming.learning.controls import CONTROL_FIELD, ControlRefused, is_control, open_control
 from streaming.learning.core import LearnerCore
 from streaming.learning.deadletters import DeadLetterSink, learner_letter
 from streaming.learning.domain import check_vector
 from streaming.learning.errors import InvalidLabel, OutOfDomain, Reason
+from streaming.learning.keys import Keyring
 from streaming.learning.labels import check_label
 from streaming.learning.merge import MAX_ID_CHARS, OrderJournal, Positioned, Undecodable
 from streaming.learning.merge import is_id as _id
@@ -78,8 +83,10 @@ class Router:
         *,
         track: bool = True,
         sink: DeadLetterSink | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.core = core
+        self.keyring = keyring  # the keys whose control records are applied (None: every one is refused)
         self.roles = roles
         self.track = track
         self.sink = sink  # None: rejections are counted, not sent anywhere
@@ -128,7 +135,10 @@ class Router:
             if not isinstance(data, dict):
                 self.undecodable(data, position, fresh, raw=rec.raw, key=rec.key)
             elif rec.topic == roles.features:
-                self.features(data, position, fresh, raw=rec.raw, key=rec.key)
+                if is_control(data):
+                    self.control(data, position, fresh, raw=rec.raw, key=rec.key)
+                else:
+                    self.features(data, position, fresh, raw=rec.raw, key=rec.key)
             elif rec.topic == roles.predictions:
                 self.prediction(data, position, fresh, raw=rec.raw, key=rec.key)
             elif rec.topic == roles.labels:
@@ -225,6 +235,35 @@ class Router:
             else:
                 for y, group in self._labels(chosen, label):
                     on_record(event_id, ts, vector, y, position, only=group)
+        self._send(position, raw, key, data)
+
+    def control(
+        self, data: Json, position: Position, models: Models = None, *, raw: Bytes = None, key: Bytes = None
+    ) -> None:
+        """A control record: applied by the core if its signature checks out against the keyring and its
+        spec's champion has not processed it yet (a restored learner meets it again only if its checkpoint
+        was before it); else rejected (``control``) for the spec's models, or every model (of ``models``)."""
+        core = self.core
+        chosen = list(core.models) if models is None else models
+        try:
+            ctl = open_control(data, self.keyring)
+            champion = core.champion(ctl.spec)
+            if champion is not None and champion.name not in chosen:
+                return  # processed before the checkpoint this learner was restored from
+            decision = core.apply_control(ctl, position)
+        except ControlRefused as exc:
+            spec = data.get(CONTROL_FIELD)
+            named = [m for m in chosen if m in core.models and _names(spec, core.models[m].spec)]
+            self._reject(named or chosen, Reason.CONTROL, str(exc))
+        else:
+            log.warning(
+                "control applied",
+                action=ctl.action,
+                spec=ctl.spec,
+                model=decision.model,
+                id=ctl.id,
+                position=position,
+            )
         self._send(position, raw, key, data)
 
     def prediction(
@@ -376,6 +415,18 @@ class Router:
                 self.sink.send(
                     learner_letter(reason.value, detail, topic, partition, offset, raw, key, tuple(models))
                 )
+
+
+def _names(control: Any, spec: str) -> bool:
+    """Whether an (unverified) control's text names ``spec`` (its refusal is counted for that spec's
+    models)."""
+    if type(control) is not str:
+        return False
+    try:
+        body = orjson.loads(control)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("spec") == spec
 
 
 def _checker(task: str, classes: tuple[Any, ...] | None) -> Callable[[Any], Any]:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from features.definitions import FeatureView
-from streaming.errors import StreamingError
+from streaming.clients import keyring
+from streaming.errors import MissingKey, StreamingError
 from streaming.ingest.rows import RowMapping
+from streaming.learning.keys import Keyring
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import RedisRegistry
 from streaming.learning.spec import ModelSpec
@@ -150,6 +152,7 @@ def run_replay(
         labels=request.labels,
         sample_every=request.sample_every,
         champions=request.champions,
+        keyring=_keyring(settings),
     )
     source = request.source
     if isinstance(source, RowSource):
@@ -196,3 +199,12 @@ def _drive(
                     progress.update(taken, run.rate())
     if progress is not None:
         progress.update(taken, run.rate())
+
+
+def _keyring(settings: Settings) -> Keyring | None:
+    """The keys whose hand controls (:mod:`streaming.learning.controls`) a replay applies, as the live
+    learner does; None without ``RIVULET_VERIFY_KEYS`` (each control is then a ``control`` dead letter)."""
+    try:
+        return keyring(settings)
+    except MissingKey:
+        return None

@@ -21,9 +21,11 @@ from features.definitions import FeatureView
 from features.engine import EntityState, FeatureEngine
 from features.errors import AggregateOverflow, InvalidEvent, LateEvent
 from features.events import Event
+from streaming.learning.controls import is_control
 from streaming.learning.core import MAX_DECISIONS, DriftEvent, LearnerCore, ModelState
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.evidence import Decision, decision_record
+from streaming.learning.keys import Keyring
 from streaming.learning.merge import Positioned, is_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
@@ -166,6 +168,7 @@ class Replay:
         sample_every: int | None = None,
         champions: Callable[[int], list[Champion]] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        keyring: Keyring | None = None,
     ) -> None:
         self.core = LearnerCore(specs)
         # roles are fixed names: a replay's records are tagged by what they are, not by which topic
@@ -173,7 +176,11 @@ class Replay:
         # kept here (the newest few thousand), not written to Kafka
         self.dead_letters = MemorySink()
         self.router = Router(
-            self.core, TopicRoles(FEATURES, LABELS, "predictions"), track=False, sink=self.dead_letters
+            self.core,
+            TopicRoles(FEATURES, LABELS, "predictions"),
+            track=False,
+            sink=self.dead_letters,
+            keyring=keyring,  # the hand controls in the log are applied as the live learner did
         )
         self.stage = FeatureStage(views) if views else None
         self.labels = labels
@@ -220,7 +227,10 @@ class Replay:
         self.read += 1
         value = rec.value
         if role == FEATURES:
-            self._features(rec, (value,))
+            if is_control(value):  # a hand control of the lifecycle, applied where the live learner did
+                self.router.control(value, (rec.topic, rec.partition, rec.offset), raw=rec.raw, key=rec.key)
+            else:
+                self._features(rec, (value,))
         elif role == EVENTS:
             if self.stage is None:
                 raise ValueError("a replay of events needs the feature views")

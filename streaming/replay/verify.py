@@ -32,6 +32,7 @@ from streaming.errors import StreamingError
 from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import vector_in_domain
 from streaming.learning.header import CheckpointHeader, HeaderError
+from streaming.learning.keys import Keyring
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.router import Router, TopicRoles
@@ -125,7 +126,7 @@ def verify(
     with RangeReader(settings, client_id="rivulet-verify") as probe:
         log_start = {t: probe.log_start(t) for t in header.offsets}
     chain = _chain(registry, name, version, header, from_version, log_start)
-    rebuild = _Rebuild(settings, spec, name, chain.start, probes)
+    rebuild = _Rebuild(settings, spec, name, chain.start, probes, registry.keyring)
     done = rebuild.run(settings, chain, log_start, on_progress)
     return _judge(Verification(name, version, False, "", chain.base, done), rebuild, target.state, header)
 
@@ -201,7 +202,13 @@ class _Rebuild:
     """The model rebuilt through the live learner's router and core, and the probe vectors it saw last."""
 
     def __init__(
-        self, settings: Settings, spec: ModelSpec, name: str, start: ModelState | None, probes: int
+        self,
+        settings: Settings,
+        spec: ModelSpec,
+        name: str,
+        start: ModelState | None,
+        probes: int,
+        keyring: Keyring | None = None,
     ) -> None:
         self.core = LearnerCore([spec])
         # the live learner names a model's state with its spec's own name string: the same object, which
@@ -211,7 +218,9 @@ class _Rebuild:
         self.core.models = {name: self.state}
         self.name, self.spec, self.topics = name, spec, settings.topics
         t = settings.topics
-        self.router = Router(self.core, TopicRoles(t.features, t.labels, t.predictions), track=False)
+        self.router = Router(
+            self.core, TopicRoles(t.features, t.labels, t.predictions), track=False, keyring=keyring
+        )
         self.recent: deque[dict[str, Any]] = deque(maxlen=probes)
 
     def feed(self, rec: Positioned) -> None:

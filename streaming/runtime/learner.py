@@ -73,7 +73,7 @@ class Learner:
         self.registry = registry
         self.clock = clock
         self.sink: DeadLetterSink = sink if sink is not None else MemorySink()
-        self.router = Router(self.core, roles, sink=self.sink)
+        self.router = Router(self.core, roles, sink=self.sink, keyring=registry.keyring)  # controls: its keys
         self.fingerprints = fingerprints or {}
         self._since_checkpoint = 0
         self._last_checkpoint = clock()

@@ -1,0 +1,191 @@
+"""Hand controls of the champion/challenger lifecycle, as signed records in the features topic.
+
+``rivulet models challenge SPEC`` (start a challenger, fresh, retrained on the champion's last records, or of
+another model), ``rivulet models promote-challenger NAME`` (make a running challenger the champion now,
+whatever its evidence: probation and the policy's test still judge it) and ``rivulet models retire NAME``
+do not talk to the learner: they publish a *control record* to the features topic, which the learner reads
+like any other record. So a control takes effect at one position of the log, in the order the learner
+merges it, and everything that reads the log sees it there: the live learner after a crash (the restored
+checkpoint's positions are before it or after it: it is applied exactly once), ``rivulet replay`` and
+``rivulet models verify`` (the same decision at the same record).
+
+The record::
+
+    {"control": "<the control's JSON, as signed>", "key_id": "<16 hex digits>", "sig": "<base64>"}
+
+The control is an object ``{"action", "spec", "model", "warm", "challenger", "id", "ts"}`` (``model``:
+the challenger a promotion or retirement names; ``warm``: records to retrain a challenger on, at most those
+the champion keeps; ``challenger``: the challenger's model as YAML steps, as a spec's
+``promotion.challenger``; ``id``: unique; ``ts``: when it was issued, ms). It is signed with an Ed25519 key
+(:mod:`streaming.learning.keys`) over its exact bytes, and the learner applies it only if the key is in its
+keyring (``RIVULET_VERIFY_KEYS`` and its own): anyone who can write the features topic can append a record,
+not steer the lifecycle. A control's ``id`` is applied once (a signed control copied to a later offset
+changes nothing), and a refused one is a dead letter with its reason (``control``), like any bad record.
+
+A control record has no event time: the merge releases it as soon as it heads its partition
+(:data:`~streaming.learning.merge.NO_TIME`), so it never holds back other records, and its place in the
+order is a function of the log.
+
+>>> from streaming.learning.keys import Keyring, generate
+>>> key = generate()
+>>> record = sign_control(key, "challenge", "fraud", warm=500, ts=1_700_000_000_000, control_id="c1")
+>>> open_control(record, Keyring.of(key.public))
+Control(action='challenge', spec='fraud', model=None, warm=500, challenger=None, id='c1', ts=1700000000000)
+>>> open_control(record, Keyring.of(generate().public))
+Traceback (most recent call last):
+...
+streaming.learning.controls.ControlRefused: signed by a key not in the learner's keyring
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from streaming.learning.errors import LearningError
+from streaming.learning.keys import SIGNATURE_BYTES, Keyring, SigningKey
+from streaming.learning.merge import is_id, is_time
+from streaming.learning.spec import ModelSpec, SpecError, _pipeline
+
+__all__ = [
+    "ACTIONS",
+    "CONTROL_FIELD",
+    "Control",
+    "ControlRefused",
+    "challenger_model",
+    "is_control",
+    "open_control",
+    "sign_control",
+]
+
+CONTROL_FIELD = "control"
+ACTIONS = ("challenge", "promote", "retire")
+MAX_CONTROL_BYTES = 16_384  # the signed control: a few steps and their parameters
+_DOMAIN = b"rivulet-control\x00"  # a control's signature is never a valid signature of anything else
+
+
+class ControlRefused(LearningError, ValueError):
+    """A control record the learner does not apply (its reason is the dead letter's detail)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    action: str
+    spec: str
+    model: str | None
+    warm: int | None
+    challenger: Any
+    id: str
+    ts: int
+
+
+def is_control(data: Any) -> bool:
+    """A record of the features topic that is a control rather than a features record."""
+    return isinstance(data, dict) and CONTROL_FIELD in data and "event" not in data
+
+
+def sign_control(
+    key: SigningKey,
+    action: str,
+    spec: str,
+    *,
+    model: str | None = None,
+    warm: int | None = None,
+    challenger: Any = None,
+    ts: int | None = None,
+    control_id: str | None = None,
+) -> dict[str, Any]:
+    """The record that asks the learner for ``action`` on ``spec`` (checked as the learner will)."""
+    body = {
+        "action": action,
+        "spec": spec,
+        "model": model,
+        "warm": warm,
+        "challenger": challenger,
+        "id": control_id or uuid.uuid4().hex,
+        "ts": int(time.time() * 1000) if ts is None else ts,
+    }
+    text = orjson.dumps(body)
+    _parse(text)  # a control the learner would refuse is never sent
+    return {
+        CONTROL_FIELD: text.decode(),
+        "key_id": key.key_id,
+        "sig": base64.b64encode(key.sign(_DOMAIN + text)).decode(),
+    }
+
+
+def open_control(data: Any, keyring: Keyring | None) -> Control:
+    """The control of a record, once its signature checks out against ``keyring``; ControlRefused says
+    why not."""
+    if not isinstance(data, dict):
+        raise ControlRefused("not a control record")
+    text, kid, sig = data.get(CONTROL_FIELD), data.get("key_id"), data.get("sig")
+    if type(text) is not str or type(kid) is not str or type(sig) is not str:
+        raise ControlRefused("a control record has a control (a string), a key_id and a sig")
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise ControlRefused(f"a control is at most {MAX_CONTROL_BYTES} bytes")
+    if keyring is None or not len(keyring):
+        raise ControlRefused("the learner has no keys to verify controls with")
+    key = keyring.get(kid)
+    if key is None:
+        raise ControlRefused("signed by a key not in the learner's keyring")
+    try:
+        signature = base64.b64decode(sig, validate=True)
+    except (binascii.Error, ValueError):
+        raise ControlRefused("the signature is not base64") from None
+    if len(signature) != SIGNATURE_BYTES or not key.verify(signature, _DOMAIN + raw):
+        raise ControlRefused("the signature does not match the control")
+    return _parse(raw)
+
+
+def challenger_model(spec: ModelSpec, steps: Any) -> Callable[[], Any] | None:
+    """The model factory of a challenge's ``challenger`` steps (None: none given), checked as the spec's
+    own model would be (a model of its task, picklable, taking its classes)."""
+    if steps is None:
+        return None
+    try:
+        model = _pipeline(steps, spec.name, "challenger")
+        replace(spec, model=model, promotion=None).check()
+    except SpecError as exc:
+        raise ControlRefused(f"challenger: {exc}") from None
+    except Exception as exc:  # a parameter River refuses in a way nobody foresaw
+        raise ControlRefused(f"challenger: {type(exc).__name__}: {exc}"[:500]) from None
+    return model
+
+
+def _parse(raw: bytes) -> Control:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ControlRefused("the control is not JSON") from None
+    if not isinstance(body, dict):
+        raise ControlRefused("the control is not a JSON object")
+    action, spec, model = body.get("action"), body.get("spec"), body.get("model")
+    warm, cid, ts = body.get("warm"), body.get("id"), body.get("ts")
+    if action not in ACTIONS:
+        raise ControlRefused(f"action is one of {', '.join(ACTIONS)}")
+    if not is_id(spec) or "~" in spec:
+        raise ControlRefused("spec is a spec's name")
+    if not is_id(cid):
+        raise ControlRefused("id is a string of 1-200 characters")
+    if not is_time(ts):
+        raise ControlRefused("ts is a time in ms (an int)")
+    if action == "challenge":
+        if model is not None:
+            raise ControlRefused("a challenge names no model (its challenger is named <spec>~<ts>)")
+        if warm is not None and (type(warm) is not int or warm < 0):
+            raise ControlRefused("warm is a count of records (0 or more)")
+    else:
+        if not is_id(model) or model.partition("~")[0] != spec or "~" not in model:
+            raise ControlRefused(f"{action} names one of the spec's challengers: model is <spec>~<ts>")
+        if warm is not None or body.get("challenger") is not None:
+            raise ControlRefused(f"warm and challenger are for a challenge, not a {action}")
+    return Control(action, spec, model, warm, body.get("challenger"), cid, ts)

@@ -1,0 +1,194 @@
+"""Hand controls of the lifecycle (issue 14): signed control records in the features topic, verified and
+applied by the router at their position, refused (a ``control`` dead letter) otherwise, each applied once.
+A deliberately bad challenger forced through promotion is rolled back by probation."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from river.datasets import synth
+
+from streaming.learning.controls import ControlRefused, open_control, sign_control
+from streaming.learning.core import LearnerCore
+from streaming.learning.deadletters import MemorySink
+from streaming.learning.evidence import PromotionPolicy
+from streaming.learning.keys import Keyring, generate
+from streaming.learning.merge import NO_TIME, Positioned, event_time
+from streaming.learning.router import Router, TopicRoles
+from streaming.learning.spec import DriftPolicy
+from tests.support.model_defs import LIFECYCLE
+
+pytestmark = pytest.mark.unit
+
+ROLES = TopicRoles("f", "l", "p")
+STREAM = list(synth.Agrawal(classification_function=0, seed=1).take(6_000))  # stationary
+KEY = generate()
+RING = Keyring.of(KEY.public)
+T0 = 1_700_000_000_000
+BAD = [{"dummy.NoChangeClassifier": {}}]  # predicts the last label it saw: far worse than a tree here
+# no automatic challengers: only the hand controls start them
+SPEC = replace(
+    LIFECYCLE,
+    drift=DriftPolicy(max_challengers=2),
+    promotion=PromotionPolicy(min_labelled=200, probation=3_000, warm_records=300),
+)
+
+
+def features(i: int, x: dict[str, Any], y: Any) -> dict[str, Any]:
+    return {"view": "all", "event": {"event_id": f"e{i}", "ts": T0 + i, "label": bool(y)}, "features": x}
+
+
+class Log:
+    """Records through a router, each at the next offset of partition 0 of the features topic."""
+
+    def __init__(self, ring: Keyring | None = RING) -> None:
+        self.core = LearnerCore([SPEC])
+        self.sink = MemorySink()
+        self.router = Router(self.core, ROLES, sink=self.sink, keyring=ring)
+        self.offset = 0
+
+    def send(self, value: Any) -> None:
+        raw = orjson.dumps(value)
+        self.router.process(Positioned(event_time(value), 0, 0, self.offset, "f", value, raw, b"m"))
+        self.offset += 1
+
+    def stream(self, start: int, n: int) -> None:
+        for i in range(start, start + n):
+            x, y = STREAM[i]
+            self.send(features(i, x, y))
+
+    def letters(self) -> list[dict[str, Any]]:
+        return [
+            {"reason": d.reason, "detail": d.error, "offset": d.record.offset, "models": d.models}
+            for d in self.sink.letters
+        ]
+
+
+def control(action: str, spec: str = "m", **kw: Any) -> dict[str, Any]:
+    return sign_control(KEY, action, spec, **kw)
+
+
+def test_a_signed_challenge_starts_a_challenger_at_its_position_and_only_once() -> None:
+    log = Log()
+    log.stream(0, 500)
+    ctl = control("challenge", ts=T0 + 500, control_id="c1", warm=100)
+    log.send(ctl)
+    assert "m~1700000000500" in log.core.models
+    d = log.core.decisions[-1]
+    assert (d.kind, d.model, d.position) == ("challenger", "m~1700000000500", ("f", 0, 500))
+    assert "control c1" in d.why and "warm 100" in d.why
+    assert log.core.models["m~1700000000500"].controls == ["c1"] == log.core.models["m"].controls
+    log.stream(500, 10)
+    log.send(ctl)  # the same signed control copied to a later offset: refused, nothing changes
+    assert sum(d.kind == "challenger" for d in log.core.decisions) == 1
+    letter = log.letters()[-1]
+    assert letter["reason"] == "control" and "applied already" in letter["detail"]
+    assert letter["offset"] == 511
+    assert log.core.models["m"].rejected == {"control": 1}
+
+
+def test_a_control_record_has_no_event_time_so_it_holds_nothing_back() -> None:
+    assert event_time(control("challenge")) == NO_TIME
+
+
+def test_an_unsigned_or_foreign_control_is_a_dead_letter_and_the_records_around_it_go_on() -> None:
+    clean, attacked = Log(), Log()
+    clean.stream(0, 400)
+    attacked.stream(0, 200)
+    forged = sign_control(generate(), "challenge", "m")  # a key the learner does not hold
+    tampered = dict(control("challenge"))
+    tampered["control"] = tampered["control"].replace('"warm":null', '"warm":5')
+    bad_sig = {**control("challenge"), "sig": base64.b64encode(b"x" * 64).decode()}
+    hostile: list[Any] = [
+        forged,
+        tampered,
+        bad_sig,
+        {**control("challenge"), "sig": "not base64!"},
+        {"control": {"action": "challenge"}},  # not a signed string
+        {"control": "x" * 20_000, "key_id": KEY.key_id, "sig": ""},
+        control("promote", model="m~1"),  # no such challenger
+        control("retire", model="m~1"),
+        sign_control(KEY, "challenge", "nope"),  # no such spec
+    ]
+    for h in hostile:
+        attacked.send(h)
+    attacked.stream(200, 200)
+    assert set(attacked.core.models) == {"m"}
+    assert list(attacked.core.decisions) == []
+    letters = attacked.letters()
+    assert [x["reason"] for x in letters] == ["control"] * len(hostile)
+    assert [x["offset"] for x in letters] == list(range(200, 200 + len(hostile)))
+    details = [x["detail"] for x in letters]
+    assert "not in the learner's keyring" in details[0]
+    assert "does not match" in details[1] and "does not match" in details[2]
+    assert "not base64" in details[3] and "at most" in details[5]
+    assert "no model 'm~1'" in details[6] and "no spec 'nope'" in details[8]
+    # the champion learned exactly what it learned without the hostile records
+    a, b = clean.core.models["m"], attacked.core.models["m"]
+    assert a.n_learned == b.n_learned == 400
+    assert a.metric_values() == b.metric_values()
+
+
+def test_without_a_keyring_every_control_is_refused() -> None:
+    log = Log(ring=None)
+    log.stream(0, 10)
+    log.send(control("challenge"))
+    assert set(log.core.models) == {"m"}
+    assert "no keys" in log.letters()[-1]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"challenger": [{"linear_model.LinearRegression": {}}]}, "needs a classifier"),
+        ({"challenger": [{"no_such.Model": {}}]}, "no River class"),
+        ({"challenger": [{"tree.HoeffdingTreeClassifier": {"no_such_param": 1}}]}, "challenger"),
+    ],
+)
+def test_a_challenger_the_spec_cannot_run_is_refused(kw: dict[str, Any], why: str) -> None:
+    log = Log()
+    log.stream(0, 10)
+    with pytest.raises(ControlRefused, match=why):
+        log.core.apply_control(open_control(control("challenge", **kw), RING))
+    assert set(log.core.models) == {"m"}
+
+
+def test_sign_control_refuses_what_the_learner_would() -> None:
+    with pytest.raises(ControlRefused, match="action"):
+        sign_control(KEY, "delete", "m")
+    with pytest.raises(ControlRefused, match="spec"):
+        sign_control(KEY, "challenge", "m~1")
+    with pytest.raises(ControlRefused, match="names one of the spec's challengers"):
+        sign_control(KEY, "promote", "m", model="other~1")
+    with pytest.raises(ControlRefused, match="warm"):
+        sign_control(KEY, "challenge", "m", warm=-1)
+
+
+def test_a_bad_challenger_forced_through_promotion_is_rolled_back_on_probation() -> None:
+    log = Log()
+    log.stream(0, 2_000)
+    log.send(control("challenge", ts=T0 + 2_000, challenger=BAD))
+    bad = f"m~{T0 + 2_000}"
+    assert type(log.core.models[bad].model).__name__ == "NoChangeClassifier"
+    log.stream(2_001, 300)
+    log.send(control("promote", model=bad, ts=T0 + 2_301))
+    assert log.core.champion("m").name == bad  # type: ignore[union-attr]
+    assert log.core.models["m"].role == "probation"
+    log.stream(2_302, 3_000)
+    kinds = [(d.kind, d.model) for d in log.core.decisions]
+    assert kinds[:2] == [("challenger", bad), ("promotion", bad)]
+    assert ("rollback", "m") in kinds, kinds
+    rollback = next(d for d in log.core.decisions if d.kind == "rollback")
+    assert (
+        rollback.evidence is not None
+        and rollback.evidence["candidate_loss"] < rollback.evidence["incumbent_loss"]
+    )
+    assert log.core.champion("m").name == "m"  # type: ignore[union-attr]
+    assert log.core.models[bad].status == "retired"
+    # a copy of the promotion sent again changes nothing: applied already (and no longer a challenger)
+    log.send(control("retire", model=bad))
+    assert log.letters()[-1]["reason"] == "control"
