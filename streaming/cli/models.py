@@ -21,6 +21,14 @@ from streaming.runtime.stack import kept_keys
 app = typer.Typer(help="The model registry: versions, metrics, rollback, promotion.", no_args_is_help=True)
 
 EXIT_DIFFERS = 3
+At = Annotated[
+    str | None,
+    typer.Option(
+        help="The stream (event) time it applies at: ISO 8601 or epoch ms; the learner applies it after the "
+        "records before that time, and a replay at the same place (default: now, for a stream stamped with "
+        "the wall clock)."
+    ),
+]
 
 
 @app.command("list")
@@ -152,33 +160,36 @@ def challenge(
             "'[tree.HoeffdingTreeClassifier: {grace_period: 100}]' (default: the policy's, or the spec's)."
         ),
     ] = None,
+    at: At = None,
     models_module: ModelsModule = None,
 ) -> None:
     """Start a challenger of SPEC in the live learner: a signed control record in the features topic, applied
     where the learner reads it (so a restart and a replay take the same decision there)."""
     steps = _steps(challenger)
-    _control(ctx, "challenge", spec, models_module, warm=warm, challenger=steps)
+    _control(ctx, "challenge", spec, models_module, at, warm=warm, challenger=steps)
 
 
 @app.command("promote-challenger")
 def promote_challenger(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The running challenger, <spec>~<ts>.")],
+    at: At = None,
     models_module: ModelsModule = None,
 ) -> None:
     """Make a running challenger its spec's champion now, whatever its evidence: the former champion shadows
     it on probation, and the policy's test rolls the promotion back if it does worse."""
-    _control(ctx, "promote", name.partition("~")[0], models_module, model=name)
+    _control(ctx, "promote", name.partition("~")[0], models_module, at, model=name)
 
 
 @app.command()
 def retire(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The running challenger, <spec>~<ts>.")],
+    at: At = None,
     models_module: ModelsModule = None,
 ) -> None:
     """Retire a running challenger (it stops learning; its versions stay in the registry)."""
-    _control(ctx, "retire", name.partition("~")[0], models_module, model=name)
+    _control(ctx, "retire", name.partition("~")[0], models_module, at, model=name)
 
 
 def _steps(text: str | None) -> Any:
@@ -192,9 +203,12 @@ def _steps(text: str | None) -> Any:
         fail(f"--challenger is not YAML: {exc}")
 
 
-def _control(ctx: typer.Context, action: str, spec_name: str, module: str | None, **fields: Any) -> None:
+def _control(
+    ctx: typer.Context, action: str, spec_name: str, module: str | None, at: str | None, **fields: Any
+) -> None:
     """Check the control as the learner will, sign it (RIVULET_SIGNING_KEY: a key in the learner's keyring)
-    and publish it to the features topic, keyed by its spec."""
+    and publish it to the features topic, keyed by its spec, to apply at stream time ``at`` (default: now)."""
+    from features.events import parse_ts
     from streaming.clients import signing_key
     from streaming.ingest.producer import Producer
     from streaming.learning.controls import ControlRefused, challenger_model, sign_control
@@ -208,7 +222,8 @@ def _control(ctx: typer.Context, action: str, spec_name: str, module: str | None
         key = signing_key(settings)
         try:
             challenger_model(spec, fields.get("challenger"))
-            record = sign_control(key, action, spec.name, **fields)
+            ts = None if at is None else parse_ts(at, "--at")
+            record = sign_control(key, action, spec.name, ts=ts, **fields)
         except ControlRefused as exc:
             fail(str(exc))
         producer = Producer(settings)

@@ -16,15 +16,19 @@ The record::
 The control is an object ``{"action", "spec", "model", "warm", "challenger", "id", "ts"}`` (``model``:
 the challenger a promotion or retirement names; ``warm``: records to retrain a challenger on, at most those
 the champion keeps; ``challenger``: the challenger's model as YAML steps, as a spec's
-``promotion.challenger``; ``id``: unique; ``ts``: when it was issued, ms). It is signed with an Ed25519 key
+``promotion.challenger``; ``id``: unique; ``ts``: when it was issued, ms; the decision it takes is dated
+with the stream's event time where the learner meets it, as every decision). It is signed with an Ed25519 key
 (:mod:`streaming.learning.keys`) over its exact bytes, and the learner applies it only if the key is in its
 keyring (``RIVULET_VERIFY_KEYS`` and its own): anyone who can write the features topic can append a record,
 not steer the lifecycle. A control's ``id`` is applied once (a signed control copied to a later offset
 changes nothing), and a refused one is a dead letter with its reason (``control``), like any bad record.
 
-A control record has no event time: the merge releases it as soon as it heads its partition
-(:data:`~streaming.learning.merge.NO_TIME`), so it never holds back other records, and its place in the
-order is a function of the log.
+A control's ``ts`` is the stream time it applies at: the merge takes it as the record's event time
+(:func:`control_time`), so it is applied after the records before that time and before those after it, in
+the live learner and in a replay of the log alike (``rivulet models challenge --at``; by default the wall
+clock, which is "now" for a stream stamped with it). A control record that cannot be a control (not the
+signed form, or its control malformed) has no time: it never holds back the records behind it. The
+decision it takes is dated, as every decision, with the champion's latest event time there.
 
 >>> from streaming.learning.keys import Keyring, generate
 >>> key = generate()
@@ -60,6 +64,7 @@ __all__ = [
     "Control",
     "ControlRefused",
     "challenger_model",
+    "control_time",
     "is_control",
     "open_control",
     "sign_control",
@@ -84,6 +89,21 @@ class Control:
     challenger: Any
     id: str
     ts: int
+
+
+def control_time(data: dict[str, Any], fallback: int) -> int:
+    """The merge time of a control record: its control's ``ts``, or ``fallback`` for a record that is not a
+    well-formed control (its signature is the router's to check)."""
+    text = data.get(CONTROL_FIELD)
+    if type(text) is not str or type(data.get("key_id")) is not str or type(data.get("sig")) is not str:
+        return fallback
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_CONTROL_BYTES:
+        return fallback
+    try:
+        return _parse(raw).ts
+    except ControlRefused:
+        return fallback
 
 
 def is_control(data: Any) -> bool:

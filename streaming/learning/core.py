@@ -576,16 +576,20 @@ class LearnerCore:
         if any(ctl.id in st.controls for st in mine):
             raise ControlRefused(f"control {ctl.id!r} was applied already")
         why = f"by hand (control {ctl.id})"
+        # the stream's time where the control sits (the champion's latest event time), not the wall clock it
+        # was issued at: decisions are ordered by event time, and a replay of history takes the same ones
+        champion = self.champion(spec.name)
+        at = champion.last_ts if champion is not None and champion.last_ts is not None else ctl.ts
         if ctl.action == "challenge":
             model = challenger_model(spec, ctl.challenger)
             warm = ctl.warm
             if warm and not (spec.promotion.warm_records or spec.promotion.warm_ms):
                 raise ControlRefused("warm: the spec's policy keeps no records to retrain on (warm_records)")
-            name = self.challenge(spec.name, ctl.ts, position, why, model=model, warm=warm)
+            while f"{spec.name}~{at}" in self.models:  # a challenger started at that time already
+                at += 1
+            name = self.challenge(spec.name, at, position, why, model=model, warm=warm)
             if name is None:
-                raise ControlRefused(
-                    f"no challenger started (max_challengers 0, or {spec.name}~{ctl.ts} exists)"
-                )
+                raise ControlRefused("no challenger started (max_challengers is 0)")
             decision = self.decisions[-1]
         else:
             assert ctl.model is not None  # the control checked it
@@ -593,9 +597,9 @@ class LearnerCore:
                 raise ControlRefused(f"no model {ctl.model!r}")
             try:
                 if ctl.action == "promote":
-                    decision = self.promote(ctl.model, ctl.ts, position, why)
+                    decision = self.promote(ctl.model, at, position, why)
                 else:
-                    decision = self.retire(ctl.model, ctl.ts, position, why)
+                    decision = self.retire(ctl.model, at, position, why)
             except ValueError as exc:
                 raise ControlRefused(str(exc)) from None
         for st in self.models.values():

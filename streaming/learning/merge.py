@@ -140,6 +140,10 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
             return ts if is_id(event.get("event_id")) and is_time(ts) else fallback
         ts = data.get("ts")
         return ts if event is None and is_id(data.get("prediction_id")) and is_time(ts) else fallback
+    if "control" in data:  # a hand control of the lifecycle: the stream time it applies at
+        from streaming.learning.controls import control_time
+
+        return control_time(data, fallback)
     if "entity" in data:  # an event (replay of an events topic): its own time; the feature stage checks it
         ts = data.get("ts")
         return ts if is_time(ts) else fallback

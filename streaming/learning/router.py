@@ -256,7 +256,7 @@ class Router:
             named = [m for m in chosen if m in core.models and _names(spec, core.models[m].spec)]
             self._reject(named or chosen, Reason.CONTROL, str(exc))
         else:
-            log.warning(
+            log.info(
                 "control applied",
                 action=ctl.action,
                 spec=ctl.spec,

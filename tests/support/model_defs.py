@@ -39,3 +39,17 @@ LIFECYCLE = ModelSpec(
     promotion=PromotionPolicy(),
     checkpoint=CheckpointPolicy(every_records=500, every_seconds=1e9, keep=50),
 )
+
+
+# a spec whose challengers only an operator starts (rivulet models challenge), checkpointed every second:
+# the probation drill (tests/serving/test_probation_drill.py)
+BY_HAND = ModelSpec(
+    name="pm",
+    task="binary",
+    view="all",
+    model=hoeffding_tree,
+    metrics=(metrics.Accuracy,),
+    drift=DriftPolicy(max_challengers=2),
+    promotion=PromotionPolicy(min_labelled=200, probation=2_000),
+    checkpoint=CheckpointPolicy(every_records=500, every_seconds=0.5, keep=50),
+)

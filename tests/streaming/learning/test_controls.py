@@ -18,8 +18,10 @@ from streaming.learning.deadletters import MemorySink
 from streaming.learning.evidence import PromotionPolicy
 from streaming.learning.keys import Keyring, generate
 from streaming.learning.merge import NO_TIME, Positioned, event_time
+from streaming.learning.registry import MemoryRegistry
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import DriftPolicy
+from streaming.runtime.learner import Learner
 from tests.support.model_defs import LIFECYCLE
 
 pytestmark = pytest.mark.unit
@@ -77,11 +79,11 @@ def test_a_signed_challenge_starts_a_challenger_at_its_position_and_only_once() 
     log.stream(0, 500)
     ctl = control("challenge", ts=T0 + 500, control_id="c1", warm=100)
     log.send(ctl)
-    assert "m~1700000000500" in log.core.models
+    assert "m~1700000000499" in log.core.models
     d = log.core.decisions[-1]
-    assert (d.kind, d.model, d.position) == ("challenger", "m~1700000000500", ("f", 0, 500))
+    assert (d.kind, d.model, d.position) == ("challenger", "m~1700000000499", ("f", 0, 500))
     assert "control c1" in d.why and "warm 100" in d.why
-    assert log.core.models["m~1700000000500"].controls == ["c1"] == log.core.models["m"].controls
+    assert log.core.models["m~1700000000499"].controls == ["c1"] == log.core.models["m"].controls
     log.stream(500, 10)
     log.send(ctl)  # the same signed control copied to a later offset: refused, nothing changes
     assert sum(d.kind == "challenger" for d in log.core.decisions) == 1
@@ -91,8 +93,11 @@ def test_a_signed_challenge_starts_a_challenger_at_its_position_and_only_once() 
     assert log.core.models["m"].rejected == {"control": 1}
 
 
-def test_a_control_record_has_no_event_time_so_it_holds_nothing_back() -> None:
-    assert event_time(control("challenge")) == NO_TIME
+def test_a_control_is_merged_at_its_stream_time_and_a_malformed_one_holds_nothing_back() -> None:
+    assert event_time(control("challenge", ts=T0 + 7)) == T0 + 7
+    assert event_time({**control("challenge"), "sig": 1}) == NO_TIME
+    assert event_time({"control": '{"action": "x"}', "key_id": "k", "sig": "s"}) == NO_TIME
+    assert event_time({"control": "x" * 20_000, "key_id": "k", "sig": "s"}) == NO_TIME
 
 
 def test_an_unsigned_or_foreign_control_is_a_dead_letter_and_the_records_around_it_go_on() -> None:
@@ -172,7 +177,7 @@ def test_a_bad_challenger_forced_through_promotion_is_rolled_back_on_probation()
     log = Log()
     log.stream(0, 2_000)
     log.send(control("challenge", ts=T0 + 2_000, challenger=BAD))
-    bad = f"m~{T0 + 2_000}"
+    bad = f"m~{T0 + 1_999}"  # named by the stream time where the control sits
     assert type(log.core.models[bad].model).__name__ == "NoChangeClassifier"
     log.stream(2_001, 300)
     log.send(control("promote", model=bad, ts=T0 + 2_301))
@@ -192,3 +197,44 @@ def test_a_bad_challenger_forced_through_promotion_is_rolled_back_on_probation()
     # a copy of the promotion sent again changes nothing: applied already (and no longer a challenger)
     log.send(control("retire", model=bad))
     assert log.letters()[-1]["reason"] == "control"
+
+
+@pytest.mark.parametrize("crash_before_control", [True, False])
+def test_a_restarted_learner_applies_each_control_exactly_once(crash_before_control: bool) -> None:
+    """The control takes effect once whether the checkpoint the learner restarts from is before it (it is
+    met again and applied) or after it (the champion processed it: skipped), with the same decisions as a
+    learner that never stopped."""
+    spec = replace(SPEC, checkpoint=replace(SPEC.checkpoint, every_records=10**9))
+    records: list[Any] = [features(i, *STREAM[i]) for i in range(600)]
+    records.insert(300, control("challenge", ts=T0 + 299, control_id="once", challenger=BAD))
+    records.insert(450, control("promote", model=f"m~{T0 + 299}", ts=T0 + 448, control_id="p"))
+
+    def run(learner: Learner, start: int, stop: int) -> None:
+        for offset in range(start, stop):
+            value = records[offset]
+            learner.process(Positioned(event_time(value), 0, 0, offset, "f", value, orjson.dumps(value)))
+
+    never = Learner([spec], MemoryRegistry(signer=KEY), ROLES)
+    run(never, 0, len(records))
+    registry = MemoryRegistry(signer=KEY)
+    first = Learner([spec], registry, ROLES)
+    cut = 200 if crash_before_control else 350
+    run(first, 0, cut)
+    first.checkpoint()
+    run(first, cut, 500)  # then a crash: nothing after the checkpoint is kept
+    second = Learner([spec], registry, ROLES)
+    second.restore()
+    run(second, cut, len(records))
+
+    def taken(learner: Learner) -> list[tuple[str, str, Any]]:
+        return [(d.kind, d.model, d.position) for d in learner.core.decisions]
+
+    expected = [("challenger", f"m~{T0 + 299}", ("f", 0, 300)), ("promotion", f"m~{T0 + 299}", ("f", 0, 450))]
+    assert taken(never)[:2] == expected
+    skipped = 0 if crash_before_control else 1  # the challenge was taken before the checkpoint
+    assert taken(second) == taken(never)[skipped:]
+    assert second.core.champion("m").name == never.core.champion("m").name  # type: ignore[union-attr]
+    for name, state in never.core.models.items():
+        assert second.core.models[name].metric_values() == state.metric_values()
+        assert second.core.models[name].controls == state.controls
+    assert not second.sink.counts  # nothing refused: not even the control met again
