@@ -63,7 +63,8 @@ class PromotionPolicy:
     challenger first learns the last N records the champion learned (or those of the last T ms of event
     time, at most :data:`MAX_WARM`; their features and labels, in order; kept with the champion's
     checkpoint, so a restart starts the same challenger), then predicts and is compared from the next
-    record on."""
+    record on; ``keep_retired``: the retired challengers whose versions stay in the registry (the newest;
+    the learner deletes older ones, their decisions stay)."""
 
     min_labelled: int = 500
     margin: float = 0.0
@@ -79,6 +80,9 @@ class PromotionPolicy:
     # those of the last T ms of event time (at most MAX_WARM of them)
     warm_records: int | None = None
     warm_ms: int | None = None
+    # the retired challengers of the spec whose versions the registry keeps (the newest; older ones are
+    # deleted after a checkpoint, their decisions kept): one retires per drift or schedule
+    keep_retired: int = 10
 
     def check(self) -> str | None:
         """Why the policy cannot work (None: it can)."""
@@ -92,6 +96,8 @@ class PromotionPolicy:
             return "promotion.margin is a number in [0, 1)"
         if not isinstance(self.confidence, int | float) or not 0.5 <= self.confidence < 1.0:
             return "promotion.confidence is a number in [0.5, 1)"
+        if type(self.keep_retired) is not int or self.keep_retired < 0:
+            return "promotion.keep_retired is a count (0 or more)"
         for name in ("every_records", "every_ms", "warm_records", "warm_ms"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):

@@ -143,6 +143,11 @@ class Registry(ABC):
         """Point the spec's champion at ``model`` and announce it."""
 
     @abstractmethod
+    def delete(self, name: str) -> None:
+        """Forget model ``name``: its versions, pointer and history (a retired challenger past retention;
+        its spec's decisions stay)."""
+
+    @abstractmethod
     def champion(self, spec: str) -> str | None: ...
 
     @abstractmethod
@@ -318,6 +323,14 @@ class RedisRegistry(Registry):
         entries = self._r.xrevrange(self._k(name, "history"), count=limit)
         return [orjson.loads(fields[b"s"]) for _, fields in reversed(entries)]
 
+    def delete(self, name: str) -> None:
+        # the name leaves the listing first: a reader never lists a model whose keys are going
+        self._r.srem(f"{self._prefix}models", name)
+        numbers = self._numbers(name)
+        kinds = ("versions", "seq", "current", "history")
+        keys = [self._k(name, k) for k in kinds] + [self._k(name, f"{k}:{v}") for v in numbers for k in "vh"]
+        self._r.delete(*keys)  # one hash slot ({name}): one command, on a Redis Cluster too
+
     def set_champion(self, spec: str, model: str) -> None:
         self._r.set(self._k(spec, "champion"), model)
         self._r.publish(self.channel, orjson.dumps({"model": spec, "champion": model}))
@@ -428,6 +441,11 @@ class MemoryRegistry(Registry):
     def history(self, name: str, limit: int = Registry.HISTORY) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._history.get(name, ()))[-limit:]
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            for kept in (self._blobs, self._heads, self._seq, self._current, self._history):
+                kept.pop(name, None)
 
     def set_champion(self, spec: str, model: str) -> None:
         with self._lock:

@@ -109,6 +109,12 @@ class Router:
         self.bases[model] = {"version": version, "offsets": copy.deepcopy(offsets)}
         self.journals[model] = OrderJournal()
 
+    def forget(self, model: str) -> None:
+        """``model`` left the core (a retired challenger past retention): nothing of it is tracked."""
+        for kept in (self.offsets, self.journals, self.bases, self._views):
+            kept.pop(model, None)
+        self._by_view.clear()
+
     def rebase(self, model: str, version: int) -> None:
         """``model`` was checkpointed as ``version``: its next journal starts here."""
         self.bases[model] = {"version": version, "offsets": copy.deepcopy(self.offsets.get(model, {}))}

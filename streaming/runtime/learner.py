@@ -96,7 +96,7 @@ class Learner:
         challengers.sort(key=started)
         for name in [*[s.name for s in self.specs], *challengers]:
             if name not in names and self._retired_version(name):  # a retired challenger: nothing to do
-                self._retired.add(name)
+                self._retired.add(name)  # (but its retention: see _forget_retired)
                 continue
             try:
                 opened, rejected = self.registry.load_latest(name)
@@ -165,15 +165,20 @@ class Learner:
         )
         self._decisions.append(decision)
 
-    def _publish_lifecycle(self) -> None:
-        """After the models' versions: the decisions taken since the last checkpoint, then each spec's
-        champion pointer where it moved (serving follows it once the champion's version is there). A crash
-        before this point takes the same decisions again on the same records after the restart (the
-        restored states are those of before them), and recording one again replaces it."""
+    def _record_decisions(self) -> None:
+        """Before the models' versions: the decisions taken since the last checkpoint. A crash after this
+        point and before the versions takes the same decisions again on the same records after the restart
+        (the restored states are those of before them), and recording one again replaces it (by its id). A
+        crash between the versions and the decisions, the other order, lost them for good (the restored
+        states were those after them): the crash drill caught it."""
         now = time.time()
         for d in self._decisions:
             self.registry.record_decision(d.spec, {**decision_record(d), "saved_at": now})
         self._decisions.clear()
+
+    def _publish_lifecycle(self) -> None:
+        """After the models' versions: each spec's champion pointer where it moved (serving follows it once
+        the champion's version is there)."""
         for spec in self.specs:
             if spec.promotion is None:
                 continue
@@ -188,6 +193,7 @@ class Learner:
         if self._since_checkpoint == 0:
             return saved
         self.sink.flush()  # the letters of every rejected record are durable before the positions move on
+        self._record_decisions()
         saved_at = time.time()
         for name, state in self.core.models.items():
             if state.quarantined or name in self._retired:
@@ -222,10 +228,31 @@ class Learner:
             if state.status == "retired":  # its last version says so; it learns nothing more
                 self._retired.add(name)
         self._publish_lifecycle()
+        self._forget_retired()
         self._since_checkpoint = 0
         self._last_checkpoint = self.clock()
         log.info("checkpoint", versions=saved)
         return saved
+
+    def _forget_retired(self) -> None:
+        """Retention: each spec keeps the versions of its newest ``keep_retired`` retired challengers; older
+        ones leave the registry (their last version is written, their decisions stay with the spec's) and
+        the learner's memory. One retires per drift or schedule: without this they added up for ever."""
+        for spec in self.specs:
+            policy = spec.promotion
+            if policy is None:
+                continue
+            mine = sorted(
+                (n for n in self._retired if n.partition("~")[0] == spec.name and "~" in n), key=started
+            )
+            for name in mine[: max(0, len(mine) - policy.keep_retired)]:
+                self.registry.delete(name)
+                self._retired.discard(name)
+                self.core.models.pop(name, None)
+                self.router.forget(name)
+                log.info(
+                    "retired challenger deleted (retention)", model=name, keep_retired=policy.keep_retired
+                )
 
     def _sample(self, name: str, state: ModelState, version: int, now: float) -> dict[str, Any]:
         """What the dashboard plots: metrics, learning rate, freshness (how old the newest learned event

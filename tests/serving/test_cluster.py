@@ -109,6 +109,10 @@ def test_the_registry_saves_trims_and_loads_through_a_cluster_client(
     values = vector(2)
     assert expected(loaded.state, values) == pytest.approx(expected(states[3], values))
     assert expected(reader.load("zipm", 3).state, values) == pytest.approx(expected(states[2], values))
+    writer.record("zipm", {"t": 1})
+    writer.delete("zipm")  # a retired challenger past retention: every key of it, in one slot
+    assert reader.names() == [] and reader.current_version("zipm") is None and reader.versions("zipm") == []
+    assert not [k for k in cluster.keys(f"{on_cluster.redis_prefix}model:{{zipm}}:*")]
 
 
 def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
