@@ -211,7 +211,8 @@ def _control(
     from features.events import parse_ts
     from streaming.clients import signing_key
     from streaming.ingest.producer import Producer
-    from streaming.learning.controls import ControlRefused, challenger_model, sign_control
+    from streaming.learning.controls import ControlRefused, checked_for, open_control, sign_control
+    from streaming.learning.keys import Keyring
 
     settings = with_stack_keys(settings_of(ctx), signing=True)
     with user_errors():  # a bad spec module, no key
@@ -221,9 +222,10 @@ def _control(
             fail(f"no spec {spec_name!r} with a promotion policy (specs: {', '.join(sorted(specs))})")
         key = signing_key(settings)
         try:
-            challenger_model(spec, fields.get("challenger"))
             ts = None if at is None else parse_ts(at, "--at")
             record = sign_control(key, action, spec.name, ts=ts, **fields)
+            # checked as the learner will read it: the signed JSON, not what was given
+            checked_for(spec, open_control(record, Keyring.of(key.public)))
         except ControlRefused as exc:
             fail(str(exc))
         producer = Producer(settings)

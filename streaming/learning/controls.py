@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,7 @@ from typing import Any
 import orjson
 
 from streaming.learning.errors import LearningError
+from streaming.learning.evidence import MAX_WARM
 from streaming.learning.keys import SIGNATURE_BYTES, Keyring, SigningKey
 from streaming.learning.merge import is_id, is_time
 from streaming.learning.spec import ModelSpec, SpecError, _pipeline
@@ -64,6 +66,7 @@ __all__ = [
     "Control",
     "ControlRefused",
     "challenger_model",
+    "checked_for",
     "control_time",
     "is_control",
     "open_control",
@@ -73,6 +76,7 @@ __all__ = [
 CONTROL_FIELD = "control"
 ACTIONS = ("challenge", "promote", "retire")
 MAX_CONTROL_BYTES = 16_384  # the signed control: a few steps and their parameters
+MAX_DEPTH = 16  # nesting of a challenger's steps and parameters
 _DOMAIN = b"rivulet-control\x00"  # a control's signature is never a valid signature of anything else
 
 
@@ -94,20 +98,37 @@ class Control:
 def control_time(data: dict[str, Any], fallback: int) -> int:
     """The merge time of a control record: its control's ``ts``, or ``fallback`` for a record that is not a
     well-formed control (its signature is the router's to check)."""
-    text = data.get(CONTROL_FIELD)
-    if type(text) is not str or type(data.get("key_id")) is not str or type(data.get("sig")) is not str:
-        return fallback
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_CONTROL_BYTES:
-        return fallback
     try:
-        return _parse(raw).ts
+        return _parse(_signed_form(data)[0]).ts
     except ControlRefused:
         return fallback
 
 
+def _signed_form(data: dict[str, Any]) -> tuple[bytes, str, bytes]:
+    """The control's bytes, key id and signature of a record in the signed form (not yet verified)."""
+    text, kid, sig = data.get(CONTROL_FIELD), data.get("key_id"), data.get("sig")
+    if type(text) is not str or type(kid) is not str or type(sig) is not str:
+        raise ControlRefused("a control record has a control (a string), a key_id and a sig")
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no signature covers it
+        raise ControlRefused("the control is not UTF-8") from None
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise ControlRefused(f"a control is at most {MAX_CONTROL_BYTES} bytes")
+    if len(kid) != 16 or any(c not in "0123456789abcdef" for c in kid):
+        raise ControlRefused("key_id is a key id (16 hex digits)")
+    try:
+        signature = base64.b64decode(sig, validate=True)
+    except (binascii.Error, ValueError):
+        raise ControlRefused("the signature is not base64") from None
+    if len(signature) != SIGNATURE_BYTES:
+        raise ControlRefused(f"the signature is not {SIGNATURE_BYTES} bytes")
+    return raw, kid, signature
+
+
 def is_control(data: Any) -> bool:
-    """A record of the features topic that is a control rather than a features record."""
+    """A record of the features topic that is a control rather than a features record (the merge reads its
+    time by the same rule: :func:`~streaming.learning.merge.event_time`)."""
     return isinstance(data, dict) and CONTROL_FIELD in data and "event" not in data
 
 
@@ -132,7 +153,11 @@ def sign_control(
         "id": control_id or uuid.uuid4().hex,
         "ts": int(time.time() * 1000) if ts is None else ts,
     }
-    text = orjson.dumps(body)
+    plain(challenger, "challenger")  # what JSON carries as it is: no NaN, no sets, no 100-digit ints
+    try:
+        text = orjson.dumps(body)
+    except TypeError as exc:  # orjson.JSONEncodeError too
+        raise ControlRefused(f"the control cannot be written as JSON: {exc}") from None
     _parse(text)  # a control the learner would refuse is never sent
     return {
         CONTROL_FIELD: text.decode(),
@@ -146,24 +171,28 @@ def open_control(data: Any, keyring: Keyring | None) -> Control:
     why not."""
     if not isinstance(data, dict):
         raise ControlRefused("not a control record")
-    text, kid, sig = data.get(CONTROL_FIELD), data.get("key_id"), data.get("sig")
-    if type(text) is not str or type(kid) is not str or type(sig) is not str:
-        raise ControlRefused("a control record has a control (a string), a key_id and a sig")
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_CONTROL_BYTES:
-        raise ControlRefused(f"a control is at most {MAX_CONTROL_BYTES} bytes")
+    raw, kid, signature = _signed_form(data)
     if keyring is None or not len(keyring):
         raise ControlRefused("the learner has no keys to verify controls with")
     key = keyring.get(kid)
     if key is None:
         raise ControlRefused("signed by a key not in the learner's keyring")
-    try:
-        signature = base64.b64decode(sig, validate=True)
-    except (binascii.Error, ValueError):
-        raise ControlRefused("the signature is not base64") from None
-    if len(signature) != SIGNATURE_BYTES or not key.verify(signature, _DOMAIN + raw):
+    if not key.verify(signature, _DOMAIN + raw):
         raise ControlRefused("the signature does not match the control")
     return _parse(raw)
+
+
+def checked_for(spec: ModelSpec, ctl: Control) -> Callable[[], Any] | None:
+    """What the learner checks of a verified control against its spec (the CLI checks the same before it
+    sends one); the model factory of a challenge's challenger (None: the policy's, or the spec's own)."""
+    policy = spec.promotion
+    if policy is None:
+        raise ControlRefused(f"no spec {spec.name!r} with a promotion policy in this learner")
+    if ctl.action != "challenge":
+        return None
+    if ctl.warm and not (policy.warm_records or policy.warm_ms):
+        raise ControlRefused("warm: the spec's policy keeps no records to retrain on (warm_records)")
+    return challenger_model(spec, ctl.challenger)
 
 
 def challenger_model(spec: ModelSpec, steps: Any) -> Callable[[], Any] | None:
@@ -181,7 +210,38 @@ def challenger_model(spec: ModelSpec, steps: Any) -> Callable[[], Any] | None:
     return model
 
 
+def plain(value: Any, what: str, depth: int = 0) -> None:
+    """ControlRefused unless ``value`` is plain JSON within bounds: at most :data:`MAX_DEPTH` levels deep
+    (deeper, pickling the model's state at a checkpoint raised RecursionError, and whether the check passed
+    depended on the caller's stack), finite numbers, ints within 32 bits, short strings."""
+    if depth > MAX_DEPTH:
+        raise ControlRefused(f"{what} is nested more than {MAX_DEPTH} levels deep")
+    if value is None or type(value) is bool:
+        return
+    if type(value) is int:
+        if not -(2**31) <= value < 2**31:
+            raise ControlRefused(f"{what}: {value} is not a 32-bit int")
+    elif type(value) is float:
+        if not math.isfinite(value):
+            raise ControlRefused(f"{what}: {value} is not a finite number")
+    elif type(value) is str:
+        if len(value) > 200:
+            raise ControlRefused(f"{what}: a string of {len(value)} characters (at most 200)")
+    elif type(value) is list:
+        for item in value:
+            plain(item, what, depth + 1)
+    elif type(value) is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise ControlRefused(f"{what}: a key that is not a string ({type(k).__name__})")
+            plain(item, what, depth + 1)
+    else:
+        raise ControlRefused(f"{what}: a {type(value).__name__} is not JSON")
+
+
 def _parse(raw: bytes) -> Control:
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise ControlRefused(f"a control is at most {MAX_CONTROL_BYTES} bytes")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -201,8 +261,9 @@ def _parse(raw: bytes) -> Control:
     if action == "challenge":
         if model is not None:
             raise ControlRefused("a challenge names no model (its challenger is named <spec>~<ts>)")
-        if warm is not None and (type(warm) is not int or warm < 0):
-            raise ControlRefused("warm is a count of records (0 or more)")
+        if warm is not None and (type(warm) is not int or not 0 <= warm <= MAX_WARM):
+            raise ControlRefused(f"warm is a count of records (0 to {MAX_WARM:,})")
+        plain(body.get("challenger"), "challenger")
     else:
         if not is_id(model) or model.partition("~")[0] != spec or "~" not in model:
             raise ControlRefused(f"{action} names one of the spec's challengers: model is <spec>~<ts>")

@@ -53,7 +53,7 @@ from dataclasses import replace
 from typing import Any
 
 from streaming.learning import drifts
-from streaming.learning.controls import Control, ControlRefused, challenger_model
+from streaming.learning.controls import Control, ControlRefused, checked_for
 from streaming.learning.errors import Reason
 from streaming.learning.evidence import Decision, Evidence, PromotionPolicy, paired_loss
 from streaming.learning.spec import ModelSpec
@@ -119,6 +119,9 @@ class LearnerCore:
         # the champion/challenger lifecycle (module docstring): every decision, the latest MAX_DECISIONS,
         # and who is told of each as it is taken
         self.decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
+        # names of retired models that are not in ``models`` (a restart does not load them, retention drops
+        # them): never given to a new challenger, as by a core that kept them
+        self.gone: set[str] = set()
         self.on_decision: Callable[[Decision], None] | None = None
         self._round: dict[str, tuple[Any, Any]] = {}  # this call's models that learned: (label, prediction)
 
@@ -497,7 +500,7 @@ class LearnerCore:
         limit = spec.drift.max_challengers
         name = f"{spec.name}~{ts}"
         champion = self.champion(spec.name)
-        if limit < 1 or name in self.models or champion is None:
+        if limit < 1 or name in self.models or name in self.gone or champion is None:
             return None
         running = self.challengers(spec.name)
         if len(running) >= limit:
@@ -570,24 +573,27 @@ class LearnerCore:
         or :meth:`retire`. Each control id is applied once (the spec's models remember the last
         :data:`CONTROLS_KEPT`). ControlRefused: why nothing was done."""
         spec = self.specs.get(ctl.spec)
-        if spec is None or spec.promotion is None:
+        if spec is None:
             raise ControlRefused(f"no spec {ctl.spec!r} with a promotion policy in this learner")
         mine = [st for st in self.models.values() if st.spec == ctl.spec]
         if any(ctl.id in st.controls for st in mine):
             raise ControlRefused(f"control {ctl.id!r} was applied already")
+        # the ids kept are the latest CONTROLS_KEPT: a control older than all of them may be one of those
+        # forgotten (a copy of it at a later offset was applied again after a thousand others)
+        kept = max(mine, key=lambda st: len(st.controls), default=None)
+        if kept is not None and len(kept.controls) >= CONTROLS_KEPT and ctl.ts <= min(kept.controls.values()):
+            raise ControlRefused(f"control {ctl.id!r} is older than every control remembered: maybe applied")
         why = f"by hand (control {ctl.id})"
         # the stream's time where the control sits (the champion's latest event time), not the wall clock it
         # was issued at: decisions are ordered by event time, and a replay of history takes the same ones
         champion = self.champion(spec.name)
         at = champion.last_ts if champion is not None and champion.last_ts is not None else ctl.ts
+        model = checked_for(spec, ctl)
         if ctl.action == "challenge":
-            model = challenger_model(spec, ctl.challenger)
-            warm = ctl.warm
-            if warm and not (spec.promotion.warm_records or spec.promotion.warm_ms):
-                raise ControlRefused("warm: the spec's policy keeps no records to retrain on (warm_records)")
-            while f"{spec.name}~{at}" in self.models:  # a challenger started at that time already
+            taken = self.models.keys() | self.gone
+            while f"{spec.name}~{at}" in taken:  # a model of that name exists or existed
                 at += 1
-            name = self.challenge(spec.name, at, position, why, model=model, warm=warm)
+            name = self.challenge(spec.name, at, position, why, model=model, warm=ctl.warm)
             if name is None:
                 raise ControlRefused("no challenger started (max_challengers is 0)")
             decision = self.decisions[-1]
@@ -604,8 +610,9 @@ class LearnerCore:
                 raise ControlRefused(str(exc)) from None
         for st in self.models.values():
             if st.spec == ctl.spec:
-                st.controls.append(ctl.id)
-                del st.controls[:-CONTROLS_KEPT]
+                st.controls[ctl.id] = ctl.ts
+                while len(st.controls) > CONTROLS_KEPT:
+                    del st.controls[next(iter(st.controls))]
         return decision
 
     def _scheduled(self, champion: ModelState, policy: PromotionPolicy, ts: int, position: Any) -> None:

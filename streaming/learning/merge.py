@@ -129,6 +129,10 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
     if not isinstance(data, dict):
         return fallback
     event = data.get("event")
+    if event is None and "control" in data:  # a hand control (the router's rule: is_control): its signed time
+        from streaming.learning.controls import control_time
+
+        return control_time(data, fallback)
     if event is not None or "features" in data:  # a features record, or a served prediction
         vector = data.get("features")
         if type(data.get("view")) is not str or not isinstance(vector, dict) or not vector_in_domain(vector):
@@ -140,10 +144,6 @@ def event_time(data: Any, fallback: int = NO_TIME, label_ok: Callable[[Any], boo
             return ts if is_id(event.get("event_id")) and is_time(ts) else fallback
         ts = data.get("ts")
         return ts if event is None and is_id(data.get("prediction_id")) and is_time(ts) else fallback
-    if "control" in data:  # a hand control of the lifecycle: the stream time it applies at
-        from streaming.learning.controls import control_time
-
-        return control_time(data, fallback)
     if "entity" in data:  # an event (replay of an events topic): its own time; the feature stage checks it
         ts = data.get("ts")
         return ts if is_time(ts) else fallback

@@ -231,13 +231,18 @@ def load_specs(spec: str) -> list[ModelSpec]:
     return specs
 
 
-def _river(path: str, spec: str) -> Any:
+def _river(path: str, spec: str, kind: type = base.Estimator) -> Any:
     """``linear_model.LogisticRegression`` -> the class in ``river.linear_model``."""
     module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(f"river.{module}" if module else "river"), name)
-    except (ImportError, AttributeError) as exc:
+        found = getattr(importlib.import_module(f"river.{module}" if module else "river"), name)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise SpecError(spec, f"no River class {path!r}") from exc
+    # a class of River's estimators only: any other callable of a river module (a function that writes a
+    # directory, say) was called with the step's parameters before the spec was refused
+    if not (isinstance(found, type) and issubclass(found, kind)):
+        raise SpecError(spec, f"{path!r} is not a River {kind.__name__} class")
+    return found
 
 
 def _from_yaml(path: str) -> list[ModelSpec]:
@@ -292,7 +297,7 @@ def _yaml_entry(entry: dict[str, Any]) -> ModelSpec:
         task=entry.get("task", "binary"),
         view=entry.get("view", ""),
         model=_pipeline(entry.get("model"), name, "model"),
-        metrics=tuple(_river(f"metrics.{m}", name) for m in entry.get("metrics", [])),
+        metrics=tuple(_river(f"metrics.{m}", name, metrics.base.Metric) for m in entry.get("metrics", [])),
         features=tuple(entry["features"]) if entry.get("features") else None,
         rolling_window=int(entry.get("rolling_window", 1_000)),
         drift=DriftPolicy(

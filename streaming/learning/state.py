@@ -153,7 +153,8 @@ class ModelState:
     # a champion of a policy with warm_records or warm_ms: the last records it learned, (inputs, label,
     # event time), oldest first
     recent_xy: deque[tuple[dict[str, Any], Any, int]] | None = None
-    controls: list[str] = field(default_factory=list)  # ids of the hand controls applied to its spec
+    # the hand controls applied to its spec: id -> the stream time it applied at (the latest CONTROLS_KEPT)
+    controls: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -190,7 +191,7 @@ class ModelState:
         self.__dict__.setdefault("scheduled_at", None)
         self.__dict__.setdefault("abstained", {})
         self.__dict__.setdefault("recent_xy", None)
-        self.__dict__.setdefault("controls", [])
+        self.__dict__.setdefault("controls", {})
         self.__dict__.setdefault(
             "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())
         )

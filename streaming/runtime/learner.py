@@ -97,6 +97,7 @@ class Learner:
         for name in [*[s.name for s in self.specs], *challengers]:
             if name not in names and self._retired_version(name):  # a retired challenger: nothing to do
                 self._retired.add(name)  # (but its retention: see _forget_retired)
+                self.core.gone.add(name)  # its name is never reused
                 continue
             try:
                 opened, rejected = self.registry.load_latest(name)
@@ -249,6 +250,7 @@ class Learner:
                 self.registry.delete(name)
                 self._retired.discard(name)
                 self.core.models.pop(name, None)
+                self.core.gone.add(name)
                 self.router.forget(name)
                 log.info(
                     "retired challenger deleted (retention)", model=name, keep_retired=policy.keep_retired

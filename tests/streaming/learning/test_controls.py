@@ -83,7 +83,7 @@ def test_a_signed_challenge_starts_a_challenger_at_its_position_and_only_once() 
     d = log.core.decisions[-1]
     assert (d.kind, d.model, d.position) == ("challenger", "m~1700000000499", ("f", 0, 500))
     assert "control c1" in d.why and "warm 100" in d.why
-    assert log.core.models["m~1700000000499"].controls == ["c1"] == log.core.models["m"].controls
+    assert list(log.core.models["m~1700000000499"].controls) == ["c1"] == list(log.core.models["m"].controls)
     log.stream(500, 10)
     log.send(ctl)  # the same signed control copied to a later offset: refused, nothing changes
     assert sum(d.kind == "challenger" for d in log.core.decisions) == 1
