@@ -213,14 +213,19 @@ class FeaturePipeline:
                 del cache[key]
                 self._cached_bytes -= sizes.pop(key, 0)
 
-    async def process(self, batch: Sequence[RawRecord]) -> BatchResult:
+    async def process(
+        self, batch: Sequence[RawRecord], events: Sequence[Event | None] | None = None
+    ) -> BatchResult:
+        """Apply a batch. ``events``: the batch's events where they are parsed already (a replay's rows of a
+        file: validated when they were mapped), None where the record's value is to be parsed."""
         result = BatchResult(_release=self._unpin)
         parsed: list[tuple[RawRecord, Event]] = []
-        for raw in batch:
+        for i, raw in enumerate(batch):
             try:
                 if raw.value is None:
                     raise InvalidEvent("", "empty record (no value)")
-                event = Event.from_json(raw.value)
+                given = events[i] if events is not None else None
+                event = given if given is not None else Event.from_json(raw.value)
                 ahead = self.max_ahead_ms
                 if ahead is not None and raw.timestamp_ms is not None and event.ts > raw.timestamp_ms + ahead:
                     if self.report_invalid:

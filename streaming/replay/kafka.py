@@ -26,8 +26,7 @@ streaming.replay.kafka.RangeError: '12' is ambiguous: write offset:12 for an off
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,17 +36,9 @@ from features.errors import InvalidEvent
 from features.events import parse_ts
 from streaming.clients import kafka_consumer
 from streaming.errors import StreamingError
-from streaming.learning.merge import Merger, OrderJournal, Positioned, decode, event_time
 from streaming.settings import Settings
 
-__all__ = [
-    "Bound",
-    "RangeError",
-    "RangeReader",
-    "in_journal_order",
-    "in_merged_order",
-    "parse_bound",
-]
+__all__ = ["Bound", "RangeError", "RangeReader", "parse_bound"]
 
 MAX_BUFFERED = 50_000  # per partition, before it is paused while the others catch up
 
@@ -101,7 +92,9 @@ def _offset(text: str) -> int:
 
 
 class RangeReader:
-    """A read-only consumer of ``[start, end)`` on each assigned partition."""
+    """A read-only consumer of ``[start, end)`` on each assigned partition: once assigned, a finished
+    :class:`~streaming.learning.loop.RecordLog` (read in order by :class:`~streaming.learning.loop.MergeLoop`
+    or :func:`~streaming.learning.loop.in_journal_order`)."""
 
     def __init__(self, settings: Settings, *, client_id: str = "rivulet-replay") -> None:
         self.consumer = kafka_consumer(settings, client_id=client_id)  # no group, commits nothing
@@ -178,6 +171,9 @@ class RangeReader:
             self.consumer.seek(tp, s)
         return sum(e - s for s, e in self.ranges.values())
 
+    def assigned(self) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in self.ranges]
+
     def exhausted(self, key: tuple[str, int]) -> bool:
         tp = TopicPartition(*key)
         rng = self.ranges.get(tp)
@@ -212,49 +208,3 @@ class RangeReader:
         if tp not in self._paused:
             self._paused.add(tp)
             self.consumer.pause(tp)
-
-
-def in_merged_order(
-    reader: RangeReader,
-    ranks: Mapping[str, int],
-    *,
-    kafka_time: bool = False,
-    label_ok: Callable[[Any], bool] | None = None,
-) -> Iterator[Positioned]:
-    """Every record of the assigned ranges, decoded, in the learner's deterministic order: by event time
-    (or by Kafka timestamp with ``kafka_time``), then topic rank, partition, offset."""
-    merger = Merger(dict(ranks))
-    for tp in reader.ranges:
-        merger.track(tp.topic, tp.partition)
-    while True:
-        for r in reader.poll():
-            data = decode(r.value)
-            ts = r.timestamp if kafka_time else event_time(data, label_ok=label_ok)
-            merger.add(r.topic, r.partition, r.offset, ts, data, r.value, r.key)
-        yield from merger.ready(reader.exhausted)
-        if reader.finished() and not merger.buffered():
-            return
-        reader.throttle(merger.sizes())
-
-
-def in_journal_order(
-    reader: RangeReader, journals: list[dict[str, Any]], *, on_missing: Callable[[str, int], Exception]
-) -> Iterator[Positioned]:
-    """The assigned records in the order a learner recorded (each partition in offset order)."""
-    queues: dict[tuple[str, int], deque[Positioned]] = {
-        (tp.topic, tp.partition): deque() for tp in reader.ranges
-    }
-    for tp in OrderJournal.steps(journals):
-        q = queues.get(tp)
-        if q is None:
-            raise on_missing(*tp)
-        while not q:
-            if reader.exhausted(tp):
-                raise on_missing(*tp)
-            for r in reader.poll():
-                data = decode(r.value)
-                queues[(r.topic, r.partition)].append(
-                    Positioned(event_time(data), 0, r.partition, r.offset, r.topic, data, r.value, r.key)
-                )
-            reader.throttle({k: len(v) for k, v in queues.items()})
-        yield q.popleft()

@@ -35,7 +35,7 @@ from streaming.learning.spec import ModelSpec
 from streaming.replay.champion import champion_at
 from streaming.replay.collect import fewer_collections
 from streaming.replay.kafka import Bound, RangeReader
-from streaming.replay.runner import LABELS, Champion, LabelMode, Replay, ReplayResult
+from streaming.replay.runner import LABELS, Champion, LabelMode, Replay, ReplayResult, chunks
 from streaming.replay.sources import file_records, kafka_records, plan_kafka
 from streaming.settings import Settings
 
@@ -186,13 +186,10 @@ def _drive(
     last = time.monotonic()
     taken = 0
     with fewer_collections():  # as Replay.run: see streaming.replay.collect
-        for rec, role in records:
-            run.feed(rec, role)
-            if role != LABELS:
-                taken += 1
-                if limit is not None and taken >= limit:
-                    break
-            if progress is not None and run.read % 1000 == 0:
+        for chunk in chunks(records, limit):
+            run.feed_all(chunk)
+            taken += sum(role != LABELS for _, role in chunk)
+            if progress is not None:
                 now = time.monotonic()
                 if now - last >= 0.2:
                     last = now

@@ -3,7 +3,8 @@ live system, with metric curves, drift points and throughput recorded along the 
 
 Sources are normalised to :class:`~streaming.learning.merge.Positioned` records before they get here:
 features records (from the features topic), events (from the events topic or a file, turned into features
-records here by :class:`FeatureStage`) and labels. Labels are used as recorded, or held back and revealed
+records here by :class:`FeatureStage`: the feature worker's own :class:`~features.pipeline.FeaturePipeline`)
+and labels. Labels are used as recorded, or held back and revealed
 after a simulated delay counted in records (as River's ``evaluate.progressive_val_score(delay=N)`` does)
 or in event-time milliseconds.
 """
@@ -12,21 +13,25 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+import orjson
 
 from features.definitions import FeatureView
-from features.engine import EntityState, FeatureEngine
-from features.errors import AggregateOverflow, InvalidEvent, LateEvent
+from features.errors import InvalidEvent
 from features.events import Event
+from features.pipeline import FeaturePipeline, RawRecord
+from features.store import Loaded, StateStore, StateUpdate
 from streaming.learning.controls import is_control
 from streaming.learning.core import MAX_DECISIONS, DriftEvent, LearnerCore, ModelState
 from streaming.learning.deadletters import MemorySink
 from streaming.learning.evidence import Decision, decision_record
 from streaming.learning.keys import Keyring
-from streaming.learning.merge import Positioned, is_time
+from streaming.learning.merge import Positioned, Undecodable, decode, is_time
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.replay.collect import fewer_collections
@@ -37,6 +42,7 @@ FEATURES, LABELS, EVENTS = "features", "labels", "events"  # the roles of a repl
 POINTS = 400  # about how many points an adaptive metric curve keeps (between POINTS and 2 * POINTS)
 REJECTED_KEPT = 5
 MAX_DRIFTS = 10_000  # per model, in a replay's result
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,50 +69,84 @@ class Champion:
 
 
 class FeatureStage:
-    """Events to features records with the feature engine (one state per view and entity, in memory)."""
+    """Events to features records with the feature worker's own :class:`~features.pipeline.FeaturePipeline`,
+    each record as the learner reads it from the features topic (its JSON, decoded). One state per view
+    and entity, kept in the pipeline's memory for the whole replay: nothing is stored anywhere.
+
+    What the pipeline refuses is counted by its dead letter's reason (``invalid``, ``late``, ``overflow``,
+    ``error``...; ``invalid`` and ``late`` always listed), with the first few ``invalid`` errors kept in
+    ``rejected``; ``duplicates`` counts events a view had applied already, ``missing_key`` events without
+    the field a re-keyed view is keyed by.
+    """
 
     def __init__(self, views: Sequence[FeatureView]) -> None:
-        self.engines = [FeatureEngine(v) for v in views]
-        self.states: dict[tuple[str, str], EntityState] = {}
+        # no bound on the cached states: they are the replay's only copy (the store keeps none)
+        self.pipeline = FeaturePipeline(views, _NoStore(), cache_entities=sys.maxsize)
         self.counts = {"events": 0, "invalid": 0, "late": 0, "duplicates": 0, "missing_key": 0}
         self.rejected: list[str] = []  # why the first few invalid records were refused
 
-    def __call__(self, data: Any) -> list[dict[str, Any]]:
-        try:
+    def __call__(self, rec: Positioned) -> list[Any]:
+        return self.batch([rec])[0]
+
+    def batch(self, recs: Sequence[Positioned]) -> list[list[Any]]:
+        """Each record's features records, the records applied as one batch of the pipeline (in order:
+        the same states, records and refusals as one at a time, without the cost of a batch per event)."""
+        raws: list[RawRecord] = []
+        parsed: list[Event | None] = []
+        for rec in recs:
+            data = rec.value
+            value: bytes | None
             if isinstance(data, InvalidEvent):  # a row a file source could not map (see sources.py)
-                raise data
-            event = data if isinstance(data, Event) else Event.parse(data)
-        except InvalidEvent as exc:
-            self.counts["invalid"] += 1
-            if len(self.rejected) < REJECTED_KEPT:
-                self.rejected.append(str(exc))
-            return []
-        self.counts["events"] += 1
-        out = []
-        states = self.states
-        head = {"event_id": event.event_id, "ts": event.ts, "label": event.label}
-        for engine in self.engines:
-            entity = engine.key(event)
-            if entity is None:
-                self.counts["missing_key"] += 1
+                self._refused("invalid", str(data))
                 continue
-            name = engine.view.name
-            state = states.get((name, entity))
-            if state is None:
-                state = states[(name, entity)] = engine.new_state()
-            if engine.seen(state, event):
-                self.counts["duplicates"] += 1
-                continue
-            try:
-                vector = engine.apply(state, event)
-            except LateEvent:
-                self.counts["late"] += 1
-                continue
-            except AggregateOverflow:  # refused, as the feature worker refuses it (features.engine)
-                self.counts["overflow"] = self.counts.get("overflow", 0) + 1
-                continue
-            out.append({"view": name, "entity": entity, "event": head, "features": vector})
-        return out
+            if isinstance(data, Event):  # a file's row, mapped: the bytes the producer would send
+                value = data.to_json()
+            elif rec.raw is not None or isinstance(data, Undecodable):
+                value = rec.raw  # as read from the events topic
+            else:
+                value = orjson.dumps(data)
+            raws.append(RawRecord(value, rec.topic, rec.partition, rec.offset, rec.key))
+            parsed.append(data if isinstance(data, Event) else None)
+        out: dict[int, list[Any]] = {id(raw): [] for raw in raws}
+        if raws:
+            result = _done(self.pipeline.process(raws, parsed))
+            _done(result.commit(self.pipeline.store))  # the store keeps nothing; the pipeline's states stay
+            counts = self.counts
+            counts["events"] += len(raws) - sum(d.view is None for d in result.dead_letters)
+            counts["duplicates"] += result.skipped
+            counts["missing_key"] += result.missing_key
+            for d in result.dead_letters:
+                self._refused(d.reason, d.error)
+            for r in result.records:
+                out[id(r.source)].append(decode(r.to_json()))
+        found = iter(raws)
+        return [[] if isinstance(rec.value, InvalidEvent) else out[id(next(found))] for rec in recs]
+
+    def _refused(self, reason: str, error: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if reason == "invalid" and len(self.rejected) < REJECTED_KEPT:
+            self.rejected.append(error)
+
+
+class _NoStore(StateStore):
+    """A replay's state store: nothing stored, nothing loaded (the pipeline keeps every state it makes)."""
+
+    async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
+        return {}
+
+    async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
+        return 0
+
+
+def _done(step: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (the pipeline on a store that does no I/O), without an
+    event loop: one per record would cost more than the record."""
+    try:
+        step.send(None)
+    except StopIteration as finished:
+        return finished.value
+    step.close()
+    raise RuntimeError("the feature pipeline waited on its store: a replay's store does no I/O")
 
 
 @dataclass
@@ -222,8 +262,23 @@ class Replay:
 
     # ------------------------------------------------------------------ feeding
 
-    def feed(self, rec: Positioned, role: str) -> None:
-        """One record of the source: an ``events``, ``features`` or ``labels`` record."""
+    def feed_all(self, pairs: Sequence[tuple[Positioned, str]]) -> None:
+        """Records of the source in order (see :meth:`feed`); the events among them go through the feature
+        pipeline as one batch first (what an event yields does not depend on the labels around it)."""
+        events = [rec for rec, role in pairs if role == EVENTS]
+        if not events:
+            for rec, role in pairs:
+                self.feed(rec, role)
+            return
+        if self.stage is None:
+            raise ValueError("a replay of events needs the feature views")
+        vectors = iter(self.stage.batch(events))
+        for rec, role in pairs:
+            self.feed(rec, role, next(vectors) if role == EVENTS else None)
+
+    def feed(self, rec: Positioned, role: str, vectors: Sequence[Any] | None = None) -> None:
+        """One record of the source: an ``events``, ``features`` or ``labels`` record (``vectors``: an
+        event's features records, when :meth:`feed_all` made them)."""
         self.read += 1
         value = rec.value
         if role == FEATURES:
@@ -232,9 +287,11 @@ class Replay:
             else:
                 self._features(rec, (value,))
         elif role == EVENTS:
-            if self.stage is None:
-                raise ValueError("a replay of events needs the feature views")
-            self._features(rec, self.stage(value))
+            if vectors is None:
+                if self.stage is None:
+                    raise ValueError("a replay of events needs the feature views")
+                vectors = self.stage(rec)
+            self._features(rec, vectors)
         elif self.first_ts is None and self.labels.kind == "recorded":
             self._early.append(rec)  # decided when the range's first event time is known
         elif self.labels.kind == "recorded":
@@ -398,8 +455,34 @@ class Replay:
 
     def run(self, records: Iterable[tuple[Positioned, str]]) -> None:
         with fewer_collections():  # the merge buffers records: see streaming.replay.collect
-            for rec, role in records:
-                self.feed(rec, role)
+            for chunk in chunks(records, None):
+                self.feed_all(chunk)
+
+
+BATCH = 256  # events a replay applies as one batch of the feature pipeline
+MAX_CHUNK = 4 * BATCH  # records (labels among them) read ahead at most
+
+
+def chunks(
+    records: Iterable[tuple[Positioned, str]], limit: int | None
+) -> Iterator[list[tuple[Positioned, str]]]:
+    """The records in runs of at most :data:`BATCH` records that are not labels (and :data:`MAX_CHUNK` in
+    all), to :meth:`Replay.feed_all`; with ``limit``, up to that many records that are not labels."""
+    it = iter(records)
+    taken = 0
+    while limit is None or taken < limit:
+        room = BATCH if limit is None else min(BATCH, limit - taken)
+        chunk: list[tuple[Positioned, str]] = []
+        n = 0
+        for pair in it:
+            chunk.append(pair)
+            n += pair[1] != LABELS
+            if n >= room or len(chunk) >= MAX_CHUNK:
+                break
+        if not chunk:
+            return
+        taken += n
+        yield chunk
 
 
 def _dedup(curve: list[list[Any]]) -> list[list[Any]]:

@@ -10,8 +10,9 @@ from typing import Any
 from features.errors import InvalidEvent
 from streaming.ingest.rows import RowMapping, open_source
 from streaming.learning.labels import taken_by_any
+from streaming.learning.loop import MergeLoop
 from streaming.learning.merge import Positioned
-from streaming.replay.kafka import Bound, RangeError, RangeReader, in_merged_order
+from streaming.replay.kafka import Bound, RangeError, RangeReader
 from streaming.replay.runner import EVENTS, LABELS, Replay
 from streaming.settings import Settings
 
@@ -86,14 +87,14 @@ def kafka_records(reader: RangeReader, plan: KafkaPlan, replay: Replay) -> Itera
     if plan.labels_topic is not None and replay.labels.kind != "recorded":
         labels = {plan.labels_topic: ranges.pop(plan.labels_topic)}
         reader.assign(labels)
-        for rec in in_merged_order(reader, {plan.labels_topic: 0}):
+        for rec in MergeLoop(reader, {plan.labels_topic: 0}).records():
             replay.feed(rec, LABELS)
     reader.assign(ranges)
     roles = {plan.topic: plan.role, plan.labels_topic: LABELS}
     # a label no replayed model's task takes is merged at once, as the live learner merges it
     label_ok = taken_by_any(list(replay.core.specs.values()))
     ranks = {t: plan.ranks[t] for t in ranges}
-    for rec in in_merged_order(reader, ranks, kafka_time=plan.kafka_order, label_ok=label_ok):
+    for rec in MergeLoop(reader, ranks, kafka_time=plan.kafka_order, label_ok=label_ok).records():
         yield rec, roles[rec.topic]
 
 

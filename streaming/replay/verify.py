@@ -33,13 +33,14 @@ from streaming.learning.core import LearnerCore, ModelState, predict
 from streaming.learning.domain import vector_in_domain
 from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.keys import Keyring
+from streaming.learning.loop import in_journal_order
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.router import Router, TopicRoles
 from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
 from streaming.replay.collect import fewer_collections
-from streaming.replay.kafka import RangeReader, in_journal_order
+from streaming.replay.kafka import RangeReader
 from streaming.settings import Settings
 
 __all__ = ["Verification", "VerifyError", "probes_differ", "verify"]

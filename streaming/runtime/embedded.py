@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,15 +29,14 @@ from features.store import MemoryStore
 from streaming.learning.deadletters import DeadLetter
 from streaming.learning.evidence import decision_record
 from streaming.learning.keys import SigningKey
-from streaming.learning.labels import taken_by_any
-from streaming.learning.merge import Merger, decode, event_time
+from streaming.learning.loop import Record
 from streaming.learning.registry import MemoryRegistry
 from streaming.learning.router import TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.runtime.learner import Learner
 from streaming.settings import Settings
 
-__all__ = ["EmbeddedStack", "MemoryLog"]
+__all__ = ["EmbeddedStack", "MemoryLog", "MemoryTail"]
 
 
 class MemoryLog:
@@ -75,6 +74,35 @@ class MemoryLog:
     def end(self, topic: str) -> int:
         with self._lock:
             return self._base.get(topic, 0) + len(self._topics.get(topic, []))
+
+
+class MemoryTail:
+    """A :class:`MemoryLog`'s topics tailed from their start (a :class:`~streaming.learning.loop.RecordLog`,
+    as the live learner's :class:`~streaming.runtime.learner.KafkaTail`): each poll reads everything new."""
+
+    def __init__(self, log: MemoryLog, topics: Sequence[str]) -> None:
+        self.log = log
+        self.positions = dict.fromkeys(topics, 0)
+
+    def assigned(self) -> list[tuple[str, int]]:
+        return [(topic, 0) for topic in self.positions]
+
+    def poll(self) -> list[Record]:
+        out = []
+        for topic, position in self.positions.items():
+            for offset, key, value, ts in self.log.read(topic, position, limit=1_000_000):
+                out.append(Record(topic, 0, offset, value, key, ts))
+                self.positions[topic] = offset + 1
+        return out
+
+    def exhausted(self, tp: tuple[str, int]) -> bool:
+        return self.positions[tp[0]] >= self.log.end(tp[0])
+
+    def finished(self) -> bool:
+        return False  # the API may append more
+
+    def throttle(self, sizes: Mapping[tuple[str, int], int]) -> None:
+        pass
 
 
 class LogSink:
@@ -130,11 +158,8 @@ class EmbeddedStack:
         )
         self.batch = batch
         self.stats = Stats()
-        self._merger = Merger({t.labels: 0, t.features: 1, t.predictions: 2})
-        self._label_ok = taken_by_any(specs)  # as the live learner merges
-        self._positions = {t.features: 0, t.labels: 0, t.predictions: 0}
-        for topic in self._positions:
-            self._merger.track(topic, 0)
+        # the features, labels and predictions topics in the live learner's merge
+        self._merge = self.learner.merge_loop(MemoryTail(self.log, [t.features, t.labels, t.predictions]))
         self._stop = threading.Event()
         # made by the first batch: a stack that never runs holds no event loop to leak
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,13 +244,7 @@ class EmbeddedStack:
 
     def _learn(self) -> None:
         """Everything new on the features, labels and predictions topics, in the learner's merge order."""
-        merger = self._merger
-        for topic, position in self._positions.items():
-            for offset, key, value, _ in self.log.read(topic, position, limit=1_000_000):
-                data = decode(value)
-                merger.add(topic, 0, offset, event_time(data, label_ok=self._label_ok), data, value, key)
-                self._positions[topic] = offset + 1
-        for rec in merger.ready(lambda tp: self._positions[tp[0]] >= self.log.end(tp[0])):
+        for rec in self._merge.round():
             self.learner.process(rec)
 
     def metrics(self) -> dict[str, dict[str, Any]]:

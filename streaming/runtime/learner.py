@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,15 @@ from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
 from streaming.learning.evidence import Decision, decision_record
 from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
 from streaming.learning.labels import taken_by_any
-from streaming.learning.merge import Merger, Positioned, decode, event_time
+from streaming.learning.loop import MergeLoop, RecordLog
+from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 from streaming.settings import Settings
 
-__all__ = ["Learner", "LearnerWorker", "offsets_of"]
+__all__ = ["KafkaTail", "Learner", "LearnerWorker", "offsets_of"]
 
 log = get_logger("rivulet.learn")
 
@@ -84,6 +85,14 @@ class Learner:
     @property
     def offsets(self) -> dict[str, Offsets]:
         return self.router.offsets
+
+    def merge_loop(self, log: RecordLog) -> MergeLoop:
+        """``log``'s records in the learner's order (:mod:`streaming.learning.loop`): at equal times a label
+        goes first (as in River's simulate_qa, answers due by now are revealed before the next question is
+        asked), then features, then predictions; a label no model's task takes is merged at once."""
+        roles = self.router.roles
+        ranks = {roles.labels: 0, roles.features: 1, roles.predictions: 2}
+        return MergeLoop(log, ranks, label_ok=taken_by_any(self.specs))
 
     # ------------------------------------------------------------------ recovery
 
@@ -274,6 +283,40 @@ class Learner:
         }
 
 
+class KafkaTail:
+    """The live learner's log (a :class:`~streaming.learning.loop.RecordLog`): every partition of
+    ``topics``, each from ``start(topic, partition)`` (the position its models' checkpoints name), tailed:
+    a partition is exhausted while it is read to its high watermark, and the log never finishes."""
+
+    def __init__(
+        self, consumer: KafkaConsumer, topics: Sequence[str], start: Callable[[str, int], int]
+    ) -> None:
+        self.consumer = consumer
+        self.tps = [
+            TopicPartition(x, p) for x in topics for p in sorted(consumer.partitions_for_topic(x) or [])
+        ]
+        consumer.assign(self.tps)
+        for tp in self.tps:
+            consumer.seek(tp, start(tp.topic, tp.partition))
+
+    def assigned(self) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in self.tps]
+
+    def poll(self) -> list[Any]:
+        return [r for records in self.consumer.poll(timeout_ms=100).values() for r in records]
+
+    def exhausted(self, key: tuple[str, int]) -> bool:
+        tp = TopicPartition(*key)
+        high = self.consumer.highwater(tp)
+        return high is not None and self.consumer.position(tp) >= high
+
+    def finished(self) -> bool:
+        return False  # a tail: more may come
+
+    def throttle(self, sizes: Mapping[tuple[str, int], int]) -> None:
+        pass  # the live learner keeps up with its log
+
+
 class LearnerWorker(Learner):
     """The learner on Kafka: one process, the single writer of its models. See the module docstring."""
 
@@ -319,7 +362,9 @@ class LearnerWorker(Learner):
         consumer = kafka_consumer(self.settings, client_id="rivulet-learner")
         clean = False
         try:
-            self._consume(consumer, self._assign(consumer), max_idle_s, heartbeat)
+            t = self.settings.topics
+            tail = KafkaTail(consumer, [t.features, t.labels, t.predictions], self._start_offset)
+            self._consume(tail, max_idle_s, heartbeat)
             clean = True
         finally:
             try:
@@ -329,46 +374,13 @@ class LearnerWorker(Learner):
                 consumer.close()
                 self._close_sink(clean)
 
-    def _assign(self, consumer: KafkaConsumer) -> Merger:
-        """Every partition of the three topics, each at the position its models' checkpoints name."""
-        t = self.settings.topics
-        # at equal times a label goes first: as in River's simulate_qa, answers due by now are revealed
-        # before the next question is asked
-        merger = Merger({t.labels: 0, t.features: 1, t.predictions: 2})
-        topics = [t.features, t.labels, t.predictions]
-        tps = [TopicPartition(x, p) for x in topics for p in sorted(consumer.partitions_for_topic(x) or [])]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, self._start_offset(tp.topic, tp.partition))
-            merger.track(tp.topic, tp.partition)
-        return merger
-
-    def _consume(
-        self, consumer: KafkaConsumer, merger: Merger, max_idle_s: float | None, heartbeat: Path | None
-    ) -> None:
-        def exhausted(key: tuple[str, int]) -> bool:
-            tp = TopicPartition(*key)
-            high = consumer.highwater(tp)
-            return high is not None and consumer.position(tp) >= high
-
-        label_ok = taken_by_any(self.specs)  # a label no model's task takes is merged at once
+    def _consume(self, tail: KafkaTail, max_idle_s: float | None, heartbeat: Path | None) -> None:
+        merge = self.merge_loop(tail)
         last_record = self.clock()
         beat = last_record - 10.0
         while not self._stop:
-            for records in consumer.poll(timeout_ms=100).values():
-                for r in records:
-                    data = decode(r.value)
-                    merger.add(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        event_time(data, label_ok=label_ok),
-                        data,
-                        r.value,
-                        r.key,
-                    )
             progressed = False
-            for rec in merger.ready(exhausted):
+            for rec in merge.round():
                 self.process(rec)
                 progressed = True
             now = self.clock()
@@ -379,7 +391,7 @@ class LearnerWorker(Learner):
                 last_record = now
             if self.due(now):
                 self.checkpoint()
-            if max_idle_s is not None and now - last_record > max_idle_s and not merger.buffered():
+            if max_idle_s is not None and now - last_record > max_idle_s and not merge.buffered():
                 return
 
     def _close_sink(self, clean: bool) -> None:

@@ -185,3 +185,59 @@ def test_the_replay_command_says_what_was_rejected_for_each_model(tmp_path: Path
     result = orjson.loads((tmp_path / "o" / "replay.json").read_bytes())
     assert result["models"]["approval-tree"]["rejected"] == {"label_type": 1}
     assert result["models"]["approval-tree"]["counters"]["learned"] == 49
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_the_replays_feature_step_is_the_feature_workers(tmp_path: Path, chunk: int) -> None:
+    """A replay of events computes its features with the feature worker's own pipeline: each event's
+    features records are what the worker publishes for it (as the learner decodes them from the features
+    topic), in batches of any size, and what the pipeline refuses is counted by its reasons."""
+    import asyncio
+
+    from features.pipeline import FeaturePipeline, RawRecord
+    from features.store import MemoryStore
+    from streaming.learning.merge import decode
+    from streaming.replay.runner import FeatureStage
+    from tests.support.feature_defs import ALL, ZIP
+    from tests.support.oracle import stream
+
+    lines = []
+    for i, e in enumerate(stream(400, entities=20, seed=9, step_ms=1_000)):
+        d = e.to_dict()
+        if i % 37 == 5:
+            d["ts"] -= 3_600_000  # late for the direct view (two minutes allowed)
+        if i % 41 == 7:
+            lines.append(orjson.dumps(d))  # a duplicate
+        if i % 53 == 9:
+            lines.append(b'{"entity": 5}')  # not an event
+        if i % 29 == 3:
+            d["fields"].pop("zipcode", None)  # no key for the re-keyed view
+        lines.append(orjson.dumps(d))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    records = [rec for rec, _ in file_records(str(path), RowMapping(label_field="label"))]
+    stage = FeatureStage([ALL, ZIP])
+    got = [out for k in range(0, len(records), chunk) for out in stage.batch(records[k : k + chunk])]
+
+    worker = FeaturePipeline([ALL, ZIP], MemoryStore())  # the worker's pipeline on the producer's bytes
+    raws = [
+        RawRecord(r.value.to_json(), r.topic, 0, r.offset)
+        for r in records
+        if not isinstance(r.value, Exception)
+    ]
+    result = asyncio.run(worker.process(raws))
+    expected: dict[int, list[object]] = {r.offset: [] for r in records}
+    for fr in result.records:
+        assert fr.source is not None
+        expected[fr.source.offset].append(decode(fr.to_json()))
+    assert got == [expected[r.offset] for r in records]
+    refused = [d.reason for d in result.dead_letters]
+    invalid = sum(isinstance(r.value, Exception) for r in records)
+    assert invalid > 0 and refused.count("late") > 0 and result.skipped > 0 and result.missing_key > 0
+    assert stage.counts == {
+        "events": len(raws),
+        "invalid": invalid + refused.count("invalid"),
+        "late": refused.count("late"),
+        "duplicates": result.skipped,
+        "missing_key": result.missing_key,
+    }
