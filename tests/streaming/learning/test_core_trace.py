@@ -2,7 +2,8 @@
 probabilities), every ``on_label`` outcome, every rejection, drift, quarantine and lifecycle decision as the
 callbacks tell them, and each model's final counters, metrics (overall and rolling), evidence, pending and
 held entries. A change that only makes the core faster must leave all of it exactly as it was (issue 14's
-throughput work): the trace's digest below was taken with the core before that work (at c8eab27).
+throughput work): the trace's digest below was taken with the core before that work (c8eab27, the same at
+4a782da).
 
 The stream mixes what the core's bookkeeping handles: labels inline, late (three records on), early (before
 their record) and never; re-sent records and labels; labels for unknown ids; pending predictions expiring
