@@ -50,6 +50,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from math import isfinite
 from typing import Any
 
 from streaming.learning import drifts
@@ -72,6 +73,7 @@ from streaming.learning.state import (
     new_state,
     predict,
     probabilities,
+    score,
     select_inputs,
 )
 
@@ -143,26 +145,70 @@ class LearnerCore:
         keep the prediction pending."""
         if self._round:  # left by a call that raised half-way (the router quarantines its models)
             self._round = {}
-        out = []
+        out: list[Prediction] = []
+        max_pending = self.max_pending
+        shared: dict[str, Any] | None = None  # the inputs of the models without declared features (all alike)
         for state in self._selected(only):
-            if key in state.seen.keys:
+            seen = state.seen
+            seen_keys = seen.keys
+            if key in seen_keys:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
                 continue
-            x = select_inputs(features, state.features)
-            if not self._takes(state, x):
+            names = state.features
+            if names is None:
+                if shared is None:
+                    shared = select_inputs(features, None)
+                x = shared
+            else:
+                x = select_inputs(features, names)
+            # checked once per model and record (:meth:`_takes`); the model learns the record below (a label
+            # given, or held) before its kinds can change, so learning needs no second check
+            known = state.kinds.keys() >= x.keys()
+            if not ((names is None and known) or self._inputs(state, x)):
                 continue
-            predicted = self._predict(state, x)
-            if predicted is None:
-                self._abstained(state, key, label)
-                continue
-            label_pred, proba = predicted
-            state.seen.add(key, self.max_pending)
-            state.counters["predicted"] += 1
+            if state.classifier and state.label_from_proba:  # _predict's common case, inline
+                try:
+                    proba = state.model.predict_proba_one(x)  # type: ignore[attr-defined]
+                    label_pred = max(proba, key=proba.get) if proba else None
+                except Exception as exc:  # River raised on this record: rejected for this model only
+                    self.reject(state, Reason.MODEL_ERROR, f"{type(exc).__name__} in predict: {exc}")
+                    self._abstained(state, key, label)
+                    continue
+                if proba:  # probabilities(), inline
+                    try:
+                        bad = not isfinite(sum(proba.values()))
+                    except TypeError:
+                        bad = True
+                    if bad:
+                        self.reject(
+                            state, Reason.MODEL_ERROR, f"the model predicted probabilities {proba!r:.200}"
+                        )
+                        self._abstained(state, key, label)
+                        continue
+            else:
+                predicted = self._predict(state, x)
+                if predicted is None:
+                    self._abstained(state, key, label)
+                    continue
+                label_pred, proba = predicted
+            order = seen.order  # Recent.add, inline
+            order.append(key)
+            seen_keys.add(key)
+            if len(order) > max_pending:
+                seen_keys.discard(order.popleft())
+            counters = state.counters
+            counters["predicted"] += 1
             out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
                 for detector in drifts.drifted_features(state, x):
                     self._drift(state, detector, ts, position)
-            self._settle(state, key, x, label, label_pred, proba, ts, position)
+            if label is not None and not state.early:  # the common case of _settle: learn now
+                if state.task != "multiclass" or self.admits(state, label):
+                    self._learn(state, key, x, label, label_pred, proba, ts, position, False, known)
+                else:  # the label is rejected, the record waits for one the model can take
+                    self._settle(state, key, x, None, label_pred, proba, ts, position, known)
+            else:
+                self._settle(state, key, x, label, label_pred, proba, ts, position, known)
         if self._round:
             self._pair(ts, position)
         return out
@@ -213,9 +259,11 @@ class LearnerCore:
         proba: dict[Any, float] | None,
         ts: int,
         position: Any,
+        known: bool | None = None,
     ) -> None:
         """After a prediction: learn at once if the label is known (given, or held for this record), else
-        keep the prediction pending; then bound what is pending and held."""
+        keep the prediction pending; then bound what is pending and held. ``known``: the record's inputs
+        were checked (:meth:`_takes`) and are all features the model has learned (or not)."""
         y, learn_ts = label, ts
         early = state.early
         if y is None and early:
@@ -229,7 +277,7 @@ class LearnerCore:
         # label costs nothing more)
         now = None
         if y is not None:
-            self._learn(state, key, x, y, label_pred, proba, learn_ts, position)
+            self._learn(state, key, x, y, label_pred, proba, learn_ts, position, known=known)
         else:
             now = state.clock.observe(ts, self.max_pending_age_ms)
             declared = state.features is not None
@@ -393,21 +441,19 @@ class LearnerCore:
         ts: int,
         position: Any,
         late: bool = False,
+        known: bool | None = None,
     ) -> None:
-        if not self._takes(state, x):
-            return
+        """Score the prediction, learn the record, and what follows (drift, the lifecycle). ``known``: the
+        inputs were checked just before (:meth:`_takes`: a record learned as it is predicted) and are all
+        features the model has learned, or not; ``None``: checked here (a late label: the model may have
+        learned other records since)."""
         kinds = state.kinds
-        known = kinds.keys() >= x.keys()
-        # as River's progressive validation: no prediction (None, or no probabilities), no score
-        has_proba = bool(proba)
-        has_label = label_pred is not None
+        if known is None:
+            if not self._takes(state, x):
+                return
+            known = kinds.keys() >= x.keys()
         try:
-            for m, wants_proba in state.scoring:
-                if wants_proba:
-                    if has_proba:
-                        m.update(y, proba)
-                elif has_label:
-                    m.update(y, label_pred)
+            score(state.scoring, y, label_pred, proba)
             state.model.learn_one(x, y)  # type: ignore[attr-defined]
         except Exception as exc:  # the state may be half-updated: stop the model (see the docstring)
             self.quarantine(state, f"{type(exc).__name__} in learn_one on {key!r} at {position}: {exc}")
@@ -416,7 +462,8 @@ class LearnerCore:
                 self._champion_lost(state, ts, position)
             return
         state.counters["learned"] += 1
-        if self.specs[state.spec].promotion is not None:  # paired with its spec's others (_pair)
+        policy = self.specs[state.spec].promotion
+        if policy is not None:  # paired with its spec's others (_pair)
             self._round[state.name] = (y, label_pred)
         if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
             state.classes[y] = None  # a dict as an ordered set: a class already there keeps its place
@@ -426,19 +473,22 @@ class LearnerCore:
                     kinds[name] = kind_of(value)
         if late:
             state.learned.add(key, self.max_pending)
-        state.last_ts = ts if state.last_ts is None else max(state.last_ts, ts)
+        last = state.last_ts
+        state.last_ts = ts if last is None or ts > last else last
         if drifts.loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
-        if state.role == "champion" and (policy := self.specs[state.spec].promotion) is not None:
-            if policy.warm:
+        if policy is not None and state.role == "champion":
+            if policy.warm_records or policy.warm_ms:  # policy.warm, without its call on every record
+                warm = policy.warm
                 recent = state.recent_xy
-                if recent is None or recent.maxlen != policy.warm:
-                    recent = state.recent_xy = deque(recent or (), maxlen=policy.warm)
+                if recent is None or recent.maxlen != warm:
+                    recent = state.recent_xy = deque(recent or (), maxlen=warm)
                 recent.append((x, y, ts))
                 if policy.warm_ms:  # only the last T of event time (the records come in event-time order)
                     while recent and recent[0][2] < ts - policy.warm_ms:
                         recent.popleft()
-            self._scheduled(state, policy, ts, position)
+            if policy.every_records or policy.every_ms:  # a schedule (_scheduled does nothing without)
+                self._scheduled(state, policy, ts, position)
 
     def _drift(self, state: ModelState, detector: str, ts: int, position: Any) -> None:
         """Record a drift, tell ``on_drift``, and if the spec says so start a challenger: on a loss drift of
@@ -633,7 +683,8 @@ class LearnerCore:
         policy against its champion, and a former champion on probation against its successor; a
         decision when the evidence is enough (at most one per spec and record)."""
         learned, self._round = self._round, {}
-        for spec_name in dict.fromkeys(self.models[n].spec for n in learned):
+        models = self.models
+        for spec_name in {models[n].spec: None for n in learned}:
             spec = self.specs.get(spec_name)
             policy = spec.promotion if spec is not None else None
             if policy is None:
@@ -642,23 +693,27 @@ class LearnerCore:
             if champion is None or champion.name not in learned:
                 continue
             y, champion_pred = learned[champion.name]
+            min_labelled = policy.min_labelled
             for name, (label, pred) in learned.items():
-                st = self.models[name]
+                st = models[name]
                 if st.spec != spec_name or st is champion or st.role not in ("challenger", "probation"):
                     continue
                 if label != y:  # not the same label: nothing to compare
                     continue
-                if st.evidence is None:  # a challenger from before the lifecycle
-                    st.evidence = Evidence(since={"champion": champion.name})
-                incumbent, candidate = paired_loss(st.task, y, champion_pred, pred)
-                st.evidence.add(incumbent, candidate, position)
-                if st.evidence.decided(policy):
+                evidence = st.evidence
+                if evidence is None:  # a challenger from before the lifecycle
+                    evidence = st.evidence = Evidence(since={"champion": champion.name})
+                if st.task != "regression":  # paired_loss, inline: the 0/1 errors
+                    evidence.add(0.0 if champion_pred == y else 1.0, 0.0 if pred == y else 1.0, position)
+                else:
+                    evidence.add(*paired_loss(st.task, y, champion_pred, pred), position)
+                if evidence.n >= min_labelled and evidence.decided(policy):  # no decision before
                     if st.role == "challenger":
                         self._promote(policy, champion, st, ts, position)
                     else:
                         self._roll_back(policy, champion, st, ts, position)
                     break
-                if st.role == "probation" and st.evidence.n >= policy.probation:
+                if st.role == "probation" and evidence.n >= policy.probation:
                     self._retire(st, champion, ts, position, "its probation passed")
 
     def _promote(

@@ -45,6 +45,7 @@ __all__ = [
     "new_state",
     "predict",
     "probabilities",
+    "score",
     "select_inputs",
 ]
 
@@ -295,6 +296,55 @@ def select_inputs(features: Mapping[str, Any], names: tuple[str, ...] | None) ->
                 return {k: v for k, v in features.items() if type(v) in numbers or _number(v)}
         return features if type(features) is dict else dict(features)  # all numbers: as it is
     return {k: features[k] for k in names if features.get(k) is not None}
+
+
+# the update of River's classification metrics kept in a confusion matrix (Accuracy, F1...): the matrix's own,
+# one call less; and its undoing, which River's Rolling calls when the window is full
+_CM_UPDATE = metrics.base.ClassificationMetric.update
+_CM_REVERT = metrics.base.ClassificationMetric.revert
+_Rolling = utils.Rolling
+
+
+def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) -> None:
+    """Update each metric of ``scoring`` (:attr:`ModelState.scoring`: overall and rolling) with one
+    prediction, as River's progressive validation does: the probabilities for a metric that takes them,
+    else the label; no prediction (``None``, or no probabilities), no score. Exactly ``metric.update(y,
+    prediction)``, with River's calls unrolled where they only pass the arguments on: a metric kept in a
+    confusion matrix updates the matrix, and a rolling metric (River's ``Rolling``) reverts the window's
+    oldest pair and appends the new one itself, as ``Rolling.update`` does.
+
+    >>> from river import metrics, utils
+    >>> overall, rolling = metrics.Accuracy(), utils.Rolling(metrics.Accuracy, window_size=2)
+    >>> for y, p in [(True, True), (True, False), (False, False)]:
+    ...     score([(overall, False), (rolling, False)], y, p, None)
+    >>> overall.get(), rolling.get(), list(rolling.window)
+    (0.6666666666666666, 0.5, [((True, False), {}), ((False, False), {})])
+    """
+    has_proba = bool(proba)
+    has_label = label_pred is not None
+    for m, wants_proba in scoring:
+        if wants_proba:
+            if not has_proba:
+                continue
+            value = proba
+        elif has_label:
+            value = label_pred
+        else:
+            continue
+        kind = type(m)
+        if kind is _Rolling:
+            window, obj = m.window, m.obj
+            cls = type(obj)
+            target = obj.cm if cls.update is _CM_UPDATE and cls.revert is _CM_REVERT else obj
+            if len(window) == m._window_size:
+                old = window[0]
+                target.revert(*old[0], **old[1])
+            target.update(y, value)
+            window.append(((y, value), {}))
+        elif kind.update is _CM_UPDATE:
+            m.cm.update(y, value)
+        else:
+            m.update(y, value)
 
 
 def _label_from_proba(model: Any) -> bool:
