@@ -24,7 +24,7 @@ from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.serving.conftest import OPS_KEY as KEY
-from tests.support.drifting import agrawal_drift
+from tests.support.drifting import agrawal_drift, publish_labelled
 from tests.support.model_defs import LIFECYCLE
 from tests.support.serving_env import SIGNER
 
@@ -43,17 +43,9 @@ def registry(s: Settings) -> RedisRegistry:
 
 def publish_drifting_stream(s: Settings) -> dict[str, Any]:
     """Agrawal function 0, then 4 from record P, labels inline, one second apart; the last record's x."""
-    stream = agrawal_drift(3, P)
-    producer = clients.kafka_producer(s)
-    x: dict[str, Any] = {}
-    for i, (x, y) in enumerate(stream.take(N)):
-        entity = f"u{i % 20}"
-        event = {"event_id": f"ev{i}", "entity": entity, "ts": T0 + 1_000 * i, "fields": {}, "label": bool(y)}
-        record = {"view": "all", "entity": entity, "event": event, "features": x}
-        producer.send(s.topics.features, orjson.dumps(record), key=entity.encode())
-    producer.flush()
-    producer.close()
-    return x
+    pairs = list(agrawal_drift(3, P).take(N))
+    publish_labelled(s, pairs, 0, T0)
+    return pairs[-1][0]
 
 
 def learn(s: Settings) -> LearnerWorker:

@@ -27,6 +27,7 @@ from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.serving.conftest import OPS_KEY as KEY
+from tests.support.drifting import publish_labelled
 from tests.support.model_defs import BY_HAND
 from tests.support.serving_env import SIGNER
 
@@ -38,15 +39,7 @@ BAD = "[dummy.NoChangeClassifier: {}]"  # predicts the last label it saw: far wo
 
 
 def publish(s: Settings, start: int, stop: int) -> None:
-    producer = clients.kafka_producer(s)
-    for i in range(start, stop):
-        x, y = STREAM[i]
-        entity = f"u{i % 20}"
-        event = {"event_id": f"ev{i}", "entity": entity, "ts": T0 + 1_000 * i, "fields": {}, "label": bool(y)}
-        record = {"view": "all", "entity": entity, "event": event, "features": x}
-        producer.send(s.topics.features, orjson.dumps(record), key=entity.encode())
-    producer.flush()
-    producer.close()
+    publish_labelled(s, STREAM[start:stop], start, T0)
 
 
 def wait(what: str, ok: Callable[[], Any], timeout_s: float = 90.0) -> Any:

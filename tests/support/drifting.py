@@ -3,8 +3,10 @@ one classification function to another at a known record."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from river.datasets import synth
 
 
@@ -17,3 +19,18 @@ def agrawal_drift(seed: int, position: int, before: int = 0, after: int = 4) -> 
         width=100,
         seed=seed,
     )
+
+
+def publish_labelled(s: Any, pairs: Iterable[tuple[dict[str, Any], Any]], start: int, t0: int) -> None:
+    """Features records of view ``all`` to ``s``'s features topic, labels inline: record ``i`` (from
+    ``start``) is event ``ev<i>`` of entity ``u<i % 20>`` at ``t0 + 1000 * i``."""
+    from streaming import clients
+
+    producer = clients.kafka_producer(s)
+    for i, (x, y) in enumerate(pairs, start):
+        entity = f"u{i % 20}"
+        event = {"event_id": f"ev{i}", "entity": entity, "ts": t0 + 1_000 * i, "fields": {}, "label": bool(y)}
+        record = {"view": "all", "entity": entity, "event": event, "features": x}
+        producer.send(s.topics.features, orjson.dumps(record), key=entity.encode())
+    producer.flush()
+    producer.close()
