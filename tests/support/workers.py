@@ -125,7 +125,10 @@ def run_worker(
     them until it has caught up (then stopped); returns the raw records' metadata (their positions)."""
     producer = kafka_producer(settings)
     try:
-        positions = [producer.send(settings.topics.events, value=v, key=k).get(timeout=30) for k, v in raw]
+        # the idempotent producer keeps them in order without waiting for each
+        futures = [producer.send(settings.topics.events, value=v, key=k) for k, v in raw]
+        producer.flush()
+        positions = [f.get(timeout=30) for f in futures]
     finally:
         producer.close()
     produce(settings, events)

@@ -60,23 +60,25 @@ def test_a_hostile_producer_against_the_real_learner(topics: Settings) -> None:
     s = topics
     data, good = good_stream()
     bad = attack(data)
-    producer = kafka_producer(s, acks="all")
-    positions: dict[tuple[str, int, int], str] = {}
+    # one request in flight per connection: records land in the order sent, without waiting for each
+    producer = kafka_producer(s, acks="all", max_in_flight_requests_per_connection=1)
+    sent: list[tuple[Any, str]] = []  # the futures of the bad records a model rejects, and why
     waiting = list(bad)
 
     def send(role: str, value: dict[str, Any]) -> Any:
         key = str(value.get("entity") or value.get("event_id"))[:100].encode()
-        return producer.send(getattr(s.topics, role), orjson.dumps(value), key=key).get(timeout=30)
+        return producer.send(getattr(s.topics, role), orjson.dumps(value), key=key)
 
     for role, value in good:
         send(role, value)
         at = (value.get("event") or value)["ts"]
         while waiting and ts(waiting[0][0]) < at:
             _, b_role, b_value, reason = waiting.pop(0)
-            meta = send(b_role, b_value)
+            future = send(b_role, b_value)
             if reason is not None:
-                positions[(meta.topic, meta.partition, meta.offset)] = reason
+                sent.append((future, reason))
     producer.flush()
+    positions = {(m.topic, m.partition, m.offset): reason for f, reason in sent for m in (f.get(timeout=30),)}
     producer.close()
 
     worker = LearnerWorker(s, SPECS, registry=registry(s))

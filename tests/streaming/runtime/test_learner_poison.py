@@ -76,19 +76,28 @@ class Stream:
 
     def __init__(self, s: Settings) -> None:
         self.s = s
-        self.producer = kafka_producer(s, acks="all")
+        # one request in flight per connection: records land in the order sent, without waiting for each
+        self.producer = kafka_producer(s, acks="all", max_in_flight_requests_per_connection=1)
         self.positions: dict[tuple[str, int, int], tuple[str, bytes]] = {}  # position -> (reason, bytes)
+        self._bad: list[tuple[Any, str, bytes]] = []  # (future, reason, bytes) of the bad records
 
     def send(self, role: str, value: Any, reason: str | None = None) -> None:
         topic = getattr(self.s.topics, role)
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
         key = (value.get("entity") or value.get("event_id") or "k") if isinstance(value, dict) else "k"
-        meta = self.producer.send(topic, raw, key=str(key).encode()).get(timeout=30)
+        future = self.producer.send(topic, raw, key=str(key).encode())
         if reason is not None:
+            self._bad.append((future, reason, raw))
+
+    def flush(self) -> None:
+        self.producer.flush()
+        for future, reason, raw in self._bad:
+            meta = future.get(timeout=30)
             self.positions[(meta.topic, meta.partition, meta.offset)] = (reason, raw)
+        self._bad.clear()
 
     def close(self) -> None:
-        self.producer.flush()
+        self.flush()
         self.producer.close()
 
 
@@ -126,7 +135,7 @@ def test_poison_records_across_kill_and_restart(topics: Settings, tmp_path: Path
                 stream.send(b_role, b_value, reason)
 
     produce(good[:cut])
-    stream.producer.flush()
+    stream.flush()
     log = tmp_path / "learn.log"
     first = learner_process(s, "tests.support.poison_models", log)
     kill_when_learned(s, first, log, 1_500)  # past the banana label and the 1e308 record
