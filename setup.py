@@ -1,12 +1,31 @@
-"""The compiled part of Rivulet: ``features._native`` (Cython), the in-order path of the feature engine.
+"""The compiled parts of Rivulet (Cython). Everything else is in pyproject.toml.
 
-Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no C compiler,
-no Python headers), the install goes on without it and the engine runs its generated Python path
-(features.fused), with the same results; ``rivulet features check`` and the engine say which path runs.
+- ``features._native`` and ``features._distinct``: the in-order path of the feature engine and the exact-set
+  path of the distinct count (``.pyx``).
+- The learner's hot path: ``streaming.learning.core``, ``state``, ``drifts`` and ``evidence``, compiled from
+  their own ``.py`` files, unchanged (pure Python mode, annotations not taken as C types: the compiled
+  module behaves as the Python one, about 1.3x faster). There is one source: the ``.py``. Each compiled
+  module carries the SHA-256 of the source it was built from, and ``streaming.learning`` refuses to import a
+  compiled module whose ``.py`` changed since (rebuild: ``scripts/bootstrap`` or ``.venv/bin/python setup.py
+  build_ext --inplace``), so an edit is never silently shadowed by an older build.
+
+Every extension is optional: where it cannot be built (no C compiler, no Python headers), the install goes on
+without it and the same code runs as Python (the feature engine's generated path, features.fused; the
+learner's ``.py`` modules), with the same results; ``rivulet features check`` and the engine say which path
+runs.
 """
+
+import hashlib
+import os
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+# the learner's modules compiled from their .py (streaming/learning/__init__.py checks their digests)
+LEARNER = ("core", "state", "drifts", "evidence")
 
 native = Extension(
     "features._native",
@@ -27,4 +46,47 @@ distinct = Extension(
     optional=True,
 )
 
-setup(ext_modules=cythonize([native, distinct], quiet=True))
+
+def learner(name: str) -> Extension:
+    """``streaming.learning.<name>`` compiled from a copy of its ``.py`` that ends with the source's digest
+    (``_COMPILED_FROM``): the line numbers of tracebacks stay those of the ``.py``."""
+    source = ROOT / "streaming" / "learning" / f"{name}.py"
+    text = source.read_bytes()
+    copy = ROOT / "build" / "cython-src" / "streaming" / "learning" / f"{name}.py"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    body = text + f"\n_COMPILED_FROM = {hashlib.sha256(text).hexdigest()!r}\n".encode()
+    if not copy.exists() or copy.read_bytes() != body:  # unchanged: not rebuilt
+        copy.write_bytes(body)
+    return Extension(
+        f"streaming.learning.{name}",
+        [str(copy.relative_to(ROOT))],
+        extra_compile_args=["-O2", "-ffp-contract=off"],
+        optional=True,
+    )
+
+
+class ParallelBuild(build_ext):
+    """Builds the extensions on every core (``pip install`` cannot pass ``-j``)."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+
+DIRECTIVES = {
+    "language_level": 3,
+    "binding": True,  # functions keep their signatures and docstrings (inspect, doctests)
+    "annotation_typing": False,  # `x: float` stays any Python object, as in the .py
+    "autotestdict": False,  # the doctests are found as in the .py (not twice)
+}
+
+setup(
+    ext_modules=cythonize(
+        [native, distinct, *map(learner, LEARNER)],
+        quiet=True,
+        compiler_directives=DIRECTIVES,
+        nthreads=os.cpu_count() or 1,  # the C of each module written in parallel
+    ),
+    cmdclass={"build_ext": ParallelBuild},
+)

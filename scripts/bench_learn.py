@@ -235,6 +235,8 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings)
     tmp = scratch_dir()
+    compiled = not str(sys.modules[LearnerCore.__module__].__file__).endswith(".py")
+    print(f"learner core: {'compiled (setup.py)' if compiled else 'Python (not compiled)'}")
     if args.only in (None, "core"):
         bench_core(args.records, args.rounds)
     if args.only in (None, "lifecycle"):
