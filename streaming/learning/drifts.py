@@ -18,10 +18,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import river
+from river import base, drift
+
 from streaming.learning.state import DriftEvent, ModelState
 
 __all__ = ["KEPT", "drifted_features", "loss", "loss_drifted", "record"]
 
+# River's ADWIN.update and DriftDetector.drift_detected are written out in loss_drifted as they are in the
+# River version pinned (two Python calls less per model and record); with another version, they are called
+_ADWIN = drift.ADWIN
+_ADWIN_NAMES = ("drift_detected", "_reset", "_helper", "update", "_drift_detected")
+_ADWIN_PLAIN = (
+    river.__version__ == "0.26.1"
+    and _ADWIN.update.__code__.co_names == _ADWIN_NAMES
+    and base.DriftDetector.drift_detected.fget.__code__.co_names == ("_drift_detected",)  # type: ignore[attr-defined]
+)
 KEPT = 100  # drift events a state keeps (the latest)
 
 
@@ -46,8 +58,14 @@ def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
     state.loss_sum += value
     state.loss_n += 1
     detector = state.loss_detector
-    detector.update(value)
-    if not detector.drift_detected:
+    if type(detector) is _ADWIN and _ADWIN_PLAIN:  # ADWIN.update and drift_detected, written out
+        if detector._drift_detected:
+            detector._reset()
+        drifted = detector._drift_detected = detector._helper.update(value)
+    else:
+        detector.update(value)
+        drifted = detector.drift_detected
+    if not drifted:
         return False
     worse: bool = detector.estimation > state.loss_sum / state.loss_n
     state.loss_sum, state.loss_n = 0.0, 0
