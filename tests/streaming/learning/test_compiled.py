@@ -31,7 +31,7 @@ def test_the_hot_path_runs_compiled_from_the_source_beside_it(name: str) -> None
     assert module.__file__ is not None
     assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
     source = Path(module.__file__).parent / f"{name}.py"
-    assert module._COMPILED_FROM == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == module._COMPILED_FROM
 
 
 def test_a_build_of_another_source_is_stale(tmp_path: Path) -> None:
