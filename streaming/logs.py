@@ -29,7 +29,13 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # an exception as its traceback's text under "exception" (rendered as it was, the JSON line
+                # said only <traceback object at ...>); the console renderer formats its own
+                *([structlog.processors.format_exc_info] if settings.log_format == "json" else []),
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
