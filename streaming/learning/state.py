@@ -360,24 +360,19 @@ def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) 
             continue
         kind = type(m)
         if kind is _Rolling:
-            window, obj = m.window, m.obj
-            full = len(window) == m._window_size
             added = m.__dict__.get("_added")
             if added is not None and type(y) in _SCALARS and type(value) in _SCALARS:
-                # deferred (settle()): the new pair, and the pair it evicts from the window, are added to and
-                # taken from the metric when it is read, pickled, or a window's worth is waiting
-                pair = (y, value)
-                if full:
-                    m._evicted.append(window[0])
-                added.append(pair)
-                window.append((pair, _NO_KWARGS))
+                # deferred (settle()): the pair enters the window, and evicts its oldest, when the metric is
+                # read, pickled, or a window's worth is waiting
+                added.append(_entry(y, value)[0])
                 if len(added) >= _SETTLE_AT:
                     settle(m)
                 continue
-            settle(m)  # not deferred: the window's earlier pairs first
+            settle(m)  # not deferred: the pairs before it first
+            window, obj = m.window, m.obj
             cls = type(obj)
             target = obj.cm if cls.update is _CM_UPDATE and cls.revert is _CM_REVERT else obj
-            if full:
+            if len(window) == m._window_size:
                 old = window[0]
                 target.revert(*old[0], **old[1])
             target.update(y, value)
@@ -398,6 +393,25 @@ def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) 
             m.update(y, value)
 
 
+_ENTRIES: dict[tuple[Any, ...], tuple[tuple[Any, Any], dict[str, Any]]] = {}
+MAX_ENTRIES = 4_096
+
+
+def _entry(y: Any, value: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """The window entry ``((y, value), {})`` River's ``Rolling`` keeps, one object per distinct pair (of
+    exact types: ``True`` and ``1`` are different pairs; a float label gets its own) while at most
+    :data:`MAX_ENTRIES` are known: the
+    entries live a window's length, so fresh ones reached the oldest generation of the garbage collector
+    by thousands and made it walk the whole process (a 80 ms pause every few thousand records)."""
+    key = (type(y), type(value), y, value)
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        entry = ((y, value), _NO_KWARGS)
+        if len(_ENTRIES) < MAX_ENTRIES and type(y) is not float and type(value) is not float:
+            _ENTRIES[key] = entry  # not a float: 0.0 and -0.0 are one key, and NaN a new one each time
+    return entry
+
+
 def deferred(r: Any) -> bool:
     """Can ``r``'s window be deferred (:func:`settle`)? A River ``Rolling`` of a metric kept in River's own
     confusion matrix, whose update and revert are written out in :func:`settle`."""
@@ -413,24 +427,27 @@ def deferred(r: Any) -> bool:
 
 
 def settle(r: Any) -> None:
-    """Bring a rolling metric whose window is deferred (:func:`score`) up to date: the pairs added to the
-    window since, and those they evicted, added to and taken from the metric's confusion matrix. The matrix
-    is the one River's ``Rolling.update`` leaves, record by record, down to the order of its cells: counts
-    are whole numbers (exact in floating point, whatever the order of the additions), a cell is created by
-    the first pair that adds to it (a ``Counter`` keeps the pairs in the order they first came), and an
-    evicted pair was added before, so taking it away creates no cell. Only hashable scalars are deferred:
-    nothing here can raise. A pair River's own ``update`` added with a weight is undone by River's
-    ``revert``, record by record."""
+    """Bring a rolling metric whose window is deferred (:func:`score`) up to date: the pairs held back enter
+    the window (River's ``(args, kwargs)`` entries), and the matrix takes them and gives back the pairs they
+    evicted. The matrix is the one River's ``Rolling.update`` leaves, record by record, down to the order of
+    its cells: counts are whole numbers (exact in floating point, whatever the order of the additions), a
+    cell is created by the first pair that adds to it (a ``Counter`` keeps the pairs in the order they first
+    came), and an evicted pair was added before, so taking it away creates no cell. Only hashable scalars are
+    deferred: nothing here can raise. A window holding pairs River's own ``update`` added with a weight is
+    brought up to date record by record with River's calls."""
     added = r.__dict__.get("_added")
     if not added:
         return
-    evicted = r._evicted
+    window, size = r.window, r._window_size
     cm = r.obj.cm
-    if any(kwargs or len(args) != 2 for args, kwargs in evicted):  # weighted pairs: one by one, in order
-        start = len(added) - len(evicted)  # the window was full from this record on
+    before = len(window)
+    evict = max(0, before + len(added) - size)  # the first `evict` of the window's entries, then of `added`
+    from_window = [window[i] for i in range(min(evict, before))]
+    if any(kwargs or len(args) != 2 for args, kwargs in from_window):  # weighted pairs: in order
         for i, (y, p) in enumerate(added):
-            if i >= start:
-                args, kwargs = evicted[i - start]
+            j = before + i - size  # the entry the record at i evicts, in the window followed by `added`
+            if j >= 0:
+                args, kwargs = from_window[j] if j < before else (added[j - before], _NO_KWARGS)
                 cm.revert(*args, **kwargs)
             cm.update(y, p)
     else:
@@ -443,7 +460,9 @@ def settle(r: Any) -> None:
             sum_col[p] += w
             if y == p:
                 tp += w
-        for (y, p), count in Counter(args for args, _ in evicted).items():
+        gone = [args for args, _ in from_window]
+        gone += added[: evict - len(from_window)]
+        for (y, p), count in Counter(gone).items():
             w = float(count)
             data[y][p] -= w
             sum_row[y] -= w
@@ -451,10 +470,10 @@ def settle(r: Any) -> None:
             if y == p:
                 tp -= w
         cm._total_true_positives = tp
-        cm.n_samples += len(added) - len(evicted)
-        cm.total_weight += float(len(added) - len(evicted))
+        cm.n_samples += len(added) - evict
+        cm.total_weight += float(len(added) - evict)
+    window.extend([_entry(*pair) for pair in added[-size:]])
     added.clear()
-    evicted.clear()
 
 
 def defer(rolling: list[Any]) -> None:
@@ -462,7 +481,6 @@ def defer(rolling: list[Any]) -> None:
     for r in rolling:
         if deferred(r):
             r.__dict__.setdefault("_added", [])
-            r.__dict__.setdefault("_evicted", [])
 
 
 def _label_from_proba(model: Any) -> bool:
