@@ -400,9 +400,9 @@ MAX_ENTRIES = 4_096
 def _entry(y: Any, value: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
     """The window entry ``((y, value), {})`` River's ``Rolling`` keeps, one object per distinct pair (of
     exact types: ``True`` and ``1`` are different pairs; a float label gets its own) while at most
-    :data:`MAX_ENTRIES` are known: the
-    entries live a window's length, so fresh ones reached the oldest generation of the garbage collector
-    by thousands and made it walk the whole process (a 80 ms pause every few thousand records)."""
+    :data:`MAX_ENTRIES` are known: the entries live a window's length, so fresh ones reached the oldest
+    generation of the garbage collector by thousands and made it walk the whole process (an 80 ms pause
+    every few thousand records)."""
     key = (type(y), type(value), y, value)
     entry = _ENTRIES.get(key)
     if entry is None:
