@@ -40,11 +40,6 @@ def _unavailable(what: str) -> None:
     pytest.skip(message)
 
 
-# the learner's hot path is compiled from its own .py files (setup.py): the doctests of such a module are
-# collected from the compiled module, whose __file__ is not the .py pytest collects them from (it checks that
-# the two match unless told not to; streaming.learning checks that the build is of that very .py)
-os.environ["PY_IGNORE_IMPORTMISMATCH"] = "1"
-
 KINDS = ("unit", "integration")
 
 

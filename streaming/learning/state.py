@@ -359,7 +359,7 @@ def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) 
         else:
             continue
         kind = type(m)
-        if kind is _Rolling:
+        if kind is DeferredRolling or kind is _Rolling:
             added = m.__dict__.get("_added")
             if added is not None and type(y) in _SCALARS and type(value) in _SCALARS:
                 # deferred (settle()): the pair enters the window, and evicts its oldest, when the metric is
@@ -418,7 +418,7 @@ def deferred(r: Any) -> bool:
     obj = r.obj
     cls = type(obj)
     return (
-        type(r) is _Rolling
+        type(r) is DeferredRolling
         and _CM_PLAIN
         and cls.update is _CM_UPDATE
         and cls.revert is _CM_REVERT
@@ -443,7 +443,10 @@ def settle(r: Any) -> None:
     before = len(window)
     evict = max(0, before + len(added) - size)  # the first `evict` of the window's entries, then of `added`
     from_window = [window[i] for i in range(min(evict, before))]
-    if any(kwargs or len(args) != 2 for args, kwargs in from_window):  # weighted pairs: in order
+    # weighted pairs, pairs scored at once (any hashable: a Counter of them would compare pairs River never
+    # compares) and pairs holding a NaN (a restored window's NaN is no key of the restored matrix: taking it
+    # away creates a cell, at its record): in order, with River's calls
+    if any(kwargs or len(args) != 2 or not _plain(args) for args, kwargs in from_window):
         for i, (y, p) in enumerate(added):
             j = before + i - size  # the entry the record at i evicts, in the window followed by `added`
             if j >= 0:
@@ -476,9 +479,39 @@ def settle(r: Any) -> None:
     added.clear()
 
 
+def _plain(pair: tuple[Any, ...]) -> bool:
+    """A pair :func:`settle` may count: scalars of the deferred types (:data:`_SCALARS`), neither a NaN."""
+    y, p = pair
+    return type(y) in _SCALARS and type(p) in _SCALARS and y == y and p == p
+
+
+class DeferredRolling(_Rolling):
+    """River's ``Rolling`` whose window :func:`score` may defer (:func:`settle`): read through River's API
+    (``get``, ``update``, its repr, a pickle or copy of it) it is brought up to date first. Its ``obj``
+    read directly is the metric as of the last of those."""
+
+    def get(self) -> Any:
+        settle(self)
+        return self.obj.get()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        settle(self)
+        super().update(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        settle(self)
+        return repr(self.obj)
+
+    def __getstate__(self) -> dict[str, Any]:
+        settle(self)
+        return self.__dict__
+
+
 def defer(rolling: list[Any]) -> None:
     """Give each rolling metric that can be deferred (:func:`deferred`) its backlog."""
     for r in rolling:
+        if type(r) is _Rolling:  # a state pickled before windows were deferred
+            r.__class__ = DeferredRolling
         if deferred(r):
             r.__dict__.setdefault("_added", [])
 
@@ -522,7 +555,9 @@ def new_state(spec: ModelSpec, name: str) -> ModelState:
     ms = spec.new_metrics()
     detector = spec.drift.detector or drift.ADWIN
     model = spec.new_model()
-    rolling = [utils.Rolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()]
+    rolling: list[utils.Rolling] = [
+        DeferredRolling(m, window_size=spec.rolling_window) for m in spec.metric_factories()
+    ]
     defer(rolling)
     return ModelState(
         name=name,
