@@ -92,7 +92,7 @@ def bench_lifecycle(n: int, rounds: int) -> None:
         core.challenge("lr", -2)
         core.challenge("lr", -1)
         for i, (x, y) in enumerate(data):
-            core.on_record(str(i), i, x, label=y)
+            core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
         assert len(core.models) == 3 and len(core.decisions) == 2, core.decisions  # no promotion, no drift
         return [float(st.metrics[0].get()) for st in core.models.values()]
 
@@ -118,7 +118,7 @@ def bench_core(n: int, rounds: int) -> None:
     def rivulet() -> float:
         core = LearnerCore([spec])
         for i, (x, y) in enumerate(data):
-            core.on_record(str(i), i, x, label=y)
+            core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
         return float(core.models["lr"].metrics[0].get())
 
     assert bare() == rivulet()  # the same predictions, the same metric
@@ -208,7 +208,7 @@ def bench_checkpoint(base: Settings, rounds: int) -> None:
         for label, (factory, ms) in cases.items():
             core = LearnerCore([ModelSpec("m", "binary", "v", factory, metrics=ms)])
             for i, (x, y) in enumerate(data):
-                core.on_record(str(i), i, x, label=y)
+                core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
             state = core.models["m"]
             saves, loads = [], []
             for _ in range(rounds):

@@ -125,7 +125,8 @@ class LearnerCore:
         # them): never given to a new challenger, as by a core that kept them
         self.gone: set[str] = set()
         self.on_decision: Callable[[Decision], None] | None = None
-        self._round: dict[str, tuple[Any, Any]] = {}  # this call's models that learned: (label, prediction)
+        # this call's models that learned (or gave no prediction): name -> (state, label, prediction)
+        self._round: dict[str, tuple[ModelState, Any, Any]] = {}
 
     def new_state(self, spec: ModelSpec, name: str) -> ModelState:
         return new_state(spec, name)
@@ -140,9 +141,11 @@ class LearnerCore:
         label: Any = None,
         position: Any = None,
         only: Sequence[str] | None = None,
+        predictions: bool = True,
     ) -> list[Prediction]:
         """Predict for every model (or those named in ``only``); learn at once if ``label`` is given, else
-        keep the prediction pending."""
+        keep the prediction pending. Returns the predictions (none with ``predictions=False``: the router
+        has no use for them, and they cost an object per model and record)."""
         if self._round:  # left by a call that raised half-way (the router quarantines its models)
             self._round = {}
         out: list[Prediction] = []
@@ -198,7 +201,8 @@ class LearnerCore:
                 seen_keys.discard(order.popleft())
             counters = state.counters
             counters["predicted"] += 1
-            out.append(Prediction(state.name, key, label_pred, proba))
+            if predictions:
+                out.append(Prediction(state.name, key, label_pred, proba))
             if state.feature_detectors:
                 for detector in drifts.drifted_features(state, x):
                     self._drift(state, detector, ts, position)
@@ -225,7 +229,7 @@ class LearnerCore:
         ):
             return
         if label is not None:
-            self._round.setdefault(state.name, (label, None))
+            self._round.setdefault(state.name, (state, label, None))
             return
         abstained = state.abstained
         abstained[key] = None
@@ -403,7 +407,7 @@ class LearnerCore:
                 result = "learned"
             elif key in state.abstained:  # no prediction on its record: paired as such (_abstained)
                 del state.abstained[key]
-                self._round.setdefault(state.name, (label, None))
+                self._round.setdefault(state.name, (state, label, None))
                 result = "rejected"
             elif key in state.learned:
                 result = "duplicate"
@@ -464,7 +468,7 @@ class LearnerCore:
         state.counters["learned"] += 1
         policy = self.specs[state.spec].promotion
         if policy is not None:  # paired with its spec's others (_pair)
-            self._round[state.name] = (y, label_pred)
+            self._round[state.name] = (state, y, label_pred)
         if state.task == "multiclass":  # a class counts (its type, the budget) once it is learned
             state.classes[y] = None  # a dict as an ordered set: a class already there keeps its place
         if not known:
@@ -683,8 +687,7 @@ class LearnerCore:
         policy against its champion, and a former champion on probation against its successor; a
         decision when the evidence is enough (at most one per spec and record)."""
         learned, self._round = self._round, {}
-        models = self.models
-        for spec_name in {models[n].spec: None for n in learned}:
+        for spec_name in {st.spec: None for st, _, _ in learned.values()}:
             spec = self.specs.get(spec_name)
             policy = spec.promotion if spec is not None else None
             if policy is None:
@@ -692,10 +695,9 @@ class LearnerCore:
             champion = self.champion(spec_name)
             if champion is None or champion.name not in learned:
                 continue
-            y, champion_pred = learned[champion.name]
+            _, y, champion_pred = learned[champion.name]
             min_labelled = policy.min_labelled
-            for name, (label, pred) in learned.items():
-                st = models[name]
+            for st, label, pred in learned.values():
                 if st.spec != spec_name or st is champion or st.role not in ("challenger", "probation"):
                     continue
                 if label != y:  # not the same label: nothing to compare
@@ -703,8 +705,15 @@ class LearnerCore:
                 evidence = st.evidence
                 if evidence is None:  # a challenger from before the lifecycle
                     evidence = st.evidence = Evidence(since={"champion": champion.name})
-                if st.task != "regression":  # paired_loss, inline: the 0/1 errors
-                    evidence.add(0.0 if champion_pred == y else 1.0, 0.0 if pred == y else 1.0, position)
+                if st.task != "regression":  # paired_loss and Evidence.add, inline: the 0/1 errors
+                    evidence.n += 1
+                    if champion_pred != y:
+                        evidence.incumbent_loss += 1.0
+                    if pred != y:
+                        evidence.candidate_loss += 1.0
+                    if evidence.first is None:
+                        evidence.first = position
+                    evidence.last = position
                 else:
                     evidence.add(*paired_loss(st.task, y, champion_pred, pred), position)
                 if evidence.n >= min_labelled and evidence.decided(policy):  # no decision before

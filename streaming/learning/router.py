@@ -237,10 +237,10 @@ class Router:
             event_id, ts, label = event["event_id"], event["ts"], event.get("label")
             on_record = self.core.on_record
             if label is None:
-                on_record(event_id, ts, vector, None, position, only=chosen)
+                on_record(event_id, ts, vector, None, position, only=chosen, predictions=False)
             else:
                 for y, group in self._labels(chosen, label):
-                    on_record(event_id, ts, vector, y, position, only=group)
+                    on_record(event_id, ts, vector, y, position, only=group, predictions=False)
         self._send(position, raw, key, data)
 
     def control(
@@ -284,7 +284,7 @@ class Router:
         elif not (_id(pid) and isinstance(vector, dict) and _time(ts)):
             self._reject(chosen, Reason.MALFORMED_PREDICTION, "no prediction_id, features or time")
         elif self._domain(chosen, vector):
-            self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen)
+            self.core.on_record(f"p:{pid}", ts, vector, None, position, only=chosen, predictions=False)
         self._send(position, raw, key, data)
 
     def label(
