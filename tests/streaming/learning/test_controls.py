@@ -302,3 +302,21 @@ def test_a_crash_while_a_checkpoint_writes_the_decisions_loses_none() -> None:
     run(second, min(second.offsets.get("m", {}).get("f", {0: 0}).values(), default=0))
     second.checkpoint()
     assert [(d["kind"], d["model"]) for d in registry.decisions("m")] == [("challenger", f"m~{T0 + 199}")]
+
+
+def test_a_control_the_champion_processed_before_its_checkpoint_is_skipped_for_the_other_models() -> None:
+    """A learner restored from checkpoints of different ages meets a control again for the models whose
+    checkpoint is older: if the spec's champion is not among them (it processed the control before its
+    checkpoint), nothing is applied and nothing is a dead letter; with the champion among them it is."""
+    log = Log()
+    log.stream(0, 300)
+    log.send(control("challenge", ts=T0 + 300, control_id="c0"))
+    challenger = log.core.decisions[-1].model
+    decisions, letters = len(log.core.decisions), len(log.letters())
+    again = control("challenge", ts=T0 + 301, control_id="c1")
+    log.router.control(again, ("f", 0, 999), models=[challenger], raw=orjson.dumps(again), key=b"m")
+    assert len(log.core.decisions) == decisions and len(log.letters()) == letters  # skipped, silently
+    assert "c1" not in log.core.models["m"].controls
+    log.router.control(again, ("f", 0, 1000), models=["m", challenger], raw=orjson.dumps(again), key=b"m")
+    assert len(log.core.decisions) == decisions + 1 and log.core.decisions[-1].kind == "challenger"
+    assert "c1" in log.core.models["m"].controls
