@@ -5,6 +5,8 @@ no Python headers), the install goes on without it and the engine runs its gener
 (features.fused), with the same results; ``rivulet features check`` and the engine say which path runs.
 """
 
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -27,4 +29,10 @@ distinct = Extension(
     optional=True,
 )
 
-setup(ext_modules=cythonize([native, distinct], quiet=True))
+# every core: the extensions are translated and compiled side by side, in a PEP 517 build (pip install .)
+# too, where no -j can be passed (an explicit ``build_ext -j N`` still wins)
+jobs = os.cpu_count() or 1
+setup(
+    ext_modules=cythonize([native, distinct], quiet=True, nthreads=jobs),
+    options={"build_ext": {"parallel": jobs}},
+)
