@@ -25,6 +25,7 @@ from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.serving.conftest import OPS_KEY as KEY
 from tests.support.drifting import agrawal_drift, publish_labelled
+from tests.support.learning import LEARNER_IDLE_S
 from tests.support.model_defs import LIFECYCLE
 from tests.support.serving_env import SIGNER
 
@@ -50,7 +51,7 @@ def publish_drifting_stream(s: Settings) -> dict[str, Any]:
 
 def learn(s: Settings) -> LearnerWorker:
     worker = LearnerWorker(s, [SPEC], registry=registry(s))
-    worker.run(max_idle_s=2.0, install_signals=False)
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     return worker
 
 

@@ -31,6 +31,7 @@ from tests.serving.running import running
 from tests.support.api_env import free_port
 from tests.support.feature_defs import ZIP
 from tests.support.kafka_read import read_all
+from tests.support.learning import LEARNER_IDLE_S
 from tests.support.model_defs import scaled_lr
 from tests.support.serving_env import SIGNER
 
@@ -85,7 +86,7 @@ def learner_checkpoint(env: Settings, n: int) -> tuple[Any, int]:
     producer.flush()
     producer.close()
     worker = LearnerWorker(env, [SPEC], registry=registry(env))
-    worker.run(max_idle_s=2.0, install_signals=False)
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     assert worker.core.models["zipm"].n_learned == n
     return worker.core.models["zipm"], registry(env).current_version("zipm") or 0
 
@@ -250,7 +251,7 @@ def test_a_label_for_a_served_prediction_trains_the_learner_on_the_served_featur
         [SPEC],
         registry=RedisRegistry(clients.redis_client(env), f"{env.redis_prefix}learner:", signer=SIGNER),
     )
-    learner.run(max_idle_s=2.0, install_signals=False)
+    learner.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     state = learner.core.models["zipm"]
     assert state.n_learned == len(LABELLED) and state.counters["pending"] == 0
     inputs = [served_features(env, p["prediction_id"]) for p in served]

@@ -20,6 +20,12 @@ from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SETTLE_S = 1.0  # wait_caught_up: how long the lag must stay zero
+POLL_S = 0.2  # wait_caught_up: how often the lag is read
+# for drills that SIGKILL feature workers: a killed member holds its partitions until its session lapses,
+# and every rebalance meanwhile waits for it; 6 s (the broker's group.min.session.timeout.ms default, the
+# lowest it accepts) instead of the workers' 10 s
+KILL_DRILL_ENV = {"RIVULET_FEATURES_SESSION_TIMEOUT_S": "6"}
 
 
 def rivulet_process(settings: Settings, args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -97,16 +103,24 @@ def wait_caught_up(settings: Settings, workers: list[Worker], timeout_s: float =
     consumer = kafka_consumer(settings, client_id="rivulet-tests", isolation_level="read_uncommitted")
     try:
         deadline = time.monotonic() + timeout_s
-        settled = 0
-        while settled < 2:  # twice in a row: a repartition topic may still be filling
+        # caught up: no lag at every check over at least SETTLE_S (a repartition topic may still be
+        # filling); checked every POLL_S, so the wait ends soon after the window instead of a second later
+        zero_since: float | None = None
+        while True:
             for w in workers:
                 assert w.alive(), f"worker exited:\n{w.log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, (
                 f"workers did not catch up; lag {_lag(settings, admin, consumer)}"
             )
             consumer.topics()  # refresh metadata
-            settled = settled + 1 if _lag(settings, admin, consumer) == 0 else 0  # -1: not known yet
-            time.sleep(1.0)
+            now = time.monotonic()
+            if _lag(settings, admin, consumer) != 0:  # -1: not known yet
+                zero_since = None
+            elif zero_since is None:
+                zero_since = now
+            elif now - zero_since >= SETTLE_S:
+                break
+            time.sleep(POLL_S)
     finally:
         admin.close()
         consumer.close()

@@ -135,7 +135,13 @@ def test_redis_unreachable(tmp_path: Path) -> None:
 
 
 def test_kafka_unreachable(tmp_path: Path) -> None:
-    env = cli_env(tmp_path, RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1", RIVULET_KAFKA_REQUEST_TIMEOUT_MS="1000")
+    # the admin client's bootstrap waits max_block_ms (at least 1 s) for a broker: 1 s, not the default 10
+    env = cli_env(
+        tmp_path,
+        RIVULET_KAFKA_BOOTSTRAP="127.0.0.1:1",
+        RIVULET_KAFKA_REQUEST_TIMEOUT_MS="1000",
+        RIVULET_KAFKA_MAX_BLOCK_MS="1000",
+    )
     _one_error_line(run_cli(["topics", "list"], env), "Kafka is not reachable at 127.0.0.1:1")
 
 

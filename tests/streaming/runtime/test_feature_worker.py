@@ -29,7 +29,7 @@ from streaming.settings import Settings
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.kafka_read import read_all
 from tests.support.oracle import Oracle, diff, stream
-from tests.support.workers import Worker, group_members, run_worker, wait_caught_up
+from tests.support.workers import KILL_DRILL_ENV, Worker, group_members, run_worker, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,9 @@ def test_worker_killed_mid_stream_recovers_without_double_counting(topics: Setti
     client = redis_client(settings)
     stats = f"{settings.redis_prefix}stats:features"
     for crash in range(2):
-        worker = Worker(settings, "tests.support.feature_defs", tmp_path / f"worker-{crash}.log")
+        worker = Worker(
+            settings, "tests.support.feature_defs", tmp_path / f"worker-{crash}.log", **KILL_DRILL_ENV
+        )
         target = 1_500 * (crash + 1)
         import time
 
@@ -180,11 +182,11 @@ def test_worker_killed_mid_stream_recovers_without_double_counting(topics: Setti
             time.sleep(0.05)
         worker.kill()  # SIGKILL mid-stream
     # No restart is needed, so none is allowed: wait_caught_up fails if the worker exits. Each new worker
-    # takes over partitions that a SIGKILLed member still holds until its session lapses (10 s), in the
+    # takes over partitions that a SIGKILLed member still holds until its session lapses (6 s here), in the
     # rebalance that follows; worker-1 above went through the same takeover under alive() checks. An
     # agent crash would end the process (mode.CrashingSupervisor) for supervisord to restart, and a restart
     # counts nothing twice (the point of this test), but a crash here is a bug that restarting would hide.
-    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "worker-final.log")
+    worker = Worker(settings, "tests.support.feature_defs", tmp_path / "worker-final.log", **KILL_DRILL_ENV)
     try:
         wait_caught_up(settings, [worker])
     finally:

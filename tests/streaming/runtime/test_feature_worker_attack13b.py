@@ -32,7 +32,7 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     topics,
 )
 from tests.support.kafka_read import read_all
-from tests.support.workers import Worker, wait_caught_up, wait_records
+from tests.support.workers import KILL_DRILL_ENV, Worker, wait_caught_up, wait_records
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ class Proxy:
 def proxied_worker(settings: Settings, log: Path, proxy: Proxy) -> Worker:
     """A feature worker whose Redis is behind ``proxy``."""
     url = f"redis://127.0.0.1:{proxy.port}/0"
-    return Worker(settings, "tests.support.feature_defs", log, RIVULET_REDIS_URL=url)
+    return Worker(settings, "tests.support.feature_defs", log, RIVULET_REDIS_URL=url, **KILL_DRILL_ENV)
 
 
 def _repartition_duplicates(settings: Settings) -> dict[str, Any]:
@@ -149,11 +149,11 @@ def test_kills_a_redis_outage_and_rebalances_count_every_event_once_and_reemit_i
     workers: list[Worker] = []
     try:
         behind = proxied_worker(settings, tmp_path / "proxied-0.log", proxy)
-        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-0.log")
+        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-0.log", **KILL_DRILL_ENV)
         workers += [behind, direct]
         wait_records(settings, 1_500, [behind, direct])
         direct.kill()  # SIGKILL mid-batch: its partitions move to the proxied worker, then back
-        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-1.log")
+        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-1.log", **KILL_DRILL_ENV)
         workers.append(direct)
         wait_records(settings, 3_500, [behind, direct])
         proxy.cut()  # Redis unreachable for one worker: its batch fails, the process exits
@@ -166,7 +166,7 @@ def test_kills_a_redis_outage_and_rebalances_count_every_event_once_and_reemit_i
         workers.append(behind)
         wait_records(settings, 5_500, [behind, direct])
         direct.kill()
-        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-2.log")
+        direct = Worker(settings, "tests.support.feature_defs", tmp_path / "direct-2.log", **KILL_DRILL_ENV)
         workers.append(direct)
         wait_caught_up(settings, [behind, direct], timeout_s=300)
     finally:

@@ -17,20 +17,29 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     events_for,
     topics,
 )
-from tests.support.workers import Worker, produce, run_worker, wait_caught_up, wait_records
+from tests.support.workers import (
+    KILL_DRILL_ENV,
+    Worker,
+    produce,
+    run_worker,
+    wait_caught_up,
+    wait_records,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @contextlib.contextmanager
 def small_batch_workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], Worker]]:
-    """Starts feature workers with batches of 20 (a small inbox: the consumer often waits for room in it),
-    each logging to a file of its own; every one started is stopped on the way out."""
+    """Starts feature workers with batches of 20 (a small inbox: the consumer often waits for room in it)
+    and the kill drills' 6 s session, each logging to a file of its own; every one started is stopped on
+    the way out."""
     workers: list[Worker] = []
 
     def start() -> Worker:
         log = tmp_path / f"w{len(workers)}.log"
-        workers.append(Worker(settings, "tests.support.feature_defs", log, RIVULET_FEATURES_BATCH_SIZE="20"))
+        env = {"RIVULET_FEATURES_BATCH_SIZE": "20", **KILL_DRILL_ENV}
+        workers.append(Worker(settings, "tests.support.feature_defs", log, **env))
         return workers[-1]
 
     try:

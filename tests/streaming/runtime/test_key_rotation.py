@@ -21,7 +21,7 @@ from streaming.learning.keys import SigningKey
 from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
-from tests.support.learning import events, featurise, learning_topics
+from tests.support.learning import LEARNER_IDLE_S, events, featurise, learning_topics
 from tests.support.model_defs import LR
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def keyed(s: Settings, signing: SigningKey | None, *ring: SigningKey) -> Setting
 def learner(s: Settings) -> LearnerWorker:
     """The learner process as ``rivulet learn run`` builds it: its registry from its settings alone."""
     worker = LearnerWorker(s, [LR])
-    worker.run(max_idle_s=3.0, install_signals=False)
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     return worker
 
 

@@ -18,7 +18,7 @@ from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import Labelled, delayed_stream, registry, ts
+from tests.support.learning import LEARNER_IDLE_S, Labelled, delayed_stream, registry, ts
 from tests.support.model_defs import scaled_lr
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def test_a_hostile_producer_against_the_real_learner(topics: Settings) -> None:
     producer.close()
 
     worker = LearnerWorker(s, SPECS, registry=registry(s))
-    worker.run(max_idle_s=3.0, install_signals=False)
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
 
     expected = {"label_type": 1, "feature_type": 1, "malformed_label": 1}
     only = [({k: x[k] for k in FEATURES}, y) for x, y in data]

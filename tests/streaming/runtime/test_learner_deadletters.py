@@ -19,7 +19,7 @@ from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import registry
+from tests.support.learning import LEARNER_IDLE_S, registry
 from tests.support.model_defs import scaled_lr
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,8 @@ def test_a_record_with_a_700_kb_key_is_dead_lettered_and_the_learner_checkpoints
     producer.close()
 
     worker = LearnerWorker(s, SPECS, registry=registry(s))
-    worker.run(max_idle_s=3.0, install_signals=False)  # before: DeliveryError from the checkpoint's flush
+    # before: DeliveryError from the checkpoint's flush
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
 
     state = worker.core.models["lr"]
     assert state.status == "learning" and state.n_learned == N

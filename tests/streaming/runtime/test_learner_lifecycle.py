@@ -20,7 +20,7 @@ from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.drifting import agrawal_drift
-from tests.support.learning import learner_process, registry, ts
+from tests.support.learning import LEARNER_IDLE_S, learner_process, registry, ts
 from tests.support.model_defs import LIFECYCLE
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def publish(s: Settings) -> list[dict[str, Any]]:
 
 def finish(s: Settings, reg: RedisRegistry) -> LearnerWorker:
     worker = LearnerWorker(s, [LIFECYCLE], registry=reg)
-    worker.run(max_idle_s=3.0, install_signals=False)
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     return worker
 
 

@@ -25,7 +25,7 @@ from streaming.replay.verify import verify
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
-from tests.support.learning import Labelled, delayed_stream, learner_process, registry, ts
+from tests.support.learning import LEARNER_IDLE_S, Labelled, delayed_stream, learner_process, registry, ts
 from tests.support.model_defs import scaled_lr
 from tests.support.poison_models import MODELS
 
@@ -145,7 +145,7 @@ def test_poison_records_across_kill_and_restart(topics: Settings, tmp_path: Path
     kill_when_learned(s, second, log, 3_000)
 
     final = LearnerWorker(s, MODELS, registry=registry(s))  # restarts from the newest checkpoints
-    final.run(max_idle_s=3.0, install_signals=False)
+    final.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
 
     # the final metrics equal River's progressive validation on the good stream alone
     expected_rejected = {"label_type": 2, "undecodable": 1, "value_domain": 2}
