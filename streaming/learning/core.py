@@ -696,9 +696,9 @@ class LearnerCore:
             if champion is None or champion.name not in learned:
                 continue
             _, y, champion_pred = learned[champion.name]
-            min_labelled = policy.min_labelled
+            min_labelled, margin = policy.min_labelled, policy.margin
             for st, label, pred in learned.values():
-                if st.spec != spec_name or st is champion or st.role not in ("challenger", "probation"):
+                if st is champion or st.spec != spec_name or st.role not in ("challenger", "probation"):
                     continue
                 if label != y:  # not the same label: nothing to compare
                     continue
@@ -716,7 +716,14 @@ class LearnerCore:
                     evidence.last = position
                 else:
                     evidence.add(*paired_loss(st.task, y, champion_pred, pred), position)
-                if evidence.n >= min_labelled and evidence.decided(policy):  # no decision before
+                n = evidence.n
+                # Evidence.decided, inline (no decision before min_labelled; the bound only once the statistic
+                # is positive)
+                if (
+                    n >= min_labelled
+                    and (stat := evidence.incumbent_loss - evidence.candidate_loss - margin * n) > 0.0
+                    and stat >= policy.bound(n)
+                ):
                     if st.role == "challenger":
                         self._promote(policy, champion, st, ts, position)
                     else:
