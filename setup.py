@@ -4,10 +4,11 @@
   path of the distinct count (``.pyx``).
 - The learner's hot path: ``streaming.learning.core``, ``state``, ``drifts`` and ``evidence``, compiled from
   their own ``.py`` files, unchanged (pure Python mode, annotations not taken as C types: the compiled
-  module behaves as the Python one, about 1.15x faster on the learner bench). There is one source: the ``.py``. Each compiled
-  module carries the SHA-256 of the source it was built from, and ``streaming.learning`` refuses to import a
-  compiled module whose ``.py`` changed since (rebuild: ``scripts/bootstrap`` or ``.venv/bin/python setup.py
-  build_ext --inplace``), so an edit is never silently shadowed by an older build.
+  module behaves as the Python one, about 1.15x faster on the learner bench). There is one source: the
+  ``.py``. Each compiled module carries the SHA-256 of the source it was built from, and
+  ``streaming.learning`` refuses to import a compiled module whose ``.py`` changed since (rebuild:
+  ``scripts/bootstrap`` or ``.venv/bin/python setup.py build_ext --inplace``), so an edit is never silently
+  shadowed by an older build.
 
 Every extension is optional: where it cannot be built (no C compiler, no Python headers), the install goes on
 without it and the same code runs as Python (the feature engine's generated path, features.fused; the
