@@ -46,7 +46,9 @@ def publish(s: Settings) -> list[dict[str, Any]]:
 
 def finish(s: Settings, reg: RedisRegistry) -> LearnerWorker:
     worker = LearnerWorker(s, [LIFECYCLE], registry=reg)
-    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
+    # a restored learner's first fetch waits on the restore: the idle it stops after is the one before the
+    # suite was trimmed (3 s), in case the trimmed one stopped it early (a failure seen once in CI)
+    worker.run(max_idle_s=max(LEARNER_IDLE_S, 3.0), install_signals=False)
     return worker
 
 
@@ -77,7 +79,11 @@ def test_the_lifecycle_through_the_crash_drill(topics: Settings, tmp_path: Path)
     def timeless(ds: list[dict[str, Any]]) -> list[dict[str, Any]]:  # saved_at: when a checkpoint wrote it
         return [{k: v for k, v in d.items() if k != "saved_at"} for d in ds]
 
-    assert timeless(decisions) == timeless(clean_decisions)
+    # what a failure needs to be understood (seen once in CI, never locally): the killed learners' logs and
+    # the versions each model was left with
+    logs = "\n".join(f"{f.name}: {f.read_text()[-1500:]}" for f in sorted(tmp_path.glob("learn-*.log")))
+    kept = {m: [v.header.get("n_learned") for v in reg.versions(m)[:5]] for m in crashed.core.models}
+    assert timeless(decisions) == timeless(clean_decisions), f"versions {kept}\n{logs}"
     champion = clean.core.champion("m")
     assert champion is not None and champion.name != "m"
     assert reg.champion("m") == clean_reg.champion("m") == champion.name
