@@ -256,6 +256,12 @@ class Router:
             champion = core.champion(ctl.spec)
             if champion is not None and champion.name not in chosen:
                 return  # processed before the checkpoint this learner was restored from
+            if any(
+                ctl.id in st.controls
+                for m, st in core.models.items()
+                if st.spec == ctl.spec and m not in chosen
+            ):
+                return  # applied by a model of its spec restored from a later version than these ones
             decision = core.apply_control(ctl, position)
         except ControlRefused as exc:
             spec = data.get(CONTROL_FIELD)

@@ -205,7 +205,11 @@ class Learner:
         self.sink.flush()  # the letters of every rejected record are durable before the positions move on
         self._record_decisions()
         saved_at = time.time()
-        for name, state in self.core.models.items():
+        # the champions last: a crash between two models' versions then leaves no challenger older than its
+        # champion. A champion restored from an older version meets its records again alone, and a
+        # challenger it started there exists already; the other way round, a challenger started since the
+        # champion's last version (its decision written) was lost, and never started again
+        for name, state in sorted(self.core.models.items(), key=lambda item: item[1].role == "champion"):
             if state.quarantined or name in self._retired:
                 continue
             spec = self.core.specs[state.spec]
