@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
 
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
+from tests.support.processes import pytest_child
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fixtures_give_fresh_topics_and_redis_prefixes(
@@ -35,24 +32,14 @@ def _run_with_dead_kafka(require: bool) -> subprocess.CompletedProcess[str]:
     env["RIVULET_KAFKA_BOOTSTRAP"] = "127.0.0.1:1"  # nothing listens on port 1
     if require:
         env["RIVULET_REQUIRE_SERVICES"] = "1"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "addopts=",
-            "tests/test_harness.py::test_fixtures_give_fresh_topics_and_redis_prefixes",
-        ],
-        cwd=ROOT,
+    return pytest_child(
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "tests/test_harness.py::test_fixtures_give_fresh_topics_and_redis_prefixes",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 

@@ -1,13 +1,18 @@
-"""Stand-in processes for tests of pid checks: a process whose command line says what the test needs."""
+"""Child processes for tests: a stand-in for pid checks (a process whose command line says what the test
+needs), and a child pytest run from the project's root."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
-__all__ = ["decoy"]
+__all__ = ["decoy", "module_child", "pytest_child"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def decoy(title: str, deadline_s: float = 10.0) -> subprocess.Popen[bytes]:
@@ -20,3 +25,23 @@ def decoy(title: str, deadline_s: float = 10.0) -> subprocess.Popen[bytes]:
             raise AssertionError(f"the decoy never took the title {title!r}")
         time.sleep(0.02)
     return proc
+
+
+def module_child(
+    module: str, *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the project's root with ``env``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def pytest_child(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A child pytest (:func:`module_child`), two minutes at most."""
+    return module_child("pytest", *args, env=env)

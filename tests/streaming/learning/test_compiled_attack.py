@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +16,9 @@ from river import linear_model, metrics, utils
 from streaming.learning import state
 from streaming.learning.core import LearnerCore
 from streaming.learning.spec import ModelSpec
+from tests.support.processes import pytest_child
 
 pytestmark = pytest.mark.unit
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cells(cm: Any) -> str:
@@ -43,15 +40,7 @@ def test_the_doctests_of_a_compiled_module_can_be_run_on_their_own() -> None:
     mismatch was only silenced by tests/conftest.py, which pytest loads only when it collects tests/."""
     env = {k: v for k, v in os.environ.items() if k != "PY_IGNORE_IMPORTMISMATCH"}
     args = ["-q", "--collect-only", "-p", "no:cacheprovider", "streaming/learning/state.py"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, "streaming/learning/drifts.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = pytest_child(*args, "streaming/learning/drifts.py", env=env)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "import file mismatch" not in done.stdout
 

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -26,20 +25,13 @@ from streaming.learning.keys import generate
 from streaming.runtime.stack import PROGRAMS, Program, Stack
 from streaming.settings import Settings
 from tests.support.api_env import free_port
-from tests.support.workers import ROOT
+from tests.support.processes import module_child
 
 pytestmark = pytest.mark.integration
 
 
 def rivulet(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streaming.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return module_child("streaming.cli", *args, env=env, timeout=timeout)
 
 
 def score(url: str, fields: dict[str, Any]) -> dict[str, Any] | None:
