@@ -4,7 +4,8 @@
   path of the distinct count (``.pyx``).
 - The learner's hot path: ``streaming.learning.core``, ``state``, ``drifts`` and ``evidence``, compiled from
   their own ``.py`` files, unchanged (pure Python mode, annotations not taken as C types: the compiled
-  module behaves as the Python one, about 1.15x faster on the learner bench). There is one source: the
+  module behaves as the Python one), with the C types of the per-model state declared in ``.pxd`` files
+  beside them (``state.pxd``: the core reads a model's fields as C struct members). There is one source: the
   ``.py``. Each compiled module carries the SHA-256 of the source it was built from, and
   ``streaming.learning`` refuses to import a compiled module whose ``.py`` changed since (rebuild:
   ``scripts/bootstrap`` or ``.venv/bin/python setup.py build_ext --inplace``), so an edit is never silently
@@ -49,15 +50,21 @@ distinct = Extension(
 
 
 def learner(name: str) -> Extension:
-    """``streaming.learning.<name>`` compiled from a copy of its ``.py`` that ends with the source's digest
-    (``_COMPILED_FROM``): the line numbers of tracebacks stay those of the ``.py``."""
-    source = ROOT / "streaming" / "learning" / f"{name}.py"
-    text = source.read_bytes()
+    """``streaming.learning.<name>`` compiled from a copy of its ``.py`` that ends with the digest of its
+    sources (``_COMPILED_FROM``: the ``.py`` and, where there is one, the ``.pxd`` declaring its C types,
+    copied beside it): the line numbers of tracebacks stay those of the ``.py``."""
+    folder = ROOT / "streaming" / "learning"
+    text = (folder / f"{name}.py").read_bytes()
+    pxd = folder / f"{name}.pxd"
+    declared = pxd.read_bytes() if pxd.is_file() else b""
     copy = ROOT / "build" / "cython-src" / "streaming" / "learning" / f"{name}.py"
     copy.parent.mkdir(parents=True, exist_ok=True)
-    body = text + f"\n_COMPILED_FROM = {hashlib.sha256(text).hexdigest()!r}\n".encode()
-    if not copy.exists() or copy.read_bytes() != body:  # unchanged: not rebuilt
-        copy.write_bytes(body)
+    body = text + f"\n_COMPILED_FROM = {hashlib.sha256(text + declared).hexdigest()!r}\n".encode()
+    for path, content in ((copy, body), (copy.with_suffix(".pxd"), declared)):
+        if not content:
+            path.unlink(missing_ok=True)
+        elif not path.exists() or path.read_bytes() != content:  # unchanged: not rebuilt
+            path.write_bytes(content)
     return Extension(
         f"streaming.learning.{name}",
         [str(copy.relative_to(ROOT))],

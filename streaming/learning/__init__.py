@@ -25,12 +25,15 @@ COMPILED = ("core", "state", "drifts", "evidence")  # built by setup.py where a 
 
 
 def stale(module: ModuleType, source: Path) -> bool:
-    """Was ``module`` compiled from another version of ``source`` than the one there now? (A compiled
-    module carries its source's SHA-256 as ``_COMPILED_FROM``; the module run from the ``.py`` has none.)"""
+    """Was ``module`` compiled from other sources than ``source`` and the ``.pxd`` beside it (its C
+    types), as they are now? (A compiled module carries their SHA-256 as ``_COMPILED_FROM``; the module run
+    from the ``.py`` has none.)"""
     built = getattr(module, "_COMPILED_FROM", None)
     if built is None or not source.is_file():  # the .py itself, or an install without sources
         return False
-    return hashlib.sha256(source.read_bytes()).hexdigest() != built
+    pxd = source.with_suffix(".pxd")
+    declared = pxd.read_bytes() if pxd.is_file() else b""
+    return hashlib.sha256(source.read_bytes() + declared).hexdigest() != built
 
 
 def _check_compiled() -> None:

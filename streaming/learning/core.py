@@ -53,6 +53,8 @@ from dataclasses import replace
 from math import isfinite
 from typing import Any
 
+import cython
+
 from streaming.learning import drifts
 from streaming.learning.controls import Control, ControlRefused, checked_for
 from streaming.learning.errors import Reason
@@ -90,6 +92,10 @@ __all__ = [
     "select_inputs",
 ]
 
+# the C types of ModelState, Recent and Evidence for the hot path's typed locals where this module is
+# compiled (cimported in core.pxd: reading a field is reading a struct member); the classes where it is not
+if not cython.compiled:
+    CState, CRecent, CEvidence = ModelState, Recent, Evidence
 # snapshots pickled before the per-model state moved to streaming.learning.state name these classes here
 _Pending, _Recent = Pending, Recent
 MAX_DECISIONS = 1_000  # the lifecycle decisions the core keeps (each model keeps its own latest too)
@@ -133,6 +139,7 @@ class LearnerCore:
 
     # ------------------------------------------------------------------ records and labels
 
+    @cython.locals(state=CState, seen=CRecent, seen_keys=set, counters=dict)
     def on_record(
         self,
         key: str,
@@ -217,6 +224,7 @@ class LearnerCore:
             self._pair(ts, position)
         return out
 
+    @cython.locals(state=CState)
     def _abstained(self, state: ModelState, key: str, label: Any) -> None:
         """A model of a spec with a promotion policy that gave no prediction on a record (it raised, or
         predicted what the metrics cannot take): the paired evidence counts it as a record without a
@@ -236,6 +244,7 @@ class LearnerCore:
         while len(abstained) > self.max_pending:
             del abstained[next(iter(abstained))]
 
+    @cython.locals(state=CState)
     def _predict(self, state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None] | None:
         """The model's prediction on ``x`` (:func:`~streaming.learning.state.predict`), or ``None`` when it
         raised or predicted what the metrics cannot take: the record is rejected for this model only."""
@@ -253,6 +262,7 @@ class LearnerCore:
             return None
         return label_pred, proba
 
+    @cython.locals(state=CState)
     def _settle(
         self,
         state: ModelState,
@@ -303,6 +313,7 @@ class LearnerCore:
             return [st for st in models.values() if st.status == "learning"]
         return [st for name in only if (st := models.get(name)) is not None and st.status == "learning"]
 
+    @cython.locals(state=CState)
     def reject(self, state: ModelState, reason: Reason, detail: str) -> None:
         """Count a record rejected for ``state``'s model and tell ``on_reject``."""
         rejected = state.rejected
@@ -310,6 +321,7 @@ class LearnerCore:
         if self.on_reject is not None:
             self.on_reject(state.name, reason, detail)
 
+    @cython.locals(state=CState)
     def admits(self, state: ModelState, label: Any) -> bool:
         """Can the model learn ``label`` (already checked against its task) without changing what it is?
         A multiclass model without declared classes learns classes of one type (the first label's: River
@@ -341,6 +353,7 @@ class LearnerCore:
         it has all learned (the common case) without a look at each."""
         return (state.features is None and state.kinds.keys() >= x.keys()) or self._inputs(state, x)
 
+    @cython.locals(state=CState)
     def _inputs(self, state: ModelState, x: dict[str, Any]) -> bool:
         """Does the record keep what the model takes as inputs? At most :data:`MAX_FEATURES` distinct
         features learned (a model without declared features takes every number of the vector: a producer
@@ -362,6 +375,7 @@ class LearnerCore:
             return False
         return True
 
+    @cython.locals(state=CState)
     def _kind_changed(self, state: ModelState, x: dict[str, Any]) -> bool:
         """A declared feature whose value is a string where the model has learned numbers for it, or the
         other way: rejected (``feature_type``), when predicted and again when learned (a late label). A
@@ -434,6 +448,7 @@ class LearnerCore:
 
     # ------------------------------------------------------------------ internals
 
+    @cython.locals(state=CState, kinds=dict)
     def _learn(
         self,
         state: ModelState,
@@ -521,6 +536,7 @@ class LearnerCore:
 
     # ------------------------------------------------------------------ champion and challengers
 
+    @cython.locals(st=CState)
     def champion(self, spec: str) -> ModelState | None:
         """The model of ``spec`` that serves: the one whose role is ``champion``."""
         for st in self.models.values():
@@ -682,6 +698,7 @@ class LearnerCore:
             champion.scheduled_at = ts
             self.challenge(champion.spec, ts, position, "schedule")
 
+    @cython.locals(st=CState, champion=CState, evidence=CEvidence)
     def _pair(self, ts: int, position: Any) -> None:
         """The paired losses of this call's record (``_round``): each challenger of a spec with a promotion
         policy against its champion, and a former champion on probation against its successor; a

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cython
 import river
 from river import base, drift
 
@@ -34,6 +35,8 @@ _ADWIN_PLAIN = (
     and _ADWIN.update.__code__.co_names == _ADWIN_NAMES
     and base.DriftDetector.drift_detected.fget.__code__.co_names == ("_drift_detected",)  # type: ignore[attr-defined]
 )
+if not cython.compiled:  # its C type where compiled (cimported in drifts.pxd), for the typed locals
+    CState = ModelState
 KEPT = 100  # drift events a state keeps (the latest)
 
 
@@ -45,6 +48,7 @@ def loss(state: ModelState, y: Any, label_pred: Any) -> float:
     return 0.0 if label_pred == y else 1.0
 
 
+@cython.locals(state=CState)
 def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
     """Feed the loss of one learned record to the loss detector: did the model drift *for the worse*?
 
@@ -72,6 +76,7 @@ def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
     return worse
 
 
+@cython.locals(state=CState)
 def drifted_features(state: ModelState, x: dict[str, Any]) -> list[str]:
     """Feed the watched features' numbers of a predicted record to their detectors: the detectors
     (``feature:<name>``) that saw a drift."""

@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+import cython
 
 __all__ = ["MAX_WARM", "Decision", "Evidence", "PromotionPolicy", "decision_record", "paired_loss"]
 
@@ -147,18 +149,56 @@ def paired_loss(task: str, y: Any, incumbent: Any, candidate: Any) -> tuple[floa
     return (1.0, 0.0) if a > b else (0.0, 1.0)
 
 
-@dataclass
+@cython.cclass
 class Evidence:
     """The paired losses of a candidate against an incumbent since the candidate started (picklable: it is
     checkpointed with the candidate's state). ``first`` and ``last``: the source positions of the first and
-    latest paired records."""
+    latest paired records. A C type where this module is compiled (``evidence.pxd``: the core adds to it on
+    every paired record); it pickles as the dataclass it was, to the same bytes."""
 
-    n: int = 0
-    incumbent_loss: float = 0.0
-    candidate_loss: float = 0.0
-    first: Any = None
-    last: Any = None
-    since: dict[str, Any] = field(default_factory=dict)  # what the evidence is of (the incumbent's name...)
+    n: int
+    incumbent_loss: float
+    candidate_loss: float
+    first: Any
+    last: Any
+    since: dict[str, Any]  # what the evidence is of (the incumbent's name...)
+
+    def __init__(
+        self,
+        n: int = 0,
+        incumbent_loss: float = 0.0,
+        candidate_loss: float = 0.0,
+        first: Any = None,
+        last: Any = None,
+        since: dict[str, Any] | None = None,
+    ) -> None:
+        self.n, self.incumbent_loss, self.candidate_loss = n, incumbent_loss, candidate_loss
+        self.first, self.last = first, last
+        self.since = {} if since is None else since
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "incumbent_loss": self.incumbent_loss,
+            "candidate_loss": self.candidate_loss,
+            "first": self.first,
+            "last": self.last,
+            "since": self.since,
+        }
+
+    def __repr__(self) -> str:
+        return f"Evidence({', '.join(f'{k}={v!r}' for k, v in self._fields().items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Evidence and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._fields()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
     def add(self, incumbent: float, candidate: float, position: Any = None) -> None:
         self.n += 1

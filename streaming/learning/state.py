@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import cython
 import river
 from river import base, compose, drift, metrics, utils
+from river.metrics.base import Metric
 
 from streaming.learning.clock import MedianClock
 from streaming.learning.domain import in_domain
@@ -82,12 +84,17 @@ class Pending:
     ts: int
 
 
-@dataclass
+@cython.cclass
 class Recent:
-    """The most recent keys, bounded: membership test plus insertion order for eviction."""
+    """The most recent keys, bounded: membership test plus insertion order for eviction. (A C type where
+    this module is compiled: ``state.pxd``.)"""
 
-    order: deque[str] = field(default_factory=deque)
-    keys: set[str] = field(default_factory=set)
+    order: deque[str]
+    keys: set[str]
+
+    def __init__(self) -> None:
+        self.order = deque()
+        self.keys = set()
 
     def add(self, key: str, bound: int) -> None:
         order = self.order
@@ -99,6 +106,14 @@ class Recent:
     def __contains__(self, key: object) -> bool:
         return key in self.keys
 
+    def __repr__(self) -> str:
+        return f"Recent(order={self.order!r}, keys={self.keys!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Recent and (self.order, self.keys) == (other.order, other.keys)
+
+    __hash__ = None  # type: ignore[assignment]
+
     # the set is derived from the order: pickling only the order keeps snapshots independent of the set's
     # hash-table layout (which differs between processes and between a set built and one unpickled)
     def __getstate__(self) -> dict[str, Any]:
@@ -109,105 +124,154 @@ class Recent:
         self.keys = set(self.order)
 
 
-@dataclass
+# the counters of a model (ModelState.counters), in the order a snapshot holds them
+COUNTERS = (
+    "predicted",
+    "learned",
+    "pending",
+    "expired",
+    "duplicate_records",
+    "duplicate_labels",
+    "unknown_labels",
+    "early_labels",
+    "drifts",
+)
+
+
+@cython.cclass
 class ModelState:
-    """Everything that defines one model's learning so far; picklable, so it is what a checkpoint holds."""
+    """Everything that defines one model's learning so far; picklable, so it is what a checkpoint holds.
+
+    A C type where this module is compiled (``state.pxd``): the learner core reads these fields on every
+    model and record, and a C field is read without the dict lookup an instance attribute costs. It pickles
+    as the dataclass it was did (``copyreg.__newobj__`` and a dict of its fields, in their order): the same
+    bytes compiled or not, and snapshots written before load into it."""
 
     name: str
     spec: str
     task: str
     model: base.Estimator
-    metrics: list[metrics.base.Metric]
+    metrics: list[Metric]
     rolling: list[utils.Rolling]
     loss_detector: Any
     feature_detectors: dict[str, Any]
     features: tuple[str, ...] | None
-    classifier: bool = True
-    wants_proba: bool = True  # some metric takes probabilities
-    wants_label: bool = True  # some metric takes labels
-    label_from_proba: bool = False  # predict_one is River's default (argmax of predict_proba_one): derive it
-    last_ts: int | None = None  # event time of the latest record learned
-    loss_sum: float = 0.0  # loss since the last drift (to tell a worse model from a better one)
-    loss_n: int = 0
-    scoring: list[tuple[Any, bool]] = field(default_factory=list)  # (metric, takes probabilities)
-    pending: dict[str, Pending] = field(default_factory=dict)
-    pending_values: int = 0  # what the pending predictions hold, in values (see ``_cost``)
-    early: dict[str, tuple[Any, int]] = field(
-        default_factory=dict
-    )  # labels held for their record: (label, ts)
-    seen: Recent = field(default_factory=lambda: Recent())  # records already predicted
-    learned: Recent = field(default_factory=lambda: Recent())  # keys already learned
-    drifts: list[DriftEvent] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records rejected for this model
+    classifier: bool
+    wants_proba: bool  # some metric takes probabilities
+    wants_label: bool  # some metric takes labels
+    label_from_proba: bool  # predict_one is River's default (argmax of predict_proba_one): derive it
+    last_ts: int | None  # event time of the latest record learned
+    loss_sum: float  # loss since the last drift (to tell a worse model from a better one)
+    loss_n: int
+    scoring: list[tuple[Any, bool]]  # (metric, takes probabilities)
+    pending: dict[str, Pending]
+    pending_values: int  # what the pending predictions hold, in values (see ``_cost``)
+    early: dict[str, tuple[Any, int]]  # labels held for their record: (label, ts)
+    seen: Recent  # records already predicted
+    learned: Recent  # keys already learned
+    drifts: list[DriftEvent]
+    rejected: dict[str, int]  # reason -> records rejected for this model
     # or "quarantined": it raised in learn_one and stopped (see ``quarantine``); or "retired" (``role``)
-    status: str = "learning"
+    status: str
     # what the model has taken so far, so that a record cannot change it (see ``LearnerCore.admits``): the
     # classes learned by a multiclass model without declared classes (in the order learned; the first fixes
     # their type), and the features it has taken (whether each was a string; see ``LearnerCore._inputs``)
-    classes: dict[Any, None] = field(default_factory=dict)
-    kinds: dict[str, int] = field(default_factory=dict)  # feature learned -> the kind it was learned as
-    clock: MedianClock = field(default_factory=lambda: MedianClock())  # the time that ages pending entries
-    quarantine: str | None = None  # why it was quarantined
+    classes: dict[Any, None]
+    kinds: dict[str, int]  # feature learned -> the kind it was learned as
+    clock: MedianClock  # the time that ages pending entries
+    quarantine: str | None  # why it was quarantined
     # the champion/challenger lifecycle of a spec with a promotion policy (streaming.learning.core): the
     # model's role ("champion", "challenger", "probation": a former champion shadowing the one that replaced
     # it, "retired": no longer learning), the paired evidence of a challenger against the champion (or of a
     # former champion against its successor), and the decisions it took part in (the latest KEPT)
-    role: str = "champion"
-    evidence: Evidence | None = None
-    decisions: list[Decision] = field(default_factory=list)
-    scheduled_at: int | None = None  # a champion: the event time its last scheduled challenger started
+    role: str
+    evidence: Evidence | None
+    decisions: list[Decision]
+    scheduled_at: int | None  # a champion: the event time its last scheduled challenger started
     # records it gave no prediction on, their label to come: paired as such (LearnerCore._abstained)
-    abstained: dict[str, None] = field(default_factory=dict)
+    abstained: dict[str, None]
     # a champion of a policy with warm_records or warm_ms: the last records it learned, (inputs, label,
     # event time), oldest first
-    recent_xy: deque[tuple[dict[str, Any], Any, int]] | None = None
+    recent_xy: deque[tuple[dict[str, Any], Any, int]] | None
     # the hand controls applied to its spec: id -> the stream time it applied at (the latest CONTROLS_KEPT)
-    controls: dict[str, int] = field(default_factory=dict)
-    counters: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "predicted",
-                "learned",
-                "pending",
-                "expired",
-                "duplicate_records",
-                "duplicate_labels",
-                "unknown_labels",
-                "early_labels",
-                "drifts",
-            ),
-            0,
-        )
-    )
+    controls: dict[str, int]
+    counters: dict[str, int]
+
+    def __init__(
+        self,
+        name: str,
+        spec: str,
+        task: str,
+        model: base.Estimator,
+        metrics: list[Metric],
+        rolling: list[utils.Rolling],
+        loss_detector: Any,
+        feature_detectors: dict[str, Any],
+        features: tuple[str, ...] | None,
+        classifier: bool = True,
+        wants_proba: bool = True,
+        wants_label: bool = True,
+        label_from_proba: bool = False,
+        scoring: list[tuple[Any, bool]] | None = None,
+    ) -> None:
+        self.name, self.spec, self.task, self.model = name, spec, task, model
+        self.metrics, self.rolling = metrics, rolling
+        self.loss_detector, self.feature_detectors, self.features = loss_detector, feature_detectors, features
+        self.classifier, self.wants_proba, self.wants_label = classifier, wants_proba, wants_label
+        self.label_from_proba = label_from_proba
+        self.last_ts, self.loss_sum, self.loss_n = None, 0.0, 0
+        self.scoring = [] if scoring is None else scoring
+        self.pending, self.pending_values, self.early = {}, 0, {}
+        self.seen, self.learned = Recent(), Recent()
+        self.drifts, self.rejected, self.status = [], {}, "learning"
+        self.classes, self.kinds, self.clock, self.quarantine = {}, {}, MedianClock(), None
+        self.role, self.evidence, self.decisions, self.scheduled_at = "champion", None, [], None
+        self.abstained, self.recent_xy, self.controls = {}, None, {}
+        self.counters = dict.fromkeys(COUNTERS, 0)
+
+    def fields(self) -> dict[str, Any]:
+        """Its fields by name, in their order (then any other attribute set on it): what it pickles."""
+        out = {name: getattr(self, name) for name in FIELDS}
+        out.update(vars(self))
+        return out
+
+    def __repr__(self) -> str:
+        return f"ModelState({', '.join(f'{k}={v!r}' for k, v in self.fields().items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ModelState and self.fields() == other.fields()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __getstate__(self) -> dict[str, Any]:
         for r in self.rolling:  # a snapshot holds the rolling metrics as River keeps them (score())
             settle(r)
-        return self.__dict__
+        return self.fields()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("early", {})  # snapshots written before labels could be held
-        self.__dict__.setdefault("rejected", {})  # ... and before records were rejected
-        self.__dict__.setdefault("status", "learning")
-        self.__dict__.setdefault("quarantine")
-        self.__dict__.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
-        self.__dict__.setdefault("kinds", {})
-        self.__dict__.setdefault("clock", MedianClock())
+        state = dict(state)
+        state.setdefault("early", {})  # snapshots written before labels could be held
+        state.setdefault("rejected", {})  # ... and before records were rejected
+        state.setdefault("status", "learning")
+        state.setdefault("quarantine", None)
+        state.setdefault("classes", {})  # ... and before classes and feature kinds were tracked
+        state.setdefault("kinds", {})
+        state.setdefault("clock", MedianClock())
         # ... and before the champion/challenger lifecycle (a challenger was named <spec>~<ts>: any model that
         # is not the spec's own)
-        if "role" not in self.__dict__:
-            name, spec = self.__dict__.get("name", ""), self.__dict__.get("spec")
-            self.role = "champion" if name == spec or (spec is None and "~" not in name) else "challenger"
-        self.__dict__.setdefault("evidence", None)
-        self.__dict__.setdefault("decisions", [])
-        self.__dict__.setdefault("scheduled_at", None)
-        self.__dict__.setdefault("abstained", {})
-        self.__dict__.setdefault("recent_xy", None)
-        self.__dict__.setdefault("controls", {})
-        self.__dict__.setdefault(
-            "pending_values", sum(cost(p.x, self.features is not None) for p in self.pending.values())
-        )
+        if "role" not in state:
+            name, spec = state.get("name", ""), state.get("spec")
+            state["role"] = "champion" if name == spec or (spec is None and "~" not in name) else "challenger"
+        for key in ("evidence", "scheduled_at", "recent_xy"):
+            state.setdefault(key, None)
+        state.setdefault("decisions", [])
+        state.setdefault("abstained", {})
+        state.setdefault("controls", {})
+        if "pending_values" not in state:
+            declared = state.get("features") is not None
+            state["pending_values"] = sum(cost(p.x, declared) for p in state.get("pending", {}).values())
+        for key, value in state.items():
+            setattr(self, key, value)
         self.counters.setdefault("early_labels", 0)
         defer(self.rolling)  # snapshots written before rolling windows were deferred
 
@@ -256,6 +320,46 @@ class ModelState:
         return out
 
 
+# ModelState's fields, in the order a snapshot holds them (the order of the dataclass it was)
+FIELDS = (
+    "name",
+    "spec",
+    "task",
+    "model",
+    "metrics",
+    "rolling",
+    "loss_detector",
+    "feature_detectors",
+    "features",
+    "classifier",
+    "wants_proba",
+    "wants_label",
+    "label_from_proba",
+    "last_ts",
+    "loss_sum",
+    "loss_n",
+    "scoring",
+    "pending",
+    "pending_values",
+    "early",
+    "seen",
+    "learned",
+    "drifts",
+    "rejected",
+    "status",
+    "classes",
+    "kinds",
+    "clock",
+    "quarantine",
+    "role",
+    "evidence",
+    "decisions",
+    "scheduled_at",
+    "abstained",
+    "recent_xy",
+    "controls",
+    "counters",
+)
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take
@@ -331,6 +435,7 @@ _CM_PLAIN = river.__version__ == "0.26.1" and all(
 )
 
 
+@cython.locals(scoring=list, attributes=dict)
 def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) -> None:
     """Update each metric of ``scoring`` (:attr:`ModelState.scoring`: overall and rolling) with one
     prediction, as River's progressive validation does: the probabilities for a metric that takes them,
@@ -360,7 +465,8 @@ def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) 
             continue
         kind = type(m)
         if kind is DeferredRolling or kind is _Rolling:
-            added = m.__dict__.get("_added")
+            attributes = m.__dict__  # a dict, typed where compiled
+            added = attributes.get("_added")
             if added is not None and type(y) in _SCALARS and type(value) in _SCALARS:
                 # deferred (settle()): the pair enters the window, and evicts its oldest, when the metric is
                 # read, pickled, or a window's worth is waiting
@@ -397,18 +503,20 @@ _ENTRIES: dict[tuple[Any, ...], tuple[tuple[Any, Any], dict[str, Any]]] = {}
 MAX_ENTRIES = 4_096
 
 
+@cython.locals(entries=dict)
 def _entry(y: Any, value: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
     """The window entry ``((y, value), {})`` River's ``Rolling`` keeps, one object per distinct pair (of
     exact types: ``True`` and ``1`` are different pairs; a float label gets its own) while at most
     :data:`MAX_ENTRIES` are known: the entries live a window's length, so fresh ones reached the oldest
     generation of the garbage collector by thousands and made it walk the whole process (an 80 ms pause
     every few thousand records)."""
+    entries = _ENTRIES  # a dict, typed where compiled: its calls are the C API's
     key = (type(y), type(value), y, value)
-    entry = _ENTRIES.get(key)
+    entry = entries.get(key)
     if entry is None:
         entry = ((y, value), _NO_KWARGS)
-        if len(_ENTRIES) < MAX_ENTRIES and type(y) is not float and type(value) is not float:
-            _ENTRIES[key] = entry  # not a float: 0.0 and -0.0 are one key, and NaN a new one each time
+        if len(entries) < MAX_ENTRIES and type(y) is not float and type(value) is not float:
+            entries[key] = entry  # not a float: 0.0 and -0.0 are one key, and NaN a new one each time
     return entry
 
 

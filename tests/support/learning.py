@@ -20,6 +20,7 @@ from streaming.clients import redis_client
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.keys import SigningKey
 from streaming.learning.registry import RedisRegistry
+from streaming.learning.state import ModelState
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
@@ -135,3 +136,13 @@ def learn(settings: Settings, prefix: str | None = None) -> LearnerWorker:
     worker = LearnerWorker(s, [LR], registry=registry(settings, prefix))
     worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
     return worker
+
+
+def restored_without(state: ModelState, *keys: str) -> ModelState:
+    """``state`` as a snapshot written before its fields ``keys`` existed would restore it."""
+    old = state.__getstate__()
+    for key in keys:
+        del old[key]
+    back = ModelState.__new__(ModelState)
+    back.__setstate__(old)
+    return back

@@ -3,6 +3,7 @@ Python it is built from where it writes River's calls out (rolling windows, ADWI
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.machinery
@@ -31,7 +32,9 @@ def test_the_hot_path_runs_compiled_from_the_source_beside_it(name: str) -> None
     assert module.__file__ is not None
     assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
     source = Path(module.__file__).parent / f"{name}.py"
-    assert hashlib.sha256(source.read_bytes()).hexdigest() == module._COMPILED_FROM
+    pxd = source.with_suffix(".pxd")  # its C types, where it declares some
+    declared = pxd.read_bytes() if pxd.is_file() else b""
+    assert hashlib.sha256(source.read_bytes() + declared).hexdigest() == module._COMPILED_FROM
 
 
 def test_a_build_of_another_source_is_stale(tmp_path: Path) -> None:
@@ -44,6 +47,11 @@ def test_a_build_of_another_source_is_stale(tmp_path: Path) -> None:
     assert learning.stale(built, source)
     assert not learning.stale(types.ModuleType("core"), source)  # the .py itself runs: nothing to check
     assert not learning.stale(built, tmp_path / "absent.py")  # an install without the sources
+    source.write_bytes(b"x = 1\n")
+    (tmp_path / "core.pxd").write_bytes(b"cdef class C:\n    pass\n")  # its C types changed after the build
+    assert learning.stale(built, source)
+    built._COMPILED_FROM = hashlib.sha256(source.read_bytes() + b"cdef class C:\n    pass\n").hexdigest()  # type: ignore[attr-defined]
+    assert not learning.stale(built, source)
 
 
 def _cells(cm: Any) -> Any:
@@ -203,3 +211,56 @@ def test_a_deferred_window_holds_one_entry_per_distinct_pair() -> None:
         state.score([(lazy, False)], f"class {i}", "x", None)
     state.settle(lazy)
     assert len(state._ENTRIES) <= state.MAX_ENTRIES and len(state._ENTRIES) >= before
+
+
+def _lifecycle_states() -> dict[str, Any]:
+    """A champion and a challenger after 300 records, labels inline, late and pending, a watched input."""
+    from river import linear_model, preprocessing
+    from river.datasets import synth
+
+    from streaming.learning.core import LearnerCore
+    from streaming.learning.evidence import PromotionPolicy
+    from streaming.learning.spec import DriftPolicy, ModelSpec
+
+    spec = ModelSpec(
+        "lr",
+        "binary",
+        "v",
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        metrics=(metrics.Accuracy, metrics.F1),
+        drift=DriftPolicy(reaction="challenger", max_challengers=2, features=("age",)),
+        promotion=PromotionPolicy(),
+    )
+    core = LearnerCore([spec])
+    core.challenge("lr", -1)
+    data = list(itertools.islice(synth.Agrawal(seed=1), 300))
+    for i, (x, y) in enumerate(data):
+        core.on_record(str(i), i, x, label=y if i % 3 else None)
+        if i % 3 == 0 and i > 10:
+            core.on_label(str(i - 9), data[i - 9][1], i)
+    return dict(core.models)
+
+
+def test_a_state_pickles_to_the_bytes_the_dataclass_it_was_wrote() -> None:
+    """ModelState and Recent are C types where compiled (state.pxd); their pickles are byte for byte those
+    of the dataclasses they replaced (digests taken with the code before, a92b984), so versions stored
+    before verify as rebuilt, and a compiled and a Python learner write the same snapshots."""
+    digests = {
+        n: hashlib.sha256(pickle.dumps(st, protocol=5)).hexdigest() for n, st in _lifecycle_states().items()
+    }
+    assert digests == {
+        "lr": "7dc975364fc63914dc99b63c0da5e4889d4bb85dcc5bdc0c14d1292b0e454509",
+        "lr~-1": "484f8d4dc944994370fe1360ae52fb9c71e259d74b1a8a1776fd37c7c80fed14",
+    }
+
+
+def test_a_state_keeps_the_dataclass_behaviour_it_had() -> None:
+    states = _lifecycle_states()
+    st = states["lr"]
+    # equal fields, as a dataclass compares (River's models compare by identity: a copy, not a pickle)
+    assert copy.copy(st) == st and st != states["lr~-1"] and pickle.loads(pickle.dumps(st.seen)) == st.seen
+    assert repr(st).startswith("ModelState(name='lr', spec='lr', task='binary', model=")
+    with pytest.raises(TypeError):
+        hash(st)
+    st.note = "an attribute no field holds"  # type: ignore[attr-defined]
+    assert pickle.loads(pickle.dumps(st)).note == "an attribute no field holds"

@@ -1,0 +1,3 @@
+# core.py compiled (setup.py): the per-model state as its C type (state.pxd), for the hot path's typed locals
+from streaming.learning.state cimport ModelState as CState, Recent as CRecent
+from streaming.learning.evidence cimport Evidence as CEvidence
