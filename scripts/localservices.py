@@ -8,7 +8,7 @@ Order of preference for each service:
 
 1. the configured address (``RIVULET_KAFKA_BOOTSTRAP``, ``RIVULET_REDIS_URL``) already answers: start nothing;
 2. a Docker engine answers: ``docker compose up -d kafka redis``;
-3. start it locally: Apache Kafka 3.9.x in KRaft mode (combined broker and controller) from the official
+3. start it locally: Apache Kafka 4.4.x in KRaft mode (combined broker and controller) from the official
    ``org.apache.kafka:kafka_2.13`` jars resolved from Maven Central with ``mvn`` and run with ``java``;
    Redis from the ``redis-server`` on PATH.
 

@@ -6,7 +6,9 @@ can stop and restart."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from services_common import ServerProcess, require, say, wait_for
 from streaming.runtime.probes import kafka_address, tcp_open
 
 ROOT = Path(__file__).resolve().parent.parent
-KAFKA_VERSION = "3.9.1"
+KAFKA_VERSION = "4.4.0"
 CACHE = Path(os.environ.get("RIVULET_CACHE_DIR", ROOT / ".cache"))
 POM = ROOT / "scripts" / "kafka" / "pom.xml"
 
@@ -44,17 +46,31 @@ BROKER_CONFIG = [
     "",
 ]
 
-LOG4J_CONFIG = [
-    "log4j.rootLogger=INFO, file",
-    "log4j.appender.file=org.apache.log4j.RollingFileAppender",
-    "log4j.appender.file.File={log}",
-    "log4j.appender.file.MaxFileSize=20MB",
-    "log4j.appender.file.MaxBackupIndex=2",
-    "log4j.appender.file.layout=org.apache.log4j.PatternLayout",
-    "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n",
-    "log4j.logger.kafka=INFO",
-    "log4j.logger.org.apache.kafka=INFO",
-    "log4j.logger.state.change.logger=WARN",
+# Kafka 4 logs with log4j2 (scripts/kafka/pom.xml binds slf4j to it); without a configuration file log4j2
+# says "No Log4j 2 configuration file found" on stderr and logs errors only, to the console. The properties
+# format is log4j-core's own (Kafka's distribution ships YAML, which needs Jackson's YAML module).
+LOG4J2_CONFIG = [
+    "status = warn",
+    "name = rivulet-kafka",
+    "appender.file.type = RollingFile",
+    "appender.file.name = file",
+    "appender.file.fileName = {log}",
+    "appender.file.filePattern = {log}.%i",
+    "appender.file.layout.type = PatternLayout",
+    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+    "appender.file.policies.type = Policies",
+    "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+    "appender.file.policies.size.size = 20MB",
+    "appender.file.strategy.type = DefaultRolloverStrategy",
+    "appender.file.strategy.max = 2",
+    "rootLogger.level = info",
+    "rootLogger.appenderRef.file.ref = file",
+    "logger.kafka.name = kafka",
+    "logger.kafka.level = info",
+    "logger.apache.name = org.apache.kafka",
+    "logger.apache.level = info",
+    "logger.state.name = state.change.logger",
+    "logger.state.level = warn",
     "",
 ]
 
@@ -88,17 +104,20 @@ def kafka_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
 
 
 def kafka_classpath() -> str:
-    """Resolve the broker jars once into .cache/kafka-<version>/lib with mvn, and return the classpath."""
+    """Resolve the broker jars once into .cache/kafka-<version>/lib with mvn, and return the classpath.
+    Resolved again when the pom changed since (another logging binding for the same Kafka)."""
     lib = CACHE / f"kafka-{KAFKA_VERSION}" / "lib"
     done = lib / ".complete"
-    if not done.exists():
+    stamp = f"{KAFKA_VERSION} {hashlib.sha256(POM.read_bytes()).hexdigest()}"
+    if not done.exists() or done.read_text() != stamp:
         mvn = require("mvn", "maven")
         say(f"resolving Apache Kafka {KAFKA_VERSION} from Maven Central into {lib}")
+        shutil.rmtree(lib, ignore_errors=True)
         lib.mkdir(parents=True, exist_ok=True)
         goal = ["dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"]
         flags = ["-q", "-B", "-Dstyle.color=never", "-f", str(POM), f"-Dkafka.version={KAFKA_VERSION}"]
         subprocess.run([mvn, *flags, *goal], check=True)
-        done.write_text(KAFKA_VERSION)
+        done.write_text(stamp)
     return f"{lib}/*"
 
 
@@ -126,7 +145,7 @@ class KafkaNode(ServerProcess):
         cfg = self.home / "server.properties"
         values = {"port": self.port, "controller_port": self.controller_port, "data": self.home / "data"}
         cfg.write_text("\n".join(line.format(**values) for line in BROKER_CONFIG))
-        (self.home / "log4j.properties").write_text("\n".join(LOG4J_CONFIG).replace("{log}", str(self.log)))
+        (self.home / "log4j2.properties").write_text("\n".join(LOG4J2_CONFIG).replace("{log}", str(self.log)))
         return cfg
 
     def _java(self, classpath: str, *args: str) -> list[str]:
@@ -137,7 +156,7 @@ class KafkaNode(ServerProcess):
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.home / 'logs'}",
             "-cp",
             classpath,

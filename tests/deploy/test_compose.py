@@ -21,7 +21,7 @@ def test_compose_declares_kafka_and_redis_with_healthchecks() -> None:
         assert services[name]["healthcheck"]["test"], name
 
     kafka = services["kafka"]
-    assert re.fullmatch(r"apache/kafka:3\.9\.\d+", kafka["image"])
+    assert re.fullmatch(r"apache/kafka:4\.4\.\d+", kafka["image"])  # scripts/services_kafka.py's line
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
 
     image = services["redis"]["image"]
