@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -32,7 +34,9 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
         redis_ok = False
     loaded = {n: m.version for n, m in svc.models.models.items()}
     ready = redis_ok and bool(loaded)
-    return JSONResponse({"ready": ready, "redis": redis_ok, "models": loaded}, 200 if ready else 503)
+    # pid: which process answered, where several serve one port (rivulet serve --workers N)
+    body = {"ready": ready, "redis": redis_ok, "models": loaded, "pid": os.getpid()}
+    return JSONResponse(body, 200 if ready else 503)
 
 
 @read.get("/metrics", include_in_schema=False)
