@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         "streaming.learning.examples",
         description="Module with the model specs (`pkg.module` or `pkg.module:ATTR`).",
     )
+    learner_lease_ms: int = Field(
+        10_000,
+        ge=100,
+        description="A learner's lease of its models (ms): renewed every third of it; a standby learner "
+        "takes the models over once it lapses, and the registry refuses the former holder's writes.",
+    )
 
     # Scoring API
     serve_host: str = Field("127.0.0.1", description="Address `rivulet serve` listens on.")

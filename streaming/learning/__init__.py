@@ -15,8 +15,10 @@ from types import ModuleType
 from streaming.learning.core import LearnerCore, ModelState, Prediction
 from streaming.learning.deadletters import DeadLetter, DeadLetterSink, MemorySink
 from streaming.learning.errors import InvalidLabel, LearningError, OutOfDomain, Reason
+from streaming.learning.fencing import Fenced, LeaseLost
 from streaming.learning.header import CheckpointHeader, HeaderError
 from streaming.learning.labels import LabelCheck, check_label
+from streaming.learning.leases import Leases, MemoryLeases, RedisLeases
 from streaming.learning.registry import MemoryRegistry, NoValidVersion, RedisRegistry, Registry
 from streaming.learning.snapshot import SnapshotRejected, open_snapshot, seal
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec, SpecError, load_specs
@@ -54,11 +56,15 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSink",
     "DriftPolicy",
+    "Fenced",
     "HeaderError",
     "InvalidLabel",
     "LabelCheck",
     "LearnerCore",
     "LearningError",
+    "LeaseLost",
+    "Leases",
+    "MemoryLeases",
     "MemoryRegistry",
     "MemorySink",
     "ModelSpec",
@@ -67,6 +73,7 @@ __all__ = [
     "OutOfDomain",
     "Prediction",
     "Reason",
+    "RedisLeases",
     "RedisRegistry",
     "Registry",
     "SnapshotRejected",

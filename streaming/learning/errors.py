@@ -9,10 +9,12 @@ The tree::
         ├── SpecError                  spec: a model spec that cannot work (spec; a ValueError)
         ├── HeaderError                header: positions of the wrong type in a checkpoint header
         ├── SnapshotRejected           snapshot: a snapshot that failed verification (header, reason)
-        └── NoValidVersion             registry: a model with no version that verifies (name, rejected)
+        ├── NoValidVersion             registry: a model with no version that verifies (name, rejected)
+        ├── Fenced                     fencing: a write refused, a newer learner owns the model (model, epoch)
+        └── LeaseLost                  fencing: a learner lost the lease of every spec it ran (specs, why)
 
-(``SpecError``, ``HeaderError``, ``SnapshotRejected`` and ``NoValidVersion`` live beside the code that
-raises them.)
+(``SpecError``, ``HeaderError``, ``SnapshotRejected``, ``NoValidVersion``, ``Fenced`` and ``LeaseLost`` live
+beside the code that raises them.)
 
 A rejected record is data, not an error: the router turns these exceptions into a :class:`Rejection`
 carrying a :class:`Reason`, which goes to the dead-letter topic and is counted per model.

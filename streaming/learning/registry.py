@@ -13,7 +13,10 @@ Keys (hash tag on the model name, so one model's keys share a Redis Cluster slot
   name or one of its challengers ``<spec>~<ts>``), set by the learner's checkpoints; a hint only: serving
   follows it to a model whose signed header names the spec and the role ``champion``;
 - ``<prefix>model:{<spec>}:decisions``: the spec's lifecycle decisions (challenger, promotion, rollback,
-  retirement; :class:`~streaming.learning.evidence.Decision`), by id, the latest ``DECISIONS``.
+  retirement; :class:`~streaming.learning.evidence.Decision`), by id, the latest ``DECISIONS``;
+- ``<prefix>model:{<name>}:fence``, and per spec ``lease``, ``epoch`` and ``members``: the learner's fencing
+  (:mod:`streaming.learning.fencing`): once a learner holds a spec (:meth:`Registry.hold`), every write of
+  its models is refused atomically (:class:`~streaming.learning.fencing.Fenced`) when a newer holder exists.
 
 A new version is written in one MULTI/EXEC transaction (snapshot, header, version index, current pointer)
 and older ones are trimmed (snapshot and header together) to the last ``keep``; the new version is then
@@ -37,6 +40,7 @@ import redis
 
 from streaming.errors import MissingKey
 from streaming.learning.errors import LearningError
+from streaming.learning.fencing import Command, Fences, spec_of
 from streaming.learning.keys import Keyring, SigningKey
 from streaming.learning.snapshot import (
     LEGACY_MIGRATION,
@@ -165,7 +169,22 @@ class Registry(ABC):
         signer = self._signer
         if signer is None:
             raise MissingKey("RIVULET_SIGNING_KEY", "only the learner, which holds the signing key, saves")
-        return self._store(name, lambda v: seal(state, {**header, "model": name, "version": v}, signer), keep)
+        stamp = self._stamp(name)
+        return self._store(
+            name, lambda v: seal(state, {**header, **stamp, "model": name, "version": v}, signer), keep
+        )
+
+    @abstractmethod
+    def hold(self, spec: str, epoch: int) -> None:
+        """Write ``spec``'s models under lease ``epoch`` from now on, refused once a newer holder exists."""
+
+    @abstractmethod
+    def release(self, spec: str) -> None:
+        """Write nothing more of ``spec``'s models (its lease is lost or given back)."""
+
+    def _stamp(self, name: str) -> dict[str, Any]:
+        """What a new version's header says of its writer (the Redis registry: its lease epoch)."""
+        return {}
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Retained versions, newest first, each with its verified header: reads headers, not snapshots."""
@@ -249,6 +268,16 @@ class RedisRegistry(Registry):
         super().__init__(signer=signer, keyring=keyring)
         self._r: Any = client  # redis-py's reply types are unions of everything; bytes here
         self._prefix = prefix
+        self.fences = Fences(client, self._k)  # unfenced until a learner holds a spec
+
+    def hold(self, spec: str, epoch: int) -> None:
+        self.fences.hold(spec, epoch, self.names())
+
+    def release(self, spec: str) -> None:
+        self.fences.release(spec)
+
+    def _stamp(self, name: str) -> dict[str, Any]:
+        return self.fences.stamp(name)
 
     def _k(self, name: str, suffix: str) -> str:
         return f"{self._prefix}model:{{{name}}}:{suffix}"
@@ -258,26 +287,37 @@ class RedisRegistry(Registry):
         return f"{self._prefix}models:updates"
 
     def _store(self, name: str, blob_of: Callable[[int], bytes], keep: int) -> int:
-        version = int(self._r.incr(self._k(name, "seq")))
-        versions_key = self._k(name, "versions")
+        seq, versions_key = self._k(name, "seq"), self._k(name, "versions")
+        fenced = self.fences.epochs is not None
+        if fenced:  # the counter moves with the version, in the fenced write: a refused one leaves no gap
+            self.fences.write(name, [])  # refused before signing, and before the name is listed
+            prior = self._r.get(seq)
+            version = int(prior or 0) + 1
+        else:
+            version = int(self._r.incr(seq))
         blob = blob_of(version)
         # the set of names is outside the model's hash slot: in the MULTI it made the transaction span
         # slots (CROSSSLOT on a Redis Cluster). Added first, on its own (idempotent): a listed name has a
         # version or is about to get one (a crash in between leaves a name with no version, which readers
         # already take as "not loaded yet"), never a version that no listing shows
         self._r.sadd(f"{self._prefix}models", name)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._k(name, f"v:{version}"), blob)
-        pipe.set(self._k(name, f"h:{version}"), header_part(blob))
-        pipe.zadd(versions_key, {str(version): version})
-        pipe.set(self._k(name, "current"), version)
-        pipe.execute()
+        writes = [
+            Command("SET", [self._k(name, f"v:{version}")], blob),
+            Command("SET", [self._k(name, f"h:{version}")], header_part(blob)),
+            Command("ZADD", [versions_key], version, str(version)),
+            Command("SET", [self._k(name, "current")], version),
+        ]
+        if fenced:
+            writes.append(Command("SET", [seq], version))
+            self.fences.write(name, writes, check=seq, expect=prior.decode() if prior else "")
+        else:
+            self.fences.write(name, writes)
         old = [int(v) for v in self._r.zrange(versions_key, 0, -(keep + 1))]
         if old:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.zrem(versions_key, *[str(v) for v in old])
-            pipe.delete(*[self._k(name, f"{kind}:{v}") for v in old for kind in ("v", "h")])
-            pipe.execute()
+            gone = [self._k(name, f"{kind}:{v}") for v in old for kind in ("v", "h")]
+            self.fences.write(
+                name, [Command("ZREM", [versions_key], *[str(v) for v in old]), Command("DEL", gone)]
+            )
         self._r.publish(self.channel, orjson.dumps({"model": name, "version": version}))
         return version
 
@@ -295,10 +335,13 @@ class RedisRegistry(Registry):
         return head or None
 
     def _replace(self, name: str, version: int, blob: bytes) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._k(name, f"v:{version}"), blob)
-        pipe.set(self._k(name, f"h:{version}"), header_part(blob))
-        pipe.execute()
+        self.fences.write(
+            name,
+            [
+                Command("SET", [self._k(name, f"v:{version}")], blob),
+                Command("SET", [self._k(name, f"h:{version}")], header_part(blob)),
+            ],
+        )
 
     def _numbers(self, name: str) -> list[int]:
         return [int(x) for x in self._r.zrange(self._k(name, "versions"), 0, -1)]
@@ -311,28 +354,33 @@ class RedisRegistry(Registry):
         return int(raw) if raw is not None else None
 
     def _point(self, name: str, version: int) -> None:
-        self._r.set(self._k(name, "current"), version)
+        self.fences.write(name, [Command("SET", [self._k(name, "current")], version)])
         self._r.publish(self.channel, orjson.dumps({"model": name, "version": version}))
 
     def record(self, name: str, sample: dict[str, Any]) -> None:
-        self._r.xadd(
-            self._k(name, "history"), {"s": orjson.dumps(sample)}, maxlen=self.HISTORY, approximate=True
-        )
+        xadd = ["MAXLEN", "~", self.HISTORY, "*", "s", orjson.dumps(sample)]
+        self.fences.write(name, [Command("XADD", [self._k(name, "history")], *xadd)])
 
     def history(self, name: str, limit: int = Registry.HISTORY) -> list[dict[str, Any]]:
         entries = self._r.xrevrange(self._k(name, "history"), count=limit)
         return [orjson.loads(fields[b"s"]) for _, fields in reversed(entries)]
 
     def delete(self, name: str) -> None:
-        # the name leaves the listing first: a reader never lists a model whose keys are going
+        # the name leaves the listing first: a reader never lists a model whose keys are going (a fenced
+        # writer checks its fence before: a zombie does not unlist a model)
+        self.fences.write(name, [])
         self._r.srem(f"{self._prefix}models", name)
         numbers = self._numbers(name)
-        kinds = ("versions", "seq", "current", "history")
+        kinds = ("versions", "seq", "current", "history", "fence")  # without a fence, no write is taken
         keys = [self._k(name, k) for k in kinds] + [self._k(name, f"{k}:{v}") for v in numbers for k in "vh"]
-        self._r.delete(*keys)  # one hash slot ({name}): one command, on a Redis Cluster too
+        self.fences.write(name, [Command("DEL", keys)])  # one hash slot ({name}): on a Redis Cluster too
+        self.fences.forget(name)
+        spec = spec_of(name)
+        if spec != name and self.fences.epochs is not None:
+            self.fences.write(spec, [Command("SREM", [self._k(spec, "members")], name)])
 
     def set_champion(self, spec: str, model: str) -> None:
-        self._r.set(self._k(spec, "champion"), model)
+        self.fences.write(spec, [Command("SET", [self._k(spec, "champion")], model)])
         self._r.publish(self.channel, orjson.dumps({"model": spec, "champion": model}))
 
     def champion(self, spec: str) -> str | None:
@@ -341,11 +389,11 @@ class RedisRegistry(Registry):
 
     def record_decision(self, spec: str, decision: dict[str, Any]) -> None:
         key = self._k(spec, "decisions")
-        self._r.hset(key, str(decision["id"]), _dumps(decision))
+        self.fences.write(spec, [Command("HSET", [key], str(decision["id"]), _dumps(decision))])
         if self._r.hlen(key) > self.DECISIONS:
             dropped = _beyond(self._r.hgetall(key), self.DECISIONS)
             if dropped:
-                self._r.hdel(key, *dropped)
+                self.fences.write(spec, [Command("HDEL", [key], *dropped)])
 
     def decisions(self, spec: str) -> list[dict[str, Any]]:
         return _in_order(self._r.hgetall(self._k(spec, "decisions")).values())
@@ -380,6 +428,12 @@ class MemoryRegistry(Registry):
         self._champions: dict[str, str] = {}
         self._decisions: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[str, int], None]] = []
+
+    def hold(self, spec: str, epoch: int) -> None:
+        pass  # one learner in this process: nothing to fence
+
+    def release(self, spec: str) -> None:
+        pass
 
     def _store(self, name: str, blob_of: Callable[[int], bytes], keep: int) -> int:
         with self._lock:

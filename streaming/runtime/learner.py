@@ -17,6 +17,13 @@ into each checkpoint header as ``rejected``) and sent to the dead-letter topic t
 that raises in ``learn_one`` is quarantined (see :mod:`streaming.learning.core`): it is no longer
 checkpointed, so its last good version keeps serving. A checkpoint is written only on a clean stop
 (a signal, ``max_idle_s``), never while an exception propagates: the state may be the one that failed.
+
+One writer per model (:mod:`streaming.learning.fencing`): the worker takes a lease per spec before it
+restores anything (a standby waits while another learner holds it, then takes over from the registry as a
+restart does) and renews it. A spec whose lease is lost (a renewal refused, or a write refused with
+:class:`~streaming.learning.fencing.Fenced`) is stopped: nothing more of it is written; when the learner
+holds no spec any more it stops with :class:`~streaming.learning.fencing.LeaseLost` (exit 1), writing no
+checkpoint.
 """
 
 from __future__ import annotations
@@ -31,19 +38,22 @@ from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import load_views
 from features.errors import FeaturesError
-from streaming.clients import kafka_consumer, registry_writer
+from streaming.clients import kafka_consumer, redis_client, registry_writer
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
 from streaming.learning.evidence import Decision, decision_record
+from streaming.learning.fencing import Fenced, LeaseLost, spec_of
 from streaming.learning.header import Base, CheckpointHeader, HeaderDrift
 from streaming.learning.labels import taken_by_any
+from streaming.learning.leases import Leases, RedisLeases
 from streaming.learning.loop import MergeLoop, RecordLog
 from streaming.learning.merge import Positioned
 from streaming.learning.registry import NoValidVersion, Registry
 from streaming.learning.router import Offsets, Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
+from streaming.runtime.lease_keeper import LeaseKeeper
 from streaming.settings import Settings
 
 __all__ = ["KafkaTail", "Learner", "LearnerWorker", "offsets_of"]
@@ -81,6 +91,7 @@ class Learner:
         self._last_sample: dict[str, tuple[float, int, int]] = {}  # model -> (time, learned, drifts)
         self.rejected: list[str] = []
         self._retired: set[str] = set()  # retired models whose last version is written
+        self.lost: dict[str, str] = {}  # spec -> why: another learner owns it, nothing more of it is written
 
     @property
     def offsets(self) -> dict[str, Offsets]:
@@ -157,12 +168,30 @@ class Learner:
         log.error(
             "model quarantined: it stops learning, its last good version keeps serving", model=name, why=why
         )
+        if spec_of(name) in self.lost:
+            return
         sample: dict[str, Any] = {
             "t": time.time(),
             "version": self.registry.current_version(name),
             "metrics": {},
         }
-        self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
+        try:
+            self.registry.record(name, {**sample, "status": "quarantined", "quarantine": why[:500]})
+        except Fenced as exc:
+            self.lose(spec_of(name), str(exc))
+
+    def lose(self, spec: str, why: str) -> None:
+        """Another learner owns ``spec`` now: nothing more of its models is written (the core still computes
+        them, unsaved). Said once, as an error."""
+        if spec in self.lost:
+            return
+        self.lost[spec] = why
+        self.registry.release(spec)
+        log.error(
+            "lease lost: another learner owns this spec now; this learner writes nothing more of it",
+            spec=spec,
+            why=why,
+        )
 
     def _decided(self, decision: Decision) -> None:
         log.info(
@@ -183,18 +212,26 @@ class Learner:
         states were those after them): the crash drill caught it."""
         now = time.time()
         for d in self._decisions:
-            self.registry.record_decision(d.spec, {**decision_record(d), "saved_at": now})
+            if d.spec in self.lost:
+                continue
+            try:
+                self.registry.record_decision(d.spec, {**decision_record(d), "saved_at": now})
+            except Fenced as exc:
+                self.lose(d.spec, str(exc))
         self._decisions.clear()
 
     def _publish_lifecycle(self) -> None:
         """After the models' versions: each spec's champion pointer where it moved (serving follows it once
         the champion's version is there)."""
         for spec in self.specs:
-            if spec.promotion is None:
+            if spec.promotion is None or spec.name in self.lost:
                 continue
             champion = self.core.champion(spec.name)
             if champion is not None and self.registry.champion(spec.name) != champion.name:
-                self.registry.set_champion(spec.name, champion.name)
+                try:
+                    self.registry.set_champion(spec.name, champion.name)
+                except Fenced as exc:
+                    self.lose(spec.name, str(exc))
 
     def checkpoint(self) -> dict[str, int]:
         """Save every model that moved since the last checkpoint (a quarantined one is not saved: its last
@@ -210,9 +247,9 @@ class Learner:
         # challenger it started there exists already; the other way round, a challenger started since the
         # champion's last version (its decision written) was lost, and never started again
         for name, state in sorted(self.core.models.items(), key=lambda item: item[1].role == "champion"):
-            if state.quarantined or name in self._retired:
-                continue
             spec = self.core.specs[state.spec]
+            if state.quarantined or name in self._retired or spec.name in self.lost:
+                continue
             base = self.router.bases.get(name, {"version": None, "offsets": {}})
             header = CheckpointHeader(
                 offsets=self.offsets.get(name, {}),
@@ -236,9 +273,13 @@ class Learner:
                 status=state.status if state.status == "retired" else None,
                 role=state.role if spec.promotion is not None else None,
             )
-            saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
-            self.router.rebase(name, saved[name])
-            self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+            try:
+                saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
+                self.router.rebase(name, saved[name])
+                self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+            except Fenced as exc:
+                self.lose(spec.name, str(exc))
+                continue
             if state.status == "retired":  # its last version says so; it learns nothing more
                 self._retired.add(name)
         self._publish_lifecycle()
@@ -254,13 +295,17 @@ class Learner:
         the learner's memory. One retires per drift or schedule: without this they added up for ever."""
         for spec in self.specs:
             policy = spec.promotion
-            if policy is None:
+            if policy is None or spec.name in self.lost:
                 continue
             mine = sorted(
                 (n for n in self._retired if n.partition("~")[0] == spec.name and "~" in n), key=started
             )
             for name in mine[: max(0, len(mine) - policy.keep_retired)]:
-                self.registry.delete(name)
+                try:
+                    self.registry.delete(name)
+                except Fenced as exc:
+                    self.lose(spec.name, str(exc))
+                    break
                 self._retired.discard(name)
                 self.core.models.pop(name, None)
                 self.core.gone.add(name)
@@ -332,6 +377,7 @@ class LearnerWorker(Learner):
         registry: Registry | None = None,
         clock: Callable[[], float] = time.monotonic,
         sink: DeadLetterSink | None = None,
+        leases: Leases | None = None,
     ) -> None:
         registry = registry or registry_writer(settings)
         if registry.signer_id is None:
@@ -346,6 +392,22 @@ class LearnerWorker(Learner):
             sink=sink if sink is not None else _kafka_sink(settings),
         )
         self._stop = False
+        leases = leases or RedisLeases(
+            redis_client(settings), settings.redis_prefix, settings.learner_lease_ms
+        )
+        self.leases = LeaseKeeper(leases, registry, [s.name for s in self.specs], clock=clock)
+
+    def lose(self, spec: str, why: str) -> None:
+        super().lose(spec, why)
+        self.leases.release(spec)
+
+    def _check_leases(self, now: float) -> None:
+        """Renew when due; a spec whose lease is lost stops; none left: :class:`LeaseLost`."""
+        for spec in self.leases.tick(now):
+            holder = self.leases.leases.holder(spec)
+            self.lose(spec, f"its renewal was refused, the lease is {holder or 'free'}")
+        if self.lost and all(s.name in self.lost for s in self.specs):
+            raise LeaseLost(sorted(self.lost), "; ".join(self.lost[s] for s in sorted(self.lost)))
 
     def _start_offset(self, topic: str, partition: int) -> int:
         return min(
@@ -362,6 +424,15 @@ class LearnerWorker(Learner):
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
+        if not self.leases.acquire(lambda: self._stop):
+            self._close_sink(True)
+            return  # stopped while standing by: nothing was written
+        try:
+            self._run(max_idle_s, heartbeat)
+        finally:
+            self.leases.release_all()  # only those still ours: a standby takes over at once
+
+    def _run(self, max_idle_s: float | None, heartbeat: Path | None) -> None:
         self.restore()
         consumer = kafka_consumer(self.settings, client_id="rivulet-learner")
         clean = False
@@ -393,8 +464,10 @@ class LearnerWorker(Learner):
                 beat = now
             if progressed:
                 last_record = now
+            self._check_leases(now)
             if self.due(now):
                 self.checkpoint()
+                self._check_leases(now)
             if max_idle_s is not None and now - last_record > max_idle_s and not merge.buffered():
                 return
 

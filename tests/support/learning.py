@@ -91,14 +91,15 @@ def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Set
         yield s
 
 
-def learner_process(settings: Settings, models: str, log: Path) -> subprocess.Popen[bytes]:
-    """``rivulet learn run --models <models>`` in a child process, with the test signing key."""
+def learner_process(settings: Settings, models: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``rivulet learn run --models <models>`` in a child process, with the test signing key (and ``env``)."""
     return rivulet_process(
         settings,
         ["learn", "run", "--models", models],
         log,
         RIVULET_FEATURES_MODULE="tests.support.feature_defs",
         **KEY_ENV,
+        **env,
     )
 
 
