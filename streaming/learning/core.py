@@ -96,6 +96,7 @@ __all__ = [
 # compiled (cimported in core.pxd: reading a field is reading a struct member); the classes where it is not
 if not cython.compiled:
     CState, CRecent, CEvidence = ModelState, Recent, Evidence
+    c_score, c_loss_drifted = score, drifts.loss_drifted  # C calls where compiled (core.pxd)
 # snapshots pickled before the per-model state moved to streaming.learning.state name these classes here
 _Pending, _Recent = Pending, Recent
 MAX_DECISIONS = 1_000  # the lifecycle decisions the core keeps (each model keeps its own latest too)
@@ -472,7 +473,7 @@ class LearnerCore:
                 return
             known = kinds.keys() >= x.keys()
         try:
-            score(state.scoring, y, label_pred, proba)
+            c_score(state.scoring, y, label_pred, proba)
             state.model.learn_one(x, y)  # type: ignore[attr-defined]
         except Exception as exc:  # the state may be half-updated: stop the model (see the docstring)
             self.quarantine(state, f"{type(exc).__name__} in learn_one on {key!r} at {position}: {exc}")
@@ -494,7 +495,7 @@ class LearnerCore:
             state.learned.add(key, self.max_pending)
         last = state.last_ts
         state.last_ts = ts if last is None or ts > last else last
-        if drifts.loss_drifted(state, y, label_pred):
+        if c_loss_drifted(state, y, label_pred):
             self._drift(state, "loss", ts, position)
         if policy is not None and state.role == "champion":
             if policy.warm_records or policy.warm_ms:  # policy.warm, without its call on every record

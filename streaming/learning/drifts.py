@@ -48,7 +48,6 @@ def loss(state: ModelState, y: Any, label_pred: Any) -> float:
     return 0.0 if label_pred == y else 1.0
 
 
-@cython.locals(state=CState)
 def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
     """Feed the loss of one learned record to the loss detector: did the model drift *for the worse*?
 

@@ -30,3 +30,7 @@ cdef class ModelState:
     cdef public object recent_xy
     cdef public dict controls, counters
     cdef dict __dict__
+
+
+# called by the core (core.pxd) in C, without a Python call's cost; Python callers see the same functions
+cpdef score(list scoring, object y, object label_pred, object proba)

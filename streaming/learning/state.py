@@ -435,7 +435,7 @@ _CM_PLAIN = river.__version__ == "0.26.1" and all(
 )
 
 
-@cython.locals(scoring=list, attributes=dict)
+@cython.locals(attributes=dict)
 def score(scoring: list[tuple[Any, bool]], y: Any, label_pred: Any, proba: Any) -> None:
     """Update each metric of ``scoring`` (:attr:`ModelState.scoring`: overall and rolling) with one
     prediction, as River's progressive validation does: the probabilities for a metric that takes them,
@@ -503,6 +503,7 @@ _ENTRIES: dict[tuple[Any, ...], tuple[tuple[Any, Any], dict[str, Any]]] = {}
 MAX_ENTRIES = 4_096
 
 
+@cython.ccall  # called from score() in C where compiled, without a Python call's cost
 @cython.locals(entries=dict)
 def _entry(y: Any, value: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
     """The window entry ``((y, value), {})`` River's ``Rolling`` keeps, one object per distinct pair (of
