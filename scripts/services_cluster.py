@@ -182,6 +182,7 @@ class LocalCluster:
         redis_nodes = self.redis_nodes()
         for node in redis_nodes:
             if not node.running():
+                node.ensure_ports_free(node.port + 10000)  # its cluster bus
                 node.start()
                 say(f"redis cluster node started at 127.0.0.1:{node.port} (pid {node.pid})")
         kafka_nodes = self.kafka_nodes()
