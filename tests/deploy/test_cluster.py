@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -26,6 +27,7 @@ from features.engine import EntityState
 from features.redis_store import state_key, vector_key
 from features.store import FeatureRow, StateUpdate
 from streaming import clients
+from streaming.errors import DeliveryError
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
@@ -129,6 +131,11 @@ def test_an_rf3_topic_survives_a_broker_killed(
     for p in info.partitions:
         assert sorted(p.replicas) == [1, 2, 3] and sorted(p.isr) == [1, 2, 3], p
 
+    # a topic that needs all three replicas for a write: with one broker gone no acks=all write may succeed
+    strict = f"{on_cluster.topic_prefix}strict"
+    with TopicAdmin(on_cluster) as admin:
+        admin.create([strict], partitions=1, configs={"min.insync.replicas": "3"})
+
     first = _produce(on_cluster, topic, 300, seed=1)
     assert Counter(_read_all(on_cluster, topic, len(first))) == Counter(first)
 
@@ -143,9 +150,25 @@ def test_an_rf3_topic_survives_a_broker_killed(
             after = admin.describe(topic)
         for p in after.partitions:
             assert p.leader != victim.node_id and victim.node_id not in p.isr and len(p.isr) == 2, p
+        # min.insync.replicas is enforced against the shrunk ISR, and the refusal reaches the caller
+        quick = on_cluster.model_copy(
+            update={"kafka_delivery_timeout_ms": 8_000, "kafka_request_timeout_ms": 4_000}
+        )
+        with TopicAdmin(on_cluster) as admin:
+            (lone,) = admin.describe(strict).partitions
+        # a live leader with two in-sync replicas: what keeps the write out is min.insync.replicas=3 alone
+        # (the broker answers NOT_ENOUGH_REPLICAS, retriable: kafka-python retries until the delivery timeout)
+        assert lone.leader in {1, 2, 3} - {victim.node_id} and len(lone.isr) == 2, lone
+        with pytest.raises(
+            DeliveryError, match=re.escape("5 record(s) not delivered (0 delivered)")
+        ) as refused:
+            _produce(quick, strict, 5, seed=3)
+        assert len(refused.value.failures) == 5
     finally:
         out = services_up_cluster()  # idempotent: starts the killed broker alone, waits for a full ISR
         assert f"kafka node {victim.node_id} started" in out, out
+        with TopicAdmin(on_cluster) as admin:
+            admin.delete([strict])
 
 
 def _role_of(port: int) -> str:
