@@ -12,6 +12,10 @@ Order of preference for each service:
    ``org.apache.kafka:kafka_2.13`` jars resolved from Maven Central with ``mvn`` and run with ``java``;
    Redis from the ``redis-server`` on PATH.
 
+``up --cluster`` starts, instead, a three-node Kafka cluster and a Redis Cluster of six nodes on loopback
+(``services_cluster.py``); ``status --cluster`` and ``down --cluster`` address it alone, while a plain
+``down`` stops it too and a plain ``status`` lists its nodes when it runs.
+
 Local data and logs live under ``.services/`` and the jars under ``.cache/``, both ignored by git.
 ``down`` stops only what ``up`` started, by the PIDs it recorded. :class:`KafkaNode` is also used by
 tests that need a private broker they can stop and restart. This module holds the commands; the Kafka node
@@ -30,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from services_cluster import LocalCluster
 from services_common import ServerProcess, say, wait_for
 from services_kafka import KAFKA_VERSION, KafkaNode, kafka_classpath, kafka_cluster_id, kafka_ready
 from services_redis import RedisClusterNode, RedisNode, redis_cluster_ready, redis_ready
@@ -38,6 +43,7 @@ from streaming.runtime.probes import kafka_address, redis_address
 
 __all__ = [
     "KafkaNode",
+    "LocalCluster",
     "RedisClusterNode",
     "RedisNode",
     "ServerProcess",
@@ -162,7 +168,14 @@ def up() -> None:
     cluster_up()
 
 
-def down() -> None:
+def local_cluster() -> LocalCluster:
+    return LocalCluster(STATE)
+
+
+def down(cluster_only: bool = False) -> None:
+    local_cluster().down()
+    if cluster_only:
+        return
     bootstrap, url = _endpoints()
     for node in (*_local_nodes(bootstrap, url), _cluster_node()):
         node.stop()
@@ -176,6 +189,13 @@ def down() -> None:
         say(f"stopped docker services {', '.join(services)}")
 
 
+def cluster_status() -> int:
+    ok, lines = local_cluster().status()
+    for line in lines:
+        say(line)
+    return 0 if ok else 1
+
+
 def status() -> int:
     bootstrap, url = _endpoints()
     kafka, redis_node = _local_nodes(bootstrap, url)
@@ -184,19 +204,31 @@ def status() -> int:
     say(_state("kafka ", bootstrap, k, kafka))
     say(_state("redis ", url, r, redis_node))
     say(_state("redis cluster", cluster.url, c, cluster))
+    if any(node.running() for node in local_cluster().nodes()):
+        cluster_status()  # listed, not counted: the single-node services are what a plain status is about
     return 0 if k and r and c else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/services", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "jars"])
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the local cluster: 3 Kafka brokers and a Redis Cluster of 3 primaries with a replica each",
+    )
     args = parser.parse_args(argv)
-    if args.command == "up":
+    if args.command == "up" and args.cluster:
+        STATE.mkdir(parents=True, exist_ok=True)
+        local_cluster().up()
+    elif args.command == "up":
         up()
     elif args.command == "down":
-        down()
+        down(cluster_only=args.cluster)
     elif args.command == "jars":
         print(kafka_classpath())
+    elif args.cluster:
+        return cluster_status()
     else:
         return status()
     return 0

@@ -140,11 +140,19 @@ class KafkaNode(ServerProcess):
     def log(self) -> Path:
         return self.home / "logs" / "server.log"
 
+    def config(self) -> list[str]:
+        """The lines of its server.properties."""
+        values = {"port": self.port, "controller_port": self.controller_port, "data": self.home / "data"}
+        return [line.format(**values) for line in BROKER_CONFIG]
+
+    def cluster_id(self) -> str:
+        """The KRaft cluster id its storage is formatted with (the nodes of one cluster share it)."""
+        return kafka_cluster_id()
+
     def _write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         cfg = self.home / "server.properties"
-        values = {"port": self.port, "controller_port": self.controller_port, "data": self.home / "data"}
-        cfg.write_text("\n".join(line.format(**values) for line in BROKER_CONFIG))
+        cfg.write_text("\n".join(self.config()))
         (self.home / "log4j2.properties").write_text("\n".join(LOG4J2_CONFIG).replace("{log}", str(self.log)))
         return cfg
 
@@ -163,18 +171,25 @@ class KafkaNode(ServerProcess):
             *args,
         ]
 
+    @property
+    def stdout(self) -> Path:
+        return self.home / "logs" / "stdout.log"
+
     def start(self, timeout_s: float = 90.0) -> None:
+        proc = self.launch()
+        wait_for(lambda: kafka_ready(self.bootstrap), self.name, timeout_s, proc, self.stdout)
+
+    def launch(self) -> subprocess.Popen | None:
+        """Start the broker unless it runs (formatting its storage the first time) without waiting for it:
+        the nodes of a cluster answer only once a majority of the controllers runs. None when it ran."""
         if self.running():
-            wait_for(lambda: kafka_ready(self.bootstrap), "kafka", timeout_s)
-            return
+            return None
         require("java", "openjdk-17-jre-headless")
         self.ensure_ports_free(self.controller_port)
         classpath = kafka_classpath()
         cfg = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
-            format_storage = ["kafka.tools.StorageTool", "format", "-t", kafka_cluster_id(), "-c", str(cfg)]
+            format_storage = ["kafka.tools.StorageTool", "format", "-t", self.cluster_id(), "-c", str(cfg)]
             subprocess.run(self._java(classpath, *format_storage), check=True, stdout=subprocess.DEVNULL)
-        stdout = self.home / "logs" / "stdout.log"
-        with open(stdout, "ab") as out:
-            proc = self.spawn(self._java(classpath, "kafka.Kafka", str(cfg)), out, cwd=self.home)
-        wait_for(lambda: kafka_ready(self.bootstrap), "kafka", timeout_s, proc, stdout)
+        with open(self.stdout, "ab") as out:
+            return self.spawn(self._java(classpath, "kafka.Kafka", str(cfg)), out, cwd=self.home)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["CommaList", "Settings", "Topics", "kafka_address", "redis_address"]
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("rivulet.", description="Prefix of every Rivulet topic name.")
     partitions: int = Field(3, ge=1, description="Partitions of topics created by `rivulet topics create`.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of created topics (unset: the broker's default); with acks=all a "
+        "write fails unless this many replicas have it. At most replication_factor.",
+    )
     retention_ms: int = Field(
         7 * 24 * 3600 * 1000, ge=-1, description="Retention of created topics (ms, -1 keeps forever)."
     )
@@ -230,6 +236,20 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        """A topic whose min.insync.replicas exceeds its replicas takes no acks=all write at all.
+
+        >>> Settings(replication_factor=3, min_insync_replicas=2).min_insync_replicas
+        2
+        """
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no acks=all write could succeed"
+            )
+        return self
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -3,9 +3,10 @@
 Tests mirror the packages (``tests/features``, ``tests/serving``, ``tests/streaming/<package>``); a
 marker, not a folder, says what a test needs: every test module sets ``pytestmark = pytest.mark.unit``
 (pure logic, no services) or ``pytest.mark.integration`` (the real services that ``scripts/services up``
-starts); doctests are unit tests. A test with neither marker, or both, is a collection error. With
-``CI=true`` or ``RIVULET_REQUIRE_SERVICES=1`` an unreachable service fails the test; otherwise it is
-skipped with the reason.
+starts) or ``pytest.mark.cluster`` (the local cluster of ``scripts/services up --cluster``, selected only
+by a ``-m`` naming it: ``scripts/test -m cluster``); doctests are unit tests. A test with none of these
+markers, or two, is a collection error. With ``CI=true`` or ``RIVULET_REQUIRE_SERVICES=1`` an unreachable
+service fails the test; otherwise it is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _unavailable(what: str) -> None:
     pytest.skip(message)
 
 
-KINDS = ("unit", "integration")
+KINDS = ("unit", "integration", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -53,7 +54,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if len(kinds) != 1:
             unmarked.append(f"{item.nodeid}: {sorted(kinds) or 'no unit/integration marker'}")
     if unmarked:
-        raise pytest.UsageError("every test is marked unit or integration, once:\n  " + "\n  ".join(unmarked))
+        raise pytest.UsageError(
+            "every test is marked unit, integration or cluster, once:\n  " + "\n  ".join(unmarked)
+        )
+    # the cluster suite needs scripts/services up --cluster (three brokers, six Redis nodes): it runs when a
+    # -m expression names it (scripts/test -m cluster), never in the default run
+    if "cluster" not in (config.option.markexpr or ""):
+        skipped = [item for item in items if item.get_closest_marker("cluster")]
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if not item.get_closest_marker("cluster")]
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,9 @@ class TopicAdmin:
     ) -> dict[str, bool]:
         """Create topics (default: all of Rivulet's) if absent; returns ``{name: created_now}``.
 
-        Existing topics are left as they are, so calling this twice is safe.
+        Existing topics are left as they are, so calling this twice is safe. The replication factor is
+        ``settings.replication_factor`` unless given, and ``settings.min_insync_replicas`` (when set) becomes
+        each topic's ``min.insync.replicas``.
         """
         s = self._settings
         names = names if names is not None else s.topics.all()
@@ -67,6 +69,14 @@ class TopicAdmin:
             "retention.ms": str(s.retention_ms),
             "max.message.bytes": str(s.max_event_bytes + 4096),
         }
+        replicas = replication_factor or s.replication_factor
+        if s.min_insync_replicas is not None:
+            if s.min_insync_replicas > replicas:
+                raise TopicError(
+                    ",".join(names),
+                    f"min.insync.replicas {s.min_insync_replicas} exceeds the replication factor {replicas}",
+                )
+            topic_configs["min.insync.replicas"] = str(s.min_insync_replicas)
         topic_configs.update(configs or {})
         existing = set(self._client.list_topics())
         result = {name: False for name in names if name in existing}
@@ -74,7 +84,7 @@ class TopicAdmin:
             NewTopic(
                 name=name,
                 num_partitions=partitions or s.partitions,
-                replication_factor=replication_factor or s.replication_factor,
+                replication_factor=replicas,
                 topic_configs=topic_configs,
             )
             for name in names

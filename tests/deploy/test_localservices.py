@@ -55,3 +55,47 @@ def test_a_node_is_ours_only_by_its_pid_file_and_program(tmp_path) -> None:
         node.stop()  # signals nothing (this process lives on) and forgets the stale pid file
         assert not node.pidfile.exists()
     assert (kafka.marker, redis_node.marker) == (str(tmp_path / "kafka"), "redis-server 127.0.0.1:1")
+
+
+def test_the_local_cluster_is_configured_from_its_two_variables(tmp_path) -> None:
+    """Three brokers on the bootstrap's ports, their controllers 100 above, one static quorum of the three
+    and one cluster id; six Redis nodes from the URL's port on; nothing of it on the single-node ports."""
+    env = {
+        "RIVULET_CLUSTER_KAFKA_BOOTSTRAP": "127.0.0.1:31001,127.0.0.1:31002,127.0.0.1:31003",
+        "RIVULET_CLUSTER_REDIS_URL": "redis://127.0.0.1:7401",
+    }
+    cluster = localservices.LocalCluster(tmp_path, env=env)
+    kafka = cluster.kafka_nodes()
+    assert [(n.node_id, n.port, n.controller_port) for n in kafka] == [
+        (1, 31001, 31101),
+        (2, 31002, 31102),
+        (3, 31003, 31103),
+    ]
+    lines = [dict(line.split("=", 1) for line in n.config() if line) for n in kafka]
+    assert {c["controller.quorum.voters"] for c in lines} == {
+        "1@127.0.0.1:31101,2@127.0.0.1:31102,3@127.0.0.1:31103"
+    }
+    assert [c["node.id"] for c in lines] == ["1", "2", "3"]
+    for c in lines:
+        assert (c["default.replication.factor"], c["min.insync.replicas"]) == ("3", "2")
+        assert (c["offsets.topic.replication.factor"], c["transaction.state.log.replication.factor"]) == (
+            "3",
+            "3",
+        )
+    assert len({n.cluster_id() for n in kafka}) == 1 and len({n.home for n in kafka}) == 3
+    assert [n.port for n in cluster.redis_nodes()] == list(range(7401, 7407))
+    assert all(n.options()["cluster-enabled"] == "yes" for n in cluster.redis_nodes())
+
+    defaults = localservices.LocalCluster(tmp_path, env={})
+    assert defaults.bootstrap == "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"
+    assert defaults.redis_url == "redis://127.0.0.1:7301"
+    single = {9092, 9093, 6379, 7001, 16379, 17001}  # scripts/services up, and the Redis cluster buses
+    ports = {n.port for n in defaults.kafka_nodes()} | {n.controller_port for n in defaults.kafka_nodes()}
+    redis_ports = {n.port for n in defaults.redis_nodes()}
+    assert not (ports | redis_ports | {p + 10000 for p in redis_ports}) & single
+
+    bad = localservices.LocalCluster(
+        tmp_path, env={"RIVULET_CLUSTER_KAFKA_BOOTSTRAP": "127.0.0.1:1,127.0.0.1:1"}
+    )
+    with pytest.raises(SystemExit, match="must name 3 ports"):
+        bad.kafka_nodes()

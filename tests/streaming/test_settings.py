@@ -97,3 +97,15 @@ def test_the_first_kafka_address_is_parsed_once_here(bootstrap: str, address: tu
 
 def test_an_ipv6_bootstrap_is_probed_without_brackets() -> None:
     assert kafka_address("[::1]:9093") == ("::1", 9093)
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No acks=all write could ever succeed on such a topic: refused when the settings are read."""
+    monkeypatch.setenv("RIVULET_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("RIVULET_MIN_INSYNC_REPLICAS", "2")
+    assert (Settings().replication_factor, Settings().min_insync_replicas) == (3, 2)
+    monkeypatch.setenv("RIVULET_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ValidationError, match=r"min_insync_replicas \(4\) exceeds replication_factor \(3\)"):
+        Settings()
+    monkeypatch.delenv("RIVULET_MIN_INSYNC_REPLICAS")
+    assert Settings().min_insync_replicas is None  # unset: the broker's default

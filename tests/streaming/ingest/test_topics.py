@@ -31,3 +31,31 @@ def test_create_is_idempotent_and_describe_reports_offsets(settings: Settings, k
                 admin.describe(custom.topic_prefix + "missing")
         finally:
             admin.delete(custom.topics.all())
+
+
+def test_min_insync_replicas_is_set_on_created_topics(settings: Settings, kafka_up: str) -> None:
+    """``RIVULET_MIN_INSYNC_REPLICAS`` reaches each created topic (the broker's describe says so); a
+    replication factor given below it is refused before anything is created."""
+    custom = Settings(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        topic_prefix=settings.topic_prefix,
+        replication_factor=1,
+        min_insync_replicas=1,
+    )
+    name = custom.topics.events
+    with TopicAdmin(custom) as admin:
+        try:
+            assert admin.create([name]) == {name: True}
+            assert admin.describe(name).configs["min.insync.replicas"] == "1"
+        finally:
+            admin.delete([name])
+    strict = Settings(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        topic_prefix=settings.topic_prefix + "strict.",
+        replication_factor=2,
+        min_insync_replicas=2,
+    )
+    with TopicAdmin(strict) as admin:
+        with pytest.raises(TopicError, match=r"min\.insync\.replicas 2 exceeds the replication factor 1"):
+            admin.create([strict.topics.events], replication_factor=1)
+        assert strict.topics.events not in admin.list_topics()
