@@ -65,36 +65,48 @@ def scaled_lr() -> compose.Pipeline:
     return preprocessing.StandardScaler() | linear_model.LogisticRegression()
 
 
+LIFECYCLE_SPEC = ModelSpec(
+    "lr",
+    "binary",
+    "v",
+    scaled_lr,
+    metrics=(metrics.Accuracy,),
+    drift=DriftPolicy(reaction="challenger", max_challengers=2),
+    promotion=PromotionPolicy(),
+)
+
+
+def bare_lifecycle(data: list[tuple[dict[str, Any], Any]]) -> list[float]:
+    """The bare River loop running the lifecycle's three models (scripts/bench_learn_instructions.py too)."""
+    models = [(scaled_lr(), metrics.Accuracy()) for _ in range(3)]
+    for x, y in data:
+        for model, metric in models:
+            metric.update(y, model.predict_one(x))
+            model.learn_one(x, y)
+    return [float(m.get()) for _, m in models]
+
+
+def rivulet_lifecycle(data: list[tuple[dict[str, Any], Any]]) -> list[float]:
+    """The learner core with a champion and two challengers on the same records."""
+    core = LearnerCore([LIFECYCLE_SPEC])
+    core.challenge("lr", -2)
+    core.challenge("lr", -1)
+    for i, (x, y) in enumerate(data):
+        core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
+    assert len(core.models) == 3 and len(core.decisions) == 2, core.decisions  # no promotion, no drift
+    return [float(st.metrics[0].get()) for st in core.models.values()]
+
+
 def bench_lifecycle(n: int, rounds: int) -> None:
     """One champion and two challengers (a spec with a promotion policy: paired evidence on every record)
     against a bare River loop running the three models on the same records (issue 14)."""
     data = list(itertools.islice(synth.Agrawal(seed=1), n))
-    spec = ModelSpec(
-        "lr",
-        "binary",
-        "v",
-        scaled_lr,
-        metrics=(metrics.Accuracy,),
-        drift=DriftPolicy(reaction="challenger", max_challengers=2),
-        promotion=PromotionPolicy(),
-    )
 
     def bare() -> list[float]:
-        models = [(scaled_lr(), metrics.Accuracy()) for _ in range(3)]
-        for x, y in data:
-            for model, metric in models:
-                metric.update(y, model.predict_one(x))
-                model.learn_one(x, y)
-        return [float(m.get()) for _, m in models]
+        return bare_lifecycle(data)
 
     def rivulet() -> list[float]:
-        core = LearnerCore([spec])
-        core.challenge("lr", -2)
-        core.challenge("lr", -1)
-        for i, (x, y) in enumerate(data):
-            core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
-        assert len(core.models) == 3 and len(core.decisions) == 2, core.decisions  # no promotion, no drift
-        return [float(st.metrics[0].get()) for st in core.models.values()]
+        return rivulet_lifecycle(data)
 
     assert bare() == rivulet()  # the same predictions, the same metrics, three times
     med = median_seconds(rounds, {"bare": bare, "rivulet": rivulet})

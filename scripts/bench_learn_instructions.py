@@ -26,38 +26,14 @@ HERE = Path(__file__).resolve()
 
 
 def workload(run: str, n: int) -> None:
-    from river import linear_model, metrics, preprocessing
+    from bench_learn import bare_lifecycle, rivulet_lifecycle  # the timed bench's workload, the same code
     from river.datasets import synth
 
-    from streaming.learning.core import LearnerCore
-    from streaming.learning.evidence import PromotionPolicy
-    from streaming.learning.spec import DriftPolicy, ModelSpec
-
-    def scaled_lr() -> object:
-        return preprocessing.StandardScaler() | linear_model.LogisticRegression()
-
     data = list(itertools.islice(synth.Agrawal(seed=1), n))
-    spec = ModelSpec(
-        "lr",
-        "binary",
-        "v",
-        scaled_lr,
-        metrics=(metrics.Accuracy,),
-        drift=DriftPolicy(reaction="challenger", max_challengers=2),
-        promotion=PromotionPolicy(),
-    )
     if run == "bare":
-        models = [(scaled_lr(), metrics.Accuracy()) for _ in range(3)]
-        for x, y in data:
-            for model, metric in models:
-                metric.update(y, model.predict_one(x))  # type: ignore[attr-defined]
-                model.learn_one(x, y)  # type: ignore[attr-defined]
+        bare_lifecycle(data)
     elif run == "rivulet":
-        core = LearnerCore([spec])
-        core.challenge("lr", -2)
-        core.challenge("lr", -1)
-        for i, (x, y) in enumerate(data):
-            core.on_record(str(i), i, x, label=y, predictions=False)  # as the router calls it
+        rivulet_lifecycle(data)
 
 
 def instructions(run: str, n: int) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services_common import ServerProcess, require, say, wait_for
-from services_kafka import KafkaNode, kafka_cluster_id, kafka_ready
+from services_kafka import LISTENERS, KafkaNode, kafka_cluster_id, kafka_ready
 from services_redis import RedisNode, redis_ready
 
 from streaming.runtime.probes import kafka_address, redis_address
@@ -42,12 +42,7 @@ CLUSTER_BROKER_CONFIG = [
     "process.roles=broker,controller",
     "node.id={node_id}",
     "controller.quorum.voters={voters}",
-    "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-    "advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-    "controller.listener.names=CONTROLLER",
-    "inter.broker.listener.name=PLAINTEXT",
-    "log.dirs={data}",
+    *LISTENERS,
     "num.partitions=3",
     "default.replication.factor=3",
     "min.insync.replicas=2",

@@ -24,16 +24,21 @@ KAFKA_VERSION = "4.4.0"
 CACHE = Path(os.environ.get("RIVULET_CACHE_DIR", ROOT / ".cache"))
 POM = ROOT / "scripts" / "kafka" / "pom.xml"
 
-BROKER_CONFIG = [
-    "process.roles=broker,controller",
-    "node.id=1",
-    "controller.quorum.voters=1@127.0.0.1:{controller_port}",
+# a node's listeners and data directory: the one node's and each cluster node's (services_cluster.py)
+LISTENERS = [
     "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
     "advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
     "log.dirs={data}",
+]
+
+BROKER_CONFIG = [
+    "process.roles=broker,controller",
+    "node.id=1",
+    "controller.quorum.voters=1@127.0.0.1:{controller_port}",
+    *LISTENERS,
     "num.partitions=1",
     "auto.create.topics.enable=false",
     "offsets.topic.replication.factor=1",
