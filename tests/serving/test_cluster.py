@@ -14,6 +14,7 @@ Redis instead)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -130,7 +131,7 @@ def test_hostile_entities_on_a_cluster_are_scored_with_their_online_features(
         assert isinstance(app.state.services.redis, RedisCluster)
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json() == {"ready": True, "redis": True, "models": {"zipm": first}}
+        assert ready.json() == {"ready": True, "redis": True, "models": {"zipm": first}, "pid": os.getpid()}
         for i, entity in enumerate(HOSTILE):
             r = client.post("/v1/models/zipm/predict", json={"entity": entity})
             assert r.status_code == 200, (entity, r.text)
