@@ -19,7 +19,9 @@ stored ``_ts`` is not written. A batch is one pipeline: one round trip. The feat
 many entities per script call, each entity's meta as one JSON argument (``_COMMIT``); on a cluster, one
 entity per call. The script
 and the reads tolerate anything stored under the keys (a wrong type, a non-numeric position): one entity's
-bad data never fails a batch.
+bad data never fails a batch. An error that is the store's and not one entity's (a connection lost, a Redis
+Cluster failing over: ``CLUSTERDOWN``, ``MOVED``, ``TRYAGAIN``) fails the whole read: a batched read never
+returns such an entity as absent (:func:`_entity_problem`).
 """
 
 from __future__ import annotations
@@ -197,6 +199,30 @@ def _meta(u: StateUpdate) -> bytes:
     return dumps(meta)
 
 
+def _entity_problem(reply: Any) -> Any:
+    """A reply of a batched read, raised if it is an error about the store rather than one entity's data.
+
+    Only ``WRONGTYPE`` (something else stored under the entity's key) is the entity's own problem, and is
+    returned for the caller to treat as no vector (or an unreadable state). Any other error reply (a
+    connection lost, ``CLUSTERDOWN`` or ``MOVED`` while a Redis Cluster fails over, a timeout) says
+    nothing about the entity: read as a missing row, it made the API serve a vector with the entity's
+    features missing during a failover (200 instead of 503), and made the feature worker reset a state
+    it could not read (``corrupt_state``), losing the entity's history.
+
+    >>> from redis.exceptions import ClusterDownError, ResponseError
+    >>> _entity_problem({b"_ts": b"5"}), type(_entity_problem(ResponseError("WRONGTYPE Operation"))).__name__
+    ({b'_ts': b'5'}, 'ResponseError')
+    >>> _entity_problem(ClusterDownError("The cluster is down"))
+    Traceback (most recent call last):
+    redis.exceptions.ClusterDownError: The cluster is down
+    """
+    if not isinstance(reply, BaseException):
+        return reply
+    if type(reply) is aioredis.ResponseError and str(reply).startswith("WRONGTYPE"):
+        return reply
+    raise reply
+
+
 def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
     """A stored vector, or None if absent or not one: a wrong type, bytes that do not decode, a value that
     is not a scalar in the numeric domain (JSON of another shape, an integer beyond int64), a time that is
@@ -250,13 +276,13 @@ class RedisStore(OnlineStore, StateStore):
         if len(entities) == 1:  # one command needs no pipeline (cheaper on the scoring hot path)
             try:
                 replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
-            except aioredis.ResponseError:  # not a hash: no vector
-                replies = [None]
+            except aioredis.ResponseError as exc:
+                replies = [_entity_problem(exc)]  # not a hash: no vector; CLUSTERDOWN and the like raise
         else:
             pipe = self._pipeline()
             for e in entities:
                 pipe.hgetall(vector_key(self._prefix, view, e))
-            replies = await pipe.execute(raise_on_error=False)
+            replies = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         return [_row(view, entity, raw) for entity, raw in zip(entities, replies, strict=True)]
 
     async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
@@ -265,10 +291,10 @@ class RedisStore(OnlineStore, StateStore):
         pipe = self._pipeline()  # not MGET: on a cluster the keys span slots
         for e in entities:
             pipe.hget(state_key(self._prefix, view, e), "s")
-        raws = await pipe.execute(raise_on_error=False)
+        raws = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         out: dict[str, Loaded] = {}
         for e, raw in zip(entities, raws, strict=True):
-            if isinstance(raw, Exception):  # e.g. WRONGTYPE: something else is stored under the key
+            if isinstance(raw, Exception):  # WRONGTYPE: something else is stored under the key
                 out[e] = Unreadable(f"cannot be read: {type(raw).__name__}")
             elif raw:
                 out[e] = decode_state(raw)
