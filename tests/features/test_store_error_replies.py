@@ -133,3 +133,32 @@ def test_wrongtype_is_the_entitys_own_problem_and_the_others_are_read() -> None:
         and isinstance(loaded["b"], Unreadable)
         and "ResponseError" in loaded["b"].problem
     )
+
+
+class _Flaky(_Client):
+    """Answers each command with ``errors`` first (a failover in progress), then as :class:`_Client`."""
+
+    def __init__(self, replies: dict[str, Any], errors: list[Exception]) -> None:
+        super().__init__(replies)
+        self.errors = errors
+
+    def pipeline(self, transaction: bool = True) -> _Pipe:
+        if self.errors:
+            return _Pipe({k: self.errors.pop(0) for k in self.replies})
+        return super().pipeline(transaction)
+
+
+def test_a_store_given_failover_time_rides_through_failover_errors_and_counts_it() -> None:
+    replies = {vector_key(P, "v", "a"): dict(GOOD), vector_key(P, "v", "b"): None}
+    errors: list[Exception] = [ClusterDownError("The cluster is down"), ConnectionError("refused")]
+    store = RedisStore(_Flaky(replies, list(errors)), P, failover_s=30.0)  # type: ignore[arg-type]
+    rows = asyncio.run(store.read("v", ["a", "b"]))
+    assert rows[0] is not None and rows[0].values == {"n": 3} and rows[1] is None
+    assert store.failovers == 1
+    # without failover time (the API's store) the first error is the answer: 503 at once
+    quick = RedisStore(_Flaky(replies, list(errors)), P)  # type: ignore[arg-type]
+    with pytest.raises(ClusterDownError):
+        asyncio.run(quick.read("v", ["a", "b"]))
+    # an error about one entity's data is not a failover: never retried, the entity reads as absent
+    wrong = RedisStore(_Flaky(replies, [WRONGTYPE, WRONGTYPE]), P, failover_s=30.0)  # type: ignore[arg-type]
+    assert asyncio.run(wrong.read("v", ["a", "b"])) == [None, None] and wrong.failovers == 0
