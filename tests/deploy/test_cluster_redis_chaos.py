@@ -208,6 +208,12 @@ def test_a_redis_primary_killed_under_load(
 
         wait_caught_up(s, [worker], timeout_s=300)
         _wait_learned(registry, WARM + LOADED, procs, tmp_path)
+        # the API follows the registry through the failover: it loads the learner's newest version
+        newest = registry.versions("lr")[0].version
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/readyz", timeout=5).json()["models"].get("lr") != newest:
+            assert time.monotonic() < deadline, f"the API never loaded version {newest}"
+            time.sleep(0.2)
         # recovered: the worker has caught up and the learner learned everything; the load goes on after
         recovered_at = time.monotonic()
         deadline = recovered_at + 60
