@@ -19,26 +19,52 @@ stored ``_ts`` is not written. A batch is one pipeline: one round trip. The feat
 many entities per script call, each entity's meta as one JSON argument (``_COMMIT``); on a cluster, one
 entity per call. The script
 and the reads tolerate anything stored under the keys (a wrong type, a non-numeric position): one entity's
-bad data never fails a batch.
+bad data never fails a batch. An error that is the store's and not one entity's (a connection lost, a Redis
+Cluster failing over: ``CLUSTERDOWN``, ``MOVED``, ``TRYAGAIN``) fails the whole read: a batched read never
+returns such an entity as absent (:func:`_entity_problem`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    RedisClusterException,
+    TimeoutError,
+    TryAgainError,
+)
 
 from features.errors import StoreError
 from features.events import MAX_TS_MS, MIN_TS_MS
 from features.store import FeatureRow, Loaded, OnlineStore, StateStore, StateUpdate, Unreadable, decode_state
 from features.summaries import scalar
 
-__all__ = ["RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
+__all__ = ["FAILOVER_ERRORS", "RedisStore", "entity_tag", "legacy_entity", "state_key", "vector_key"]
+
+T = TypeVar("T")
+
+# what a client sees while a Redis Cluster fails over (a primary gone, its replica not yet promoted or not
+# yet known to the client) or a node restarts: retried by a store given ``failover_s``
+FAILOVER_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    MovedError,
+    RedisClusterException,
+)
+FAILOVER_PAUSE_S = 0.25  # between two tries (the cluster client re-reads the slots' owners meanwhile)
 
 # One entity's write: vector key, state key (nil: none), its meta as strings (ts, ttl seconds (0: none),
 # topic, partition, offset, "1" to replace the vector whatever its time (a reset), then field, value, ...)
@@ -197,6 +223,30 @@ def _meta(u: StateUpdate) -> bytes:
     return dumps(meta)
 
 
+def _entity_problem(reply: Any) -> Any:
+    """A reply of a batched read, raised if it is an error about the store rather than one entity's data.
+
+    Only ``WRONGTYPE`` (something else stored under the entity's key) is the entity's own problem, and is
+    returned for the caller to treat as no vector (or an unreadable state). Any other error reply (a
+    connection lost, ``CLUSTERDOWN`` or ``MOVED`` while a Redis Cluster fails over, a timeout) says
+    nothing about the entity: read as a missing row, it made the API serve a vector with the entity's
+    features missing during a failover (200 instead of 503), and made the feature worker reset a state
+    it could not read (``corrupt_state``), losing the entity's history.
+
+    >>> from redis.exceptions import ClusterDownError, ResponseError
+    >>> _entity_problem({b"_ts": b"5"}), type(_entity_problem(ResponseError("WRONGTYPE Operation"))).__name__
+    ({b'_ts': b'5'}, 'ResponseError')
+    >>> _entity_problem(ClusterDownError("The cluster is down"))
+    Traceback (most recent call last):
+    redis.exceptions.ClusterDownError: The cluster is down
+    """
+    if not isinstance(reply, BaseException):
+        return reply
+    if type(reply) is aioredis.ResponseError and str(reply).startswith("WRONGTYPE"):
+        return reply
+    raise reply
+
+
 def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
     """A stored vector, or None if absent or not one: a wrong type, bytes that do not decode, a value that
     is not a scalar in the numeric domain (JSON of another shape, an integer beyond int64), a time that is
@@ -216,16 +266,39 @@ def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
 class RedisStore(OnlineStore, StateStore):
     """Online vectors and engine state in Redis (``redis.asyncio``; hiredis parses replies when installed).
 
-    ``client`` is a ``redis.asyncio.Redis`` or a ``redis.asyncio.cluster.RedisCluster``."""
+    ``client`` is a ``redis.asyncio.Redis`` or a ``redis.asyncio.cluster.RedisCluster``. ``failover_s``:
+    how long an operation that fails with one of :data:`FAILOVER_ERRORS` is tried again (every
+    ``FAILOVER_PAUSE_S``) before the error is raised: the feature worker's store rides through a Redis
+    Cluster failover (a few seconds: the cluster's node timeout, then an election) instead of failing its
+    batch and exiting. Every operation may run twice: the writes are idempotent (the same state at the same
+    position is written again). 0 (the API's store): no retry, the caller answers at once (503)."""
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, failover_s: float = 0.0) -> None:
         if "{" in prefix or "}" in prefix:
             raise StoreError(f"key prefix {prefix!r}: braces would make Redis Cluster hash the wrong part")
         self._client = client
+        self._failover_s = failover_s
+        self.failovers = 0  # operations that succeeded after a retry (a count for tests and logs)
         self._prefix = prefix
         self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_WRITE)
         self._commit_script = client.register_script(_COMMIT)
+
+    async def _riding(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()``, tried again on :data:`FAILOVER_ERRORS` until ``failover_s`` have passed."""
+        deadline = time.monotonic() + self._failover_s
+        retried = False
+        while True:
+            try:
+                result = await op()
+            except FAILOVER_ERRORS:
+                if time.monotonic() >= deadline:
+                    raise
+                retried = True
+                await asyncio.sleep(FAILOVER_PAUSE_S)
+                continue
+            self.failovers += retried
+            return result
 
     def _pipeline(self) -> Any:
         return self._client.pipeline() if self._cluster else self._client.pipeline(transaction=False)
@@ -237,6 +310,9 @@ class RedisStore(OnlineStore, StateStore):
             await self._script(keys=keys, args=args, client=pipe)
 
     async def write(self, rows: Sequence[FeatureRow]) -> int:
+        return await self._riding(lambda: self._write_rows(rows))
+
+    async def _write_rows(self, rows: Sequence[FeatureRow]) -> int:
         if not rows:
             return 0
         pipe = self._pipeline()
@@ -245,36 +321,45 @@ class RedisStore(OnlineStore, StateStore):
         return sum(int(r) for r in await pipe.execute())
 
     async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
+        return await self._riding(lambda: self._read(view, entities))
+
+    async def _read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
         if not entities:
             return []
         if len(entities) == 1:  # one command needs no pipeline (cheaper on the scoring hot path)
             try:
                 replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
-            except aioredis.ResponseError:  # not a hash: no vector
-                replies = [None]
+            except aioredis.ResponseError as exc:
+                replies = [_entity_problem(exc)]  # not a hash: no vector; CLUSTERDOWN and the like raise
         else:
             pipe = self._pipeline()
             for e in entities:
                 pipe.hgetall(vector_key(self._prefix, view, e))
-            replies = await pipe.execute(raise_on_error=False)
+            replies = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         return [_row(view, entity, raw) for entity, raw in zip(entities, replies, strict=True)]
 
     async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
+        return await self._riding(lambda: self._load(view, entities))
+
+    async def _load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
         if not entities:
             return {}
         pipe = self._pipeline()  # not MGET: on a cluster the keys span slots
         for e in entities:
             pipe.hget(state_key(self._prefix, view, e), "s")
-        raws = await pipe.execute(raise_on_error=False)
+        raws = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         out: dict[str, Loaded] = {}
         for e, raw in zip(entities, raws, strict=True):
-            if isinstance(raw, Exception):  # e.g. WRONGTYPE: something else is stored under the key
+            if isinstance(raw, Exception):  # WRONGTYPE: something else is stored under the key
                 out[e] = Unreadable(f"cannot be read: {type(raw).__name__}")
             elif raw:
                 out[e] = decode_state(raw)
         return out
 
     async def commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
+        return await self._riding(lambda: self._commit(view, updates))
+
+    async def _commit(self, view: str, updates: Sequence[StateUpdate]) -> int:
         if not updates:
             return 0
         pipe = self._pipeline()
@@ -314,7 +399,10 @@ class RedisStore(OnlineStore, StateStore):
         return moved
 
     async def add_counts(self, key: str, counts: dict[str, int]) -> None:
-        """Add to counters in a hash (operational statistics, not exactly-once)."""
+        """Add to counters in a hash (operational statistics, not exactly-once: a retry may add twice)."""
+        await self._riding(lambda: self._add_counts(key, counts))
+
+    async def _add_counts(self, key: str, counts: dict[str, int]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for name, n in counts.items():
             pipe.hincrby(key, name, n)

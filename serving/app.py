@@ -34,8 +34,8 @@ from streaming.clients import (
     async_redis,
     async_redis_node,
     keyring,
-    redis_client,
     registry_reader,
+    registry_redis,
 )
 from streaming.logs import configure_logging, get_logger
 from streaming.settings import Settings
@@ -60,7 +60,7 @@ class RedisServices:
         self.redis = async_redis(settings)
         self.store = RedisStore(self.redis, settings.redis_prefix)  # as clients.feature_store, on self.redis
         self.announcements = async_redis_node(settings)
-        self._registry_client = redis_client(settings)
+        self._registry_client = registry_redis(settings, failover_s=0)  # a request does not wait
         # MissingKey without RIVULET_VERIFY_KEYS: no start
         self.registry = registry_reader(settings, self._registry_client)
         views = {v.name: v for v in load_views(settings.features_module)}

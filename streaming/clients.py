@@ -14,8 +14,9 @@ streaming.errors.MissingKey: RIVULET_VERIFY_KEYS is not set: ...
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -23,8 +24,10 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
 
-from features.redis_store import RedisStore
+from features.redis_store import FAILOVER_ERRORS, FAILOVER_PAUSE_S, RedisStore
 from streaming.errors import KafkaUnavailable, MissingKey
 from streaming.learning.keys import Keyring, SigningKey, parse_keyring, parse_signing_key
 from streaming.learning.registry import RedisRegistry
@@ -44,6 +47,7 @@ __all__ = [
     "producer_config",
     "redis_client",
     "registry_reader",
+    "registry_redis",
     "registry_writer",
     "signing_key",
 ]
@@ -137,8 +141,9 @@ def kafka_admin(
 
 
 def feature_store(settings: Settings) -> RedisStore:
-    """The Redis online feature store (on a Redis Cluster with ``RIVULET_REDIS_CLUSTER``)."""
-    return RedisStore(async_redis(settings), settings.redis_prefix)
+    """The Redis online feature store (on a Redis Cluster with ``RIVULET_REDIS_CLUSTER``), riding through a
+    failover for ``RIVULET_REDIS_FAILOVER_S`` (the feature worker's; the API builds its store without)."""
+    return RedisStore(async_redis(settings), settings.redis_prefix, settings.redis_failover_s)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -176,6 +181,78 @@ def async_redis_node(settings: Settings) -> aioredis.Redis:
     )
 
 
+class RidingCluster(redis.RedisCluster):
+    """redis-py's cluster client, whose commands (scripts included) are tried again on
+    :data:`~features.redis_store.FAILOVER_ERRORS` for ``failover_s``: redis-py's own retries follow one
+    another at once and are spent before a failover ends (a few seconds: the cluster's node timeout, then
+    an election). A command may then run twice: the registry's writes are versioned and fenced (a repeated
+    ``INCR`` of the version counter skips a number)."""
+
+    failover_s: float = 0.0
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.failover_s
+        while True:
+            try:
+                return super().execute_command(*args, **kwargs)
+            except FAILOVER_ERRORS:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(FAILOVER_PAUSE_S)
+
+
+class LazyCluster:
+    """A :class:`RidingCluster` built on first use: redis-py's cluster client connects in its constructor,
+    and a process must start while the cluster does not answer (the API: its readiness says so). Scripts
+    register without it (their SHA needs only the encoder)."""
+
+    def __init__(self, make: Callable[[], RidingCluster]) -> None:
+        self._make = make
+        self._client: RidingCluster | None = None
+
+    def get_encoder(self) -> Encoder:
+        return Encoder("utf-8", "strict", False)  # redis-py's default, the cluster client's here
+
+    def register_script(self, script: str) -> Script:
+        return Script(cast(redis.Redis, self), script)  # runs through this object: built on its first call
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def registry_redis(settings: Settings, failover_s: float | None = None) -> redis.Redis:
+    """The Redis of the model registry and the learner's leases: on a Redis Cluster
+    (``RIVULET_REDIS_CLUSTER``) a cluster client, since a model's keys live in their own slot, on whichever
+    primary serves it (on its replica once that is promoted), riding through a failover for ``failover_s``
+    (default ``RIVULET_REDIS_FAILOVER_S``; the API passes 0: a request does not wait); else
+    :func:`redis_client`.
+
+    >>> type(registry_redis(Settings(redis_cluster=True))).__name__, type(registry_redis(Settings())).__name__
+    ('LazyCluster', 'Redis')
+    """
+    if not settings.redis_cluster:
+        return redis_client(settings)
+
+    def make() -> RidingCluster:
+        client = RidingCluster(
+            url=settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+        )
+        client.failover_s = settings.redis_failover_s if failover_s is None else failover_s
+        return client
+
+    return cast(redis.Redis, LazyCluster(make))  # the registry uses the commands both clients have
+
+
 def signing_key(settings: Settings) -> SigningKey:
     """The learner's private key; :class:`MissingKey` without one, :class:`InvalidKey` if malformed."""
     if settings.signing_key is None:
@@ -197,10 +274,12 @@ def registry_writer(settings: Settings, client: redis.Redis | None = None) -> Re
     """The learner's registry: signs new versions, reads those of every key in the ring."""
     signer = signing_key(settings)
     ring = parse_keyring(settings.verify_keys)  # the registry adds the signer's own public key
-    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, signer=signer, keyring=ring)
+    return RedisRegistry(
+        client or registry_redis(settings), settings.redis_prefix, signer=signer, keyring=ring
+    )
 
 
 def registry_reader(settings: Settings, client: redis.Redis | None = None) -> RedisRegistry:
     """A reader's registry (API, replay, verify, CLI): verifies, cannot sign."""
     ring = keyring(settings)
-    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, keyring=ring)
+    return RedisRegistry(client or registry_redis(settings), settings.redis_prefix, keyring=ring)

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     )
     redis_socket_timeout_s: float = Field(2.0, gt=0, description="Redis socket read/write timeout.")
     redis_connect_timeout_s: float = Field(2.0, gt=0, description="Redis connect timeout.")
+    redis_failover_s: float = Field(
+        20.0,
+        ge=0,
+        description="How long the feature worker retries a Redis operation that failed as a Redis Cluster "
+        "fails over (connection lost, CLUSTERDOWN, MOVED) before its batch fails; the API does not wait.",
+    )
 
     # Security
     signing_key: SecretStr | None = Field(

@@ -31,8 +31,10 @@ One record's problem is never the batch's: whatever raises while one record is p
 keying, applying, serialising its feature record) sends that record to the dead-letter topic with its
 reason (``features.pipeline.REASONS``), stage ``features``, topic, partition, offset and original bytes,
 counted per reason (``rivulet_features_dead_letters_total{reason}`` and ``dead_letters:<reason>`` in the
-stats hash), and the batch goes on. Only what concerns every record (Kafka or Redis unreachable) fails a
-batch, and then the process exits for its supervisor to restart it.
+stats hash), and the batch goes on. Only what concerns every record (Kafka unreachable, or Redis still
+unreachable after ``RIVULET_REDIS_FAILOVER_S`` of retries: a Redis Cluster failover is ridden through, see
+:class:`features.redis_store.RedisStore`) fails a batch, and then the process exits for its supervisor to
+restart it.
 
 Every record it publishes fits the topics' ``max.message.bytes`` (``max_event_bytes`` plus 4096, as
 ``streaming.ingest.topics`` creates them): an event whose feature record would be larger is dead-lettered
