@@ -15,7 +15,7 @@ streaming.errors.MissingKey: RIVULET_VERIFY_KEYS is not set: ...
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -46,6 +46,7 @@ __all__ = [
     "registry_reader",
     "registry_writer",
     "signing_key",
+    "sync_redis",
 ]
 
 
@@ -150,6 +151,26 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
 
 
+def sync_redis(settings: Settings) -> redis.Redis:
+    """The synchronous client of the model registry and the learners' leases: a cluster client (it follows
+    the cluster's slots and redirects) when ``settings.redis_cluster`` is on, else :func:`redis_client`.
+    Their keys and scripts keep to one slot per model, which is all a cluster client needs; a plain client
+    on a cluster node gets MOVED for every model whose slot that node does not own. (The cluster client
+    reads the slots map when it is made: tests/deploy/test_cluster_kafka_chaos.py runs it.)
+
+    >>> type(sync_redis(Settings())).__name__
+    'Redis'
+    """
+    if settings.redis_cluster:
+        cluster = redis.RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+        )
+        return cast(redis.Redis, cluster)  # the commands the registry and the leases send, routed by slot
+    return redis_client(settings)
+
+
 def async_redis(settings: Settings) -> aioredis.Redis | RedisCluster:
     """The async client of the online store: a cluster client (it follows the cluster's slots and redirects)
     when ``settings.redis_cluster`` is on, ``redis_url`` then being any node; else a plain one.
@@ -197,10 +218,10 @@ def registry_writer(settings: Settings, client: redis.Redis | None = None) -> Re
     """The learner's registry: signs new versions, reads those of every key in the ring."""
     signer = signing_key(settings)
     ring = parse_keyring(settings.verify_keys)  # the registry adds the signer's own public key
-    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, signer=signer, keyring=ring)
+    return RedisRegistry(client or sync_redis(settings), settings.redis_prefix, signer=signer, keyring=ring)
 
 
 def registry_reader(settings: Settings, client: redis.Redis | None = None) -> RedisRegistry:
     """A reader's registry (API, replay, verify, CLI): verifies, cannot sign."""
     ring = keyring(settings)
-    return RedisRegistry(client or redis_client(settings), settings.redis_prefix, keyring=ring)
+    return RedisRegistry(client or sync_redis(settings), settings.redis_prefix, keyring=ring)

@@ -38,7 +38,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import load_views
 from features.errors import FeaturesError
-from streaming.clients import kafka_consumer, redis_client, registry_writer
+from streaming.clients import kafka_consumer, registry_writer, sync_redis
 from streaming.errors import MissingKey
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, KafkaSink, MemorySink
@@ -392,9 +392,7 @@ class LearnerWorker(Learner):
             sink=sink if sink is not None else _kafka_sink(settings),
         )
         self._stop = False
-        leases = leases or RedisLeases(
-            redis_client(settings), settings.redis_prefix, settings.learner_lease_ms
-        )
+        leases = leases or RedisLeases(sync_redis(settings), settings.redis_prefix, settings.learner_lease_ms)
         self.leases = LeaseKeeper(leases, registry, [s.name for s in self.specs], clock=clock)
 
     def lose(self, spec: str, why: str) -> None:
