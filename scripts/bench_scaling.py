@@ -10,7 +10,9 @@ entities, then
    partitions, to the group's committed offsets covering every event (a record that a rebalance made a
    worker process again counts once), and the CPU seconds the k processes used in the window;
 2. k bare members (the I/O of ``scripts/bench_worker_bare.py``: aiokafka, orjson, one Redis pipeline per
-   batch, no Faust, no engine) in a group of their own over the same events, measured the same way.
+   batch, no Faust, no engine) in a group of their own over the same events, measured the same way (they
+   join together and wait for the group to be Stable before taking records: they start in a second,
+   where a Faust worker takes several and its window starts with part of the events done).
 
 Printed per k: the medians over the rounds, worker/bare, events/s per worker and CPU per event.
 
@@ -95,6 +97,7 @@ def window(
     pids: list[int],
     alive: Callable[[], bool],
     what: Callable[[], str],
+    on_stable: Callable[[], None] = lambda: None,
     timeout_s: float = 300.0,
 ) -> tuple[float, float, int]:
     """(events/s, CPU seconds per event, events in the window) from the group's first Stable moment with
@@ -106,6 +109,7 @@ def window(
             if not alive() or time.monotonic() > deadline:
                 raise AssertionError(what())
             time.sleep(0.05)
+        on_stable()
         t1, c1, cpu1 = time.perf_counter(), committed(admin, settings, group), cpu_seconds(pids)
         while (c2 := committed(admin, settings, group)) < n:
             if not alive() or time.monotonic() > deadline:
@@ -148,10 +152,14 @@ def run_workers(settings: Settings, k: int, n: int, tmp: Path) -> tuple[float, f
 # ------------------------------------------------------------------ the bare members
 
 
-async def bare_member(settings: Settings, group: str, stop: StopFlag, batch: int, ready: Barrier) -> None:
-    """``bench_worker_bare.bare_loop``'s I/O as one member of ``group``, until ``stop``; the members join
-    together (``ready``: all started, so one rebalance forms the group) and count their records in
-    ``<prefix>bare:stats`` (one HINCRBY in each batch's pipeline, as the worker's stats)."""
+async def bare_member(
+    settings: Settings, group: str, stop: StopFlag, batch: int, ready: Barrier, go: StopFlag
+) -> None:
+    """``bench_worker_bare.bare_loop``'s I/O as one member of ``group``, until ``stop``. The members join
+    together (``ready``: all started, so one rebalance forms the group) and take their first records on
+    ``go``, once the group is Stable: a fast member would otherwise do much of the work alone while the
+    others join. Each counts its records in ``<prefix>bare:stats`` (one HINCRBY in each batch's pipeline,
+    as the worker's stats)."""
     consumer = AIOKafkaConsumer(
         settings.topics.events,
         bootstrap_servers=settings.bootstrap_servers,
@@ -168,7 +176,9 @@ async def bare_member(settings: Settings, group: str, stop: StopFlag, batch: int
     await producer.start()
     partitions = sorted(await producer.partitions_for(out))
     ready.wait()
-    await consumer.start()
+    await consumer.start()  # joins the group in the background
+    while not go.is_set():
+        await asyncio.sleep(0.01)
     try:
         aggregates: dict[str, dict[str, Any]] = {}
         done = 0
@@ -200,15 +210,15 @@ async def bare_member(settings: Settings, group: str, stop: StopFlag, batch: int
         await redis.aclose()
 
 
-def _bare_process(settings: Settings, group: str, stop: StopFlag, ready: Barrier) -> None:
-    asyncio.run(bare_member(settings, group, stop, settings.features_batch_size, ready))
+def _bare_process(settings: Settings, group: str, stop: StopFlag, ready: Barrier, go: StopFlag) -> None:
+    asyncio.run(bare_member(settings, group, stop, settings.features_batch_size, ready, go))
 
 
 def run_bare(settings: Settings, k: int, n: int) -> tuple[float, float, int]:
     ctx = multiprocessing.get_context("spawn")
-    stop, ready = ctx.Event(), ctx.Barrier(k)
+    stop, ready, go = ctx.Event(), ctx.Barrier(k), ctx.Event()
     group = f"{settings.topic_prefix}bare{k}"
-    members = [ctx.Process(target=_bare_process, args=(settings, group, stop, ready)) for _ in range(k)]
+    members = [ctx.Process(target=_bare_process, args=(settings, group, stop, ready, go)) for _ in range(k)]
     for m in members:
         m.start()
     try:
@@ -220,6 +230,7 @@ def run_bare(settings: Settings, k: int, n: int) -> tuple[float, float, int]:
             [m.pid for m in members if m.pid is not None],
             lambda: all(m.is_alive() for m in members),
             lambda: f"bare members exited: {[m.exitcode for m in members]}",
+            go.set,
         )
     finally:
         stop.set()
