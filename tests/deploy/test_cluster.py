@@ -9,14 +9,11 @@ comes back), so the module also proves that ``up --cluster`` yields a usable clu
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -31,48 +28,13 @@ from streaming.errors import DeliveryError
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
+from tests.support.cluster import services_up_cluster
 from tests.support.streams import stream
 
-pytestmark = pytest.mark.cluster
+if TYPE_CHECKING:
+    import localservices
 
-ROOT = Path(__file__).resolve().parents[2]
-STATE = Path(os.environ.get("RIVULET_SERVICES_DIR", ROOT / ".services"))
-
-import localservices  # noqa: E402  (tests/conftest.py puts scripts/ on the path)
-
-
-def services_up_cluster() -> str:
-    """``scripts/services up --cluster``, as a user runs it; its output. The nodes it starts outlive it (and
-    this test process): a node a test killed is started again this way, not as a child of the test."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "services"), "up", "--cluster"], capture_output=True, text=True, timeout=600
-    )
-    if done.returncode != 0:
-        pytest.fail(f"scripts/services up --cluster failed:\n{done.stdout}\n{done.stderr}")
-    assert "cluster ready" in done.stdout, done.stdout
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def cluster() -> localservices.LocalCluster:
-    """The local cluster, brought up (or found up) by ``scripts/services up --cluster``."""
-    services_up_cluster()
-    return localservices.LocalCluster(STATE)
-
-
-@pytest.fixture
-def on_cluster(cluster: localservices.LocalCluster) -> Settings:
-    """Settings on the cluster (RF 3, min.insync 2, Redis Cluster), with this test's own prefixes."""
-    run = uuid.uuid4().hex[:10]
-    return Settings(
-        kafka_bootstrap=cluster.bootstrap,
-        replication_factor=3,
-        min_insync_replicas=2,
-        redis_url=cluster.redis_url,
-        redis_cluster=True,
-        topic_prefix=f"test.{run}.",
-        redis_prefix=f"test:{run}:",
-    )
+pytestmark = pytest.mark.cluster  # fixtures ``cluster`` and ``on_cluster``: tests/deploy/conftest.py
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from streaming.ingest.topics import TopicAdmin
 from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
-from tests.deploy.test_cluster import cluster, services_up_cluster  # noqa: F401 (cluster: a fixture)
 from tests.support.api_env import free_port
+from tests.support.cluster import services_up_cluster
 from tests.support.cluster_failover import (
     ApiLoad,
     SteadyProducer,
@@ -62,7 +62,7 @@ import localservices  # noqa: E402  (tests/conftest.py puts scripts/ on the path
 
 
 @pytest.fixture
-def on_cluster(cluster: localservices.LocalCluster) -> Iterator[Settings]:  # noqa: F811
+def on_cluster(cluster: localservices.LocalCluster) -> Iterator[Settings]:
     """Settings on the cluster with this test's own prefixes and the learner tests' signing key; its topics
     (RF 3, min.insync 2) made, and removed afterwards with every key under its prefix."""
     run = uuid.uuid4().hex[:10]
@@ -151,7 +151,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_redis_primary_killed_under_load(
-    cluster: localservices.LocalCluster,  # noqa: F811
+    cluster: localservices.LocalCluster,
     on_cluster: Settings,
     tmp_path: Path,
 ) -> None:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from river.datasets import synth
 
 from features.events import Event
-from streaming.clients import redis_client
+from streaming.clients import registry_redis
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.keys import SigningKey
 from streaming.learning.registry import RedisRegistry
@@ -104,7 +104,8 @@ def learner_process(settings: Settings, models: str, log: Path, **env: str) -> s
 
 
 def registry(settings: Settings, prefix: str | None = None) -> RedisRegistry:
-    return RedisRegistry(redis_client(settings), prefix or settings.redis_prefix, signer=SIGNER)
+    """The test signer's registry, on the client Rivulet's learner uses (a cluster client on a cluster)."""
+    return RedisRegistry(registry_redis(settings), prefix or settings.redis_prefix, signer=SIGNER)
 
 
 def events(n: int, seed: int) -> list[Event]:

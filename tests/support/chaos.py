@@ -1,0 +1,190 @@
+"""Load and checks for the cluster drills (issue 15): a producer at a steady rate while a fault happens, the
+child-process environment of the local cluster, and the feature oracle over what the events topic holds.
+
+The oracle is fed the events as the events topic holds them (each partition in offset order: one entity's
+events are on one partition, so that is the order its worker applied them), not as the test generated them:
+a send that failed may still have been written (Kafka cannot tell), and only the topic knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.cluster import RedisCluster
+
+from features.definitions import FeatureView
+from features.events import Event
+from features.store import FeatureRow
+from streaming.clients import feature_store
+from streaming.errors import DeliveryError
+from streaming.ingest.producer import Producer
+from streaming.settings import Settings
+from tests.support.kafka_read import read_all
+from tests.support.oracle import Oracle, diff
+from tests.support.workers import Worker
+
+__all__ = [
+    "FeatureCheck",
+    "LoadProducer",
+    "check_features",
+    "cluster_env",
+    "feature_records",
+    "topic_events",
+    "wait_feature_records",
+]
+
+
+def cluster_env(settings: Settings) -> dict[str, str]:
+    """What a Rivulet process needs, besides the test's prefixes, to run on the settings' cluster."""
+    return {
+        "RIVULET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RIVULET_REDIS_URL": settings.redis_url,
+        "RIVULET_REDIS_CLUSTER": "true",
+        "RIVULET_REPLICATION_FACTOR": str(settings.replication_factor),
+        "RIVULET_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
+    }
+
+
+@dataclass
+class LoadProducer:
+    """Sends ``events`` through Rivulet's producer SDK in a thread, ``batch`` every ``interval_s`` (a steady
+    rate, whatever the brokers do), until :meth:`stop` or the events run out. Each batch is sent with
+    ``send_many`` (send, then flush): an event is acknowledged when its batch returned, or when it is not
+    among the failures of the DeliveryError the batch raised; any other exception is kept in ``crashed``."""
+
+    settings: Settings
+    events: Sequence[Event]
+    batch: int = 20
+    interval_s: float = 0.1
+    acked: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: list[DeliveryError] = field(default_factory=list)
+    crashed: list[BaseException] = field(default_factory=list)
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load-producer", daemon=True)
+
+    def start(self) -> LoadProducer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 120.0) -> LoadProducer:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the load producer did not stop"
+        return self
+
+    def rate(self) -> float:
+        return self.batch / self.interval_s
+
+    def _run(self) -> None:
+        try:
+            with Producer(self.settings) as sdk:
+                next_at = time.monotonic()
+                for start in range(0, len(self.events), self.batch):
+                    if self._stop.is_set():
+                        return
+                    chunk = self.events[start : start + self.batch]
+                    ids = [e.event_id for e in chunk]
+                    self.sent += len(chunk)
+                    try:
+                        sdk.send_many(chunk)
+                        self.acked.extend(ids)
+                    except DeliveryError as exc:
+                        self.errors.append(exc)
+                        lost = {f.record_id for f in exc.failures}
+                        self.failed.extend(i for i in ids if i in lost)
+                        self.acked.extend(i for i in ids if i not in lost)
+                    next_at += self.interval_s
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+        except BaseException as exc:  # the test reads it: nothing may stop the load but stop()
+            self.crashed.append(exc)
+
+
+def topic_events(settings: Settings) -> list[Event]:
+    """The events topic's events, each partition in offset order."""
+    return [Event.from_json(r.value) for r in read_all(settings.kafka_bootstrap, settings.topics.events)]
+
+
+@dataclass
+class FeatureCheck:
+    events: int  # distinct events on the events topic
+    vectors: int  # of them, those the oracle gives a vector (not late)
+    records: int  # records of the view on the features topic (re-emitted ones included)
+    entities: int
+
+
+def check_features(settings: Settings, view: FeatureView, events: list[Event]) -> FeatureCheck:
+    """The view's records on the features topic and its vectors in Redis equal the oracle over ``events``:
+    every event has its record (none lost), each equal to the oracle's vector (an event counted twice or
+    missed would change the later vectors of its entity), a re-emitted record identical to the first; every
+    entity's online vector is the oracle's at its watermark."""
+    counts = Counter(e.event_id for e in events)
+    assert not [i for i, n in counts.items() if n > 1], "an event is twice on the events topic"
+    oracle = Oracle(view).feed(events)
+    seen: dict[str, dict[str, Any]] = {}
+    records = 0
+    for r in read_all(settings.kafka_bootstrap, settings.topics.features):
+        rec = orjson.loads(r.value)
+        if rec["view"] != view.name:
+            continue
+        records += 1
+        event_id = rec["event"]["event_id"]
+        expected = oracle.vectors[event_id]
+        assert not oracle.diff(rec["features"], expected), (event_id, oracle.diff(rec["features"], expected))
+        assert rec["entity"] == oracle.entity_of[event_id]
+        first = seen.setdefault(event_id, rec)
+        assert first == rec, (event_id, "re-emitted with another vector")
+    assert seen.keys() == oracle.vectors.keys(), (
+        f"{len(oracle.vectors.keys() - seen.keys())} event(s) without a record"
+    )
+    online = oracle.online()
+    entities = sorted(online)
+    for entity, row in zip(entities, _read_redis(settings, view.name, entities), strict=True):
+        assert row is not None, entity
+        wm, aggs = online[entity]
+        assert row.ts == wm and not diff(row.values, aggs), (entity, diff(row.values, aggs))
+    return FeatureCheck(len(counts), len(oracle.vectors), records, len(entities))
+
+
+def _read_redis(settings: Settings, view: str, entities: list[str]) -> list[FeatureRow | None]:
+    async def go() -> list[FeatureRow | None]:
+        store = feature_store(settings)
+        try:
+            return await store.read(view, entities)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def feature_records(settings: Settings) -> int:
+    """How many feature records the workers have produced (their stats hash, on the Redis Cluster)."""
+    client = RedisCluster.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        return int(client.hget(f"{settings.redis_prefix}stats:features", "records:all") or 0)
+    finally:
+        client.close()
+
+
+def wait_feature_records(
+    settings: Settings, target: int, live: Sequence[Worker], timeout_s: float = 180.0
+) -> int:
+    """Until the workers have produced ``target`` feature records (a worker of ``live`` that exits
+    meanwhile fails the test, with the end of its log); the count reached."""
+    deadline = time.monotonic() + timeout_s
+    while (got := feature_records(settings)) < target:
+        for w in live:
+            assert w.alive(), w.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the workers made no progress ({got} of {target} records)"
+        time.sleep(0.1)
+    return got
