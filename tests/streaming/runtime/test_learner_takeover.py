@@ -10,6 +10,9 @@ import itertools
 import os
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,54 @@ def test_shards_split_the_specs_a_standby_takes_over_and_gives_back(topics: Sett
     for name in NAMES:
         one_lineage(reg, name)
     assert_equal_to_clean(s, reg, features)
+
+
+def test_a_lost_spec_leaves_the_learners_memory_and_comes_back_restored(topics: Settings) -> None:
+    """In one process, to see its memory: t1's lease is taken by another holder (who raises its fence and
+    writes nothing); the learner drops t1 (its state freed, records no longer routed to it) and goes on with
+    t2 and t3; once the lease is free again it takes t1 back from the registry."""
+    s = topics.model_copy(update={"learner_lease_ms": 600})
+    reg = registry(s)
+    _, records = delayed_stream(N, DELAY, function=3, seed=13)
+    features = sum(1 for role, _ in records if role == "features")
+    third = len(records) // 3
+    send(s, records[:third])
+    worker = LearnerWorker(s, TRIO, registry=registry(s))
+    runner = threading.Thread(target=lambda: worker.run(install_signals=False))
+    runner.start()
+    try:
+        until("every spec learning", lambda: all(learned(reg, n, 1) for n in NAMES), runner)
+        before = {n: versions(reg, n)[-1].version for n in NAMES}
+        thief = RedisLeases(redis_client(s), s.redis_prefix, 60_000, owner="thief")
+        while (epoch := thief.acquire("t1")) is None:  # between two of the learner's renewals
+            redis_client(s).delete(f"{s.redis_prefix}model:{{t1}}:lease")
+        registry(s).hold("t1", epoch)  # another learner's: t1's fence raised to its epoch
+        until("t1 dropped", lambda: set(worker.core.models) == {"t2", "t3"}, runner)
+        send(s, records[third : 2 * third])
+        until(
+            "t2, t3 go on",
+            lambda: all(versions(reg, n)[-1].version > before[n] for n in ("t2", "t3")),
+            runner,
+        )
+        assert set(worker.core.models) == {"t2", "t3"}  # t1 is not computed (nor written: see below)
+        assert all(v.header["epoch"] == 1 for v in versions(reg, "t1"))
+
+        thief.release("t1")  # free again: t1 is the learner's own, taken back at its next turn
+        send(s, records[2 * third :])
+        until("t1 back", lambda: "t1" in worker.core.models, runner)
+        until("everything learned", lambda: all(learned(reg, n, features) for n in NAMES), runner)
+    finally:
+        worker.stop()
+        runner.join(60)
+    assert not runner.is_alive()
+    epochs = one_lineage(reg, "t1")
+    assert epochs[0] == 1 and epochs[-1] > epoch and epoch not in epochs  # the thief wrote nothing
+    assert_equal_to_clean(s, reg, features)
+
+
+def until(what: str, ok: Callable[[], bool], runner: threading.Thread) -> None:
+    deadline = time.monotonic() + 120
+    while not ok():
+        assert runner.is_alive(), f"the learner stopped while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
