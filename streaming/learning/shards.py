@@ -5,7 +5,7 @@ ordered by a stable hash of their names (SHA-256, the same in every process and 
 ``hash()``) and dealt round-robin, so each shard prefers ``len(specs) // N`` or one more, and which one
 a spec goes to depends only on the names. A shard takes the leases of its own specs as soon as they are free
 (and asks for them back from a learner that took them over while it was away); the others it takes only as
-a standby, once their lease has been free for a whole lease period (see
+a standby, once their lease has been free for half a lease period (see
 :class:`~streaming.runtime.lease_keeper.LeaseKeeper`).
 
 >>> shard = Shard.parse("1/3")

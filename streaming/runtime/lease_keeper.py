@@ -9,8 +9,9 @@ own. Each :meth:`LeaseKeeper.turn` (every third of the lease's TTL, or more ofte
    another learner owns it, or did, and this learner's state of it is stale;
 2. takes the lease of each of its own specs that is free (not one lost in this very turn: its state must be
    dropped first, by the next turn it is), and marks the others ``wanted`` (they are held elsewhere);
-3. as a *standby* (``standby=True``), takes any other spec whose lease it has seen free for a whole TTL
-   (its own learner, if alive, would have taken it by then) and that nobody wants;
+3. as a *standby* (``standby=True``), takes any other spec whose lease it has seen free for half a TTL
+   (its own learner, if alive, turns every third of one and would have taken it by then; one that has just
+   started and finds it taken asks for it back, 4.) and that nobody wants;
 4. lists the held specs that are not its own and that their own learner wants back: the learner gives them
    back (a checkpoint first, then :meth:`release`).
 
@@ -128,12 +129,12 @@ class LeaseKeeper:
         return f"its lease lapsed and epochs {epoch + 1}..{again - 1} were another learner's"
 
     def _orphan(self, spec: str, now: float) -> bool:
-        """A spec not ours, free for a whole TTL and wanted by nobody: a standby takes it."""
+        """A spec not ours, free for half a TTL and wanted by nobody: a standby takes it."""
         if self.leases.holder(spec) is not None or self.leases.wanted(spec) is not None:
             self._free_since.pop(spec, None)
             return False
         since = self._free_since.setdefault(spec, now)
-        return now - since >= self.leases.ttl_ms / 1000
+        return now - since >= self.leases.ttl_ms / 2000
 
     def _take(self, spec: str) -> bool:
         epoch = self.leases.acquire(spec)
