@@ -230,11 +230,13 @@ class LearnerWorker:
         self._changes = Turn()
         log.info("learning", specs=[s.name for s in specs])
         self.session.restore()
+        self._check_leases(self.clock())  # a long restore must not let the leases lapse
         consumer = kafka_consumer(self.settings, client_id="rivulet-learner")
         clean = idle = False
         try:
             t = self.settings.topics
             tail = KafkaTail(consumer, [t.features, t.labels, t.predictions], self._start_offset)
+            self._check_leases(self.clock())
             idle = self._consume(tail, max_idle_s, heartbeat)
             clean = True
         finally:

@@ -215,7 +215,7 @@ def test_a_lost_spec_leaves_the_learners_memory_and_comes_back_restored(topics: 
             runner,
         )
         assert set(worker.core.models) == {"t2", "t3"}  # t1 is not computed (nor written: see below)
-        assert all(v.header["epoch"] == 1 for v in versions(reg, "t1"))
+        assert all(v.header["epoch"] < epoch for v in versions(reg, "t1"))  # nothing written since
 
         thief.release("t1")  # free again: t1 is the learner's own, taken back at its next turn
         send(s, records[2 * third :])
