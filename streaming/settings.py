@@ -14,11 +14,14 @@ the environment anywhere else. Defaults point at loopback services, so a develop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from streaming.learning.shards import Shard
 
 __all__ = ["CommaList", "Settings", "Topics", "kafka_address", "redis_address"]
 
@@ -212,6 +215,17 @@ class Settings(BaseSettings):
         description="A learner's lease of its models (ms): renewed every third of it; a standby learner "
         "takes the models over once it lapses, and the registry refuses the former holder's writes.",
     )
+    learner_shard: str | None = Field(
+        None,
+        description="`I/N`: this learner is shard I of N (`rivulet learn run --shard`): it takes the specs "
+        "of its shard (the specs ordered by a stable hash of their names, dealt round-robin) and, as a "
+        "standby, any other one left without a learner. Unset: every spec is its own.",
+    )
+    learner_standby: bool = Field(
+        True,
+        description="A learner takes over specs left without a learner (besides its own) and, having lost "
+        "every spec, waits for them again; false: it takes its own specs only and exits 1 once it lost them.",
+    )
 
     # Scoring API
     serve_host: str = Field("127.0.0.1", description="Address `rivulet serve` listens on.")
@@ -256,6 +270,26 @@ class Settings(BaseSettings):
                 f"({self.replication_factor}): no acks=all write could succeed"
             )
         return self
+
+    @field_validator("learner_shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        """``I/N`` with ``0 <= I < N``, checked at start (an empty value is unset).
+
+        >>> Settings(learner_shard="1/3").shard()
+        Shard(index=1, count=3)
+        """
+        if value is None or not value.strip():
+            return None
+        from streaming.learning.shards import Shard
+
+        return str(Shard.parse(value))
+
+    def shard(self) -> Shard | None:
+        """:attr:`learner_shard` parsed (None: every spec is the learner's own)."""
+        from streaming.learning.shards import Shard
+
+        return Shard.parse(self.learner_shard) if self.learner_shard else None
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -12,6 +12,7 @@ from streaming.cli.options import ModelsModule
 from streaming.cli.specs import checked_specs
 from streaming.clients import registry_writer
 from streaming.learning.registry import RedisRegistry
+from streaming.learning.shards import Shard
 from streaming.learning.spec import ModelSpec
 
 app = typer.Typer(help="Run the learner: River models on the features stream.", no_args_is_help=True)
@@ -25,9 +26,20 @@ def run(
     heartbeat: Annotated[
         Path | None, typer.Option(help="Touch this file every 2 s (a health check).")
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: this learner's own specs are shard I of N (RIVULET_LEARNER_SHARD); it stands by for "
+            "the others (RIVULET_LEARNER_STANDBY)."
+        ),
+    ] = None,
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
     settings = with_stack_keys(settings_of(ctx), signing=True)
+    try:
+        own = Shard.parse(shard) if shard is not None else settings.shard()
+    except ValueError as exc:
+        fail(f"--shard: {exc}")
     with user_errors():  # a bad spec or feature view
         specs = checked_specs(settings, models)
     from streaming.runtime.learner import LearnerWorker
@@ -35,7 +47,7 @@ def run(
     with user_errors():
         registry = registry_writer(settings)
         _restorable(registry, specs)
-        worker = LearnerWorker(settings, specs, registry=registry)
+        worker = LearnerWorker(settings, specs, registry=registry, shard=own)
         worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
 
 

@@ -6,7 +6,9 @@ Keys, besides the registry's (hash tag on a model name, so each group below shar
 - ``<prefix>model:{<spec>}:epoch``: the spec's epoch, incremented (INCR) on every acquisition;
 - ``<prefix>model:{<spec>}:members``: every model name a holder wrote under the spec (the spec itself and its
   challengers ``<spec>~<ts>``), added under the holder's epoch (see *births* below);
-- ``<prefix>model:{<name>}:fence``: the highest epoch that raised or wrote model ``name``.
+- ``<prefix>model:{<name>}:fence``: the highest epoch that raised or wrote model ``name``;
+- ``<prefix>model:{<spec>}:wanted``: a learner waiting for the spec as its own shard's (TTL): a holder that
+  took it over as a standby gives it back (:mod:`streaming.runtime.lease_keeper`). Advice, not fencing.
 
 A challenger lives in another slot than its spec, so no script can see both the spec's epoch and the
 challenger's keys: each model carries its own fence, in its own slot. A fenced write is one Lua script over

@@ -40,10 +40,21 @@ class Leases(ABC):
     def holder(self, spec: str) -> str | None:
         """Who holds the spec's lease now (``owner#epoch``), for messages."""
 
+    def want(self, spec: str) -> None:
+        """Say that this learner waits for ``spec`` as its own (its shard's): a holder that took it over as a
+        standby gives it back (:class:`~streaming.runtime.lease_keeper.LeaseKeeper`). Lasts one TTL.
+        (The in-process leases have one learner: nobody to tell.)"""
+        return None
+
+    def wanted(self, spec: str) -> str | None:
+        """Another learner that waits for ``spec`` as its own, if any (never this one)."""
+        return None
+
 
 class RedisLeases(Leases):
-    """Leases in Redis: ``<prefix>model:{<spec>}:lease`` (owner#epoch, TTL ``ttl_ms``) and the epoch
-    counter ``<prefix>model:{<spec>}:epoch``, one slot per spec."""
+    """Leases in Redis: ``<prefix>model:{<spec>}:lease`` (owner#epoch, TTL ``ttl_ms``), the epoch
+    counter ``<prefix>model:{<spec>}:epoch`` and ``<prefix>model:{<spec>}:wanted`` (the owner waiting for
+    it as its own, TTL ``ttl_ms``), one slot per spec."""
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, owner: str | None = None) -> None:
         self._r: Any = client
@@ -82,6 +93,14 @@ class RedisLeases(Leases):
     def holder(self, spec: str) -> str | None:
         raw = self._r.get(self._k(spec, "lease"))
         return raw.decode(errors="replace") if raw is not None else None
+
+    def want(self, spec: str) -> None:
+        self._r.set(self._k(spec, "wanted"), self.owner, px=self.ttl_ms)
+
+    def wanted(self, spec: str) -> str | None:
+        raw = self._r.get(self._k(spec, "wanted"))
+        who = raw.decode(errors="replace") if raw is not None else None
+        return who if who != self.owner else None
 
 
 class MemoryLeases(Leases):

@@ -53,3 +53,21 @@ BY_HAND = ModelSpec(
     promotion=PromotionPolicy(min_labelled=200, probation=2_000),
     checkpoint=CheckpointPolicy(every_records=500, every_seconds=0.5, keep=50),
 )
+
+
+def trio_spec(name: str) -> ModelSpec:
+    """One of three specs that learners share out (``t1``..``t3``: shard ``i/3`` prefers ``t{i+1}``, shard
+    ``0/2`` prefers ``t1`` and ``t3``)."""
+    return ModelSpec(
+        name=name,
+        task="binary",
+        view="all",
+        model=scaled_lr,
+        metrics=(metrics.LogLoss, metrics.ROCAUC),
+        checkpoint=CheckpointPolicy(every_records=300, every_seconds=0.5, keep=50),
+    )
+
+
+# several learner processes sharing specs (tests/streaming/runtime/test_learner_takeover.py)
+TRIO = [trio_spec("t1"), trio_spec("t2"), trio_spec("t3")]
+TRIO_T1 = TRIO[:1]

@@ -87,6 +87,16 @@ def test_a_bad_spec_module(tmp_path: Path) -> None:
     _one_error_line(res, "cannot import 'no_such_module_here'")
 
 
+@pytest.mark.parametrize("shard", ["3/3", "1", "a/b", "-1/2", "1/0"])
+def test_a_bad_shard(tmp_path: Path, shard: str) -> None:
+    """``--shard`` and ``RIVULET_LEARNER_SHARD`` refuse what is not I/N with 0 <= I < N, before any
+    connection (a learner of no shard would take nothing of its own)."""
+    res = run_cli(["learn", "run", "--shard", shard], cli_env(tmp_path))
+    _one_error_line(res, "--shard", "a shard is I/N with 0 <= I < N", repr(shard))
+    res = run_cli(["learn", "run"], cli_env(tmp_path, RIVULET_LEARNER_SHARD=shard))
+    _one_error_line(res, "RIVULET_LEARNER_SHARD", "a shard is I/N")
+
+
 def test_a_bad_source(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
     out = ["--out", str(tmp_path / "o"), "--quiet"]

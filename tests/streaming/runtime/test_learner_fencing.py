@@ -68,7 +68,9 @@ def test_a_paused_owner_is_fenced_and_the_standby_takes_over(topics: Settings, t
 
     send(s, records[:half])
     owner_log, standby_log = tmp_path / "owner.log", tmp_path / "standby.log"
-    owner = learner_process(s, "tests.support.model_defs", owner_log, **LEASE)
+    # the owner stops once fenced (no standby); a standby one stays: test_learner_takeover.py
+    no_standby = {"RIVULET_LEARNER_STANDBY": "false", **LEASE}
+    owner = learner_process(s, "tests.support.model_defs", owner_log, **no_standby)
     standby = None
     try:
         wait("the owner's first version", lambda: newest(1), (owner, owner_log))
