@@ -16,11 +16,12 @@ public name here (``from streaming.learning.core import ModelState`` keeps worki
 
 from __future__ import annotations
 
+import copyreg
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex
 
 import cython
 import river
@@ -84,6 +85,14 @@ class Pending:
     ts: int
 
 
+def _reduce(obj: Any) -> tuple[Any, ...]:
+    """How a C type of this module and of :mod:`~streaming.learning.evidence` pickles, at every protocol:
+    ``copyreg.__newobj__`` and its state. From protocol 2 on, the bytes of the dataclass it was (pickle
+    writes NEWOBJ for it, as for a dataclass); at 0 and 1, where a dataclass pickled through copyreg's
+    reconstructor (``object.__new__``, which an extension type refuses), one that loads compiled or not."""
+    return copyreg.__newobj__, (type(obj),), obj.__getstate__()  # type: ignore[attr-defined]
+
+
 @cython.cclass
 class Recent:
     """The most recent keys, bounded: membership test plus insertion order for eviction. (A C type where
@@ -110,9 +119,14 @@ class Recent:
         return f"Recent(order={self.order!r}, keys={self.keys!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Recent and (self.order, self.keys) == (other.order, other.keys)
+        if type(other) is not type(self):  # as a dataclass compares: its own class only, else the other's say
+            return NotImplemented
+        return (self.order, self.keys) == (other.order, other.keys)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return _reduce(self)
 
     # the set is derived from the order: pickling only the order keeps snapshots independent of the set's
     # hash-table layout (which differs between processes and between a set built and one unpickled)
@@ -239,9 +253,14 @@ class ModelState:
         return f"ModelState({', '.join(f'{k}={v!r}' for k, v in self.fields().items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is ModelState and self.fields() == other.fields()
+        if type(other) is not type(self):  # as a dataclass compares: its own class only, its fields only
+            return NotImplemented
+        return [getattr(self, name) for name in FIELDS] == [getattr(other, name) for name in FIELDS]
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return _reduce(self)
 
     def __getstate__(self) -> dict[str, Any]:
         for r in self.rolling:  # a snapshot holds the rolling metrics as River keeps them (score())
