@@ -211,6 +211,16 @@ class Evidence:
         self.__init__(**{k: state.pop(k) for k in _FIELDS if k in state})  # type: ignore[misc]
         for key, value in state.items():
             setattr(self, key, value)
+        # what add() can have made (refused otherwise, compiled or not, when a snapshot is opened: a negative
+        # count broke the bound's square root on every record, a NaN loss silenced the test for good)
+        n = self.n
+        if type(n) is not int or n < 0:
+            raise ValueError(f"an Evidence's n is a count, not {n!r:.50}")
+        for loss in (self.incumbent_loss, self.candidate_loss):
+            if type(loss) not in (int, float) or not 0 <= loss <= n:
+                raise ValueError(f"an Evidence's losses are numbers in [0, n={n}], not {loss!r:.50}")
+        if type(self.since) is not dict:
+            raise TypeError(f"an Evidence's since is a dict, not {type(self.since).__name__}")
 
     def add(self, incumbent: float, candidate: float, position: Any = None) -> None:
         self.n += 1

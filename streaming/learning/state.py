@@ -134,8 +134,11 @@ class Recent:
         return {"order": list(self.order)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.order = deque(state["order"])
-        self.keys = set(self.order)
+        order = state["order"]
+        if type(order) is not list:  # what __getstate__ writes (a str would give a deque of its characters)
+            raise TypeError(f"a Recent's order is a list, not {type(order).__name__}")
+        self.order = deque(order)
+        self.keys = set(order)
 
 
 # the counters of a model (ModelState.counters), in the order a snapshot holds them
@@ -288,10 +291,15 @@ class ModelState:
         state.setdefault("controls", {})
         if "pending_values" not in state:
             declared = state.get("features") is not None
-            state["pending_values"] = sum(cost(p.x, declared) for p in state.get("pending", {}).values())
+            pending = state.get("pending", {})
+            if type(pending) is dict:  # else refused below
+                state["pending_values"] = sum(cost(p.x, declared) for p in pending.values())
+        counters = state.get("counters")
+        if type(counters) is dict and "early_labels" not in counters:
+            state["counters"] = {**counters, "early_labels": 0}
+        check_fields(state)
         for key, value in state.items():
             setattr(self, key, value)
-        self.counters.setdefault("early_labels", 0)
         defer(self.rolling)  # snapshots written before rolling windows were deferred
 
     @property
@@ -379,6 +387,56 @@ FIELDS = (
     "controls",
     "counters",
 )
+# the fields of a ModelState that must hold exactly these types (most are C-typed where compiled, state.pxd:
+# another type, a subclass or None is refused there, accepted as Python and failing later; a Recent may be
+# subclassed), and the fields that are strings
+TYPED: dict[str, type] = {
+    "metrics": list,
+    "rolling": list,
+    "feature_detectors": dict,
+    "scoring": list,
+    "pending": dict,
+    "early": dict,
+    "seen": Recent,
+    "learned": Recent,
+    "drifts": list,
+    "rejected": dict,
+    "classes": dict,
+    "kinds": dict,
+    "decisions": list,
+    "abstained": dict,
+    "controls": dict,
+    "counters": dict,
+}
+TEXT = ("name", "spec", "task", "status", "role")
+
+
+def check_fields(state: Mapping[str, Any]) -> None:
+    """TypeError or ValueError unless ``state`` (a ModelState's fields, as a snapshot restores them) holds
+    every field, the C-typed ones of their exact type (:data:`TYPED`), its names as strings, every counter
+    as a count (an int, 0 or more) and its evidence as an :class:`Evidence` or None: the same refusal
+    compiled or not, when the snapshot is opened, rather than a state that fails on a later record (or,
+    compiled, a TypeError out of ``pickle.loads``)."""
+    missing = [name for name in FIELDS if name not in state]
+    if missing:
+        raise ValueError(f"a ModelState's fields {missing} are missing")
+    for name, kind in TYPED.items():
+        value = state[name]
+        if not (type(value) is kind or (kind is Recent and isinstance(value, Recent))):
+            raise TypeError(f"a ModelState's {name} is a {kind.__name__}, not {type(value).__name__}")
+    for name in TEXT:
+        if type(state[name]) is not str:
+            raise TypeError(f"a ModelState's {name} is a str, not {type(state[name]).__name__}")
+    counters = state["counters"]
+    counts = [(f"counter {name!r}", counters.get(name)) for name in COUNTERS]
+    for name, value in [*counts, ("pending_values", state["pending_values"]), ("loss_n", state["loss_n"])]:
+        if type(value) is not int or value < 0:
+            raise ValueError(f"a ModelState's {name} is a count (an int, 0 or more), not {value!r:.50}")
+    evidence = state["evidence"]
+    if evidence is not None and not isinstance(evidence, Evidence):
+        raise TypeError(f"a ModelState's evidence is an Evidence or None, not {type(evidence).__name__}")
+
+
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take

@@ -10,14 +10,19 @@ import copy
 import hashlib
 import pickle
 import weakref
+from collections import Counter, OrderedDict
+from typing import Any
 from unittest import mock
 
 import pytest
 from river import linear_model, metrics
 
 from streaming.learning.evidence import Evidence
+from streaming.learning.keys import generate
+from streaming.learning.registry import MemoryRegistry
+from streaming.learning.snapshot import SnapshotRejected
 from streaming.learning.spec import ModelSpec
-from streaming.learning.state import Recent, new_state
+from streaming.learning.state import ModelState, Recent, new_state
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +125,143 @@ def test_equality_is_the_dataclasses() -> None:
 
     assert Sub(3) == Sub(3) and Sub(3) != Sub(4)
     assert Sub(3) != Evidence(3)  # another class: not equal, as a dataclass's subclass
+
+
+# ---------------------------------------------------------------- hostile snapshots
+
+
+class _Crafted:
+    """Pickles as a ``cls`` whose ``__setstate__`` is given ``state``: what a snapshot with this content
+    holds (the state cannot be built and pickled where it is compiled: its fields are typed)."""
+
+    def __init__(self, cls: type, state: Any) -> None:
+        self.cls, self.state = cls, state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _new, (self.cls,), self.state
+
+
+def _new(cls: type) -> Any:
+    return cls.__new__(cls)  # type: ignore[call-overload]
+
+
+def _fields(**changes: Any) -> dict[str, Any]:
+    fields = new_state(SPEC, "m").__getstate__()
+    for key, value in changes.items():
+        if value is _GONE:
+            del fields[key]
+        else:
+            fields[key] = value
+    return fields
+
+
+_GONE = object()
+HOSTILE: dict[str, Any] = {
+    "pending a str": _fields(pending="x"),
+    "pending None": _fields(pending=None),
+    "counters a Counter": _fields(counters=Counter(_fields()["counters"])),
+    "pending an OrderedDict": _fields(pending=OrderedDict()),
+    "scoring a tuple": _fields(scoring=()),
+    "seen None": _fields(seen=None),
+    "seen a set": _fields(seen={"a"}),
+    "no name": _fields(name=_GONE),
+    "no model": _fields(model=_GONE),
+    "name an int": _fields(name=3),
+    "no learned counter": _fields(counters={"predicted": 0}),
+    "a negative count": _fields(counters={**_fields()["counters"], "learned": -1}),
+    "a count a float": _fields(counters={**_fields()["counters"], "learned": 1.5}),
+    "a count a str": _fields(counters={**_fields()["counters"], "learned": "9"}),
+    "evidence a dict": _fields(evidence={"n": 3}),
+    "evidence negative": _fields(evidence=_Crafted(Evidence, {"n": -5})),
+    "evidence nan": _fields(evidence=_Crafted(Evidence, {"n": 5, "incumbent_loss": float("nan")})),
+    "evidence inf": _fields(evidence=_Crafted(Evidence, {"n": 5, "candidate_loss": float("-inf")})),
+    "evidence more losses than records": _fields(
+        evidence=_Crafted(Evidence, {"n": 2, "incumbent_loss": 9.0})
+    ),
+    "evidence n a bool": _fields(evidence=_Crafted(Evidence, {"n": True})),
+    "evidence since a list": _fields(evidence=_Crafted(Evidence, {"since": []})),
+    "recent order a str": _fields(seen=_Crafted(Recent, {"order": "abc"})),
+    "recent order unhashable": _fields(seen=_Crafted(Recent, {"order": [["a"]]})),
+    "recent without order": _fields(seen=_Crafted(Recent, {})),
+    "not a dict": 42,
+    "a list of pairs": [("name", "m")],
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_snapshot_with_a_hostile_state_is_refused_and_an_older_version_loads(case: str) -> None:
+    """A signed snapshot whose state no Rivulet writes (a str where a dict field is, a field missing, a
+    negative count, evidence that cannot be): compiled, unpickling it raised a TypeError out of
+    ``load_latest`` (the learner's restore, serving's load: a crash); as Python, most loaded a state that
+    failed later, record after record. Now refused like any bad snapshot, and the older version loads."""
+    signer = generate()
+    registry = MemoryRegistry(signer=signer)
+    good = new_state(SPEC, "m")
+    registry.save("m", good, {"n_learned": 0})
+    registry.save("m", _Crafted(ModelState, HOSTILE[case]), {"n_learned": 0})
+    with pytest.raises(SnapshotRejected, match="does not load"):
+        registry.load("m", 2)
+    opened, refused = registry.load_latest("m")
+    assert opened.header["version"] == 1
+    assert pickle.dumps(opened.state) == pickle.dumps(pickle.loads(pickle.dumps(good)))  # (strings unshared)
+    assert len(refused) == 1 and "version 2" in refused[0] and "does not load" in refused[0]
+
+
+def test_a_hostile_evidence_or_recent_is_refused_on_its_own() -> None:
+    for cls, state in [
+        (Evidence, {"n": -1}),
+        (Evidence, {"n": 2**70, "incumbent_loss": float("nan")}),
+        (Recent, {"order": None}),
+    ]:
+        with pytest.raises((TypeError, ValueError)):
+            pickle.loads(pickle.dumps(_Crafted(cls, state)))
+
+
+def test_snapshots_the_code_writes_or_wrote_still_load() -> None:
+    """The checks refuse nothing a state of this code (or an older one: fields missing that defaults
+    fill) holds: huge counts, extra fields (kept, as the dataclass kept them), a dict subclass as the
+    snapshot's own dict."""
+    fields = _fields(counters={**_fields()["counters"], "learned": 2**80})
+    fields["note"] = "an attribute no field holds"
+    for key in ("early", "rejected", "status", "quarantine", "classes", "kinds", "clock", "role"):
+        del fields[key]
+    back = pickle.loads(pickle.dumps(_Crafted(ModelState, OrderedDict(fields))))
+    assert back.n_learned == 2**80 and back.note == "an attribute no field holds"
+    assert back.role == "champion" and back.early == {} and back.status == "learning"
+    state = {"n": 3, "incumbent_loss": 2, "candidate_loss": 1.5, "surprise": 1}
+    ev = pickle.loads(pickle.dumps(_Crafted(Evidence, state)))
+    assert ev == Evidence(3, 2, 1.5) and ev.surprise == 1  # type: ignore[attr-defined]
+
+
+def test_a_learner_restarting_on_a_hostile_snapshot_restores_the_version_before_and_learns_on() -> None:
+    """The learner's restore (``Learner.restore``): compiled, the TypeError out of ``pickle.loads`` stopped
+    the restart (every restart, while the version is the newest); as Python, it restored a ``pending``
+    that was a str (the first record left waiting for its label would fail on it). Now it is refused, logged
+    (``rejected``), the version before is restored, the restore writes nothing, and it learns on."""
+    from streaming.learning.router import TopicRoles
+    from streaming.runtime.learner import Learner
+    from tests.streaming.learning.test_restart import SPEC as LR
+    from tests.streaming.learning.test_restart import records
+
+    registry = MemoryRegistry(signer=generate())
+    roles = TopicRoles("f", "l", "p")
+    first = Learner([LR], registry, roles)
+    for rec in records(0, 300):
+        first.process(rec)
+    first.checkpoint()
+    opened, _ = registry.load_latest("lr")
+    header = {k: v for k, v in opened.header.items() if k not in ("model", "version")}
+    fields = {**opened.state.__getstate__(), "pending": "not a dict"}
+    assert registry.save("lr", _Crafted(ModelState, fields), header) == 2
+
+    second = Learner([LR], registry, roles)
+    second.restore()
+    assert [v.version for v in registry.versions("lr")] == [2, 1]  # the restore wrote nothing
+    assert len(second.rejected) == 1 and "version 2" in second.rejected[0]
+    assert "does not load" in second.rejected[0] and "pending" in second.rejected[0]
+    assert second.core.models["lr"].n_learned == 300
+    for rec in records(300, 200):
+        second.process(rec)
+    second.checkpoint()
+    latest, refused = registry.load_latest("lr")
+    assert refused == [] and latest.header["version"] == 3 and latest.state.n_learned == 500
