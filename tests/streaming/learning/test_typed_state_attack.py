@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import pickle
+import subprocess
+import sys
 import weakref
 from collections import Counter, OrderedDict
 from typing import Any
@@ -265,3 +267,50 @@ def test_a_learner_restarting_on_a_hostile_snapshot_restores_the_version_before_
     second.checkpoint()
     latest, refused = registry.load_latest("lr")
     assert refused == [] and latest.header["version"] == 3 and latest.state.n_learned == 500
+
+
+# ---------------------------------------------------------------- None where a typed state is read
+
+_NONE_CALLS = {
+    "loss_drifted": "drifts.loss_drifted(None, 1, 1)",
+    "drifted_features": "drifts.drifted_features(None, {})",
+    "reject": "core.reject(None, Reason.MODEL_ERROR, 'x')",
+    "admits": "core.admits(None, 1)",
+    "_abstained": "core._abstained(None, 'k', 1)",
+    "_predict": "core._predict(None, {})",
+    "_settle": "core._settle(None, 'k', {}, 1, 1, None, 0, None)",
+    "_inputs": "core._inputs(None, {})",
+    "_kind_changed": "core._kind_changed(None, {})",
+    "_learn": "core._learn(None, 'k', {}, 1, 1, None, 0, None)",
+    "seen set to None": "core.models['m'].seen = None; core.on_record('k', 0, {'a': 1.0}, label=True)",
+    "None among the models": "core.models = {'x': None, **core.models}; core.champion('m')",
+}
+_NONE_SETUP = """
+from river import linear_model, metrics
+from streaming.learning import drifts
+from streaming.learning.core import LearnerCore
+from streaming.learning.errors import Reason
+from streaming.learning.evidence import PromotionPolicy
+from streaming.learning.spec import ModelSpec
+spec = ModelSpec("m", "binary", "v", linear_model.LogisticRegression, metrics=(metrics.Accuracy,),
+                 promotion=PromotionPolicy())
+core = LearnerCore([spec])
+for name, call in CALLS.items():
+    try:
+        exec(call)
+    except TypeError as exc:
+        print(name, "TypeError", exc, flush=True)
+"""
+
+
+def test_none_as_a_typed_state_raises_and_never_crashes_the_process() -> None:
+    """Compiled, a typed state (or ``Recent``) read as a C struct is not checked for None: each of these
+    crashed the interpreter (SIGSEGV: a learner, a replay, the API gone without a word); as Python they
+    raised AttributeError. Now a TypeError, compiled or not. In a child process: a crash is its exit code,
+    not this test run's."""
+    code = f"CALLS = {_NONE_CALLS!r}\n{_NONE_SETUP}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stdout[-1000:], done.stderr[-1000:])
+    lines = done.stdout.splitlines()
+    assert [line.split(" TypeError ")[0] for line in lines] == list(_NONE_CALLS)
+    assert all(line.endswith("not None") for line in lines)
