@@ -161,6 +161,10 @@ class LearnerCore:
         shared: dict[str, Any] | None = None  # the inputs of the models without declared features (all alike)
         for state in self._selected(only):
             seen = state.seen
+            if (
+                seen is None
+            ):  # read as a C struct below where compiled (state.pxd): None would crash the process
+                raise TypeError(f"model {state.name!r}: its seen is a Recent, not None")
             seen_keys = seen.keys
             if key in seen_keys:
                 state.counters["duplicate_records"] += 1  # e.g. re-emitted by a feature worker after a crash
@@ -231,6 +235,8 @@ class LearnerCore:
         predicted what the metrics cannot take): the paired evidence counts it as a record without a
         prediction (the larger loss) when the label is known, now or later; left out, a challenger that
         fails on every record it would lose was compared on the others only, and promoted."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         if self.specs[state.spec].promotion is None or state.role not in (
             "champion",
             "challenger",
@@ -249,6 +255,8 @@ class LearnerCore:
     def _predict(self, state: ModelState, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None] | None:
         """The model's prediction on ``x`` (:func:`~streaming.learning.state.predict`), or ``None`` when it
         raised or predicted what the metrics cannot take: the record is rejected for this model only."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         try:
             label_pred, proba = predict(state, x)
         except Exception as exc:  # River raised on this record: rejected for this model only
@@ -279,6 +287,8 @@ class LearnerCore:
         """After a prediction: learn at once if the label is known (given, or held for this record), else
         keep the prediction pending; then bound what is pending and held. ``known``: the record's inputs
         were checked (:meth:`_takes`) and are all features the model has learned (or not)."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         y, learn_ts = label, ts
         early = state.early
         if y is None and early:
@@ -317,6 +327,8 @@ class LearnerCore:
     @cython.locals(state=CState)
     def reject(self, state: ModelState, reason: Reason, detail: str) -> None:
         """Count a record rejected for ``state``'s model and tell ``on_reject``."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         rejected = state.rejected
         rejected[reason.value] = rejected.get(reason.value, 0) + 1
         if self.on_reject is not None:
@@ -330,6 +342,8 @@ class LearnerCore:
         :data:`MAX_CLASSES` of them (each costs memory in the model). Otherwise rejected (``label_type``,
         ``label_class``) and ``False``. Only checks: a label is a class of the model once
         :meth:`_learn` has learned it (it can still refuse the record, or learn_one raise)."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         if state.task != "multiclass" or self.specs[state.spec].classes:
             return True
         classes = state.classes
@@ -363,6 +377,8 @@ class LearnerCore:
         the record is rejected (``malformed_features``, ``feature_type``) before the model sees it, and
         again when a late label comes. Only learning counts (``ModelState.kinds``): a record predicted on
         but never labelled takes no room."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         kinds = state.kinds
         if state.features is not None and self._kind_changed(state, x):
             return False
@@ -384,6 +400,8 @@ class LearnerCore:
         quarantine), and each new leaf picks its splitter by the first value it learns, so a feature keeps
         one kind. Only learning decides it (a record predicted but never labelled locks nothing); the
         first labelled record of a new model does (declare the feature's kind upstream, in the view)."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         kinds = state.kinds
         for name, value in x.items():
             kind = kinds.get(name)
@@ -467,6 +485,8 @@ class LearnerCore:
         inputs were checked just before (:meth:`_takes`: a record learned as it is predicted) and are all
         features the model has learned, or not; ``None``: checked here (a late label: the model may have
         learned other records since)."""
+        if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+            raise TypeError("a ModelState, not None")
         kinds = state.kinds
         if known is None:
             if not self._takes(state, x):
@@ -541,6 +561,10 @@ class LearnerCore:
     def champion(self, spec: str) -> ModelState | None:
         """The model of ``spec`` that serves: the one whose role is ``champion``."""
         for st in self.models.values():
+            if (
+                st is None
+            ):  # read as a C struct below where compiled (state.pxd): None would crash the process
+                raise TypeError("a ModelState, not None")
             if st.spec == spec and st.role == "champion":
                 return st
         return None

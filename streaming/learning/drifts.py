@@ -54,6 +54,8 @@ def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
     A change in the loss is a drift only when the model got worse (learning also changes the loss): the
     detector's mean of the recent window against the mean since the last drift.
     """
+    if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+        raise TypeError("a ModelState, not None")
     if state.task == "regression":  # loss(), inline
         value = abs(y - label_pred) if label_pred is not None else 0.0
     else:
@@ -79,6 +81,8 @@ def loss_drifted(state: ModelState, y: Any, label_pred: Any) -> bool:
 def drifted_features(state: ModelState, x: dict[str, Any]) -> list[str]:
     """Feed the watched features' numbers of a predicted record to their detectors: the detectors
     (``feature:<name>``) that saw a drift."""
+    if state is None:  # read as a C struct below where compiled (state.pxd): None would crash the process
+        raise TypeError("a ModelState, not None")
     out = []
     for name, detector in state.feature_detectors.items():
         value = x.get(name)

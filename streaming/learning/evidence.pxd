@@ -7,3 +7,5 @@ cimport cython
 cdef class Evidence:
     cdef public object n, incumbent_loss, candidate_loss, first, last
     cdef public dict since
+    cdef dict __dict__  # attributes no field holds (pickled), and weak references, as on the dataclass it was
+    cdef object __weakref__

@@ -36,11 +36,12 @@ p-value reported, ``min(1, 1 / M_n)`` (1 while ``S_n <= 0``), is valid at any st
 
 from __future__ import annotations
 
+import copyreg
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, SupportsIndex
 
 import cython
 
@@ -190,15 +191,36 @@ class Evidence:
         return f"Evidence({', '.join(f'{k}={v!r}' for k, v in self._fields().items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Evidence and self._fields() == other._fields()
+        if type(other) is not type(self):  # as a dataclass compares: its own class only, its fields only
+            return NotImplemented
+        return self._fields() == other._fields()
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # copyreg.__newobj__ at every protocol (state._reduce, not imported: state imports this module)
+        return copyreg.__newobj__, (type(self),), self.__getstate__()  # type: ignore[attr-defined]
+
     def __getstate__(self) -> dict[str, Any]:
-        return self._fields()
+        out = self._fields()
+        out.update(vars(self))  # attributes no field holds, as the dataclass's __dict__ held them
+        return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        state = dict(state)
+        self.__init__(**{k: state.pop(k) for k in _FIELDS if k in state})  # type: ignore[misc]
+        for key, value in state.items():
+            setattr(self, key, value)
+        # what add() can have made (refused otherwise, compiled or not, when a snapshot is opened: a negative
+        # count broke the bound's square root on every record, a NaN loss silenced the test for good)
+        n = self.n
+        if type(n) is not int or n < 0:
+            raise ValueError(f"an Evidence's n is a count, not {n!r:.50}")
+        for loss in (self.incumbent_loss, self.candidate_loss):
+            if type(loss) not in (int, float) or not 0 <= loss <= n:
+                raise ValueError(f"an Evidence's losses are numbers in [0, n={n}], not {loss!r:.50}")
+        if type(self.since) is not dict:
+            raise TypeError(f"an Evidence's since is a dict, not {type(self.since).__name__}")
 
     def add(self, incumbent: float, candidate: float, position: Any = None) -> None:
         self.n += 1
@@ -247,6 +269,9 @@ class Evidence:
             "first": self.first,
             "last": self.last,
         }
+
+
+_FIELDS = ("n", "incumbent_loss", "candidate_loss", "first", "last", "since")
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,12 @@ def open_snapshot(blob: bytes, keyring: Keyring, *, model: str, version: int) ->
         hashlib.sha256(payload).hexdigest() != header.get("payload_sha256")
     ):
         raise SnapshotRejected(header, "payload hash mismatch")
-    return Opened(header, pickle.loads(payload))  # verified above: signed by a trusted key, unaltered
+    try:
+        state = pickle.loads(payload)  # verified above: signed by a trusted key, unaltered
+    except Exception as exc:  # signed, yet not a state this code loads (its classes refuse its fields...)
+        why = f"its payload does not load: {type(exc).__name__}: {exc}"
+        raise SnapshotRejected(header, why[:500]) from exc
+    return Opened(header, state)
 
 
 # ---------------------------------------------------------------- format 1, for the migration only

@@ -8,6 +8,8 @@ cimport cython
 cdef class Recent:
     cdef public object order
     cdef public set keys
+    cdef dict __dict__  # attributes no field holds, and weak references, as on the dataclass it was
+    cdef object __weakref__
 
 
 @cython.auto_pickle(False)
@@ -30,6 +32,7 @@ cdef class ModelState:
     cdef public object recent_xy
     cdef public dict controls, counters
     cdef dict __dict__
+    cdef object __weakref__
 
 
 # called by the core (core.pxd) in C, without a Python call's cost; Python callers see the same functions

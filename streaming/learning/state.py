@@ -16,11 +16,12 @@ public name here (``from streaming.learning.core import ModelState`` keeps worki
 
 from __future__ import annotations
 
+import copyreg
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex
 
 import cython
 import river
@@ -84,6 +85,14 @@ class Pending:
     ts: int
 
 
+def _reduce(obj: Any) -> tuple[Any, ...]:
+    """How a C type of this module and of :mod:`~streaming.learning.evidence` pickles, at every protocol:
+    ``copyreg.__newobj__`` and its state. From protocol 2 on, the bytes of the dataclass it was (pickle
+    writes NEWOBJ for it, as for a dataclass); at 0 and 1, where a dataclass pickled through copyreg's
+    reconstructor (``object.__new__``, which an extension type refuses), one that loads compiled or not."""
+    return copyreg.__newobj__, (type(obj),), obj.__getstate__()  # type: ignore[attr-defined]
+
+
 @cython.cclass
 class Recent:
     """The most recent keys, bounded: membership test plus insertion order for eviction. (A C type where
@@ -110,9 +119,14 @@ class Recent:
         return f"Recent(order={self.order!r}, keys={self.keys!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Recent and (self.order, self.keys) == (other.order, other.keys)
+        if type(other) is not type(self):  # as a dataclass compares: its own class only, else the other's say
+            return NotImplemented
+        return (self.order, self.keys) == (other.order, other.keys)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return _reduce(self)
 
     # the set is derived from the order: pickling only the order keeps snapshots independent of the set's
     # hash-table layout (which differs between processes and between a set built and one unpickled)
@@ -120,8 +134,11 @@ class Recent:
         return {"order": list(self.order)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.order = deque(state["order"])
-        self.keys = set(self.order)
+        order = state["order"]
+        if type(order) is not list:  # what __getstate__ writes (a str would give a deque of its characters)
+            raise TypeError(f"a Recent's order is a list, not {type(order).__name__}")
+        self.order = deque(order)
+        self.keys = set(order)
 
 
 # the counters of a model (ModelState.counters), in the order a snapshot holds them
@@ -239,9 +256,14 @@ class ModelState:
         return f"ModelState({', '.join(f'{k}={v!r}' for k, v in self.fields().items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is ModelState and self.fields() == other.fields()
+        if type(other) is not type(self):  # as a dataclass compares: its own class only, its fields only
+            return NotImplemented
+        return [getattr(self, name) for name in FIELDS] == [getattr(other, name) for name in FIELDS]
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return _reduce(self)
 
     def __getstate__(self) -> dict[str, Any]:
         for r in self.rolling:  # a snapshot holds the rolling metrics as River keeps them (score())
@@ -269,10 +291,15 @@ class ModelState:
         state.setdefault("controls", {})
         if "pending_values" not in state:
             declared = state.get("features") is not None
-            state["pending_values"] = sum(cost(p.x, declared) for p in state.get("pending", {}).values())
+            pending = state.get("pending", {})
+            if type(pending) is dict:  # else refused below
+                state["pending_values"] = sum(cost(p.x, declared) for p in pending.values())
+        counters = state.get("counters")
+        if type(counters) is dict and "early_labels" not in counters:
+            state["counters"] = {**counters, "early_labels": 0}
+        check_fields(state)
         for key, value in state.items():
             setattr(self, key, value)
-        self.counters.setdefault("early_labels", 0)
         defer(self.rolling)  # snapshots written before rolling windows were deferred
 
     @property
@@ -360,6 +387,56 @@ FIELDS = (
     "controls",
     "counters",
 )
+# the fields of a ModelState that must hold exactly these types (most are C-typed where compiled, state.pxd:
+# another type, a subclass or None is refused there, accepted as Python and failing later; a Recent may be
+# subclassed), and the fields that are strings
+TYPED: dict[str, type] = {
+    "metrics": list,
+    "rolling": list,
+    "feature_detectors": dict,
+    "scoring": list,
+    "pending": dict,
+    "early": dict,
+    "seen": Recent,
+    "learned": Recent,
+    "drifts": list,
+    "rejected": dict,
+    "classes": dict,
+    "kinds": dict,
+    "decisions": list,
+    "abstained": dict,
+    "controls": dict,
+    "counters": dict,
+}
+TEXT = ("name", "spec", "task", "status", "role")
+
+
+def check_fields(state: Mapping[str, Any]) -> None:
+    """TypeError or ValueError unless ``state`` (a ModelState's fields, as a snapshot restores them) holds
+    every field, the C-typed ones of their exact type (:data:`TYPED`), its names as strings, every counter
+    as a count (an int, 0 or more) and its evidence as an :class:`Evidence` or None: the same refusal
+    compiled or not, when the snapshot is opened, rather than a state that fails on a later record (or,
+    compiled, a TypeError out of ``pickle.loads``)."""
+    missing = [name for name in FIELDS if name not in state]
+    if missing:
+        raise ValueError(f"a ModelState's fields {missing} are missing")
+    for name, kind in TYPED.items():
+        value = state[name]
+        if not (type(value) is kind or (kind is Recent and isinstance(value, Recent))):
+            raise TypeError(f"a ModelState's {name} is a {kind.__name__}, not {type(value).__name__}")
+    for name in TEXT:
+        if type(state[name]) is not str:
+            raise TypeError(f"a ModelState's {name} is a str, not {type(state[name]).__name__}")
+    counters = state["counters"]
+    counts = [(f"counter {name!r}", counters.get(name)) for name in COUNTERS]
+    for name, value in [*counts, ("pending_values", state["pending_values"]), ("loss_n", state["loss_n"])]:
+        if type(value) is not int or value < 0:
+            raise ValueError(f"a ModelState's {name} is a count (an int, 0 or more), not {value!r:.50}")
+    evidence = state["evidence"]
+    if evidence is not None and not isinstance(evidence, Evidence):
+        raise TypeError(f"a ModelState's evidence is an Evidence or None, not {type(evidence).__name__}")
+
+
 _NUMBERS = (int, float)
 MAX_CLASSES = 1_000  # classes a multiclass model without declared classes may learn
 MAX_FEATURES = 10_000  # distinct features a model may take
