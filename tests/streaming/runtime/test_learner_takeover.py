@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from streaming.clients import redis_client
 from streaming.learning.leases import RedisLeases
 from streaming.learning.registry import RedisRegistry, VersionInfo
 from streaming.learning.state import ModelState
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.streaming.runtime.test_learner_fencing import kill, send, wait
-from tests.support.learning import LEARNER_IDLE_S, delayed_stream, learner_process, redis_client, registry
+from tests.support.learning import LEARNER_IDLE_S, delayed_stream, learner_process, registry
 from tests.support.model_defs import TRIO
 
 pytestmark = pytest.mark.integration
