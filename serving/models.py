@@ -117,7 +117,7 @@ class ModelCache:
     def _load(self, name: str) -> LoadedModel | None:
         """Load the current version (or the newest that verifies); None if there is none."""
         try:
-            opened, rejected = self.registry.load_latest(name, current=True)
+            opened, rejected = self.registry.load_latest(name, current=True, kind=ModelState)
         except NoValidVersion as exc:
             log.error("no servable version", model=name, refused=exc.rejected)
             return None

@@ -215,9 +215,12 @@ class Registry(ABC):
             raise NoValidVersion(name, [f"version {version} does not exist"])
         return open_snapshot(blob, self.keyring, model=name, version=version)
 
-    def load_latest(self, name: str, *, current: bool = False) -> tuple[Opened, list[str]]:
-        """The newest version that verifies (or the current one first, with ``current=True``); also the
-        reasons any newer ones were refused."""
+    def load_latest(
+        self, name: str, *, current: bool = False, kind: type | None = None
+    ) -> tuple[Opened, list[str]]:
+        """The newest version that verifies (or the current one first, with ``current=True``) and, with
+        ``kind``, whose state is one (a signed payload of another type is refused like a bad signature: the
+        version before it loads); also the reasons any newer ones were refused."""
         candidates = list(reversed(self._numbers(name)))
         if current and (cur := self.current_version(name)) is not None and cur in candidates:
             candidates.remove(cur)
@@ -225,9 +228,14 @@ class Registry(ABC):
         rejected: list[str] = []
         for v in candidates:
             try:
-                return self.load(name, v), rejected
+                opened = self.load(name, v)
             except (SnapshotRejected, NoValidVersion) as exc:
                 rejected.append(str(exc))
+                continue
+            if kind is None or isinstance(opened.state, kind):
+                return opened, rejected
+            got = type(opened.state).__name__
+            rejected.append(f"{name} version {v}: its payload is a {got}, not a {kind.__name__}")
         raise NoValidVersion(name, rejected)
 
     def resign(self, name: str, legacy_secret: bytes) -> list[int]:

@@ -95,7 +95,7 @@ class Learner:
                 self.core.gone.add(name)  # its name is never reused
                 continue
             try:
-                opened, rejected = self.registry.load_latest(name)
+                opened, rejected = self.registry.load_latest(name, kind=ModelState)
             except NoValidVersion as exc:
                 if exc.rejected:
                     self.rejected += exc.rejected
