@@ -15,12 +15,24 @@ Every extension is optional: where it cannot be built (no C compiler, no Python 
 without it and the same code runs as Python (the feature engine's generated path, features.fused; the
 learner's ``.py`` modules), with the same results; ``rivulet features check`` and the engine say which path
 runs.
+
+Built modules are kept in ``build/ext-cache/<key>/`` (ignored by git), the key a SHA-256 of every Cython input
+(the ``.pyx``, ``.pxi`` and ``.pxd`` files, the learner's ``.py``, this file) and of the toolchain (Python,
+its extension suffix and compiler settings, Cython's version, ``CC``/``CFLAGS``). A build whose key is there
+copies those modules instead of generating C and compiling it again: ``scripts/bootstrap``'s editable install
+fills it, and a ``pip install .`` of the same checkout then installs the same modules without rebuilding them
+(the fresh-virtualenv demo test: about 70 s of compiling saved). Any change of an input is a new key, so a
+cached module is never one built from other sources; ``RIVULET_NO_EXT_CACHE=1`` builds from scratch.
 """
 
 import hashlib
 import os
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
+import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -73,13 +85,60 @@ def learner(name: str) -> Extension:
     )
 
 
+CACHE = ROOT / "build" / "ext-cache"
+KEEP = 4  # cache entries kept (the newest): older keys are removed when a new one is stored
+
+
+def cache_key() -> str:
+    """The SHA-256 of everything a built module depends on: a change of any input is a new key."""
+    inputs = [ROOT / "setup.py", *(ROOT / "streaming" / "learning" / f"{name}.py" for name in LEARNER)]
+    for pattern in ("*.pyx", "*.pxi", "*.pxd"):
+        inputs += [*ROOT.glob(f"features/{pattern}"), *ROOT.glob(f"streaming/learning/{pattern}")]
+    digest = hashlib.sha256()
+    for path in sorted(set(inputs)):
+        digest.update(f"{path.relative_to(ROOT).as_posix()}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    toolchain = [sys.version, sys.base_prefix, Cython.__version__]
+    toolchain += [str(sysconfig.get_config_var(v)) for v in ("EXT_SUFFIX", "CC", "CFLAGS", "LDSHARED")]
+    toolchain += [os.environ.get(v, "") for v in ("CC", "CFLAGS", "LDFLAGS", "LDSHARED")]
+    digest.update("\0".join(toolchain).encode())
+    return digest.hexdigest()
+
+
 class ParallelBuild(build_ext):
-    """Builds the extensions on every core (``pip install`` cannot pass ``-j``)."""
+    """Builds the extensions on every core (``pip install`` cannot pass ``-j``), or copies the modules of an
+    identical build from ``build/ext-cache`` (see the module's docstring)."""
 
     def finalize_options(self) -> None:
         super().finalize_options()
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
+
+    def build_extension(self, ext: Extension) -> None:
+        relative = self.get_ext_filename(ext.name)
+        cached, target = CACHE / KEY / relative, Path(self.get_ext_fullpath(ext.name))
+        if USE_CACHE and cached.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cached, target)
+            print(f"setup.py: {ext.name} from build/ext-cache/{KEY[:12]} (same sources and toolchain)")
+            return
+        super().build_extension(ext)
+        if USE_CACHE and target.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+            shutil.copy2(target, partial)
+            os.replace(partial, cached)  # whole or not at all: a concurrent build reads one or the other
+            entries = sorted(CACHE.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in entries[KEEP:]:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def cached_everything(extensions: list[Extension]) -> bool:
+    """Whether every extension's module is in the cache (then no C is generated: cythonize is skipped)."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    return USE_CACHE and all(
+        (CACHE / KEY / (ext.name.replace(".", os.sep) + suffix)).is_file() for ext in extensions
+    )
 
 
 DIRECTIVES = {
@@ -89,9 +148,15 @@ DIRECTIVES = {
     "autotestdict": False,  # the doctests are found as in the .py (not twice)
 }
 
+EXTENSIONS = [native, distinct, *map(learner, LEARNER)]
+KEY = cache_key()
+USE_CACHE = os.environ.get("RIVULET_NO_EXT_CACHE") != "1"
+
 setup(
-    ext_modules=cythonize(
-        [native, distinct, *map(learner, LEARNER)],
+    ext_modules=EXTENSIONS
+    if cached_everything(EXTENSIONS)
+    else cythonize(
+        EXTENSIONS,
         quiet=True,
         compiler_directives=DIRECTIVES,
         nthreads=os.cpu_count() or 1,  # the C of each module written in parallel

@@ -173,9 +173,25 @@ def wait_records(settings: Settings, target: int, live: list[Worker], timeout_s:
     """Until the workers have produced ``target`` feature records in all (the stats hash's
     ``records:all``); a worker of ``live`` that exits meanwhile fails the test (with the end of its log)."""
     client = redis_client(settings)
+    stats = f"{settings.redis_prefix}stats:features"
     deadline = time.monotonic() + timeout_s
-    while int(client.hget(f"{settings.redis_prefix}stats:features", "records:all") or 0) < target:
+    while int(client.hget(stats, "records:all") or 0) < target:
         for w in live:
             assert w.alive(), w.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the workers made no progress"
+        if time.monotonic() >= deadline:  # what a stall looks like: stuck with a lag, or nothing left to read
+            raise AssertionError(f"the workers made no progress: {_stall(settings, target, stats)}")
         time.sleep(0.05)
+
+
+def _stall(settings: Settings, target: int, stats: str) -> str:
+    """The group's lag, the stats hash and the end of each worker's log, for a stalled wait_records."""
+    admin = kafka_admin(settings, client_id="rivulet-tests")
+    consumer = kafka_consumer(settings, client_id="rivulet-tests", isolation_level="read_uncommitted")
+    try:
+        consumer.topics()
+        lag = _lag(settings, admin, consumer)
+    finally:
+        admin.close()
+        consumer.close()
+    counts = {k.decode(): v.decode() for k, v in redis_client(settings).hgetall(stats).items()}
+    return f"target {target} records:all, group lag {lag} (-1: unknown), stats {counts}"
