@@ -42,7 +42,6 @@ from multiprocessing.synchronize import Event as StopFlag
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streaming.clients import async_kafka_producer, async_redis_node, kafka_admin
@@ -52,7 +51,7 @@ from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_worker_bare import STATE_BYTES, _produce, _vector, fold  # noqa: E402
+from bench_worker_bare import STATE_BYTES, bare_batch  # noqa: E402
 from benchkit import arguments, cpu_seconds, drop, fresh, log_tail, scratch_dir  # noqa: E402
 
 from tests.support.oracle import stream  # noqa: E402
@@ -187,19 +186,9 @@ async def bare_member(
             records = [r for rs in got.values() for r in rs]
             if not records:
                 continue
-            touched: dict[str, Any] = {}
-            values = []
-            for r in records:
-                event = orjson.loads(r.value)
-                agg = fold(aggregates, event)[event["entity"]]
-                vector = touched[event["entity"]] = _vector(agg)
-                values.append(orjson.dumps({"entity": event["entity"], "event": event, "features": vector}))
-            await _produce(producer, out, partitions, values)
-            pipe = redis.pipeline(transaction=False)
-            for entity, vector in touched.items():
-                mapping = {"_ts": aggregates[entity]["ts"], **{k: orjson.dumps(v) for k, v in vector.items()}}
-                pipe.hset(f"{prefix}bare:v:{{{entity}}}", mapping=mapping)
-                pipe.hset(f"{prefix}bare:s:{{{entity}}}", mapping={"s": state, "t": out, "p": 0, "o": done})
+            pipe = await bare_batch(
+                records, aggregates, producer, redis, prefix, out, partitions, state, done
+            )
             pipe.hincrby(f"{prefix}bare:stats", "records", len(records))
             await pipe.execute()
             await consumer.commit()

@@ -82,6 +82,35 @@ async def _produce(producer: Any, topic: str, partitions: Sequence[int], values:
     await asyncio.gather(*sent)
 
 
+async def bare_batch(
+    records: list[Any],
+    aggregates: dict[str, dict[str, Any]],
+    producer: Any,
+    redis: Any,
+    prefix: str,
+    out: str,
+    partitions: Sequence[int],
+    state: bytes,
+    done: int,
+) -> Any:
+    """One batch of the bare loop: fold, produce the vectors, and a pipeline holding the Redis writes (the
+    caller adds its own and executes it)."""
+    touched: dict[str, Any] = {}
+    values = []
+    for r in records:
+        event = orjson.loads(r.value)
+        agg = fold(aggregates, event)[event["entity"]]
+        vector = touched[event["entity"]] = _vector(agg)
+        values.append(orjson.dumps({"entity": event["entity"], "event": event, "features": vector}))
+    await _produce(producer, out, partitions, values)
+    pipe = redis.pipeline(transaction=False)
+    for entity, vector in touched.items():
+        mapping = {"_ts": aggregates[entity]["ts"], **{k: orjson.dumps(v) for k, v in vector.items()}}
+        pipe.hset(f"{prefix}bare:v:{{{entity}}}", mapping=mapping)
+        pipe.hset(f"{prefix}bare:s:{{{entity}}}", mapping={"s": state, "t": out, "p": 0, "o": done})
+    return pipe
+
+
 async def bare_loop(settings: Settings, n: int, *, batch: int = 2000, wait_ms: int = 5) -> tuple[int, float]:
     """Consume ``n`` events from ``settings.topics.events`` and do the worker's I/O for them; returns
     (events done, seconds from the first batch received to the last batch committed)."""
@@ -110,19 +139,9 @@ async def bare_loop(settings: Settings, n: int, *, batch: int = 2000, wait_ms: i
             if not records:
                 continue
             first = first or time.perf_counter()
-            touched: dict[str, Any] = {}
-            values = []
-            for r in records:
-                event = orjson.loads(r.value)
-                agg = fold(aggregates, event)[event["entity"]]
-                vector = touched[event["entity"]] = _vector(agg)
-                values.append(orjson.dumps({"entity": event["entity"], "event": event, "features": vector}))
-            await _produce(producer, out, partitions, values)
-            pipe = redis.pipeline(transaction=False)
-            for entity, vector in touched.items():
-                mapping = {"_ts": aggregates[entity]["ts"], **{k: orjson.dumps(v) for k, v in vector.items()}}
-                pipe.hset(f"{prefix}bare:v:{{{entity}}}", mapping=mapping)
-                pipe.hset(f"{prefix}bare:s:{{{entity}}}", mapping={"s": state, "t": out, "p": 0, "o": done})
+            pipe = await bare_batch(
+                records, aggregates, producer, redis, prefix, out, partitions, state, done
+            )
             await pipe.execute()
             await consumer.commit()
             done += len(records)
