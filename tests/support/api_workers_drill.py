@@ -103,6 +103,8 @@ def three_api_workers_drill(
         assert len(workers_on(back, 30)) == 3  # every worker follows the rollback
         all_back = time.monotonic()
         time.sleep(1.0)  # the load goes on after it
+        if load is not None:  # it ran through the whole drill: neither run out nor crashed
+            assert load.alive(), load.crashed
     finally:
         stop.set()
         for t in threads:

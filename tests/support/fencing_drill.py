@@ -97,7 +97,8 @@ def fencing_drill(
 
         os.killpg(owner.pid, signal.SIGCONT)  # a zombie: it has records to learn and checkpoints due
         rc = owner.wait(timeout=120)
-        if load is not None:
+        if load is not None:  # it ran through the whole fault: neither run out nor crashed
+            assert load.alive(), load.crashed
             load.stop()
         out = owner_log.read_text()
         assert rc == 1, out[-3000:]
