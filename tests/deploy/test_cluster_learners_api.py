@@ -39,7 +39,7 @@ def _check_load(load: LoadProducer, s: Settings) -> None:
     """The load ran through the fault: it sent, every send was acknowledged, and every acknowledged event is
     on the events topic (once)."""
     assert load.sent > 0
-    assert load.clean(), (load.errors[:3], load.crashed)
+    assert load.clean() and len(load.acked) == load.sent, (load.errors[:3], load.crashed)
     ids = [e.event_id for e in topic_events(s)]
     assert len(ids) == len(set(ids)) and set(ids) == set(load.acked), (len(ids), len(load.acked))
 

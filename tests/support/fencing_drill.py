@@ -25,7 +25,7 @@ from streaming.settings import Settings
 from tests.support.chaos import LoadProducer
 from tests.support.learning import delayed_stream, learn, learner_process, registry
 
-__all__ = ["fencing_drill"]
+__all__ = ["fencing_drill", "kill", "send", "wait"]
 
 N, DELAY = 3_000, 25
 LEASE = {"RIVULET_LEARNER_LEASE_MS": "1500"}
