@@ -29,12 +29,11 @@ from streaming.settings import Settings
 from tests.support.chaos import (
     LoadProducer,
     check_features,
-    cluster_env,
     feature_records,
     topic_events,
     wait_feature_records,
 )
-from tests.support.cluster import services_up_cluster
+from tests.support.cluster import cluster_env, services_up_cluster
 from tests.support.feature_defs import ALL
 from tests.support.learning import SIGNER, learn, learner_process, registry, river_data
 from tests.support.model_defs import LR

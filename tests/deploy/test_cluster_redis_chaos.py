@@ -34,11 +34,10 @@ from streaming.learning.registry import RedisRegistry
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.support.api_env import free_port
-from tests.support.cluster import services_up_cluster
+from tests.support.chaos import LoadProducer
+from tests.support.cluster import cluster_env, services_up_cluster
 from tests.support.cluster_failover import (
     ApiLoad,
-    SteadyProducer,
-    cluster_env,
     role_of,
     slot_owner,
     wait_promoted,
@@ -188,12 +187,12 @@ def test_a_redis_primary_killed_under_load(
     )
     procs = {"features": worker.proc, "learner": learner, "api": api}
     load = ApiLoad(url, API_KEY, "lr", entities)
-    steady = SteadyProducer(s, evs[WARM:], *RATE)
+    steady = LoadProducer(s, evs[WARM:], *RATE)
     killed_at = promoted_at = recovered_at = 0.0
     try:
-        warm = SteadyProducer(s, evs[:WARM], 200, 0.1)
-        warm.run()  # in this thread: every warm event acknowledged before the load
-        assert warm.error is None and warm.sent == WARM
+        # in this thread: every warm event acknowledged before the load
+        warm = LoadProducer(s, evs[:WARM], 200, 0.1).run_here()
+        assert warm.clean() and len(warm.acked) == WARM, (warm.errors, warm.crashed)
         wait_caught_up(s, [worker])
         _wait_learned(registry, WARM, procs, tmp_path)
         _wait_ready(url, api, tmp_path / "api.log")
@@ -201,15 +200,21 @@ def test_a_redis_primary_killed_under_load(
         load.start()
         steady.start()
         deadline = time.monotonic() + 120
-        while steady.sent < KILL_AFTER:
-            assert steady.is_alive() and time.monotonic() < deadline, steady.error
+        while len(steady.acked) < KILL_AFTER:
+            assert steady.alive() and steady.clean() and time.monotonic() < deadline, (
+                steady.errors,
+                steady.crashed,
+            )
             time.sleep(0.05)
         assert role_of(victim_port) == "master"
         killed_at = time.monotonic()
         victim.kill()  # kill -9
         promoted_at = killed_at + wait_promoted(replica_port)
         steady.join(300)
-        assert not steady.is_alive() and steady.error is None and steady.sent == LOADED, steady.error
+        assert not steady.alive() and steady.clean() and len(steady.acked) == LOADED, (
+            steady.errors,
+            steady.crashed,
+        )
 
         wait_caught_up(s, [worker], timeout_s=300)
         _wait_learned(registry, WARM + LOADED, procs, tmp_path)
@@ -227,7 +232,7 @@ def test_a_redis_primary_killed_under_load(
             time.sleep(0.1)
     finally:
         load.stop()
-        steady.join(60)
+        steady.stop(60)
         exited = [name for name, proc in procs.items() if proc.poll() is not None]
         for proc in procs.values():
             _stop(proc)

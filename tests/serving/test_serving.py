@@ -4,7 +4,6 @@ Redis stopped and restarted, and the error contract."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
 import time
@@ -30,12 +29,12 @@ from streaming.settings import Settings
 from tests.serving.conftest import OPS_KEY
 from tests.serving.running import running
 from tests.support.api_env import free_port
+from tests.support.api_workers_drill import three_api_workers_drill
 from tests.support.feature_defs import ZIP
 from tests.support.kafka_read import read_all
 from tests.support.learning import LEARNER_IDLE_S
 from tests.support.model_defs import scaled_lr
 from tests.support.serving_env import SIGNER
-from tests.support.workers import rivulet_process
 
 pytestmark = pytest.mark.integration
 
@@ -286,83 +285,9 @@ def served_features(env: Settings, prediction_id: str) -> dict[str, Any]:
 def test_three_api_workers_follow_new_versions_and_a_rollback_under_load(
     env: Settings, tmp_path: Path
 ) -> None:
-    """``rivulet serve --workers 3`` (three processes, no shared state but Redis) scored without pause while
-    new versions are written and one is rolled back: not one request fails, every response names a version
-    the registry held when it was answered, and the rollback reaches every worker."""
-    reg = registry(env)
-    written: dict[int, float] = {}  # version -> when its save started (it is held from then at the latest)
-
-    def save(seed: int, n: int) -> int:
-        started = time.monotonic()
-        version = reg.save("zipm", trained_state(n, seed=seed), {"offsets": {}, "view": "zip"})
-        written[version] = started
-        return version
-
-    first = save(1, 100)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    api_env = {
-        "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
-        "RIVULET_SCORING_API_KEYS": OPS_KEY,
-        "RIVULET_READ_API_KEYS": OPS_KEY,
-        "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
-        "RIVULET_SERVE_POLL_S": "0.5",
-    }
-    proc = rivulet_process(
-        env, ["serve", "--workers", "3", "--port", str(port)], tmp_path / "api.log", **api_env
+    """``rivulet serve --workers 3`` scored without pause while new versions are written and one is rolled
+    back (tests/support/api_workers_drill.py; on the local cluster: tests/deploy/
+    test_cluster_learners_api.py)."""
+    three_api_workers_drill(
+        env, registry(env), lambda seed, n: trained_state(n, seed=seed), OPS_KEY, tmp_path
     )
-
-    def workers_on(version: int, deadline_s: float) -> set[int]:
-        """The workers seen answering /readyz with ``version`` loaded (fresh connections), until all three
-        have or the deadline passes."""
-        seen: set[int] = set()
-        deadline = time.monotonic() + deadline_s
-        while len(seen) < 3 and time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "api.log").read_text()
-            with contextlib.suppress(httpx.TransportError):
-                r = httpx.get(f"{url}/readyz", timeout=5)
-                if r.status_code == 200 and r.json()["models"].get("zipm") == version:
-                    seen.add(r.json()["pid"])
-            time.sleep(0.02)
-        return seen
-
-    responses: list[tuple[float, float, int, Any]] = []  # (when sent, when answered, status, version)
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=url, headers={"X-API-Key": OPS_KEY}, timeout=10) as c:
-            while not stop.is_set():
-                sent = time.monotonic()
-                r = c.post("/v1/models/zipm/predict", json={"entity": "1"})
-                version = r.json().get("version") if r.status_code == 200 else r.text
-                responses.append((sent, time.monotonic(), r.status_code, version))
-
-    threads = [threading.Thread(target=load) for _ in range(6)]
-    try:
-        assert len(workers_on(first, 60)) == 3, (tmp_path / "api.log").read_text()
-        for t in threads:
-            t.start()
-        newest = first
-        for seed in (2, 3, 4):
-            time.sleep(0.5)
-            newest = save(seed, 100 + 50 * seed)
-        assert len(workers_on(newest, 30)) == 3
-        back = sorted(written)[-2]
-        reg.set_current("zipm", back)  # what `rivulet models rollback zipm` does
-        assert len(workers_on(back, 30)) == 3  # every worker follows the rollback
-        all_back = time.monotonic()
-        time.sleep(1.0)  # the load goes on after it
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        proc.terminate()
-        proc.wait(30)
-    failed = [(status, v) for _, _, status, v in responses if status != 200]
-    assert responses and not failed, failed[:3]
-    for _, answered, _, version in responses:
-        assert version in written and written[version] <= answered, (version, answered, written)
-    assert {v for *_, v in responses} >= {first, newest}
-    # once every worker has reported the rollback, every request sent after is answered by the rolled-back one
-    after = [v for sent, _, _, v in responses if sent > all_back]
-    assert after and set(after) == {back}, set(after)

@@ -1,5 +1,6 @@
-"""Load and checks for the cluster drills (issue 15): a producer at a steady rate while a fault happens, the
-child-process environment of the local cluster, and the feature oracle over what the events topic holds.
+"""Load and checks for the cluster drills (issue 15): the producer at a steady rate while a fault happens
+(every drill's: the Kafka, Redis, learner and API ones) and the feature oracle over what the events topic
+holds. The child-process environment of the local cluster is ``cluster_env`` in tests/support/cluster.py.
 
 The oracle is fed the events as the events topic holds them (each partition in offset order: one entity's
 events are on one partition, so that is the order its worker applied them), not as the test generated them:
@@ -34,22 +35,10 @@ __all__ = [
     "FeatureCheck",
     "LoadProducer",
     "check_features",
-    "cluster_env",
     "feature_records",
     "topic_events",
     "wait_feature_records",
 ]
-
-
-def cluster_env(settings: Settings) -> dict[str, str]:
-    """What a Rivulet process needs, besides the test's prefixes, to run on the settings' cluster."""
-    return {
-        "RIVULET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "RIVULET_REDIS_URL": settings.redis_url,
-        "RIVULET_REDIS_CLUSTER": "true",
-        "RIVULET_REPLICATION_FACTOR": str(settings.replication_factor),
-        "RIVULET_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
-    }
 
 
 @dataclass
@@ -57,7 +46,8 @@ class LoadProducer:
     """Sends ``events`` through Rivulet's producer SDK in a thread, ``batch`` every ``interval_s`` (a steady
     rate, whatever the brokers do), until :meth:`stop` or the events run out. Each batch is sent with
     ``send_many`` (send, then flush): an event is acknowledged when its batch returned, or when it is not
-    among the failures of the DeliveryError the batch raised; any other exception is kept in ``crashed``."""
+    among the failures of the DeliveryError the batch raised; any other exception is kept in ``crashed``.
+    The rate is a schedule, not a sleep per batch: a slow send does not lower the rate after it."""
 
     settings: Settings
     events: Sequence[Event]
@@ -77,11 +67,30 @@ class LoadProducer:
         self._thread.start()
         return self
 
+    def run_here(self) -> LoadProducer:
+        """Every event sent in the calling thread, at the same rate (a warm-up before the drill)."""
+        self._run()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float = 300.0) -> LoadProducer:
+        """Until the events run out (or ``timeout_s``); a load never started is done already."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
+        return self
+
     def stop(self, timeout_s: float = 120.0) -> LoadProducer:
         self._stop.set()
-        self._thread.join(timeout_s)
+        self.join(timeout_s)
         assert not self._thread.is_alive(), "the load producer did not stop"
         return self
+
+    def clean(self) -> bool:
+        """No send failed and nothing crashed so far (a batch in flight is neither acknowledged nor failed
+        yet: once the load has stopped, every event sent is acknowledged)."""
+        return not self.errors and not self.failed and not self.crashed
 
     def rate(self) -> float:
         return self.batch / self.interval_s
@@ -97,7 +106,8 @@ class LoadProducer:
                     ids = [e.event_id for e in chunk]
                     self.sent += len(chunk)
                     try:
-                        sdk.send_many(chunk)
+                        written = sdk.send_many(chunk)
+                        assert written == len(chunk), (written, len(chunk))  # else kept in ``crashed``
                         self.acked.extend(ids)
                     except DeliveryError as exc:
                         self.errors.append(exc)

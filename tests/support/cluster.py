@@ -1,6 +1,7 @@
 """The local cluster of ``scripts/services up --cluster`` for the tests marked ``cluster``: bringing it up
 (or a killed node back) as a user does, and settings on it with a test's own prefixes. The fixtures built
-on these are in ``tests/deploy/conftest.py``."""
+on these are in ``tests/deploy/conftest.py``; the environment that puts a child process on it is
+:func:`cluster_env`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from streaming.settings import Settings
 
-__all__ = ["ROOT", "STATE", "cluster_settings", "services_up_cluster"]
+__all__ = ["ROOT", "STATE", "cluster_env", "cluster_settings", "services_up_cluster"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("RIVULET_SERVICES_DIR", ROOT / ".services"))
@@ -43,3 +44,16 @@ def cluster_settings(bootstrap: str, redis_url: str) -> Settings:
         topic_prefix=f"test.{run}.",
         redis_prefix=f"test:{run}:",
     )
+
+
+def cluster_env(settings: Settings) -> dict[str, str]:
+    """The environment that puts a Rivulet process on the cluster of ``settings`` (it replaces the test
+    shell's single-node RIVULET_KAFKA_BOOTSTRAP and RIVULET_REDIS_URL); the test's prefixes are added by
+    ``rivulet_process``."""
+    return {
+        "RIVULET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RIVULET_REPLICATION_FACTOR": str(settings.replication_factor),
+        "RIVULET_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
+        "RIVULET_REDIS_URL": settings.redis_url,
+        "RIVULET_REDIS_CLUSTER": "true",
+    }

@@ -1,5 +1,7 @@
 """Helpers of the Redis Cluster chaos drill (tests/deploy/test_cluster_redis_chaos.py): Rivulet's processes on
-the local cluster, who owns a slot, a replica's promotion, a steady producer and a steady API load.
+the local cluster, who owns a slot, a replica's promotion and a steady API load (the steady producer is
+``LoadProducer`` in tests/support/chaos.py, the cluster environment ``cluster_env`` in
+tests/support/cluster.py).
 
 Kept apart from tests/deploy/test_cluster.py so that the Kafka drills and this one share only the cluster
 fixture."""
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,31 +18,13 @@ import httpx
 import redis
 from redis.crc import key_slot
 
-from features.events import Event
-from streaming.ingest.producer import Producer
-from streaming.settings import Settings
-
 __all__ = [
     "Answer",
     "ApiLoad",
-    "SteadyProducer",
-    "cluster_env",
     "role_of",
     "slot_owner",
     "wait_promoted",
 ]
-
-
-def cluster_env(settings: Settings) -> dict[str, str]:
-    """The environment that puts a Rivulet process on the cluster of ``settings`` (it replaces the test
-    shell's single-node RIVULET_KAFKA_BOOTSTRAP and RIVULET_REDIS_URL)."""
-    return {
-        "RIVULET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "RIVULET_REPLICATION_FACTOR": str(settings.replication_factor),
-        "RIVULET_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
-        "RIVULET_REDIS_URL": settings.redis_url,
-        "RIVULET_REDIS_CLUSTER": "true",
-    }
 
 
 def _node(port: int) -> redis.Redis:
@@ -80,31 +63,6 @@ def wait_promoted(port: int, timeout_s: float = 60.0) -> float:
                 return time.monotonic() - t0
         assert time.monotonic() - t0 < timeout_s, f"node {port} was not promoted in {timeout_s} s"
         time.sleep(0.1)
-
-
-class SteadyProducer(threading.Thread):
-    """Sends ``events`` with the SDK's Producer (acks=all, idempotent), ``per_tick`` of them every ``tick_s``:
-    a steady rate while the fault happens. ``sent`` counts the acknowledged ones; an error is kept in
-    ``error`` (the test asserts there is none: a send that fails must reach the caller)."""
-
-    def __init__(self, settings: Settings, events: Sequence[Event], per_tick: int, tick_s: float) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.events, self.per_tick, self.tick_s = settings, events, per_tick, tick_s
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with Producer(self.settings) as sdk:
-                start = time.monotonic()
-                for i in range(0, len(self.events), self.per_tick):
-                    chunk = self.events[i : i + self.per_tick]
-                    assert sdk.send_many(chunk) == len(chunk)
-                    self.sent += len(chunk)
-                    # the schedule, not a sleep per chunk: a slow send does not lower the rate after it
-                    time.sleep(max(0.0, start + (i // self.per_tick + 1) * self.tick_s - time.monotonic()))
-        except BaseException as exc:
-            self.error = exc
 
 
 @dataclass

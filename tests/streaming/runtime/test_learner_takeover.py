@@ -23,7 +23,7 @@ from streaming.learning.registry import RedisRegistry, VersionInfo
 from streaming.learning.state import ModelState
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
-from tests.streaming.runtime.test_learner_fencing import kill, send, wait
+from tests.support.fencing_drill import kill, send, wait
 from tests.support.learning import LEARNER_IDLE_S, delayed_stream, learner_process, registry
 from tests.support.model_defs import TRIO
 
