@@ -9,7 +9,6 @@ a send that failed may still have been written (Kafka cannot tell), and only the
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import Counter
@@ -22,14 +21,12 @@ from redis.cluster import RedisCluster
 
 from features.definitions import FeatureView
 from features.events import Event
-from features.store import FeatureRow
-from streaming.clients import feature_store
 from streaming.errors import DeliveryError
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 from tests.support.kafka_read import read_all
 from tests.support.oracle import Oracle, diff
-from tests.support.workers import Worker
+from tests.support.workers import Worker, read_redis
 
 __all__ = [
     "FeatureCheck",
@@ -159,22 +156,11 @@ def check_features(settings: Settings, view: FeatureView, events: list[Event]) -
     )
     online = oracle.online()
     entities = sorted(online)
-    for entity, row in zip(entities, _read_redis(settings, view.name, entities), strict=True):
+    for entity, row in zip(entities, read_redis(settings, view.name, entities), strict=True):
         assert row is not None, entity
         wm, aggs = online[entity]
         assert row.ts == wm and not diff(row.values, aggs), (entity, diff(row.values, aggs))
     return FeatureCheck(len(counts), len(oracle.vectors), records, len(entities))
-
-
-def _read_redis(settings: Settings, view: str, entities: list[str]) -> list[FeatureRow | None]:
-    async def go() -> list[FeatureRow | None]:
-        store = feature_store(settings)
-        try:
-            return await store.read(view, entities)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def feature_records(settings: Settings) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from features.events import Event
-from streaming.clients import kafka_admin, kafka_consumer, kafka_producer, redis_client
+from features.store import FeatureRow
+from streaming.clients import feature_store, kafka_admin, kafka_consumer, kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
 
@@ -195,3 +197,16 @@ def _stall(settings: Settings, target: int, stats: str) -> str:
         consumer.close()
     counts = {k.decode(): v.decode() for k, v in redis_client(settings).hgetall(stats).items()}
     return f"target {target} records:all, group lag {lag} (-1: unknown), stats {counts}"
+
+
+def read_redis(settings: Settings, view: str, entities: list[str]) -> list[FeatureRow | None]:
+    """The online rows of ``entities`` in ``view``, through the feature store Rivulet's API reads."""
+
+    async def go() -> list[FeatureRow | None]:
+        store = feature_store(settings)
+        try:
+            return await store.read(view, entities)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())

@@ -21,15 +21,22 @@ from features.engine import FeatureEngine
 from features.events import Event
 from features.pipeline import FeaturePipeline, RawRecord
 from features.redis_store import state_key
-from features.store import FeatureRow, MemoryStore
-from streaming.clients import feature_store, kafka_producer, redis_client
+from features.store import MemoryStore
+from streaming.clients import kafka_producer, redis_client
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 from tests.support.feature_defs import ALL, ZIP
 from tests.support.kafka_read import read_all
 from tests.support.oracle import Oracle, diff, stream
-from tests.support.workers import KILL_DRILL_ENV, Worker, group_members, run_worker, wait_caught_up
+from tests.support.workers import (
+    KILL_DRILL_ENV,
+    Worker,
+    group_members,
+    read_redis,
+    run_worker,
+    wait_caught_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +61,6 @@ def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Any:
 
 def events_for(seed: int, n: int = 3_000) -> list[Event]:
     return stream(n, entities=150, seed=seed, late_every=97, shuffle_every=11, step_ms=300, grain_ms=1_000)
-
-
-def read_redis(settings: Settings, view: str, entities: list[str]) -> list[FeatureRow | None]:
-    async def go() -> list[FeatureRow | None]:
-        store = feature_store(settings)
-        try:
-            return await store.read(view, entities)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def check_direct_view(settings: Settings, events: list[Event]) -> dict[str, dict[str, Any]]:
