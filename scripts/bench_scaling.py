@@ -42,16 +42,14 @@ from multiprocessing.synchronize import Event as StopFlag
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
-from streaming.clients import async_kafka_producer, async_redis_node, kafka_admin
+from streaming.clients import kafka_admin
 from streaming.ingest.producer import Producer
 from streaming.ingest.topics import TopicAdmin
 from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_worker_bare import STATE_BYTES, bare_batch  # noqa: E402
+from bench_worker_bare import STATE_BYTES, bare_batch, bare_clients  # noqa: E402
 from benchkit import arguments, cpu_seconds, drop, fresh, log_tail, scratch_dir  # noqa: E402
 
 from tests.support.oracle import stream  # noqa: E402
@@ -159,17 +157,7 @@ async def bare_member(
     ``go``, once the group is Stable: a fast member would otherwise do much of the work alone while the
     others join. Each counts its records in ``<prefix>bare:stats`` (one HINCRBY in each batch's pipeline,
     as the worker's stats)."""
-    consumer = AIOKafkaConsumer(
-        settings.topics.events,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = async_kafka_producer(
-        settings, client_id="rivulet-bare", linger_ms=0, max_batch_size=settings.producer_batch_bytes
-    )
-    redis = async_redis_node(settings)
+    consumer, producer, redis = bare_clients(settings, group)
     state = b"x" * STATE_BYTES
     prefix, out = settings.redis_prefix, settings.topics.features
     await producer.start()

@@ -82,6 +82,21 @@ async def _produce(producer: Any, topic: str, partitions: Sequence[int], values:
     await asyncio.gather(*sent)
 
 
+def bare_clients(settings: Settings, group: str) -> tuple[AIOKafkaConsumer, Any, Any]:
+    """The bare loop's consumer (a member of ``group``, committing by hand), producer and Redis."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.events,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = async_kafka_producer(
+        settings, client_id="rivulet-bare", linger_ms=0, max_batch_size=settings.producer_batch_bytes
+    )
+    return consumer, producer, async_redis_node(settings)
+
+
 async def bare_batch(
     records: list[Any],
     aggregates: dict[str, dict[str, Any]],
@@ -114,17 +129,7 @@ async def bare_batch(
 async def bare_loop(settings: Settings, n: int, *, batch: int = 2000, wait_ms: int = 5) -> tuple[int, float]:
     """Consume ``n`` events from ``settings.topics.events`` and do the worker's I/O for them; returns
     (events done, seconds from the first batch received to the last batch committed)."""
-    consumer = AIOKafkaConsumer(
-        settings.topics.events,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=f"{settings.topic_prefix}bare",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = async_kafka_producer(
-        settings, client_id="rivulet-bare", linger_ms=0, max_batch_size=settings.producer_batch_bytes
-    )
-    redis = async_redis_node(settings)
+    consumer, producer, redis = bare_clients(settings, f"{settings.topic_prefix}bare")
     state = b"x" * STATE_BYTES
     prefix, out = settings.redis_prefix, settings.topics.features
     await consumer.start()
