@@ -5,6 +5,7 @@ that would never expire (no TTL) lapses after one lease period, so no spec stays
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 import redis
 
@@ -114,3 +115,9 @@ def test_two_keepers_with_the_same_owner_never_both_hold(client: redis.Redis, se
     assert a.turn(0).taken == ["x"]
     assert b.turn(0).taken == [] and not b.held
     assert not a.turn(100).lost and a.held == {"x": 1}
+
+
+@pytest.mark.parametrize("ms", [0, 1, 99, 10**19, 86_400_001])
+def test_a_lease_period_outside_bounds_is_one_settings_error(ms: int) -> None:
+    with pytest.raises(pydantic.ValidationError, match="learner_lease_ms"):
+        Settings(learner_lease_ms=ms)
