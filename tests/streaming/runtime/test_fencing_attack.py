@@ -9,9 +9,14 @@ import pydantic
 import pytest
 import redis
 
+from streaming.clients import redis_client
+from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.features.test_redis_cluster import cluster  # noqa: F401 (a fixture)
+from tests.streaming.runtime.test_learner_fencing import send
 from tests.streaming.runtime.test_lease_keeper import SHORT, Clock, fence, keeper, lapse
+from tests.support.learning import LEARNER_IDLE_S, delayed_stream, registry
+from tests.support.model_defs import TRIO
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +126,23 @@ def test_two_keepers_with_the_same_owner_never_both_hold(client: redis.Redis, se
 def test_a_lease_period_outside_bounds_is_one_settings_error(ms: int) -> None:
     with pytest.raises(pydantic.ValidationError, match="learner_lease_ms"):
         Settings(learner_lease_ms=ms)
+
+
+def test_a_learner_with_one_spec_s_fence_garbled_learns_the_others_and_writes_none_of_it(
+    topics: Settings,
+) -> None:
+    """End to end on Kafka: t1's fence holds garbage before the learner starts; it learns t2 and t3 to the
+    end, writes no version of t1 and leaves its fence as it was, and stops cleanly when idle."""
+    s, p = topics, topics.redis_prefix
+    _, records = delayed_stream(600, 25, function=3, seed=5)
+    features = sum(1 for role, _ in records if role == "features")
+    send(s, records)
+    raw = redis_client(s)
+    raw.set(key(p, "t1", "fence"), "garbage")
+    worker = LearnerWorker(s, TRIO, registry=registry(s))
+    worker.run(max_idle_s=LEARNER_IDLE_S, install_signals=False)
+    reg = registry(s)
+    assert not list(reg.versions("t1")) and raw.get(key(p, "t1", "fence")) == b"garbage"
+    for name in ("t2", "t3"):
+        newest = max(reg.versions(name), key=lambda v: v.version)
+        assert newest.header["n_learned"] == features, name
