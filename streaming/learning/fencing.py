@@ -78,7 +78,7 @@ class Fenced(LearningError):
         elif fence == "none":
             why = f"it has no fence for epoch {epoch} (the lease was not taken, or the model was deleted)"
         elif fence == "unreadable":
-            why = "its fence key holds no epoch (garbage or another type; an operator must repair it)"
+            why = "its fence, epoch or members key holds garbage or another type (an operator must repair it)"
         elif fence.startswith("conflict"):
             why = f"its version counter moved under epoch {epoch} ({fence})"
         else:
@@ -173,7 +173,8 @@ BIRTH = """
 local now = redis.pcall('GET', KEYS[1]) or '0'
 if type(now) ~= 'string' then return redis.error_reply('FENCED unreadable') end
 if now ~= ARGV[1] then return redis.error_reply('FENCED ' .. now) end
-redis.call('SADD', KEYS[2], ARGV[2])
+local added = redis.pcall('SADD', KEYS[2], ARGV[2])
+if type(added) == 'table' then return redis.error_reply('FENCED unreadable') end
 return 1
 """
 
@@ -258,7 +259,10 @@ class Fences:
         spec it can know of (``names``: the registry's, and the spec's members)."""
         self.epochs = {**(self.epochs or {}), spec: epoch}
         self._raised = {n for n in self._raised if spec_of(n) != spec}
-        members = {m.decode() for m in self._r.smembers(self._key(spec, "members"))}
+        try:
+            members = {m.decode() for m in self._r.smembers(self._key(spec, "members"))}
+        except redis.ResponseError:  # a key of another type (WRONGTYPE): its models cannot all be known
+            raise Fenced(spec, epoch, "unreadable") from None
         for name in sorted({spec, *members, *(n for n in names if spec_of(n) == spec)}):
             self._raise_fence(name, epoch)
 

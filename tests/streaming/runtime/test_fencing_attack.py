@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from streaming.clients import redis_client
+from streaming.learning.fencing import Command, Fenced, Fences
+from streaming.learning.leases import RedisLeases
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.features.test_redis_cluster import cluster  # noqa: F401 (a fixture)
@@ -146,3 +148,27 @@ def test_a_learner_with_one_spec_s_fence_garbled_learns_the_others_and_writes_no
     for name in ("t2", "t3"):
         newest = max(reg.versions(name), key=lambda v: v.version)
         assert newest.header["n_learned"] == features, name
+
+
+def test_a_members_set_of_the_wrong_type_is_refused(client: redis.Redis, settings: Settings) -> None:
+    p = settings.redis_prefix
+    client.set(key(p, "x", "members"), "garbage")
+    a = keeper(client, p, "a", ["x", "y"], Clock())
+    assert a.turn(0).taken == ["y"] and "x" not in a.held
+    assert client.get(key(p, "x", "members")) == b"garbage" and not client.exists(key(p, "x", "lease"))
+
+
+def test_a_birth_into_a_garbled_members_set_is_fenced_and_writes_nothing(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """The members set garbled after the spec was held: a challenger's first write is refused as fenced."""
+    p = settings.redis_prefix
+    fences = Fences(client, lambda name, suffix: key(p, name, suffix))
+    epoch = RedisLeases(client, p, 60_000, owner="a").acquire("x")
+    assert epoch == 1
+    fences.hold("x", epoch, [])
+    client.delete(key(p, "x", "members"))
+    client.set(key(p, "x", "members"), "garbage")
+    with pytest.raises(Fenced, match="garbage or another type"):
+        fences.write("x~1", [Command("SET", [key(p, "x~1", "v")], "1")])
+    assert not client.exists(key(p, "x~1", "v"))
