@@ -212,8 +212,10 @@ class Settings(BaseSettings):
     learner_lease_ms: int = Field(
         10_000,
         ge=100,
-        description="A learner's lease of its models (ms): renewed every third of it; a standby learner "
-        "takes the models over once it lapses, and the registry refuses the former holder's writes.",
+        le=86_400_000,
+        description="A learner's lease of its models (ms, 100 .. one day): renewed every third of it; a "
+        "standby learner takes the models over once it lapses, and the registry refuses the former holder's "
+        "writes.",
     )
     learner_shard: str | None = Field(
         None,

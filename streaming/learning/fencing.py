@@ -53,12 +53,14 @@ __all__ = [
     "ACQUIRE",
     "BIRTH",
     "GUARDED",
+    "MAX_EPOCH",
     "RAISE",
     "RELEASE",
     "RENEW",
     "Command",
     "Fenced",
     "Fences",
+    "LeaseCorrupt",
     "LeaseLost",
     "owner_id",
     "spec_of",
@@ -75,6 +77,8 @@ class Fenced(LearningError):
             why = "this learner holds no lease of its spec"
         elif fence == "none":
             why = f"it has no fence for epoch {epoch} (the lease was not taken, or the model was deleted)"
+        elif fence == "unreadable":
+            why = "its fence, epoch or members key holds garbage or another type (an operator must repair it)"
         elif fence.startswith("conflict"):
             why = f"its version counter moved under epoch {epoch} ({fence})"
         else:
@@ -91,6 +95,15 @@ class LeaseLost(LearningError):
             f"lease lost for {', '.join(map(repr, self.specs))} ({why}): another learner took over; "
             "this learner stops without writing a checkpoint"
         )
+
+
+class LeaseCorrupt(LearningError):
+    """A spec's epoch counter holds no usable epoch (not a decimal integer below :data:`MAX_EPOCH`, or a key
+    of another type): its lease is not taken, so nothing is written of it, until an operator repairs it."""
+
+    def __init__(self, spec: str, detail: str) -> None:
+        self.spec, self.detail = spec, detail
+        super().__init__(f"spec {spec!r}: the lease cannot be taken: {detail}; the key needs repair")
 
 
 def owner_id() -> str:
@@ -111,8 +124,11 @@ class Command:
 # index of a key to compare first (0: none) and ARGV[3] its expected value ('' for absent), ARGV[4] the
 # number of commands, then each: name, n keys, their indexes in KEYS, n args, the args
 GUARDED = """
-local fence = redis.call('GET', KEYS[1])
+local fence = redis.pcall('GET', KEYS[1])
 if not fence then return redis.error_reply('FENCED none') end
+if type(fence) ~= 'string' or not string.match(fence, '^%d+$') or #fence > 16 then
+  return redis.error_reply('FENCED unreadable')
+end
 local epoch = tonumber(ARGV[1])
 if tonumber(fence) > epoch then return redis.error_reply('FENCED ' .. fence) end
 if tonumber(fence) < epoch then redis.call('SET', KEYS[1], ARGV[1]) end
@@ -143,7 +159,10 @@ return 1
 
 # KEYS[1] a model's fence; ARGV[1] the epoch: raised to it unless a higher one is there
 RAISE = """
-local fence = redis.call('GET', KEYS[1])
+local fence = redis.pcall('GET', KEYS[1])
+if fence and (type(fence) ~= 'string' or not string.match(fence, '^%d+$') or #fence > 16) then
+  return redis.error_reply('FENCED unreadable')
+end
 if fence and tonumber(fence) > tonumber(ARGV[1]) then return redis.error_reply('FENCED ' .. fence) end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
@@ -151,19 +170,34 @@ return 1
 
 # KEYS[1] the spec's epoch, KEYS[2] its members; ARGV[1] the holder's epoch, ARGV[2] the model's name
 BIRTH = """
-local now = redis.call('GET', KEYS[1]) or '0'
+local now = redis.pcall('GET', KEYS[1]) or '0'
+if type(now) ~= 'string' then return redis.error_reply('FENCED unreadable') end
 if now ~= ARGV[1] then return redis.error_reply('FENCED ' .. now) end
-redis.call('SADD', KEYS[2], ARGV[2])
+local added = redis.pcall('SADD', KEYS[2], ARGV[2])
+if type(added) == 'table' then return redis.error_reply('FENCED unreadable') end
 return 1
 """
 
-# KEYS[1] the lease, KEYS[2] the spec's epoch; ARGV[1] the owner, ARGV[2] the TTL (ms): the new epoch, or nil
+# KEYS[1] the lease, KEYS[2] the spec's epoch; ARGV[1] the owner, ARGV[2] the TTL (ms): the new epoch, or nil.
+# A lease without a TTL (none of ours: a holder always sets one) is given one, so it lapses unless renewed.
+# An epoch that is not a decimal integer below MAX_EPOCH (Lua's numbers are doubles) is refused (BADEPOCH);
+# the epoch is written with %d, as Lua would write 1e14 as '1e+14'.
 ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return false
+end
+local now = redis.pcall('GET', KEYS[2])
+if now and (type(now) ~= 'string' or not string.match(now, '^%d+$') or #now > 16
+            or tonumber(now) >= tonumber(ARGV[3])) then
+  return redis.error_reply('BADEPOCH the epoch counter holds no epoch below ' .. ARGV[3])
+end
 local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '#' .. epoch, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '#' .. string.format('%d', epoch), 'PX', ARGV[2])
 return epoch
 """
+
+MAX_EPOCH = 2**53 - 1  # the largest integer a Lua number (a double) holds exactly
 
 # KEYS[1] the lease; ARGV[1] its value when held (owner#epoch), ARGV[2] the TTL (ms)
 RENEW = """
@@ -225,7 +259,10 @@ class Fences:
         spec it can know of (``names``: the registry's, and the spec's members)."""
         self.epochs = {**(self.epochs or {}), spec: epoch}
         self._raised = {n for n in self._raised if spec_of(n) != spec}
-        members = {m.decode() for m in self._r.smembers(self._key(spec, "members"))}
+        try:
+            members = {m.decode() for m in self._r.smembers(self._key(spec, "members"))}
+        except redis.ResponseError:  # a key of another type (WRONGTYPE): its models cannot all be known
+            raise Fenced(spec, epoch, "unreadable") from None
         for name in sorted({spec, *members, *(n for n in names if spec_of(n) == spec)}):
             self._raise_fence(name, epoch)
 

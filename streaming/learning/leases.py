@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from streaming.learning.fencing import ACQUIRE, RELEASE, RENEW, owner_id
+from streaming.learning.fencing import ACQUIRE, MAX_EPOCH, RELEASE, RENEW, LeaseCorrupt, owner_id
 
 __all__ = ["Leases", "MemoryLeases", "RedisLeases"]
 
@@ -70,9 +70,16 @@ class RedisLeases(Leases):
         return f"{self._prefix}model:{{{spec}}}:{suffix}"
 
     def acquire(self, spec: str) -> int | None:
-        epoch = self._acquire(
-            keys=[self._k(spec, "lease"), self._k(spec, "epoch")], args=[self.owner, self.ttl_ms]
-        )
+        """The new epoch, or None while the lease is someone's (a lease key without a TTL is given one);
+        :class:`~streaming.learning.fencing.LeaseCorrupt` if the epoch counter holds no usable epoch."""
+        try:
+            keys = [self._k(spec, "lease"), self._k(spec, "epoch")]
+            epoch = self._acquire(keys=keys, args=[self.owner, self.ttl_ms, MAX_EPOCH])
+        except redis.ResponseError as exc:
+            kind, _, detail = str(exc).partition(" ")
+            if kind == "BADEPOCH":
+                raise LeaseCorrupt(spec, detail) from None
+            raise
         if epoch is None:
             return None
         self._held[spec] = f"{self.owner}#{int(epoch)}"
@@ -91,14 +98,20 @@ class RedisLeases(Leases):
             self._release(keys=[self._k(spec, "lease")], args=[value])
 
     def holder(self, spec: str) -> str | None:
-        raw = self._r.get(self._k(spec, "lease"))
+        try:
+            raw = self._r.get(self._k(spec, "lease"))
+        except redis.ResponseError:  # a key of another type (WRONGTYPE): held, by nobody we can name
+            return "unreadable (not a lease; it lapses within one lease period)"
         return raw.decode(errors="replace") if raw is not None else None
 
     def want(self, spec: str) -> None:
         self._r.set(self._k(spec, "wanted"), self.owner, px=self.ttl_ms)
 
     def wanted(self, spec: str) -> str | None:
-        raw = self._r.get(self._k(spec, "wanted"))
+        try:
+            raw = self._r.get(self._k(spec, "wanted"))
+        except redis.ResponseError:  # a key of another type: nobody we can name wants it
+            return None
         who = raw.decode(errors="replace") if raw is not None else None
         return who if who != self.owner else None
 

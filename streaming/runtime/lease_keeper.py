@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from streaming.learning.fencing import Fenced
+from streaming.learning.fencing import Fenced, LeaseCorrupt
 from streaming.learning.leases import Leases
 from streaming.learning.registry import Registry
 from streaming.logs import get_logger
@@ -113,7 +113,10 @@ class LeaseKeeper:
         """``spec``'s renewal was refused: None when it is ours again with nothing missed (module docstring,
         1), else why it is lost (released locally)."""
         self.release(spec)
-        again = self.leases.acquire(spec)
+        try:
+            again = self.leases.acquire(spec)
+        except LeaseCorrupt as exc:
+            return str(exc)
         if again is None:
             return f"its renewal was refused, the lease is {self.leases.holder(spec) or 'free'}"
         if again == epoch + 1:
@@ -137,7 +140,13 @@ class LeaseKeeper:
         return now - since >= self.leases.ttl_ms / 2000
 
     def _take(self, spec: str) -> bool:
-        epoch = self.leases.acquire(spec)
+        try:
+            epoch = self.leases.acquire(spec)
+        except LeaseCorrupt as exc:  # nothing of it can be written: the learner's other specs go on
+            if spec not in self._told:
+                self._told.add(spec)
+                log.error("lease cannot be taken", spec=spec, why=str(exc))
+            return False
         if epoch is None:
             if spec not in self._told:
                 self._told.add(spec)
