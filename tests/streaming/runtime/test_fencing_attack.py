@@ -15,8 +15,8 @@ from streaming.learning.leases import RedisLeases
 from streaming.runtime.learner import LearnerWorker
 from streaming.settings import Settings
 from tests.features.test_redis_cluster import cluster  # noqa: F401 (a fixture)
-from tests.streaming.runtime.test_learner_fencing import send
 from tests.streaming.runtime.test_lease_keeper import SHORT, Clock, fence, keeper, lapse
+from tests.support.fencing_drill import send
 from tests.support.learning import LEARNER_IDLE_S, delayed_stream, registry
 from tests.support.model_defs import TRIO
 
