@@ -78,6 +78,7 @@ class KafkaTail:
         self, consumer: KafkaConsumer, topics: Sequence[str], start: Callable[[str, int], int]
     ) -> None:
         self.consumer = consumer
+        self._ends: dict[TopicPartition, int] | None = None
         self.tps = [
             TopicPartition(x, p) for x in topics for p in sorted(consumer.partitions_for_topic(x) or [])
         ]
@@ -89,12 +90,24 @@ class KafkaTail:
         return [(tp.topic, tp.partition) for tp in self.tps]
 
     def poll(self) -> list[Any]:
+        self._ends = None  # what the broker holds now is asked again after each poll (see exhausted)
         return [r for records in self.consumer.poll(timeout_ms=100).values() for r in records]
 
     def exhausted(self, key: tuple[str, int]) -> bool:
+        """Read to the end the broker held *after* the last poll. The consumer's high watermark alone is
+        that of the partition's last fetch: a partition whose records were buffered was left out of the
+        consumer's next fetches while the others' went on, so its watermark could be older than records
+        just fetched from the others; read to it, it counted as exhausted while the broker held earlier
+        records for it, and the merge let the others' later records go first: an order no clean run has
+        (models that differed from one after a takeover, or under load)."""
         tp = TopicPartition(*key)
         high = self.consumer.highwater(tp)
-        return high is not None and self.consumer.position(tp) >= high
+        position = self.consumer.position(tp)
+        if high is None or position < high:
+            return False
+        if self._ends is None:  # once per poll: every partition's end, asked after the records held
+            self._ends = self.consumer.end_offsets(self.tps)
+        return position >= self._ends.get(tp, position)
 
     def finished(self) -> bool:
         return False  # a tail: more may come
