@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from features.definitions import load_views
 from features.errors import FeaturesError
@@ -106,8 +107,13 @@ class KafkaTail:
         if high is None or position < high:
             return False
         if self._ends is None:  # once per poll: every partition's end, asked after the records held
-            self._ends = self.consumer.end_offsets(self.tps)
-        return position >= self._ends.get(tp, position)
+            try:  # briefly: the loop must turn for the leases
+                self._ends = self.consumer.end_offsets(self.tps, timeout_ms=1_000)
+            except KafkaError as exc:  # a broker failing over: the partition may still deliver, wait
+                log.warning("end offsets not known: the merge waits", error=str(exc))
+                self._ends = {}
+        end = self._ends.get(tp)
+        return end is not None and position >= end
 
     def finished(self) -> bool:
         return False  # a tail: more may come
