@@ -10,23 +10,27 @@ import asyncio
 from typing import Any
 
 import pytest
+from river import linear_model, metrics
 
 from serving.models import ModelCache, _announced
 from streaming.learning.keys import generate
 from streaming.learning.registry import MemoryRegistry
+from streaming.learning.spec import ModelSpec
+from streaming.learning.state import new_state
 
 pytestmark = pytest.mark.unit
 
 SIGNER = generate()
+SPEC = ModelSpec("m", "binary", "zip", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
 
 
 def registry() -> MemoryRegistry:
     reg = MemoryRegistry(signer=SIGNER)
-    reg.save("m", {"who": "m"}, {"offsets": {}, "spec": "m", "role": "probation"})
-    reg.save("m~5", {"who": "m~5"}, {"offsets": {}, "spec": "m", "role": "champion"})
-    reg.save("m~7", {"who": "m~7"}, {"offsets": {}, "spec": "m", "role": "retired"})
-    reg.save("x~1", {"who": "x~1"}, {"offsets": {}, "spec": "x", "role": "champion"})
-    reg.save("mm", {"who": "mm"}, {"offsets": {}, "spec": "m", "role": "champion"})
+    reg.save("m", new_state(SPEC, "m"), {"offsets": {}, "spec": "m", "role": "probation"})
+    reg.save("m~5", new_state(SPEC, "m~5"), {"offsets": {}, "spec": "m", "role": "champion"})
+    reg.save("m~7", new_state(SPEC, "m~7"), {"offsets": {}, "spec": "m", "role": "retired"})
+    reg.save("x~1", new_state(SPEC, "x~1"), {"offsets": {}, "spec": "x", "role": "champion"})
+    reg.save("mm", new_state(SPEC, "mm"), {"offsets": {}, "spec": "m", "role": "champion"})
     return reg
 
 
@@ -36,7 +40,7 @@ def served(reg: MemoryRegistry, pointer: str | None) -> Any:
     cache = ModelCache(reg, {})
     asyncio.run(cache.refresh_all())
     loaded = cache.serving("m")
-    return loaded.state["who"] if loaded is not None else None
+    return loaded.state.name if loaded is not None else None  # the API loads only model states
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from river import linear_model, metrics
 from typer.testing import CliRunner
 
 from serving.app import create_app
@@ -28,6 +29,8 @@ from streaming.errors import MissingKey
 from streaming.learning.keys import Keyring, SigningKey
 from streaming.learning.registry import NoValidVersion, RedisRegistry
 from streaming.learning.snapshot import SnapshotRejected
+from streaming.learning.spec import ModelSpec
+from streaming.learning.state import new_state
 from streaming.settings import Settings
 from tests.support.api_env import free_port
 
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 LEARNER = SigningKey(bytes(range(50, 82)))
 STRANGER = SigningKey(bytes(range(90, 122)))
+SPEC = ModelSpec("m", "binary", "zip", linear_model.LogisticRegression, metrics=(metrics.Accuracy,))
 
 
 class Acts:
@@ -113,10 +117,11 @@ def test_a_pickle_signed_with_the_empty_secret_is_not_run_by_the_api(
         clients.registry_reader(s).load("evil", 1)
     assert not marker.exists()
 
-    # the control: the same pickle signed by the learner's key is loaded by the API, and it acts
+    # the control: the same pickle signed by the learner's key is opened by the API, and it acts (then it
+    # is refused as no model state: the API serves a ModelState only)
     writer(s).save("evil", Acts(str(marker)), {"view": "zip"})
     with api(s) as client:
-        assert client.get("/readyz").status_code == 200
+        assert client.get("/readyz").status_code == 503
     assert marker.is_dir()
 
 
@@ -250,7 +255,7 @@ def test_the_learner_does_not_restart_afresh_over_versions_it_cannot_verify(
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_rivulet_serve_uses_the_keys_rivulet_up_kept(s: Settings, tmp_path: Path, workers: int) -> None:
-    writer(s).save("m", {"w": 1}, {"view": "zip"})
+    writer(s).save("m", new_state(SPEC, "m"), {"view": "zip"})  # the API loads a model state only
     stack = tmp_path / "data" / "stack"
     stack.mkdir(parents=True)
     (stack / "verify-keys").write_text(LEARNER.public.encoded + "\n")  # as rivulet up keeps it
