@@ -90,9 +90,12 @@ class BatchResult:
     missing_key: int = 0  # events without the field a re-keyed view is keyed by
     resets: int = 0  # entities whose corrupt stored state was reset
     _updates: dict[str, dict[str, StateUpdate]] = field(default_factory=dict)
-    # the (view, entity) states pinned for this batch, and who unpins them (FeaturePipeline._pins)
+    # the (view, entity) states pinned for this batch, in which table, and who unpins them
+    # (FeaturePipeline._pins: a table per epoch, the one current when the batch began)
     _pinned: list[tuple[str, str]] = field(default_factory=list)
     _release: Callable[[BatchResult], None] | None = None
+    _pins: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    _epoch: int = 0  # FeaturePipeline._epoch when the batch began
 
     @property
     def rows(self) -> list[FeatureRow]:
@@ -153,19 +156,32 @@ class FeaturePipeline:
         # The states a processed batch touched, until its commit is done (_unpin): the next batch may be
         # applied before then, and must not read such an entity's state back from the store (the stored
         # one may still be from before the batch, if the cache dropped the entity meanwhile). [state, how
-        # many batches not yet committed touched it]
+        # many batches not yet committed touched it]. One table per epoch (invalidate): the batches of
+        # an epoch pin into, and read from, the table that was current when they began.
         self._pins: dict[tuple[str, str], list[Any]] = {}
+        self._epoch = 0  # invalidations so far
 
     def invalidate(self) -> None:
-        """Forget cached states (after a rebalance or a failure): the store is the truth again, once the
-        batches processed and not yet committed are (their states stay pinned until then)."""
+        """Forget cached and pinned states (after a rebalance or a failure) and begin a new epoch: the
+        store is the truth again for the batches that begin from now on.
+
+        A batch that began before (its states read before the rebalance) ends as it began: it reads the
+        pins of its own epoch and leaves nothing in the cache or the pins of the new one. Between two
+        rebalances another worker may own the entities and move them on in the store; a state kept from
+        before (cached by a batch that ended after the rebalance, or pinned by a commit still under way)
+        and applied to the records read after it missed that worker's events, and its commit, further
+        along, overwrote them (attack-13b: a re-keyed view's count 29 events short). The records of such
+        a batch are read again from the committed offsets, after the store has its commit: a batch of
+        the new epoch that reads a state from the store before that commit lands applies them again."""
         self._cache.clear()
         self._sizes.clear()
         self._cached_bytes = 0
+        self._pins = {}
+        self._epoch += 1
 
     def _unpin(self, result: BatchResult) -> None:
         """``result``'s commit is done (or failed: its process goes down): its states need no pin."""
-        pins = self._pins
+        pins = result._pins
         for key in result._pinned:
             pin = pins.get(key)
             if pin is not None:
@@ -175,12 +191,13 @@ class FeaturePipeline:
         result._pinned = []
 
     async def _states(
-        self, view: str, entities: list[str]
+        self, view: str, entities: list[str], result: BatchResult
     ) -> tuple[dict[str, EntityState], dict[str, Loaded]]:
-        """Pinned and cached states (checked when they were loaded) and states loaded from the store now."""
-        pins = self._pins
+        """Pinned and cached states (checked when they were loaded) and states loaded from the store now;
+        the pins of ``result``'s epoch, and the cache only if that epoch is still the current one."""
+        pins = result._pins
         states = {e: pin[0] for e in entities if (pin := pins.get((view, e))) is not None}
-        if not self.cache_entities:
+        if not self.cache_entities or result._epoch != self._epoch:
             missing = [e for e in entities if e not in states]
             return states, (await self.store.load(view, missing) if missing else {})
         cache = self._cache
@@ -190,8 +207,8 @@ class FeaturePipeline:
         missing = [e for e in entities if e not in states]
         return states, (await self.store.load(view, missing) if missing else {})
 
-    def _remember(self, view: str, states: dict[str, EntityState]) -> None:
-        if not self.cache_entities:
+    def _remember(self, view: str, states: dict[str, EntityState], result: BatchResult) -> None:
+        if not self.cache_entities or result._epoch != self._epoch:  # not from before an invalidate()
             return
         cache = self._cache
         sizes = self._sizes
@@ -218,7 +235,7 @@ class FeaturePipeline:
     ) -> BatchResult:
         """Apply a batch. ``events``: the batch's events where they are parsed already (a replay's rows of a
         file: validated when they were mapped), None where the record's value is to be parsed."""
-        result = BatchResult(_release=self._unpin)
+        result = BatchResult(_release=self._unpin, _pins=self._pins, _epoch=self._epoch)
         parsed: list[tuple[RawRecord, Event]] = []
         for i, raw in enumerate(batch):
             try:
@@ -266,7 +283,7 @@ class FeaturePipeline:
                 result.missing_key += 1
             else:
                 groups.setdefault(entity, []).append(i)
-        cached, loaded = await self._states(view.name, sorted(groups))
+        cached, loaded = await self._states(view.name, sorted(groups), result)
         states, corrupt = self._usable(engine, loaded)
         states.update(cached)
         batch = _ViewBatch(engine, view.ttl_s, parsed, states, corrupt, result, outcomes)
@@ -282,7 +299,7 @@ class FeaturePipeline:
                 result.records.append(outcome)
             elif isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
-        self._remember(view.name, batch.touched)
+        self._remember(view.name, batch.touched, result)
         if batch.updates:
             result._updates[view.name] = batch.updates
 
@@ -322,7 +339,7 @@ class FeaturePipeline:
         row = FeatureRow(view.name, entity, engine.online(state), state.watermark or 0, batch.ttl)
         position = dict(state.position) if state.position is not None else None
         batch.updates[entity] = StateUpdate(entity, state, row, entity in batch.reset, payload, position)
-        pin = self._pins.setdefault((view.name, entity), [state, 0])
+        pin = batch.result._pins.setdefault((view.name, entity), [state, 0])
         pin[0] = state
         pin[1] += 1
         batch.result._pinned.append((view.name, entity))

@@ -22,7 +22,10 @@ Faust stream; group membership, assignment, rebalances and commits stay Faust's.
 the previous one goes through 3 to 5 (:func:`~streaming.runtime.feature_batches.overlapped`; one at a time,
 in order): the states the previous batch touched stay pinned in the pipeline until its commit is done, so
 the next never reads one back from Redis from before it, and each commit writes the state bytes and
-position of its own batch (``features.pipeline``, ``StateUpdate.position``).
+position of its own batch (``features.pipeline``, ``StateUpdate.position``). A rebalance begins a new
+epoch of the pipeline (``FeaturePipeline.invalidate``): the batches begun after it read no state cached or
+pinned before it (another worker may have moved those entities on in Redis meanwhile), and a batch taken
+before it but not yet begun is dropped unacknowledged, its records read again (``_Worker._compute``).
 
 A crash between 3 and 4 re-emits identical feature records (consumers de-duplicate by ``event_id``); a
 crash between 4 and 5 re-reads records that 2 skips. Either way no event is counted twice or lost.
@@ -61,7 +64,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,10 @@ RESETS = Counter("rivulet_features_state_resets_total", "Entities whose corrupt 
 STALE = Counter(
     "rivulet_features_stale_commits_total",
     "Entity commits refused because the stored position was further along (a zombie, or tampering)",
+)
+DROPPED = Counter(
+    "rivulet_features_dropped_total",
+    "Records taken in a batch before a rebalance and dropped unprocessed (read again after it)",
 )
 BATCH = Histogram("rivulet_features_batch_seconds", "Time to process one batch, publish and commit")
 
@@ -225,12 +232,20 @@ class _Worker:
         self._store: RedisStore | None = None
         self._publisher: AsyncPublisher | None = None
         self.pipelines: list[FeaturePipeline] = []
+        self.rebalances = 0  # signals of a rebalance seen (on_rebalance): a batch knows its own
 
     def on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.rebalances += 1
         for p in self.pipelines:  # another worker may own these entities now: Redis is the truth again
             p.invalidate()
         for inbox in self.inboxes:  # Faust seeks back to the committed offsets: read again from there
             inbox.clear()
+
+    async def _taken(self, inbox: Inbox) -> AsyncIterator[tuple[int, list[Any]]]:
+        """The inbox's batches, each with the rebalances seen when it was taken (no await between)."""
+        s = self.settings
+        async for batch in batches(inbox, s.features_batch_size, s.features_batch_wait_ms / 1000):
+            yield self.rebalances, batch
 
     async def run(
         self,
@@ -263,35 +278,47 @@ class _Worker:
         self.inboxes.append(inbox)
         store = self._store
 
-        async def compute(batch: list[Any]) -> _Computed:
-            return await self._compute(batch, pipeline, sourced, forwards)
+        async def compute(taken: tuple[int, list[Any]]) -> _Computed | None:
+            return await self._compute(taken, pipeline, sourced, forwards)
 
-        async def finish(batch: list[Any], computed: _Computed) -> None:
-            await self._finish(batch, computed, pipeline, store)
+        async def finish(taken: tuple[int, list[Any]], computed: _Computed | None) -> None:
+            if computed is not None:
+                await self._finish(taken[1], computed, pipeline, store)
 
         try:  # a batch is computed while the previous one is published, committed and acknowledged
-            await overlapped(
-                batches(inbox, s.features_batch_size, s.features_batch_wait_ms / 1000), compute, finish
-            )
+            await overlapped(self._taken(inbox), compute, finish)
         finally:
             if self._publisher is not None:
                 await self._publisher.stop()
 
     async def _compute(
         self,
-        batch: Sequence[Any],
+        taken: tuple[int, Sequence[Any]],
         pipeline: FeaturePipeline,
         sourced: bool,
         forwards: Sequence[tuple[FeatureView, str]],
-    ) -> _Computed:
+    ) -> _Computed | None:
         """Forward the batch to the re-keyed views' topics (acknowledged by Kafka before the batch is) and
-        apply it: the records and states to publish and commit."""
+        apply it: the records and states to publish and commit.
+
+        None: the batch was taken before a rebalance (``taken``: the rebalances seen then, and the batch)
+        and is dropped unacknowledged, as the inbox's records are: Faust reads its records again from the
+        committed offsets. Applied after the rebalance, it would read states from Redis, where the batch
+        before it, not yet committed, may still be missing (the pipeline pins that batch's states for the
+        batches of its own epoch only: ``FeaturePipeline.invalidate``), and its commit would store a state
+        without that batch's events further along. A batch whose pipeline epoch began before the rebalance
+        ends as it began (its forwarded records, if it is dropped after them, are duplicates)."""
+        seen, batch = taken
         started = time.perf_counter()
         try:
-            if forwards:
+            if forwards and seen == self.rebalances:
                 publisher = self._publisher_()
                 for view, topic in forwards:
                     await publisher.send(topic, forwarded(view, batch))
+            if seen != self.rebalances:  # no await from here to the pipeline's epoch (process begins)
+                DROPPED.inc(len(batch))
+                log.info("batch taken before a rebalance dropped", size=len(batch))
+                return None
             result = await pipeline.process([_raw(m, sourced) for m in batch])
         except BaseException:
             pipeline.invalidate()  # cached states may hold effects that were never committed

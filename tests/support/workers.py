@@ -37,7 +37,10 @@ def rivulet_process(settings: Settings, args: list[str], log: Path, **env: str) 
         **os.environ,
         "RIVULET_TOPIC_PREFIX": settings.topic_prefix,
         "RIVULET_REDIS_PREFIX": settings.redis_prefix,
-        "RIVULET_LOG_LEVEL": "WARNING",
+        # RIVULET_TEST_WORKER_LOG_LEVEL=INFO: the rebalances and dropped batches of a drill in its logs;
+        # unbuffered: a SIGKILLed worker's last lines are in its log
+        "RIVULET_LOG_LEVEL": os.environ.get("RIVULET_TEST_WORKER_LOG_LEVEL", "WARNING"),
+        "PYTHONUNBUFFERED": "1",
         **env,
     }
     with log.open("ab") as out:

@@ -86,7 +86,8 @@ class _Failing(feature_worker._Worker):
         super().__init__(settings, app)
         self.processed: list[list[Any]] = []
 
-    async def _compute(self, batch: Any, *args: Any) -> Any:
+    async def _compute(self, taken: Any, *args: Any) -> Any:
+        _, batch = taken  # (the rebalances seen when it was taken, the batch)
         self.processed.append(list(batch))
         return feature_worker._Computed(list(batch), 0.0, 0.0)  # type: ignore[arg-type]
 

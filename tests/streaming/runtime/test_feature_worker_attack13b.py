@@ -121,10 +121,14 @@ def _repartition_duplicates(settings: Settings) -> dict[str, Any]:
     }
     seen: dict[tuple[int, bytes], dict[str, int]] = {}
     positions: dict[str, list[Any]] = {}
+    partition_of: dict[bytes, int] = {}
     dups, far = 0, 0
     for r in read_all(settings.kafka_bootstrap, topic):
         (src,) = [orjson.loads(v) for k, v in r.headers if k == "rivulet-src"]
         assert source[tuple(src)] == r.value, src
+        # one key, one partition: else its entity's state has two lineages, positions on two partitions
+        # (the commit's position check compares positions on one partition only)
+        assert partition_of.setdefault(r.key, r.partition) == r.partition, (r.key, r.partition)
         ids = seen.setdefault((r.partition, r.key), {})
         event_id = orjson.loads(r.value)["event_id"]
         if event_id in ids:
