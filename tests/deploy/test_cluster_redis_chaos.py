@@ -221,8 +221,9 @@ def test_a_redis_primary_killed_under_load(
         # the API follows the registry through the failover: it loads the learner's newest version
         newest = registry.versions("lr")[0].version
         deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/readyz", timeout=5).json()["models"].get("lr") != newest:
-            assert time.monotonic() < deadline, f"the API never loaded version {newest}"
+        while (served := httpx.get(f"{url}/readyz", timeout=5).json()["models"].get("lr") or 0) < newest:
+            # (or a newer one: the learner may checkpoint again meanwhile)
+            assert time.monotonic() < deadline, f"the API never loaded version {newest}: it serves {served}"
             time.sleep(0.2)
         # recovered: the worker has caught up and the learner learned everything; the load goes on after
         recovered_at = time.monotonic()
