@@ -296,7 +296,9 @@ def test_a_redis_primary_killed_under_load(
     assert not rejected
     assert drilled.header["n_learned"] == expected.header["n_learned"] == WARM + LOADED
     assert drilled.header["metrics"] == expected.header["metrics"]
-    assert drilled.header["offsets"] == expected.header["offsets"]
+    # the features topic's positions; the predictions topic grows while the API is still scored (its end
+    # depends on when each learner stopped reading it), and it carries no label here (n_learned is equal)
+    assert drilled.header["offsets"][s.topics.features] == expected.header["offsets"][s.topics.features]
     probes = [rec["features"] for rec in list(seen.values())[:200]]
     probes = [
         {k: v for k, v in x.items() if isinstance(v, int | float) and not isinstance(v, bool)} for x in probes
