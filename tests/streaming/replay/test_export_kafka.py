@@ -77,7 +77,7 @@ def learned(base_settings: Settings, kafka_up: str, redis_up: str, tmp_path_fact
         raw.flush()
         raw.close()
         worker = learn(s)
-        yield s, worker, tmp
+        yield s, worker, tmp, {e.event_id: e.entity for e in evs}
         client = clients.redis_client(s)
         for key in client.scan_iter(match=f"{s.redis_prefix}*"):
             client.delete(key)
@@ -110,7 +110,7 @@ def river_rows(frame: pd.DataFrame) -> tuple[list[tuple[dict[str, Any], Any]], d
 
 
 def test_export_is_repeatable_and_names_its_range(learned: Any) -> None:
-    s, worker, tmp = learned
+    s, worker, tmp, _ = learned
     first, second = tmp / "a.parquet", tmp / "b.parquet"
     for path in (first, second):
         res = cli(s, "export", "topic", "features", "--model", "lr", "--out", str(path))
@@ -134,6 +134,13 @@ def test_export_is_repeatable_and_names_its_range(learned: Any) -> None:
         return ",".join(f"{p}:{se[i]}" for p, se in parts.items())
 
     f, lab = meta["range"][s.topics.features], meta["range"][s.topics.labels]
+    raw = clients.kafka_producer(s)  # the log grows: a label for an event nobody sent
+    raw.send(s.topics.labels, orjson.dumps({"event_id": "ghost", "label": True, "ts": 1}), partition=0)
+    raw.flush()
+    raw.close()
+    grown = tmp / "grown.parquet"
+    assert cli(s, "export", "topic", "--out", str(grown)).exit_code == 0
+    assert read_metadata(grown)["range"][s.topics.labels] != lab  # "end" moved: another range
     again = tmp / "c.parquet"
     args = ["--start", bound(f, 0), "--end", bound(f, 1), "--labels-start", bound(lab, 0)]
     res = cli(s, "export", "topic", "--out", str(again), *args, "--labels-end", bound(lab, 1))
@@ -152,7 +159,7 @@ def test_export_is_repeatable_and_names_its_range(learned: Any) -> None:
 
 
 def test_progressive_validation_of_the_file_equals_replay(learned: Any) -> None:
-    s, worker, tmp = learned
+    s, worker, tmp, entities = learned
     path = tmp / "pv.parquet"
     res = cli(s, "export", "topic", "--out", str(path))
     assert res.exit_code == 0, res.output
@@ -177,10 +184,28 @@ def test_progressive_validation_of_the_file_equals_replay(learned: Any) -> None:
     assert log_loss.get() == pytest.approx(replayed["LogLoss"], rel=1e-12)
     assert roc_auc.get() == pytest.approx(replayed["ROCAUC"], rel=1e-12)
     assert log_loss.get() == pytest.approx(worker.core.models["lr"].metrics[0].get(), rel=1e-12)
+    assert [entities[e] for e in frame["event_id"]] == list(frame["entity"])  # the producer's own
+
+    # from the events topic, the vectors recomputed by the engine: the same rows learned, the same metric
+    path = tmp / "events.parquet"
+    res = cli(s, "export", "topic", "events", "--out", str(path))
+    assert res.exit_code == 0, res.output
+    events_frame = pd.read_parquet(path)
+    assert read_metadata(path)["source"]["role"] == "events" and set(events_frame["topic"]) == {
+        s.topics.events
+    }
+    assert sorted(events_frame["event_id"]) == sorted(frame["event_id"])
+    assert [entities[e] for e in events_frame["event_id"]] == list(events_frame["entity"])
+    data, steps = river_rows(events_frame)
+    again = metrics.LogLoss()
+    evaluate.progressive_val_score(
+        data, scaled_lr(), again, moment=lambda x: steps[id(x)][0], delay=lambda x, y: steps[id(x)][1]
+    )
+    assert again.get() == pytest.approx(log_loss.get(), rel=1e-12)
 
 
 def test_a_versions_history_is_what_it_learned(learned: Any, tmp_path: Path) -> None:
-    s, _, _ = learned
+    s, _, _, _ = learned
     reg = registry(s)
     versions = [v.version for v in reg.versions("lr")]
     middle = versions[len(versions) // 2]
