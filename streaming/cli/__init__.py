@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING
 import typer
 from typer.core import TyperGroup
 
-from streaming.cli import demo, features, keys, learn, models, produce, replay, serve, stack, topics, watch
+from streaming.cli import (
+    demo,
+    export,
+    features,
+    keys,
+    learn,
+    models,
+    produce,
+    replay,
+    serve,
+    stack,
+    topics,
+    watch,
+)
 from streaming.cli.common import load_settings
 
 if TYPE_CHECKING:
@@ -50,6 +63,7 @@ app.add_typer(learn.app, name="learn")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(replay.app, name="replay")
+app.add_typer(export.app, name="export")
 app.command("produce")(produce.produce)
 app.command("watch")(watch.watch)
 app.command("serve")(serve.serve)

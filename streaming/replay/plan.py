@@ -64,7 +64,8 @@ class ReplayError(StreamingError, ValueError):
 @dataclass(frozen=True, slots=True)
 class TopicSource:
     """A Kafka topic over ``[start, end)``, holding ``role`` records (events or features), with the labels
-    topic read from ``labels_start``; partitions merged by event time or, ``kafka_order``, record time."""
+    topic read over ``[labels_start, labels_end)``; partitions merged by event time or, ``kafka_order``,
+    record time."""
 
     topic: str
     role: Literal["events", "features"]
@@ -72,6 +73,7 @@ class TopicSource:
     end: Bound = END
     labels_start: Bound = BEGINNING
     kafka_order: bool = False
+    labels_end: Bound = END
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,7 @@ def run_replay(
             source.end,
             kafka_order=source.kafka_order,
             labels_start=source.labels_start,
+            labels_end=source.labels_end,
         )
         if progress is not None:
             main = sum(max(0, e - s) for s, e in plan.ranges[source.topic].values())

@@ -209,8 +209,11 @@ class Replay:
         champions: Callable[[int], list[Champion]] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         keyring: Keyring | None = None,
+        core: LearnerCore | None = None,
     ) -> None:
-        self.core = LearnerCore(specs)
+        # ``core``: a learner core of these specs that does more than learn (``rivulet export`` records
+        # what its model sees: streaming.replay.export)
+        self.core = LearnerCore(specs) if core is None else core
         # roles are fixed names: a replay's records are tagged by what they are, not by which topic
         # a bad record is rejected and counted as by the live learner (never fatal); its dead letters are
         # kept here (the newest few thousand), not written to Kafka
@@ -254,6 +257,7 @@ class Replay:
         self.throughput: list[list[float]] = []
         self._start = clock()
         self._last_tick = self._start
+        self.on_features: Callable[[dict[str, Any]], None] | None = None  # told of each before it is routed
 
     def rate(self) -> float:
         """Source records read per second so far."""
@@ -352,7 +356,10 @@ class Replay:
                 heapq.heappush(self._held, (due, self._held_seq, event_id, label, ts, position))
         position = (rec.topic, rec.partition, rec.offset)
         features = self.router.features
+        seen = self.on_features
         for data in vectors:
+            if seen is not None:
+                seen(data)
             features(data, position, raw=rec.raw, key=rec.key)
         self.n += 1
         if not self.n % self.sample_every:

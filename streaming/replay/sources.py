@@ -19,7 +19,7 @@ from streaming.settings import Settings
 __all__ = ["KafkaPlan", "file_records", "kafka_records", "plan_kafka"]
 
 Pair = tuple[Positioned, str]
-BEGINNING = Bound("beginning")
+BEGINNING, END = Bound("beginning"), Bound("end")
 
 
 @dataclass
@@ -54,8 +54,10 @@ def plan_kafka(
     kafka_order: bool = False,
     labels: bool = True,
     labels_start: Bound = BEGINNING,
+    labels_end: Bound = END,
 ) -> KafkaPlan:
-    """Resolve the range on ``topic`` and, with ``labels``, the labels topic from ``labels_start``.
+    """Resolve the range on ``topic`` and, with ``labels``, the labels topic over ``[labels_start,
+    labels_end)``.
 
     Labels are read from the beginning of their retained log by default: a label's Kafka timestamp says
     when it was written, which need not follow its event's (features are often recomputed later than the
@@ -69,7 +71,7 @@ def plan_kafka(
         except RangeError:  # no labels topic: the range's own labels only
             labels_topic = None
     if labels_topic is not None:
-        ranges[labels_topic] = reader.resolve(labels_topic, labels_start, Bound("end"))
+        ranges[labels_topic] = reader.resolve(labels_topic, labels_start, labels_end)
     return KafkaPlan(
         topic,
         role,

@@ -43,7 +43,7 @@ from streaming.replay.collect import fewer_collections
 from streaming.replay.kafka import RangeReader
 from streaming.settings import Settings
 
-__all__ = ["Verification", "VerifyError", "probes_differ", "verify"]
+__all__ = ["History", "Verification", "VerifyError", "check_retention", "history", "probes_differ", "verify"]
 
 
 class VerifyError(StreamingError):
@@ -120,16 +120,44 @@ def verify(
     log and the registry allow) and compare it with the stored one; :class:`VerifyError` when it cannot be
     rebuilt."""
     target = _load(registry, name, version)
-    header = _header(target.header)
-    spec = _spec_of(header, specs, name, version)
+    past = history(settings, registry, specs, name, version, from_version=from_version, header=target.header)
+    header, chain, log_start = past.header, past.chain, past.log_start
+    rebuild = _Rebuild(settings, past.spec, name, chain.start, probes, registry.keyring)
+    done = rebuild.run(settings, chain, log_start, on_progress)
+    return _judge(Verification(name, version, False, "", chain.base, done), rebuild, target.state, header)
+
+
+@dataclass
+class History:
+    """What rebuilds a version: its header, its spec, the chain of versions from the earliest base the log
+    and the registry allow, and where the log starts on each partition of its topics."""
+
+    header: CheckpointHeader
+    spec: ModelSpec
+    chain: Chain
+    log_start: dict[str, dict[int, int]]
+
+
+def history(
+    settings: Settings,
+    registry: RedisRegistry,
+    specs: Iterable[ModelSpec],
+    name: str,
+    version: int,
+    *,
+    from_version: int | None = None,
+    header: dict[str, Any] | None = None,
+) -> History:
+    """The history of ``name`` version ``version`` (``header``: its verified header, when it was loaded
+    already); :class:`VerifyError` when it cannot be rebuilt. What ``verify`` and ``rivulet export
+    version`` read."""
+    typed = _header(header if header is not None else _load(registry, name, version).header)
+    spec = _spec_of(typed, specs, name, version)
     if from_version is not None and from_version >= version:
         raise VerifyError(f"--from-version must be older than the version verified ({version})")
     with RangeReader(settings, client_id="rivulet-verify") as probe:
-        log_start = {t: probe.log_start(t) for t in header.offsets}
-    chain = _chain(registry, name, version, header, from_version, log_start)
-    rebuild = _Rebuild(settings, spec, name, chain.start, probes, registry.keyring)
-    done = rebuild.run(settings, chain, log_start, on_progress)
-    return _judge(Verification(name, version, False, "", chain.base, done), rebuild, target.state, header)
+        log_start = {t: probe.log_start(t) for t in typed.offsets}
+    return History(typed, spec, _chain(registry, name, version, typed, from_version, log_start), log_start)
 
 
 def _spec_of(header: CheckpointHeader, specs: Iterable[ModelSpec], name: str, version: int) -> ModelSpec:
@@ -255,7 +283,7 @@ class _Rebuild:
             self.state.metric_values()
         done = 0
         with RangeReader(settings, client_id="rivulet-verify") as reader:
-            _check_retention(ranges, log_start, chain.base)
+            check_retention(ranges, log_start, chain.base)
             reader.assign(ranges)
 
             def missing(topic: str, partition: int) -> Exception:
@@ -278,7 +306,7 @@ class _Rebuild:
         return done
 
 
-def _check_retention(
+def check_retention(
     ranges: dict[str, dict[int, tuple[int, int]]], log_start: dict[str, dict[int, int]], base: str
 ) -> None:
     for t, spans in ranges.items():
