@@ -13,7 +13,8 @@ newest per model: the registry keeps no older ones). What could not be logged is
 (:class:`TrackerStats`): ``missed`` versions failed at least once, ``recovered`` of them were logged
 since, ``lost`` left the registry first, ``refused`` MLflow will never take (a name or value it refuses:
 no retry), ``dropped`` checkpoints found the queue full (the thread then reads the registry for what it
-missed). Logging is idempotent (a version is found again by its key), so a retry never registers twice.
+missed; at start, the thread does so too: what an earlier learner left unlogged). Logging is idempotent (a
+version is found again by its key), so a retry never registers twice.
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ class Tracker:
     # ------------------------------------------------------------------ the learner's side
 
     def start(self) -> None:
+        """Start the thread; its first round logs what the registry holds and MLflow lacks (versions a
+        learner before this one could not log)."""
         if self._thread is None:
+            self._resync.set()
             self._thread = threading.Thread(target=self._run, name="rivulet-mlflow", daemon=True)
             self._thread.start()
 

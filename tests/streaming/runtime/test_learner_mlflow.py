@@ -130,7 +130,7 @@ def check_pyfunc(uri: str, reg: RedisRegistry, spec: ModelSpec, xs: list[dict[st
     assert list(out["prediction"]) == [label for label, _ in expected]
     for cls in (False, True):
         assert list(out[f"proba:{cls}"]) == [proba[cls] for _, proba in expected]
-    assert len({proba[True] for _, proba in expected}) > len(xs) // 2  # a model, not a constant
+    assert len({proba[True] for _, proba in expected}) > 5  # a model, not a constant
 
 
 def test_every_version_in_mlflow_and_the_pyfunc_scores_as_rivulet(topics: Settings, tmp_path: Path) -> None:

@@ -81,6 +81,29 @@ def test_a_full_queue_drops_nothing_the_registry_holds(tmp_path: Path) -> None:
     assert rivulet_versions(tmp_path, "lr") == [1, 2, 3, 4, 5, 6]  # each once: the resync found them logged
 
 
+def test_what_a_learner_could_not_log_the_next_one_logs(tmp_path: Path) -> None:
+    """MLflow unusable for a whole tracker's life (a SQLite store in a directory that does not exist): its
+    versions are counted as missed; a tracker started later logs them, with nothing notified."""
+    reg = MemoryRegistry(signer=generate())
+    s = spec()
+    _, saved = versions(reg, s, 3)
+    down = tracked(Settings(), f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}", tmp_path / "artifacts")
+    first = tracker_for(down.model_copy(update={"mlflow_flush_s": 0.5}), reg, [s])
+    assert first is not None
+    first.start()
+    for each in saved:
+        first.notify(each)
+    assert not first.flush(1.0)
+    first.close(0.5)
+    stats = first.stats()
+    assert stats.logged == 0 and stats.missed == stats.pending == 3  # still waiting at stop: missed
+    second = tracker(tmp_path, reg, [s])
+    second.start()
+    assert second.flush(120)
+    second.close(5)
+    assert second.stats().logged == 3 and rivulet_versions(tmp_path, "lr") == [1, 2, 3]
+
+
 def test_versions_the_registry_trimmed_first_are_lost_and_every_nth_is_logged(tmp_path: Path) -> None:
     reg = MemoryRegistry(signer=generate())
     s = spec(keep=3)
