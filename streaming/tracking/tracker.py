@@ -37,7 +37,7 @@ from streaming.logs import get_logger
 from streaming.settings import Settings
 from streaming.tracking.describe import spec_params
 
-__all__ = ["Tracker", "TrackerStats", "tracker_for"]
+__all__ = ["Tracker", "TrackerStats", "http_defaults", "tracker_for"]
 
 log = get_logger("rivulet.mlflow")
 
@@ -314,6 +314,13 @@ class Tracker:
             log.error("mlflow refused the alias", spec=spec.name, error=str(exc)[:500])
 
 
+def http_defaults(settings: Settings) -> None:
+    """The MLflow client's HTTP requests: our timeout, and no retries of its own (its default backs off for
+    minutes per call; the tracker retries). Set unless the environment already says."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, settings.mlflow_timeout_s))))
+
+
 def tracker_for(settings: Settings, registry: Registry, specs: Sequence[ModelSpec]) -> Tracker | None:
     """The tracker the settings ask for (None: ``mlflow_tracking_uri`` unset)."""
     uri = settings.mlflow_tracking_uri
@@ -327,9 +334,7 @@ def tracker_for(settings: Settings, registry: Registry, specs: Sequence[ModelSpe
     s = settings
 
     def connect() -> Any:
-        # our own retries, not the client's (its default backs off for minutes per call)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, s.mlflow_timeout_s))))
+        http_defaults(s)
         from streaming.tracking.writer import MlflowWriter
 
         return MlflowWriter(uri, s.mlflow_registry_uri, s.mlflow_experiment, s.mlflow_artifact_location)
