@@ -123,7 +123,8 @@ class Tracker:
         """Wait (a test, a clean stop) until everything notified is logged or refused; whether it was."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._queue.unfinished_tasks and not self._resync.is_set():
+            busy = self._queue.unfinished_tasks or self._resync.is_set() or self._todo or self._specs_due
+            if not busy:
                 return True
             self._stop.wait(0.05)
         return False
@@ -208,10 +209,10 @@ class Tracker:
             except queue.Empty:
                 break
         if self._resync.is_set():
-            self._resync.clear()
-            for name in self.registry.names():
+            for name in self.registry.names():  # Redis failing here: the resync is tried again
                 if spec_of(name) in self.specs:
                     self._add((name, v.version) for v in self.registry.versions(name))
+            self._resync.clear()
         return taken
 
     def _add(self, saved: Iterable[tuple[str, int]]) -> None:

@@ -31,10 +31,12 @@ _PERMANENT = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE
 
 
 def permanent(exc: BaseException) -> bool:
-    """An error no retry changes (MLflow refused the input); anything else (unreachable, a 5xx) is retried."""
+    """An error no retry changes: MLflow refused the input, or writing this version failed on our side (a
+    state that does not pickle); MLflow unreachable, a 5xx, a timeout (an ``OSError``) are retried. One
+    version that cannot be written must not hold back every later one."""
     if isinstance(exc, MlflowException):
         return exc.error_code in _PERMANENT
-    return isinstance(exc, TypeError | ValueError | RecursionError)  # our side: the state cannot be written
+    return not isinstance(exc, OSError)  # requests' errors, sockets, files: the transport
 
 
 def version_key(model: str, version: int) -> str:

@@ -167,3 +167,20 @@ def test_the_pyfunc_scores_rows_as_rivulet_and_a_row_it_cannot_take_as_missing(t
     label, proba = predict(state, select_inputs(rows[3], state.features), serving=True)
     assert out["prediction"][3] == label and out["proba:True"][3] == proba[True]
     assert model.unwrap_python_model().state.model.weights == core.models["lr"].model.weights
+
+
+def test_what_is_retried_and_what_is_refused() -> None:
+    """MLflow unreachable (the transport's OSError, an MLflow error of the server) is retried; MLflow refusing
+    the input, or a version that cannot be written on our side, is refused: it must not hold back the rest."""
+    import pickle
+
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    from streaming.tracking.writer import permanent
+
+    assert permanent(MlflowException("bad name", error_code=INVALID_PARAMETER_VALUE))
+    assert permanent(pickle.PicklingError("a lambda")) and permanent(RecursionError())
+    assert not permanent(MlflowException("server error", error_code=INTERNAL_ERROR))
+    assert not permanent(requests.exceptions.ConnectionError("refused")) and not permanent(TimeoutError())
