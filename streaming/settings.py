@@ -262,6 +262,12 @@ class Settings(BaseSettings):
     mlflow_retry_s: float = Field(
         5.0, gt=0, description="Wait between attempts while MLflow fails (the learner never waits)."
     )
+    mlflow_reconcile_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the MLflow thread checks each spec's alias `champion` against the version "
+        "served (a promotion or rollback by hand moves it between checkpoints).",
+    )
     mlflow_flush_s: float = Field(
         5.0, ge=0, description="At a clean stop, how long the learner still tries to log what waits."
     )

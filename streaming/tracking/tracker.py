@@ -341,5 +341,11 @@ def tracker_for(settings: Settings, registry: Registry, specs: Sequence[ModelSpe
         return MlflowWriter(uri, s.mlflow_registry_uri, s.mlflow_experiment, s.mlflow_artifact_location)
 
     return Tracker(
-        registry, specs, connect, every=s.mlflow_every, capacity=s.mlflow_queue, retry_s=s.mlflow_retry_s
+        registry,
+        specs,
+        connect,
+        every=s.mlflow_every,
+        capacity=s.mlflow_queue,
+        retry_s=s.mlflow_retry_s,
+        reconcile_s=s.mlflow_reconcile_s,
     )

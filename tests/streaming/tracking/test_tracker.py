@@ -6,6 +6,7 @@ the model cannot take as missing, not as an error."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,28 @@ def test_what_a_learner_could_not_log_the_next_one_logs(tmp_path: Path) -> None:
     assert second.flush(120)
     second.close(5)
     assert second.stats().logged == 3 and rivulet_versions(tmp_path, "lr") == [1, 2, 3]
+
+
+def test_a_rollback_by_hand_moves_the_champion_alias(tmp_path: Path) -> None:
+    """``rivulet models rollback`` points the registry's current version back (no checkpoint): the alias
+    follows at the tracker's next check."""
+    reg = MemoryRegistry(signer=generate())
+    s = spec()
+    _, saved = versions(reg, s, 3)
+    t = tracker(tmp_path, reg, [s], mlflow_reconcile_s=0.2)
+    t.start()
+    for each in saved:
+        t.notify(each)
+    assert t.flush(120)
+    c = MlflowClient(tracking_uri=sqlite_uri(tmp_path), registry_uri=sqlite_uri(tmp_path))
+    assert c.get_model_version_by_alias("lr", "champion").tags["rivulet.version"] == "3"
+    reg.set_current("lr", 2)  # what the command does
+    deadline = time.monotonic() + 60
+    while c.get_model_version_by_alias("lr", "champion").tags["rivulet.version"] != "2":
+        assert time.monotonic() < deadline, t.stats()
+        time.sleep(0.1)
+    t.close(5)
+    assert t.stats().aliases == 2 and rivulet_versions(tmp_path, "lr") == [1, 2, 3]
 
 
 def test_versions_the_registry_trimmed_first_are_lost_and_every_nth_is_logged(tmp_path: Path) -> None:
