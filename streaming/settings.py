@@ -229,6 +229,52 @@ class Settings(BaseSettings):
         "every spec, waits for them again; false: it takes its own specs only and exits 1 once it lost them.",
     )
 
+    # MLflow (the optional extra rivulet[mlflow]; off unless a tracking URI is set)
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (`http://host:5000`, `sqlite:///mlflow.db`): the learner logs each "
+        "model version it checkpoints as an MLflow run and registered model version, and moves the alias "
+        "`champion` to the version served. Unset: nothing is logged.",
+    )
+    mlflow_registry_uri: str | None = Field(
+        None, description="MLflow model registry URI (unset: the tracking URI)."
+    )
+    mlflow_experiment: str = Field(
+        "rivulet", min_length=1, description="The MLflow experiment the learner's runs go to."
+    )
+    mlflow_artifact_location: str | None = Field(
+        None,
+        description="Artifact location of the experiment when Rivulet creates it (unset: the server's "
+        "default).",
+    )
+    mlflow_every: int = Field(
+        1,
+        ge=1,
+        description="Log every Nth version of each model (version numbers divisible by N); the version "
+        "served is always logged, for the alias.",
+    )
+    mlflow_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Checkpoints waiting for the MLflow thread, at most; beyond, one is counted as dropped "
+        "and the thread reads the registry for what it missed.",
+    )
+    mlflow_retry_s: float = Field(
+        5.0, gt=0, description="Wait between attempts while MLflow fails (the learner never waits)."
+    )
+    mlflow_reconcile_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the MLflow thread checks each spec's alias `champion` against the version "
+        "served (a promotion or rollback by hand moves it between checkpoints).",
+    )
+    mlflow_flush_s: float = Field(
+        5.0, ge=0, description="At a clean stop, how long the learner still tries to log what waits."
+    )
+    mlflow_timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of one HTTP request to an MLflow server (no client retries)."
+    )
+
     # Scoring API
     serve_host: str = Field("127.0.0.1", description="Address `rivulet serve` listens on.")
     serve_port: int = Field(8000, ge=1, le=65535, description="Port `rivulet serve` listens on.")

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-PACKAGES = ["streaming", "streaming.learning", "features", "serving"]
+PACKAGES = ["streaming", "streaming.learning", "streaming.tracking", "features", "serving"]
 # names a package exports on purpose from another Rivulet package: (package, name) -> where it is defined
 REEXPORTED = {("streaming.learning", "DeadLetter"): "features.records"}  # the record a dead letter holds
 

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from typer._click import Context as ClickContext  # TyperGroup.parse_args's: typer vendors click
 
+    from streaming.learning.spec import ModelSpec
     from streaming.replay.plan import RowSource, TopicSource
+    from streaming.replay.runner import ReplayResult
 
 FilePath = Annotated[str, typer.Argument(help="A .jsonl or .csv file.", show_default=False)]
 DatasetName = Annotated[str, typer.Argument(help="river:<Dataset> or synth:<generator>.", show_default=False)]
@@ -187,8 +189,32 @@ def _replay(settings: Settings, source: TopicSource | RowSource, options: Replay
     with user_errors():
         paths = write_outputs(result, target)
     console.print(f"result: {paths['json']}\nreport: {paths['html']}")
+    if settings.mlflow_tracking_uri:
+        _to_mlflow(settings, result, used, {v.name: v.fingerprint() for v in views}, paths)
     if result.records == 0:
         fail("nothing was scored: the range holds no events (or features records) the models could use")
+
+
+def _to_mlflow(
+    settings: Settings,
+    result: ReplayResult,
+    specs: list[ModelSpec],
+    hashes: dict[str, str],
+    paths: dict[str, Path],
+) -> None:
+    """A run per candidate in MLflow (:mod:`streaming.tracking.replays`). The replay's result and report are
+    written already: MLflow missing, down or refusing is said, not a failed replay."""
+    try:
+        from streaming.tracking.replays import log_replay
+    except ImportError as exc:
+        err_console.print(f"MLflow: the replay was not logged: {exc} (pip install 'rivulet[mlflow]')")
+        return
+    try:
+        runs = log_replay(settings, result, specs, hashes, paths)
+    except Exception as exc:  # anything MLflow raises (unreachable, refused): the outputs above stand
+        err_console.print(f"MLflow: the replay was not logged: {type(exc).__name__}: {str(exc)[:500]}")
+        return
+    console.print(f"mlflow: {len(runs)} runs in {settings.mlflow_experiment}-replays")
 
 
 class _Bar:

@@ -64,6 +64,7 @@ from streaming.logs import get_logger
 from streaming.runtime.learner_session import Learner, offsets_of, started
 from streaming.runtime.lease_keeper import LeaseKeeper, Turn
 from streaming.settings import Settings
+from streaming.tracking import Tracker, TrackerStats, tracker_for
 
 __all__ = ["KafkaTail", "Learner", "LearnerWorker", "offsets_of", "started"]
 
@@ -138,12 +139,15 @@ class LearnerWorker:
         leases: Leases | None = None,
         shard: Shard | None = None,
         standby: bool | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         registry = registry or registry_writer(settings)
         if registry.signer_id is None:
             raise MissingKey("RIVULET_SIGNING_KEY", "the learner signs every snapshot it writes with it")
         self.settings, self.registry, self.clock = settings, registry, clock
         self.specs = list(specs)
+        # model versions to MLflow, off the learning path (None: RIVULET_MLFLOW_TRACKING_URI unset)
+        self.tracker = tracker if tracker is not None else tracker_for(settings, registry, self.specs)
         self.roles = TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions)
         self.fingerprints = _fingerprints(settings)
         self.sink: DeadLetterSink = sink if sink is not None else _kafka_sink(settings)
@@ -177,9 +181,19 @@ class LearnerWorker:
     def checkpoint(self) -> dict[str, int]:
         return self.session.checkpoint()
 
+    def mlflow_stats(self) -> TrackerStats | None:
+        """What the MLflow tracker logged and could not (None: not tracking)."""
+        return self.tracker.stats() if self.tracker is not None else None
+
     def _session(self, specs: Sequence[ModelSpec]) -> Learner:
         session = Learner(
-            specs, self.registry, self.roles, fingerprints=self.fingerprints, clock=self.clock, sink=self.sink
+            specs,
+            self.registry,
+            self.roles,
+            fingerprints=self.fingerprints,
+            clock=self.clock,
+            sink=self.sink,
+            listener=self.tracker,
         )
         session.on_lost = self._lost
         return session
@@ -205,6 +219,8 @@ class LearnerWorker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         clean = False
+        if self.tracker is not None:
+            self.tracker.start()
         try:
             self._serve(max_idle_s, heartbeat)
             clean = True
@@ -212,7 +228,12 @@ class LearnerWorker:
             try:
                 self.leases.release_all()  # only those still ours: a standby takes over at once
             finally:
-                self._close_sink(clean)
+                try:
+                    self._close_sink(clean)
+                finally:
+                    if self.tracker is not None:
+                        self.tracker.close(self.settings.mlflow_flush_s)
+                        log.info("mlflow", **self.tracker.stats().as_dict())
 
     def _serve(self, max_idle_s: float | None, heartbeat: Path | None) -> None:
         """Sessions, one per set of specs held; standing by while none is."""

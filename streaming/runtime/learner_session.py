@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from streaming.learning.core import LearnerCore, ModelState
 from streaming.learning.deadletters import DeadLetterSink, MemorySink
@@ -30,9 +30,16 @@ from streaming.learning.router import Offsets, Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 
-__all__ = ["Learner", "offsets_of", "started"]
+__all__ = ["Learner", "VersionsListener", "offsets_of", "started"]
 
 log = get_logger("rivulet.learn")
+
+
+class VersionsListener(Protocol):
+    """Told the versions each checkpoint wrote (model -> version), after the champion pointers moved; it
+    must not block (:class:`streaming.tracking.Tracker`: a bounded queue to a thread)."""
+
+    def notify(self, saved: dict[str, int]) -> None: ...
 
 
 class Learner:
@@ -49,8 +56,10 @@ class Learner:
         fingerprints: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sink: DeadLetterSink | None = None,
+        listener: VersionsListener | None = None,
     ) -> None:
         self.specs = list(specs)
+        self.listener = listener
         self.core = LearnerCore(self.specs)
         self.core.on_quarantine = self._quarantined
         self.core.on_decision = self._decided
@@ -264,6 +273,8 @@ class Learner:
         self._since_checkpoint = 0
         self._last_checkpoint = self.clock()
         log.info("checkpoint", versions=saved)
+        if self.listener is not None and saved:
+            self.listener.notify(saved)
         return saved
 
     def _forget_retired(self) -> None:
