@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import parse_url
@@ -64,8 +64,7 @@ class _Connection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import uvloop
 from localservices import RedisNode
 from prometheus_client import REGISTRY
 
@@ -61,9 +62,14 @@ async def on(cache: NearCache) -> None:
     await until(lambda: cache.serving, ESTABLISHED_S, "tracking on")
 
 
-def run(settings: Settings, body: Callable[[NearCache, RedisStore], Awaitable[T]], **update: Any) -> T:
-    """``body(cache, writer)`` on a fresh loop: a started cache and a store that writes as the feature
-    worker's does, both closed after."""
+def run(
+    settings: Settings,
+    body: Callable[[NearCache, RedisStore], Awaitable[T]],
+    loop: str = "asyncio",
+    **update: Any,
+) -> T:
+    """``body(cache, writer)`` on a fresh loop (``loop``: asyncio's, or uvloop's as the API runs on): a
+    started cache and a store that writes as the feature worker's does, both closed after."""
 
     async def go() -> T:
         cache, writer = cached(settings, **update), clients.feature_store(settings)
@@ -74,6 +80,8 @@ def run(settings: Settings, body: Callable[[NearCache, RedisStore], Awaitable[T]
             await cache.close()
             await writer.close()
 
+    if loop == "uvloop":
+        return uvloop.run(go())
     return asyncio.run(go())
 
 
@@ -81,8 +89,9 @@ def tracking_ids(client: redis.Redis) -> list[str]:
     return [c["id"] for c in client.client_list() if c.get("name") == NAME]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_vector_is_served_from_memory_until_redis_reports_its_write(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, loop: str
 ) -> None:
     async def body(cache: NearCache, writer: RedisStore) -> tuple[float, Any]:
         await writer.write([row("a", 1_000)])
@@ -102,7 +111,7 @@ def test_a_vector_is_served_from_memory_until_redis_reports_its_write(
         now = await cache.read("v", ["nobody", "a"])
         return delivery, [r and r.ts for r in now]
 
-    delivery, now = run(settings, body)
+    delivery, now = run(settings, body, loop)
     assert now == [5, 2_000]
     print(f"invalidation delivered {delivery * 1e3:.3f} ms after the write's ack")
 
@@ -211,8 +220,9 @@ def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_
     assert (old, after, misses) == (100, 200, 2)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_killed_tracking_connection_empties_the_cache_before_it_serves_again(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, loop: str
 ) -> None:
     async def body(cache: NearCache, writer: RedisStore) -> None:
         await writer.write([row("k", 10)])
@@ -231,7 +241,7 @@ def test_a_killed_tracking_connection_empties_the_cache_before_it_serves_again(
         await until(lambda: len(cache) == 0, STALENESS_BOUND_S, "invalidated after the reconnection")
         assert (await cache.read("v", ["k"]))[0].ts == 30  # type: ignore[union-attr]
 
-    run(settings, body)
+    run(settings, body, loop)
 
 
 async def loop_turns() -> None:
