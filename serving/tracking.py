@@ -67,6 +67,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.closed.done():  # given up on (a ping unanswered): nothing it says counts any more
+            return
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
@@ -88,7 +90,10 @@ class _Connection(asyncio.Protocol):
         self._gone()
 
     def _gone(self) -> None:
-        """The connection is no more: the sink empties its cache now, in this callback."""
+        """The connection is no more: the sink empties its cache now, in this callback. Once: a callback
+        of a connection already given up on must not touch the cache that a newer one fills."""
+        if self.closed.done():
+            return
         self._sink.lost()
         if self.transport is not None:
             self.transport.abort()
@@ -98,6 +103,9 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(TrackingError("the tracking connection was lost"))
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def close(self) -> None:
+        self._gone()
 
     async def command(self, timeout_s: float, *args: str | bytes) -> Any:
         if self.closed.done() or self.transport is None:
@@ -152,8 +160,8 @@ class Tracker:
                     log.warning("near cache: tracking lost; reads go to Redis", error=repr(exc))
             finally:
                 self._sink.lost()
-                if self._conn is not None and self._conn.transport is not None:
-                    self._conn.transport.abort()
+                if self._conn is not None:
+                    self._conn.close()
             self._failures += 1
             await asyncio.sleep(RETRY_S[min(self._failures - 1, len(RETRY_S) - 1)])
 

@@ -5,6 +5,8 @@ parallel, emptied when its tracking connection is killed or Redis restarts, and 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -277,6 +279,41 @@ def test_a_redis_restart_empties_the_cache_and_nothing_old_is_served(
         await until(lambda: cache.serving, ESTABLISHED_S, "tracking back after the restart")
         assert [(await cache.read("v", ["x"]))[0].ts for _ in range(2)] == [5, 5]  # type: ignore[union-attr]
         assert cache.stats.hits >= 2
+        flushes = cache.stats.flushes
+        direct = redis.Redis.from_url(node.url)
+        try:
+            direct.flushdb()  # reported as an invalidation of every key: the cache empties
+        finally:
+            direct.close()
+        await until(lambda: cache.stats.flushes > flushes, STALENESS_BOUND_S, "FLUSHDB reported")
+        assert len(cache) == 0 and cache.serving and await cache.read("v", ["x"]) == [None]
+
+    try:
+        run(s, body)
+    finally:
+        node.stop()
+
+
+def test_a_redis_that_stops_answering_turns_the_cache_off(
+    settings: Settings, redis_up: str, tmp_path: Path
+) -> None:
+    """A hung Redis (its process stopped: no end of connection, no answer) is found by the tracking
+    connection's PING: the cache empties and stops serving; it comes back once Redis answers again."""
+    node = RedisNode(tmp_path / "redis", port=free_port())
+    node.start()
+    s = settings.model_copy(update={"redis_url": node.url, "redis_socket_timeout_s": 0.5})
+
+    async def body(cache: NearCache, writer: RedisStore) -> None:
+        await writer.write([row("h", 10)])
+        await cache.read("v", ["h"])
+        assert len(cache) == 1 and node.pid is not None
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: not cache.serving, 5.0, "a hung Redis noticed (ping 1 s + timeout 0.5 s)")
+            assert len(cache) == 0
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back once Redis answers")
 
     try:
         run(s, body)
