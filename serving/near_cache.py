@@ -110,7 +110,8 @@ class NearCache(OnlineStore):
     """Vectors of ``inner`` (whose keys are under ``prefix``) kept in memory while tracking is on.
 
     ``tracker``, when given, is started by :meth:`start` and stopped by :meth:`close`; it tells this cache
-    (its sink) ``invalidate``, ``lost`` and ``established``."""
+    (its sink) ``invalidate``, ``lost`` and ``established``. A row it returns may be returned again, to
+    other requests: a caller must not change it (its ``values`` included)."""
 
     def __init__(
         self,
