@@ -24,8 +24,10 @@ from serving.auth import KeyRing, document_security, refuse_anonymous
 from serving.bodies import components
 from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
+from serving.metrics import watch_near_cache
 from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
+from serving.near_cache import NearCache, near_cached
 from serving.outbox import Outbox
 from serving.routes import ROUTERS, ingest
 from serving.services import Services
@@ -58,7 +60,9 @@ class RedisServices:
         # the online store through a cluster client when RIVULET_REDIS_CLUSTER is on; the registry's
         # announcements through the node at redis_url (a cluster's PUBLISH reaches every node)
         self.redis = async_redis(settings)
-        self.store = RedisStore(self.redis, settings.redis_prefix)  # as clients.feature_store, on self.redis
+        self._redis_store = RedisStore(self.redis, settings.redis_prefix)  # as clients.feature_store
+        # in front of it, the near cache (RIVULET_NEAR_CACHE; off on a cluster): serving.near_cache
+        self.store = near_cached(settings, self._redis_store)
         self.announcements = async_redis_node(settings)
         self._registry_client = registry_redis(settings, failover_s=0)  # a request does not wait
         # MissingKey without RIVULET_VERIFY_KEYS: no start
@@ -68,6 +72,9 @@ class RedisServices:
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        if isinstance(self.store, NearCache):
+            watch_near_cache(self.store)
+            await self.store.start()  # tracking comes on in the background; reads go to Redis until then
         with contextlib.suppress(Exception):  # Redis may be down: readiness says so, the poll catches up
             await self.models.refresh_all()
         self.models.start(self.settings.serve_poll_s, self.announcements)
@@ -82,7 +89,7 @@ class RedisServices:
 
     async def ping(self) -> bool:
         """Is the feature store reachable (readiness)?"""
-        return await self.store.ping()
+        return await self._redis_store.ping()
 
     async def stop(self) -> None:
         await self.models.stop()

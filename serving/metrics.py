@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from serving.near_cache import NearCache
 
 __all__ = [
     "CHAMPION",
     "DECISIONS",
     "FEATURE_AGE",
     "LATENCY",
+    "NEAR_CACHES",
     "PREDICTIONS",
     "REJECTED",
     "REQUESTS",
     "UNPUBLISHED",
     "VERSION",
+    "watch_near_cache",
 ]
 
 REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
@@ -47,3 +57,34 @@ DECISIONS = Gauge(
     "A spec's kept lifecycle decisions, per kind (challenger, promotion, rollback, retirement)",
     ["spec", "kind"],
 )
+
+
+class _NearCaches:
+    """The near caches' counts (:class:`serving.near_cache.CacheStats`), read when Prometheus scrapes: the
+    hot path adds to plain integers, not to Prometheus counters (a lock each)."""
+
+    def __init__(self) -> None:
+        self.caches: weakref.WeakSet[NearCache] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        caches = list(self.caches)
+        for name, doc in (
+            ("hits", "Entities served from the near cache"),
+            ("misses", "Entities read from Redis (not in the near cache, or the cache off)"),
+            ("invalidations", "Near-cache keys invalidated by Redis"),
+            ("flushes", "Times the near cache was emptied (tracking lost or re-established, FLUSHDB)"),
+        ):
+            total = sum(getattr(c.stats, name) for c in caches)
+            yield CounterMetricFamily(f"rivulet_near_cache_{name}", doc, value=total)
+        yield GaugeMetricFamily(
+            "rivulet_near_cache_entries", "Vectors in the near cache", value=sum(len(c) for c in caches)
+        )
+
+
+NEAR_CACHES = _NearCaches()
+REGISTRY.register(NEAR_CACHES)
+
+
+def watch_near_cache(cache: NearCache) -> None:
+    """Export ``cache``'s counts (as long as it lives)."""
+    NEAR_CACHES.caches.add(cache)

@@ -119,6 +119,20 @@ class Settings(BaseSettings):
         description="How long the feature worker retries a Redis operation that failed as a Redis Cluster "
         "fails over (connection lost, CLUSTERDOWN, MOVED) before its batch fails; the API does not wait.",
     )
+    near_cache: bool = Field(
+        True,
+        description="The API keeps recent online vectors in memory, invalidated by Redis (client-side "
+        "caching, CLIENT TRACKING): a vector written to Redis is served old until its invalidation arrives "
+        "(under a millisecond on loopback). Off on a Redis Cluster.",
+    )
+    near_cache_entries: int = Field(
+        100_000, ge=1, description="Most vectors the API's near cache holds (least recently used out first)."
+    )
+    near_cache_max_age_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest a vector stays in the near cache without being read from Redis again.",
+    )
 
     # Security
     signing_key: SecretStr | None = Field(

@@ -1,0 +1,234 @@
+"""A near cache of online vectors in the API process, kept correct by Redis invalidations.
+
+:class:`NearCache` is an :class:`~features.store.OnlineStore` in front of the Redis store: a read serves
+the entities it holds from memory and fetches the others from the store in one read (one pipeline), as
+without it. It holds at most ``max_entries`` vectors (least recently used first out) and each for at most
+``max_age_s`` (a safety net: a key Redis expired lazily is only reported when Redis gets to it). A vector
+keeps its event time ``ts``, so the ``feature_age_ms`` a response reports stays true. An absent vector is
+cached too (its creation is reported like any write).
+
+Correctness rests on :class:`~serving.tracking.Tracker` (its docstring says how invalidations arrive):
+
+- Only while tracking is on (between ``established()`` and ``lost()``) is anything served from memory or
+  stored in it; otherwise every read goes to Redis, as without the cache (and is a 503 if Redis is away).
+  ``lost()`` and ``established()`` both empty the cache.
+- The race of a read in flight with its key's invalidation (the read answered by Redis before a write, its
+  answer arriving after the write's invalidation, on another connection): a read that misses marks each
+  key it fetches as *pending* with a token of its own; an invalidation of the key, or emptying the cache,
+  drops the mark; the answer is stored only if the mark is still the read's. So a value is stored only if
+  no invalidation of its key arrived since the read was sent, and any write Redis applies after it answered
+  the read is reported afterwards (rueidis and Lettuce guard the same race the same way, redis-py's sync
+  cache with an in-progress entry).
+- A stored vector never replaces a newer one (``_ts``).
+
+What a user gives up: a vector written to Redis is served old until its invalidation reaches the API (the
+time Redis takes to send it and the event loop to read it: under a millisecond on loopback, see the
+README), and for at most ``ping_s + timeout_s`` if the connection dies silently.
+
+>>> import asyncio
+>>> from features.store import MemoryStore
+>>> async def demo():
+...     store = MemoryStore()
+...     await store.write([FeatureRow("v", "e", {"n": 1}, ts=5)])
+...     cache = NearCache(store, "p:", max_entries=10)
+...     cache.established()
+...     first, again = await cache.read("v", ["e"]), await cache.read("v", ["e"])
+...     cache.invalidate([vector_key("p:", "v", "e").encode()])
+...     await cache.read("v", ["e"])
+...     return first[0].ts, again[0].ts, cache.stats
+>>> asyncio.run(demo())
+(5, 5, CacheStats(hits=1, misses=2, invalidations=1, flushes=1))
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from features.redis_store import vector_key
+from features.store import FeatureRow, OnlineStore
+from serving.tracking import Tracker
+from streaming.logs import get_logger
+from streaming.settings import Settings
+
+__all__ = ["CacheStats", "NearCache", "near_cached"]
+
+log = get_logger("rivulet.serving")
+PING_S = 1.0  # how often the tracking connection is checked (a silent loss is seen within this + timeout)
+
+
+def near_cached(settings: Settings, inner: OnlineStore) -> OnlineStore:
+    """``inner`` behind a :class:`NearCache` tracked on ``settings.redis_url``, when ``RIVULET_NEAR_CACHE``
+    is on and Redis is not a cluster; else ``inner`` itself.
+
+    On a Redis Cluster tracking is per node: a node reports only its own keys, and a slot that moves (a
+    failover, a resharding) moves its keys to a node this process does not track. The cache stays off there
+    rather than trust a connection per primary to follow every change of the cluster's layout.
+
+    >>> from features.store import MemoryStore
+    >>> type(near_cached(Settings(), MemoryStore())).__name__
+    'NearCache'
+    >>> type(near_cached(Settings(near_cache=False), MemoryStore())).__name__
+    'MemoryStore'
+    """
+    if not settings.near_cache:
+        return inner
+    if settings.redis_cluster:
+        log.warning(
+            "near cache off: RIVULET_REDIS_CLUSTER is on (tracking is per node; a moved slot is not "
+            "reported); every read goes to Redis"
+        )
+        return inner
+    prefix = f"{settings.redis_prefix}fv:"
+    return NearCache(
+        inner,
+        settings.redis_prefix,
+        max_entries=settings.near_cache_entries,
+        max_age_s=settings.near_cache_max_age_s,
+        tracker=lambda sink: Tracker(
+            settings.redis_url, prefix, sink, ping_s=PING_S, timeout_s=settings.redis_socket_timeout_s
+        ),
+    )
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counts since the cache was made (exported by :mod:`serving.metrics`). ``hits``/``misses``: entities
+    served from memory / read from the store (every read while tracking is off is a miss);
+    ``invalidations``: keys reported changed that the cache held or had pending; ``flushes``: times the
+    cache was emptied (tracking lost or established, ``FLUSHDB``)."""
+
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    flushes: int = 0
+
+
+class NearCache(OnlineStore):
+    """Vectors of ``inner`` (whose keys are under ``prefix``) kept in memory while tracking is on.
+
+    ``tracker``, when given, is started by :meth:`start` and stopped by :meth:`close`; it tells this cache
+    (its sink) ``invalidate``, ``lost`` and ``established``. A row it returns may be returned again, to
+    other requests: a caller must not change it (its ``values`` included)."""
+
+    def __init__(
+        self,
+        inner: OnlineStore,
+        prefix: str,
+        *,
+        max_entries: int,
+        max_age_s: float = 60.0,
+        tracker: Callable[[NearCache], Tracker] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self._prefix = prefix
+        self._max = max_entries
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[FeatureRow | None, float]] = OrderedDict()
+        self._pending: dict[str, object] = {}
+        self._on = False
+        self.stats = CacheStats()
+        self.tracker = tracker(self) if tracker is not None else None
+
+    @property
+    def serving(self) -> bool:
+        """Is tracking on (the cache in use)?"""
+        return self._on
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- the tracker's sink: called from the event loop's callbacks, synchronously ---------------------
+
+    def invalidate(self, keys: list[bytes] | None) -> None:
+        if keys is None:
+            self._flush()
+            return
+        entries, pending = self._entries, self._pending
+        for raw in keys:
+            key = raw.decode("utf-8", "replace")
+            found = entries.pop(key, None) is not None
+            if pending.pop(key, None) is not None or found:
+                self.stats.invalidations += 1
+
+    def lost(self) -> None:
+        if self._on or self._entries or self._pending:
+            self._flush()
+        self._on = False
+
+    def established(self) -> None:
+        self._flush()
+        self._on = True
+
+    def _flush(self) -> None:
+        self._entries.clear()
+        self._pending.clear()  # a read in flight stores nothing (its mark is gone)
+        self.stats.flushes += 1
+
+    # -- the store -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.tracker is not None:
+            self.tracker.start()
+
+    async def write(self, rows: Sequence[FeatureRow]) -> int:
+        return await self.inner.write(rows)  # its invalidations come back through the tracker
+
+    async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
+        if not self._on:
+            self.stats.misses += len(entities)
+            return await self.inner.read(view, entities)
+        now = self._clock()
+        prefix, entries = self._prefix, self._entries
+        keys = [vector_key(prefix, view, e) for e in entities]
+        out: list[FeatureRow | None] = [None] * len(keys)
+        missed: list[int] = []
+        for i, key in enumerate(keys):
+            found = entries.get(key)
+            if found is not None and found[1] > now:
+                entries.move_to_end(key)
+                out[i] = found[0]
+            else:
+                missed.append(i)
+        self.stats.hits += len(keys) - len(missed)
+        if not missed:
+            return out
+        self.stats.misses += len(missed)
+        token = object()
+        pending = self._pending
+        for i in missed:
+            pending[keys[i]] = token
+        try:
+            rows = await self.inner.read(view, [entities[i] for i in missed])
+        except BaseException:
+            for i in missed:
+                if pending.get(keys[i]) is token:
+                    del pending[keys[i]]
+            raise
+        expires = now + self._max_age_s
+        for i, row in zip(missed, rows, strict=True):
+            out[i] = row
+            key = keys[i]
+            if pending.get(key) is token:  # no invalidation (nor flush) since the read was sent
+                del pending[key]
+                self._store(key, row, expires)
+        return out
+
+    def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:
+        entries = self._entries
+        current = entries.get(key)
+        if current is not None and current[0] is not None and row is not None and current[0].ts > row.ts:
+            return  # never back in event time
+        entries[key] = (row, expires)
+        entries.move_to_end(key)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+
+    async def close(self) -> None:
+        if self.tracker is not None:
+            await self.tracker.stop()
+        await self.inner.close()

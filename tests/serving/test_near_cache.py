@@ -1,0 +1,362 @@
+"""The API's near cache on real Redis (serving/near_cache.py, serving/tracking.py): served from memory,
+invalidated by Redis as vectors are written, never back in event time with a writer and readers in
+parallel, emptied when its tracking connection is killed or Redis restarts, and the read/invalidate race."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import uvloop
+from localservices import RedisNode
+from prometheus_client import REGISTRY
+
+from features.redis_store import RedisStore
+from features.store import FeatureRow, OnlineStore
+from serving.metrics import watch_near_cache
+from serving.near_cache import NearCache, near_cached
+from serving.services import STORE_ERRORS
+from serving.tracking import NAME
+from streaming import clients
+from streaming.settings import Settings
+from tests.support.api_env import free_port
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+# How long after Redis acknowledged a write the cache may still serve the value before it: the
+# invalidation's delivery. A correctness bound, generous for a loaded 2-core machine (measured on loopback:
+# well under a millisecond; the README gives the figure), not a speed assertion.
+STALENESS_BOUND_S = 1.0
+ESTABLISHED_S = 10.0  # how long tracking may take to come on (a first connection, a reconnection)
+
+
+def row(entity: str, ts: int, n: float = 0.0) -> FeatureRow:
+    return FeatureRow("v", entity, {"n": n, "ts_copy": ts}, ts)
+
+
+def cached(settings: Settings, **update: Any) -> NearCache:
+    s = settings.model_copy(update={"near_cache": True, **update})
+    cache = near_cached(s, RedisStore(clients.async_redis(s), s.redis_prefix))
+    assert isinstance(cache, NearCache)
+    return cache
+
+
+async def until(check: Callable[[], bool], within_s: float, what: str) -> float:
+    """Wait until ``check()``; how long it took. Fails after ``within_s``."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < within_s, f"not within {within_s} s: {what}"
+        await asyncio.sleep(0.001)
+    return time.monotonic() - start
+
+
+async def on(cache: NearCache) -> None:
+    await cache.start()
+    await until(lambda: cache.serving, ESTABLISHED_S, "tracking on")
+
+
+def run(
+    settings: Settings,
+    body: Callable[[NearCache, RedisStore], Awaitable[T]],
+    loop: str = "asyncio",
+    **update: Any,
+) -> T:
+    """``body(cache, writer)`` on a fresh loop (``loop``: asyncio's, or uvloop's as the API runs on): a
+    started cache and a store that writes as the feature worker's does, both closed after."""
+
+    async def go() -> T:
+        cache, writer = cached(settings, **update), clients.feature_store(settings)
+        try:
+            await on(cache)
+            return await body(cache, writer)
+        finally:
+            await cache.close()
+            await writer.close()
+
+    if loop == "uvloop":
+        return uvloop.run(go())
+    return asyncio.run(go())
+
+
+def tracking_ids(client: redis.Redis) -> list[str]:
+    return [c["id"] for c in client.client_list() if c.get("name") == NAME]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_vector_is_served_from_memory_until_redis_reports_its_write(
+    settings: Settings, redis_client: redis.Redis, loop: str
+) -> None:
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[float, Any]:
+        await writer.write([row("a", 1_000)])
+        first = await cache.read("v", ["a", "nobody"])
+        again = await cache.read("v", ["a", "nobody"])
+        assert [r and r.ts for r in first] == [1_000, None] and again == first
+        assert (cache.stats.hits, cache.stats.misses) == (2, 2)
+        await writer.write([row("a", 2_000)])  # acknowledged: from here the old value is stale
+        acked = time.monotonic()
+        while (await cache.read("v", ["a"]))[0].ts != 2_000:  # type: ignore[union-attr]
+            assert time.monotonic() - acked < STALENESS_BOUND_S, "the invalidation did not arrive"
+        delivery = time.monotonic() - acked
+        assert cache.stats.invalidations >= 1
+        # an absent vector is cached and its creation reported like any write
+        await writer.write([row("nobody", 5)])
+        await until(lambda: cache.stats.invalidations >= 2, STALENESS_BOUND_S, "creation reported")
+        now = await cache.read("v", ["nobody", "a"])
+        return delivery, [r and r.ts for r in now]
+
+    delivery, now = run(settings, body, loop)
+    assert now == [5, 2_000]
+    print(f"invalidation delivered {delivery * 1e3:.3f} ms after the write's ack")
+
+
+def test_a_served_vector_never_goes_back_in_event_time_with_a_writer_and_readers_in_parallel(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    entities = [f"e{i}" for i in range(8)]
+    writes = 400
+
+    def writer_thread(done: threading.Event, last: dict[str, int]) -> None:
+        async def go() -> None:
+            store = clients.feature_store(settings)
+            try:
+                for t in range(1, writes + 1):  # as the feature worker: batches, older rows mixed in
+                    batch = [row(e, t * 10) for e in entities[t % 3 :: 2]] + [row(entities[0], t * 10 - 15)]
+                    await store.write(batch)
+                    for r in batch:
+                        last[r.entity] = max(last.get(r.entity, 0), r.ts)
+            finally:
+                await store.close()
+                done.set()
+
+        asyncio.run(go())
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[list[int], dict[str, int]]:
+        await writer.write([row(e, 1) for e in entities])
+        done, last = threading.Event(), {e: 1 for e in entities}
+        thread = threading.Thread(target=writer_thread, args=(done, last))
+        backwards: list[str] = []
+        served = [0] * 4
+
+        async def reader(k: int) -> None:
+            seen: dict[str, int] = {}
+            while not done.is_set():
+                pick = entities[k::2] if k % 2 else [entities[(served[k] + k) % len(entities)]]
+                for r in await cache.read("v", pick):
+                    assert r is not None and r.values["ts_copy"] == r.ts  # one whole vector, not a mix
+                    if r.ts < seen.get(r.entity, 0):
+                        backwards.append(f"reader {k}: {r.entity} {seen[r.entity]} then {r.ts}")
+                    seen[r.entity] = r.ts
+                    served[k] += 1
+                await asyncio.sleep(0)
+
+        thread.start()
+        await asyncio.gather(*(reader(k) for k in range(4)))
+        thread.join()
+        assert not backwards, backwards[:5]
+        # once the writer is done, every entity is served at its last write (within the bound)
+        start = time.monotonic()
+        while [r and r.ts for r in await cache.read("v", entities)] != [last[e] for e in entities]:
+            assert time.monotonic() - start < STALENESS_BOUND_S, "the last writes were not reported"
+        return served, last
+
+    served, last = run(settings, body)
+    assert all(n > 0 for n in served) and set(last.values()) != {1}
+
+
+def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_uncached(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The read is answered by Redis (the old value), then held; the key is written and its invalidation
+    arrives; then the read's answer comes back. It is served to its own caller, never cached."""
+
+    class Held(OnlineStore):
+        """The real store, whose answers are held until ``release`` is set (a slow network, made exact)."""
+
+        def __init__(self, inner: RedisStore) -> None:
+            self.inner, self.answered, self.release = inner, asyncio.Event(), asyncio.Event()
+
+        async def write(self, rows: Sequence[FeatureRow]) -> int:
+            return await self.inner.write(rows)
+
+        async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
+            rows = await self.inner.read(view, entities)
+            self.answered.set()
+            await self.release.wait()
+            return rows
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+    async def go() -> tuple[int | None, int | None, int]:
+        s = settings.model_copy(update={"near_cache": True})
+        held = Held(RedisStore(clients.async_redis(s), s.redis_prefix))
+        plain = near_cached(s, held)
+        assert isinstance(plain, NearCache)
+        writer = clients.feature_store(s)
+        try:
+            await on(plain)
+            await writer.write([row("r", 100)])
+            in_flight = asyncio.create_task(plain.read("v", ["r"]))
+            await held.answered.wait()  # Redis answered with ts 100; the answer is still on its way
+            before = plain.stats.invalidations
+            await writer.write([row("r", 200)])
+            await until(lambda: plain.stats.invalidations > before, STALENESS_BOUND_S, "invalidation")
+            held.release.set()
+            old = (await in_flight)[0]
+            after = (await plain.read("v", ["r"]))[0]  # a miss: the old answer was not kept
+            return old and old.ts, after and after.ts, plain.stats.misses
+        finally:
+            await plain.close()
+            await writer.close()
+
+    old, after, misses = asyncio.run(go())
+    assert (old, after, misses) == (100, 200, 2)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_killed_tracking_connection_empties_the_cache_before_it_serves_again(
+    settings: Settings, redis_client: redis.Redis, loop: str
+) -> None:
+    async def body(cache: NearCache, writer: RedisStore) -> None:
+        await writer.write([row("k", 10)])
+        await cache.read("v", ["k"])
+        assert (await cache.read("v", ["k"]))[0].ts == 10 and cache.stats.hits == 1  # type: ignore[union-attr]
+        (killed,) = tracking_ids(redis_client)
+        flushes = cache.stats.flushes
+        redis_client.execute_command("CLIENT", "KILL", "ID", killed)
+        await writer.write([row("k", 20)])  # no invalidation can arrive for this one: the connection is gone
+        assert not cache.serving and len(cache) == 0 and cache.stats.flushes == flushes + 1
+        assert (await cache.read("v", ["k"]))[0].ts == 20  # type: ignore[union-attr]
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back")
+        assert tracking_ids(redis_client) not in ([], [killed])
+        await cache.read("v", ["k"])
+        await writer.write([row("k", 30)])  # reported on the new connection
+        await until(lambda: len(cache) == 0, STALENESS_BOUND_S, "invalidated after the reconnection")
+        assert (await cache.read("v", ["k"]))[0].ts == 30  # type: ignore[union-attr]
+
+    run(settings, body, loop)
+
+
+async def loop_turns() -> None:
+    """Two turns of the event loop: what a request arriving through a socket takes at least (it is read in
+    the same poll as the end of the tracking connection, or a later one)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+def test_a_redis_restart_empties_the_cache_and_nothing_old_is_served(
+    settings: Settings, redis_up: str, tmp_path: Path
+) -> None:
+    node = RedisNode(tmp_path / "redis", port=free_port())
+    node.start()
+    s = settings.model_copy(update={"redis_url": node.url})
+
+    async def body(cache: NearCache, writer: RedisStore) -> None:
+        await writer.write([row("x", 10)])
+        await cache.read("v", ["x"])
+        assert (await cache.read("v", ["x"]))[0].ts == 10 and len(cache) == 1  # type: ignore[union-attr]
+        node.stop()
+        await loop_turns()
+        assert not cache.serving and len(cache) == 0
+        with pytest.raises(STORE_ERRORS):  # Redis away: an error (the API's 503), never the cached vector
+            await cache.read("v", ["x"])
+        node.start()  # without persistence: the vector is gone; another is written
+        fresh = clients.feature_store(s)  # (redis-py leaves a pipeline that loaded a script before open)
+        try:
+            await fresh.write([row("x", 5)])
+        finally:
+            await fresh.close()
+        assert (await cache.read("v", ["x"]))[0].ts == 5  # type: ignore[union-attr]
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back after the restart")
+        assert [(await cache.read("v", ["x"]))[0].ts for _ in range(2)] == [5, 5]  # type: ignore[union-attr]
+        assert cache.stats.hits >= 2
+        flushes = cache.stats.flushes
+        direct = redis.Redis.from_url(node.url)
+        try:
+            direct.flushdb()  # reported as an invalidation of every key: the cache empties
+        finally:
+            direct.close()
+        await until(lambda: cache.stats.flushes > flushes, STALENESS_BOUND_S, "FLUSHDB reported")
+        assert len(cache) == 0 and cache.serving and await cache.read("v", ["x"]) == [None]
+
+    try:
+        run(s, body)
+    finally:
+        node.stop()
+
+
+def test_a_redis_that_stops_answering_turns_the_cache_off(
+    settings: Settings, redis_up: str, tmp_path: Path
+) -> None:
+    """A hung Redis (its process stopped: no end of connection, no answer) is found by the tracking
+    connection's PING: the cache empties and stops serving; it comes back once Redis answers again."""
+    node = RedisNode(tmp_path / "redis", port=free_port())
+    node.start()
+    s = settings.model_copy(update={"redis_url": node.url, "redis_socket_timeout_s": 0.5})
+
+    async def body(cache: NearCache, writer: RedisStore) -> None:
+        await writer.write([row("h", 10)])
+        await cache.read("v", ["h"])
+        assert len(cache) == 1 and node.pid is not None
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: not cache.serving, 5.0, "a hung Redis noticed (ping 1 s + timeout 0.5 s)")
+            assert len(cache) == 0
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back once Redis answers")
+
+    try:
+        run(s, body)
+    finally:
+        node.stop()
+
+
+def test_the_cache_is_bounded_least_recently_used_out(settings: Settings, redis_client: redis.Redis) -> None:
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[int, int]:
+        await writer.write([row(e, 1) for e in "abcde"])
+        await cache.read("v", ["a", "b", "c"])
+        await cache.read("v", ["a"])  # a is now the most recent
+        await cache.read("v", ["d", "e"])  # b and c out
+        assert len(cache) == 3
+        hits = cache.stats.hits
+        await cache.read("v", ["a", "d", "e"])
+        assert cache.stats.hits == hits + 3
+        await cache.read("v", ["b"])
+        return cache.stats.hits - hits, len(cache)
+
+    assert run(settings, body, near_cache_entries=3) == (3, 3)
+
+
+def test_the_cache_counts_are_exported(settings: Settings, redis_client: redis.Redis) -> None:
+    def value(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    async def body(cache: NearCache, writer: RedisStore) -> None:
+        watch_near_cache(cache)
+        hits, misses = value("rivulet_near_cache_hits_total"), value("rivulet_near_cache_misses_total")
+        await writer.write([row("m", 1)])
+        for _ in range(3):
+            await cache.read("v", ["m"])
+        assert value("rivulet_near_cache_hits_total") == hits + 2
+        assert value("rivulet_near_cache_misses_total") == misses + 1
+        assert value("rivulet_near_cache_flushes_total") >= 1
+
+    run(settings, body)
+
+
+def test_the_cache_is_off_on_a_redis_cluster(settings: Settings, redis_cluster_up: str) -> None:
+    s = settings.model_copy(update={"redis_url": redis_cluster_up, "redis_cluster": True, "near_cache": True})
+    store = RedisStore(clients.async_redis(s), s.redis_prefix)
+    assert near_cached(s, store) is store
+    assert isinstance(near_cached(s.model_copy(update={"redis_cluster": False}), store), NearCache)
+    assert near_cached(settings.model_copy(update={"near_cache": False}), store) is store
