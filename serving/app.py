@@ -28,6 +28,7 @@ from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
 from serving.outbox import Outbox
 from serving.routes import ROUTERS, ingest
+from serving.routes.scoring import FastPredict
 from serving.services import Services
 from streaming.clients import (
     async_kafka_producer,
@@ -125,7 +126,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.mount("/assets", Assets(directory=ASSETS), name="assets")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _handle_errors(app)
-    # outermost last: Measure -> TrustedHost -> BodyLimit -> FastAPI
+    # outermost last: Measure -> TrustedHost -> BodyLimit -> FastPredict (the predict route's hot path) ->
+    # FastAPI
+    app.add_middleware(FastPredict)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(TrustedHosts, allowed_hosts=trusted_hosts(settings))
     app.add_middleware(Measure)
