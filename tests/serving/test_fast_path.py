@@ -152,3 +152,11 @@ def test_a_prediction_that_is_not_a_finite_number_is_unscorable(emb: Embedded, v
             r = client.post("/v1/models/infm/predict/batch", json={"items": [{"entity": "7"}]})
             assert r.status_code == 400 and r.json()["detail"].startswith("items[0]:"), r.text
     assert emb.log.read(emb.settings.topics.predictions, 0) == []
+
+
+def test_fastapi_native_telemetry_is_off(emb: Embedded) -> None:
+    """FastAPI's OpenTelemetry checks for a provider on every request (environment lookups, 3% of the CPU of
+    a request): Rivulet exports Prometheus metrics and turns it off."""
+    app = emb.app()
+    assert not app._native_telemetry.enabled()
+    assert app._telemetry["tracing"] is False and app._telemetry["metrics"] is False
