@@ -8,7 +8,8 @@ does only the scoring. Both get the same requests from ``wrk``, whose Lua script
 - ``hot``: one of ``--hot`` entities (default 16): the same vectors again and again (near-cache hits);
 - ``uniform``: any of ``--entities`` (default 1,000,000), all of them in Redis (cache misses).
 
-For each mix and each worker count of ``--workers`` (default 1 and 2) two loads, bare then Rivulet:
+For each mix and each worker count of ``--workers`` (default 1 and 2) two loads, bare then Rivulet under
+each server of ``--servers`` (default uvicorn and granian, ``rivulet serve --server``):
 
 1. closed loop (``--connections``, no pause): requests/s, p50/p99, and the ratio (goal >= 0.7x);
 2. paced near ``--rate`` requests/s (4 connections, each pausing between requests): p50/p99 (goal p99 <=
@@ -222,6 +223,11 @@ def server_env(s: Settings, tmp: Path, api_key: str | None, entities: int) -> di
     }
 
 
+def names(args: argparse.Namespace) -> list[str]:
+    """The servers measured: the bare endpoint, then Rivulet under each of ``--servers``."""
+    return ["bare", *(f"rivulet/{server}" for server in args.servers)]
+
+
 def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
     """One run: every mix, worker count and load, bare then Rivulet back to back."""
     out: dict[str, Figures] = {}
@@ -232,7 +238,7 @@ def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Pa
         ):
             script = tmp / f"{mix}-{load}.lua"
             script.write_text(lua(mix, args.entities, args.hot, args.api_key, delay))
-            for name in ("bare", "rivulet"):
+            for name in names(args):
                 out[f"{mix} {load} w{workers} {name}"] = wrk(
                     ports[name, workers], conns, args.seconds, script
                 )
@@ -240,23 +246,20 @@ def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Pa
 
 
 def report(results: dict[str, Figures], args: argparse.Namespace, title: str) -> None:
-    print(f"{title} ({args.connections} connections closed loop, {args.seconds} s each)")
-    for mix, workers in itertools.product(MIXES, args.workers):
-        head = f"  {mix:<7} w{workers}"
-        (brps, b50, b99), (rrps, r50, r99) = (
-            results[f"{mix} closed w{workers} {n}"] for n in ("bare", "rivulet")
-        )
-        print(
-            f"{head} closed: bare {brps:>6,.0f}/s p50 {b50:.2f} p99 {b99:.2f} | rivulet {rrps:>6,.0f}/s "
-            f"p50 {r50:.2f} p99 {r99:.2f} | ratio {rrps / brps:.2f}x (goal >= 0.7x)"
-        )
-        (brps, b50, b99), (rrps, r50, r99) = (
-            results[f"{mix} paced w{workers} {n}"] for n in ("bare", "rivulet")
-        )
-        print(
-            f"{head} paced : bare {brps:>6,.0f}/s p50 {b50:.2f} p99 {b99:.2f} | rivulet {rrps:>6,.0f}/s "
-            f"p50 {r50:.2f} p99 {r99:.2f} (goal p99 <= 2 ms)"
-        )
+    print(
+        f"{title} ({args.connections} connections closed loop, {PACED_CONNECTIONS} paced; "
+        f"{args.seconds} s each)"
+    )
+    for mix, workers, load in itertools.product(MIXES, args.workers, ("closed", "paced")):
+        bare = results[f"{mix} {load} w{workers} bare"][0]
+        for name in names(args):
+            rps, p50, p99 = results[f"{mix} {load} w{workers} {name}"]
+            goal = f"ratio {rps / bare:.2f}x (goal >= 0.7x)" if load == "closed" else "(goal p99 <= 2 ms)"
+            goal = "" if name == "bare" else goal
+            print(
+                f"  {mix:<7} w{workers} {load:<6} {name:<16} {rps:>7,.0f}/s p50 {p50:5.2f} ms "
+                f"p99 {p99:6.2f} ms {goal}"
+            )
 
 
 def median(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
@@ -302,11 +305,21 @@ def profile(port: int, pid: int, args: argparse.Namespace, tmp: Path) -> None:
         )
         time.sleep(1)
         raw, svg = Path(f"{args.profile}-{mix}.txt"), Path(f"{args.profile}-{mix}.svg")
-        record = [spy, "record", "--pid", str(pid), "-d", str(args.seconds // 2), "-r", "250"]
+        record = [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "-d",
+            str(args.seconds // 2),
+            "-r",
+            "250",
+        ]
         subprocess.run([*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True)
         subprocess.run([*record, "-o", str(svg)], check=True, capture_output=True)
         load.wait()
-        print(f"py-spy, rivulet w1, {mix}, closed loop ({raw}, {svg}):\n{top(raw)}")
+        print(f"py-spy, {names(args)[1]} w1, {mix}, closed loop ({raw}, {svg}):\n{top(raw)}")
 
 
 def main() -> None:
@@ -317,6 +330,12 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=1_000_000, help="the uniform mix's entities")
     parser.add_argument("--hot", type=int, default=16, help="the hot mix's entities")
     parser.add_argument("--workers", type=lambda v: [int(n) for n in v.split(",")], default=[1, 2])
+    parser.add_argument(
+        "--servers",
+        type=lambda v: v.split(","),
+        default=["uvicorn", "granian"],
+        help="rivulet serve --server of each Rivulet measured (the profile is of the first)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat; print each run and the medians")
     parser.add_argument("--profile", default=None, help="py-spy recordings of Rivulet (1 worker) to PATH-*")
     parser.add_argument(
@@ -342,23 +361,17 @@ def main() -> None:
         try:
             seed(s, tmp, args.entities)
             for workers in args.workers:
-                for name in ("bare", "rivulet"):
+                for name in names(args):
                     port = ports[name, workers] = free_port()
+                    serve = [rivulet, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers"]
                     cmd = (
                         [*uv, "--port", str(port), "--workers", str(workers), "scripts.bench_serve_bare:app"]
                         if name == "bare"
-                        else [
-                            rivulet,
-                            "serve",
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(port),
-                            "--workers",
-                            str(workers),
-                        ]
+                        else [*serve, str(workers), "--server", name.rpartition("/")[2]]
                     )
-                    procs[name, workers] = start(cmd, env, port, tmp / f"{name}{workers}.log", headers)
+                    procs[name, workers] = start(
+                        cmd, env, port, tmp / f"{name.replace('/', '-')}{workers}.log", headers
+                    )
             for mix in MIXES:  # warm up: every server, every mix
                 script = tmp / f"{mix}-warm.lua"
                 script.write_text(lua(mix, args.entities, args.hot, args.api_key, 0.0))
@@ -370,8 +383,9 @@ def main() -> None:
                 report(runs[-1], args, f"run {run + 1}")
             if args.runs > 1:
                 report(median(runs), args, f"median of {args.runs} runs")
-            if args.profile and ("rivulet", 1) in procs:
-                profile(ports["rivulet", 1], procs["rivulet", 1].pid, args, tmp)
+            first = names(args)[1]
+            if args.profile and (first, 1) in procs:
+                profile(ports[first, 1], procs[first, 1].pid, args, tmp)
         finally:
             for proc in procs.values():
                 os.killpg(proc.pid, signal.SIGTERM)
