@@ -1,6 +1,7 @@
 """``rivulet serve``: the scoring API under uvicorn (uvloop and httptools, from ``uvicorn[standard]``), or
-under granian (``--server granian``, the ``granian`` extra: its HTTP layer is Rust, about 1.5x the requests
-a worker serves in ``scripts/bench_serve.py``), with the settings this command resolved."""
+under granian (``--server granian``, the ``granian`` extra: its HTTP layer is Rust; in
+``scripts/bench_serve.py`` it served more than uvicorn with 2 workers, less with 1 on a loaded VM: see
+BENCHMARKS.md, issue 16), with the settings this command resolved."""
 
 from __future__ import annotations
 
