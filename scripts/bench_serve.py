@@ -1,19 +1,33 @@
-"""Benchmark the scoring API against a bare FastAPI endpoint running the same model on the same request.
+"""Benchmark the scoring API against a bare FastAPI endpoint running the same model on the same requests.
 
-Rivulet (``serving.app``, one uvicorn worker) reads the entity's online features from Redis, merges the
-request fields, scores with the registry's current version, and queues the prediction for Kafka; the bare
-endpoint (``scripts/bench_serve_bare.py``) has the features in memory and does only the scoring. Loads:
+Rivulet (``rivulet serve --workers N``) reads the entity's online features from Redis, merges the request
+fields, scores with the registry's current version, and queues the prediction for Kafka; the bare endpoint
+(``scripts/bench_serve_bare.py``, uvicorn with as many workers) has every entity's features in memory and
+does only the scoring. Both get the same requests from ``wrk``, whose Lua script picks each request's entity:
 
-1. ``wrk`` (closed loop, fixed concurrency): requests/s and p50/p99 for both, and the ratio (goal >= 0.7x);
-2. ``wrk`` paced near a fixed rate (default 1,000 requests/s): p50/p99 for both (goal p99 <= 2 ms).
+- ``hot``: one of ``--hot`` entities (default 16): the same vectors again and again (near-cache hits);
+- ``uniform``: any of ``--entities`` (default 1,000,000), all of them in Redis (cache misses).
 
-    .venv/bin/python scripts/bench_serve.py --connections 8 --seconds 10 --rate 1000
+For each mix and each worker count of ``--workers`` (default 1 and 2) two loads, bare then Rivulet under
+each server of ``--servers`` (default uvicorn and granian, ``rivulet serve --server``):
+
+1. closed loop (``--connections``, no pause): requests/s, p50/p99, and the ratio (goal >= 0.7x);
+2. paced near ``--rate`` requests/s (4 connections, each pausing between requests): p50/p99 (goal p99 <=
+   2 ms).
+
+``--runs 3`` repeats the measurements on the same servers and prints each run and the median of the runs.
+``--profile PATH`` then records Rivulet (one worker) with py-spy under the closed loop of each mix
+(``PATH-hot.txt``, collapsed stacks, and ``PATH-hot.svg``; the same for ``uniform``) and prints the
+functions that take the most of its CPU (a ``py-spy top`` of the run).
+
+    .venv/bin/python scripts/bench_serve.py --connections 8 --seconds 8 --rate 1000 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import os
 import pickle
@@ -21,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -28,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import SecretStr
 from river import metrics
 from river.datasets import synth
 
-from features.store import FeatureRow
-from streaming.clients import feature_store, registry_writer
+from features.redis_store import vector_key
+from streaming.clients import feature_store, redis_client, registry_writer
 from streaming.ingest.topics import TopicAdmin
 from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
@@ -42,12 +58,21 @@ from streaming.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_serve_bare import online  # noqa: E402
 from benchkit import drop, fresh, scratch_dir  # noqa: E402
 
 from tests.support.model_defs import scaled_lr  # noqa: E402
 
 SIGNER = generate()  # signs the benchmark's model; the API gets its public key
-BODY = b'{"entity": "7", "fields": {"salary_mean_10m": 52000.0}}'
+FIELDS = '"fields": {"salary_mean_10m": 52000.0}'
+PATH = "/v1/models/zipm/predict"
+MIXES = ("hot", "uniform")
+PACED_CONNECTIONS = 4
+Figures = tuple[float, float, float]  # requests/s, p50 ms, p99 ms
+
+
+def url(port: int) -> str:
+    return f"http://127.0.0.1:{port}{PATH}"
 
 
 def free_port() -> int:
@@ -63,18 +88,17 @@ def start(
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
+    body = '{"entity": "7", ' + FIELDS + "}"
     while True:
         try:
-            if (
-                httpx.post(
-                    f"http://127.0.0.1:{port}/v1/models/zipm/predict",
-                    content=BODY,
-                    timeout=2,
-                    headers={"content-type": "application/json", **headers},
-                ).status_code
-                == 200
-            ):
+            r = httpx.post(
+                f"http://127.0.0.1:{port}{PATH}",
+                content=body,
+                timeout=2,
+                headers={"content-type": "application/json", **headers},
+            )
+            if r.status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -82,30 +106,31 @@ def start(
         time.sleep(0.2)
 
 
-def wrk(
-    port: int, connections: int, seconds: int, tmp: Path, delay_ms: float = 0, key: str | None = None
-) -> tuple[float, float, float]:
-    """Requests/s, p50 and p99 (ms). With ``delay_ms`` each connection waits that long between requests,
-    which paces the load near ``connections * 1000 / delay_ms`` requests/s."""
-    script = tmp / "post.lua"
-    lua = 'wrk.method = "POST"\nwrk.body = [[' + BODY.decode() + "]]\n"
-    lua += 'wrk.headers["Content-Type"] = "application/json"\n'
-    if key:
-        lua += f'wrk.headers["X-API-Key"] = "{key}"\n'
+def lua(mix: str, entities: int, hot: int, key: str | None, delay_ms: float) -> str:
+    """wrk's script: a POST whose entity is drawn per request (one of ``hot`` spread over the ids, or any
+    of ``entities``), the same body otherwise; ``delay_ms`` between two requests of a connection."""
+    step = max(entities // hot, 1)
+    pick = f"math.random(0, {hot - 1}) * {step}" if mix == "hot" else f"math.random(0, {entities - 1})"
+    headers = '{["Content-Type"] = "application/json"' + (f', ["X-API-Key"] = "{key}"' if key else "") + "}"
+    script = f"""
+local headers = {headers}
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+end
+function request()
+  local e = {pick}
+  return wrk.format("POST", nil, headers, '{{"entity": "' .. e .. '", {FIELDS}}}')
+end
+"""
     if delay_ms:
-        lua += f"function delay()\n  return {delay_ms}\nend\n"
-    script.write_text(lua)
+        script += f"function delay()\n  return {delay_ms}\nend\n"
+    return script
+
+
+def wrk(port: int, connections: int, seconds: int, script: Path) -> Figures:
+    """Requests/s, p50 and p99 (ms) of one wrk run."""
     out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/v1/models/zipm/predict",
-        ],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url(port)],
         capture_output=True,
         text=True,
         check=True,
@@ -134,23 +159,48 @@ def trained_state() -> Any:
     return core.models["zipm"]
 
 
-def seed(s: Settings, tmp: Path) -> None:
-    """The model in the registry and entity 7's features in Redis (for Rivulet), both in a pickle (for the
-    bare endpoint)."""
+def seed(s: Settings, tmp: Path, entities: int) -> None:
+    """The model in the registry and in a pickle (for the bare endpoint); the vector of every entity in
+    Redis, written in pipelines in the store's own format (checked by reading two back through the store)."""
     state = trained_state()
-    online = {"count_lifetime": 41, "salary_mean_10m": 61_000.0, "loan_max_lifetime": 120_000.0}
     registry_writer(s).save("zipm", state, {"offsets": {}, "view": "zip"})
+    (tmp / "state.pkl").write_bytes(pickle.dumps(state))
+    ts = int(time.time() * 1000)
+    client = redis_client(s)
+    pipe = client.pipeline(transaction=False)
+    for i in range(entities):
+        values = {k: orjson.dumps(v) for k, v in online(i).items()}
+        pipe.hset(vector_key(s.redis_prefix, "zip", str(i)), mapping={"_ts": ts, **values})
+        if i % 20_000 == 19_999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
 
-    async def put() -> None:
+    async def check() -> None:
         store = feature_store(s)
-        await store.write([FeatureRow("zip", "7", online, int(time.time() * 1000))])
+        last = str(entities - 1)
+        rows = await store.read("zip", ["7", last])
         await store.close()
+        assert [r.values if r else None for r in rows] == [online(7), online(entities - 1)], rows
 
-    asyncio.run(put())
-    (tmp / "state.pkl").write_bytes(pickle.dumps((state, {"7": online})))
+    asyncio.run(check())
 
 
-def server_env(s: Settings, tmp: Path, api_key: str | None) -> dict[str, str]:
+def unlink_all(s: Settings) -> None:
+    """Remove the run's keys a thousand at a time (``drop`` deletes them one by one)."""
+    client = redis_client(s)
+    batch = []
+    for key in client.scan_iter(match=f"{s.redis_prefix}*", count=10_000):
+        batch.append(key)
+        if len(batch) == 1_000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+    client.close()
+
+
+def server_env(s: Settings, tmp: Path, api_key: str | None, entities: int) -> dict[str, str]:
     keys = {}
     if api_key:
         keys = {
@@ -165,36 +215,129 @@ def server_env(s: Settings, tmp: Path, api_key: str | None) -> dict[str, str]:
         "RIVULET_REDIS_PREFIX": s.redis_prefix,
         "RIVULET_VERIFY_KEYS": SIGNER.public.encoded,
         "RIVULET_FEATURES_MODULE": "tests.support.feature_defs",
+        "RIVULET_LOG_LEVEL": "WARNING",
         "BENCH_STATE": str(tmp / "state.pkl"),
+        "BENCH_ENTITIES": str(entities),
         **keys,
         "PYTHONPATH": str(ROOT),
     }
 
 
-def measure(ports: dict[str, int], args: argparse.Namespace, tmp: Path) -> None:
-    """The two loads on both servers (warmed up first), printed."""
-    for name in ports:
-        wrk(ports[name], args.connections, 2, tmp, key=args.api_key)  # warm up
-    results = {
-        name: wrk(ports[name], args.connections, args.seconds, tmp, key=args.api_key) for name in ports
+def names(args: argparse.Namespace) -> list[str]:
+    """The servers measured: the bare endpoint, then Rivulet under each of ``--servers``."""
+    return ["bare", *(f"rivulet/{server}" for server in args.servers)]
+
+
+def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
+    """One run: every mix, worker count and load, bare then Rivulet back to back."""
+    out: dict[str, Figures] = {}
+    for mix, workers in itertools.product(MIXES, args.workers):
+        for load, conns, delay in (
+            ("closed", args.connections, 0.0),
+            ("paced", PACED_CONNECTIONS, PACED_CONNECTIONS * 1000 / args.rate),
+        ):
+            script = tmp / f"{mix}-{load}.lua"
+            script.write_text(lua(mix, args.entities, args.hot, args.api_key, delay))
+            for name in names(args):
+                out[f"{mix} {load} w{workers} {name}"] = wrk(
+                    ports[name, workers], conns, args.seconds, script
+                )
+    return out
+
+
+def report(results: dict[str, Figures], args: argparse.Namespace, title: str) -> None:
+    print(
+        f"{title} ({args.connections} connections closed loop, {PACED_CONNECTIONS} paced; "
+        f"{args.seconds} s each)"
+    )
+    for mix, workers, load in itertools.product(MIXES, args.workers, ("closed", "paced")):
+        bare = results[f"{mix} {load} w{workers} bare"][0]
+        for name in names(args):
+            rps, p50, p99 = results[f"{mix} {load} w{workers} {name}"]
+            goal = f"ratio {rps / bare:.2f}x (goal >= 0.7x)" if load == "closed" else "(goal p99 <= 2 ms)"
+            goal = "" if name == "bare" else goal
+            print(
+                f"  {mix:<7} w{workers} {load:<6} {name:<16} {rps:>7,.0f}/s p50 {p50:5.2f} ms "
+                f"p99 {p99:6.2f} ms {goal}"
+            )
+
+
+def median(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
+    """Each figure's median over the runs (the ratio is then of the medians)."""
+    return {
+        k: (
+            statistics.median(r[k][0] for r in runs),
+            statistics.median(r[k][1] for r in runs),
+            statistics.median(r[k][2] for r in runs),
+        )
+        for k in runs[0]
     }
-    print(f"wrk, {args.connections} connections, {args.seconds} s, one uvicorn worker each:")
-    for name, (rps, p50, p99) in results.items():
-        print(f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-    print(f"  ratio rivulet/bare: {results['rivulet'][0] / results['bare'][0]:.2f}x (goal >= 0.7x)")
-    paced = 4
-    delay = paced * 1000 / args.rate
-    print(f"paced near {args.rate:,.0f} requests/s ({paced} connections, {delay:.1f} ms apart):")
-    for name in ports:
-        rps, p50, p99 = wrk(ports[name], paced, args.seconds, tmp, delay_ms=delay, key=args.api_key)
-        print(f"  {name:>8}: {rps:>8,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms (goal <= 2 ms)")
+
+
+def top(collapsed: Path, limit: int = 25) -> str:
+    """A ``py-spy top`` of a recording (``--format raw``): per function (lines merged), the share of the
+    samples where it runs itself and where it is on the stack."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    n = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or "Thread._bootstrap" in stack:  # the idle thread pool is not the path
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        n += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            total[frame] += int(count)
+    rows = [f"  {'%own':>5} {'%total':>6}  function ({n} samples of the event loop's thread)"]
+    rows += [f"  {100 * c / n:5.1f} {100 * total[f] / n:6.1f}  {f[:120]}" for f, c in own.most_common(limit)]
+    return "\n".join(rows)
+
+
+def profile(port: int, pid: int, args: argparse.Namespace, tmp: Path) -> None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    for mix in MIXES:
+        script = tmp / f"{mix}-profile.lua"
+        script.write_text(lua(mix, args.entities, args.hot, args.api_key, 0.0))
+        load = subprocess.Popen(
+            ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 4}s", "-s", str(script), url(port)],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        raw, svg = Path(f"{args.profile}-{mix}.txt"), Path(f"{args.profile}-{mix}.svg")
+        record = [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "-d",
+            str(args.seconds // 2),
+            "-r",
+            "250",
+        ]
+        subprocess.run([*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True)
+        subprocess.run([*record, "-o", str(svg)], check=True, capture_output=True)
+        load.wait()
+        print(f"py-spy, {names(args)[1]} w1, {mix}, closed loop ({raw}, {svg}):\n{top(raw)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rate", type=float, default=1_000)
+    parser.add_argument("--entities", type=int, default=1_000_000, help="the uniform mix's entities")
+    parser.add_argument("--hot", type=int, default=16, help="the hot mix's entities")
+    parser.add_argument("--workers", type=lambda v: [int(n) for n in v.split(",")], default=[1, 2])
+    parser.add_argument(
+        "--servers",
+        type=lambda v: v.split(","),
+        default=["uvicorn", "granian"],
+        help="rivulet serve --server of each Rivulet measured (the profile is of the first)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="repeat; print each run and the medians")
+    parser.add_argument("--profile", default=None, help="py-spy recordings of Rivulet (1 worker) to PATH-*")
     parser.add_argument(
         "--api-key",
         default=None,
@@ -206,26 +349,50 @@ def main() -> None:
         raise SystemExit("wrk not found: apt-get install wrk")
     s = fresh(Settings(), signing_key=SecretStr(SIGNER.encoded))
     tmp = scratch_dir()
-    seed(s, tmp)
-    env = server_env(s, tmp, args.api_key)
+    env = server_env(s, tmp, args.api_key, args.entities)
+    rivulet = str(Path(sys.executable).parent / "rivulet")
     uv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
-    apps = {"bare": "scripts.bench_serve_bare:app", "rivulet": "serving.app:create_app"}
-    ports = {name: free_port() for name in apps}
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
-    procs = []
+    procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+    ports: dict[tuple[str, int], int] = {}
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores", flush=True)
     with TopicAdmin(s) as admin:
         admin.create()
         try:
-            for name, app in apps.items():
-                factory = ["--factory"] if name == "rivulet" else []
-                cmd = [*uv, "--port", str(ports[name]), *factory, app]
-                procs.append(start(cmd, env, ports[name], tmp / f"{name}.log", headers))
-            measure(ports, args, tmp)
+            seed(s, tmp, args.entities)
+            for workers in args.workers:
+                for name in names(args):
+                    port = ports[name, workers] = free_port()
+                    serve = [rivulet, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers"]
+                    cmd = (
+                        [*uv, "--port", str(port), "--workers", str(workers), "scripts.bench_serve_bare:app"]
+                        if name == "bare"
+                        else [*serve, str(workers), "--server", name.rpartition("/")[2]]
+                    )
+                    procs[name, workers] = start(
+                        cmd, env, port, tmp / f"{name.replace('/', '-')}{workers}.log", headers
+                    )
+            for mix in MIXES:  # warm up: every server, every mix
+                script = tmp / f"{mix}-warm.lua"
+                script.write_text(lua(mix, args.entities, args.hot, args.api_key, 0.0))
+                for port in ports.values():
+                    wrk(port, args.connections, 2, script)
+            runs = []
+            for run in range(args.runs):
+                runs.append(measure(ports, args, tmp))
+                report(runs[-1], args, f"run {run + 1}")
+            if args.runs > 1:
+                report(median(runs), args, f"median of {args.runs} runs")
+            first = names(args)[1]
+            if args.profile and (first, 1) in procs:
+                profile(ports[first, 1], procs[first, 1].pid, args, tmp)
         finally:
-            for proc in procs:
+            for proc in procs.values():
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(20)
+            unlink_all(s)
             drop(s)
+    print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

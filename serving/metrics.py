@@ -1,10 +1,14 @@
-"""The API's Prometheus metrics, defined in one place (exported on ``/metrics``, scope ``read``)."""
+"""The API's Prometheus metrics, defined in one place (exported on ``/metrics``, scope ``read``).
+
+The request path takes a metric's child for its labels from a :class:`Children` (``REQUESTS_OF(route,
+status)``...), not from ``labels()``, which validates the values and takes the metric's lock on every call.
+"""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,15 +20,23 @@ __all__ = [
     "CHAMPION",
     "DECISIONS",
     "FEATURE_AGE",
+    "FEATURE_AGE_OF",
     "LATENCY",
+    "LATENCY_OF",
     "NEAR_CACHES",
     "PREDICTIONS",
+    "PREDICTIONS_OF",
     "REJECTED",
     "REQUESTS",
+    "REQUESTS_OF",
     "UNPUBLISHED",
+    "UNPUBLISHED_OF",
     "VERSION",
+    "Children",
     "watch_near_cache",
 ]
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 REQUESTS = Counter("rivulet_http_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram(
@@ -43,6 +55,41 @@ FEATURE_AGE = Histogram(
     ["model"],
     buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
 )
+
+
+class Children(Generic[M]):
+    """A metric's children, kept per label values: ``children(*values)`` is ``metric.labels(*values)``, a
+    dict lookup after the first call. At most ``limit`` are kept (then forgotten, not lost: the metric
+    keeps them). Only for a metric whose children are never removed (a removed child kept here would count
+    where nobody reads).
+
+    >>> c = Counter("doctest_children_total", "a counter", ["route"], registry=None)
+    >>> kept = Children(c)
+    >>> kept("/a").inc(); kept("/a").inc(2)
+    >>> kept("/a") is c.labels("/a"), c.labels("/a")._value.get()
+    (True, 3.0)
+    """
+
+    def __init__(self, metric: M, limit: int = 10_000) -> None:
+        self.metric: M = metric
+        self.limit = limit
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            if len(self._children) >= self.limit:
+                self._children.clear()
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+REQUESTS_OF = Children(REQUESTS)
+LATENCY_OF = Children(LATENCY)
+PREDICTIONS_OF = Children(PREDICTIONS)
+UNPUBLISHED_OF = Children(UNPUBLISHED)
+FEATURE_AGE_OF = Children(FEATURE_AGE)
+
 VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
 REJECTED = Gauge(
     "rivulet_learner_rejected_records",

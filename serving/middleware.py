@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.metrics import LATENCY, REQUESTS
+from serving.metrics import LATENCY_OF, REQUESTS_OF
 from streaming.settings import Settings
 
 __all__ = ["BodyLimit", "BodyTooLargeSignal", "Measure", "TrustedHosts", "trusted_hosts"]
@@ -88,8 +88,8 @@ class Measure:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            LATENCY.labels(path).observe(time.perf_counter() - started)
-            REQUESTS.labels(path, str(status[0])).inc()
+            LATENCY_OF(path).observe(time.perf_counter() - started)
+            REQUESTS_OF(path, str(status[0])).inc()
 
 
 class BodyTooLargeSignal(HTTPException):

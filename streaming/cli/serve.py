@@ -1,4 +1,7 @@
-"""``rivulet serve``: the scoring API under uvicorn, with the settings this command resolved."""
+"""``rivulet serve``: the scoring API under uvicorn (uvloop and httptools, from ``uvicorn[standard]``), or
+under granian (``--server granian``, the ``granian`` extra: its HTTP layer is Rust; in
+``scripts/bench_serve.py`` it served more than uvicorn with 2 workers, less with 1 on a loaded VM: see
+BENCHMARKS.md, issue 16), with the settings this command resolved."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default RIVULET_SERVE_WORKERS).")
     ] = None,
+    server: Annotated[
+        str, typer.Option(help="The ASGI server: uvicorn, or granian (pip install 'rivulet[granian]').")
+    ] = "uvicorn",
 ) -> None:
     """Serve predictions, ingest and the model registry over HTTP (see /docs)."""
     settings = settings_of(ctx)
@@ -32,6 +38,11 @@ def serve(
     # worker processes build their settings from the environment: give them the keys resolved here
     os.environ["RIVULET_VERIFY_KEYS"] = ",".join(settings.verify_keys)
     n = workers or settings.serve_workers
+    if server == "granian":
+        _granian(host or settings.serve_host, port or settings.serve_port, n, settings.log_level)
+        return
+    if server != "uvicorn":
+        raise typer.BadParameter(f"unknown server {server!r}: uvicorn or granian", param_hint="--server")
     import uvicorn
 
     from serving.app import create_app
@@ -45,3 +56,26 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def _granian(host: str, port: int, workers: int, log_level: str) -> None:
+    """The API under granian: each worker builds its app (and its settings) from the environment, as
+    uvicorn's workers do; one event loop thread per worker (uvloop), no websockets, no access log."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+    except ImportError:
+        raise typer.BadParameter("granian is not installed: pip install 'rivulet[granian]'") from None
+    Granian(
+        "serving.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(log_level.lower()),
+        log_access=False,
+    ).serve()

@@ -282,12 +282,13 @@ def served_features(env: Settings, prediction_id: str) -> dict[str, Any]:
     return next(p["features"] for p in preds if p["prediction_id"] == prediction_id)
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
 def test_three_api_workers_follow_new_versions_and_a_rollback_under_load(
-    env: Settings, tmp_path: Path
+    env: Settings, tmp_path: Path, server: str
 ) -> None:
     """``rivulet serve --workers 3`` scored without pause while new versions are written and one is rolled
     back (tests/support/api_workers_drill.py; on the local cluster: tests/deploy/
-    test_cluster_learners_api.py)."""
+    test_cluster_learners_api.py), under either server (granian: issue 16)."""
     three_api_workers_drill(
-        env, registry(env), lambda seed, n: trained_state(n, seed=seed), OPS_KEY, tmp_path
+        env, registry(env), lambda seed, n: trained_state(n, seed=seed), OPS_KEY, tmp_path, server=server
     )

@@ -34,10 +34,12 @@ def three_api_workers_drill(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     load: LoadProducer | None = None,
+    server: str = "uvicorn",
 ) -> list[tuple[float, float, int, Any]]:
     """The drill for model ``zipm`` of view ``zip``, its states made by ``state(seed, n)`` and saved with
     ``reg``, the API run with ``env`` added (the cluster's, on the cluster) and scored with ``key``; the
-    responses: (when sent, when answered, status, version or error text)."""
+    responses: (when sent, when answered, status, version or error text). ``server``: ``rivulet serve
+    --server``."""
     written: dict[int, float] = {}  # version -> when its save started (it is held from then at the latest)
 
     def save(seed: int, n: int) -> int:
@@ -58,7 +60,10 @@ def three_api_workers_drill(
         **(env or {}),
     }
     proc = rivulet_process(
-        s, ["serve", "--workers", "3", "--port", str(port)], tmp_path / "api.log", **api_env
+        s,
+        ["serve", "--workers", "3", "--port", str(port), "--server", server],
+        tmp_path / "api.log",
+        **api_env,
     )
 
     def workers_on(version: int, deadline_s: float) -> set[int]:

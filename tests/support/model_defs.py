@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from river import compose, linear_model, metrics, preprocessing, tree
+import math
+
+from river import base, compose, linear_model, metrics, preprocessing, tree
 
 from streaming.learning.evidence import PromotionPolicy
 from streaming.learning.spec import CheckpointPolicy, DriftPolicy, ModelSpec
@@ -71,3 +73,16 @@ def trio_spec(name: str) -> ModelSpec:
 # several learner processes sharing specs (tests/streaming/runtime/test_learner_takeover.py)
 TRIO = [trio_spec("t1"), trio_spec("t2"), trio_spec("t3")]
 TRIO_T1 = TRIO[:1]
+
+
+class Unbounded(base.Regressor):
+    """A regressor whose prediction is ``value`` whatever the input (an infinity, a NaN: a diverged model)."""
+
+    def __init__(self, value: float = math.inf) -> None:
+        self.value = value
+
+    def learn_one(self, x: dict, y: float) -> None:
+        pass
+
+    def predict_one(self, x: dict) -> float:
+        return self.value
