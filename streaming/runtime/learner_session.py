@@ -72,6 +72,15 @@ class Learner:
     def offsets(self) -> dict[str, Offsets]:
         return self.router.offsets
 
+    @property
+    def last_checkpoint(self) -> float:
+        """When the last checkpoint was written (the session's start before one), on ``clock``."""
+        return self._last_checkpoint
+
+    @property
+    def since_checkpoint(self) -> int:
+        return self._since_checkpoint
+
     def merge_loop(self, log: RecordLog) -> MergeLoop:
         """``log``'s records in the learner's order (:mod:`streaming.learning.loop`): at equal times a label
         goes first (as in River's simulate_qa, answers due by now are revealed before the next question is
