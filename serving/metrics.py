@@ -12,6 +12,7 @@ __all__ = [
     "PREDICTIONS",
     "REJECTED",
     "REQUESTS",
+    "SAVED",
     "UNPUBLISHED",
     "VERSION",
 ]
@@ -34,6 +35,9 @@ FEATURE_AGE = Histogram(
     buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
 )
 VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
+SAVED = Gauge(  # issue 18: the RivuletServedModelStale alert
+    "rivulet_serving_model_saved_timestamp_seconds", "When the version in use was checkpointed", ["model"]
+)
 REJECTED = Gauge(
     "rivulet_learner_rejected_records",
     "Records the learner rejected, per reason, as of the served version's checkpoint",
