@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING
 import typer
 from typer.core import TyperGroup
 
-from streaming.cli import demo, features, keys, learn, models, produce, replay, serve, stack, topics, watch
+from streaming.cli import (
+    demo,
+    features,
+    keys,
+    learn,
+    models,
+    produce,
+    replay,
+    serve,
+    stack,
+    status,
+    topics,
+    watch,
+)
 from streaming.cli.common import load_settings
 
 if TYPE_CHECKING:
@@ -56,6 +69,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("up")(stack.up)
 app.command("down")(stack.down)
+app.command("status")(status.status)
 
 
 def main() -> None:
