@@ -71,7 +71,7 @@ class LearnerMetrics:
             tp,
             registry=r,
         )
-        self.records = Counter("rivulet_learner_records", "Records processed", registry=r)
+        self.records = Counter("rivulet_learner_records_total", "Records processed", registry=r)
         self.batch = Histogram(
             "rivulet_learner_batch_seconds",
             "Time to process the records one poll released",
@@ -89,10 +89,13 @@ class LearnerMetrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "rivulet_learner_dead_letters", "Records sent to dead letters", ["reason", "stage"], registry=r
+            "rivulet_learner_dead_letters_total",
+            "Records sent to dead letters",
+            ["reason", "stage"],
+            registry=r,
         )
         self.decisions = Counter(
-            "rivulet_learner_decisions",
+            "rivulet_learner_decisions_total",
             "Lifecycle decisions: challenger, promotion, rollback, retirement",
             ["spec", "kind"],
             registry=r,
