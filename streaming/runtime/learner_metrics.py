@@ -123,6 +123,7 @@ class LearnerMetrics:
         self._observed = 0.0
         self._models: set[tuple[str, str, str]] = set()
         self._metric_keys: set[tuple[str, ...]] = set()
+        self._samples: dict[str, dict[str, Any]] = {}  # model -> its last checkpoint's monitoring sample
 
     # ------------------------------------------------------------------ wiring
 
@@ -144,6 +145,14 @@ class LearnerMetrics:
                 then(decision)
 
         core.on_decision = decided
+        session.on_saved = self._saved
+
+    def _saved(self, name: str, sample: dict[str, Any]) -> None:
+        """A checkpoint's monitoring sample: the metrics as the checkpoint read them. Reading a model's
+        metrics is not free of effects (``ModelState.metric_values`` settles a rolling window's deferred
+        pairs; a metric may fill a defaultdict as it is read): read only where the checkpoint reads them,
+        the state stays the one a replay rebuilds."""
+        self._samples[name] = sample
 
     def start(self, tail: KafkaTail) -> None:
         """Each partition's position where the learner starts reading it (no record processed yet)."""
@@ -195,10 +204,11 @@ class LearnerMetrics:
             if version is not None:
                 self.version.labels(*labels).set(version)
             self.learned.labels(*labels).set(state.n_learned)
-            self.drifts.labels(*labels).set(state.counters["drifts"])
+            self.drifts.labels(*labels).set(state.counters.get("drifts", 0))
             self.quarantined.labels(*labels).set(1 if state.quarantined else 0)
-            if state.n_learned:
-                for metric, value in state.metric_values().items():
+            sample = self._samples.get(name)
+            if sample is not None:  # as of its last checkpoint (see _saved)
+                for metric, value in (sample.get("metrics") or {}).items():
                     window = "rolling" if metric.startswith("rolling_") else "overall"
                     key = (*labels, metric.removeprefix("rolling_"), window)
                     self.metric.labels(*key).set(value)
