@@ -29,6 +29,7 @@ __all__ = [
     "REJECTED",
     "REQUESTS",
     "REQUESTS_OF",
+    "SAVED",
     "UNPUBLISHED",
     "UNPUBLISHED_OF",
     "VERSION",
@@ -91,6 +92,9 @@ UNPUBLISHED_OF = Children(UNPUBLISHED)
 FEATURE_AGE_OF = Children(FEATURE_AGE)
 
 VERSION = Gauge("rivulet_serving_model_version", "Model version in use", ["model"])
+SAVED = Gauge(  # issue 18: the RivuletServedModelStale alert
+    "rivulet_serving_model_saved_timestamp_seconds", "When the version in use was checkpointed", ["model"]
+)
 REJECTED = Gauge(
     "rivulet_learner_rejected_records",
     "Records the learner rejected, per reason, as of the served version's checkpoint",

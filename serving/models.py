@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from features.definitions import FeatureView
 from features.engine import FeatureEngine
 from serving.errors import ModelNotFound, NoModelLoaded, RegistryUnavailable
-from serving.metrics import CHAMPION, DECISIONS, REJECTED, VERSION
+from serving.metrics import CHAMPION, DECISIONS, REJECTED, SAVED, VERSION
 from streaming.learning.core import ModelState
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import NoValidVersion, RedisRegistry, Registry
@@ -136,6 +136,8 @@ class ModelCache:
         if loaded is not None:
             self.models[name] = loaded  # the swap: whole or not at all
             VERSION.labels(name).set(loaded.version)
+            if loaded.header.saved_at is not None:
+                SAVED.labels(name).set(loaded.header.saved_at)
             for reason, count in loaded.rejected().items():
                 REJECTED.labels(name, reason).set(count)
             log.info("model loaded", model=name, version=loaded.version)

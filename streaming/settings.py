@@ -242,6 +242,12 @@ class Settings(BaseSettings):
         description="A learner takes over specs left without a learner (besides its own) and, having lost "
         "every spec, waits for them again; false: it takes its own specs only and exits 1 once it lost them.",
     )
+    learner_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the learner's Prometheus metrics (`rivulet learn run --metrics-port`; 0: off).",
+    )
 
     # MLflow (the optional extra rivulet[mlflow]; off unless a tracking URI is set)
     mlflow_tracking_uri: str | None = Field(

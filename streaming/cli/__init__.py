@@ -20,6 +20,7 @@ from streaming.cli import (
     replay,
     serve,
     stack,
+    status,
     topics,
     watch,
 )
@@ -70,6 +71,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("up")(stack.up)
 app.command("down")(stack.down)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -33,6 +33,11 @@ def run(
             "the others (RIVULET_LEARNER_STANDBY)."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (RIVULET_LEARNER_METRICS_PORT; 0: off)."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """Learn continuously; checkpoint every N records or T seconds and at shutdown (SIGTERM, Ctrl-C)."""
     settings = with_stack_keys(settings_of(ctx), signing=True)
@@ -43,11 +48,16 @@ def run(
     with user_errors():  # a bad spec or feature view
         specs = checked_specs(settings, models)
     from streaming.runtime.learner import LearnerWorker
+    from streaming.runtime.learner_metrics import LearnerMetrics
 
+    port = settings.learner_metrics_port if metrics_port is None else metrics_port
+    metrics = LearnerMetrics() if port else None
+    if metrics is not None:
+        metrics.serve(port, metrics_host)
     with user_errors():
         registry = registry_writer(settings)
         _restorable(registry, specs)
-        worker = LearnerWorker(settings, specs, registry=registry, shard=own)
+        worker = LearnerWorker(settings, specs, registry=registry, shard=own, metrics=metrics)
         worker.run(max_idle_s=idle_exit, heartbeat=heartbeat)
 
 

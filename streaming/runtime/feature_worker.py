@@ -85,7 +85,7 @@ from features.pipeline import (
 from features.redis_store import RedisStore
 from streaming.clients import feature_store
 from streaming.logs import get_logger
-from streaming.runtime import faust_bulk
+from streaming.runtime import faust_bulk, feature_lag
 from streaming.runtime import feature_forward as forward
 from streaming.runtime.feature_batches import Inbox, batches, overlapped
 from streaming.runtime.feature_forward import forwarded, repartition_topic
@@ -338,6 +338,7 @@ class _Worker:
         ack = self.app.consumer.ack  # committed: Faust's committer may commit these offsets
         for message in batch:
             ack(message)
+        feature_lag.observe(self.app.consumer, batch, computed.result)  # issue 18: lag per partition
         done = time.perf_counter()
         BATCH.observe(done - computed.started)
         log.debug(

@@ -61,6 +61,7 @@ from streaming.learning.router import Offsets, TopicRoles
 from streaming.learning.shards import Shard
 from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
+from streaming.runtime.learner_metrics import LearnerMetrics
 from streaming.runtime.learner_session import Learner, offsets_of, started
 from streaming.runtime.lease_keeper import LeaseKeeper, Turn
 from streaming.settings import Settings
@@ -140,6 +141,7 @@ class LearnerWorker:
         shard: Shard | None = None,
         standby: bool | None = None,
         tracker: Tracker | None = None,
+        metrics: LearnerMetrics | None = None,
     ) -> None:
         registry = registry or registry_writer(settings)
         if registry.signer_id is None:
@@ -151,6 +153,9 @@ class LearnerWorker:
         self.roles = TopicRoles(settings.topics.features, settings.topics.labels, settings.topics.predictions)
         self.fingerprints = _fingerprints(settings)
         self.sink: DeadLetterSink = sink if sink is not None else _kafka_sink(settings)
+        self.metrics = metrics  # Prometheus (learner_metrics), when served
+        if metrics is not None:
+            self.sink = metrics.sink(self.sink)
         shard = shard if shard is not None else settings.shard()
         self.standby = settings.learner_standby if standby is None else standby
         leases = leases or RedisLeases(
@@ -196,6 +201,8 @@ class LearnerWorker:
             listener=self.tracker,
         )
         session.on_lost = self._lost
+        if self.metrics is not None:
+            self.metrics.watch(session)
         return session
 
     def _lost(self, spec: str, why: str) -> None:
@@ -295,11 +302,20 @@ class LearnerWorker:
         merge = self.session.merge_loop(tail)
         last_record = self.clock()
         beat = last_record - 10.0
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.start(tail)
         while not self._stop:
             progressed = False
+            began = time.perf_counter()
+            done = []
             for rec in merge.round():
                 self.session.process(rec)
+                done.append(rec)
                 progressed = True
+            if metrics is not None:
+                metrics.processed(done, time.perf_counter() - began)
+                metrics.observe(self.session, tail)
             now = self.clock()
             if heartbeat is not None and now - beat >= 2.0:
                 heartbeat.touch()

@@ -76,10 +76,20 @@ class Learner:
         self._retired: set[str] = set()  # retired models whose last version is written
         self.lost: dict[str, str] = {}  # spec -> why: another learner owns it, nothing more of it is written
         self.on_lost: Callable[[str, str], None] | None = None  # told once per spec lost (spec, why)
+        self.on_saved: Callable[[str, dict[str, Any]], None] | None = None  # (model, monitoring sample)
 
     @property
     def offsets(self) -> dict[str, Offsets]:
         return self.router.offsets
+
+    @property
+    def last_checkpoint(self) -> float:
+        """When the last checkpoint was written (the session's start before one), on ``clock``."""
+        return self._last_checkpoint
+
+    @property
+    def since_checkpoint(self) -> int:
+        return self._since_checkpoint
 
     def merge_loop(self, log: RecordLog) -> MergeLoop:
         """``log``'s records in the learner's order (:mod:`streaming.learning.loop`): at equal times a label
@@ -262,7 +272,10 @@ class Learner:
             try:
                 saved[name] = self.registry.save(name, state, header.to_dict(), keep=spec.checkpoint.keep)
                 self.router.rebase(name, saved[name])
-                self.registry.record(name, self._sample(name, state, saved[name], saved_at))
+                sample = self._sample(name, state, saved[name], saved_at)
+                self.registry.record(name, sample)
+                if self.on_saved is not None:
+                    self.on_saved(name, sample)
             except Fenced as exc:
                 self.lose(spec.name, str(exc))
                 continue

@@ -60,8 +60,12 @@ def test_monitoring_profile_scrapes_and_charts_real_metrics() -> None:
     assert SERVICES["prometheus"]["profiles"] == SERVICES["grafana"]["profiles"] == ["monitoring"]
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"api:8000", "features:9101"}
+    assert targets == {"api:8000", "features:9101", "learner:9102"}
     assert "9101" in " ".join(SERVICES["features"]["command"])
+    assert "--metrics-port 9102" in " ".join(SERVICES["learner"]["command"])
+    assert prom["rule_files"] == ["alerts.yml"]
+    mounts = " ".join(SERVICES["prometheus"]["volumes"])
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml" in mounts
     dash = json.loads((ROOT / "deploy/grafana/dashboards/rivulet.json").read_text())
     queried = {
         re.sub(r"_(bucket|sum|count)$", "", m)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.unit
 
 SCRIPT = ROOT / "scripts" / "install-deps"
 BASH = "/bin/bash"
-EVERYTHING = ("python3", "java", "mvn", "redis-server", "chromium", "chromedriver")
+EVERYTHING = ("python3", "java", "mvn", "redis-server", "chromium", "chromedriver", "promtool")
 JAVA_17 = 'openjdk version "17.0.15" 2025-04-15'
 # a Debian package -> the tool it puts on the PATH and that tool's stub (a working version)
 PROVIDES = {
@@ -32,6 +32,7 @@ PROVIDES = {
     "redis-server": ("redis-server", "exit 0"),
     "chromium": ("chromium", "exit 0"),
     "chromium-driver": ("chromedriver", "exit 0"),
+    "prometheus": ("promtool", "exit 0"),
     "gcc": ("gcc", "exit 0"),
     "python3-dev": ("python3", "exit 0"),  # a python3 whose headers are there
 }
@@ -129,6 +130,7 @@ def test_a_fresh_machine_as_root_gets_everything_with_one_update(tmp_path: Path)
         "gcc",
         "chromium",
         "chromium-driver",
+        "prometheus",
     ]
     assert "-y" in result.apt[1] and "--no-install-recommends" in result.apt[1]
 
@@ -140,6 +142,7 @@ def test_a_fresh_machine_as_root_gets_everything_with_one_update(tmp_path: Path)
         ("redis-server", ["redis-server"]),
         ("chromedriver", ["chromium-driver"]),
         ("chromium", ["chromium"]),
+        ("promtool", ["prometheus"]),
         ("java", ["openjdk-17-jre-headless"]),
         ("python3", ["python3", "python3-venv"]),
     ],
@@ -186,7 +189,11 @@ def test_a_python_without_venv_or_too_old_needs_python3_venv(tmp_path: Path) -> 
 def test_chromium_only_for_the_tests(tmp_path: Path) -> None:
     bare = ("python3", "java", "mvn", "redis-server")
     assert run(tmp_path / "a", tools=bare).apt == []  # scripts/quickstart: no browser
-    assert installed(run(tmp_path / "b", "--test", tools=bare)) == ["chromium", "chromium-driver"]
+    assert installed(run(tmp_path / "b", "--test", tools=bare)) == [
+        "chromium",
+        "chromium-driver",
+        "prometheus",
+    ]
 
 
 def test_a_docker_engine_replaces_java_and_maven(tmp_path: Path) -> None:
@@ -200,7 +207,10 @@ def test_a_docker_engine_replaces_java_and_maven(tmp_path: Path) -> None:
 def test_the_tests_need_java_and_maven_even_with_a_docker_engine(tmp_path: Path) -> None:
     """scripts/test starts private brokers (KafkaNode) from the jars, whatever runs the shared Kafka."""
     result = run(
-        tmp_path, "--test", tools=("python3", "redis-server", "chromium", "chromedriver"), docker_engine=True
+        tmp_path,
+        "--test",
+        tools=("python3", "redis-server", "chromium", "chromedriver", "promtool"),
+        docker_engine=True,
     )
     assert installed(result) == ["openjdk-17-jre-headless", "maven"]
 
@@ -235,7 +245,10 @@ def test_what_apt_get_could_not_provide_is_listed_after_installing(tmp_path: Pat
     assert "Python >= 3.11" in too_old.stderr
     # Ubuntu's chromium snap in a container: the package installs, the browser does not run
     snap = run(
-        tmp_path / "b", "--test", tools=("python3", "java", "mvn", "redis-server"), delivers=("chromium",)
+        tmp_path / "b",
+        "--test",
+        tools=("python3", "java", "mvn", "redis-server", "promtool"),
+        delivers=("chromium",),
     )
     assert installed(snap) == ["chromium", "chromium-driver"]
     assert snap.returncode == 1 and "still missing after apt-get install: chromium-driver" in snap.stderr

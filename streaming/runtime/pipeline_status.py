@@ -1,0 +1,260 @@
+"""``rivulet status``: the pipeline at a glance, for whoever is on call.
+
+It reads Kafka (the feature workers' group offsets against the events topic's end offsets; the features
+topic's end offsets against the learner's positions, which live in its checkpoints, not in Kafka), the
+registry (each model's versions, champion, challengers, last checkpoint age, rolling metric, drifts, dead
+letters by reason) and each process's health (its metrics endpoint or probe), and says what needs a person
+(:attr:`Status.problems`): a stage down, a stage lagging beyond ``max_lag`` records, a learner whose last
+checkpoint is older than ``max_checkpoint_age_s`` while records wait, a quarantined model.
+
+:func:`problems_of` is the pure part: it judges a :class:`Status` gathered by :func:`gather`.
+
+>>> s = Status(stages=[Stage("learner", up=True, lag_records=20_000)], models=[])
+>>> problems_of(s, max_lag=10_000, max_checkpoint_age_s=600)
+['learner: 20000 records behind (more than 10000)']
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from streaming.clients import kafka_admin, kafka_consumer, redis_client
+from streaming.learning.registry import Registry
+from streaming.settings import Settings
+
+__all__ = ["ModelStatus", "Stage", "Status", "gather", "problems_of"]
+
+
+@dataclass
+class Stage:
+    """A stage of the pipeline: ``up`` (None: not probed), lag in records (None: not known), its
+    endpoint, and lag per partition."""
+
+    name: str
+    up: bool | None = None
+    lag_records: int | None = None
+    endpoint: str | None = None
+    partitions: dict[str, int] = field(default_factory=dict)  # "topic[p]" -> records behind
+    detail: str = ""
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    spec: str
+    versions: int
+    current: int | None
+    champion: str | None
+    challengers: list[str]
+    checkpoint_age_s: float | None
+    rolling: dict[str, float]
+    drifts: int
+    learned: int | None
+    dead_letters: dict[str, int]
+    status: str  # ok, quarantined, retired, refused (no version verifies)
+
+
+@dataclass
+class Status:
+    stages: list[Stage]
+    models: list[ModelStatus]
+    dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> reason -> count
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def problems_of(status: Status, *, max_lag: int, max_checkpoint_age_s: float) -> list[str]:
+    """What needs a person: each line names the stage or model and why."""
+    out: list[str] = []
+    for s in status.stages:
+        if s.up is False:
+            out.append(f"{s.name}: down ({s.detail or s.endpoint})")
+        if s.lag_records is not None and s.lag_records > max_lag:
+            out.append(f"{s.name}: {s.lag_records} records behind (more than {max_lag})")
+    learner_lag = next((s.lag_records for s in status.stages if s.name == "learner"), None)
+    for m in status.models:
+        if m.status in ("quarantined", "refused"):
+            out.append(f"model {m.name}: {m.status}")
+        if (
+            m.status == "ok"
+            and m.checkpoint_age_s is not None
+            and m.checkpoint_age_s > max_checkpoint_age_s
+            and (learner_lag or 0) > 0
+        ):
+            out.append(
+                f"model {m.name}: last checkpoint {m.checkpoint_age_s:.0f} s ago with records waiting "
+                f"(more than {max_checkpoint_age_s:.0f} s)"
+            )
+    return out
+
+
+# ---------------------------------------------------------------------- gathering
+
+
+def probe(url: str | None, timeout_s: float = 2.0) -> tuple[bool | None, str]:
+    """Whether ``url`` answers 200 (None: no URL to probe)."""
+    if not url:
+        return None, "not probed (no endpoint)"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def gather(
+    settings: Settings,
+    registry: Registry,
+    *,
+    endpoints: dict[str, str | None],
+    now: float | None = None,
+    max_lag: int = 10_000,
+    max_checkpoint_age_s: float = 600.0,
+) -> Status:
+    """The pipeline's state now. ``endpoints``: stage -> URL that answers 200 when the stage is up
+    (``features``, ``learner``: their ``/metrics``; ``api``: ``/healthz``; None: not probed)."""
+    now = time.time() if now is None else now
+    models = _models(registry, now)
+    stages = [Stage(name, endpoint=endpoints.get(name)) for name in ("features", "learner", "api")]
+    for stage in stages:
+        stage.up, stage.detail = probe(stage.endpoint)
+    features, learner = stages[0], stages[1]
+    try:
+        _kafka_lag(settings, features, learner, registry, [m.name for m in models if m.status == "ok"])
+    except KafkaError as exc:
+        features.detail = learner.detail = f"Kafka: {exc}"
+    status = Status(
+        stages, models, {"learner": _learner_letters(models), "features": _feature_letters(settings)}
+    )
+    status.problems = problems_of(status, max_lag=max_lag, max_checkpoint_age_s=max_checkpoint_age_s)
+    return status
+
+
+def _kafka_lag(
+    settings: Settings, features: Stage, learner: Stage, registry: Registry, models: list[str]
+) -> None:
+    t = settings.topics
+    group = f"{settings.topic_prefix}features"
+    admin = kafka_admin(settings, client_id="rivulet-status")
+    consumer = kafka_consumer(settings, client_id="rivulet-status")
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        ends = _ends(consumer, t.events)
+        features.partitions = {
+            f"{tp.topic}[{tp.partition}]": end - (committed[tp].offset if tp in committed else 0)
+            for tp, end in ends.items()
+        }
+        features.lag_records = sum(features.partitions.values())
+        # the learner's positions: the least of its models' newest checkpoints, per partition
+        feature_ends = _ends(consumer, t.features)
+        positions: dict[int, int] = {}
+        for name in models:
+            offsets = _current_header(registry, name).get("offsets", {}).get(t.features, {})
+            for tp in feature_ends:
+                at = int(offsets.get(str(tp.partition), offsets.get(tp.partition, 0)))
+                positions[tp.partition] = min(positions.get(tp.partition, at), at)
+        if models:
+            learner.partitions = {
+                f"{tp.topic}[{tp.partition}]": max(0, end - positions.get(tp.partition, 0))
+                for tp, end in feature_ends.items()
+            }
+            learner.lag_records = sum(learner.partitions.values())
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def _ends(consumer: Any, topic: str) -> dict[TopicPartition, int]:
+    parts = consumer.partitions_for_topic(topic) or set()
+    ends: dict[TopicPartition, int] = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
+    return ends
+
+
+def _current_header(registry: Registry, name: str) -> dict[str, Any]:
+    infos = registry.versions(name)
+    current = next((v for v in infos if v.current and not v.refused), None)
+    newest = current or next((v for v in infos if not v.refused), None)
+    return newest.header if newest is not None else {}
+
+
+def _models(registry: Registry, now: float) -> list[ModelStatus]:
+    names = registry.names()
+    out = []
+    for name in names:
+        infos = registry.versions(name)
+        header = _current_header(registry, name)
+        spec = name.partition("~")[0]
+        history = registry.history(name, limit=1)
+        quarantined = bool(history) and history[-1].get("status") == "quarantined"
+        if not header:
+            state = "refused"
+        elif header.get("status") == "retired":
+            state = "retired"
+        else:
+            state = "quarantined" if quarantined else "ok"
+        saved = header.get("saved_at")
+        metrics = header.get("metrics") or {}
+        counters = header.get("counters") or {}
+        out.append(
+            ModelStatus(
+                name=name,
+                spec=spec,
+                versions=len(infos),
+                current=header.get("version"),
+                champion=registry.champion(spec) if "~" not in name else None,
+                challengers=sorted(
+                    n
+                    for n in names
+                    if n.startswith(f"{name}~")
+                    and _current_header(registry, n).get("role") == "challenger"
+                    and _current_header(registry, n).get("status") != "retired"
+                )
+                if "~" not in name
+                else [],
+                checkpoint_age_s=round(now - saved, 1) if isinstance(saved, int | float) else None,
+                rolling={
+                    k.removeprefix("rolling_"): v for k, v in metrics.items() if k.startswith("rolling_")
+                },
+                drifts=int(counters.get("drifts", 0) or 0),
+                learned=header.get("n_learned"),
+                dead_letters=dict(header.get("rejected") or {}),
+                status=state,
+            )
+        )
+    return out
+
+
+def _learner_letters(models: list[ModelStatus]) -> dict[str, int]:
+    """The learner's rejections by reason, the most any model counted (a record rejected for every model
+    is one letter)."""
+    out: dict[str, int] = {}
+    for m in models:
+        for reason, n in m.dead_letters.items():
+            out[reason] = max(out.get(reason, 0), int(n))
+    return out
+
+
+def _feature_letters(settings: Settings) -> dict[str, int]:
+    from streaming.runtime.feature_worker import stats_key
+
+    try:
+        raw = redis_client(settings).hgetall(stats_key(settings))
+    except Exception:  # Redis unreachable: the models' part failed already, or will say so
+        return {}
+    out = {}
+    for k, v in raw.items():
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        if key.startswith("dead_letters:"):
+            out[key.removeprefix("dead_letters:")] = int(v)
+    return out

@@ -1,0 +1,158 @@
+"""The alert rules on a real Prometheus server (Debian's ``prometheus``) scraping a running learner (a
+feature worker beside it) on real Kafka and Redis, while events keep coming: stopping the learner makes
+RivuletStageDown go pending then firing and ``rivulet status`` say so (exit 1); restarting it resolves
+the alert and the status.
+
+The shipped rules are used with their ``for`` durations shortened to seconds (the only change), so the test
+takes seconds rather than minutes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streaming.ingest.producer import Producer
+from streaming.settings import Settings
+from tests.conftest import require_services
+from tests.streaming.runtime.test_pipeline_status import run_status
+from tests.support.api_env import free_port
+from tests.support.learning import learner_process, learning_topics, registry
+from tests.support.streams import stream
+from tests.support.workers import Worker
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _prometheus() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        message = "prometheus is not installed (Debian's prometheus package: scripts/install-deps --test)"
+        if require_services():
+            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Settings]:
+    with learning_topics(settings) as s:
+        yield s
+
+
+def alerts(port: int) -> dict[str, str]:
+    """alertname (of the learner's job) -> state, as the server's API says."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as resp:
+        found = orjson.loads(resp.read())["data"]["alerts"]
+    return {
+        a["labels"]["alertname"]: a["state"] for a in found if a["labels"].get("job") == "rivulet-learner"
+    }
+
+
+def until(check: Any, what: str, timeout_s: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
+        time.sleep(0.25)
+
+
+def test_stopping_the_learner_fires_and_restarting_resolves(topics: Settings, tmp_path: Path) -> None:
+    binary = _prometheus()
+    s = topics
+    learner_port, prom_port = free_port(), free_port()
+    rules = (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    rules = re.sub(r"for: \d+m", "for: 3s", rules)
+    (tmp_path / "alerts.yml").write_text(rules)
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "rule_files: [alerts.yml]\n"
+        "scrape_configs:\n"
+        f"  - job_name: rivulet-learner\n    static_configs: [{{targets: ['127.0.0.1:{learner_port}']}}]\n"
+    )
+    with (tmp_path / "prometheus.log").open("wb") as out:
+        prom = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    stop = threading.Event()
+    evs = stream(50_000, entities=40, seed=51, t0=int(time.time() * 1000), step_ms=20)
+
+    def produce() -> None:  # events keep coming, about 100 a second
+        with Producer(s) as producer:
+            for i in range(0, len(evs), 10):
+                if stop.is_set():
+                    return
+                producer.send_many(evs[i : i + 10])
+                time.sleep(0.1)
+
+    features = Worker(
+        s,
+        "tests.support.feature_defs:DIRECT",
+        tmp_path / "features.log",
+    )
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    env = {"RIVULET_LEARNER_METRICS_PORT": str(learner_port)}
+    learner = learner_process(s, "tests.support.model_defs", tmp_path / "learner.log", **env)
+    status_args = ["--api", "", "--features-metrics", "", "--learner-metrics"]
+    learner_url = f"http://127.0.0.1:{learner_port}/metrics"
+    try:
+        # running: the learner is scraped and nothing of it fires (it may have while the learner started)
+        until(lambda: _up(prom_port, "rivulet-learner") == 1.0, "the learner is never scraped as up")
+        until(lambda: "RivuletStageDown" not in alerts(prom_port), "down while the learner runs")
+        until(lambda: registry(s).versions("lr"), "the learner never checkpointed")
+
+        os.killpg(learner.pid, signal.SIGTERM)  # the learner stops; events keep coming
+        learner.wait(timeout=60)
+        until(lambda: alerts(prom_port).get("RivuletStageDown") == "pending", "never pending")
+        until(lambda: alerts(prom_port).get("RivuletStageDown") == "firing", "never firing")
+        down = run_status(s, *status_args, learner_url)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert "NEEDS A PERSON: learner: down" in down.stdout
+        assert re.search(r"^learner\s+DOWN\s+lag\s+[1-9]\d* records", down.stdout, re.M), down.stdout
+
+        learner = learner_process(s, "tests.support.model_defs", tmp_path / "learner.log", **env)
+        until(lambda: "RivuletStageDown" not in alerts(prom_port), "never resolved")
+        up = run_status(s, *status_args, learner_url, "--max-lag", "1000000")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (
+            re.search(r"^learner\s+up\s+lag", up.stdout, re.M) and "ok: nothing needs a person" in up.stdout
+        )
+    finally:
+        stop.set()
+        producing.join(timeout=30)
+        if learner.poll() is None:
+            os.killpg(learner.pid, signal.SIGTERM)
+            learner.wait(timeout=60)
+        features.stop()
+        prom.terminate()
+        prom.wait(timeout=30)
+
+
+def _up(port: int, job: str) -> float | None:
+    url = f"http://127.0.0.1:{port}/api/v1/query?query=up%7Bjob%3D%22{job}%22%7D"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        result = orjson.loads(resp.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None

@@ -1,0 +1,109 @@
+"""``rivulet status`` on real Kafka and Redis: the feature workers' lag from the group's offsets, the
+learner's from its checkpoints, the models from the registry, each stage's health from its endpoint, and a
+non-zero exit (and the reason) when something needs a person."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streaming.ingest.producer import Producer
+from streaming.runtime.learner_metrics import LearnerMetrics
+from streaming.runtime.pipeline_status import gather
+from streaming.settings import Settings
+from tests.support.api_env import free_port
+from tests.support.learning import events, featurise, learn, registry
+from tests.support.workers import ROOT
+
+pytestmark = pytest.mark.integration
+
+NOTHING = {"features": None, "learner": None, "api": None}
+
+
+def run_status(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **__import__("os").environ,
+        "RIVULET_TOPIC_PREFIX": s.topic_prefix,
+        "RIVULET_REDIS_PREFIX": s.redis_prefix,
+        "RIVULET_VERIFY_KEYS": ",".join(s.verify_keys),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "status", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_status_reads_lag_models_and_health(topics: Settings, tmp_path: Path) -> None:
+    s = topics
+    evs = events(400, seed=41)
+    with Producer(s) as producer:
+        producer.send_many(evs)
+    featurise(s, tmp_path)
+    learn(s)
+    reg = registry(s)
+
+    caught_up = gather(s, reg, endpoints=NOTHING)
+    stages = {x.name: x for x in caught_up.stages}
+    assert stages["features"].lag_records == 0 and stages["learner"].lag_records == 0
+    [lr] = caught_up.models
+    assert (lr.name, lr.status, lr.learned, lr.current) == ("lr", "ok", 400, reg.current_version("lr"))
+    assert lr.versions == len(reg.versions("lr")) and set(lr.rolling) <= {"LogLoss", "ROCAUC"}
+    assert caught_up.problems == []
+
+    # 25 events no worker has read, 30 records on the features topic the learner has not: both counted
+    with Producer(s) as producer:
+        producer.send_many(events(25, seed=42))
+        for i in range(30):
+            producer.send_record(s.topics.features, b'{"view": "nope"}', b"k", f"f-{i}")
+        producer.flush()
+    behind = gather(s, reg, endpoints=NOTHING, max_lag=20)
+    stages = {x.name: x for x in behind.stages}
+    assert (stages["features"].lag_records, stages["learner"].lag_records) == (25, 30)
+    assert behind.problems == [
+        "features: 25 records behind (more than 20)",
+        "learner: 30 records behind (more than 20)",
+    ]
+
+    # the CLI: a learner endpoint that answers is up; one that does not is down, and the exit says so
+    metrics = LearnerMetrics()
+    port = free_port()
+    metrics.serve(port)
+    ok = run_status(
+        s,
+        "--json",
+        "--api",
+        "",
+        "--features-metrics",
+        "",
+        "--learner-metrics",
+        f"http://127.0.0.1:{port}/metrics",
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = orjson.loads(ok.stdout)
+    assert {x["name"]: x["up"] for x in report["stages"]} == {"features": None, "learner": True, "api": None}
+    assert report["problems"] == [] and report["models"][0]["name"] == "lr"
+
+    closed = free_port()
+    down = run_status(
+        s,
+        "--api",
+        "",
+        "--features-metrics",
+        "",
+        "--learner-metrics",
+        f"http://127.0.0.1:{closed}/metrics",
+        "--max-lag",
+        "20",
+    )
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert "NEEDS A PERSON: learner: down" in down.stdout
+    assert "NEEDS A PERSON: learner: 30 records behind (more than 20)" in down.stdout
+    assert "model lr: ok" in down.stdout
