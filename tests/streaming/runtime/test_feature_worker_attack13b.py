@@ -31,7 +31,9 @@ from tests.streaming.runtime.test_feature_worker import (  # noqa: F401 (topics:
     events_for,
     topics,
 )
+from tests.support.feature_defs import ALL, ZIP
 from tests.support.kafka_read import read_all
+from tests.support.lineage import diagnose
 from tests.support.workers import KILL_DRILL_ENV, Worker, wait_caught_up, wait_records
 
 pytestmark = pytest.mark.integration
@@ -177,9 +179,13 @@ def test_kills_a_redis_outage_and_rebalances_count_every_event_once_and_reemit_i
         for w in workers:
             w.stop()
         proxy.close()
-    check_direct_view(settings, events)
-    print("repartition duplicates:", _repartition_duplicates(settings))
-    check_rekeyed_view(settings, events)
+    try:
+        check_direct_view(settings, events)
+        print("repartition duplicates:", _repartition_duplicates(settings))
+        check_rekeyed_view(settings, events)
+    except AssertionError:  # what each worker did is in its log; what they left is explained here
+        print("drill failed; logs in", tmp_path, "\n" + diagnose(settings, events, ALL, ZIP))
+        raise
     first: dict[tuple[str, str], bytes] = {}
     repeats = 0
     for r in read_all(settings.kafka_bootstrap, settings.topics.features):
