@@ -76,7 +76,11 @@ def replay_rekeyed(records: list[Any], key_of: Any) -> dict[str, list[Step]]:
 
 
 def _stored_state(settings: Settings, view: str, entity: str) -> dict[str, Any]:
-    raw = redis_client(settings).hgetall(state_key(settings.redis_prefix, view, entity))
+    client = redis_client(settings)
+    try:
+        raw = client.hgetall(state_key(settings.redis_prefix, view, entity))
+    finally:
+        client.close()
     out: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items() if k != b"s"}
     if b"s" in raw:
         with_state = orjson.loads(raw[b"s"])
@@ -187,7 +191,11 @@ def _explain_direct(settings: Settings, view: Any, events: list[Event], lines: l
 def diagnose(settings: Settings, events: list[Event], direct: Any, rekeyed: Any) -> str:
     """What to print when a drill's check against the oracle fails (see the module docstring)."""
     lines: list[str] = []
-    stats = redis_client(settings).hgetall(f"{settings.redis_prefix}stats:features")
+    client = redis_client(settings)
+    try:
+        stats = client.hgetall(f"{settings.redis_prefix}stats:features")
+    finally:
+        client.close()
     lines.append(f"worker counters: { {k.decode(): int(v) for k, v in sorted(stats.items())} }")
     reasons: Counter[tuple[Any, Any]] = Counter()
     for r in read_all(settings.kafka_bootstrap, settings.topics.dead_letters):
