@@ -89,6 +89,7 @@ class BatchResult:
     skipped: int = 0  # redelivered records recognised and not applied again
     missing_key: int = 0  # events without the field a re-keyed view is keyed by
     resets: int = 0  # entities whose corrupt stored state was reset
+    gaps: int = 0  # offsets the adapter saw skipped before the batch's records (see feature_worker)
     _updates: dict[str, dict[str, StateUpdate]] = field(default_factory=dict)
     # the (view, entity) states pinned for this batch, in which table, and who unpins them
     # (FeaturePipeline._pins: a table per epoch, the one current when the batch began)

@@ -62,6 +62,7 @@ last ``MAX_IDS`` event ids.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Sequence
@@ -95,6 +96,7 @@ from streaming.settings import Settings
 __all__ = ["create_app", "stats_key", "tune_gc"]
 
 log = get_logger("rivulet.features")
+_DEBUG = logging.getLogger("rivulet.features")  # the same logger: is debug on (a batch's offsets cost a loop)
 # the youngest generation's collection threshold in a worker (tune_gc; Python's default: 700)
 GC_YOUNG = 50_000
 
@@ -233,9 +235,14 @@ class _Worker:
         self._publisher: AsyncPublisher | None = None
         self.pipelines: list[FeaturePipeline] = []
         self.rebalances = 0  # signals of a rebalance seen (on_rebalance): a batch knows its own
+        # per topic-partition, the highest offset processed since the last rebalance: a batch that starts
+        # further on skipped records (offset_gaps: a transaction's markers or aborted records, else a
+        # record never processed; the kill drills expect none)
+        self.read: dict[tuple[str, int], int] = {}
 
     def on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self.rebalances += 1
+        self.read.clear()  # Faust seeks to the committed offsets: the next records may be any
         for p in self.pipelines:  # another worker may own these entities now: Redis is the truth again
             p.invalidate()
         for inbox in self.inboxes:  # Faust seeks back to the committed offsets: read again from there
@@ -319,11 +326,28 @@ class _Worker:
                 DROPPED.inc(len(batch))
                 log.info("batch taken before a rebalance dropped", size=len(batch))
                 return None
+            gaps = self._gaps(batch)  # before the first await: the offsets read since this epoch began
             result = await pipeline.process([_raw(m, sourced) for m in batch])
+            result.gaps = gaps
         except BaseException:
             pipeline.invalidate()  # cached states may hold effects that were never committed
             raise
         return _Computed(result, started, time.perf_counter())
+
+    def _gaps(self, batch: Sequence[Any]) -> int:
+        """How many offsets the batch skipped past the offsets processed before it since the rebalance."""
+        read, gaps = self.read, 0
+        for m in batch:
+            key = (m.topic, m.partition)
+            last = read.get(key)
+            if last is None or m.offset > last:
+                if last is not None and m.offset > last + 1:
+                    gaps += m.offset - last - 1
+                    log.debug(
+                        "offsets skipped", topic=m.topic, partition=m.partition, after=last, at=m.offset
+                    )
+                read[key] = m.offset
+        return gaps
 
     async def _finish(
         self, batch: Sequence[Any], computed: _Computed, pipeline: FeaturePipeline, store: RedisStore
@@ -341,12 +365,15 @@ class _Worker:
         feature_lag.observe(self.app.consumer, batch, computed.result)  # issue 18: lag per partition
         done = time.perf_counter()
         BATCH.observe(done - computed.started)
-        log.debug(
-            "batch",
-            size=len(batch),
-            compute_ms=round((computed.computed - computed.started) * 1000, 1),
-            publish_commit_ms=round((done - begun) * 1000, 1),
-        )
+        if _DEBUG.isEnabledFor(logging.DEBUG):  # which worker committed which offsets, in which epoch
+            log.debug(
+                "batch",
+                size=len(batch),
+                compute_ms=round((computed.computed - computed.started) * 1000, 1),
+                publish_commit_ms=round((done - begun) * 1000, 1),
+                epoch=computed.result._epoch,
+                offsets=_ranges(batch),
+            )
 
     def _publisher_(self) -> AsyncPublisher:
         if self._publisher is None:
@@ -394,12 +421,22 @@ def _count(result: BatchResult, refused: int) -> dict[str, int]:
         (RESETS, "state_resets", result.resets),
         (SKIPPED, "redelivered_skipped", result.skipped),
         (None, "missing_key", result.missing_key),
+        (None, "offset_gaps", result.gaps),
     ):
         if n:
             counts[key] = n
             if metric is not None:
                 metric.inc(n)
     return dict(counts)
+
+
+def _ranges(batch: Sequence[Any]) -> dict[str, list[int]]:
+    """The first and last offset of each topic-partition in a batch (``topic/partition``: [first, last])."""
+    out: dict[str, list[int]] = {}
+    for m in batch:
+        span = out.setdefault(f"{m.topic}/{m.partition}", [m.offset, m.offset])
+        span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return out
 
 
 def _feature_records(result: BatchResult) -> list[tuple[bytes | None, bytes]]:

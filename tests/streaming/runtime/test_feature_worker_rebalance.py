@@ -66,3 +66,24 @@ def test_a_batch_taken_before_a_rebalance_is_dropped_and_its_records_counted_onc
         assert record.features["count_lifetime"] == 2  # begun after the rebalance, the dropped batch: 0
 
     asyncio.run(body())
+
+
+def test_offsets_skipped_within_an_epoch_are_counted_and_a_rebalance_starts_the_count_again(
+    tmp_path: Path,
+) -> None:
+    """A batch whose records of a partition start past the offset after the last one processed since the
+    rebalance skipped records (offset_gaps): the evidence a drill needs to tell records never processed
+    from a state applied out of order. After a rebalance Faust reads from the committed offsets: no gap."""
+
+    async def body() -> None:
+        worker = _Worker(Settings(data_dir=str(tmp_path)), app=None)  # type: ignore[arg-type]
+        pipeline = FeaturePipeline([VIEW], MemoryStore(), cache_entities=1000)
+        computed = [await worker._compute((0, [message(0), message(1)]), pipeline, False, ())]
+        other = Message(message(9).value, 9, partition=1)  # another partition's first record: no gap
+        computed.append(await worker._compute((0, [message(1), message(4), other]), pipeline, False, ()))
+        computed.append(await worker._compute((0, [message(7)]), pipeline, False, ()))
+        worker.on_rebalance(None)
+        computed.append(await worker._compute((1, [message(20)]), pipeline, False, ()))
+        assert [c.result.gaps if c is not None else None for c in computed] == [0, 2, 2, 0]
+
+    asyncio.run(body())
