@@ -3,7 +3,8 @@
 :class:`NearCache` is an :class:`~features.store.OnlineStore` in front of the Redis store: a read serves
 the entities it holds from memory and fetches the others from the store in one read (one pipeline), as
 without it. It holds at most ``max_entries`` vectors (least recently used first out) and each for at most
-``max_age_s`` (a safety net: a key Redis expired lazily is only reported when Redis gets to it). A vector
+``max_age_s`` (a safety net), and never past its key's TTL, read with it (Redis reports an expired key only
+when it deletes it, which its sampling sweep may do long after the TTL). A vector
 keeps its event time ``ts``, so the ``feature_age_ms`` a response reports stays true. An absent vector is
 cached too (its creation is reported like any write).
 
@@ -203,19 +204,21 @@ class NearCache(OnlineStore):
         for i in missed:
             pending[keys[i]] = token
         try:
-            rows = await self.inner.read(view, [entities[i] for i in missed])
+            read = await self.inner.read_expiring(view, [entities[i] for i in missed])
         except BaseException:
             for i in missed:
                 if pending.get(keys[i]) is token:
                     del pending[keys[i]]
             raise
-        expires = now + self._max_age_s
-        for i, row in zip(missed, rows, strict=True):
+        longest = now + self._max_age_s
+        for i, (row, left) in zip(missed, read, strict=True):
             out[i] = row
             key = keys[i]
             if pending.get(key) is token:  # no invalidation (nor flush) since the read was sent
                 del pending[key]
-                self._store(key, row, expires)
+                # not past the key's own TTL (counted from before the read): Redis reports an expired key
+                # only when it deletes it, maybe long after (its active expiry samples keys)
+                self._store(key, row, longest if left is None else min(longest, now + left))
         return out
 
     def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:

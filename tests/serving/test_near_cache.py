@@ -360,3 +360,43 @@ def test_the_cache_is_off_on_a_redis_cluster(settings: Settings, redis_cluster_u
     assert near_cached(s, store) is store
     assert isinstance(near_cached(s.model_copy(update={"redis_cluster": False}), store), NearCache)
     assert near_cached(settings.model_copy(update={"near_cache": False}), store) is store
+
+
+class DebugRedisNode(RedisNode):
+    """A node that takes ``DEBUG`` commands (off on the shared services)."""
+
+    def options(self) -> dict[str, str]:
+        return {"enable-debug-command": "yes"}
+
+
+def test_a_vector_past_its_ttl_is_not_served_from_memory(
+    settings: Settings, redis_up: str, tmp_path: Path
+) -> None:
+    """Before: a vector whose TTL had passed was served from memory, where Redis answers no vector, until
+    Redis deleted the key and reported it: its active expiry is a sweep that samples keys, which on a large
+    keyspace gets round to one long after its TTL (here turned off, to stand for that), so the vector stayed
+    up to ``RIVULET_NEAR_CACHE_MAX_AGE_S`` (60 s) past its TTL. Now a cached vector expires when its key
+    does (its TTL read with it)."""
+    node = DebugRedisNode(tmp_path / "redis", port=free_port())
+    node.start()
+    s = settings.model_copy(update={"redis_url": node.url})
+    direct = redis.Redis.from_url(node.url)
+    direct.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[list[Any], list[Any]]:
+        await writer.write([FeatureRow("v", "t", {"n": 1.0}, 1_000, ttl_s=1), row("forever", 1_000)])
+        first = await cache.read("v", ["t", "forever"])
+        assert [r and r.ts for r in first] == [1_000, 1_000]
+        assert await cache.read("v", ["t", "forever"]) == first and cache.stats.hits == 2
+        await asyncio.sleep(1.3)  # past the TTL (no timing asserted: the wait only lets it pass)
+        served = await cache.read("v", ["t", "forever"])
+        redis_holds = await cache.inner.read("v", ["t", "forever"])  # as without the cache
+        return [r and r.ts for r in served], [r and r.ts for r in redis_holds]
+
+    try:
+        served, redis_holds = run(s, body)
+        assert redis_holds == [None, 1_000]
+        assert served == redis_holds
+    finally:
+        direct.close()
+        node.stop()
