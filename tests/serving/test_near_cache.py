@@ -19,7 +19,7 @@ import uvloop
 from localservices import RedisNode
 from prometheus_client import REGISTRY
 
-from features.redis_store import RedisStore
+from features.redis_store import RedisStore, vector_key
 from features.store import FeatureRow, OnlineStore
 from serving.metrics import watch_near_cache
 from serving.near_cache import NearCache, near_cached
@@ -400,3 +400,32 @@ def test_a_vector_past_its_ttl_is_not_served_from_memory(
     finally:
         direct.close()
         node.stop()
+
+
+def test_the_cache_is_bounded_in_memory_not_only_in_entries(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Before: the bound was a count of entries only, whatever each held: a hash of 5,000 fields under a
+    vector key took about 0.5 MB of the API's memory in the cache (200 of them: 99 MB, measured with
+    tracemalloc), so 100,000 entries of them could take 50 GB. Now the values held are bounded too
+    (``RIVULET_NEAR_CACHE_MAX_MB``, estimated): least recently used out first, and a vector larger than the
+    whole bound is not cached at all; every answer is still Redis's."""
+    fields = {f"f{j}": float(j) for j in range(2_000)}  # about 0.2 MB held each
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[list[Any], list[Any]]:
+        await writer.write([FeatureRow("v", f"big{i}", fields, 1_000 + i) for i in range(10)])
+        huge = {"_ts": "7", **{f"g{j}": "1.0" for j in range(20_000)}}  # past what the writer's script takes
+        redis_client.hset(vector_key(settings.redis_prefix, "v", "huge"), mapping=huge)  # type: ignore[arg-type]
+        served = []
+        for i in range(10):
+            served.append((await cache.read("v", [f"big{i}"]))[0])
+            assert cache.held_mb <= 0.5, cache.held_mb
+        assert 0 < len(cache) < 10
+        assert (await cache.read("v", ["huge"]))[0].ts == 7  # type: ignore[union-attr]
+        assert (await cache.read("v", ["huge"]))[0].ts == 7  # type: ignore[union-attr]
+        assert cache.held_mb <= 0.5 and vector_key(settings.redis_prefix, "v", "huge") not in cache._entries
+        direct = await cache.inner.read("v", [f"big{i}" for i in range(10)])
+        return [r and (r.ts, len(r.values)) for r in served], [r and (r.ts, len(r.values)) for r in direct]
+
+    served, direct = run(settings, body, near_cache_max_mb=0.5)
+    assert served == direct == [(1_000 + i, 2_000) for i in range(10)]
