@@ -429,3 +429,36 @@ def test_the_cache_is_bounded_in_memory_not_only_in_entries(
 
     served, direct = run(settings, body, near_cache_max_mb=0.5)
     assert served == direct == [(1_000 + i, 2_000) for i in range(10)]
+
+
+def test_a_storm_of_client_kills_and_pauses_never_serves_an_older_vector(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Each of 30 writes followed by a ``CLIENT KILL`` of the tracking connection (a storm: it is killed
+    again while it reconnects), every fifth by a ``CLIENT PAUSE ... WRITE``: a read never returns a vector
+    older than the last one served, nor older than the write acknowledged once its invalidation is
+    delivered; the reads never fail; tracking comes back."""
+
+    async def body(cache: NearCache, writer: RedisStore) -> list[int]:
+        served: list[int] = []
+        for i in range(1, 31):
+            await writer.write([row("k", i)])
+            acked = time.monotonic()
+            for cid in tracking_ids(redis_client):
+                redis_client.client_kill_filter(_id=cid)
+            if i % 5 == 0:
+                redis_client.client_pause(100, all=False)  # writes paused; reads and PING answer
+            while True:
+                got = (await cache.read("v", ["k"]))[0]
+                assert got is not None and (not served or got.ts >= served[-1]), (i, got, served[-3:])
+                served.append(got.ts)
+                if got.ts == i:
+                    break
+                assert time.monotonic() - acked < STALENESS_BOUND_S, f"write {i} not served"
+                await asyncio.sleep(0.001)
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back after the storm")
+        assert [(await cache.read("v", ["k"]))[0].ts for _ in range(2)] == [30, 30]  # type: ignore[union-attr]
+        return served
+
+    served = run(settings, body, loop="uvloop")
+    assert served == sorted(served) and served[-1] == 30
