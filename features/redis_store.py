@@ -338,6 +338,32 @@ class RedisStore(OnlineStore, StateStore):
             replies = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         return [_row(view, entity, raw) for entity, raw in zip(entities, replies, strict=True)]
 
+    async def read_expiring(
+        self, view: str, entities: Sequence[str]
+    ) -> list[tuple[FeatureRow | None, float | None]]:
+        return await self._riding(lambda: self._read_expiring(view, entities))
+
+    async def _read_expiring(
+        self, view: str, entities: Sequence[str]
+    ) -> list[tuple[FeatureRow | None, float | None]]:
+        """Each vector and its key's TTL (``PTTL`` in the same pipeline): Redis reports an expired key only
+        when it deletes it, which its sampling sweep may do long after the TTL, so a cache cannot wait for
+        that report."""
+        if not entities:
+            return []
+        pipe = self._pipeline()
+        for e in entities:
+            key = vector_key(self._prefix, view, e)
+            pipe.hgetall(key)
+            pipe.pttl(key)
+        replies = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
+        out: list[tuple[FeatureRow | None, float | None]] = []
+        for i, entity in enumerate(entities):
+            raw, ttl_ms = replies[2 * i], replies[2 * i + 1]
+            left = ttl_ms / 1000 if isinstance(ttl_ms, int) and ttl_ms >= 0 else None  # -1: none, -2: gone
+            out.append((_row(view, entity, raw), left))
+        return out
+
     async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
         return await self._riding(lambda: self._load(view, entities))
 

@@ -98,6 +98,13 @@ class OnlineStore(ABC):
     async def read(self, view: str, entities: Sequence[str]) -> list[FeatureRow | None]:
         """The stored vector of each entity (None if absent or expired), in one round trip."""
 
+    async def read_expiring(
+        self, view: str, entities: Sequence[str]
+    ) -> list[tuple[FeatureRow | None, float | None]]:
+        """As :meth:`read`, each vector with the seconds it has left before it expires (None: no expiry
+        known), for a cache that must not keep it longer (:class:`serving.near_cache.NearCache`)."""
+        return [(row, None) for row in await self.read(view, entities)]
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -3,7 +3,8 @@
 :class:`NearCache` is an :class:`~features.store.OnlineStore` in front of the Redis store: a read serves
 the entities it holds from memory and fetches the others from the store in one read (one pipeline), as
 without it. It holds at most ``max_entries`` vectors (least recently used first out) and each for at most
-``max_age_s`` (a safety net: a key Redis expired lazily is only reported when Redis gets to it). A vector
+``max_age_s`` (a safety net), and never past its key's TTL, read with it (Redis reports an expired key only
+when it deletes it, which its sampling sweep may do long after the TTL). A vector
 keeps its event time ``ts``, so the ``feature_age_ms`` a response reports stays true. An absent vector is
 cached too (its creation is reported like any write).
 
@@ -86,6 +87,7 @@ def near_cached(settings: Settings, inner: OnlineStore) -> OnlineStore:
         inner,
         settings.redis_prefix,
         max_entries=settings.near_cache_entries,
+        max_mb=settings.near_cache_max_mb,
         max_age_s=settings.near_cache_max_age_s,
         tracker=lambda sink: Tracker(
             settings.redis_url, prefix, sink, ping_s=PING_S, timeout_s=settings.redis_socket_timeout_s
@@ -106,6 +108,24 @@ class CacheStats:
     flushes: int = 0
 
 
+_ENTRY_BYTES = 520  # an entry's own: its key, tuple, row and dict (tracemalloc, 20,000 of 3 values: ~530)
+_VALUE_BYTES = 100  # a value's in the row's dict: its slot, name and float (measured: ~99)
+
+
+def _size(row: FeatureRow | None) -> int:
+    """An estimate of the memory a cached row holds (its values' names and texts counted by length).
+
+    >>> _size(None), _size(FeatureRow("v", "e", {"n": 1.0, "s": "x" * 1000}, 5))
+    (520, 1723)
+    """
+    if row is None:
+        return _ENTRY_BYTES
+    size = _ENTRY_BYTES + len(row.entity)
+    for name, value in row.values.items():
+        size += _VALUE_BYTES + len(name) + (len(value) if isinstance(value, str) else 0)
+    return size
+
+
 class NearCache(OnlineStore):
     """Vectors of ``inner`` (whose keys are under ``prefix``) kept in memory while tracking is on.
 
@@ -119,6 +139,7 @@ class NearCache(OnlineStore):
         prefix: str,
         *,
         max_entries: int,
+        max_mb: float = 256.0,
         max_age_s: float = 60.0,
         tracker: Callable[[NearCache], Tracker] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -126,9 +147,11 @@ class NearCache(OnlineStore):
         self.inner = inner
         self._prefix = prefix
         self._max = max_entries
+        self._max_bytes = int(max_mb * 1e6)
+        self._bytes = 0  # the estimated size of the vectors held (_size)
         self._max_age_s = max_age_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[FeatureRow | None, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[FeatureRow | None, float, int]] = OrderedDict()
         self._pending: dict[str, object] = {}
         self._on = False
         self.stats = CacheStats()
@@ -142,6 +165,11 @@ class NearCache(OnlineStore):
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def held_mb(self) -> float:
+        """The estimated memory of the vectors held, in MB (bounded by ``max_mb``)."""
+        return self._bytes / 1e6
+
     # -- the tracker's sink: called from the event loop's callbacks, synchronously ---------------------
 
     def invalidate(self, keys: list[bytes] | None) -> None:
@@ -151,8 +179,10 @@ class NearCache(OnlineStore):
         entries, pending = self._entries, self._pending
         for raw in keys:
             key = raw.decode("utf-8", "replace")
-            found = entries.pop(key, None) is not None
-            if pending.pop(key, None) is not None or found:
+            held = entries.pop(key, None)
+            if held is not None:
+                self._bytes -= held[2]
+            if pending.pop(key, None) is not None or held is not None:
                 self.stats.invalidations += 1
 
     def lost(self) -> None:
@@ -166,6 +196,7 @@ class NearCache(OnlineStore):
 
     def _flush(self) -> None:
         self._entries.clear()
+        self._bytes = 0
         self._pending.clear()  # a read in flight stores nothing (its mark is gone)
         self.stats.flushes += 1
 
@@ -203,19 +234,21 @@ class NearCache(OnlineStore):
         for i in missed:
             pending[keys[i]] = token
         try:
-            rows = await self.inner.read(view, [entities[i] for i in missed])
+            read = await self.inner.read_expiring(view, [entities[i] for i in missed])
         except BaseException:
             for i in missed:
                 if pending.get(keys[i]) is token:
                     del pending[keys[i]]
             raise
-        expires = now + self._max_age_s
-        for i, row in zip(missed, rows, strict=True):
+        longest = now + self._max_age_s
+        for i, (row, left) in zip(missed, read, strict=True):
             out[i] = row
             key = keys[i]
             if pending.get(key) is token:  # no invalidation (nor flush) since the read was sent
                 del pending[key]
-                self._store(key, row, expires)
+                # not past the key's own TTL (counted from before the read): Redis reports an expired key
+                # only when it deletes it, maybe long after (its active expiry samples keys)
+                self._store(key, row, longest if left is None else min(longest, now + left))
         return out
 
     def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:
@@ -223,10 +256,15 @@ class NearCache(OnlineStore):
         current = entries.get(key)
         if current is not None and current[0] is not None and row is not None and current[0].ts > row.ts:
             return  # never back in event time
-        entries[key] = (row, expires)
-        entries.move_to_end(key)
-        while len(entries) > self._max:
-            entries.popitem(last=False)
+        size = _size(row)
+        if current is not None:
+            self._bytes -= entries.pop(key)[2]
+        if size > self._max_bytes:
+            return  # (hostile data under a vector key) served from Redis each time, never held
+        entries[key] = (row, expires, size)
+        self._bytes += size
+        while len(entries) > self._max or self._bytes > self._max_bytes:
+            self._bytes -= entries.popitem(last=False)[1][2]
 
     async def close(self) -> None:
         if self.tracker is not None:

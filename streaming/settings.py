@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     near_cache_entries: int = Field(
         100_000, ge=1, description="Most vectors the API's near cache holds (least recently used out first)."
     )
+    near_cache_max_mb: float = Field(
+        256.0,
+        gt=0,
+        description="Most memory the near cache's vectors take, estimated from their values (least recently "
+        "used out first; a vector larger than this is not cached).",
+    )
     near_cache_max_age_s: float = Field(
         60.0,
         gt=0,

@@ -19,7 +19,7 @@ import uvloop
 from localservices import RedisNode
 from prometheus_client import REGISTRY
 
-from features.redis_store import RedisStore
+from features.redis_store import RedisStore, vector_key
 from features.store import FeatureRow, OnlineStore
 from serving.metrics import watch_near_cache
 from serving.near_cache import NearCache, near_cached
@@ -360,3 +360,105 @@ def test_the_cache_is_off_on_a_redis_cluster(settings: Settings, redis_cluster_u
     assert near_cached(s, store) is store
     assert isinstance(near_cached(s.model_copy(update={"redis_cluster": False}), store), NearCache)
     assert near_cached(settings.model_copy(update={"near_cache": False}), store) is store
+
+
+class DebugRedisNode(RedisNode):
+    """A node that takes ``DEBUG`` commands (off on the shared services)."""
+
+    def options(self) -> dict[str, str]:
+        return {"enable-debug-command": "yes"}
+
+
+def test_a_vector_past_its_ttl_is_not_served_from_memory(
+    settings: Settings, redis_up: str, tmp_path: Path
+) -> None:
+    """Before: a vector whose TTL had passed was served from memory, where Redis answers no vector, until
+    Redis deleted the key and reported it: its active expiry is a sweep that samples keys, which on a large
+    keyspace gets round to one long after its TTL (here turned off, to stand for that), so the vector stayed
+    up to ``RIVULET_NEAR_CACHE_MAX_AGE_S`` (60 s) past its TTL. Now a cached vector expires when its key
+    does (its TTL read with it)."""
+    node = DebugRedisNode(tmp_path / "redis", port=free_port())
+    node.start()
+    s = settings.model_copy(update={"redis_url": node.url})
+    direct = redis.Redis.from_url(node.url)
+    direct.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[list[Any], list[Any]]:
+        await writer.write([FeatureRow("v", "t", {"n": 1.0}, 1_000, ttl_s=1), row("forever", 1_000)])
+        first = await cache.read("v", ["t", "forever"])
+        assert [r and r.ts for r in first] == [1_000, 1_000]
+        assert await cache.read("v", ["t", "forever"]) == first and cache.stats.hits == 2
+        await asyncio.sleep(1.3)  # past the TTL (no timing asserted: the wait only lets it pass)
+        served = await cache.read("v", ["t", "forever"])
+        redis_holds = await cache.inner.read("v", ["t", "forever"])  # as without the cache
+        return [r and r.ts for r in served], [r and r.ts for r in redis_holds]
+
+    try:
+        served, redis_holds = run(s, body)
+        assert redis_holds == [None, 1_000]
+        assert served == redis_holds
+    finally:
+        direct.close()
+        node.stop()
+
+
+def test_the_cache_is_bounded_in_memory_not_only_in_entries(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Before: the bound was a count of entries only, whatever each held: a hash of 5,000 fields under a
+    vector key took about 0.5 MB of the API's memory in the cache (200 of them: 99 MB, measured with
+    tracemalloc), so 100,000 entries of them could take 50 GB. Now the values held are bounded too
+    (``RIVULET_NEAR_CACHE_MAX_MB``, estimated): least recently used out first, and a vector larger than the
+    whole bound is not cached at all; every answer is still Redis's."""
+    fields = {f"f{j}": float(j) for j in range(2_000)}  # about 0.2 MB held each
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[list[Any], list[Any]]:
+        await writer.write([FeatureRow("v", f"big{i}", fields, 1_000 + i) for i in range(10)])
+        huge = {"_ts": "7", **{f"g{j}": "1.0" for j in range(20_000)}}  # past what the writer's script takes
+        redis_client.hset(vector_key(settings.redis_prefix, "v", "huge"), mapping=huge)  # type: ignore[arg-type]
+        served = []
+        for i in range(10):
+            served.append((await cache.read("v", [f"big{i}"]))[0])
+            assert cache.held_mb <= 0.5, cache.held_mb
+        assert 0 < len(cache) < 10
+        assert (await cache.read("v", ["huge"]))[0].ts == 7  # type: ignore[union-attr]
+        assert (await cache.read("v", ["huge"]))[0].ts == 7  # type: ignore[union-attr]
+        assert cache.held_mb <= 0.5 and vector_key(settings.redis_prefix, "v", "huge") not in cache._entries
+        direct = await cache.inner.read("v", [f"big{i}" for i in range(10)])
+        return [r and (r.ts, len(r.values)) for r in served], [r and (r.ts, len(r.values)) for r in direct]
+
+    served, direct = run(settings, body, near_cache_max_mb=0.5)
+    assert served == direct == [(1_000 + i, 2_000) for i in range(10)]
+
+
+def test_a_storm_of_client_kills_and_pauses_never_serves_an_older_vector(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Each of 30 writes followed by a ``CLIENT KILL`` of the tracking connection (a storm: it is killed
+    again while it reconnects), every fifth by a ``CLIENT PAUSE ... WRITE``: a read never returns a vector
+    older than the last one served, nor older than the write acknowledged once its invalidation is
+    delivered; the reads never fail; tracking comes back."""
+
+    async def body(cache: NearCache, writer: RedisStore) -> list[int]:
+        served: list[int] = []
+        for i in range(1, 31):
+            await writer.write([row("k", i)])
+            acked = time.monotonic()
+            for cid in tracking_ids(redis_client):
+                redis_client.client_kill_filter(_id=cid)
+            if i % 5 == 0:
+                redis_client.client_pause(100, all=False)  # writes paused; reads and PING answer
+            while True:
+                got = (await cache.read("v", ["k"]))[0]
+                assert got is not None and (not served or got.ts >= served[-1]), (i, got, served[-3:])
+                served.append(got.ts)
+                if got.ts == i:
+                    break
+                assert time.monotonic() - acked < STALENESS_BOUND_S, f"write {i} not served"
+                await asyncio.sleep(0.001)
+        await until(lambda: cache.serving, ESTABLISHED_S, "tracking back after the storm")
+        assert [(await cache.read("v", ["k"]))[0].ts for _ in range(2)] == [30, 30]  # type: ignore[union-attr]
+        return served
+
+    served = run(settings, body, loop="uvloop")
+    assert served == sorted(served) and served[-1] == 30

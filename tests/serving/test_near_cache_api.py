@@ -3,11 +3,14 @@ vector's true age, and a newer vector written to Redis is served within the stal
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 import httpx
 import pytest
 
+from features.redis_store import vector_key
 from serving.app import create_app
 from streaming.settings import Settings
 from tests.serving.conftest import OPS_KEY
@@ -56,3 +59,66 @@ def test_predictions_served_from_the_near_cache_report_the_true_age_and_follow_n
         for _ in range(3):
             assert c.post("/v1/models/zipm/predict", json={"entity": "7"}).json()["feature_age_ms"] < 30_000
         assert hits(c) >= then + 2  # the new vector is cached in turn
+
+
+def test_hostile_vectors_are_answered_as_without_the_near_cache(env: Settings, redis_client: Any) -> None:
+    """Odd data under the vector keys (a wrong type, a hash with a garbage, missing or out-of-range
+    ``_ts``, a value that is not JSON, many fields, entities with braces, unicode, 1,000 characters), then
+    changed under the cache (deleted, replaced by a wrong type, rewritten with an older time): the API with
+    the near cache answers each as the API without it does (the ids and ages aside), served from memory or
+    not, and never a 500."""
+    registry(env).save("zipm", trained_state(50), {"offsets": {}, "view": "zip"})
+    ts = int(time.time() * 1000) - 5_000
+    key = functools.partial(vector_key, env.redis_prefix, "zip")
+    entities = ["ok", "{x}", "}{", "é☃", "e" * 1000, "str", "garbage", "nots", "old", "notjson", "wide"]
+    put = functools.partial(put_vector, env)
+    for e in entities[:5]:
+        put(e, VECTOR, ts)
+    redis_client.set(key("str"), "a string")
+    redis_client.hset(key("garbage"), mapping={"_ts": "soon", "count_lifetime": "1"})
+    redis_client.hset(key("nots"), mapping={"count_lifetime": "1"})
+    redis_client.hset(key("old"), mapping={"_ts": "-5", "count_lifetime": "1"})
+    redis_client.hset(key("notjson"), mapping={"_ts": str(ts), "count_lifetime": "{"})
+    redis_client.hset(key("wide"), mapping={"_ts": str(ts), **{f"f{i}": "1.5" for i in range(3_000)}})
+
+    def answers(c: httpx.Client) -> list[tuple[int, Any]]:
+        out = []
+        for e in entities:
+            r = c.post("/v1/models/zipm/predict", json={"entity": e})
+            body = r.json()
+            for k in ("prediction_id", "feature_age_ms"):
+                body.pop(k, None)
+            out.append((r.status_code, body))
+        return out
+
+    cached_app = create_app(env.model_copy(update={"near_cache": True}))
+    plain_app = create_app(env.model_copy(update={"near_cache": False}))
+    with (
+        running(cached_app) as cached_url,
+        running(plain_app) as plain_url,
+        httpx.Client(base_url=cached_url, headers={"X-API-Key": OPS_KEY}) as cached,
+        httpx.Client(base_url=plain_url, headers={"X-API-Key": OPS_KEY}) as plain,
+    ):
+        deadline = time.monotonic() + 10
+        while hits(cached) == 0:  # tracking comes on in the background
+            assert time.monotonic() < deadline, "nothing served from the near cache"
+            cached.post("/v1/models/zipm/predict", json={"entity": "ok"})
+        for _ in range(2):  # a miss, then from memory
+            got, want = answers(cached), answers(plain)
+            assert got == want
+            assert all(status == 200 for status, _ in got), got
+        found = [a["features_found"] for _, a in got]
+        assert found[:8] == [True] * 5 + [False] * 3 and found[9:] == [False, True], got
+        before = hits(cached)
+        assert answers(cached) and hits(cached) >= before + len(entities)  # all of them from memory
+        # changed under the cache: each answer follows Redis within the staleness bound
+        redis_client.delete(key("ok"))
+        redis_client.delete(key("{x}"))
+        redis_client.set(key("{x}"), "now a string")
+        redis_client.hset(key("}{"), "_ts", str(ts - 1_000))  # older in place: Redis holds it
+        redis_client.hset(key("garbage"), "_ts", str(ts))  # now a vector
+        changed = time.monotonic()
+        while (got := answers(cached)) != (want := answers(plain)):
+            assert time.monotonic() - changed < STALENESS_BOUND_S, (got, want)
+        assert [a["features_found"] for _, a in got[:3]] == [False, False, True], got
+        assert got[6][1]["features_found"] is True, got
