@@ -40,8 +40,15 @@ def observe(
     """A committed batch (Faust messages) and its result into the gauges."""
     last: dict[tuple[str, int], int] = {}
     for m in batch:
-        key = (m.topic, m.partition)
-        last[key] = max(last.get(key, -1), m.offset)
+        topic, partition, offset = (
+            getattr(m, "topic", None),
+            getattr(m, "partition", None),
+            getattr(m, "offset", None),
+        )
+        if not isinstance(topic, str) or not isinstance(partition, int) or not isinstance(offset, int):
+            continue  # not a Kafka message (nothing to measure): never the worker's problem
+        key = (topic, partition)
+        last[key] = max(last.get(key, -1), offset)
     newest: dict[tuple[str, int], tuple[int, int]] = {}  # (offset, event ts) of the newest record
     for r in result.records:
         src = r.source

@@ -362,7 +362,10 @@ class _Worker:
         ack = self.app.consumer.ack  # committed: Faust's committer may commit these offsets
         for message in batch:
             ack(message)
-        feature_lag.observe(self.app.consumer, batch, computed.result)  # issue 18: lag per partition
+        try:  # issue 18: lag per partition; a metric never stops the worker
+            feature_lag.observe(self.app.consumer, batch, computed.result)
+        except Exception as exc:
+            log.debug("lag not observed", error=repr(exc))
         done = time.perf_counter()
         BATCH.observe(done - computed.started)
         if _DEBUG.isEnabledFor(logging.DEBUG):  # which worker committed which offsets, in which epoch

@@ -83,11 +83,13 @@ def test_a_full_queue_drops_nothing_the_registry_holds(tmp_path: Path) -> None:
 
 
 def test_what_a_learner_could_not_log_the_next_one_logs(tmp_path: Path) -> None:
-    """MLflow unusable for a whole tracker's life (a SQLite store in a directory that does not exist): its
-    versions are counted as missed; a tracker started later logs them, with nothing notified."""
+    """MLflow unusable for a whole tracker's life (a SQLite store under a path that is a file, so no directory
+    can be made there: MLflow's SQLite store creates a missing parent directory): its versions are counted as
+    missed; a tracker started later logs them, with nothing notified."""
     reg = MemoryRegistry(signer=generate())
     s = spec()
     _, saved = versions(reg, s, 3)
+    (tmp_path / "nowhere").write_text("a file, not a directory")
     down = tracked(Settings(), f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}", tmp_path / "artifacts")
     first = tracker_for(down.model_copy(update={"mlflow_flush_s": 0.5}), reg, [s])
     assert first is not None
