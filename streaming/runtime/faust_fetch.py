@@ -69,11 +69,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
     async def seek_to_committed(self) -> Any:
-        """Faust's, rewinding a partition without a committed offset too (module docstring)."""
-        return await self.call_thread(self._rewind_to_committed)
-
-    async def _rewind_to_committed(self) -> Any:
-        return await rewind_to_committed(self._ensure_consumer(), self.app.conf.consumer_auto_offset_reset)
+        """Faust's, rewinding a partition without a committed offset too (module docstring). The consumer is
+        looked up here, as Faust does: without one (not started) this raises instead of waiting on the
+        thread (Faust's getmany seeks when it finds the flow stopped, and logs what it raised)."""
+        consumer = self._ensure_consumer()
+        reset = self.app.conf.consumer_auto_offset_reset
+        return await self.call_thread(rewind_to_committed, consumer, reset)
 
 
 class Consumer(faust_aiokafka.Consumer):
