@@ -15,7 +15,8 @@ its records itself (``consumer.ack``) once they are processed, so Faust's commit
 did before, and everything else (group membership, assignment, rebalances, the seek back to the committed
 offsets after one, commits) is Faust's. A fetch of a generation that ended during the fetch, or taken while
 the flow is stopped (a rebalance), is dropped: Faust seeks back to the committed offsets before the flow
-resumes, so those records are read again.
+resumes, so those records are read again. That seek is :mod:`streaming.runtime.faust_fetch`'s: aiokafka's
+left a partition without a committed offset where it was, past the records dropped (issue 15).
 """
 
 from __future__ import annotations

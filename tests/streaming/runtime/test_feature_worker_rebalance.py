@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from features.aggregations import Count
 from features.definitions import FeatureView
@@ -85,5 +86,40 @@ def test_offsets_skipped_within_an_epoch_are_counted_and_a_rebalance_starts_the_
         worker.on_rebalance(None)
         computed.append(await worker._compute((1, [message(20)]), pipeline, False, ()))
         assert [c.result.gaps if c is not None else None for c in computed] == [0, 2, 2, 0]
+
+    asyncio.run(body())
+
+
+@dataclass
+class _Consumer:
+    """What the worker reads of Faust's consumer: the offsets it last committed or sought to."""
+
+    _committed_offset: dict[Any, int | None]
+
+
+@dataclass
+class _App:
+    consumer: _Consumer
+
+
+def test_records_skipped_past_the_committed_offset_at_an_epochs_start_are_counted(tmp_path: Path) -> None:
+    """Issue 15 (kill drill run d8): after a rebalance a worker went on 992 records past where the seek
+    should have started it, and its batches counted no gap (the count restarts at a rebalance). The first
+    record of a partition in an epoch is compared with Faust's committed offset: past it, records were
+    skipped; at or before it (records read again, skipped as redelivered), none; no committed offset known
+    (another partition, or none committed), nothing is counted."""
+
+    async def body() -> None:
+        app = _App(_Consumer({TP("events", 0): 5, TP("events", 1): None}))
+        worker = _Worker(Settings(data_dir=str(tmp_path)), app=app)  # type: ignore[arg-type]
+        pipeline = FeaturePipeline([VIEW], MemoryStore(), cache_entities=1000)
+        gaps = []
+        for first in (8, 5, 3):
+            worker.on_rebalance(None)
+            batch = [message(first), message(first + 1), Message(message(40).value, 40, partition=1)]
+            computed = await worker._compute((worker.rebalances, batch), pipeline, False, ())
+            assert computed is not None
+            gaps.append(computed.result.gaps)
+        assert gaps == [3, 0, 0]
 
     asyncio.run(body())
