@@ -55,7 +55,10 @@ class RiverPyfunc(PythonModel):
             for cls, p in (proba or {}).items():
                 row[f"proba:{cls}"] = float(p)
             rows.append(row)
-        return pd.DataFrame(rows, index=model_input.index if len(rows) == len(model_input) else None)
+        frame = pd.DataFrame(rows, index=model_input.index if len(rows) == len(model_input) else None)
+        if "prediction" not in frame.columns:  # no rows: the caller still finds the column
+            frame["prediction"] = pd.Series(dtype=object)
+        return frame
 
 
 def _missing(v: Any) -> bool:
