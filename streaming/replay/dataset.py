@@ -151,13 +151,30 @@ def _column(pa: Any, values: list[Any]) -> Any:
         return pa.array(values, pa.null())
     if kinds == {bool}:
         return pa.array(values, pa.bool_())
-    if kinds <= {int, bool}:
+    if kinds <= {int, bool} and all(v is None or _INT64[0] <= v <= _INT64[1] for v in values):
         return pa.array([None if v is None else int(v) for v in values], pa.int64())
+    if kinds <= {int, bool}:  # past int64 (JSON allows it): each value as its JSON text
+        return pa.array([None if v is None else _json(v) for v in values], pa.string())
     if kinds <= {int, float, bool}:
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if kinds == {str}:
         return pa.array(values, pa.string())
-    return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+    return pa.array([None if v is None else _json(v) for v in values], pa.string())
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _json(v: Any) -> str:
+    """``v`` as JSON text; an integer orjson cannot take (past 64 bits) as its digits."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    try:
+        return orjson.dumps(v).decode()
+    except orjson.JSONEncodeError:  # a big integer inside a list or an object
+        import json
+
+        return json.dumps(v, sort_keys=False, allow_nan=True, default=str)
 
 
 def content_hash(table: Any) -> str:
