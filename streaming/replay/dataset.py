@@ -212,6 +212,8 @@ def write(table: Any, path: str | Path) -> Path:
     import pyarrow.parquet as pq
 
     target = Path(path)
+    if target.is_dir():
+        raise ExportError(f"--out {target} is a directory: give the Parquet file's path")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

@@ -3,9 +3,11 @@ features topic may carry it) does not stop the export, and the file keeps every 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from streaming.replay.dataset import content_hash, metadata_of, to_table
+from streaming.replay.dataset import ExportError, content_hash, metadata_of, to_table, write
 from streaming.replay.recorder import Row
 
 pytestmark = pytest.mark.unit
@@ -25,3 +27,10 @@ def test_an_integer_past_int64_is_kept_as_its_json_text(big: int) -> None:
 def test_a_big_integer_among_floats_is_a_float() -> None:
     table = to_table([row(0, {"a": 2**64 - 1}), row(1, {"a": 0.5})], {"model": "m"})
     assert table.column("x.a").to_pylist() == [float(2**64 - 1), 0.5]
+
+
+def test_out_that_is_a_directory_is_one_clear_error(tmp_path: Path) -> None:
+    table = to_table([row(0, {"a": 1})], {"model": "m"})
+    with pytest.raises(ExportError, match="is a directory"):
+        write(table, tmp_path)
+    assert list(tmp_path.parent.glob(f".{tmp_path.name}.*.tmp")) == []
