@@ -5,7 +5,6 @@ and each with a summary, a description and a runbook entry that exists."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_services
+from tests.support.tools import required_tool
 
 pytestmark = pytest.mark.unit
 
@@ -28,13 +27,7 @@ def _alerts() -> list[dict[str, Any]]:
 
 
 def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is not installed (Debian's prometheus package: scripts/install-deps --test)"
-        if require_services():
-            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
-        pytest.skip(message)
-    return found
+    return required_tool("promtool", "prometheus")
 
 
 def test_promtool_checks_the_rules() -> None:

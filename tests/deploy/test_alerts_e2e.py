@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -25,11 +24,11 @@ import pytest
 
 from streaming.ingest.producer import Producer
 from streaming.settings import Settings
-from tests.conftest import require_services
 from tests.streaming.runtime.test_pipeline_status import run_status
 from tests.support.api_env import free_port
 from tests.support.learning import learner_process, learning_topics, registry
 from tests.support.streams import stream
+from tests.support.tools import required_tool
 from tests.support.workers import Worker
 
 pytestmark = pytest.mark.integration
@@ -38,13 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _prometheus() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        message = "prometheus is not installed (Debian's prometheus package: scripts/install-deps --test)"
-        if require_services():
-            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
-        pytest.skip(message)
-    return found
+    return required_tool("prometheus", "prometheus")
 
 
 @pytest.fixture
