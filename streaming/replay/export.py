@@ -32,10 +32,10 @@ from streaming.learning.router import Router, TopicRoles
 from streaming.learning.spec import ModelSpec
 from streaming.replay import dataset
 from streaming.replay.kafka import RangeError, RangeReader
-from streaming.replay.plan import TopicSource, views_for
+from streaming.replay.plan import TopicSource, plan_topic, views_for
 from streaming.replay.recorder import Recorder
 from streaming.replay.runner import Replay
-from streaming.replay.sources import kafka_records, plan_kafka
+from streaming.replay.sources import kafka_records
 from streaming.replay.verify import VerifyError, check_retention, history, len_journal
 from streaming.settings import Settings
 
@@ -66,17 +66,7 @@ def export_range(
     replay = Replay([spec], views=views_for(views, [spec]), keyring=keyring, core=recorder)
     replay.on_features = recorder.see
     with RangeReader(settings, client_id="rivulet-export") as reader:
-        plan = plan_kafka(
-            reader,
-            settings,
-            source.topic,
-            source.role,
-            source.start,
-            source.end,
-            kafka_order=source.kafka_order,
-            labels_start=source.labels_start,
-            labels_end=source.labels_end,
-        )
+        plan = plan_topic(reader, settings, source)
         if partitions is not None:
             have = plan.ranges[source.topic]
             unknown = sorted(set(partitions) - set(have))

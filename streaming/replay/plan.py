@@ -36,7 +36,7 @@ from streaming.replay.champion import champion_at
 from streaming.replay.collect import fewer_collections
 from streaming.replay.kafka import Bound, RangeReader
 from streaming.replay.runner import LABELS, Champion, LabelMode, Replay, ReplayResult, chunks
-from streaming.replay.sources import file_records, kafka_records, plan_kafka
+from streaming.replay.sources import KafkaPlan, file_records, kafka_records, plan_kafka
 from streaming.settings import Settings
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "candidates",
     "champions_from",
     "label_mode",
+    "plan_topic",
     "run_replay",
     "views_for",
 ]
@@ -74,6 +75,22 @@ class TopicSource:
     labels_start: Bound = BEGINNING
     kafka_order: bool = False
     labels_end: Bound = END
+
+
+def plan_topic(reader: RangeReader, settings: Settings, source: TopicSource) -> KafkaPlan:
+    """The ranges ``source`` names, resolved on Kafka (with its labels topic's): what replay and export read
+    (one call of :func:`~streaming.replay.sources.plan_kafka` for both)."""
+    return plan_kafka(
+        reader,
+        settings,
+        source.topic,
+        source.role,
+        source.start,
+        source.end,
+        kafka_order=source.kafka_order,
+        labels_start=source.labels_start,
+        labels_end=source.labels_end,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,17 +181,7 @@ def run_replay(
         _drive(run, records, request.limit, progress)
         return run.finish(source.spec, {"limit": request.limit}, request.order)
     with RangeReader(settings) as reader:
-        plan = plan_kafka(
-            reader,
-            settings,
-            source.topic,
-            source.role,
-            source.start,
-            source.end,
-            kafka_order=source.kafka_order,
-            labels_start=source.labels_start,
-            labels_end=source.labels_end,
-        )
+        plan = plan_topic(reader, settings, source)
         if progress is not None:
             main = sum(max(0, e - s) for s, e in plan.ranges[source.topic].values())
             progress.start(main if request.limit is None else min(request.limit, main))
