@@ -122,7 +122,13 @@ class ParallelBuild(build_ext):
             shutil.copy2(cached, target)
             print(f"setup.py: {ext.name} from build/ext-cache/{KEY[:12]} (same sources and toolchain)")
             return
-        super().build_extension(ext)
+        try:
+            super().build_extension(ext)
+        except Exception:
+            # an optional module that failed to build: setuptools would still copy the module an earlier build
+            # left in its build directory into the tree (--inplace), built from other sources
+            target.unlink(missing_ok=True)
+            raise
         if USE_CACHE and target.is_file():
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial = cached.with_name(f".{cached.name}.{os.getpid()}")
