@@ -23,16 +23,32 @@ def tracked() -> list[str]:
     return out.splitlines()
 
 
-def test_the_sdist_carries_every_source_the_build_compiles(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
+def checkout(tree: Path) -> None:
+    """A copy of the checkout with the C Cython already generated (its mtime kept: not written again)."""
     generated = [p.relative_to(ROOT).as_posix() for p in (ROOT / "features").glob("_*.c")]
     generated += [p.relative_to(ROOT).as_posix() for p in (ROOT / "build" / "cython-src").rglob("*")]
-    # a checkout, with the C Cython wrote where bootstrap built (its mtime kept: setup.py's cythonize, which
-    # runs for an sdist too, does not write it again)
     for name in tracked() + generated:
         if (ROOT / name).is_file():
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tree / name)
+
+
+def compiled_core(tree: Path, env: dict[str, str]) -> str:
+    """The file ``streaming.learning.core`` imports from in ``tree`` (its ``.py`` or a compiled module)."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import streaming.learning.core as c, features.distinct; print(c.__file__)"],
+        cwd=tree,
+        env={**env, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return where.stdout.strip()
+
+
+def test_the_sdist_carries_every_source_the_build_compiles(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    checkout(tree)  # setup.py's cythonize runs for an sdist too: the C is there, not written again
     subprocess.run(
         [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
         cwd=tree,
@@ -54,37 +70,14 @@ def test_a_machine_without_a_c_compiler_installs_without_the_compiled_modules(tm
     """Every extension is optional (setup.py): with no working C compiler the build goes on and the Python
     code runs. It failed the whole build before: ``cythonize`` returns new Extensions without ``optional``."""
     tree = tmp_path / "tree"
-    generated = [p.relative_to(ROOT).as_posix() for p in (ROOT / "features").glob("_*.c")]
-    generated += [p.relative_to(ROOT).as_posix() for p in (ROOT / "build" / "cython-src").rglob("*")]
-    for name in tracked() + generated:  # the C already generated (mtime kept): the compiler is what fails
-        if (ROOT / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tree / name)
+    checkout(tree)  # the C already generated: the compiler is what fails
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CC": "false", "RIVULET_NO_EXT_CACHE": "1"}
     command = [sys.executable, "setup.py", "build_ext", "--inplace"]
     build = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     assert sorted(p.name for p in tree.rglob("*.so")) == []
     assert build.stderr.count('building extension "') >= 6  # each one said it was not built
-    where = subprocess.run(
-        [sys.executable, "-c", "import streaming.learning.core as c, features.distinct; print(c.__file__)"],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert where.stdout.strip() == str(tree / "streaming" / "learning" / "core.py")
-
-
-def _checkout(tree: Path) -> None:
-    """A copy of the checkout with the C Cython already generated (its mtime kept: not written again)."""
-    generated = [p.relative_to(ROOT).as_posix() for p in (ROOT / "features").glob("_*.c")]
-    generated += [p.relative_to(ROOT).as_posix() for p in (ROOT / "build" / "cython-src").rglob("*")]
-    for name in tracked() + generated:
-        if (ROOT / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tree / name)
+    assert compiled_core(tree, env) == str(tree / "streaming" / "learning" / "core.py")
 
 
 def test_the_extension_cache_serves_the_same_inputs_and_never_changed_ones(tmp_path: Path) -> None:
@@ -92,7 +85,7 @@ def test_the_extension_cache_serves_the_same_inputs_and_never_changed_ones(tmp_p
     modules (here with no C compiler at all: ``CC=false``), and a build after any input changed is a new
     key, so it compiles (and, without a compiler, goes on without the modules) instead of taking the old."""
     tree = tmp_path / "tree"
-    _checkout(tree)
+    checkout(tree)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CC": "false"}
     key_of = "import runpy, setuptools; setuptools.setup = lambda **kw: None; "
     key_of += "print(runpy.run_path('setup.py')['KEY'])"
@@ -119,15 +112,7 @@ def test_the_extension_cache_serves_the_same_inputs_and_never_changed_ones(tmp_p
     assert hit.stdout.count(f"from build/ext-cache/{first[:12]}") == 6
     for module in built:
         assert (tree / module).read_bytes() == (ROOT / module).read_bytes()
-    where = subprocess.run(
-        [sys.executable, "-c", "import streaming.learning.core as c; print(c.__file__)"],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert where.stdout.strip() == str(tree / built[2])  # the compiled core, its digest accepted
+    assert compiled_core(tree, env) == str(tree / built[2])  # the compiled core, its digest accepted
 
     for module in built:
         (tree / module).unlink()
