@@ -15,7 +15,9 @@ own. Each :meth:`LeaseKeeper.turn` (every third of the lease's TTL, or more ofte
 4. lists the held specs that are not its own and that their own learner wants back: the learner gives them
    back (a checkpoint first, then :meth:`release`).
 
-Each spec taken has its fences raised in the registry before anything is written (``registry.hold``). What
+Each spec taken has its fences raised in the registry before anything is written (``registry.hold``). A spec
+whose fence or members key holds garbage is given back at once, logged once, and tried again once a lease
+period has passed (not every turn: each take costs an epoch) until an operator repairs the key. What
 the learner does with a turn's changes (drop, restore, give back) is :class:`~streaming.runtime.learner.
 LearnerWorker`'s.
 """
@@ -70,6 +72,7 @@ class LeaseKeeper:
         self.held: dict[str, int] = {}  # spec -> epoch
         self._free_since: dict[str, float] = {}  # a spec not ours -> when its lease was first seen free
         self._told: set[str] = set()  # specs whose holder was logged (once per wait)
+        self._unreadable: dict[str, float] = {}  # spec -> when its fence was last found holding garbage
         self._turned: float | None = None
 
     @property
@@ -100,11 +103,11 @@ class LeaseKeeper:
             if spec in self.held or spec in out.lost:
                 continue
             if spec in self.own:
-                if self._take(spec):
+                if self._take(spec, now):
                     out.taken.append(spec)
                 else:
                     self.leases.want(spec)
-            elif self.standby and self._orphan(spec, now) and self._take(spec):
+            elif self.standby and self._orphan(spec, now) and self._take(spec, now):
                 out.taken.append(spec)
         out.give_back = [s for s in self.held if s not in self.own and self.leases.wanted(s) is not None]
         return out
@@ -139,7 +142,9 @@ class LeaseKeeper:
         since = self._free_since.setdefault(spec, now)
         return now - since >= self.leases.ttl_ms / 2000
 
-    def _take(self, spec: str) -> bool:
+    def _take(self, spec: str, now: float) -> bool:
+        if now - self._unreadable.get(spec, -float("inf")) < self.leases.ttl_ms / 1000:
+            return False  # its fence needs repair: tried again once a lease period has passed, not every turn
         try:
             epoch = self.leases.acquire(spec)
         except LeaseCorrupt as exc:  # nothing of it can be written: the learner's other specs go on
@@ -155,11 +160,18 @@ class LeaseKeeper:
             return False
         try:
             self.registry.hold(spec, epoch)
-        except Fenced as exc:  # a newer holder came in between: wait again
-            log.warning("lease taken but a newer holder exists", spec=spec, why=str(exc))
+        except Fenced as exc:
             self.release(spec)
             self.leases.release(spec)
+            if exc.fence == "unreadable":  # garbage in its keys: not taken again (an epoch each) every turn
+                if spec not in self._unreadable:
+                    log.error("lease given back: the spec's keys need repair", spec=spec, why=str(exc))
+                self._unreadable[spec] = now
+            else:  # a newer holder came in between: wait again
+                log.warning("lease taken but a newer holder exists", spec=spec, why=str(exc))
             return False
+        if self._unreadable.pop(spec, None) is not None:
+            log.info("the spec's keys were repaired", spec=spec)
         self.held[spec] = epoch
         self._free_since.pop(spec, None)
         log.info("lease taken", spec=spec, epoch=epoch, took_over=spec in self._told, own=spec in self.own)

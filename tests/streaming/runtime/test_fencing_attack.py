@@ -42,6 +42,24 @@ def test_a_fence_holding_garbage_is_refused_not_overwritten(client: redis.Redis,
     assert not client.exists(key(p, "x", "lease"))  # the lease taken for x was given back at once
 
 
+def test_a_spec_whose_fence_holds_garbage_costs_one_epoch_per_lease_period_until_repaired(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """Before, every turn (a third of a TTL; a second while it held nothing) took x's lease again, a new
+    epoch each time, and logged that a newer holder existed: the epoch counter ran up for as long as the
+    garbage stayed. Now x is tried again once per lease period, and taken once its fence is repaired."""
+    p, clock = settings.redis_prefix, Clock()
+    client.set(key(p, "x", "fence"), "garbage")
+    a = keeper(client, p, "a", ["x", "y"], clock, SHORT)
+    for now in (0.0, 0.1, 0.2, 0.29):
+        assert a.turn(now).taken == ([] if now else ["y"]) and "x" not in a.held
+        assert client.get(key(p, "x", "epoch")) == b"1"  # one take, not one per turn
+    assert a.turn(0.3).taken == [] and client.get(key(p, "x", "epoch")) == b"2"  # a lease period later
+    client.delete(key(p, "x", "fence"))  # repaired
+    assert a.turn(0.4).taken == [] and client.get(key(p, "x", "epoch")) == b"2"
+    assert a.turn(0.6).taken == ["x"] and a.held["x"] == 3 and fence(client, p, "x") == 3
+
+
 def test_a_fence_of_the_wrong_type_is_refused(client: redis.Redis, settings: Settings) -> None:
     p = settings.redis_prefix
     client.hset(key(p, "x", "fence"), "f", "1")
