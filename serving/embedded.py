@@ -61,6 +61,7 @@ class EmbeddedServices:
         self.registry = stack.registry
         self.models = ModelCache(stack.registry, {v.name: v for v in stack.views})
         self.producer = LogProducer(stack.log)
+        self.lag = None  # no Kafka: no stage lag to measure
 
     async def start(self) -> None:
         await self.models.refresh_all()

@@ -30,7 +30,7 @@ from streaming.learning.registry import Registry
 from streaming.runtime.stage_lag import StageLag, current_header, measure
 from streaming.settings import Settings
 
-__all__ = ["ModelStatus", "Stage", "Status", "gather", "problems_of"]
+__all__ = ["ModelStatus", "Stage", "Status", "gather", "measure_lag", "model_statuses", "problems_of"]
 
 
 @dataclass
@@ -142,7 +142,7 @@ def gather(
     """The pipeline's state now. ``endpoints``: stage -> URL that answers 200 when the stage is up
     (``features``, ``learner``: their ``/metrics``; ``api``: ``/healthz``; None: not probed)."""
     now = time.time() if now is None else now
-    models = _models(registry, now)
+    models = model_statuses(registry, now)
     stages = [Stage(name, endpoint=endpoints.get(name)) for name in ("features", "learner", "api")]
     for stage in stages:
         stage.up, stage.detail = probe(stage.endpoint)
@@ -180,7 +180,8 @@ def _with_lag(stage: Stage, lag: StageLag, now: float) -> None:
         stage.detail = "; ".join(filter(None, [stage.detail, "lag not known: " + "; ".join(lag.problems)]))
 
 
-def _models(registry: Registry, now: float) -> list[ModelStatus]:
+def model_statuses(registry: Registry, now: float) -> list[ModelStatus]:
+    """Each model of the registry: versions, champion, challengers, checkpoint age, metrics, status."""
     names = registry.names()
     out = []
     for name in names:
