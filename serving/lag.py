@@ -124,12 +124,14 @@ class LagWatcher:
             self._unknown(f"{type(exc).__name__}: {exc}")
             return
         for stage, lag in got.items():
+            before = self.last.get(stage)
             self.last[stage] = lag
-            if lag.problems:
+            if lag.problems and (before is None or before.problems != lag.problems):  # once per change
                 log.warning("stage lag not known", stage=stage, problems=lag.problems[:5])
 
     def _unknown(self, why: str) -> None:
-        log.warning("stage lag not measured", error=why)
+        if any(lag.problems != [why] for lag in self.last.values()) or not self.last:  # once per change
+            log.warning("stage lag not measured", error=why)
         now = self.clock()
         self.last = {stage: StageLag(stage, problems=[why], measured_at=now) for stage in STAGES}
 
