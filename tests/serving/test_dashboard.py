@@ -290,7 +290,8 @@ def test_each_stages_lag_is_shown_known_or_not(settings: Settings, driver: Any) 
     stage, records, seconds, total, _, state = page["features"]
     assert (stage, records, total, state) == ("features", f"6 on {LAG_TOPIC}[0]", "8", "known")
     minutes, _, where = seconds.partition(" min on ")
-    assert 10.0 <= float(minutes) < 11.0 and where == f"{LAG_TOPIC}[0]"  # now minus 10 minutes, as drawn
+    # now minus the event time 10 minutes back, drawn a little later (a loaded machine: up to minutes)
+    assert 10.0 <= float(minutes) < 20.0 and where == f"{LAG_TOPIC}[0]"
     stage, records, seconds, total, _, state = page["learner"]
     assert (records, seconds, total) == ("not known", "not known", "not known")  # never 0
     assert state == f"not known: Kafka: KafkaTimeoutError: {LAG_TOPIC}" and page["unknown"] == 1

@@ -137,6 +137,19 @@ def test_kafka_unreachable_the_lag_is_not_known_and_requests_are_answered(env: S
         assert client.get("/v1/models").status_code == 200
 
 
+def test_a_checkpoint_with_garbage_offsets_makes_the_learners_lag_unknown(env: Settings) -> None:
+    s = env.model_copy(update={"serve_lag_s": 0.2})
+    registry = RedisRegistry(clients.registry_redis(s), s.redis_prefix, signer=SIGNER)
+    registry.save("zipm", {"state": 1}, {"offsets": {s.topics.features: {"0": "garbage"}}, "view": "zip"})
+    with api(create_app(s)) as client:
+        text = _until(lambda: _metrics_with(client, 'stage="features",topic='), "never measured")
+        assert _series(text, "rivulet_stage_lag_known") == {("features",): 1.0, ("learner",): 0.0}
+        assert not any(k[0] == "learner" for k in _series(text, "rivulet_stage_lag_records"))
+        [learner] = [x for x in client.get("/v1/dashboard").json()["lag"] if x["stage"] == "learner"]
+        assert learner["problems"] == ["model zipm: its checkpoint's offsets are not positions"]
+        assert client.get("/v1/models").status_code == 200
+
+
 def test_the_switch_turns_it_off(env: Settings) -> None:
     s = env.model_copy(update={"serve_lag_s": 0})
     with api(create_app(s)) as client:
