@@ -24,6 +24,7 @@ from serving.auth import KeyRing, document_security, refuse_anonymous
 from serving.bodies import components
 from serving.dashboard import ASSETS, Assets, csp, page_html
 from serving.errors import ServingError
+from serving.lag import LagWatcher
 from serving.metrics import watch_near_cache
 from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
@@ -71,6 +72,8 @@ class RedisServices:
         views = {v.name: v for v in load_views(settings.features_module)}
         self.models = ModelCache(self.registry, views)
         self.producer: AIOKafkaProducer | None = None
+        # each stage's lag from outside (RIVULET_SERVE_LAG_S; off: None), for /metrics and the dashboard
+        self.lag = LagWatcher.of(settings, self.registry)
 
     async def start(self) -> None:
         if isinstance(self.store, NearCache):
@@ -79,6 +82,8 @@ class RedisServices:
         with contextlib.suppress(Exception):  # Redis may be down: readiness says so, the poll catches up
             await self.models.refresh_all()
         self.models.start(self.settings.serve_poll_s, self.announcements)
+        if self.lag is not None:
+            await self.lag.start()  # measures on a thread: start-up does not wait for Kafka
         producer = async_kafka_producer(self.settings, client_id=CLIENT_ID)
         try:
             await producer.start()
@@ -94,6 +99,8 @@ class RedisServices:
 
     async def stop(self) -> None:
         await self.models.stop()
+        if self.lag is not None:
+            await self.lag.stop()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()

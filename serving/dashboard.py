@@ -35,6 +35,7 @@ from serving.schemas import (
     Dashboard,
     DashboardModel,
     DashboardSample,
+    DashboardStageLag,
     DashboardVersion,
     DecisionOut,
     errors,
@@ -113,7 +114,14 @@ def _lifecycle(svc: Services, spec: str) -> dict[str, Any]:
 
 
 def _snapshot(svc: Services, points: int) -> Dashboard:
-    return Dashboard(now=time.time(), models={n: _model(svc, n, points) for n in svc.registry.names()})
+    lag = (
+        [DashboardStageLag.model_validate(v, from_attributes=True) for v in svc.lag.views()]
+        if svc.lag
+        else []
+    )
+    return Dashboard(
+        now=time.time(), models={n: _model(svc, n, points) for n in svc.registry.names()}, lag=lag
+    )
 
 
 @read.get("/v1/dashboard", response_model=Dashboard, responses=errors(401, 403, 422, 503))
@@ -122,7 +130,8 @@ async def dashboard_data(
     points: Annotated[int, Query(ge=1, le=2_000, description="Samples of history per model")] = 500,
 ) -> Dashboard:
     """Everything the dashboard draws, per model: versions, the newest metrics and counters, and the
-    monitoring history (one sample per checkpoint: metrics, learned/s, freshness, drifts)."""
+    monitoring history (one sample per checkpoint: metrics, learned/s, freshness, drifts); per stage, its
+    lag as the API last measured it (:mod:`serving.lag`)."""
     return await registry_call(_snapshot, svc, points)
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from features.definitions import FeatureView
 from features.store import OnlineStore
+from serving.lag import LagWatcher
 from serving.models import ModelCache
 from streaming.learning.registry import Registry
 from streaming.settings import Settings
@@ -61,6 +62,7 @@ class EmbeddedServices:
         self.registry = stack.registry
         self.models = ModelCache(stack.registry, {v.name: v for v in stack.views})
         self.producer = LogProducer(stack.log)
+        self.lag: LagWatcher | None = None  # no Kafka: no stage lag measured (a test may set one)
 
     async def start(self) -> None:
         await self.models.refresh_all()

@@ -286,6 +286,25 @@ class DashboardModel(BaseModel):
     decisions: list[DecisionOut] = Field(default_factory=list, description="Its spec's latest decisions.")
 
 
+class DashboardStageLag(BaseModel):
+    """A stage's lag measured by the API from outside the stage (:mod:`serving.lag`)."""
+
+    stage: str = Field(description="features or learner")
+    known: bool = Field(description="False: Kafka unreachable, a topic missing, offsets unreadable...")
+    records: int | None = Field(description="Records behind over every partition (None: not known).")
+    worst_records: int | None = Field(description="Records behind on the worst partition.")
+    worst_records_partition: str | None
+    worst_seconds: float | None = Field(
+        description="Event-time seconds behind on the worst partition: now minus the oldest waiting record's."
+    )
+    worst_seconds_partition: str | None
+    measured_at: float | None = Field(description="When it was measured (epoch seconds).")
+    problems: list[str] = Field(description="What is not known, and why.")
+
+
 class Dashboard(BaseModel):
     now: float
     models: dict[str, DashboardModel]
+    lag: list[DashboardStageLag] = Field(
+        default_factory=list, description="Each stage's lag (empty: not measured, RIVULET_SERVE_LAG_S=0)."
+    )

@@ -16,6 +16,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from features.store import OnlineStore
 from serving.errors import RegistryUnavailable
+from serving.lag import LagWatcher
 from serving.models import ModelCache
 from streaming.learning.registry import Registry
 from streaming.settings import Settings
@@ -54,6 +55,11 @@ class Services(Protocol):
 
     @property
     def producer(self) -> Producer | None: ...
+
+    @property
+    def lag(self) -> LagWatcher | None:
+        """Each stage's lag, measured in the background (None: not measured, as in the embedded demo)."""
+        ...
 
     async def start(self) -> None: ...
 

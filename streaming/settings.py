@@ -314,6 +314,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body accepted (413 above)."
     )
+    serve_lag_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often the API measures each stage's lag from outside the stages (Kafka's end "
+        "offsets against the feature group's offsets and the learner's checkpoints) for /metrics and the "
+        "dashboard, on a background thread; 0: off.",
+    )
+    serve_lag_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Timeout of each Kafka call of the API's lag measurement."
+    )
 
     # Processes
     data_dir: str = Field(".rivulet", description="Local working directory of Rivulet processes.")

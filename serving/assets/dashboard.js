@@ -1,5 +1,5 @@
-// The live dashboard: polls /v1/dashboard and draws, per model, metric curves, throughput, freshness,
-// versions and drifts, and per spec with a promotion policy its champion and challengers. Charts are rebuilt on each refresh (a few hundred points: cheap).
+// The live dashboard: polls /v1/dashboard and draws each stage's lag and, per model, metric curves,
+// throughput, freshness, versions and drifts, and per spec with a promotion policy its champion and challengers. Charts are rebuilt on each refresh (a few hundred points: cheap).
 // Everything from the API is shown as text (textContent, DOM nodes): no HTML is ever built from data.
 // With API keys configured, the data need a read key: the page asks for one on a 401/403 and keeps it in
 // this tab's sessionStorage.
@@ -159,6 +159,37 @@
     lifecycle(name, m, all, el);
   }
 
+  // each stage's lag as the API measured it from outside the stage (serving/lag.py): the worst partition in
+  // records and in event time; a lag that is not known says so and why, never 0
+  function secondsText(v) {
+    if (num(v) === null) return "not known";
+    if (v < 120) return `${v.toFixed(1)} s`;
+    if (v < 7200) return `${(v / 60).toFixed(1)} min`;
+    return `${(v / 3600).toFixed(1)} h`;
+  }
+
+  function drawLag(stages) {
+    const box = document.getElementById("lag");
+    box.hidden = !Array.isArray(stages) || stages.length === 0;
+    if (box.hidden) return;
+    const titles = ["stage", "records behind (worst partition)", "event time behind (worst partition)",
+      "records behind (all partitions)", "measured", "state"];
+    const head = node("tr", {}, titles.map((k) => node("th", {}, [k])));
+    const rows = stages.map((s) => {
+      const records = num(s.worst_records) !== null
+        ? `${s.worst_records} on ${s.worst_records_partition ?? "-"}` : "not known";
+      const seconds = num(s.worst_seconds) !== null
+        ? `${secondsText(s.worst_seconds)} on ${s.worst_seconds_partition ?? "-"}` : "not known";
+      const at = num(s.measured_at) !== null ? new Date(s.measured_at * 1000).toLocaleTimeString() : "-";
+      const state = s.known === true ? "known" : `not known: ${(s.problems || []).map(String).join("; ")}`;
+      const cells = [String(s.stage), records, seconds, String(num(s.records) ?? "not known"), at, state];
+      const row = node("tr", s.known === true ? {} : { class: "unknown" }, cells.map((c) => node("td", {}, [c])));
+      row.dataset.stage = String(s.stage);
+      return row;
+    });
+    box.querySelector(".stages").replaceChildren(node("table", {}, [head, ...rows]));
+  }
+
   function askKey(status) {
     const form = document.getElementById("auth");
     form.hidden = false;
@@ -173,6 +204,7 @@
       if (r.status === 401 || r.status === 403) return askKey(r.status);
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
       const data = await r.json();
+      drawLag(data.lag);
       const names = Object.keys(data.models).sort();
       for (const name of names) draw(name, data.models[name], data.models);
       document.getElementById("status").textContent =

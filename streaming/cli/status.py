@@ -29,6 +29,12 @@ def status(
         ),
     ] = None,
     max_lag: Annotated[int, typer.Option(help="Records behind that need a person.")] = 10_000,
+    max_lag_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Event-time seconds behind, records waiting, that need a person (default: not judged)."
+        ),
+    ] = None,
     max_checkpoint_age: Annotated[
         float,
         typer.Option(help="A model's checkpoint age (s), records waiting, that needs a person."),
@@ -56,6 +62,7 @@ def status(
             endpoints=endpoints,
             max_lag=max_lag,
             max_checkpoint_age_s=max_checkpoint_age,
+            max_lag_s=max_lag_seconds,
         )
     if json:
         console.print_json(orjson.dumps(result.to_dict()).decode())
@@ -63,7 +70,10 @@ def status(
         for stage in result.stages:
             state = {True: "up", False: "DOWN", None: "?"}[stage.up]
             lag = "?" if stage.lag_records is None else str(stage.lag_records)
-            console.print(f"{stage.name:<9} {state:<5} lag {lag:>8} records  {stage.detail}", markup=False)
+            secs = "?" if stage.lag_seconds is None else f"{stage.lag_seconds:.0f}"
+            console.print(
+                f"{stage.name:<9} {state:<5} lag {lag:>8} records {secs:>6} s  {stage.detail}", markup=False
+            )
         for m in result.models:
             rolling = ", ".join(f"{k} {v:.4g}" for k, v in sorted(m.rolling.items())) or "-"
             age = "?" if m.checkpoint_age_s is None else f"{m.checkpoint_age_s:.0f}s"

@@ -1,11 +1,14 @@
 """``rivulet status``: the pipeline at a glance, for whoever is on call.
 
-It reads Kafka (the feature workers' group offsets against the events topic's end offsets; the features
-topic's end offsets against the learner's positions, which live in its checkpoints, not in Kafka), the
-registry (each model's versions, champion, challengers, last checkpoint age, rolling metric, drifts, dead
-letters by reason) and each process's health (its metrics endpoint or probe), and says what needs a person
-(:attr:`Status.problems`): a stage down, a stage lagging beyond ``max_lag`` records, a learner whose last
-checkpoint is older than ``max_checkpoint_age_s`` while records wait, a quarantined model.
+It reads Kafka and the registry for each stage's lag from outside the stage
+(:mod:`streaming.runtime.stage_lag`: the feature workers' group offsets against the events topic's end
+offsets; the learner's positions, which live in its checkpoints, not in Kafka, against the end offsets of
+the topics it reads; in records and in event time), the registry (each model's versions, champion,
+challengers, last checkpoint age, rolling metric, drifts, dead letters by reason) and each process's health
+(its metrics endpoint or probe), and says what needs a person (:attr:`Status.problems`): a stage down, a
+stage whose lag is not known, a stage lagging beyond ``max_lag`` records (or ``max_lag_s`` seconds of
+event time, records waiting), a learner whose last checkpoint is older than ``max_checkpoint_age_s`` while
+records wait, a quarantined model.
 
 :func:`problems_of` is the pure part: it judges a :class:`Status` gathered by :func:`gather`.
 
@@ -22,24 +25,25 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kafka import TopicPartition
-from kafka.errors import KafkaError
-
-from streaming.clients import kafka_admin, kafka_consumer, redis_client
+from streaming.clients import redis_client
 from streaming.learning.registry import Registry
+from streaming.runtime.stage_lag import StageLag, current_header, measure
 from streaming.settings import Settings
 
-__all__ = ["ModelStatus", "Stage", "Status", "gather", "problems_of"]
+__all__ = ["ModelStatus", "Stage", "Status", "gather", "measure_lag", "model_statuses", "problems_of"]
 
 
 @dataclass
 class Stage:
-    """A stage of the pipeline: ``up`` (None: not probed), lag in records (None: not known), its
+    """A stage of the pipeline: ``up`` (None: not probed), lag in records over its partitions and in event
+    time on its worst partition (None: not known; ``lag_known`` False when any of it is not), its
     endpoint, and lag per partition."""
 
     name: str
     up: bool | None = None
     lag_records: int | None = None
+    lag_seconds: float | None = None
+    lag_known: bool = True
     endpoint: str | None = None
     partitions: dict[str, int] = field(default_factory=dict)  # "topic[p]" -> records behind
     detail: str = ""
@@ -72,14 +76,26 @@ class Status:
         return asdict(self)
 
 
-def problems_of(status: Status, *, max_lag: int, max_checkpoint_age_s: float) -> list[str]:
-    """What needs a person: each line names the stage or model and why."""
+def problems_of(
+    status: Status, *, max_lag: int, max_checkpoint_age_s: float, max_lag_s: float | None = None
+) -> list[str]:
+    """What needs a person: each line names the stage or model and why. ``max_lag_s``: event-time seconds
+    behind, records waiting, that need a person (None: not judged)."""
     out: list[str] = []
     for s in status.stages:
         if s.up is False:
             out.append(f"{s.name}: down ({s.detail or s.endpoint})")
+        if not s.lag_known:
+            out.append(f"{s.name}: lag not known ({s.detail})")
         if s.lag_records is not None and s.lag_records > max_lag:
             out.append(f"{s.name}: {s.lag_records} records behind (more than {max_lag})")
+        if (
+            max_lag_s is not None
+            and s.lag_seconds is not None
+            and s.lag_seconds > max_lag_s
+            and (s.lag_records or 0) > 0
+        ):
+            out.append(f"{s.name}: {s.lag_seconds:.0f} s behind in event time (more than {max_lag_s:g} s)")
     learner_lag = next((s.lag_records for s in status.stages if s.name == "learner"), None)
     for m in status.models:
         if m.status in ("quarantined", "refused"):
@@ -121,79 +137,56 @@ def gather(
     now: float | None = None,
     max_lag: int = 10_000,
     max_checkpoint_age_s: float = 600.0,
+    max_lag_s: float | None = None,
 ) -> Status:
     """The pipeline's state now. ``endpoints``: stage -> URL that answers 200 when the stage is up
     (``features``, ``learner``: their ``/metrics``; ``api``: ``/healthz``; None: not probed)."""
     now = time.time() if now is None else now
-    models = _models(registry, now)
+    models = model_statuses(registry, now)
     stages = [Stage(name, endpoint=endpoints.get(name)) for name in ("features", "learner", "api")]
     for stage in stages:
         stage.up, stage.detail = probe(stage.endpoint)
-    features, learner = stages[0], stages[1]
-    try:
-        _kafka_lag(settings, features, learner, registry, [m.name for m in models if m.status == "ok"])
-    except KafkaError as exc:
-        features.detail = learner.detail = f"Kafka: {exc}"
+    lag = measure_lag(settings, registry, models)
+    for stage in stages:
+        if stage.name in lag:
+            _with_lag(stage, lag[stage.name], now)
     status = Status(
         stages, models, {"learner": _learner_letters(models), "features": _feature_letters(settings)}
     )
-    status.problems = problems_of(status, max_lag=max_lag, max_checkpoint_age_s=max_checkpoint_age_s)
+    status.problems = problems_of(
+        status, max_lag=max_lag, max_checkpoint_age_s=max_checkpoint_age_s, max_lag_s=max_lag_s
+    )
     return status
 
 
-def _kafka_lag(
-    settings: Settings, features: Stage, learner: Stage, registry: Registry, models: list[str]
-) -> None:
-    t = settings.topics
-    group = f"{settings.topic_prefix}features"
-    admin = kafka_admin(settings, client_id="rivulet-status")
-    consumer = kafka_consumer(settings, client_id="rivulet-status")
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        ends = _ends(consumer, t.events)
-        features.partitions = {
-            f"{tp.topic}[{tp.partition}]": end - (committed[tp].offset if tp in committed else 0)
-            for tp, end in ends.items()
-        }
-        features.lag_records = sum(features.partitions.values())
-        # the learner's positions: the least of its models' newest checkpoints, per partition
-        feature_ends = _ends(consumer, t.features)
-        positions: dict[int, int] = {}
-        for name in models:
-            offsets = _current_header(registry, name).get("offsets", {}).get(t.features, {})
-            for tp in feature_ends:
-                at = int(offsets.get(str(tp.partition), offsets.get(tp.partition, 0)))
-                positions[tp.partition] = min(positions.get(tp.partition, at), at)
-        if models:
-            learner.partitions = {
-                f"{tp.topic}[{tp.partition}]": max(0, end - positions.get(tp.partition, 0))
-                for tp, end in feature_ends.items()
-            }
-            learner.lag_records = sum(learner.partitions.values())
-    finally:
-        consumer.close()
-        admin.close()
+def measure_lag(
+    settings: Settings, registry: Registry, models: list[ModelStatus], *, timeout_s: float = 10.0
+) -> dict[str, StageLag]:
+    """Each stage's lag (:func:`streaming.runtime.stage_lag.measure`), the learner placed by the models
+    that learn (not retired, quarantined or refused): what ``rivulet status`` and the API's lag watcher
+    (:mod:`serving.lag`) both read."""
+    learning = [m.name for m in models if m.status == "ok"]
+    return measure(settings, registry, learning, timeout_s=timeout_s)
 
 
-def _ends(consumer: Any, topic: str) -> dict[TopicPartition, int]:
-    parts = consumer.partitions_for_topic(topic) or set()
-    ends: dict[TopicPartition, int] = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
-    return ends
+def _with_lag(stage: Stage, lag: StageLag, now: float) -> None:
+    stage.partitions = {
+        f"{p.topic}[{p.partition}]": r for p in lag.partitions if (r := p.records) is not None
+    }
+    records, stage.lag_seconds = lag.worst(now)
+    stage.lag_records = lag.records if records is not None else None
+    if lag.problems:
+        stage.lag_known = False
+        stage.detail = "; ".join(filter(None, [stage.detail, "lag not known: " + "; ".join(lag.problems)]))
 
 
-def _current_header(registry: Registry, name: str) -> dict[str, Any]:
-    infos = registry.versions(name)
-    current = next((v for v in infos if v.current and not v.refused), None)
-    newest = current or next((v for v in infos if not v.refused), None)
-    return newest.header if newest is not None else {}
-
-
-def _models(registry: Registry, now: float) -> list[ModelStatus]:
+def model_statuses(registry: Registry, now: float) -> list[ModelStatus]:
+    """Each model of the registry: versions, champion, challengers, checkpoint age, metrics, status."""
     names = registry.names()
     out = []
     for name in names:
         infos = registry.versions(name)
-        header = _current_header(registry, name)
+        header = current_header(registry, name)
         spec = name.partition("~")[0]
         history = registry.history(name, limit=1)
         quarantined = bool(history) and history[-1].get("status") == "quarantined"
@@ -217,8 +210,8 @@ def _models(registry: Registry, now: float) -> list[ModelStatus]:
                     n
                     for n in names
                     if n.startswith(f"{name}~")
-                    and _current_header(registry, n).get("role") == "challenger"
-                    and _current_header(registry, n).get("status") != "retired"
+                    and current_header(registry, n).get("role") == "challenger"
+                    and current_header(registry, n).get("status") != "retired"
                 )
                 if "~" not in name
                 else [],

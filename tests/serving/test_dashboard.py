@@ -238,3 +238,60 @@ def test_a_specs_champion_and_challengers_on_one_chart(settings: Settings, drive
         assert page["points"] == "4" and page["markers"] == "1" and page["canvas"] >= 1
         assert "m~5 (serving)" in page["text"] and f"promotion m~5 (champion m) {WHY}" in page["text"]
         assert page["markup"] == 0 and driver.execute_script("return typeof window.__pwned") == "undefined"
+
+
+LAG_TOPIC = "<img src=x onerror=window.__pwned=9>"
+
+
+def test_each_stages_lag_is_shown_known_or_not(settings: Settings, driver: Any) -> None:
+    """Issue 18: the page shows each stage's lag as the API measured it (``serving.lag``): the worst
+    partition in records and in event time, the records over all partitions; a stage whose lag is not
+    known says so and why, never 0. A hostile topic name and reason are shown literally, run nowhere."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from serving.app import create_app
+    from serving.embedded import EmbeddedServices
+    from serving.lag import LagWatcher
+    from streaming.runtime.stage_lag import PartitionLag, StageLag
+
+    emb = Embedded(
+        keyed(settings, scoring_api_keys=[], ingest_api_keys=[], read_api_keys=[], admin_api_keys=[])
+    )
+    emb.save("m", header={"n_learned": 5, "saved_at": time.time(), "metrics": {"Accuracy": 0.5}})
+    now = time.time()
+    watcher = LagWatcher(dict, interval_s=60, timeout_s=1)  # never started: its measurement is set here
+    waiting = int((now - 600) * 1000)  # the oldest record waiting on partition 0: 10 minutes old
+    watcher.last = {
+        "features": StageLag(
+            "features",
+            [
+                PartitionLag(LAG_TOPIC, 0, end=10, position=4, event_ms=waiting),
+                PartitionLag(LAG_TOPIC, 1, end=3, position=1, event_ms=int(now * 1000)),
+                PartitionLag(LAG_TOPIC, 2, end=3, position=3),
+            ],
+            measured_at=now,
+        ),
+        "learner": StageLag("learner", problems=[f"Kafka: KafkaTimeoutError: {LAG_TOPIC}"], measured_at=now),
+    }
+    services = EmbeddedServices(emb.settings, emb.stack)
+    services.lag = watcher
+    with running(create_app(emb.settings, services)) as url:
+        driver.get(f"{url}/dashboard")
+        WebDriverWait(driver, 30).until(lambda d: renders(d) >= 1)
+        page = driver.execute_script(
+            """const box = document.getElementById('lag');
+            const row = (s) => [...box.querySelectorAll(`tr[data-stage="${s}"] td`)].map((e) => e.innerText);
+            return {hidden: box.hidden, features: row('features'), learner: row('learner'),
+                    unknown: box.querySelectorAll('tr.unknown').length,
+                    markup: box.querySelectorAll('img, script').length}"""
+        )
+    assert page["hidden"] is False and page["markup"] == 0
+    assert driver.execute_script("return typeof window.__pwned") == "undefined"
+    stage, records, seconds, total, _, state = page["features"]
+    assert (stage, records, total, state) == ("features", f"6 on {LAG_TOPIC}[0]", "8", "known")
+    minutes, _, where = seconds.partition(" min on ")
+    # now minus the event time 10 minutes back, drawn a little later (a loaded machine: up to minutes)
+    assert 10.0 <= float(minutes) < 20.0 and where == f"{LAG_TOPIC}[0]"
+    stage, records, seconds, total, _, state = page["learner"]
+    assert (records, seconds, total) == ("not known", "not known", "not known")  # never 0
+    assert state == f"not known: Kafka: KafkaTimeoutError: {LAG_TOPIC}" and page["unknown"] == 1

@@ -1,0 +1,153 @@
+"""Each stage's lag from outside it (``streaming.runtime.stage_lag``, what ``rivulet status`` and the API's
+lag watcher read) on real Kafka and Redis, against an oracle written here: records per partition from the
+offsets the test itself wrote, event times from the records it wrote at those offsets. Then the hostile
+cases: a checkpoint whose offsets are garbage, Kafka unreachable, a topic deleted, a partition added, a
+position past the end of its partition; each is said (the lag not known, and why), never a 0 and never an
+exception."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import orjson
+import pytest
+
+from streaming.clients import kafka_admin, kafka_producer
+from streaming.ingest.topics import TopicAdmin
+from streaming.runtime.pipeline_status import gather
+from streaming.runtime.stage_lag import PartitionLag, StageLag, measure
+from streaming.settings import Settings
+from tests.support.learning import registry
+
+pytestmark = pytest.mark.integration
+
+NOTHING = {"features": None, "learner": None, "api": None}
+T0 = 1_700_000_000_000
+
+
+def _features_record(i: int, ts: int) -> bytes:
+    event = {"event_id": f"e{i}", "ts": ts, "label": None}
+    return orjson.dumps({"view": "all", "entity": "u", "event": event, "features": {"x": 1.0}})
+
+
+def _write(s: Settings, topic: str, per_partition: dict[int, list[bytes]]) -> None:
+    producer = kafka_producer(s)
+    try:
+        for partition, values in per_partition.items():
+            for value in values:
+                producer.send(topic, value=value, key=b"k", partition=partition)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _checkpoint(s: Settings, offsets: Any, name: str = "lr") -> None:
+    registry(s).save(name, {"state": 1}, {"offsets": offsets, "saved_at": 1.0, "spec": name})
+
+
+def _by_partition(lag: StageLag, topic: str) -> dict[int, PartitionLag]:
+    return {p.partition: p for p in lag.partitions if p.topic == topic}
+
+
+def test_records_and_event_time_per_partition_match_what_was_written(topics: Settings) -> None:
+    s = topics
+    t = s.topics
+    times = {p: [T0 + 1_000 * (10 * p + i) for i in range(4 + p)] for p in range(3)}
+    _write(
+        s, t.features, {p: [_features_record(i, ts) for i, ts in enumerate(tss)] for p, tss in times.items()}
+    )
+    # events with ISO times, none committed by the feature workers' group: all waiting, from offset 0
+    events = [
+        {"entity": "u", "event_id": f"v{i}", "ts": f"2024-01-01T00:00:0{i}Z", "fields": {}} for i in range(3)
+    ]
+    _write(s, t.events, {1: [orjson.dumps(e) for e in events]})
+    # two models: the learner goes on from the least of their positions; partition 2 named by neither: 0
+    _checkpoint(s, {t.features: {"0": 3, "1": 5}}, "lr")
+    _checkpoint(s, {t.features: {"0": 1, "1": 5}, t.labels: {"0": 0}}, "lr2")
+
+    lag = measure(s, registry(s), ["lr", "lr2"], timeout_s=10)
+    learner, features = lag["learner"], lag["features"]
+    assert learner.problems == [] and learner.known and features.problems == []
+    f = _by_partition(learner, t.features)
+    # oracle: end minus the least position, and the time the test wrote at that position
+    assert {p: (x.end, x.position, x.records) for p, x in f.items()} == {
+        0: (4, 1, 3),
+        1: (5, 5, 0),
+        2: (6, 0, 6),
+    }
+    assert f[0].event_ms == times[0][1] and f[2].event_ms == times[2][0] and f[1].event_ms is None
+    assert f[1].seconds(now=0.0) == 0.0  # nothing waits: 0 s behind, however old the partition's records
+    now = T0 / 1000 + 100
+    assert f[0].seconds(now) == pytest.approx(now - times[0][1] / 1000)
+    oldest = min(times[0][1], times[2][0])  # the oldest record waiting on any partition
+    assert learner.worst(now) == (6, pytest.approx(now - oldest / 1000))
+    assert {p.topic for p in learner.partitions} == {t.features, t.labels, t.predictions}
+    assert sum(p.records or 0 for p in learner.partitions if p.topic != t.features) == 0
+    assert learner.records == 9
+    ev = _by_partition(features, t.events)
+    assert (ev[1].records, ev[1].event_ms) == (3, 1_704_067_200_000)  # the ISO time of the first waiting
+    assert features.records == 3
+
+
+def test_garbage_offsets_in_a_checkpoint_make_the_learners_lag_unknown(topics: Settings) -> None:
+    """Before: ``rivulet status`` raised ValueError (``int('nope')``) on a signed checkpoint whose offsets
+    were not positions, and AttributeError on offsets that were not a mapping."""
+    s = topics
+    for garbage in ({s.topics.features: {"0": "nope"}}, "nope", {s.topics.features: {"0": -4}}):
+        _checkpoint(s, garbage)
+        status = gather(s, registry(s), endpoints=NOTHING)
+        learner = next(x for x in status.stages if x.name == "learner")
+        assert learner.lag_known is False and learner.lag_records is None, garbage
+        assert any(p.startswith("learner: lag not known") and "model lr" in p for p in status.problems)
+        features = next(x for x in status.stages if x.name == "features")
+        assert features.lag_known and features.lag_records == 0  # the other stage is still measured
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_kafka_unreachable_is_unknown_lag_not_zero(topics: Settings) -> None:
+    """Before: ``gather`` raised KafkaUnavailable (the admin client's bootstrap) and nothing was shown."""
+    s = topics
+    _checkpoint(s, {s.topics.features: {"0": 0}})
+    away = s.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{_closed_port()}"})
+    lag = measure(away, registry(s), ["lr"], timeout_s=1)
+    for stage in lag.values():
+        assert not stage.known and stage.records is None and stage.partitions == []
+        assert stage.problems and stage.problems[0].startswith("Kafka: ")
+    status = gather(away, registry(s), endpoints=NOTHING)
+    assert [m.name for m in status.models] == ["lr"]  # the registry's part is still there
+    assert {x.name: x.lag_records for x in status.stages} == {"features": None, "learner": None, "api": None}
+    assert sum(p.endswith(")") and "lag not known" in p for p in status.problems) == 2
+
+
+def test_a_deleted_topic_an_added_partition_and_a_position_past_the_end(topics: Settings) -> None:
+    s = topics
+    t = s.topics
+    _write(s, t.features, {0: [_features_record(i, T0 + i) for i in range(2)]})
+    admin = kafka_admin(s)
+    try:
+        admin.create_partitions({t.features: 4})  # a partition added: no checkpoint names it
+    finally:
+        admin.close()
+    _write(s, t.features, {3: [_features_record(i, T0 + 50 + i) for i in range(5)]})
+    _checkpoint(s, {t.features: {"0": 2, "1": 0, "2": 0}})
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    added = _by_partition(lag, t.features)[3]
+    assert (added.position, added.records, added.event_ms) == (0, 5, T0 + 50) and lag.known
+
+    with TopicAdmin(s) as topic_admin:
+        topic_admin.delete([t.labels])
+    _checkpoint(s, {t.features: {"0": 9, "1": 0, "2": 0, "3": 0}})  # 9: past partition 0's end (2)
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    assert not lag.known
+    assert f"topic {t.labels} missing" in lag.problems
+    assert any(p.startswith(f"{t.features}[0]: position 9 is past the end 2") for p in lag.problems)
+    f = _by_partition(lag, t.features)
+    assert f[0].records is None and f[0].seconds(0.0) is None  # not known, not 0
+    assert f[3].records == 5 and lag.records == 5  # the rest is still measured
+    assert not {p.topic for p in lag.partitions} & {t.labels}
