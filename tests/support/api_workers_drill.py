@@ -8,6 +8,9 @@ while the versions change and the rollback happens."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -110,14 +113,21 @@ def three_api_workers_drill(
         time.sleep(1.0)  # the load goes on after it
         if load is not None:  # it ran through the whole drill: neither run out nor crashed
             assert load.alive(), load.crashed
-    finally:
+    finally:  # the API and the load are stopped whatever failed (a failure before the threads started too)
         stop.set()
-        for t in threads:
-            t.join()
-        if load is not None:
-            load.stop()
-        proc.terminate()
-        proc.wait(30)
+        try:
+            for t in threads:
+                if t.ident is not None:
+                    t.join()
+            if load is not None:
+                load.stop()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # the whole group: the server's workers too
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
     failed = [(status, v) for _, _, status, v in responses if status != 200]
     assert responses and not failed, failed[:3]
     for _, answered, _, version in responses:
