@@ -11,8 +11,9 @@ by hand, ``rivulet models promote``).
 MLflow slow or down: the thread retries every ``retry_s`` and the versions wait (at most the ``keep``
 newest per model: the registry keeps no older ones). What could not be logged is counted
 (:class:`TrackerStats`): ``missed`` versions failed at least once, ``recovered`` of them were logged
-since, ``lost`` left the registry first, ``refused`` MLflow will never take (a name or value it refuses:
-no retry), ``dropped`` checkpoints found the queue full (the thread then reads the registry for what it
+since, ``lost`` left the registry first, ``refused`` MLflow will never take (a name or value it
+refuses; every version once connecting fails for good, a URI MLflow has no store for or refuses: no
+retry), ``dropped`` checkpoints found the queue full (the thread then reads the registry for what it
 missed; at start, the thread does so too: what an earlier learner left unlogged). Logging is idempotent (a
 version is found again by its key), so a retry never registers twice.
 """
@@ -36,8 +37,9 @@ from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 from streaming.settings import Settings
 from streaming.tracking.describe import spec_params
+from streaming.tracking.uri import check_uri
 
-__all__ = ["Tracker", "TrackerStats", "http_defaults", "tracker_for"]
+__all__ = ["Tracker", "TrackerStats", "http_defaults", "never_connects", "tracker_for"]
 
 log = get_logger("rivulet.mlflow")
 
@@ -92,6 +94,7 @@ class Tracker:
         self._last_reconcile = 0.0
         self._deadline: float | None = None
         self._failing = False
+        self._unusable: str | None = None  # why connecting can never work (then nothing more is tried)
 
     # ------------------------------------------------------------------ the learner's side
 
@@ -107,11 +110,15 @@ class Tracker:
         """The versions a checkpoint wrote (model -> version). Never blocks."""
         if not saved:
             return
-        try:
-            self._queue.put_nowait(dict(saved))
-        except queue.Full:
-            self._count("dropped")
-            self._resync.set()
+        with self._lock:
+            if self._unusable is not None:  # MLflow can never be reached there: counted, not queued
+                self._refuse((n, int(v)) for n, v in saved.items() if self._wanted(n, v))
+                return
+            try:
+                self._queue.put_nowait(dict(saved))
+            except queue.Full:
+                self._counts["dropped"] += 1
+                self._resync.set()
 
     def stats(self) -> TrackerStats:
         with self._lock:
@@ -123,6 +130,8 @@ class Tracker:
         """Wait (a test, a clean stop) until everything notified is logged or refused; whether it was."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._unusable is not None:  # nothing will ever be logged: nothing waits either
+                return True
             busy = self._queue.unfinished_tasks or self._resync.is_set() or self._todo or self._specs_due
             if not busy:
                 return True
@@ -164,6 +173,9 @@ class Tracker:
                 self._work()
             except Exception as exc:  # MLflow (or the registry) unreachable or failing: retried
                 self._count("errors")
+                if isinstance(exc, _Unusable):
+                    self._give_up(exc.__cause__ or exc)
+                    return
                 with self._lock:
                     for name, versions in self._todo.items():
                         for v in versions:
@@ -187,6 +199,46 @@ class Tracker:
             if self._failing:
                 self._failing = False
                 log.warning("mlflow: logging again", **self.stats().as_dict())
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Connecting failed in a way no retry changes (a URI MLflow has no store for, a file store MLflow
+        refuses, a database driver not installed): what waits and every later version is counted as
+        refused, and the thread ends. Said once."""
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        with self._lock:
+            self._unusable = why
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._queue.task_done()
+                for name, version in (item or {}).items():
+                    if self._wanted(name, version):
+                        self._todo.setdefault(name, set()).add(int(version))
+            for name, versions in self._todo.items():
+                self._refuse((name, v) for v in versions)
+                self._failed.difference_update((name, v) for v in versions)
+            self._todo.clear()
+            self._specs_due.clear()
+        self._resync.clear()
+        log.error(
+            "mlflow: the tracking URI can never work, nothing is logged (versions counted as refused)",
+            error=why,
+        )
+
+    def _refuse(self, versions: Iterable[tuple[str, int]]) -> None:
+        """Count each version refused once (the lock held)."""
+        for each in versions:
+            if each not in self._refused:
+                self._refused[each] = None
+                self._counts["refused"] += 1
+        while len(self._refused) > 10_000:
+            del self._refused[next(iter(self._refused))]
+
+    def _wanted(self, name: str, version: int) -> bool:
+        """Whether ``name`` ``version`` is one to log (its spec's, every Nth)."""
+        return spec_of(name) in self.specs and not version % self.every
 
     def _take(self, *, block: bool) -> int:
         """Move what the learner notified into the thread's work (every Nth version, the newest ``keep``);
@@ -233,7 +285,12 @@ class Tracker:
 
     def _work(self) -> None:
         if self._writer is None:
-            self._writer = self.connect()
+            try:
+                self._writer = self.connect()
+            except Exception as exc:
+                if never_connects(exc):
+                    raise _Unusable() from exc
+                raise
         for name in sorted(self._todo):
             for version in sorted(self._todo[name]):
                 self._log(name, version)
@@ -315,6 +372,19 @@ class Tracker:
             log.error("mlflow refused the alias", spec=spec.name, error=str(exc)[:500])
 
 
+class _Unusable(Exception):
+    """Connecting failed for good (the cause says why)."""
+
+
+def never_connects(exc: BaseException) -> bool:
+    """A failure to connect that no retry changes: a URI refused (:func:`check_uri`, or MLflow's
+    ``INVALID_PARAMETER_VALUE``: no store for it, a file store refused) or a module missing (a database
+    driver). A database that fails (locked, unreachable) is retried."""
+    if isinstance(exc, ValueError | ImportError):
+        return True
+    return getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+
+
 def http_defaults(settings: Settings) -> None:
     """The MLflow client's HTTP requests: our timeout, and no retries of its own (its default backs off for
     minutes per call; the tracker retries). Set unless the environment already says."""
@@ -335,6 +405,9 @@ def tracker_for(settings: Settings, registry: Registry, specs: Sequence[ModelSpe
     s = settings
 
     def connect() -> Any:
+        check_uri(uri)  # settings built without validation (model_copy): refused here, not retried
+        if s.mlflow_registry_uri:
+            check_uri(s.mlflow_registry_uri, registry=True)
         http_defaults(s)
         from streaming.tracking.writer import MlflowWriter
 
