@@ -123,7 +123,11 @@ class Tracker:
     def stats(self) -> TrackerStats:
         with self._lock:
             counts = dict(self._counts)
-            counts["pending"] = sum(len(v) for v in self._todo.values())
+            waiting = {(n, v) for n, vs in self._todo.items() for v in vs}
+        with self._queue.mutex:  # notified, not taken yet (the thread busy, or waiting on MLflow)
+            queued = list(self._queue.queue)
+        waiting.update((n, int(v)) for item in queued for n, v in (item or {}).items() if self._wanted(n, v))
+        counts["pending"] = len(waiting)
         return TrackerStats(**counts)
 
     def flush(self, timeout: float) -> bool:
@@ -146,6 +150,14 @@ class Tracker:
             self._queue.put_nowait(None)  # wakes the thread
         if self._thread is not None:
             self._thread.join(flush_s + 1.0)
+        while True:  # notified, never taken (the thread held by MLflow until now): waiting too
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            if item:
+                self._add(item.items())
         with self._lock:  # what is still waiting was not logged: missed, even if never tried
             for name, versions in self._todo.items():
                 for v in versions:
@@ -291,17 +303,25 @@ class Tracker:
                 if never_connects(exc):
                     raise _Unusable() from exc
                 raise
-        for name in sorted(self._todo):
-            for version in sorted(self._todo[name]):
+        with self._lock:  # snapshots: a stop adds what it finds queued (close)
+            names = sorted(self._todo)
+        for name in names:
+            with self._lock:
+                versions = sorted(self._todo.get(name, ()))
+            for version in versions:
                 self._log(name, version)
                 with self._lock:
-                    self._todo[name].discard(version)
-            with self._lock:
-                if not self._todo[name]:
-                    del self._todo[name]
-        for spec in sorted(self._specs_due):
+                    left = self._todo.get(name)
+                    if left is not None:
+                        left.discard(version)
+                        if not left:
+                            del self._todo[name]
+        with self._lock:
+            specs = sorted(self._specs_due)
+        for spec in specs:
             self._alias(spec)
-            self._specs_due.discard(spec)
+            with self._lock:
+                self._specs_due.discard(spec)
         self._last_reconcile = time.monotonic()
 
     def _done(self, name: str, version: int, outcome: str) -> None:
