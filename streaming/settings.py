@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -403,6 +403,21 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{value!r}: {exc}") from None
         return value
+
+    @field_validator("mlflow_tracking_uri", "mlflow_registry_uri")
+    @classmethod
+    def _mlflow_uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A URI MLflow could use (:func:`streaming.tracking.uri.check_uri`): ``foo://``, an empty value, a
+        file where a store's directory must be is one settings error at start, not a tracker retrying
+        forever. An empty registry URI is unset (the tracking URI's registry)."""
+        if value is None:
+            return None
+        registry = info.field_name == "mlflow_registry_uri"
+        if registry and not value.strip():
+            return None
+        from streaming.tracking.uri import check_uri
+
+        return check_uri(value, registry=registry)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -172,6 +172,8 @@ def _replay(settings: Settings, source: TopicSource | RowSource, options: Replay
     from streaming.replay import plan
     from streaming.replay.report import new_output_dir, print_result, write_outputs
 
+    if settings.mlflow_tracking_uri:  # before the output directory is made
+        _mlflow_usable(settings)
     with user_errors():  # a bad spec, view or option fails before anything connects
         labels = plan.label_mode(options.label_delay, options.label_delay_ms)
         specs = plan.candidates(checked_specs(settings, options.models), options.model)
@@ -193,6 +195,24 @@ def _replay(settings: Settings, source: TopicSource | RowSource, options: Replay
         _to_mlflow(settings, result, used, {v.name: v.fingerprint() for v in views}, paths)
     if result.records == 0:
         fail("nothing was scored: the range holds no events (or features records) the models could use")
+
+
+def _mlflow_usable(settings: Settings) -> None:
+    """Refuse, before replaying, a tracking URI MLflow can never use (one it has no store for, a file store
+    it refuses, a database driver missing): the run would be lost at the end. MLflow not installed or
+    unreachable is said after the replay, whose outputs stand."""
+    from streaming.tracking.tracker import never_connects
+
+    try:
+        from streaming.tracking.replays import client_for
+
+        client_for(settings)
+    except Exception as exc:
+        if isinstance(exc, ImportError) and exc.name in ("mlflow", "streaming.tracking.replays"):
+            return  # the extra is not installed: said after the replay
+        if never_connects(exc):
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:800]
+            fail(f"RIVULET_MLFLOW_TRACKING_URI {settings.mlflow_tracking_uri!r} cannot be used: {why}")
 
 
 def _to_mlflow(

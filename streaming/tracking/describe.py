@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,9 +37,24 @@ _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow's keys: alphanumerics, _ 
 
 
 def key(name: Any) -> str:
-    """A parameter, metric or tag name MLflow takes: other characters as ``_``, at most 250."""
+    """A parameter, metric or tag name MLflow takes: other characters as ``_``, at most 250, and a path
+    that is its own normal form (MLflow refuses ``a//b``, ``a/``, ``./a``, ``a/../b``, ``..a``: names are
+    file names in some stores); such a name loses its slashes.
+
+    >>> [key(n) for n in ("a//b", "step/", "./x", "a/../b", "..", ".", "/abs", "model.a/b")]
+    ['a__b', 'step_', '__x', 'a_.._b', '_.', '_', '_abs', 'model.a/b']
+    """
     text = _BAD_KEY.sub("_", str(name))[:MAX_KEY].strip() or "_"
-    return "_" + text[1:] if text.startswith("/") or ".." in text else text
+    if not _normal(text):
+        text = text.replace("/", "_")
+        if text.startswith("."):
+            text = "_" + text[1:]  # ".", "..", "..x"
+    return text
+
+
+def _normal(path: str) -> bool:
+    norm = posixpath.normpath(path)
+    return norm == path and norm != "." and not norm.startswith(("..", "/"))
 
 
 def value(v: Any, limit: int = MAX_VALUE) -> str:

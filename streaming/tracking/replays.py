@@ -25,8 +25,9 @@ from streaming.replay.runner import ReplayResult
 from streaming.settings import Settings
 from streaming.tracking.describe import MAX_TAG, key, spec_params, value
 from streaming.tracking.tracker import http_defaults
+from streaming.tracking.uri import check_uri
 
-__all__ = ["dataset_of", "log_replay"]
+__all__ = ["client_for", "dataset_of", "log_replay"]
 
 
 def _dumps(v: Any) -> str:
@@ -69,6 +70,19 @@ def _metrics(model: Any) -> list[Metric]:
     return out
 
 
+def client_for(settings: Settings) -> MlflowClient:
+    """The client of the settings' tracking URI (set). Building it resolves the store: a URI MLflow has no
+    store for, or one it refuses (a file store), raises here, before anything is replayed
+    (:func:`streaming.tracking.tracker.never_connects` tells those apart)."""
+    uri = settings.mlflow_tracking_uri
+    assert uri
+    check_uri(uri)  # settings built without validation
+    if settings.mlflow_registry_uri:
+        check_uri(settings.mlflow_registry_uri, registry=True)
+    http_defaults(settings)
+    return MlflowClient(tracking_uri=uri, registry_uri=settings.mlflow_registry_uri or uri)
+
+
 def log_replay(
     settings: Settings,
     result: ReplayResult,
@@ -78,11 +92,9 @@ def log_replay(
 ) -> dict[str, str]:
     """Log ``result`` (its report written at ``paths``: ``json``, ``html``); model -> run id. Raises what
     MLflow raises: the caller reports it, the replay's own outputs stand."""
-    uri = settings.mlflow_tracking_uri
-    if not uri:
+    if not settings.mlflow_tracking_uri:
         return {}
-    http_defaults(settings)
-    client = MlflowClient(tracking_uri=uri, registry_uri=settings.mlflow_registry_uri or uri)
+    client = client_for(settings)
     name = f"{settings.mlflow_experiment}-replays"
     found = client.get_experiment_by_name(name)
     if found is not None:

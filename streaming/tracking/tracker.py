@@ -11,8 +11,9 @@ by hand, ``rivulet models promote``).
 MLflow slow or down: the thread retries every ``retry_s`` and the versions wait (at most the ``keep``
 newest per model: the registry keeps no older ones). What could not be logged is counted
 (:class:`TrackerStats`): ``missed`` versions failed at least once, ``recovered`` of them were logged
-since, ``lost`` left the registry first, ``refused`` MLflow will never take (a name or value it refuses:
-no retry), ``dropped`` checkpoints found the queue full (the thread then reads the registry for what it
+since, ``lost`` left the registry first, ``refused`` MLflow will never take (a name or value it
+refuses; every version once connecting fails for good, a URI MLflow has no store for or refuses: no
+retry), ``dropped`` checkpoints found the queue full (the thread then reads the registry for what it
 missed; at start, the thread does so too: what an earlier learner left unlogged). Logging is idempotent (a
 version is found again by its key), so a retry never registers twice.
 """
@@ -36,8 +37,9 @@ from streaming.learning.spec import ModelSpec
 from streaming.logs import get_logger
 from streaming.settings import Settings
 from streaming.tracking.describe import spec_params
+from streaming.tracking.uri import check_uri
 
-__all__ = ["Tracker", "TrackerStats", "http_defaults", "tracker_for"]
+__all__ = ["Tracker", "TrackerStats", "http_defaults", "never_connects", "tracker_for"]
 
 log = get_logger("rivulet.mlflow")
 
@@ -92,6 +94,7 @@ class Tracker:
         self._last_reconcile = 0.0
         self._deadline: float | None = None
         self._failing = False
+        self._unusable: str | None = None  # why connecting can never work (then nothing more is tried)
 
     # ------------------------------------------------------------------ the learner's side
 
@@ -107,22 +110,32 @@ class Tracker:
         """The versions a checkpoint wrote (model -> version). Never blocks."""
         if not saved:
             return
-        try:
-            self._queue.put_nowait(dict(saved))
-        except queue.Full:
-            self._count("dropped")
-            self._resync.set()
+        with self._lock:
+            if self._unusable is not None:  # MLflow can never be reached there: counted, not queued
+                self._refuse((n, int(v)) for n, v in saved.items() if self._wanted(n, v))
+                return
+            try:
+                self._queue.put_nowait(dict(saved))
+            except queue.Full:
+                self._counts["dropped"] += 1
+                self._resync.set()
 
     def stats(self) -> TrackerStats:
         with self._lock:
             counts = dict(self._counts)
-            counts["pending"] = sum(len(v) for v in self._todo.values())
+            waiting = {(n, v) for n, vs in self._todo.items() for v in vs}
+        with self._queue.mutex:  # notified, not taken yet (the thread busy, or waiting on MLflow)
+            queued = list(self._queue.queue)
+        waiting.update((n, int(v)) for item in queued for n, v in (item or {}).items() if self._wanted(n, v))
+        counts["pending"] = len(waiting)
         return TrackerStats(**counts)
 
     def flush(self, timeout: float) -> bool:
         """Wait (a test, a clean stop) until everything notified is logged or refused; whether it was."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._unusable is not None:  # nothing will ever be logged: nothing waits either
+                return True
             busy = self._queue.unfinished_tasks or self._resync.is_set() or self._todo or self._specs_due
             if not busy:
                 return True
@@ -137,6 +150,14 @@ class Tracker:
             self._queue.put_nowait(None)  # wakes the thread
         if self._thread is not None:
             self._thread.join(flush_s + 1.0)
+        while True:  # notified, never taken (the thread held by MLflow until now): waiting too
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            if item:
+                self._add(item.items())
         with self._lock:  # what is still waiting was not logged: missed, even if never tried
             for name, versions in self._todo.items():
                 for v in versions:
@@ -164,6 +185,9 @@ class Tracker:
                 self._work()
             except Exception as exc:  # MLflow (or the registry) unreachable or failing: retried
                 self._count("errors")
+                if isinstance(exc, _Unusable):
+                    self._give_up(exc.__cause__ or exc)
+                    return
                 with self._lock:
                     for name, versions in self._todo.items():
                         for v in versions:
@@ -187,6 +211,46 @@ class Tracker:
             if self._failing:
                 self._failing = False
                 log.warning("mlflow: logging again", **self.stats().as_dict())
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Connecting failed in a way no retry changes (a URI MLflow has no store for, a file store MLflow
+        refuses, a database driver not installed): what waits and every later version is counted as
+        refused, and the thread ends. Said once."""
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        with self._lock:
+            self._unusable = why
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._queue.task_done()
+                for name, version in (item or {}).items():
+                    if self._wanted(name, version):
+                        self._todo.setdefault(name, set()).add(int(version))
+            for name, versions in self._todo.items():
+                self._refuse((name, v) for v in versions)
+                self._failed.difference_update((name, v) for v in versions)
+            self._todo.clear()
+            self._specs_due.clear()
+        self._resync.clear()
+        log.error(
+            "mlflow: the tracking URI can never work, nothing is logged (versions counted as refused)",
+            error=why,
+        )
+
+    def _refuse(self, versions: Iterable[tuple[str, int]]) -> None:
+        """Count each version refused once (the lock held)."""
+        for each in versions:
+            if each not in self._refused:
+                self._refused[each] = None
+                self._counts["refused"] += 1
+        while len(self._refused) > 10_000:
+            del self._refused[next(iter(self._refused))]
+
+    def _wanted(self, name: str, version: int) -> bool:
+        """Whether ``name`` ``version`` is one to log (its spec's, every Nth)."""
+        return spec_of(name) in self.specs and not version % self.every
 
     def _take(self, *, block: bool) -> int:
         """Move what the learner notified into the thread's work (every Nth version, the newest ``keep``);
@@ -233,18 +297,31 @@ class Tracker:
 
     def _work(self) -> None:
         if self._writer is None:
-            self._writer = self.connect()
-        for name in sorted(self._todo):
-            for version in sorted(self._todo[name]):
+            try:
+                self._writer = self.connect()
+            except Exception as exc:
+                if never_connects(exc):
+                    raise _Unusable() from exc
+                raise
+        with self._lock:  # snapshots: a stop adds what it finds queued (close)
+            names = sorted(self._todo)
+        for name in names:
+            with self._lock:
+                versions = sorted(self._todo.get(name, ()))
+            for version in versions:
                 self._log(name, version)
                 with self._lock:
-                    self._todo[name].discard(version)
-            with self._lock:
-                if not self._todo[name]:
-                    del self._todo[name]
-        for spec in sorted(self._specs_due):
+                    left = self._todo.get(name)
+                    if left is not None:
+                        left.discard(version)
+                        if not left:
+                            del self._todo[name]
+        with self._lock:
+            specs = sorted(self._specs_due)
+        for spec in specs:
             self._alias(spec)
-            self._specs_due.discard(spec)
+            with self._lock:
+                self._specs_due.discard(spec)
         self._last_reconcile = time.monotonic()
 
     def _done(self, name: str, version: int, outcome: str) -> None:
@@ -315,6 +392,19 @@ class Tracker:
             log.error("mlflow refused the alias", spec=spec.name, error=str(exc)[:500])
 
 
+class _Unusable(Exception):
+    """Connecting failed for good (the cause says why)."""
+
+
+def never_connects(exc: BaseException) -> bool:
+    """A failure to connect that no retry changes: a URI refused (:func:`check_uri`, or MLflow's
+    ``INVALID_PARAMETER_VALUE``: no store for it, a file store refused) or a module missing (a database
+    driver). A database that fails (locked, unreachable) is retried."""
+    if isinstance(exc, ValueError | ImportError):
+        return True
+    return getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+
+
 def http_defaults(settings: Settings) -> None:
     """The MLflow client's HTTP requests: our timeout, and no retries of its own (its default backs off for
     minutes per call; the tracker retries). Set unless the environment already says."""
@@ -335,6 +425,9 @@ def tracker_for(settings: Settings, registry: Registry, specs: Sequence[ModelSpe
     s = settings
 
     def connect() -> Any:
+        check_uri(uri)  # settings built without validation (model_copy): refused here, not retried
+        if s.mlflow_registry_uri:
+            check_uri(s.mlflow_registry_uri, registry=True)
         http_defaults(s)
         from streaming.tracking.writer import MlflowWriter
 

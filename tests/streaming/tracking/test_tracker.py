@@ -23,7 +23,7 @@ from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.learning.state import predict, select_inputs
 from streaming.settings import Settings
 from streaming.tracking import Tracker, tracker_for
-from tests.support.mlflow_server import sqlite_uri, tracked
+from tests.support.mlflow_server import free_port, sqlite_uri, tracked
 
 pytestmark = pytest.mark.unit
 
@@ -83,14 +83,13 @@ def test_a_full_queue_drops_nothing_the_registry_holds(tmp_path: Path) -> None:
 
 
 def test_what_a_learner_could_not_log_the_next_one_logs(tmp_path: Path) -> None:
-    """MLflow unusable for a whole tracker's life (a SQLite store under a path that is a file, so no directory
-    can be made there: MLflow's SQLite store creates a missing parent directory): its versions are counted as
-    missed; a tracker started later logs them, with nothing notified."""
+    """MLflow unreachable for a whole tracker's life (a server's port nothing listens on: retried, unlike a
+    URI that can never work, ``test_unusable_uri.py``): its versions are counted as missed; a tracker
+    started later logs them, with nothing notified."""
     reg = MemoryRegistry(signer=generate())
     s = spec()
     _, saved = versions(reg, s, 3)
-    (tmp_path / "nowhere").write_text("a file, not a directory")
-    down = tracked(Settings(), f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}", tmp_path / "artifacts")
+    down = tracked(Settings(), f"http://127.0.0.1:{free_port()}", tmp_path / "artifacts")
     first = tracker_for(down.model_copy(update={"mlflow_flush_s": 0.5}), reg, [s])
     assert first is not None
     first.start()
