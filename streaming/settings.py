@@ -407,14 +407,13 @@ class Settings(BaseSettings):
     @field_validator("mlflow_tracking_uri", "mlflow_registry_uri")
     @classmethod
     def _mlflow_uri(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """A URI MLflow could use (:func:`streaming.tracking.uri.check_uri`): ``foo://``, an empty value, a
-        file where a store's directory must be is one settings error at start, not a tracker retrying
-        forever. An empty registry URI is unset (the tracking URI's registry)."""
-        if value is None:
+        """A URI MLflow could use (:func:`streaming.tracking.uri.check_uri`): ``foo://``, a file where a
+        store's directory must be is one settings error at start, not a tracker retrying forever. An empty
+        or blank value is unset, as for every other setting (``RIVULET_MLFLOW_TRACKING_URI=`` in a Compose
+        file or a pod spec turns tracking off; an empty registry URI: the tracking URI's registry)."""
+        if value is None or not value.strip():
             return None
         registry = info.field_name == "mlflow_registry_uri"
-        if registry and not value.strip():
-            return None
         from streaming.tracking.uri import check_uri
 
         return check_uri(value, registry=registry)

@@ -1,4 +1,4 @@
-"""Tracking URIs MLflow can never use (a scheme it has no store for, an empty value, a file where a store's
+"""Tracking URIs MLflow can never use (a scheme it has no store for, a file where a store's
 directory or database must be, a file store MLflow 3 refuses, a database driver not installed): refused at
 start with one line (the settings, ``rivulet learn run``, ``rivulet replay``), or by the tracker when only
 connecting tells: counted as refused, never retried, never a traceback."""
@@ -31,8 +31,6 @@ def bad_uris(tmp: Path) -> dict[str, str]:
     return {
         "unknown scheme": "foo://somewhere",
         "unknown scheme, no host": "foo://",
-        "empty": "",
-        "blank": "   ",
         "a file as the file store": str(tmp / "a-file"),
         "a file URI to a file": (tmp / "a-file").as_uri(),
         "under a file": str(tmp / "a-file" / "mlruns"),
@@ -49,8 +47,6 @@ def bad_uris(tmp: Path) -> dict[str, str]:
 NAMES = [
     "unknown scheme",
     "unknown scheme, no host",
-    "empty",
-    "blank",
     "a file as the file store",
     "a file URI to a file",
     "under a file",
@@ -62,7 +58,7 @@ NAMES = [
     "a registry as tracking",
     "two drivers",
 ]
-REGISTRY_TAKES = {"empty", "blank", "a registry as tracking"}  # unset, and a registry URI
+REGISTRY_TAKES = {"a registry as tracking"}  # a registry URI
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,6 +92,14 @@ def test_uris_that_may_work_are_taken(tmp_path: Path, uri: str) -> None:
     assert Settings(mlflow_tracking_uri=sqlite_uri(tmp_path)).mlflow_tracking_uri == sqlite_uri(tmp_path)
     assert Settings(mlflow_registry_uri="databricks-uc").mlflow_registry_uri == "databricks-uc"
     assert Settings(mlflow_registry_uri="").mlflow_registry_uri is None  # empty: the tracking URI's
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_uri_is_unset(empty: str) -> None:
+    """``RIVULET_MLFLOW_TRACKING_URI=`` (a Compose ``${VAR:-}``, a pod spec's empty value) turns tracking
+    off, as an empty signing key is no key; it is not a URI that can never work."""
+    assert Settings(mlflow_tracking_uri=empty).mlflow_tracking_uri is None
+    assert Settings(mlflow_registry_uri=empty).mlflow_registry_uri is None
 
 
 def _one_error_line(res: Result, *expected: str) -> None:
