@@ -43,10 +43,12 @@ README), and for at most ``ping_s + timeout_s`` if the connection dies silently.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from features.redis_store import vector_key
 from features.store import FeatureRow, OnlineStore
@@ -108,6 +110,18 @@ class CacheStats:
     flushes: int = 0
 
 
+_Entry = tuple[Any, ...]  # (expires, size, ts (None: no vector), ttl_s, name, value, name, value...)
+
+
+def _row(view: str, entity: str, entry: _Entry) -> FeatureRow:
+    """The vector an entry holds (a new dict each time: a caller may not change it, and cannot).
+
+    >>> _row("v", "e", (9.0, 600, 5, None, "a", 1.0, "b", "x"))
+    FeatureRow(view='v', entity='e', values={'a': 1.0, 'b': 'x'}, ts=5, ttl_s=None)
+    """
+    return FeatureRow(view, entity, dict(zip(entry[4::2], entry[5::2], strict=True)), entry[2], entry[3])
+
+
 _ENTRY_BYTES = 520  # an entry's own: its key, tuple, row and dict (tracemalloc, 20,000 of 3 values: ~530)
 _VALUE_BYTES = 100  # a value's in the row's dict: its slot, name and float (measured: ~99)
 
@@ -151,7 +165,8 @@ class NearCache(OnlineStore):
         self._bytes = 0  # the estimated size of the vectors held (_size)
         self._max_age_s = max_age_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[FeatureRow | None, float, int]] = OrderedDict()
+        # key -> (expires, size, ts (None: absent), ttl_s, name, value, name, value...): see _store
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._pending: dict[str, object] = {}
         self._on = False
         self.stats = CacheStats()
@@ -181,7 +196,7 @@ class NearCache(OnlineStore):
             key = raw.decode("utf-8", "replace")
             held = entries.pop(key, None)
             if held is not None:
-                self._bytes -= held[2]
+                self._bytes -= held[1]
             if pending.pop(key, None) is not None or held is not None:
                 self.stats.invalidations += 1
 
@@ -220,9 +235,9 @@ class NearCache(OnlineStore):
         missed: list[int] = []
         for i, key in enumerate(keys):
             found = entries.get(key)
-            if found is not None and found[1] > now:
+            if found is not None and found[0] > now:
                 entries.move_to_end(key)
-                out[i] = found[0]
+                out[i] = None if found[2] is None else _row(view, entities[i], found)
             else:
                 missed.append(i)
         self.stats.hits += len(keys) - len(missed)
@@ -254,17 +269,30 @@ class NearCache(OnlineStore):
     def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:
         entries = self._entries
         current = entries.get(key)
-        if current is not None and current[0] is not None and row is not None and current[0].ts > row.ts:
+        if current is not None and current[2] is not None and row is not None and current[2] > row.ts:
             return  # never back in event time
         size = _size(row)
         if current is not None:
-            self._bytes -= entries.pop(key)[2]
+            self._bytes -= entries.pop(key)[1]
         if size > self._max_bytes:
             return  # (hostile data under a vector key) served from Redis each time, never held
-        entries[key] = (row, expires, size)
+        # the row's parts in one flat tuple, not the row: a tuple of scalars (strings, ints, floats) is
+        # untracked by the garbage collector at its first collection; a FeatureRow, its dict or a tuple that
+        # holds either is not. Rows churned by misses (a million entities through 100,000 entries) made each
+        # full collection walk every entry: pauses of hundreds of ms on the scoring path (issue 16)
+        if row is None:
+            entries[key] = (expires, size, None, None)
+        else:
+            entries[key] = (
+                expires,
+                size,
+                row.ts,
+                row.ttl_s,
+                *itertools.chain.from_iterable(row.values.items()),
+            )
         self._bytes += size
         while len(entries) > self._max or self._bytes > self._max_bytes:
-            self._bytes -= entries.popitem(last=False)[1][2]
+            self._bytes -= entries.popitem(last=False)[1][1]
 
     async def close(self) -> None:
         if self.tracker is not None:

@@ -5,6 +5,7 @@ parallel, emptied when its tracking connection is killed or Redis restarts, and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -335,6 +336,28 @@ def test_the_cache_is_bounded_least_recently_used_out(settings: Settings, redis_
         return cache.stats.hits - hits, len(cache)
 
     assert run(settings, body, near_cache_entries=3) == (3, 3)
+
+
+def test_held_vectors_are_invisible_to_the_garbage_collector(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Issue 16: misses over many entities churn the cache; held FeatureRows (tracked objects) reached the
+    collector's oldest generation, and each full collection walked every one of them (pauses of hundreds
+    of ms on the scoring path). What the cache holds is untracked after a collection, and still served
+    exactly."""
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[int, list[FeatureRow | None]]:
+        await writer.write([row(str(e), 7, float(e)) for e in range(200)])
+        first = await cache.read("v", [str(e) for e in range(200)] + ["absent"])
+        gc.collect()
+        tracked = sum(gc.is_tracked(entry) for entry in cache._entries.values())
+        again = await cache.read("v", ["3", "absent"])
+        assert cache.stats.hits == 2 and first[3] == again[0]
+        return tracked, again
+
+    tracked, again = run(settings, body)
+    assert tracked == 0
+    assert again == [FeatureRow("v", "3", {"n": 3.0, "ts_copy": 7}, 7), None]
 
 
 def test_the_cache_counts_are_exported(settings: Settings, redis_client: redis.Redis) -> None:
