@@ -91,6 +91,7 @@ def near_cached(settings: Settings, inner: OnlineStore) -> OnlineStore:
         max_entries=settings.near_cache_entries,
         max_mb=settings.near_cache_max_mb,
         max_age_s=settings.near_cache_max_age_s,
+        doorkeeper=settings.near_cache_doorkeeper,
         tracker=lambda sink: Tracker(
             settings.redis_url, prefix, sink, ping_s=PING_S, timeout_s=settings.redis_socket_timeout_s
         ),
@@ -157,6 +158,7 @@ class NearCache(OnlineStore):
         max_age_s: float = 60.0,
         tracker: Callable[[NearCache], Tracker] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        doorkeeper: bool = False,
     ) -> None:
         self.inner = inner
         self._prefix = prefix
@@ -168,6 +170,9 @@ class NearCache(OnlineStore):
         # key -> (expires, size, ts (None: absent), ttl_s, name, value, name, value...): see _store
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._pending: dict[str, object] = {}
+        # the hashes of keys missed once (doorkeeper on): a key is cached on its second miss, emptied when
+        # it holds max_entries (TinyLFU's doorkeeper, a set rather than a Bloom filter)
+        self._seen: set[int] | None = set() if doorkeeper else None
         self._on = False
         self.stats = CacheStats()
         self.tracker = tracker(self) if tracker is not None else None
@@ -244,14 +249,21 @@ class NearCache(OnlineStore):
         if not missed:
             return out
         self.stats.misses += len(missed)
+        admitted = missed if self._seen is None else self._admit(keys, missed)
+        if not admitted:  # read as without the cache: nothing of it is stored, no TTL needed
+            for i, row in zip(
+                missed, await self.inner.read(view, [entities[i] for i in missed]), strict=True
+            ):
+                out[i] = row
+            return out
         token = object()
         pending = self._pending
-        for i in missed:
+        for i in admitted:  # a key not admitted has no mark of this read's: its answer is not stored
             pending[keys[i]] = token
         try:
             read = await self.inner.read_expiring(view, [entities[i] for i in missed])
         except BaseException:
-            for i in missed:
+            for i in admitted:
                 if pending.get(keys[i]) is token:
                     del pending[keys[i]]
             raise
@@ -265,6 +277,23 @@ class NearCache(OnlineStore):
                 # only when it deletes it, maybe long after (its active expiry samples keys)
                 self._store(key, row, longest if left is None else min(longest, now + left))
         return out
+
+    def _admit(self, keys: list[str], missed: list[int]) -> list[int]:
+        """Those of ``missed`` whose key missed before (since the doorkeeper was last emptied); the others
+        are remembered. Over many entities read once each (a uniform spread over a million), a miss then
+        costs what a read without the cache does: no TTL read, no entry made to be evicted unread."""
+        seen = self._seen
+        assert seen is not None
+        admitted = []
+        for i in missed:
+            h = hash(keys[i])
+            if h in seen:
+                admitted.append(i)
+            else:
+                if len(seen) >= self._max:
+                    seen.clear()
+                seen.add(h)
+        return admitted
 
     def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:
         entries = self._entries
