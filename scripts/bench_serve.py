@@ -89,7 +89,7 @@ def start(
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded 2-core machine starts two workers slowly
     body = '{"entity": "7", ' + FIELDS + "}"
     while True:
         try:
