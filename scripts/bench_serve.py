@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from pydantic import SecretStr
 from river import metrics
 from river.datasets import synth
@@ -68,7 +69,7 @@ FIELDS = '"fields": {"salary_mean_10m": 52000.0}'
 PATH = "/v1/models/zipm/predict"
 MIXES = ("hot", "uniform")
 PACED_CONNECTIONS = 4
-Figures = tuple[float, float, float]  # requests/s, p50 ms, p99 ms
+Figures = tuple[float, float, float, float]  # requests/s, p50 ms, p99 ms, server CPU us per request
 
 
 def url(port: int) -> str:
@@ -88,7 +89,7 @@ def start(
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded 2-core machine starts two workers slowly
     body = '{"entity": "7", ' + FIELDS + "}"
     while True:
         try:
@@ -127,8 +128,24 @@ end
     return script
 
 
-def wrk(port: int, connections: int, seconds: int, script: Path) -> Figures:
-    """Requests/s, p50 and p99 (ms) of one wrk run."""
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) of a process and its children so far (a server's workers)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def wrk(port: int, connections: int, seconds: int, script: Path, pid: int | None = None) -> Figures:
+    """Requests/s, p50 and p99 (ms) of one wrk run, and the CPU the server ``pid`` (its process tree) took
+    per request, in microseconds: a figure the other loads on a shared machine disturb much less than the
+    throughput (0 without ``pid``)."""
+    before = cpu_s(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url(port)],
         capture_output=True,
@@ -143,7 +160,9 @@ def wrk(port: int, connections: int, seconds: int, script: Path) -> Figures:
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     assert errors is None, out
-    return rps, pct("50"), pct("99")
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (cpu_s(pid) - before) * 1e6 / max(done, 1) if pid else 0.0
+    return rps, pct("50"), pct("99"), cpu_us
 
 
 def trained_state() -> Any:
@@ -228,10 +247,23 @@ def names(args: argparse.Namespace) -> list[str]:
     return ["bare", *(f"rivulet/{server}" for server in args.servers)]
 
 
-def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
+def variant(name: str) -> tuple[str, dict[str, str]]:
+    """A Rivulet server's ``--server`` and the environment it adds: ``uvicorn@RIVULET_NEAR_CACHE=false``
+    runs uvicorn with the near cache off (an A/B in the same run).
+
+    >>> variant("rivulet/uvicorn@RIVULET_NEAR_CACHE=false@A=b")
+    ('uvicorn', {'RIVULET_NEAR_CACHE': 'false', 'A': 'b'})
+    """
+    server, *extra = name.rpartition("/")[2].split("@")
+    return server, dict(e.split("=", 1) for e in extra)
+
+
+def measure(
+    ports: dict[tuple[str, int], int], pids: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Path
+) -> dict[str, Figures]:
     """One run: every mix, worker count and load, bare then Rivulet back to back."""
     out: dict[str, Figures] = {}
-    for mix, workers in itertools.product(MIXES, args.workers):
+    for mix, workers in itertools.product(args.mixes, args.workers):
         for load, conns, delay in (
             ("closed", args.connections, 0.0),
             ("paced", PACED_CONNECTIONS, PACED_CONNECTIONS * 1000 / args.rate),
@@ -240,7 +272,7 @@ def measure(ports: dict[tuple[str, int], int], args: argparse.Namespace, tmp: Pa
             script.write_text(lua(mix, args.entities, args.hot, args.api_key, delay))
             for name in names(args):
                 out[f"{mix} {load} w{workers} {name}"] = wrk(
-                    ports[name, workers], conns, args.seconds, script
+                    ports[name, workers], conns, args.seconds, script, pids[name, workers]
                 )
     return out
 
@@ -250,15 +282,16 @@ def report(results: dict[str, Figures], args: argparse.Namespace, title: str) ->
         f"{title} ({args.connections} connections closed loop, {PACED_CONNECTIONS} paced; "
         f"{args.seconds} s each)"
     )
-    for mix, workers, load in itertools.product(MIXES, args.workers, ("closed", "paced")):
+    width = max(map(len, names(args)))
+    for mix, workers, load in itertools.product(args.mixes, args.workers, ("closed", "paced")):
         bare = results[f"{mix} {load} w{workers} bare"][0]
         for name in names(args):
-            rps, p50, p99 = results[f"{mix} {load} w{workers} {name}"]
+            rps, p50, p99, cpu = results[f"{mix} {load} w{workers} {name}"]
             goal = f"ratio {rps / bare:.2f}x (goal >= 0.7x)" if load == "closed" else "(goal p99 <= 2 ms)"
             goal = "" if name == "bare" else goal
             print(
-                f"  {mix:<7} w{workers} {load:<6} {name:<16} {rps:>7,.0f}/s p50 {p50:5.2f} ms "
-                f"p99 {p99:6.2f} ms {goal}"
+                f"  {mix:<7} w{workers} {load:<6} {name:<{width}} {rps:>7,.0f}/s p50 {p50:5.2f} ms "
+                f"p99 {p99:6.2f} ms cpu {cpu:5.0f} us/req {goal}"
             )
 
 
@@ -269,6 +302,7 @@ def median(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
             statistics.median(r[k][0] for r in runs),
             statistics.median(r[k][1] for r in runs),
             statistics.median(r[k][2] for r in runs),
+            statistics.median(r[k][3] for r in runs),
         )
         for k in runs[0]
     }
@@ -296,7 +330,7 @@ def top(collapsed: Path, limit: int = 25) -> str:
 
 def profile(port: int, pid: int, args: argparse.Namespace, tmp: Path) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    for mix in MIXES:
+    for mix in args.mixes:
         script = tmp / f"{mix}-profile.lua"
         script.write_text(lua(mix, args.entities, args.hot, args.api_key, 0.0))
         load = subprocess.Popen(
@@ -334,8 +368,10 @@ def main() -> None:
         "--servers",
         type=lambda v: v.split(","),
         default=["uvicorn", "granian"],
-        help="rivulet serve --server of each Rivulet measured (the profile is of the first)",
+        help="rivulet serve --server of each Rivulet measured (the profile is of the first); "
+        "SERVER@VAR=VALUE... adds to its environment (uvicorn,uvicorn@RIVULET_NEAR_CACHE=false: an A/B)",
     )
+    parser.add_argument("--mixes", type=lambda v: v.split(","), default=list(MIXES), help="hot,uniform")
     parser.add_argument("--runs", type=int, default=1, help="repeat; print each run and the medians")
     parser.add_argument("--profile", default=None, help="py-spy recordings of Rivulet (1 worker) to PATH-*")
     parser.add_argument(
@@ -364,22 +400,22 @@ def main() -> None:
                 for name in names(args):
                     port = ports[name, workers] = free_port()
                     serve = [rivulet, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers"]
+                    server, extra = variant(name)
                     cmd = (
                         [*uv, "--port", str(port), "--workers", str(workers), "scripts.bench_serve_bare:app"]
                         if name == "bare"
-                        else [*serve, str(workers), "--server", name.rpartition("/")[2]]
+                        else [*serve, str(workers), "--server", server]
                     )
-                    procs[name, workers] = start(
-                        cmd, env, port, tmp / f"{name.replace('/', '-')}{workers}.log", headers
-                    )
-            for mix in MIXES:  # warm up: every server, every mix
+                    log = tmp / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}{workers}.log"
+                    procs[name, workers] = start(cmd, {**env, **extra}, port, log, headers)
+            for mix in args.mixes:  # warm up: every server, every mix
                 script = tmp / f"{mix}-warm.lua"
                 script.write_text(lua(mix, args.entities, args.hot, args.api_key, 0.0))
                 for port in ports.values():
                     wrk(port, args.connections, 2, script)
             runs = []
             for run in range(args.runs):
-                runs.append(measure(ports, args, tmp))
+                runs.append(measure(ports, {k: p.pid for k, p in procs.items()}, args, tmp))
                 report(runs[-1], args, f"run {run + 1}")
             if args.runs > 1:
                 report(median(runs), args, f"median of {args.runs} runs")

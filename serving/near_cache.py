@@ -43,10 +43,12 @@ README), and for at most ``ping_s + timeout_s`` if the connection dies silently.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from features.redis_store import vector_key
 from features.store import FeatureRow, OnlineStore
@@ -89,6 +91,7 @@ def near_cached(settings: Settings, inner: OnlineStore) -> OnlineStore:
         max_entries=settings.near_cache_entries,
         max_mb=settings.near_cache_max_mb,
         max_age_s=settings.near_cache_max_age_s,
+        doorkeeper=settings.near_cache_doorkeeper,
         tracker=lambda sink: Tracker(
             settings.redis_url, prefix, sink, ping_s=PING_S, timeout_s=settings.redis_socket_timeout_s
         ),
@@ -106,6 +109,18 @@ class CacheStats:
     misses: int = 0
     invalidations: int = 0
     flushes: int = 0
+
+
+_Entry = tuple[Any, ...]  # (expires, size, ts (None: no vector), ttl_s, name, value, name, value...)
+
+
+def _row(view: str, entity: str, entry: _Entry) -> FeatureRow:
+    """The vector an entry holds (a new dict each time: a caller may not change it, and cannot).
+
+    >>> _row("v", "e", (9.0, 600, 5, None, "a", 1.0, "b", "x"))
+    FeatureRow(view='v', entity='e', values={'a': 1.0, 'b': 'x'}, ts=5, ttl_s=None)
+    """
+    return FeatureRow(view, entity, dict(zip(entry[4::2], entry[5::2], strict=True)), entry[2], entry[3])
 
 
 _ENTRY_BYTES = 520  # an entry's own: its key, tuple, row and dict (tracemalloc, 20,000 of 3 values: ~530)
@@ -143,6 +158,7 @@ class NearCache(OnlineStore):
         max_age_s: float = 60.0,
         tracker: Callable[[NearCache], Tracker] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        doorkeeper: bool = False,
     ) -> None:
         self.inner = inner
         self._prefix = prefix
@@ -151,8 +167,12 @@ class NearCache(OnlineStore):
         self._bytes = 0  # the estimated size of the vectors held (_size)
         self._max_age_s = max_age_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[FeatureRow | None, float, int]] = OrderedDict()
+        # key -> (expires, size, ts (None: absent), ttl_s, name, value, name, value...): see _store
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._pending: dict[str, object] = {}
+        # the hashes of keys missed once (doorkeeper on): a key is cached on its second miss, emptied when
+        # it holds max_entries (TinyLFU's doorkeeper, a set rather than a Bloom filter)
+        self._seen: set[int] | None = set() if doorkeeper else None
         self._on = False
         self.stats = CacheStats()
         self.tracker = tracker(self) if tracker is not None else None
@@ -181,7 +201,7 @@ class NearCache(OnlineStore):
             key = raw.decode("utf-8", "replace")
             held = entries.pop(key, None)
             if held is not None:
-                self._bytes -= held[2]
+                self._bytes -= held[1]
             if pending.pop(key, None) is not None or held is not None:
                 self.stats.invalidations += 1
 
@@ -220,23 +240,30 @@ class NearCache(OnlineStore):
         missed: list[int] = []
         for i, key in enumerate(keys):
             found = entries.get(key)
-            if found is not None and found[1] > now:
+            if found is not None and found[0] > now:
                 entries.move_to_end(key)
-                out[i] = found[0]
+                out[i] = None if found[2] is None else _row(view, entities[i], found)
             else:
                 missed.append(i)
         self.stats.hits += len(keys) - len(missed)
         if not missed:
             return out
         self.stats.misses += len(missed)
+        admitted = missed if self._seen is None else self._admit(keys, missed)
+        if not admitted:  # read as without the cache: nothing of it is stored, no TTL needed
+            for i, row in zip(
+                missed, await self.inner.read(view, [entities[i] for i in missed]), strict=True
+            ):
+                out[i] = row
+            return out
         token = object()
         pending = self._pending
-        for i in missed:
+        for i in admitted:  # a key not admitted has no mark of this read's: its answer is not stored
             pending[keys[i]] = token
         try:
             read = await self.inner.read_expiring(view, [entities[i] for i in missed])
         except BaseException:
-            for i in missed:
+            for i in admitted:
                 if pending.get(keys[i]) is token:
                     del pending[keys[i]]
             raise
@@ -251,20 +278,50 @@ class NearCache(OnlineStore):
                 self._store(key, row, longest if left is None else min(longest, now + left))
         return out
 
+    def _admit(self, keys: list[str], missed: list[int]) -> list[int]:
+        """Those of ``missed`` whose key missed before (since the doorkeeper was last emptied); the others
+        are remembered. Over many entities read once each (a uniform spread over a million), a miss then
+        costs what a read without the cache does: no TTL read, no entry made to be evicted unread."""
+        seen = self._seen
+        assert seen is not None
+        admitted = []
+        for i in missed:
+            h = hash(keys[i])
+            if h in seen:
+                admitted.append(i)
+            else:
+                if len(seen) >= self._max:
+                    seen.clear()
+                seen.add(h)
+        return admitted
+
     def _store(self, key: str, row: FeatureRow | None, expires: float) -> None:
         entries = self._entries
         current = entries.get(key)
-        if current is not None and current[0] is not None and row is not None and current[0].ts > row.ts:
+        if current is not None and current[2] is not None and row is not None and current[2] > row.ts:
             return  # never back in event time
         size = _size(row)
         if current is not None:
-            self._bytes -= entries.pop(key)[2]
+            self._bytes -= entries.pop(key)[1]
         if size > self._max_bytes:
             return  # (hostile data under a vector key) served from Redis each time, never held
-        entries[key] = (row, expires, size)
+        # the row's parts in one flat tuple, not the row: a tuple of scalars (strings, ints, floats) is
+        # untracked by the garbage collector at its first collection; a FeatureRow, its dict or a tuple that
+        # holds either is not. Rows churned by misses (a million entities through 100,000 entries) made each
+        # full collection walk every entry: pauses of hundreds of ms on the scoring path (issue 16)
+        if row is None:
+            entries[key] = (expires, size, None, None)
+        else:
+            entries[key] = (
+                expires,
+                size,
+                row.ts,
+                row.ttl_s,
+                *itertools.chain.from_iterable(row.values.items()),
+            )
         self._bytes += size
         while len(entries) > self._max or self._bytes > self._max_bytes:
-            self._bytes -= entries.popitem(last=False)[1][2]
+            self._bytes -= entries.popitem(last=False)[1][1]
 
     async def close(self) -> None:
         if self.tracker is not None:

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     near_cache_entries: int = Field(
         100_000, ge=1, description="Most vectors the API's near cache holds (least recently used out first)."
     )
+    near_cache_doorkeeper: bool = Field(
+        True,
+        description="The near cache keeps a vector on its second miss, not its first (the hashes of the keys "
+        "missed once are remembered, up to near_cache_entries of them): reads spread over more entities than "
+        "the cache holds cost what they cost without it.",
+    )
     near_cache_max_mb: float = Field(
         256.0,
         gt=0,

@@ -186,6 +186,42 @@ def test_bad_bytes_under_an_entitys_keys_never_fail_a_batch(
     asyncio.run(go())
 
 
+def test_read_expiring_gives_each_vector_and_its_ttl_one_entity_as_many(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The near cache's read: one entity (one script call, issue 16) answers as a batch does (a pipeline of
+    HGETALL and PTTL): the vector, the seconds its key has left (None: no expiry, or no key), and anything
+    that is not a vector (a key of another type, bad bytes, an empty key) as none."""
+    p = settings.redis_prefix
+    redis_client.set(vector_key(p, "v", "wrongtype"), b"a string, not a hash")
+    redis_client.expire(vector_key(p, "v", "wrongtype"), 50)
+    redis_client.hset(vector_key(p, "v", "badvector"), mapping={"_ts": "soon", "x": b"{nope"})
+    redis_client.hset(vector_key(p, "v", "forever"), mapping={"_ts": "4", "x": b"2.5", "s": b'"t"'})
+    entities = ["good", "wrongtype", "badvector", "forever", "absent"]
+
+    async def go() -> list[Any]:
+        store = clients.feature_store(settings)
+        try:
+            await store.write([row("good", 5, x=1)])
+            one = [(await store.read_expiring("v", [e]))[0] for e in entities]
+            many = await store.read_expiring("v", entities)
+            assert [r for r, _ in one] == [r for r, _ in many] == await store.read("v", entities)
+            return [(r, None if left is None else 0 < left <= 60) for r, left in one] + [
+                (r, None if left is None else 0 < left <= 60) for r, left in many
+            ]
+        finally:
+            await store.close()
+
+    expected = [
+        (FeatureRow("v", "good", {"x": 1}, 5), True),
+        (None, True),
+        (None, None),
+        (FeatureRow("v", "forever", {"x": 2.5, "s": "t"}, 4), None),
+        (None, None),
+    ]
+    assert asyncio.run(go()) == expected * 2
+
+
 def test_a_reset_replaces_a_newer_vector(with_store: Callable[[Body], None]) -> None:
     """After a corrupt state is reset, the entity's vector is the empty state's, whatever time it had."""
 

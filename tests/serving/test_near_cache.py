@@ -5,6 +5,7 @@ parallel, emptied when its tracking connection is killed or Redis restarts, and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -44,7 +45,8 @@ def row(entity: str, ts: int, n: float = 0.0) -> FeatureRow:
 
 
 def cached(settings: Settings, **update: Any) -> NearCache:
-    s = settings.model_copy(update={"near_cache": True, **update})
+    """A near cache on ``settings``; it keeps a vector on its first miss unless ``near_cache_doorkeeper``."""
+    s = settings.model_copy(update={"near_cache": True, "near_cache_doorkeeper": False, **update})
     cache = near_cached(s, RedisStore(clients.async_redis(s), s.redis_prefix))
     assert isinstance(cache, NearCache)
     return cache
@@ -118,8 +120,9 @@ def test_a_vector_is_served_from_memory_until_redis_reports_its_write(
     print(f"invalidation delivered {delivery * 1e3:.3f} ms after the write's ack")
 
 
+@pytest.mark.parametrize("doorkeeper", [False, True])
 def test_a_served_vector_never_goes_back_in_event_time_with_a_writer_and_readers_in_parallel(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, doorkeeper: bool
 ) -> None:
     entities = [f"e{i}" for i in range(8)]
     writes = 400
@@ -168,12 +171,13 @@ def test_a_served_vector_never_goes_back_in_event_time_with_a_writer_and_readers
             assert time.monotonic() - start < STALENESS_BOUND_S, "the last writes were not reported"
         return served, last
 
-    served, last = run(settings, body)
+    served, last = run(settings, body, near_cache_doorkeeper=doorkeeper)
     assert all(n > 0 for n in served) and set(last.values()) != {1}
 
 
+@pytest.mark.parametrize("doorkeeper", [False, True])
 def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_uncached(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, doorkeeper: bool
 ) -> None:
     """The read is answered by Redis (the old value), then held; the key is written and its invalidation
     arrives; then the read's answer comes back. It is served to its own caller, never cached."""
@@ -197,7 +201,7 @@ def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_
             await self.inner.close()
 
     async def go() -> tuple[int | None, int | None, int]:
-        s = settings.model_copy(update={"near_cache": True})
+        s = settings.model_copy(update={"near_cache": True, "near_cache_doorkeeper": doorkeeper})
         held = Held(RedisStore(clients.async_redis(s), s.redis_prefix))
         plain = near_cached(s, held)
         assert isinstance(plain, NearCache)
@@ -205,6 +209,11 @@ def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_
         try:
             await on(plain)
             await writer.write([row("r", 100)])
+            if doorkeeper:  # a first miss is not kept: the read in flight is the second
+                held.release.set()
+                assert (await plain.read("v", ["r"]))[0] is not None and len(plain) == 0
+                held.release.clear()
+                held.answered.clear()
             in_flight = asyncio.create_task(plain.read("v", ["r"]))
             await held.answered.wait()  # Redis answered with ts 100; the answer is still on its way
             before = plain.stats.invalidations
@@ -219,7 +228,7 @@ def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_
             await writer.close()
 
     old, after, misses = asyncio.run(go())
-    assert (old, after, misses) == (100, 200, 2)
+    assert (old, after, misses) == (100, 200, 3 if doorkeeper else 2)
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -335,6 +344,53 @@ def test_the_cache_is_bounded_least_recently_used_out(settings: Settings, redis_
         return cache.stats.hits - hits, len(cache)
 
     assert run(settings, body, near_cache_entries=3) == (3, 3)
+
+
+def test_the_doorkeeper_keeps_a_vector_on_its_second_miss(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """RIVULET_NEAR_CACHE_DOORKEEPER (on by default): a first miss is read as without the cache and not
+    kept; the second is kept; then it is served from memory. Its memory of first misses is bounded."""
+
+    async def body(cache: NearCache, writer: RedisStore) -> list[tuple[int, int]]:
+        await writer.write([row(e, 3, 1.0) for e in "abcde"])
+        steps = []
+        for pick in (["a"], ["a", "b"], ["a", "b"], ["c", "d", "e"]):
+            rows = await cache.read("v", pick)
+            assert [r and (r.entity, r.ts) for r in rows] == [(e, 3) for e in pick]
+            steps.append((len(cache), cache.stats.hits))
+        assert cache._seen is not None and len(cache._seen) <= 3  # emptied at near_cache_entries
+        return steps
+
+    # a missed, not kept; a kept, b missed; a a hit, b kept; c, d, e first misses (the doorkeeper emptied)
+    assert run(settings, body, near_cache_doorkeeper=True, near_cache_entries=3) == [
+        (0, 0),
+        (1, 0),
+        (2, 1),
+        (2, 1),
+    ]
+
+
+def test_held_vectors_are_invisible_to_the_garbage_collector(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Issue 16: misses over many entities churn the cache; held FeatureRows (tracked objects) reached the
+    collector's oldest generation, and each full collection walked every one of them (pauses of hundreds
+    of ms on the scoring path). What the cache holds is untracked after a collection, and still served
+    exactly."""
+
+    async def body(cache: NearCache, writer: RedisStore) -> tuple[int, list[FeatureRow | None]]:
+        await writer.write([row(str(e), 7, float(e)) for e in range(200)])
+        first = await cache.read("v", [str(e) for e in range(200)] + ["absent"])
+        gc.collect()
+        tracked = sum(gc.is_tracked(entry) for entry in cache._entries.values())
+        again = await cache.read("v", ["3", "absent"])
+        assert cache.stats.hits == 2 and first[3] == again[0]
+        return tracked, again
+
+    tracked, again = run(settings, body)
+    assert tracked == 0
+    assert again == [FeatureRow("v", "3", {"n": 3.0, "ts_copy": 7}, 7), None]
 
 
 def test_the_cache_counts_are_exported(settings: Settings, redis_client: redis.Redis) -> None:
