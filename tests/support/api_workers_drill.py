@@ -96,7 +96,7 @@ def three_api_workers_drill(
 
     threads = [threading.Thread(target=score) for _ in range(6)]
     try:
-        assert len(workers_on(first, 60)) == 3, (tmp_path / "api.log").read_text()
+        assert len(workers_on(first, 120)) == 3, (tmp_path / "api.log").read_text()  # three starts at load 8+
         if load is not None:
             load.start()
         for t in threads:
