@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,16 @@ POISON = [
 
 @pytest.fixture
 def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Any:
-    """Rivulet's topics under the test prefix (4 partitions), and cleanup of Faust's repartition topics."""
+    """Rivulet's topics under the test prefix (4 partitions), and cleanup of Faust's repartition topics
+    (RIVULET_TEST_KEEP_TOPICS=1 keeps them, printing the prefix: a failed drill's history to read)."""
     s = settings.model_copy(update={"partitions": 4})
     with TopicAdmin(s) as admin:
         admin.create()
         yield s
-        admin.delete([t for t in admin.list_topics(all_topics=True) if s.topic_prefix in t])
+        if os.environ.get("RIVULET_TEST_KEEP_TOPICS") == "1":
+            print("topics kept under prefix", s.topic_prefix)
+        else:
+            admin.delete([t for t in admin.list_topics(all_topics=True) if s.topic_prefix in t])
 
 
 def events_for(seed: int, n: int = 3_000) -> list[Event]:
