@@ -35,7 +35,7 @@ from features.events import parse_ts
 from streaming.clients import kafka_admin, kafka_consumer
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.merge import NO_TIME, decode, event_time
-from streaming.learning.registry import Registry
+from streaming.learning.registry import Registry, VersionInfo
 from streaming.settings import Settings
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "current_header",
     "learner_positions",
     "measure",
+    "newest_header",
     "record_time",
 ]
 
@@ -191,7 +192,11 @@ def learner_positions(
 
 def current_header(registry: Registry, name: str) -> dict[str, Any]:
     """The header of ``name``'s current version (else its newest that verifies; {} if none does)."""
-    infos = registry.versions(name)
+    return newest_header(registry.versions(name))
+
+
+def newest_header(infos: Sequence[VersionInfo]) -> dict[str, Any]:
+    """The header of the current version of ``infos`` (else the newest that verifies; {} if none does)."""
     current = next((v for v in infos if v.current and not v.refused), None)
     newest = current or next((v for v in infos if not v.refused), None)
     return newest.header if newest is not None else {}

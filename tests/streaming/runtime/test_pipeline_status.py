@@ -107,3 +107,35 @@ def test_status_reads_lag_models_and_health(topics: Settings, tmp_path: Path) ->
     assert "NEEDS A PERSON: learner: down" in down.stdout
     assert "NEEDS A PERSON: learner: 30 records behind (more than 20)" in down.stdout
     assert "model lr: ok" in down.stdout
+
+
+def test_a_checkpoint_with_garbage_descriptive_fields_is_shown_not_a_traceback(topics: Settings) -> None:
+    """Before: ``model_statuses`` read the raw header, so a signed checkpoint whose metrics, counters or
+    dead letters had the wrong type raised AttributeError (``rivulet status`` printed a traceback, and the
+    API's lag watcher, which reads the same, said nothing of either stage)."""
+    s = topics
+    reg = registry(s)
+    garbage = {"rolling_LogLoss": "x", "rolling_ROCAUC": [1], "rolling_Accuracy": 0.5}
+    header = {"metrics": garbage, "counters": [1], "rejected": "bad", "saved_at": "x", "n_learned": "7"}
+    reg.save("lr", {"state": 1}, {"offsets": {s.topics.features: {"0": 0}}, **header})
+    worse = {"metrics": [], "counters": {"drifts": "many"}, "rejected": 4}
+    reg.save("lr2", {"state": 1}, {"offsets": {}, **worse})
+
+    status = gather(s, reg, endpoints=NOTHING)
+    lr = next(m for m in status.models if m.name == "lr")
+    assert (lr.status, lr.rolling, lr.drifts, lr.dead_letters, lr.checkpoint_age_s) == (
+        "ok",
+        {"Accuracy": 0.5},
+        0,
+        {},
+        None,
+    )
+    assert lr.learned is None and lr.current == reg.current_version("lr")
+    stages = {x.name: x for x in status.stages}
+    assert stages["learner"].lag_known and stages["learner"].lag_records == 0  # still measured
+
+    out = run_status(s, "--json", "--api", "", "--features-metrics", "", "--learner-metrics", "")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    report = orjson.loads(out.stdout)
+    assert sorted(m["name"] for m in report["models"]) == ["lr", "lr2"]
