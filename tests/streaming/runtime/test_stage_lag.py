@@ -151,3 +151,25 @@ def test_a_deleted_topic_an_added_partition_and_a_position_past_the_end(topics: 
     assert f[0].records is None and f[0].seconds(0.0) is None  # not known, not 0
     assert f[3].records == 5 and lag.records == 5  # the rest is still measured
     assert not {p.topic for p in lag.partitions} & {t.labels}
+
+
+def test_a_partition_of_thousands_of_digits_huge_offsets_and_a_partition_that_does_not_exist(
+    topics: Settings,
+) -> None:
+    """Before: a partition named by 5,000 digits raised ValueError from ``int()`` (Python's limit on digits)
+    in ``CheckpointHeader.of``, which is meant never to raise: ``rivulet status`` printed a traceback."""
+    s = topics
+    t = s.topics
+    _checkpoint(s, {t.features: {"1" * 5000: 3}})
+    status = gather(s, registry(s), endpoints=NOTHING)
+    learner = next(x for x in status.stages if x.name == "learner")
+    assert learner.lag_known is False and learner.lag_records is None
+    assert "model lr: its checkpoint's offsets are not positions" in learner.detail
+
+    # a partition index of 10**9 (no such partition: not measured) and an offset far past the end
+    _write(s, t.features, {0: [_features_record(i, T0 + i) for i in range(2)]})
+    _checkpoint(s, {t.features: {str(10**9): 5, "0": 2**62}, "no such topic!": {"0": 1}})
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    assert sorted(_by_partition(lag, t.features)) == [0, 1, 2]  # the topic's own partitions only
+    assert lag.problems == [f"{t.features}[0]: position {2**62} is past the end 2 (topic recreated?)"]
+    assert lag.records == 0  # the other topics' partitions: nothing waits
