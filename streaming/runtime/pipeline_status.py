@@ -28,7 +28,7 @@ from typing import Any
 from streaming.clients import redis_client
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import Registry
-from streaming.runtime.stage_lag import StageLag, measure, newest_header
+from streaming.runtime.stage_lag import StageLag, measure, newest_header, shown
 from streaming.settings import Settings
 
 __all__ = ["ModelStatus", "Stage", "Status", "gather", "measure_lag", "model_statuses", "problems_of"]
@@ -100,7 +100,7 @@ def problems_of(
     learner_lag = next((s.lag_records for s in status.stages if s.name == "learner"), None)
     for m in status.models:
         if m.status in ("quarantined", "refused"):
-            out.append(f"model {m.name}: {m.status}")
+            out.append(f"model {shown(m.name)}: {m.status}")
         if (
             m.status == "ok"
             and m.checkpoint_age_s is not None
@@ -108,7 +108,7 @@ def problems_of(
             and (learner_lag or 0) > 0
         ):
             out.append(
-                f"model {m.name}: last checkpoint {m.checkpoint_age_s:.0f} s ago with records waiting "
+                f"model {shown(m.name)}: last checkpoint {m.checkpoint_age_s:.0f} s ago with records waiting "
                 f"(more than {max_checkpoint_age_s:.0f} s)"
             )
     return out

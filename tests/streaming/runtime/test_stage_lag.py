@@ -8,6 +8,7 @@ exception."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import orjson
@@ -173,3 +174,48 @@ def test_a_partition_of_thousands_of_digits_huge_offsets_and_a_partition_that_do
     assert sorted(_by_partition(lag, t.features)) == [0, 1, 2]  # the topic's own partitions only
     assert lag.problems == [f"{t.features}[0]: position {2**62} is past the end 2 (topic recreated?)"]
     assert lag.records == 0  # the other topics' partitions: nothing waits
+
+
+def test_many_models_with_hostile_names_and_garbage_offsets_are_said_in_a_bounded_line(
+    topics: Settings,
+) -> None:
+    """Before: one problem per model, each naming the model whole: 40 models of 10 kB names made the
+    learner's lag problem 400 kB (one line of ``rivulet status``, a cell of the dashboard, every log line)."""
+    s = topics
+    names = [f"m{i}/é☃\u202e<b>" + "x" * 10_000 for i in range(40)]
+    for name in names:
+        _checkpoint(s, {s.topics.features: {"0": "garbage"}}, name)
+    lag = measure(s, registry(s), names, timeout_s=10)
+    learner = lag["learner"]
+    assert not learner.known and len(learner.problems) <= 6
+    assert sum(map(len, learner.problems)) < 2_000
+    assert learner.problems[-1] == "and 35 more models whose checkpoint's offsets are not positions"
+    assert learner.problems[0].startswith("model m0/é☃\u202e<b>xxx")
+    assert lag["features"].known  # the other stage is still measured
+    status = gather(s, registry(s), endpoints=NOTHING)
+    assert sum(map(len, status.problems)) < 2_000
+
+
+def test_a_topic_of_200_partitions_recreated_is_said_in_a_bounded_line(topics: Settings) -> None:
+    """The features topic deleted and recreated with 200 partitions (its offsets back to 0) under a
+    checkpoint at offset 3 on each: every partition is measured, none known. Before: one problem per
+    partition, 200 of them in the learner's line."""
+    s = topics
+    t = s.topics
+    _checkpoint(s, {t.features: {str(p): 3 for p in range(200)}})
+    with TopicAdmin(s) as admin:
+        admin.delete([t.features])
+    with TopicAdmin(s) as admin:  # deletion completes in the background: create until it is accepted
+        for _ in range(100):
+            try:
+                admin.create([t.features], partitions=200)
+                break
+            except Exception:
+                time.sleep(0.2)
+    _write(s, t.features, {7: [_features_record(i, T0 + i) for i in range(4)]})
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    f = _by_partition(lag, t.features)
+    assert len(f) == 200 and f[7].records == 1 and f[7].event_ms == T0 + 3
+    assert sum(x.records is None for x in f.values()) == 199 and not lag.known
+    assert len(lag.problems) == 6 and lag.problems[-1] == "and 194 more partitions not known"
+    assert lag.problems[0] == f"{t.features}[0]: position 3 is past the end 0 (topic recreated?)"
