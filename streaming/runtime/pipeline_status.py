@@ -232,9 +232,12 @@ def model_statuses(registry: Registry, now: float) -> list[ModelStatus]:
 
 
 def _quarantined(registry: Registry, name: str) -> bool:
-    """Whether the model's newest history sample says it is quarantined (a sample that is not an object:
-    not)."""
-    history = registry.history(name, limit=1)
+    """Whether the model's newest history sample says it is quarantined (a sample that is not a JSON
+    object: not)."""
+    try:
+        history = registry.history(name, limit=1)
+    except ValueError:  # a sample that is not JSON (no Rivulet writes one): not known to be quarantined
+        return False
     return bool(history) and isinstance(history[-1], dict) and history[-1].get("status") == "quarantined"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streaming.clients import registry_redis
 from streaming.ingest.producer import Producer
 from streaming.runtime.learner_metrics import LearnerMetrics
 from streaming.runtime.pipeline_status import gather
@@ -139,3 +140,22 @@ def test_a_checkpoint_with_garbage_descriptive_fields_is_shown_not_a_traceback(t
     assert "Traceback" not in out.stderr
     report = orjson.loads(out.stdout)
     assert sorted(m["name"] for m in report["models"]) == ["lr", "lr2"]
+
+
+def test_raw_garbage_in_the_registrys_redis_keys_is_not_a_traceback(topics: Settings) -> None:
+    """What no Rivulet writes but Redis may hold (a hand edit, another tool): a model's name that is not
+    UTF-8 in the set of names, a history sample that is not JSON. Before: ``rivulet status`` printed a
+    traceback (UnicodeDecodeError, then JSONDecodeError) and the API's lag watcher knew neither stage."""
+    s = topics
+    reg = registry(s)
+    reg.save("lr", {"state": 1}, {"offsets": {s.topics.features: {"0": 0}}})
+    r = registry_redis(s)
+    r.sadd(f"{s.redis_prefix}models", b"\xff\xfe not utf-8")
+    r.xadd(reg._k("lr", "history"), {b"s": b"{not json"})
+
+    status = gather(s, reg, endpoints=NOTHING)
+    assert [m.name for m in status.models] == ["lr"] and status.models[0].status == "ok"
+    assert {x.name: x.lag_known for x in status.stages} == {"features": True, "learner": True, "api": True}
+    out = run_status(s, "--api", "", "--features-metrics", "", "--learner-metrics", "")
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 0 and "model lr: ok" in out.stdout, out.stdout + out.stderr
