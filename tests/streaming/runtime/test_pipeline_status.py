@@ -25,9 +25,10 @@ pytestmark = pytest.mark.integration
 NOTHING = {"features": None, "learner": None, "api": None}
 
 
-def run_status(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def run_status(s: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {
         **__import__("os").environ,
+        **extra,
         "RIVULET_TOPIC_PREFIX": s.topic_prefix,
         "RIVULET_REDIS_PREFIX": s.redis_prefix,
         "RIVULET_VERIFY_KEYS": ",".join(s.verify_keys),
@@ -159,3 +160,18 @@ def test_raw_garbage_in_the_registrys_redis_keys_is_not_a_traceback(topics: Sett
     out = run_status(s, "--api", "", "--features-metrics", "", "--learner-metrics", "")
     assert "Traceback" not in out.stderr, out.stderr
     assert out.returncode == 0 and "model lr: ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_status_json_when_redis_is_unreachable_is_still_json(topics: Settings) -> None:
+    """Before: ``rivulet status --json`` with Redis unreachable printed nothing on stdout (the error on
+    stderr only): a script reading its JSON got none. Now a JSON object saying why, and exit 1."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    off = ("--api", "", "--features-metrics", "", "--learner-metrics", "")
+    out = run_status(topics, "--json", *off, RIVULET_REDIS_URL=closed)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    report = orjson.loads(out.stdout)
+    assert "connecting to 127.0.0.1" in report["error"]
+    assert report["problems"] == [f"status not known: {report['error']}"]
+    text = run_status(topics, *off, RIVULET_REDIS_URL=closed)  # the text: one clear line on stderr
+    assert text.returncode == 1 and text.stdout == ""
+    assert text.stderr.startswith("error: ") and len(text.stderr.strip().splitlines()) == 1
