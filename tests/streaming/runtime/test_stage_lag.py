@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka.errors import KafkaError
 
 from streaming.clients import kafka_admin, kafka_producer
 from streaming.ingest.topics import TopicAdmin
@@ -212,7 +213,12 @@ def test_a_topic_of_200_partitions_recreated_is_said_in_a_bounded_line(topics: S
                 break
             except Exception:
                 time.sleep(0.2)
-    _write(s, t.features, {7: [_features_record(i, T0 + i) for i in range(4)]})
+    for _ in range(100):  # the new partitions reach the broker's metadata in the background
+        try:
+            _write(s, t.features, {7: [_features_record(i, T0 + i) for i in range(4)]})
+            break
+        except (ValueError, KafkaError):  # "Unrecognized partition 7", metadata not yet there: nothing sent
+            time.sleep(0.2)
     lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
     f = _by_partition(lag, t.features)
     assert len(f) == 200 and f[7].records == 1 and f[7].event_ms == T0 + 3
