@@ -28,6 +28,7 @@ from streaming.runtime.stack import kept_keys
 from streaming.settings import Settings
 
 __all__ = [
+    "USER_ERRORS",
     "console",
     "err_console",
     "fail",
@@ -94,6 +95,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+# what a user can cause (settings, specs, Kafka or Redis unreachable, a file): one line, never a traceback
+USER_ERRORS = (StreamingError, FeaturesError, KafkaError, RedisError, OSError)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Report what a user can cause as one clear line and exit code 1, not a traceback: the roots of
@@ -102,7 +107,7 @@ def user_errors() -> Iterator[None]:
     file that cannot be read or written). Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except (StreamingError, FeaturesError, KafkaError, RedisError, OSError) as exc:
+    except USER_ERRORS as exc:
         fail(f"{exc}" if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -8,7 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from streaming.cli.common import console, settings_of, user_errors, with_stack_keys
+from streaming.cli.common import USER_ERRORS, console, settings_of, user_errors, with_stack_keys
 from streaming.clients import registry_reader
 
 
@@ -55,15 +55,21 @@ def status(
         else (f"http://127.0.0.1:{port}/metrics" if port else None),
     }
     endpoints["learner"] = endpoints["learner"] or None
-    with user_errors():  # Redis or Kafka unreachable
-        result = gather(
-            settings,
-            registry_reader(settings),
-            endpoints=endpoints,
-            max_lag=max_lag,
-            max_checkpoint_age_s=max_checkpoint_age,
-            max_lag_s=max_lag_seconds,
-        )
+    with user_errors():  # Redis or Kafka unreachable: one line on stderr (and, with --json, JSON on stdout)
+        try:
+            result = gather(
+                settings,
+                registry_reader(settings),
+                endpoints=endpoints,
+                max_lag=max_lag,
+                max_checkpoint_age_s=max_checkpoint_age,
+                max_lag_s=max_lag_seconds,
+            )
+        except USER_ERRORS as exc:
+            if json:  # a script reading the JSON gets JSON saying why
+                why = str(exc) or type(exc).__name__
+                print(orjson.dumps({"error": why, "problems": [f"status not known: {why}"]}).decode())
+            raise
     if json:
         console.print_json(orjson.dumps(result.to_dict()).decode())
     else:

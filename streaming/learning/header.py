@@ -97,9 +97,10 @@ def _counts(raw: Any) -> dict[str, int]:
 
 
 def _partition(key: Any) -> int | None:
-    """A partition number: an int, or the decimal string JSON made of it."""
+    """A partition number: an int, or the decimal string JSON made of it (within int64: a string of
+    thousands of digits is not one, and ``int()`` would raise on it)."""
     if isinstance(key, str) and key.isascii() and key.isdigit():
-        return int(key)
+        return integer(int(key)) if len(key) <= 19 else None
     return integer(key)
 
 

@@ -355,7 +355,15 @@ class RedisRegistry(Registry):
         return [int(x) for x in self._r.zrange(self._k(name, "versions"), 0, -1)]
 
     def names(self) -> list[str]:
-        return sorted(n.decode() for n in self._r.smembers(f"{self._prefix}models"))
+        """The models' names; a member that is not UTF-8 (no Rivulet writes one: a hand edit) is left out,
+        as no key of it can be named."""
+        out = []
+        for raw in self._r.smembers(f"{self._prefix}models"):
+            try:
+                out.append(raw.decode())
+            except UnicodeDecodeError:
+                continue
+        return sorted(out)
 
     def current_version(self, name: str) -> int | None:
         raw = self._r.get(self._k(name, "current"))

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streaming.clients import redis_client
+from streaming.learning.header import CheckpointHeader
 from streaming.learning.registry import Registry
-from streaming.runtime.stage_lag import StageLag, current_header, measure
+from streaming.runtime.stage_lag import StageLag, measure, newest_header, shown
 from streaming.settings import Settings
 
 __all__ = ["ModelStatus", "Stage", "Status", "gather", "measure_lag", "model_statuses", "problems_of"]
@@ -99,7 +100,7 @@ def problems_of(
     learner_lag = next((s.lag_records for s in status.stages if s.name == "learner"), None)
     for m in status.models:
         if m.status in ("quarantined", "refused"):
-            out.append(f"model {m.name}: {m.status}")
+            out.append(f"model {shown(m.name)}: {m.status}")
         if (
             m.status == "ok"
             and m.checkpoint_age_s is not None
@@ -107,7 +108,7 @@ def problems_of(
             and (learner_lag or 0) > 0
         ):
             out.append(
-                f"model {m.name}: last checkpoint {m.checkpoint_age_s:.0f} s ago with records waiting "
+                f"model {shown(m.name)}: last checkpoint {m.checkpoint_age_s:.0f} s ago with records waiting "
                 f"(more than {max_checkpoint_age_s:.0f} s)"
             )
     return out
@@ -181,51 +182,63 @@ def _with_lag(stage: Stage, lag: StageLag, now: float) -> None:
 
 
 def model_statuses(registry: Registry, now: float) -> list[ModelStatus]:
-    """Each model of the registry: versions, champion, challengers, checkpoint age, metrics, status."""
+    """Each model of the registry: versions, champion, challengers, checkpoint age, metrics, status. Each
+    header is read typed (:meth:`~streaming.learning.header.CheckpointHeader.of`): a field of the wrong
+    type shows as not known, never raises."""
     names = registry.names()
+    versions = {name: registry.versions(name) for name in names}
+    headers = {name: newest_header(infos) for name, infos in versions.items()}
+    typed = {name: CheckpointHeader.of(raw) for name, raw in headers.items()}
     out = []
     for name in names:
-        infos = registry.versions(name)
-        header = current_header(registry, name)
+        infos = versions[name]
+        raw, header = headers[name], typed[name]
         spec = name.partition("~")[0]
-        history = registry.history(name, limit=1)
-        quarantined = bool(history) and history[-1].get("status") == "quarantined"
-        if not header:
+        if not raw:
             state = "refused"
-        elif header.get("status") == "retired":
+        elif header.status == "retired":
             state = "retired"
         else:
-            state = "quarantined" if quarantined else "ok"
-        saved = header.get("saved_at")
-        metrics = header.get("metrics") or {}
-        counters = header.get("counters") or {}
+            state = "quarantined" if _quarantined(registry, name) else "ok"
         out.append(
             ModelStatus(
                 name=name,
                 spec=spec,
                 versions=len(infos),
-                current=header.get("version"),
+                current=header.version if raw else None,
                 champion=registry.champion(spec) if "~" not in name else None,
                 challengers=sorted(
                     n
                     for n in names
                     if n.startswith(f"{name}~")
-                    and current_header(registry, n).get("role") == "challenger"
-                    and current_header(registry, n).get("status") != "retired"
+                    and typed[n].role == "challenger"
+                    and typed[n].status != "retired"
                 )
                 if "~" not in name
                 else [],
-                checkpoint_age_s=round(now - saved, 1) if isinstance(saved, int | float) else None,
+                checkpoint_age_s=round(now - header.saved_at, 1) if header.saved_at is not None else None,
                 rolling={
-                    k.removeprefix("rolling_"): v for k, v in metrics.items() if k.startswith("rolling_")
+                    k.removeprefix("rolling_"): v
+                    for k, v in header.metrics.items()
+                    if k.startswith("rolling_") and v is not None
                 },
-                drifts=int(counters.get("drifts", 0) or 0),
-                learned=header.get("n_learned"),
-                dead_letters=dict(header.get("rejected") or {}),
+                drifts=header.counters.get("drifts", 0),
+                learned=header.n_learned,
+                dead_letters=dict(header.rejected),
                 status=state,
             )
         )
     return out
+
+
+def _quarantined(registry: Registry, name: str) -> bool:
+    """Whether the model's newest history sample says it is quarantined (a sample that is not a JSON
+    object: not)."""
+    try:
+        history = registry.history(name, limit=1)
+    except ValueError:  # a sample that is not JSON (no Rivulet writes one): not known to be quarantined
+        return False
+    return bool(history) and isinstance(history[-1], dict) and history[-1].get("status") == "quarantined"
 
 
 def _learner_letters(models: list[ModelStatus]) -> dict[str, int]:

@@ -35,7 +35,7 @@ from features.events import parse_ts
 from streaming.clients import kafka_admin, kafka_consumer
 from streaming.learning.header import CheckpointHeader
 from streaming.learning.merge import NO_TIME, decode, event_time
-from streaming.learning.registry import Registry
+from streaming.learning.registry import Registry, VersionInfo
 from streaming.settings import Settings
 
 __all__ = [
@@ -45,11 +45,23 @@ __all__ = [
     "current_header",
     "learner_positions",
     "measure",
+    "newest_header",
     "record_time",
+    "shown",
 ]
 
 STAGES = ("features", "learner")
 CLIENT_ID = "rivulet-lag"
+MAX_NAMED = 5  # models (or partitions) a problem names; the rest are counted: a line stays short
+
+
+def shown(name: str, limit: int = 80) -> str:
+    """A model's name as a problem shows it: cut to ``limit`` characters (a name may be 10 kB).
+
+    >>> shown("m" * 100, 5)
+    'mmmmm...'
+    """
+    return name if len(name) <= limit else name[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -175,14 +187,23 @@ def learner_positions(
     for name in models:
         header = CheckpointHeader.of(current_header(registry, name))
         if "offsets" in header.invalid:
-            problems.append(f"model {name}: its checkpoint's offsets are not positions")
+            problems.append(f"model {shown(name)}: its checkpoint's offsets are not positions")
             continue
         offsets = {(t, p): o for t, parts in header.offsets.items() if t in wanted for p, o in parts.items()}
-        bad = [f"{t}[{p}]" for (t, p), o in offsets.items() if o < 0]
+        bad = sorted(f"{t}[{p}]" for (t, p), o in offsets.items() if o < 0)
         if bad:
-            problems.append(f"model {name}: negative offsets in its checkpoint ({', '.join(sorted(bad))})")
+            named = ", ".join(bad[:MAX_NAMED]) + (
+                f" and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
+            )
+            problems.append(f"model {shown(name)}: negative offsets in its checkpoint ({named})")
             continue
         per_model.append(offsets)
+    if len(problems) > MAX_NAMED:  # each model named would make a line of megabytes: the rest counted
+        more = len(problems) - MAX_NAMED
+        problems = [
+            *problems[:MAX_NAMED],
+            f"and {more} more models whose checkpoint's offsets are not positions",
+        ]
     if problems:
         return None, problems
     keys = {k for offsets in per_model for k in offsets}
@@ -191,7 +212,11 @@ def learner_positions(
 
 def current_header(registry: Registry, name: str) -> dict[str, Any]:
     """The header of ``name``'s current version (else its newest that verifies; {} if none does)."""
-    infos = registry.versions(name)
+    return newest_header(registry.versions(name))
+
+
+def newest_header(infos: Sequence[VersionInfo]) -> dict[str, Any]:
+    """The header of the current version of ``infos`` (else the newest that verifies; {} if none does)."""
     current = next((v for v in infos if v.current and not v.refused), None)
     newest = current or next((v for v in infos if not v.refused), None)
     return newest.header if newest is not None else {}
@@ -218,16 +243,20 @@ def _stage(consumer: Any, stage: StageLag, topics: Sequence[str], position: Any,
     at = {tp: position(tp) for tp in tps}
     waiting = {tp: at[tp] for tp in tps if tp in ends and 0 <= at[tp] < ends[tp]}
     times = record_times(consumer, waiting, ms)
+    unknown: list[str] = []
     for tp in tps:
         if tp not in ends:
-            stage.problems.append(f"{tp.topic}[{tp.partition}]: end offset not known")
+            unknown.append(f"{tp.topic}[{tp.partition}]: end offset not known")
             continue
         lag = PartitionLag(tp.topic, tp.partition, ends[tp], at[tp], times.get(tp))
         if lag.records is None:
-            stage.problems.append(
+            unknown.append(
                 f"{tp.topic}[{tp.partition}]: position {at[tp]} is past the end {ends[tp]} (topic recreated?)"
             )
         stage.partitions.append(lag)
+    if len(unknown) > MAX_NAMED:  # a topic of 200 partitions recreated: 200 problems, the rest counted
+        unknown = [*unknown[:MAX_NAMED], f"and {len(unknown) - MAX_NAMED} more partitions not known"]
+    stage.problems += unknown
 
 
 def record_times(consumer: Any, offsets: dict[TopicPartition, int], ms: int) -> dict[TopicPartition, int]:

@@ -188,3 +188,38 @@ def test_a_hanging_measurement_is_bounded_and_said() -> None:
     asyncio.run(watcher.refresh())
     assert watcher.current()["features"].problems == ["RuntimeError: the registry is garbage"]
     assert "rivulet_stage_lag_records" not in str(next(m.samples for m in watcher.collect()))
+
+
+def test_hostile_topic_names_are_valid_exposition_and_no_series_is_nan_or_negative() -> None:
+    """Label values from hostile names (quotes, backslashes, a newline, unicode, 10 kB) come back whole
+    through Prometheus' own parser; a record stamped in the future is 0 s behind, never negative; a
+    position past the end or negative exports no series. (Held: prometheus_client escapes.)"""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streaming.runtime.stage_lag import PartitionLag
+
+    hostile = 'a"b\\c\nd é☃ {x="1"} ' + "t" * 10_000
+    now = time.time()
+    parts = [
+        PartitionLag(hostile, 0, end=10, position=4, event_ms=int((now + 3_600) * 1000)),  # future
+        PartitionLag(hostile, 1, end=10, position=12),  # past the end
+        PartitionLag(hostile, 2, end=10, position=-3),
+        PartitionLag(hostile, 3, end=10, position=10),
+    ]
+    watcher = LagWatcher(
+        lambda: {"learner": StageLag("learner", parts, measured_at=now)}, interval_s=60, timeout_s=1
+    )
+    asyncio.run(watcher.refresh())
+    reg = CollectorRegistry()
+    reg.register(watcher)  # type: ignore[arg-type]
+    samples = [s for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples]
+    lag = {(s.name, s.labels.get("partition")): s for s in samples if s.labels.get("stage") == "learner"}
+    assert lag[("rivulet_stage_lag_records", "0")].labels["topic"] == hostile
+    assert lag[("rivulet_stage_lag_records", "0")].value == 6
+    assert lag[("rivulet_stage_lag_seconds", "0")].value == 0.0
+    assert lag[("rivulet_stage_lag_records", "3")].value == 0
+    assert ("rivulet_stage_lag_records", "1") not in lag
+    assert ("rivulet_stage_lag_records", "2") not in lag and ("rivulet_stage_lag_seconds", "2") not in lag
+    assert all(s.value == s.value and s.value >= 0 for s in samples)  # no NaN, nothing negative
+    assert lag[("rivulet_stage_lag_known", None)].value == 0.0

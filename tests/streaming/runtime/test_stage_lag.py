@@ -8,10 +8,12 @@ exception."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import orjson
 import pytest
+from kafka.errors import KafkaError
 
 from streaming.clients import kafka_admin, kafka_producer
 from streaming.ingest.topics import TopicAdmin
@@ -151,3 +153,75 @@ def test_a_deleted_topic_an_added_partition_and_a_position_past_the_end(topics: 
     assert f[0].records is None and f[0].seconds(0.0) is None  # not known, not 0
     assert f[3].records == 5 and lag.records == 5  # the rest is still measured
     assert not {p.topic for p in lag.partitions} & {t.labels}
+
+
+def test_a_partition_of_thousands_of_digits_huge_offsets_and_a_partition_that_does_not_exist(
+    topics: Settings,
+) -> None:
+    """Before: a partition named by 5,000 digits raised ValueError from ``int()`` (Python's limit on digits)
+    in ``CheckpointHeader.of``, which is meant never to raise: ``rivulet status`` printed a traceback."""
+    s = topics
+    t = s.topics
+    _checkpoint(s, {t.features: {"1" * 5000: 3}})
+    status = gather(s, registry(s), endpoints=NOTHING)
+    learner = next(x for x in status.stages if x.name == "learner")
+    assert learner.lag_known is False and learner.lag_records is None
+    assert "model lr: its checkpoint's offsets are not positions" in learner.detail
+
+    # a partition index of 10**9 (no such partition: not measured) and an offset far past the end
+    _write(s, t.features, {0: [_features_record(i, T0 + i) for i in range(2)]})
+    _checkpoint(s, {t.features: {str(10**9): 5, "0": 2**62}, "no such topic!": {"0": 1}})
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    assert sorted(_by_partition(lag, t.features)) == [0, 1, 2]  # the topic's own partitions only
+    assert lag.problems == [f"{t.features}[0]: position {2**62} is past the end 2 (topic recreated?)"]
+    assert lag.records == 0  # the other topics' partitions: nothing waits
+
+
+def test_many_models_with_hostile_names_and_garbage_offsets_are_said_in_a_bounded_line(
+    topics: Settings,
+) -> None:
+    """Before: one problem per model, each naming the model whole: 40 models of 10 kB names made the
+    learner's lag problem 400 kB (one line of ``rivulet status``, a cell of the dashboard, every log line)."""
+    s = topics
+    names = [f"m{i}/é☃\u202e<b>" + "x" * 10_000 for i in range(40)]
+    for name in names:
+        _checkpoint(s, {s.topics.features: {"0": "garbage"}}, name)
+    lag = measure(s, registry(s), names, timeout_s=10)
+    learner = lag["learner"]
+    assert not learner.known and len(learner.problems) <= 6
+    assert sum(map(len, learner.problems)) < 2_000
+    assert learner.problems[-1] == "and 35 more models whose checkpoint's offsets are not positions"
+    assert learner.problems[0].startswith("model m0/é☃\u202e<b>xxx")
+    assert lag["features"].known  # the other stage is still measured
+    status = gather(s, registry(s), endpoints=NOTHING)
+    assert sum(map(len, status.problems)) < 2_000
+
+
+def test_a_topic_of_200_partitions_recreated_is_said_in_a_bounded_line(topics: Settings) -> None:
+    """The features topic deleted and recreated with 200 partitions (its offsets back to 0) under a
+    checkpoint at offset 3 on each: every partition is measured, none known. Before: one problem per
+    partition, 200 of them in the learner's line."""
+    s = topics
+    t = s.topics
+    _checkpoint(s, {t.features: {str(p): 3 for p in range(200)}})
+    with TopicAdmin(s) as admin:
+        admin.delete([t.features])
+    with TopicAdmin(s) as admin:  # deletion completes in the background: create until it is accepted
+        for _ in range(100):
+            try:
+                admin.create([t.features], partitions=200)
+                break
+            except Exception:
+                time.sleep(0.2)
+    for _ in range(100):  # the new partitions reach the broker's metadata in the background
+        try:
+            _write(s, t.features, {7: [_features_record(i, T0 + i) for i in range(4)]})
+            break
+        except (ValueError, KafkaError):  # "Unrecognized partition 7", metadata not yet there: nothing sent
+            time.sleep(0.2)
+    lag = measure(s, registry(s), ["lr"], timeout_s=10)["learner"]
+    f = _by_partition(lag, t.features)
+    assert len(f) == 200 and f[7].records == 1 and f[7].event_ms == T0 + 3
+    assert sum(x.records is None for x in f.values()) == 199 and not lag.known
+    assert len(lag.problems) == 6 and lag.problems[-1] == "and 194 more partitions not known"
+    assert lag.problems[0] == f"{t.features}[0]: position 3 is past the end 0 (topic recreated?)"
