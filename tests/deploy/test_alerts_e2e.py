@@ -47,6 +47,49 @@ def topics(settings: Settings, kafka_up: str, redis_client: Any) -> Iterator[Set
         yield s
 
 
+def start_prometheus(
+    tmp_path: Path, port: int, rules: str, targets: dict[str, int]
+) -> subprocess.Popen[bytes]:
+    """A Prometheus server on ``port`` scraping each ``job -> port`` every second, with ``rules``."""
+    (tmp_path / "alerts.yml").write_text(rules)
+    jobs = "".join(
+        f"  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+        for job, target in targets.items()
+    )
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [alerts.yml]\n"
+        f"scrape_configs:\n{jobs}"
+    )
+    with (tmp_path / "prometheus.log").open("wb") as out:
+        return subprocess.Popen(
+            [
+                _prometheus(),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def producing(s: Settings, seed: int, stop: threading.Event) -> threading.Thread:
+    """A thread that sends events, about 100 a second, until ``stop`` is set (started)."""
+    evs = stream(50_000, entities=40, seed=seed, t0=int(time.time() * 1000), step_ms=20)
+
+    def produce() -> None:
+        with Producer(s) as producer:
+            for i in range(0, len(evs), 10):
+                if stop.is_set():
+                    return
+                producer.send_many(evs[i : i + 10])
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    return thread
+
+
 def alerts(port: int) -> dict[str, str]:
     """alertname (of the learner's job) -> state, as the server's API says."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as resp:
@@ -67,47 +110,13 @@ def until(check: Any, what: str, timeout_s: float = 90.0) -> Any:
 
 
 def test_stopping_the_learner_fires_and_restarting_resolves(topics: Settings, tmp_path: Path) -> None:
-    binary = _prometheus()
     s = topics
     learner_port, prom_port = free_port(), free_port()
-    rules = (ROOT / "deploy/prometheus/alerts.yml").read_text()
-    rules = re.sub(r"for: \d+m", "for: 3s", rules)
-    (tmp_path / "alerts.yml").write_text(rules)
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [alerts.yml]\n"
-        "scrape_configs:\n"
-        f"  - job_name: rivulet-learner\n    static_configs: [{{targets: ['127.0.0.1:{learner_port}']}}]\n"
-    )
-    with (tmp_path / "prometheus.log").open("wb") as out:
-        prom = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    rules = re.sub(r"for: \d+m", "for: 3s", (ROOT / "deploy/prometheus/alerts.yml").read_text())
+    prom = start_prometheus(tmp_path, prom_port, rules, {"rivulet-learner": learner_port})
     stop = threading.Event()
-    evs = stream(50_000, entities=40, seed=51, t0=int(time.time() * 1000), step_ms=20)
-
-    def produce() -> None:  # events keep coming, about 100 a second
-        with Producer(s) as producer:
-            for i in range(0, len(evs), 10):
-                if stop.is_set():
-                    return
-                producer.send_many(evs[i : i + 10])
-                time.sleep(0.1)
-
-    features = Worker(
-        s,
-        "tests.support.feature_defs:DIRECT",
-        tmp_path / "features.log",
-    )
-    producing = threading.Thread(target=produce, daemon=True)
-    producing.start()
+    features = Worker(s, "tests.support.feature_defs:DIRECT", tmp_path / "features.log")
+    sending = producing(s, 51, stop)  # events keep coming
     env = {"RIVULET_LEARNER_METRICS_PORT": str(learner_port)}
     learner = learner_process(s, "tests.support.model_defs", tmp_path / "learner.log", **env)
     status_args = ["--api", "", "--features-metrics", "", "--learner-metrics"]
@@ -136,7 +145,7 @@ def test_stopping_the_learner_fires_and_restarting_resolves(topics: Settings, tm
         )
     finally:
         stop.set()
-        producing.join(timeout=30)
+        sending.join(timeout=30)
         if learner.poll() is None:
             os.killpg(learner.pid, signal.SIGTERM)
             learner.wait(timeout=60)
@@ -178,44 +187,14 @@ def test_a_stopped_learners_lag_fires_from_the_apis_measurement(topics: Settings
     exits 0. The test rules are the shipped ones with ``for`` shortened to seconds and the records
     threshold lowered to 200 (a test stream of 100 events/s over 3 partitions would take minutes to put
     10,000 records on one); the expressions are the shipped ones."""
-    binary = _prometheus()
     s = topics
     learner_port, api_port, prom_port = free_port(), free_port(), free_port()
-    rules = (ROOT / "deploy/prometheus/alerts.yml").read_text()
-    shipped = rules
-    rules = re.sub(r"for: \d+m", "for: 3s", rules)
-    rules = rules.replace(") > 10000\n", ") > 200\n")
+    shipped = (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    rules = re.sub(r"for: \d+m", "for: 3s", shipped).replace(") > 10000\n", ") > 200\n")
     assert rules.count(") > 200\n") == 1 and rules != shipped  # the records rule's threshold, once
-    (tmp_path / "alerts.yml").write_text(rules)
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [alerts.yml]\n"
-        "scrape_configs:\n"
-        f"  - job_name: rivulet-learner\n    static_configs: [{{targets: ['127.0.0.1:{learner_port}']}}]\n"
-        f"  - job_name: rivulet-api\n    static_configs: [{{targets: ['127.0.0.1:{api_port}']}}]\n"
-    )
-    with (tmp_path / "prometheus.log").open("wb") as out:
-        prom = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    targets = {"rivulet-learner": learner_port, "rivulet-api": api_port}
+    prom = start_prometheus(tmp_path, prom_port, rules, targets)
     stop = threading.Event()
-    evs = stream(50_000, entities=40, seed=52, t0=int(time.time() * 1000), step_ms=20)
-
-    def produce() -> None:  # events keep coming, about 100 a second
-        with Producer(s) as producer:
-            for i in range(0, len(evs), 10):
-                if stop.is_set():
-                    return
-                producer.send_many(evs[i : i + 10])
-                time.sleep(0.1)
-
     features = Worker(s, "tests.support.feature_defs:DIRECT", tmp_path / "features.log")
     api = rivulet_process(
         s,
@@ -225,8 +204,7 @@ def test_a_stopped_learners_lag_fires_from_the_apis_measurement(topics: Settings
         RIVULET_FEATURES_MODULE="tests.support.feature_defs",
         RIVULET_SERVE_LAG_S="1",
     )
-    producing = threading.Thread(target=produce, daemon=True)
-    producing.start()
+    sending = producing(s, 52, stop)  # events keep coming
     env = {"RIVULET_LEARNER_METRICS_PORT": str(learner_port)}
     learner = learner_process(s, "tests.support.model_defs", tmp_path / "learner.log", **env)
     status_args = ["--api", "", "--features-metrics", "", "--learner-metrics"]
@@ -279,7 +257,7 @@ def test_a_stopped_learners_lag_fires_from_the_apis_measurement(topics: Settings
         )
     finally:
         stop.set()
-        producing.join(timeout=30)
+        sending.join(timeout=30)
         for proc in (learner, api):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -12,6 +12,7 @@ import contextlib
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -116,6 +117,23 @@ def _metrics_if(base: str, wanted: Any) -> str | None:
     return text if wanted(_known(text)) else None
 
 
+def _api_behind(
+    s: Settings, gate: Gate, port: int, log: Path, *, timeout_s: float
+) -> subprocess.Popen[bytes]:
+    """``rivulet serve`` on ``port`` whose Kafka is ``gate``, measuring lag every 0.5 s, each Kafka call
+    bounded by ``timeout_s``."""
+    return rivulet_process(
+        s,
+        ["serve", "--port", str(port)],
+        log,
+        RIVULET_KAFKA_BOOTSTRAP=f"127.0.0.1:{gate.port}",
+        RIVULET_VERIFY_KEYS=",".join(s.verify_keys),
+        RIVULET_FEATURES_MODULE="tests.support.feature_defs",
+        RIVULET_SERVE_LAG_S="0.5",
+        RIVULET_SERVE_LAG_TIMEOUT_S=f"{timeout_s:g}",
+    )
+
+
 def test_kafka_silent_at_start_then_back_and_sigterm_while_a_measurement_waits(
     topics: Settings, tmp_path: Path
 ) -> None:
@@ -123,16 +141,7 @@ def test_kafka_silent_at_start_then_back_and_sigterm_while_a_measurement_waits(
     registry(s).save("lr", {"state": 1}, {"offsets": {s.topics.features: {"0": 0}}, "spec": "lr"})
     gate = Gate(s.kafka_bootstrap)
     port = free_port()
-    api = rivulet_process(
-        s,
-        ["serve", "--port", str(port)],
-        tmp_path / "api.log",
-        RIVULET_KAFKA_BOOTSTRAP=f"127.0.0.1:{gate.port}",
-        RIVULET_VERIFY_KEYS=",".join(s.verify_keys),
-        RIVULET_FEATURES_MODULE="tests.support.feature_defs",
-        RIVULET_SERVE_LAG_S="0.5",
-        RIVULET_SERVE_LAG_TIMEOUT_S="2",
-    )
+    api = _api_behind(s, gate, port, tmp_path / "api.log", timeout_s=2)
     base = f"http://127.0.0.1:{port}"
     try:
         # Kafka silent: the API starts and answers; the lag is not known (no lag series, never a 0)
@@ -157,16 +166,7 @@ def test_kafka_silent_at_start_then_back_and_sigterm_while_a_measurement_waits(
     # SIGTERM while a measurement waits on a Kafka that never answers: the process ends
     silent = Gate(s.kafka_bootstrap)
     api2_port = free_port()
-    api2 = rivulet_process(
-        s,
-        ["serve", "--port", str(api2_port)],
-        tmp_path / "api2.log",
-        RIVULET_KAFKA_BOOTSTRAP=f"127.0.0.1:{silent.port}",
-        RIVULET_VERIFY_KEYS=",".join(s.verify_keys),
-        RIVULET_FEATURES_MODULE="tests.support.feature_defs",
-        RIVULET_SERVE_LAG_S="0.5",
-        RIVULET_SERVE_LAG_TIMEOUT_S="30",
-    )
+    api2 = _api_behind(s, silent, api2_port, tmp_path / "api2.log", timeout_s=30)
     try:
         api.send_signal(signal.SIGTERM)
         assert api.wait(timeout=60) is not None

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from typer.testing import Result
 
 from streaming.learning.keys import generate
 from streaming.learning.registry import MemoryRegistry
 from streaming.settings import Settings
 from streaming.tracking import tracker_for
 from tests.streaming.cli.invoke import cli_env, run_cli
+from tests.streaming.cli.test_errors import _one_error_line
 from tests.streaming.tracking.test_tracker import spec, versions
 from tests.support.mlflow_server import sqlite_uri, tracked
 
@@ -100,16 +100,6 @@ def test_an_empty_uri_is_unset(empty: str) -> None:
     off, as an empty signing key is no key; it is not a URI that can never work."""
     assert Settings(mlflow_tracking_uri=empty).mlflow_tracking_uri is None
     assert Settings(mlflow_registry_uri=empty).mlflow_registry_uri is None
-
-
-def _one_error_line(res: Result, *expected: str) -> None:
-    assert res.exit_code == 1, res.output
-    assert isinstance(res.exception, SystemExit), repr(res.exception)
-    assert "Traceback" not in res.output
-    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.output
-    for text in expected:
-        assert text in errors[0], errors[0]
 
 
 @pytest.mark.parametrize(
