@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 from river import compose, linear_model, metrics, preprocessing
 
-from streaming.learning.core import LearnerCore
 from streaming.learning.keys import generate
 from streaming.learning.registry import MemoryRegistry
 from streaming.learning.spec import CheckpointPolicy, ModelSpec
 from streaming.settings import Settings
 from streaming.tracking import tracker_for
+from tests.streaming.tracking.test_tracker import versions
 from tests.support.mlflow_server import MlflowServer, free_port, sqlite_uri, tracked
 
 pytestmark = pytest.mark.unit
@@ -41,6 +41,7 @@ def stepped() -> compose.Pipeline:
     )
 
 
+COUNTERS = {"x//y": 3, "nan": math.nan}
 HOSTILE_METRICS = {"a//b": 0.5, "..": 0.25, "./m": 0.125, "é" * 300: 1.0, "nan": math.nan, "inf": math.inf}
 
 
@@ -48,21 +49,6 @@ def spec(name: str) -> ModelSpec:
     return ModelSpec(
         name, "binary", "v", stepped, metrics=(metrics.Accuracy,), checkpoint=CheckpointPolicy(keep=10)
     )
-
-
-def versions(reg: MemoryRegistry, s: ModelSpec, n: int) -> list[dict[str, int]]:
-    core = LearnerCore([s])
-    saved = []
-    for v in range(n):
-        for i in range(10):
-            k = 10 * v + i
-            core.on_record(f"e{k}", 1_000 * k, {"x": math.sin(k), "y": float(k % 3)}, label=k % 2 == 0)
-        state = core.models[s.name]
-        header: dict[str, Any] = {"offsets": {"f": {"0": 10 * (v + 1)}}, "n_learned": state.n_learned}
-        header.update(spec=s.name, metrics={**state.metric_values(), **HOSTILE_METRICS})
-        header["counters"] = {"x//y": 3, "nan": math.nan}
-        saved.append({s.name: reg.save(s.name, state, header, keep=s.checkpoint.keep)})
-    return saved
 
 
 NAMES = ["модель ü", "m" * 240, "with 'quotes' and %20 ?&#"]
@@ -97,7 +83,7 @@ def test_hostile_names_and_values_are_logged_to_a_sqlite_store(tmp_path: Path) -
     reg = MemoryRegistry(signer=generate())
     specs = [spec(n) for n in NAMES]
     for s in specs:
-        versions(reg, s, 2)
+        versions(reg, s, 2, metrics=HOSTILE_METRICS, counters=COUNTERS)
     stats = run_tracker(tracked(Settings(), sqlite_uri(tmp_path), tmp_path / "a"), reg, specs, 2)
     assert stats.refused == 0 and stats.logged == 2 * len(NAMES) and stats.pending == 0
     check_logged(sqlite_uri(tmp_path), NAMES)
@@ -110,7 +96,7 @@ def test_hostile_names_and_values_are_logged_over_http(tmp_path: Path) -> None:
         reg = MemoryRegistry(signer=generate())
         specs = [spec(n) for n in NAMES]
         for s in specs:
-            versions(reg, s, 1)
+            versions(reg, s, 1, metrics=HOSTILE_METRICS, counters=COUNTERS)
         stats = run_tracker(tracked(Settings(), server.uri), reg, specs, 1)
         assert stats.refused == 0 and stats.logged == len(NAMES) and stats.pending == 0
         check_logged(server.uri, NAMES)

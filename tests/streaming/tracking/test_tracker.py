@@ -39,8 +39,11 @@ def spec(name: str = "lr", keep: int = 10) -> ModelSpec:
     )
 
 
-def versions(reg: MemoryRegistry, s: ModelSpec, n: int) -> tuple[LearnerCore, list[dict[str, int]]]:
-    """``n`` versions of ``s``'s model, 10 records learned between two; each checkpoint's ``saved``."""
+def versions(
+    reg: MemoryRegistry, s: ModelSpec, n: int, *, metrics: dict[str, float] | None = None, **header_more: Any
+) -> tuple[LearnerCore, list[dict[str, int]]]:
+    """``n`` versions of ``s``'s model, 10 records learned between two; each checkpoint's ``saved``. Each
+    header's metrics are the model's plus ``metrics``, and ``header_more`` is added to it."""
     core = LearnerCore([s])
     saved = []
     for v in range(n):
@@ -49,7 +52,7 @@ def versions(reg: MemoryRegistry, s: ModelSpec, n: int) -> tuple[LearnerCore, li
             core.on_record(f"e{k}", 1_000 * k, {"x": math.sin(k), "y": float(k % 3)}, label=k % 2 == 0)
         state = core.models[s.name]
         header = {"offsets": {"f": {"0": 10 * (v + 1)}}, "n_learned": state.n_learned, "spec": s.name}
-        header["metrics"] = state.metric_values()
+        header.update(metrics={**state.metric_values(), **(metrics or {})}, **header_more)
         saved.append({s.name: reg.save(s.name, state, header, keep=s.checkpoint.keep)})
     return core, saved
 
