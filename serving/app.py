@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
-    app.state.outbox = Outbox()
+    app.state.outbox = Outbox(linger_s=settings.producer_linger_ms / 1000)
     app.state.dashboard_html = page_html()
     app.state.dashboard_csp = csp(app.state.dashboard_html)
     for router in ROUTERS:

@@ -279,7 +279,7 @@ def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
     """Before: each prediction awaited ``producer.send`` on the response path, which waits for the topic's
     metadata: with the predictions topic missing, every predict took the Kafka request timeout (15 s) and a
     batch of 17 took 17 of them (found scoring on Redis Cluster with no predictions topic). Now the sends
-    run in the app's outbox: answered at once, each prediction handed to the producer."""
+    run in the app's outbox: answered at once, each prediction held there for the producer."""
     services = EmbeddedServices(emb.settings, emb.stack)
     stalled = StalledProducer()
     services.producer = stalled  # type: ignore[assignment]
@@ -292,7 +292,9 @@ def test_a_stalled_kafka_never_holds_a_prediction(emb: Embedded) -> None:
         batch = client.post(f"{url}/v1/models/zipm/predict/batch", json={"items": [{"entity": "7"}] * 20})
         assert batch.status_code == 200 and len(batch.json()["predictions"]) == 20
         assert client.get(f"{url}/healthz").status_code == 200
-    assert stalled.calls == 23
+        held = app.state.outbox.held
+    # every prediction waits in the outbox (one send stalled behind the topic's metadata), none is lost
+    assert held == 23 and stalled.calls >= 1
 
 
 class SlowProducer:
@@ -338,7 +340,7 @@ def test_the_outbox_drain_is_bounded_and_counts_what_it_gives_up() -> None:
             outbox.send(stalled, "t", b"v", b"k", "drain-model")
         await asyncio.sleep(0)
         left = await outbox.drain(0.05)
-        return left, len(outbox.pending)
+        return left, outbox.held
 
     before = UNPUBLISHED.labels("drain-model")._value.get()
     assert asyncio.run(run()) == (3, 0)
@@ -545,3 +547,23 @@ def test_ingest_validation_runs_off_the_event_loop(emb: Embedded) -> None:
             poster.join(60)
     assert answers["labels"].status_code == 202, answers["labels"].text
     assert emb.log.end(emb.settings.topics.labels) == 100
+
+
+def test_the_outbox_holds_at_most_its_limit_and_counts_the_rest() -> None:
+    """Kafka stalled: the outbox holds ``limit`` predictions (queued, or handed to a send that never
+    returns); each one beyond is counted unpublished at once, and the drain gives up the ones it held."""
+    from serving.metrics import UNPUBLISHED
+    from serving.outbox import Outbox
+
+    async def run() -> tuple[int, float, int, int]:
+        outbox = Outbox(limit=5, linger_s=0)
+        stalled = StalledProducer()
+        before = UNPUBLISHED.labels("limit-model")._value.get()
+        for _ in range(8):
+            outbox.send(stalled, "t", b"v", b"k", "limit-model")
+        await asyncio.sleep(0.01)
+        counted = UNPUBLISHED.labels("limit-model")._value.get() - before
+        return outbox.held, counted, await outbox.drain(0.05), stalled.calls
+
+    held, counted, given_up, calls = asyncio.run(run())
+    assert (held, counted, given_up, calls) == (5, 3.0, 5, 1)

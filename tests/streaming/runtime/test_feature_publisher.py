@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kafka.admin import KafkaAdminClient, NewPartitions
 from kafka.partitioner.default import murmur2
 
 from streaming.ingest.topics import TopicAdmin
@@ -80,3 +82,35 @@ def test_each_key_goes_to_the_partition_murmur2_gives_it_remembered_or_not(
 def murmur2_partition(key: bytes, partitions: list[int]) -> int:
     """kafka-python's DefaultPartitioner (the Java client's: murmur2 of the key, positive, modulo)."""
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+def test_keys_follow_the_topics_partitions_when_they_grow(
+    settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    """Before: the publisher read a topic's partitions once and kept them, so after the topic grew from 2
+    to 4 partitions every key still went to partition 0 or 1 until the worker restarted, where the Java
+    and kafka-python producers spread keys over the 4. Now each publish takes the producer's metadata."""
+    topic = make_topic("grown", partitions=2)
+    keys = [f"entity-{i}".encode() for i in range(24)]
+
+    async def go() -> None:
+        publisher = AsyncPublisher(settings)
+        try:
+            await publisher.publish(topic, [(k, b"before") for k in keys])
+            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            try:
+                admin.create_partitions({topic: NewPartitions(total_count=4)})
+            finally:
+                admin.close()
+            await publisher._producer.client.force_metadata_update()
+            await publisher.publish(topic, [(k, b"after") for k in keys])
+        finally:
+            await publisher.stop()
+
+    asyncio.run(go())
+    got = read_all(settings.kafka_bootstrap, topic)
+    assert len(got) == 48
+    for r in got:
+        want = murmur2_partition(r.key, [0, 1] if r.value == b"before" else [0, 1, 2, 3])
+        assert r.partition == want, (r.key, r.value)
+    assert {r.partition for r in got if r.value == b"after"} == {0, 1, 2, 3}
