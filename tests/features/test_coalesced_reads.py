@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import uvloop
 from localservices import RedisNode
 
 from features.redis_store import RedisStore, vector_key
@@ -105,8 +106,11 @@ def on_node(node: RedisNode, settings: Settings, **update: Any) -> tuple[Setting
     return s, redis.Redis.from_url(node.url)
 
 
-def run(s: Settings, body: Callable[[RedisStore], Awaitable[Any]], failover_s: float = 0.0) -> Any:
-    """``body(store)`` with the API's store (no failover riding unless ``failover_s``), closed after."""
+def run(
+    s: Settings, body: Callable[[RedisStore], Awaitable[Any]], failover_s: float = 0.0, loop: str = "asyncio"
+) -> Any:
+    """``body(store)`` with the API's store (no failover riding unless ``failover_s``), closed after, on
+    asyncio's loop or uvloop's (the API's)."""
 
     async def go() -> Any:
         store = RedisStore(clients.async_redis(s), s.redis_prefix, failover_s)
@@ -115,7 +119,7 @@ def run(s: Settings, body: Callable[[RedisStore], Awaitable[Any]], failover_s: f
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    return uvloop.run(go()) if loop == "uvloop" else asyncio.run(go())
 
 
 async def together(read: Callable[[str], Awaitable[Any]], names: list[str]) -> list[Any]:
@@ -123,8 +127,9 @@ async def together(read: Callable[[str], Awaitable[Any]], names: list[str]) -> l
     return await asyncio.gather(*(read(e) for e in names), return_exceptions=True)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_readers_in_one_turn_get_what_reading_each_key_directly_gets_in_one_command(
-    node: RedisNode, settings: Settings
+    node: RedisNode, settings: Settings, loop: str
 ) -> None:
     s, direct = on_node(node, settings)
     store_data(s, direct)
@@ -145,7 +150,7 @@ def test_readers_in_one_turn_get_what_reading_each_key_directly_gets_in_one_comm
         out["alone commands"] = commands(direct) - counted
         return out
 
-    out = run(s, body)
+    out = run(s, body, loop=loop)
     after = {e: oracle(s, direct, e) for e in names}
     n = len(names)
     assert out["plain"] == out["alone"] == [[before[e][0]] for e in names]
