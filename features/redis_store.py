@@ -15,7 +15,9 @@ has no braces, so Redis hashes exactly the tag. (Before, the tag was the raw ent
 not hold braces.
 
 Every write is a Lua script, atomic for each entity and idempotent by event time: a vector older than the
-stored ``_ts`` is not written. A batch is one pipeline: one round trip. The feature worker's commit sends
+stored ``_ts`` is not written. A batch is one pipeline: one round trip. One entity's reads (the API's
+requests, each reading its entity) issued in the same turn of the event loop are sent as one script call
+(:mod:`features.coalesce`, ``_READ_MANY``), except on a cluster. The feature worker's commit sends
 many entities per script call, each entity's meta as one JSON argument (``_COMMIT``); on a cluster, one
 entity per call. The script
 and the reads tolerate anything stored under the keys (a wrong type, a non-numeric position): one entity's
@@ -45,6 +47,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from features.coalesce import Coalescer
 from features.errors import StoreError
 from features.events import MAX_TS_MS, MIN_TS_MS
 from features.store import FeatureRow, Loaded, OnlineStore, StateStore, StateUpdate, Unreadable, decode_state
@@ -255,6 +258,32 @@ local h = redis.pcall('HGETALL', KEYS[1])
 if h['err'] then h = false end
 return {h, redis.call('PTTL', KEYS[1])}
 """
+# Many vectors in one command (single-entity reads coalesced: features.coalesce), each key's HGETALL as a
+# flat array (false: not a hash, as above), followed by its PTTL when ARGV[1] is "1".
+_READ_MANY = """
+local out, n, ttl = {}, 0, ARGV[1] == '1'
+for i = 1, #KEYS do
+  local h = redis.pcall('HGETALL', KEYS[i])
+  if h['err'] then h = false end
+  n = n + 1
+  out[n] = h
+  if ttl then
+    n = n + 1
+    out[n] = redis.call('PTTL', KEYS[i])
+  end
+end
+return out
+"""
+
+
+def _hash(flat: list[bytes] | None) -> dict[bytes, bytes] | None:
+    """A hash read by a script (a flat array of field, value, ...; None: not a hash)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+
+
+def _left(ttl_ms: Any) -> float | None:
+    """The seconds a key has left from its ``PTTL`` (-1: no expiry, -2: gone: None)."""
+    return ttl_ms / 1000 if isinstance(ttl_ms, int) and ttl_ms >= 0 else None
 
 
 def _row(view: str, entity: str, raw: Any) -> FeatureRow | None:
@@ -294,6 +323,13 @@ class RedisStore(OnlineStore, StateStore):
         self._script = client.register_script(_WRITE)
         self._commit_script = client.register_script(_COMMIT)
         self._expiring_script = client.register_script(_EXPIRING)
+        self._read_many_script = client.register_script(_READ_MANY)
+        # one entity's reads (the API's requests) issued in one turn of the event loop go to Redis as one
+        # command (features.coalesce); not on a cluster, where their keys span slots
+        self._reads: Coalescer[str, Any] = Coalescer(self._hgetall, self._hgetall_many)
+        self._expiring_reads: Coalescer[str, tuple[Any, Any]] = Coalescer(
+            self._expiring_one, self._expiring_many
+        )
 
     async def _riding(self, op: Callable[[], Awaitable[T]]) -> T:
         """``op()``, tried again on :data:`FAILOVER_ERRORS` until ``failover_s`` have passed."""
@@ -338,10 +374,8 @@ class RedisStore(OnlineStore, StateStore):
         if not entities:
             return []
         if len(entities) == 1:  # one command needs no pipeline (cheaper on the scoring hot path)
-            try:
-                replies: list[Any] = [await self._client.hgetall(vector_key(self._prefix, view, entities[0]))]
-            except aioredis.ResponseError as exc:
-                replies = [_entity_problem(exc)]  # not a hash: no vector; CLUSTERDOWN and the like raise
+            key = vector_key(self._prefix, view, entities[0])
+            replies: list[Any] = [await (self._hgetall(key) if self._cluster else self._reads(key))]
         else:
             pipe = self._pipeline()
             for e in entities:
@@ -363,10 +397,8 @@ class RedisStore(OnlineStore, StateStore):
         if not entities:
             return []
         if len(entities) == 1 and not self._cluster:  # one command, no pipeline: the scoring path's miss
-            # (an error is the store's, not the entity's: the script reads a key of another type as none)
-            flat, ttl = await self._expiring_script(keys=[vector_key(self._prefix, view, entities[0])])
-            raw = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
-            return [(_row(view, entities[0], raw), ttl / 1000 if isinstance(ttl, int) and ttl >= 0 else None)]
+            raw, ttl = await self._expiring_reads(vector_key(self._prefix, view, entities[0]))
+            return [(_row(view, entities[0], raw), _left(ttl))]
         pipe = self._pipeline()
         for e in entities:
             key = vector_key(self._prefix, view, e)
@@ -375,10 +407,28 @@ class RedisStore(OnlineStore, StateStore):
         replies = [_entity_problem(r) for r in await pipe.execute(raise_on_error=False)]
         out: list[tuple[FeatureRow | None, float | None]] = []
         for i, entity in enumerate(entities):
-            raw, ttl_ms = replies[2 * i], replies[2 * i + 1]
-            left = ttl_ms / 1000 if isinstance(ttl_ms, int) and ttl_ms >= 0 else None  # -1: none, -2: gone
-            out.append((_row(view, entity, raw), left))
+            out.append((_row(view, entity, replies[2 * i]), _left(replies[2 * i + 1])))
         return out
+
+    # -- one entity's reads, alone or coalesced (an error is the store's, not the entity's: a key of another
+    # type reads as no vector, as WRONGTYPE does in a pipeline) -----------------------------------------
+
+    async def _hgetall(self, key: str) -> Any:
+        try:
+            return await self._client.hgetall(key)
+        except aioredis.ResponseError as exc:
+            return _entity_problem(exc)  # not a hash: no vector; CLUSTERDOWN and the like raise
+
+    async def _hgetall_many(self, keys: list[str]) -> list[Any]:
+        return [_hash(flat) for flat in await self._read_many_script(keys=keys, args=["0"])]
+
+    async def _expiring_one(self, key: str) -> tuple[Any, Any]:
+        flat, ttl = await self._expiring_script(keys=[key])
+        return _hash(flat), ttl
+
+    async def _expiring_many(self, keys: list[str]) -> list[tuple[Any, Any]]:
+        out = await self._read_many_script(keys=keys, args=["1"])
+        return [(_hash(out[i]), out[i + 1]) for i in range(0, len(out), 2)]
 
     async def load(self, view: str, entities: Sequence[str]) -> dict[str, Loaded]:
         return await self._riding(lambda: self._load(view, entities))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import pickle
@@ -103,7 +104,11 @@ def start(
                 return proc
         except httpx.HTTPError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):  # not left running: the caller knows only its own
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+            raise AssertionError(f"{cmd[-3:]} did not start: {log.read_text()[-2000:]}")
         time.sleep(0.2)
 
 
@@ -253,8 +258,10 @@ def variant(name: str) -> tuple[str, dict[str, str]]:
 
     >>> variant("rivulet/uvicorn@RIVULET_NEAR_CACHE=false@A=b")
     ('uvicorn', {'RIVULET_NEAR_CACHE': 'false', 'A': 'b'})
+    >>> variant("rivulet/uvicorn@PYTHONPATH=/work/base")  # another checkout's code (a value with slashes)
+    ('uvicorn', {'PYTHONPATH': '/work/base'})
     """
-    server, *extra = name.rpartition("/")[2].split("@")
+    server, *extra = name.partition("/")[2].split("@")
     return server, dict(e.split("=", 1) for e in extra)
 
 
@@ -369,7 +376,8 @@ def main() -> None:
         type=lambda v: v.split(","),
         default=["uvicorn", "granian"],
         help="rivulet serve --server of each Rivulet measured (the profile is of the first); "
-        "SERVER@VAR=VALUE... adds to its environment (uvicorn,uvicorn@RIVULET_NEAR_CACHE=false: an A/B)",
+        "SERVER@VAR=VALUE... adds to its environment (uvicorn,uvicorn@RIVULET_NEAR_CACHE=false: an A/B; "
+        "uvicorn@PYTHONPATH=/path/to/a/worktree: another commit's code, compiled: python -m compileall)",
     )
     parser.add_argument("--mixes", type=lambda v: v.split(","), default=list(MIXES), help="hot,uniform")
     parser.add_argument("--runs", type=int, default=1, help="repeat; print each run and the medians")
