@@ -135,7 +135,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
-    app.state.outbox = Outbox(linger_s=settings.producer_linger_ms / 1000)
+    linger_s = settings.producer_linger_ms / 1000
+    app.state.outbox = Outbox(linger_s=linger_s, max_bytes=settings.max_message_bytes)
     app.state.dashboard_html = page_html()
     app.state.dashboard_csp = csp(app.state.dashboard_html)
     for router in ROUTERS:

@@ -9,7 +9,9 @@ that is not aiokafka's, such as the embedded log's, record by record). Before, e
 task and ``send``: about a fifth of the API's event loop on misses at 3,000 predictions/s.
 
 At most ``limit`` predictions are held (queued, or handed to Kafka and not yet acknowledged); beyond, a
-prediction is counted in ``UNPUBLISHED``, as is every one whose batch Kafka refused or never took. On
+prediction is counted in ``UNPUBLISHED``, as is every one whose batch Kafka refused or never took, and one
+larger than ``max_bytes`` (the topic's ``max.message.bytes``), which is not sent: Kafka's refusal of its
+batch made the producer fail every later batch of its partition. On
 shutdown the app drains the outbox (:meth:`Outbox.drain`, bounded) before the producer stops: the
 predictions answered just before are published, not dropped.
 """
@@ -38,7 +40,7 @@ _Took = Callable[[asyncio.Future[Any], list[int]], None]
 class Outbox:
     """Send records in the background; failures and overflows count in ``UNPUBLISHED`` per model."""
 
-    def __init__(self, limit: int = 10_000, linger_s: float = 0.005) -> None:
+    def __init__(self, limit: int = 10_000, linger_s: float = 0.005, max_bytes: int | None = None) -> None:
         self.limit = limit
         self.linger_s = linger_s
         self._queue: deque[_Queued] = deque()
@@ -46,7 +48,7 @@ class Outbox:
         self._flights: dict[asyncio.Future[Any], Counter[str]] = {}  # handed: each batch's records per model
         self._sender: asyncio.Task[None] | None = None
         self._draining = False
-        self._batches = PartitionedBatches()
+        self._batches = PartitionedBatches(max_bytes)  # a larger prediction is counted, not sent
 
     @property
     def held(self) -> int:
@@ -100,7 +102,8 @@ class Outbox:
     async def _submit(self, producer: Producer, topic: str, queued: list[_Queued], took: _Took) -> None:
         if isinstance(producer, AIOKafkaProducer):
             records: list[Outgoing] = [(key, value, None, None) for _, _, value, key, _ in queued]
-            await self._batches.submit(producer, topic, records, took)
+            too_large = await self._batches.submit(producer, topic, records, took)
+            self._lost(Counter(queued[i][4] for i in too_large))
             return
         for i, (_, _, value, key, _) in enumerate(queued):  # the embedded log's producer, and the like
             took(await producer.send(topic, value, key=key), [i])
