@@ -27,6 +27,7 @@ from streaming.logs import get_logger
 __all__ = ["ProducerSlot", "WatchedProducer"]
 
 log = get_logger("rivulet.serving")
+STOP_S = 5.0  # longest wait, as a producer stops, for Kafka to take what it holds
 Broken = Callable[["WatchedProducer"], None]
 
 
@@ -124,5 +125,17 @@ class ProducerSlot:
 
 
 async def _stop(producer: AIOKafkaProducer) -> None:
-    with contextlib.suppress(Exception):
-        await producer.stop()
+    """Stop ``producer``, waiting at most ``STOP_S`` for what it holds: an idempotent producer retries a batch
+    until Kafka takes it, and its ``stop`` waits for all of them (with Kafka gone, ``rivulet serve`` ignored
+    SIGTERM for as long as it was away)."""
+    try:
+        await asyncio.wait_for(producer.stop(), STOP_S)
+    except TimeoutError:
+        log.warning("kafka producer stopped without delivering what it held", waited_s=STOP_S)
+        # its sender went on retrying, and delivered after the outbox had counted them unpublished: what
+        # stop() does after the wait, aiokafka's sender cancelled and its connections closed
+        with contextlib.suppress(Exception):
+            await producer._sender.close()
+            await producer.client.close()
+    except Exception:  # stopping a producer that failed to start, or broken: nothing more to do
+        pass

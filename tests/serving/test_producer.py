@@ -159,3 +159,33 @@ def test_kafka_away_when_the_api_starts_then_back_predictions_are_published(
     away, round_, (sent, published, distinct, lost) = asyncio.run(go())
     assert away and round_ is not None, (away, round_)
     assert published == distinct and published + lost == sent and lost >= 1, (sent, published, distinct, lost)
+
+
+def test_the_api_stops_with_kafka_gone_and_predictions_on_their_way(
+    kafka_node: KafkaNode, api_settings: Settings
+) -> None:
+    """Before: Kafka killed with predictions handed to the producer, the API's stop never returned: aiokafka's
+    idempotent producer retries a batch until Kafka takes it and its ``stop`` waits for all of them (a real
+    ``rivulet serve`` still running 120 s after SIGTERM). Now the producer's stop waits ``STOP_S`` at most;
+    every prediction is published or counted unpublished, once."""
+
+    async def go() -> tuple[bool, tuple[int, int, int, float]]:
+        svc = RedisServices(api_settings)
+        await svc.start()
+        predictions = Predictions(svc)
+        assert await _rounds(predictions, "before") == 0
+        await asyncio.to_thread(kafka_node.kill)
+        for i in range(50):
+            predictions.send(b"gone-%d" % i)
+        await predictions.outbox.drain(1)  # handed to the producer, which never hears back
+        try:  # a bound on the wait, for the test to fail rather than hang: not a measurement
+            await asyncio.wait_for(svc.stop(), 60)
+            stopped = True
+        except TimeoutError:
+            stopped = False
+        await asyncio.to_thread(kafka_node.start)
+        return stopped, await predictions.accounted()
+
+    stopped, (sent, published, distinct, lost) = asyncio.run(go())
+    assert stopped, "the API's stop did not return with Kafka gone"
+    assert published == distinct == 10 and published + lost == sent, (sent, published, distinct, lost)
