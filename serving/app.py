@@ -172,11 +172,13 @@ def _lifespan(build: Callable[[], Services]) -> Lifespan:
             yield
         finally:
             # predictions answered just before shutdown are still in the outbox: send them before the
-            # producer stops (bounded: a Kafka that is away must not hold the shutdown)
+            # producer stops (bounded: a Kafka that is away must not hold the shutdown), and count what
+            # Kafka has not acknowledged once it has stopped (its stop delivers what it can)
             left = await app.state.outbox.drain(_DRAIN_S)
+            await svc.stop()
+            left += app.state.outbox.close()
             if left:
                 log.warning("predictions not published at shutdown", count=left)
-            await svc.stop()
 
     return lifespan
 

@@ -13,7 +13,8 @@ prediction is counted in ``UNPUBLISHED``, as is every one whose batch Kafka refu
 larger than ``max_bytes`` (the topic's ``max.message.bytes``), which is not sent: Kafka's refusal of its
 batch made the producer fail every later batch of its partition. On
 shutdown the app drains the outbox (:meth:`Outbox.drain`, bounded) before the producer stops: the
-predictions answered just before are published, not dropped.
+predictions answered just before are published, not dropped; once it has stopped (bounded too),
+:meth:`Outbox.close` counts what Kafka never acknowledged.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Outbox:
         self.linger_s = linger_s
         self._queue: deque[_Queued] = deque()
         self._held = 0  # queued, being handed to Kafka, or handed and not yet acknowledged
+        self._counted = 0  # counted unpublished, in all
         self._flights: dict[asyncio.Future[Any], Counter[str]] = {}  # handed: each batch's records per model
         self._sender: asyncio.Task[None] | None = None
         self._draining = False
@@ -110,7 +112,7 @@ class Outbox:
 
     def _landed(self, future: asyncio.Future[Any]) -> None:
         models = self._flights.pop(future, None)
-        if models is None:  # given up by the drain, and counted then
+        if models is None:  # counted already, by close()
             return
         if future.cancelled() or future.exception() is not None:
             self._lost(models)
@@ -121,11 +123,15 @@ class Outbox:
         for model, n in models.items():
             UNPUBLISHED.labels(model).inc(n)
             self._held -= n
+            self._counted += n
 
     async def drain(self, timeout: float) -> int:
         """Hand over what is queued at once and wait up to ``timeout`` seconds for Kafka's acknowledgements
-        (the app's shutdown, before the producer stops); what is still held then is counted unpublished.
-        Returns how many."""
+        (the app's shutdown, before the producer stops); what is not handed over by then is counted
+        unpublished. What the producer holds is left to its stop, which delivers it or gives it up, and
+        then to :meth:`close`: counted here, what the producer delivered next was published and counted.
+        Returns how many were counted unpublished meanwhile."""
+        counted = self._counted
         self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -138,13 +144,26 @@ class Outbox:
             if not waiting:
                 break
             await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        given_up = self._held
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()  # its flush counts what it had not handed over
             await asyncio.wait({self._sender})
-        flights, self._flights = self._flights, {}
-        for models in flights.values():
-            self._lost(models)
         self._lost(Counter(q[4] for q in self._queue))
         self._queue.clear()
-        return given_up
+        return self._counted - counted
+
+    def close(self) -> int:
+        """Once the producer has stopped (after :meth:`drain`): count unpublished every prediction still
+        held, one whose delivery the producer gave up or never finished; one it delivered is published.
+        Returns how many were counted."""
+        counted = self._counted
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()  # a send after the drain: its flush counts what it holds as it ends
+        for future, models in list(self._flights.items()):
+            if future.done():
+                self._landed(future)
+            else:
+                del self._flights[future]
+                self._lost(models)
+        self._lost(Counter(q[4] for q in self._queue))
+        self._queue.clear()
+        return self._counted - counted
