@@ -20,6 +20,8 @@ predictions answered just before are published, not dropped; once it has stopped
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +49,10 @@ class Outbox:
         self._queue: deque[_Queued] = deque()
         self._held = 0  # queued, being handed to Kafka, or handed and not yet acknowledged
         self._counted = 0  # counted unpublished, in all
-        self._flights: dict[asyncio.Future[Any], Counter[str]] = {}  # handed: each batch's records per model
+        # handed: each batch's (or record's) delivery future and records per model, by the order handed (a
+        # producer may give one future for several records)
+        self._flights: dict[int, tuple[asyncio.Future[Any], Counter[str]]] = {}
+        self._handed = itertools.count()
         self._sender: asyncio.Task[None] | None = None
         self._draining = False
         self._batches = PartitionedBatches(max_bytes)  # a larger prediction is counted, not sent
@@ -88,8 +93,9 @@ class Outbox:
                 queued: list[_Queued] = queued,
                 handed: set[int] = handed,
             ) -> None:
-                future.add_done_callback(self._landed)  # a done future: called soon, not now
-                self._flights[future] = Counter(queued[i][4] for i in indices)
+                n = next(self._handed)
+                future.add_done_callback(functools.partial(self._landed, n))  # a done future: soon, not now
+                self._flights[n] = (future, Counter(queued[i][4] for i in indices))
                 handed.update(indices)
 
             try:
@@ -110,8 +116,8 @@ class Outbox:
         for i, (_, _, value, key, _) in enumerate(queued):  # the embedded log's producer, and the like
             took(await producer.send(topic, value, key=key), [i])
 
-    def _landed(self, future: asyncio.Future[Any]) -> None:
-        models = self._flights.pop(future, None)
+    def _landed(self, n: int, future: asyncio.Future[Any]) -> None:
+        _, models = self._flights.pop(n, (None, None))
         if models is None:  # counted already, by close()
             return
         if future.cancelled() or future.exception() is not None:
@@ -138,7 +144,7 @@ class Outbox:
         if self._queue and (self._sender is None or self._sender.done()):
             self._sender = loop.create_task(self._run())
         while (left := deadline - loop.time()) > 0:
-            waiting: set[asyncio.Future[Any]] = set(self._flights)
+            waiting: set[asyncio.Future[Any]] = {future for future, _ in self._flights.values()}
             if self._sender is not None and not self._sender.done():
                 waiting.add(self._sender)
             if not waiting:
@@ -158,11 +164,11 @@ class Outbox:
         counted = self._counted
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()  # a send after the drain: its flush counts what it holds as it ends
-        for future, models in list(self._flights.items()):
+        for n, (future, models) in list(self._flights.items()):
             if future.done():
-                self._landed(future)
+                self._landed(n, future)
             else:
-                del self._flights[future]
+                del self._flights[n]
                 self._lost(models)
         self._lost(Counter(q[4] for q in self._queue))
         self._queue.clear()
