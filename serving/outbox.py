@@ -99,22 +99,31 @@ class Outbox:
                 handed.update(indices)
 
             try:
-                await self._submit(producer, topic, queued, took)
-            # Kafka away, the topic missing, a record refused; or cancelled at the drain's end
+                not_sent = await self._submit(producer, topic, queued, took)
+            # Kafka away, the topic missing, a batch refused; or cancelled at the drain's end
             except BaseException as exc:
                 self._lost(Counter(q[4] for i, q in enumerate(queued) if i not in handed))
                 if not isinstance(exc, Exception):  # cancelled: what this flush had not reached is lost too
                     self._lost(Counter(q[4] for _, rest in pending for q in rest))
                     raise
+            else:
+                self._lost(Counter(queued[i][4] for i in not_sent))
 
-    async def _submit(self, producer: Producer, topic: str, queued: list[_Queued], took: _Took) -> None:
+    async def _submit(self, producer: Producer, topic: str, queued: list[_Queued], took: _Took) -> list[int]:
+        """Hand ``queued`` to ``producer``, telling ``took`` of what it takes; returns the indices of the
+        records not sent (too large, or refused on their own)."""
         if isinstance(producer, AIOKafkaProducer):
             records: list[Outgoing] = [(key, value, None, None) for _, _, value, key, _ in queued]
-            too_large = await self._batches.submit(producer, topic, records, took)
-            self._lost(Counter(queued[i][4] for i in too_large))
-            return
-        for i, (_, _, value, key, _) in enumerate(queued):  # the embedded log's producer, and the like
-            took(await producer.send(topic, value, key=key), [i])
+            return await self._batches.submit(producer, topic, records, took)
+        # the embedded log's producer, and the like, record by record: a record it refuses (or whose send
+        # gives no future) is that record's failure, and the next ones are still sent, as with a send each
+        refused = []
+        for i, (_, _, value, key, _) in enumerate(queued):
+            try:
+                took(await producer.send(topic, value, key=key), [i])
+            except Exception:
+                refused.append(i)
+        return refused
 
     def _landed(self, n: int, future: asyncio.Future[Any]) -> None:
         _, models = self._flights.pop(n, (None, None))

@@ -72,3 +72,26 @@ def test_a_producer_that_gives_one_future_for_many_records_releases_the_outbox()
     producer = OneFuture()
     assert _sent(producer, "one-future-model", 10) == (0, 0.0, 0)
     assert producer.got == [b"%d" % i for i in range(10)]
+
+
+class RefusesThird(Log):
+    """Refuses its third record (raises), keeps the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        self.calls += 1
+        if self.calls == 3:
+            raise ValueError("refused")
+        return await super().send(topic, value, key)
+
+
+def test_a_record_the_producer_refuses_is_counted_and_the_next_ones_are_sent() -> None:
+    """Before: a send that raised ended its flush, and the records after it were counted unpublished
+    without being sent (7 of 10 here), where each had had a send of its own before the outbox batched
+    them. Now the refused record is counted, and the others are kept by the producer."""
+    producer = RefusesThird()
+    assert _sent(producer, "refused-model", 10) == (0, 1.0, 0)
+    assert producer.got == [b"%d" % i for i in range(10) if i != 2]
