@@ -23,6 +23,9 @@ __all__ = ["AsyncPublisher", "Outgoing", "PartitionedBatches"]
 # (key, value, headers, timestamp in ms): what AsyncPublisher.send sends
 Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None, int | None]
 KEYS_KEPT = 100_000  # keys whose partition a publisher remembers, per topic
+# and their bytes, at most: 100,000 entities of 1 KB (the API's longest) held 110 MB for as long as the
+# process ran, in each worker, where entities of the usual tens of bytes make a few MB
+KEY_BYTES_KEPT = 8_000_000
 
 
 class PartitionedBatches:
@@ -41,9 +44,9 @@ class PartitionedBatches:
         self.max_bytes = max_bytes
         self._partitioner = DefaultPartitioner()
         # per topic, its partitions and the partition of each key seen (murmur2 in Python costs about 2 us a
-        # record; an entity's key comes back batch after batch); at most KEYS_KEPT a topic, then no more are
-        # kept; forgotten when the topic's partitions change
-        self._keys: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        # record; an entity's key comes back batch after batch); at most KEYS_KEPT keys and KEY_BYTES_KEPT
+        # bytes of them a topic, then no more are kept; forgotten when the topic's partitions change
+        self._keys: dict[str, _Keys] = {}
 
     async def submit(
         self,
@@ -58,9 +61,9 @@ class PartitionedBatches:
         metadata not coming, the producer closed): the records of no ``handed`` call were not sent."""
         partitions = sorted(await producer.partitions_for(topic))
         cached = self._keys.get(topic)
-        if cached is None or cached[0] != partitions:
-            cached = self._keys[topic] = (partitions, {})
-        known = cached[1]
+        if cached is None or cached.partitions != partitions:
+            cached = self._keys[topic] = _Keys(partitions)
+        known = cached.partition
         batches: dict[int, tuple[Any, list[int]]] = {}
         refused: list[int] = []
         for i, (key, value, headers, timestamp) in enumerate(records):
@@ -70,8 +73,8 @@ class PartitionedBatches:
             p = known.get(key) if key is not None else None
             if p is None:
                 p = self._partitioner(key, partitions, partitions)
-                if key is not None and len(known) < KEYS_KEPT:  # no key: a random partition each time
-                    known[key] = p
+                if key is not None:  # no key: a random partition each time
+                    cached.keep(key, p)
             open_ = batches.get(p)
             if open_ is None:
                 open_ = batches[p] = (producer.create_batch(), [])
@@ -83,6 +86,22 @@ class PartitionedBatches:
         for p, (batch, held) in batches.items():
             handed(await producer.send_batch(batch, topic, partition=p), held)
         return refused
+
+
+class _Keys:
+    """A topic's partitions, and the partition of each key seen (``KEYS_KEPT`` and ``KEY_BYTES_KEPT``)."""
+
+    __slots__ = ("partition", "partitions", "size")
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        self.partition: dict[bytes, int] = {}
+        self.size = 0  # the bytes of the keys kept
+
+    def keep(self, key: bytes, partition: int) -> None:
+        if len(self.partition) < KEYS_KEPT and self.size + len(key) <= KEY_BYTES_KEPT:
+            self.partition[key] = partition
+            self.size += len(key)
 
 
 def _alone(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None) -> int:
