@@ -7,6 +7,7 @@ lifespan, never at import, all through :mod:`streaming.clients`. ``rivulet serve
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,6 +31,7 @@ from serving.middleware import BodyLimit, Measure, TrustedHosts, trusted_hosts
 from serving.models import ModelCache
 from serving.near_cache import NearCache, near_cached
 from serving.outbox import Outbox
+from serving.producer import ProducerSlot, WatchedProducer
 from serving.routes import ROUTERS, ingest
 from serving.routes.scoring import FastPredict
 from serving.services import Services
@@ -71,7 +73,12 @@ class RedisServices:
         self.registry = registry_reader(settings, self._registry_client)
         views = {v.name: v for v in load_views(settings.features_module)}
         self.models = ModelCache(self.registry, views)
-        self.producer: AIOKafkaProducer | None = None
+        # replaced when it can no longer deliver, started in the background when Kafka is away at start-up
+        self._producers = ProducerSlot(
+            lambda broken: async_kafka_producer(
+                settings, client_id=CLIENT_ID, make=functools.partial(WatchedProducer, broken)
+            )
+        )
         # each stage's lag from outside (RIVULET_SERVE_LAG_S; off: None), for /metrics and the dashboard
         self.lag = LagWatcher.of(settings, self.registry)
 
@@ -84,14 +91,11 @@ class RedisServices:
         self.models.start(self.settings.serve_poll_s, self.announcements)
         if self.lag is not None:
             await self.lag.start()  # measures on a thread: start-up does not wait for Kafka
-        producer = async_kafka_producer(self.settings, client_id=CLIENT_ID)
-        try:
-            await producer.start()
-            self.producer = producer
-        except Exception as exc:  # scoring works without Kafka; predictions are not published then
-            log.error("kafka unavailable: predictions will not be published", error=str(exc))
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        await self._producers.start()
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self._producers.current
 
     async def ping(self) -> bool:
         """Is the feature store reachable (readiness)?"""
@@ -101,9 +105,7 @@ class RedisServices:
         await self.models.stop()
         if self.lag is not None:
             await self.lag.stop()
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
+        await self._producers.stop()
         await self.store.close()
         await self.announcements.aclose()
         self._registry_client.close()
@@ -135,7 +137,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.settings = settings
     app.state.keyring = KeyRing.from_settings(settings)
-    app.state.outbox = Outbox(linger_s=settings.producer_linger_ms / 1000)
+    linger_s = settings.producer_linger_ms / 1000
+    app.state.outbox = Outbox(linger_s=linger_s, max_bytes=settings.max_message_bytes)
     app.state.dashboard_html = page_html()
     app.state.dashboard_csp = csp(app.state.dashboard_html)
     for router in ROUTERS:
@@ -169,11 +172,13 @@ def _lifespan(build: Callable[[], Services]) -> Lifespan:
             yield
         finally:
             # predictions answered just before shutdown are still in the outbox: send them before the
-            # producer stops (bounded: a Kafka that is away must not hold the shutdown)
+            # producer stops (bounded: a Kafka that is away must not hold the shutdown), and count what
+            # Kafka has not acknowledged once it has stopped (its stop delivers what it can)
             left = await app.state.outbox.drain(_DRAIN_S)
+            await svc.stop()
+            left += app.state.outbox.close()
             if left:
                 log.warning("predictions not published at shutdown", count=left)
-            await svc.stop()
 
     return lifespan
 

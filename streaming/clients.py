@@ -94,9 +94,16 @@ def _bootstrapped(settings: Settings, make: Callable[[], T]) -> T:
         raise KafkaUnavailable(settings.kafka_bootstrap, exc) from exc
 
 
-def async_kafka_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+def async_kafka_producer(
+    settings: Settings,
+    *,
+    client_id: str,
+    make: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+    **overrides: Any,
+) -> AIOKafkaProducer:
     """An asyncio producer, idempotent with ``acks=all`` (the API's predictions, the feature worker's
-    batches); ``overrides`` set its batching. Not started: the caller awaits ``start()``."""
+    batches), made by ``make`` (aiokafka's class, or one of its subclasses); ``overrides`` set its batching.
+    Not started: the caller awaits ``start()``."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
@@ -105,7 +112,7 @@ def async_kafka_producer(settings: Settings, *, client_id: str, **overrides: Any
         "linger_ms": settings.producer_linger_ms,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
-    return AIOKafkaProducer(**{**config, **overrides})
+    return make(**{**config, **overrides})
 
 
 def kafka_consumer(settings: Settings, *, client_id: str, **overrides: Any) -> KafkaConsumer:

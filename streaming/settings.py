@@ -434,6 +434,16 @@ class Settings(BaseSettings):
         return Topics.with_prefix(self.topic_prefix)
 
     @property
+    def max_message_bytes(self) -> int:
+        """The ``max.message.bytes`` Rivulet's topics are created with (``streaming.ingest.topics``): a
+        batch of records larger than this is refused by the broker.
+
+        >>> Settings(max_event_bytes=1_000_000).max_message_bytes
+        1004096
+        """
+        return self.max_event_bytes + 4096
+
+    @property
     def bootstrap_servers(self) -> list[str]:
         """``kafka_bootstrap`` as a list (what every Kafka client takes)."""
         return _split(self.kafka_bootstrap)

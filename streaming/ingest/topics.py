@@ -67,7 +67,7 @@ class TopicAdmin:
         names = names if names is not None else s.topics.all()
         topic_configs = {
             "retention.ms": str(s.retention_ms),
-            "max.message.bytes": str(s.max_event_bytes + 4096),
+            "max.message.bytes": str(s.max_message_bytes),
         }
         replicas = replication_factor or s.replication_factor
         if s.min_insync_replicas is not None:

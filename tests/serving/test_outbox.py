@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from serving.metrics import UNPUBLISHED
 from serving.outbox import Outbox
@@ -90,3 +91,44 @@ def test_a_topic_kafka_never_serves_releases_the_outbox_counted_unpublished(
     assert sorted(r.value for r in read_all(settings.kafka_bootstrap, present)) == [
         b"ok%d" % i for i in range(5)
     ]
+
+
+def _value_of(key: bytes, size: int) -> bytes:
+    """A value that makes a batch of ``size`` bytes with ``key``, alone (aiokafka's estimate)."""
+    n = size - DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"", [])
+    while DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"v" * n, []) > size:  # the length's varint
+        n -= 1
+    value = b"v" * n
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) == size
+    return value
+
+
+def test_a_prediction_too_large_for_the_topic_is_counted_and_its_partition_goes_on(
+    settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    """Before: a prediction larger than the topic's ``max.message.bytes`` went to Kafka in a batch of its
+    own (``send_batch`` checks no size, where ``send`` checks ``max_request_size``); the broker refused it,
+    which left aiokafka's idempotent producer with a gap in its sequence numbers, and every later batch of
+    the partition failed with ``OutOfOrderSequenceNumber``: the 10 predictions sent around it and every later
+    one counted unpublished until the API restarted. Now a prediction larger than ``max_bytes`` is counted
+    and not sent; one of exactly ``max_bytes`` is published, and so is everything around them, in order."""
+    topic = make_topic("predictions", partitions=1)  # max.message.bytes: settings.max_message_bytes
+    limit = settings.max_message_bytes
+    key = b"entity-1"
+    small = [b"small-%d" % i for i in range(15)]
+    fits = _value_of(key, limit)
+    before = unpublished("large-model")
+
+    async def go(producer: Any) -> tuple[int, int]:
+        outbox = Outbox(linger_s=0.002, max_bytes=limit)
+        for value in [*small[:5], b"v" * limit, *small[5:10], fits]:  # the broker refuses the first
+            outbox.send(producer, topic, value, key, "large-model")
+        await asyncio.sleep(0.5)  # a later flush of the same partition
+        for value in small[10:]:
+            outbox.send(producer, topic, value, key, "large-model")
+        return await outbox.drain(30), outbox.held
+
+    assert asyncio.run(_with_producer(settings, go)) == (0, 0)
+    got = [r.value for r in read_all(settings.kafka_bootstrap, topic)]
+    assert got == [*small[:10], fits, *small[10:]]
+    assert unpublished("large-model") - before == 1.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -114,3 +116,34 @@ def test_keys_follow_the_topics_partitions_when_they_grow(
         want = murmur2_partition(r.key, [0, 1] if r.value == b"before" else [0, 1, 2, 3])
         assert r.partition == want, (r.key, r.value)
     assert {r.partition for r in got if r.value == b"after"} == {0, 1, 2, 3}
+
+
+def test_the_keys_a_publisher_remembers_are_bounded_in_bytes(
+    settings: Settings, make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a publisher remembered the partition of up to ``KEYS_KEPT`` (100,000) keys a topic whatever
+    their size: the API's outbox, sent predictions of 100,000 entities of 1 KB (the longest an entity may
+    be), kept 110 MB for as long as the process ran. Now the keys it keeps hold ``KEY_BYTES_KEPT`` (8 MB) at
+    most; here 200 kB, and 1,000 keys of 1 kB that each publish makes and drops: 1.2 MB kept before, 0.34 MB
+    now (the keys and what the producer keeps)."""
+    monkeypatch.setattr(feature_publisher, "KEY_BYTES_KEPT", 200_000)
+    topic = make_topic("long-keys", partitions=3)
+
+    async def go() -> int:
+        publisher = AsyncPublisher(settings)
+        try:
+            await publisher.start()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for chunk in range(10):
+                keys = [b"%07d" % (chunk * 100 + i) * 147 for i in range(100)]
+                await publisher.publish(topic, [(key, b"v") for key in keys])
+            del keys
+            gc.collect()
+            return int(tracemalloc.get_traced_memory()[0] - before)
+        finally:
+            tracemalloc.stop()
+            await publisher.stop()
+
+    kept = asyncio.run(go())
+    assert kept < 600_000, kept
