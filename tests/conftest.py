@@ -66,6 +66,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [item for item in items if not item.get_closest_marker("cluster")]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lag_watcher_off() -> Iterator[None]:
+    """``RIVULET_SERVE_LAG_S=0`` for the whole session: every API a test builds, in this process or as a
+    child process, runs without the lag watcher (``serving.lag``), which measures against Kafka on a thread
+    and which an API's shutdown waits for (5 s and more when the test's Kafka does not answer). The tests of
+    the lag turn it on themselves (``tests/serving/test_lag*.py``, ``tests/deploy/test_alerts_e2e.py``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RIVULET_SERVE_LAG_S", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     return Settings()

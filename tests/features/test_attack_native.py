@@ -407,6 +407,9 @@ class Floaty:
     def __float__(self) -> float:
         return 2.5
 
+    def __repr__(self) -> str:  # the test ids (ids=repr): the same in every process, as pytest-xdist needs
+        return "Floaty()"
+
 
 ODD = [
     Decimal("2.5"), Fraction(7, 2), Flt(1.5), Str("3"), True, 10**30, -(2**63) - 1, math.nan, math.inf,

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,26 @@ def run(
 
 def tracking_ids(client: redis.Redis) -> list[str]:
     return [c["id"] for c in client.client_list() if c.get("name") == NAME]
+
+
+@pytest.fixture
+def node(redis_up: str, tmp_path: Path) -> Iterator[RedisNode]:
+    """A ``redis-server`` of the test's own, for what acts on a whole server (a restart, SIGSTOP, ``CLIENT
+    KILL`` of every tracking connection, ``CLIENT PAUSE``): on the shared one it would reach the tracking
+    connections and writes of the tests that run beside this one (pytest-xdist)."""
+    own = RedisNode(tmp_path / "redis", port=free_port())
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture
+def node_client(node: RedisNode) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(node.url)
+    yield client
+    client.close()
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -233,26 +253,26 @@ def test_the_race_a_read_in_flight_when_its_key_is_written_leaves_the_old_value_
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_killed_tracking_connection_empties_the_cache_before_it_serves_again(
-    settings: Settings, redis_client: redis.Redis, loop: str
+    settings: Settings, node: RedisNode, node_client: redis.Redis, loop: str
 ) -> None:
     async def body(cache: NearCache, writer: RedisStore) -> None:
         await writer.write([row("k", 10)])
         await cache.read("v", ["k"])
         assert (await cache.read("v", ["k"]))[0].ts == 10 and cache.stats.hits == 1  # type: ignore[union-attr]
-        (killed,) = tracking_ids(redis_client)
+        (killed,) = tracking_ids(node_client)
         flushes = cache.stats.flushes
-        redis_client.execute_command("CLIENT", "KILL", "ID", killed)
+        node_client.execute_command("CLIENT", "KILL", "ID", killed)
         await writer.write([row("k", 20)])  # no invalidation can arrive for this one: the connection is gone
         assert not cache.serving and len(cache) == 0 and cache.stats.flushes == flushes + 1
         assert (await cache.read("v", ["k"]))[0].ts == 20  # type: ignore[union-attr]
         await until(lambda: cache.serving, ESTABLISHED_S, "tracking back")
-        assert tracking_ids(redis_client) not in ([], [killed])
+        assert tracking_ids(node_client) not in ([], [killed])
         await cache.read("v", ["k"])
         await writer.write([row("k", 30)])  # reported on the new connection
         await until(lambda: len(cache) == 0, STALENESS_BOUND_S, "invalidated after the reconnection")
         assert (await cache.read("v", ["k"]))[0].ts == 30  # type: ignore[union-attr]
 
-    run(settings, body, loop)
+    run(settings.model_copy(update={"redis_url": node.url}), body, loop)
 
 
 async def loop_turns() -> None:
@@ -263,10 +283,8 @@ async def loop_turns() -> None:
 
 
 def test_a_redis_restart_empties_the_cache_and_nothing_old_is_served(
-    settings: Settings, redis_up: str, tmp_path: Path
+    settings: Settings, node: RedisNode
 ) -> None:
-    node = RedisNode(tmp_path / "redis", port=free_port())
-    node.start()
     s = settings.model_copy(update={"redis_url": node.url})
 
     async def body(cache: NearCache, writer: RedisStore) -> None:
@@ -297,19 +315,12 @@ def test_a_redis_restart_empties_the_cache_and_nothing_old_is_served(
         await until(lambda: cache.stats.flushes > flushes, STALENESS_BOUND_S, "FLUSHDB reported")
         assert len(cache) == 0 and cache.serving and await cache.read("v", ["x"]) == [None]
 
-    try:
-        run(s, body)
-    finally:
-        node.stop()
+    run(s, body)
 
 
-def test_a_redis_that_stops_answering_turns_the_cache_off(
-    settings: Settings, redis_up: str, tmp_path: Path
-) -> None:
+def test_a_redis_that_stops_answering_turns_the_cache_off(settings: Settings, node: RedisNode) -> None:
     """A hung Redis (its process stopped: no end of connection, no answer) is found by the tracking
     connection's PING: the cache empties and stops serving; it comes back once Redis answers again."""
-    node = RedisNode(tmp_path / "redis", port=free_port())
-    node.start()
     s = settings.model_copy(update={"redis_url": node.url, "redis_socket_timeout_s": 0.5})
 
     async def body(cache: NearCache, writer: RedisStore) -> None:
@@ -324,10 +335,7 @@ def test_a_redis_that_stops_answering_turns_the_cache_off(
             os.kill(node.pid, signal.SIGCONT)
         await until(lambda: cache.serving, ESTABLISHED_S, "tracking back once Redis answers")
 
-    try:
-        run(s, body)
-    finally:
-        node.stop()
+    run(s, body)
 
 
 def test_the_cache_is_bounded_least_recently_used_out(settings: Settings, redis_client: redis.Redis) -> None:
@@ -488,7 +496,7 @@ def test_the_cache_is_bounded_in_memory_not_only_in_entries(
 
 
 def test_a_storm_of_client_kills_and_pauses_never_serves_an_older_vector(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, node: RedisNode, node_client: redis.Redis
 ) -> None:
     """Each of 30 writes followed by a ``CLIENT KILL`` of the tracking connection (a storm: it is killed
     again while it reconnects), every fifth by a ``CLIENT PAUSE ... WRITE``: a read never returns a vector
@@ -500,10 +508,10 @@ def test_a_storm_of_client_kills_and_pauses_never_serves_an_older_vector(
         for i in range(1, 31):
             await writer.write([row("k", i)])
             acked = time.monotonic()
-            for cid in tracking_ids(redis_client):
-                redis_client.client_kill_filter(_id=cid)
+            for cid in tracking_ids(node_client):
+                node_client.client_kill_filter(_id=cid)
             if i % 5 == 0:
-                redis_client.client_pause(100, all=False)  # writes paused; reads and PING answer
+                node_client.client_pause(100, all=False)  # writes paused; reads and PING answer
             while True:
                 got = (await cache.read("v", ["k"]))[0]
                 assert got is not None and (not served or got.ts >= served[-1]), (i, got, served[-3:])
@@ -516,5 +524,5 @@ def test_a_storm_of_client_kills_and_pauses_never_serves_an_older_vector(
         assert [(await cache.read("v", ["k"]))[0].ts for _ in range(2)] == [30, 30]  # type: ignore[union-attr]
         return served
 
-    served = run(settings, body, loop="uvloop")
+    served = run(settings.model_copy(update={"redis_url": node.url}), body, loop="uvloop")
     assert served == sorted(served) and served[-1] == 30
