@@ -147,3 +147,18 @@ def redis_client(base_settings: Settings, redis_up: str, settings: Settings) -> 
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def node(redis_up: str, tmp_path: Path) -> Iterator[localservices.RedisNode]:
+    """A ``redis-server`` of the test's own, for what acts on a whole server (a restart, SIGSTOP, ``CLIENT
+    KILL`` of every tracking connection, ``CLIENT PAUSE``, command counts): on the shared one it would reach
+    the connections, writes and counts of the tests that run beside this one."""
+    from tests.support.api_env import free_port
+
+    own = localservices.RedisNode(tmp_path / "redis", port=free_port())
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()

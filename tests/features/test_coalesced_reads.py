@@ -11,8 +11,7 @@ import math
 import os
 import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -26,7 +25,6 @@ from features.store import FeatureRow
 from serving.services import STORE_ERRORS
 from streaming import clients
 from streaming.settings import Settings
-from tests.support.api_env import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +34,6 @@ OTHER_TYPES = ["str", "list", "set", "zset", "stream"]
 NOT_VECTORS = {"no-ts": {"n": "1"}, "bad-json": {"_ts": "5", "n": "{"}, "bad-ts": {"_ts": "x", "n": "1"}}
 ABSENT = ["nobody", "}x{", ""]
 SET_UP = ("info", "hello", "select")  # not the store's reads: INFO, a new connection's set-up
-
-
-@pytest.fixture
-def node(redis_up: str, tmp_path: Path) -> Iterator[RedisNode]:
-    """A Redis of this test's own: its command counts are this test's, and it may be killed."""
-    node = RedisNode(tmp_path / "redis", port=free_port())
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
 
 
 def vectors() -> list[FeatureRow]:

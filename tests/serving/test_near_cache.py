@@ -94,19 +94,6 @@ def tracking_ids(client: redis.Redis) -> list[str]:
 
 
 @pytest.fixture
-def node(redis_up: str, tmp_path: Path) -> Iterator[RedisNode]:
-    """A ``redis-server`` of the test's own, for what acts on a whole server (a restart, SIGSTOP, ``CLIENT
-    KILL`` of every tracking connection, ``CLIENT PAUSE``): on the shared one it would reach the tracking
-    connections and writes of the tests that run beside this one (pytest-xdist)."""
-    own = RedisNode(tmp_path / "redis", port=free_port())
-    own.start()
-    try:
-        yield own
-    finally:
-        own.stop()
-
-
-@pytest.fixture
 def node_client(node: RedisNode) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(node.url)
     yield client
